@@ -1,0 +1,317 @@
+"""The D7 Networks client: pooled async HTTP, typed errors, and retries only where a send provably did not happen.
+
+D7 has no idempotency key, so a send whose answer was lost (read timeout, dropped connection, 500, an answer we
+cannot read) becomes ``D7OutcomeUnknownError`` and is never retried here. Status look-ups are read-only and are
+retried on those failures too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from bot import __version__
+from bot.d7.retry import RetryPolicy, parse_retry_after
+from bot.d7.wire import (
+    ErrorAnswer,
+    SendAnswer,
+    SmsLog,
+    WhatsAppReport,
+    build_sms_body,
+    build_whatsapp_body,
+)
+from bot.domain.errors import (
+    D7AuthError,
+    D7Error,
+    D7InsufficientCreditError,
+    D7InvalidOriginatorError,
+    D7NotFoundError,
+    D7OutcomeUnknownError,
+    D7RateLimitedError,
+    D7UnavailableError,
+    D7ValidationError,
+    FieldError,
+)
+from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
+
+log = logging.getLogger("bot.d7")
+
+DEFAULT_BASE_URL = "https://api.d7networks.com"
+# Connecting is quick or it is not going to work; D7 itself may take a while to answer a large batch.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=15.0, write=5.0, pool=5.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=30.0)
+
+SMS_SEND_PATH = "/messages/v1/send"
+WHATSAPP_SEND_PATH = "/whatsapp/v2/send"
+SMS_STATUS_PATH = "/report/v1/message-log/{request_id}"
+WHATSAPP_STATUS_PATH = "/whatsapp/v2/report/{request_id}"
+
+Sleep = Callable[[float], Awaitable[None]]
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the token to each request; keeps it out of reprs, logs and the client's default headers."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(token=SecretStr('**********'))"
+
+
+# Failures before any byte reached D7: nothing was sent.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+_ERRORS_BY_STATUS: dict[int, type[D7Error]] = {
+    401: D7AuthError,
+    402: D7InsufficientCreditError,
+    404: D7NotFoundError,
+    422: D7ValidationError,
+    429: D7RateLimitedError,
+    502: D7UnavailableError,
+    503: D7UnavailableError,
+    504: D7UnavailableError,
+}
+
+
+def _error_from_response(response: httpx.Response, *, idempotent: bool) -> D7Error:
+    """Map an error answer to the most specific class of the tree."""
+    status = response.status_code
+    try:
+        answer = ErrorAnswer.model_validate_json(response.content)
+        detail: Any = response.json()
+    except (ValidationError, ValueError):
+        answer, detail = ErrorAnswer(), response.text[:500] or None
+    items = answer.items()
+    code = next((i.code for i in items if i.code), None)
+    message = next((i.message or i.msg for i in items if i.message or i.msg), None) or (
+        f"D7 answered HTTP {status} {response.reason_phrase}".rstrip()
+    )
+    kwargs: dict[str, Any] = {"http_status": status, "code": code, "detail": detail}
+    if status in (429, 502, 503, 504):
+        kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
+
+    cls = _ERRORS_BY_STATUS.get(status)
+    if status == 404 and code == "INVALID_WHATSAPP_ORIGINATOR":
+        cls = D7InvalidOriginatorError
+    if cls is D7ValidationError:
+        errors = [FieldError(tuple(i.loc or ()), i.msg or "", i.type or "") for i in items if i.msg]
+        if errors:
+            message = "; ".join(str(e) for e in errors)
+        return D7ValidationError(message, errors=errors, **kwargs)
+    if cls is not None:
+        return cls(message, **kwargs)
+    if status >= 500:
+        if idempotent:
+            return D7UnavailableError(message, **kwargs)
+        # A 500 comes from D7's application: it may have queued the text before failing.
+        return D7OutcomeUnknownError(
+            f"D7 failed with HTTP {status} after receiving the request; the text may have been sent", **kwargs
+        )
+    return D7Error(message, **kwargs)
+
+
+class D7Client:
+    """Async client for D7's SMS and WhatsApp APIs. One instance per process; close it with ``aclose``."""
+
+    dry_run = False
+
+    def __init__(
+        self,
+        token: SecretStr,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=_BearerAuth(token),
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": f"slack-d7-relay/{__version__}"},
+        )
+
+    def __repr__(self) -> str:
+        return f"D7Client(base_url={str(self._http.base_url)!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> D7Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ public API
+
+    async def send_sms(
+        self,
+        recipients: Sequence[str],
+        content: str,
+        *,
+        originator: str | None = None,
+        report_url: str | None = None,
+        schedule_time: datetime | None = None,
+    ) -> SendResult:
+        """Send one SMS text to every recipient (E.164) in one request.
+
+        ``data_coding`` is ``text`` when every character is GSM-7, else ``unicode``.
+        """
+        body = build_sms_body(
+            recipients, content, originator=originator, report_url=report_url, schedule_time=schedule_time
+        )
+        return await self._send(Via.SMS, SMS_SEND_PATH, body, len(recipients))
+
+    async def send_whatsapp(
+        self,
+        recipients: Sequence[str],
+        body: str,
+        *,
+        originator: str,
+        cust_ref: str | None = None,
+        report_url: str | None = None,
+        schedule_time: datetime | None = None,
+        preview_url: bool = False,
+    ) -> SendResult:
+        """Send one free-form WhatsApp text; ``cust_ref`` (our send id) tags every recipient."""
+        wire = build_whatsapp_body(
+            recipients,
+            body,
+            originator=originator,
+            cust_ref=cust_ref,
+            report_url=report_url,
+            schedule_time=schedule_time,
+            preview_url=preview_url,
+        )
+        return await self._send(Via.WHATSAPP, WHATSAPP_SEND_PATH, wire, len(recipients))
+
+    async def get_status(self, request_id: str, via: Via) -> StatusReport:
+        """Per-recipient status of an earlier request. Unknown id → ``D7NotFoundError``."""
+        if not request_id or len(request_id) > 128:
+            raise ValueError("request_id must be 1 to 128 characters")
+        template = SMS_STATUS_PATH if via is Via.SMS else WHATSAPP_STATUS_PATH
+        path = template.format(request_id=quote(request_id, safe=""))
+        response = await self._request("GET", path, None, idempotent=True)
+        if via is Via.SMS:
+            sms = self._parse(SmsLog, response)
+            return StatusReport(
+                request_id=sms.request_id,
+                via=via,
+                recipients=[
+                    RecipientStatus(
+                        recipient=m.recipient,
+                        status=m.status,
+                        msg_id=m.msg_id,
+                        parts=m.number_of_sms,
+                        cost=None if m.sms_cost is None else str(m.sms_cost),
+                        country=m.country,
+                    )
+                    for m in sms.messages
+                ],
+            )
+        wa = self._parse(WhatsAppReport, response)
+        return StatusReport(
+            request_id=wa.request_id,
+            via=via,
+            stage=wa.request_stage,
+            recipients=[
+                RecipientStatus(recipient=m.recipient, status=m.status, msg_id=m.msg_id, reason=m.reason)
+                for m in wa.messages
+            ],
+        )
+
+    # ------------------------------------------------------------ internals
+
+    @staticmethod
+    def _parse(model: type[_M], response: httpx.Response) -> _M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise D7Error(
+                f"D7 answered HTTP {response.status_code} with a body that could not be read",
+                http_status=response.status_code,
+                detail=response.text[:500],
+            ) from exc
+
+    async def _send(self, via: Via, path: str, body: BaseModel, count: int) -> SendResult:
+        started = time.perf_counter()
+        payload = body.model_dump(mode="json", exclude_none=True)
+        response = await self._request("POST", path, payload, idempotent=False)
+        try:
+            answer = SendAnswer.model_validate_json(response.content)
+        except ValidationError as exc:
+            # D7 processed the request; without a request id we cannot know what happened.
+            raise D7OutcomeUnknownError(
+                f"D7 answered HTTP {response.status_code} but the answer could not be read; "
+                "the text may have been sent",
+                http_status=response.status_code,
+                detail=response.text[:500],
+            ) from exc
+        log.info(
+            "d7 send via=%s recipients=%d status=%s request_id=%s elapsed_ms=%d",
+            via.value,
+            count,
+            answer.status,
+            answer.request_id,
+            (time.perf_counter() - started) * 1000,
+        )
+        return SendResult(request_id=answer.request_id, status=SendStatus(answer.status), created_at=answer.created_at)
+
+    async def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None, *, idempotent: bool
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            error: D7Error
+            try:
+                response = await self._http.request(method, path, json=payload)
+            except _NOT_SENT as exc:
+                error = D7UnavailableError(f"could not connect to D7 ({type(exc).__name__})")
+                error.__cause__ = exc
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise D7OutcomeUnknownError(
+                        f"D7 did not answer ({type(exc).__name__}); the text may or may not have been sent"
+                    ) from exc
+                error = D7UnavailableError(f"D7 did not answer ({type(exc).__name__})")
+                error.__cause__ = exc
+            else:
+                if response.is_success:
+                    return response
+                error = _error_from_response(response, idempotent=idempotent)
+            delay = self._retry.delay(attempt, error)
+            if delay is None:
+                raise error
+            log.warning(
+                "d7 %s %s failed (%s%s); retry %d of %d in %.2fs",
+                method,
+                path,
+                type(error).__name__,
+                f" HTTP {error.http_status}" if error.http_status else "",
+                attempt,
+                self._retry.max_attempts - 1,
+                delay,
+            )
+            await self._sleep(delay)

@@ -1,0 +1,230 @@
+"""D7's wire format: pydantic models of every request and response body, and the builders of send bodies.
+
+Field names follow D7's own examples (``shared/seeds``). Bodies are serialised with ``exclude_none`` so that an
+unset option is absent rather than ``null``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.domain.encoding import analyze
+
+_E164 = re.compile(r"^\+[1-9]\d{5,14}$")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- SMS: POST /messages/v1/send
+
+
+class SmsMessage(_Body):
+    channel: Literal["sms"] = "sms"
+    recipients: list[str] = Field(min_length=1)
+    content: str = Field(min_length=1)
+    msg_type: Literal["text"] = "text"
+    data_coding: Literal["text", "unicode", "auto"]
+
+
+class SmsGlobals(_Body):
+    originator: str | None = None
+    report_url: str | None = None
+    schedule_time: str | None = None
+
+
+class SmsSendBody(_Body):
+    messages: list[SmsMessage] = Field(min_length=1)
+    message_globals: SmsGlobals | None = None
+
+
+# ---------------------------------------------------------------- WhatsApp: POST /whatsapp/v2/send
+
+
+class WhatsAppText(_Body):
+    preview_url: bool = False
+    body: str = Field(min_length=1)
+
+
+class WhatsAppContent(_Body):
+    message_type: Literal["TEXT"] = "TEXT"
+    text: WhatsAppText
+
+
+class WhatsAppReference(_Body):
+    cust_ref: str | None = None
+    message_tag1: str | None = None
+    conversation_id: str | None = None
+
+
+class WhatsAppRecipient(_Body):
+    recipient: str
+    recipient_type: Literal["individual"] = "individual"
+    reference: WhatsAppReference | None = None
+
+
+class WhatsAppMessage(_Body):
+    originator: str
+    content: WhatsAppContent
+    recipients: list[WhatsAppRecipient] = Field(min_length=1)
+    report_url: str | None = None
+
+
+class WhatsAppGlobals(_Body):
+    schedule_time: str | None = None
+
+
+class WhatsAppSendBody(_Body):
+    messages: list[WhatsAppMessage] = Field(min_length=1)
+    message_globals: WhatsAppGlobals | None = None
+
+
+# ---------------------------------------------------------------- answers
+
+
+class SendAnswer(_Answer):
+    """200 answer of both send endpoints."""
+
+    request_id: str = Field(min_length=1)
+    status: Literal["accepted", "rejected"]
+    created_at: datetime | None = None
+
+
+class SmsLogEntry(_Answer):
+    msg_id: str | None = None
+    recipient: str
+    status: str
+    number_of_sms: int | None = None
+    sms_cost: float | str | None = None
+    country: str | None = None
+
+
+class SmsLog(_Answer):
+    """``GET /report/v1/message-log/{request_id}``."""
+
+    request_id: str
+    total_recipients: int | None = None
+    channel: str | None = None
+    messages: list[SmsLogEntry] = Field(default_factory=list)
+
+
+class WhatsAppReportEntry(_Answer):
+    msg_id: str | None = None
+    recipient: str
+    status: str
+    reason: str | None = None
+    reference: dict[str, Any] | None = None
+
+
+class WhatsAppReport(_Answer):
+    """``GET /whatsapp/v2/report/{request_id}``."""
+
+    request_id: str
+    request_stage: str | None = None
+    messages: list[WhatsAppReportEntry] = Field(default_factory=list)
+
+
+class ErrorItem(_Answer):
+    """One entry of an error ``detail``: ``code``/``message`` or, for 422, ``loc``/``msg``/``type``."""
+
+    code: str | None = None
+    message: str | None = None
+    loc: list[str | int] | None = None
+    msg: str | None = None
+    type: str | None = None
+
+
+class ErrorAnswer(_Answer):
+    """Error bodies: ``detail`` is an object for 401 and a list for 402/404/422."""
+
+    detail: ErrorItem | list[ErrorItem] | str | None = None
+
+    def items(self) -> list[ErrorItem]:
+        if isinstance(self.detail, ErrorItem):
+            return [self.detail]
+        if isinstance(self.detail, list):
+            return self.detail
+        if isinstance(self.detail, str):
+            return [ErrorItem(message=self.detail)]
+        return []
+
+
+# ---------------------------------------------------------------- builders
+
+
+def format_schedule_time(when: datetime) -> str:
+    """D7's ``schedule_time``: ``YYYY-MM-DDTHH:MM+HH:MM``, in the time zone ``when`` carries."""
+    offset = when.utcoffset()
+    if offset is None:
+        raise ValueError("schedule_time needs a time zone")
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{when.strftime('%Y-%m-%dT%H:%M')}{sign}{hours:02d}:{mins:02d}"
+
+
+def _check_recipients(recipients: Sequence[str]) -> list[str]:
+    if not recipients:
+        raise ValueError("at least one recipient is needed")
+    bad = [r for r in recipients if not _E164.match(r)]
+    if bad:
+        raise ValueError(f"recipients must be in E.164 form, got {bad[0]!r}")
+    return list(recipients)
+
+
+def build_sms_body(
+    recipients: Sequence[str],
+    content: str,
+    *,
+    originator: str | None = None,
+    report_url: str | None = None,
+    schedule_time: datetime | None = None,
+) -> SmsSendBody:
+    """One message object with every recipient; options in ``message_globals``."""
+    message = SmsMessage(
+        recipients=_check_recipients(recipients),
+        content=content,
+        data_coding=analyze(content).encoding.data_coding,
+    )
+    globals_ = SmsGlobals(
+        originator=originator,
+        report_url=report_url,
+        schedule_time=format_schedule_time(schedule_time) if schedule_time else None,
+    )
+    empty = globals_ == SmsGlobals()
+    return SmsSendBody(messages=[message], message_globals=None if empty else globals_)
+
+
+def build_whatsapp_body(
+    recipients: Sequence[str],
+    body: str,
+    *,
+    originator: str,
+    cust_ref: str | None = None,
+    report_url: str | None = None,
+    schedule_time: datetime | None = None,
+    preview_url: bool = False,
+) -> WhatsAppSendBody:
+    """One free-form TEXT message to every recipient, each tagged with our ``cust_ref``."""
+    reference = WhatsAppReference(cust_ref=cust_ref) if cust_ref else None
+    message = WhatsAppMessage(
+        originator=originator,
+        content=WhatsAppContent(text=WhatsAppText(preview_url=preview_url, body=body)),
+        recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in _check_recipients(recipients)],
+        report_url=report_url,
+    )
+    globals_ = WhatsAppGlobals(schedule_time=format_schedule_time(schedule_time)) if schedule_time else None
+    return WhatsAppSendBody(messages=[message], message_globals=globals_)

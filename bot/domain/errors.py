@@ -1,0 +1,175 @@
+"""Every error the bot raises on purpose, in one tree.
+
+Each message names the bad part in words a Slack user can act on; none ever carries a secret.
+
+    BotError
+    ├── InputError                       what a user typed cannot be sent
+    │   ├── InvalidPhoneNumber           a number that does not parse or is not a real number
+    │   ├── EmptyMessage                 nothing to send
+    │   └── MessageTooLong               more SMS segments than the policy allows
+    ├── ConfigError                      settings or policy file unusable; the bot must not start
+    │   ├── SettingsError                environment / .env values (lists every problem)
+    │   └── PolicyFileError              policy.yml (names the file and the path inside it)
+    └── D7Error                          D7 answered with an error, or did not answer
+        ├── D7AuthError                  401: the token is missing or invalid
+        ├── D7InsufficientCreditError    402: the account is out of credit
+        ├── D7NotFoundError              404: unknown request id (status look-ups)
+        │   └── D7InvalidOriginatorError 404: the sender is not a registered WhatsApp number
+        ├── D7ValidationError            422: D7 rejected fields of the body (see .errors)
+        ├── D7RateLimitedError           429: too many requests (see .retry_after); safe to retry
+        ├── D7UnavailableError           502/503/504 or no connection; nothing was sent; safe to retry
+        └── D7OutcomeUnknownError        the request went out but no usable answer came back:
+                                         the text may or may not have been sent; never resend blindly
+
+D7 errors carry the HTTP status, D7's code and message, and the raw ``detail`` D7 returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class BotError(Exception):
+    """Base of every error the bot raises on purpose."""
+
+
+class InputError(BotError):
+    """Something a user typed cannot be sent as it is."""
+
+
+class InvalidPhoneNumber(InputError):
+    """A recipient that is not a valid phone number; ``raw`` is the input as typed."""
+
+    def __init__(self, raw: str, reason: str) -> None:
+        self.raw = raw
+        self.reason = reason
+        super().__init__(f"'{raw}' is not a valid phone number: {reason}")
+
+
+class EmptyMessage(InputError):
+    """The message has no text."""
+
+    def __init__(self) -> None:
+        super().__init__("the message is empty")
+
+
+class MessageTooLong(InputError):
+    """The text needs more SMS segments than allowed."""
+
+    def __init__(self, segments: int, max_segments: int, encoding: str) -> None:
+        self.segments = segments
+        self.max_segments = max_segments
+        super().__init__(f"the message needs {segments} SMS segments ({encoding}); the limit is {max_segments}")
+
+
+class ConfigError(BotError):
+    """Configuration the bot cannot start with."""
+
+
+class SettingsError(ConfigError):
+    """Bad or missing settings; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"configuration error ({len(self.problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One problem in a policy file, at a path such as ``rules[1].senders[0]``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class PolicyFileError(ConfigError):
+    """The policy file cannot be used; names the file and every problem's path inside it."""
+
+    def __init__(self, file: str, problems: Sequence[PolicyProblem]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{file}: {p}" for p in self.problems))
+
+
+class D7Error(BotError):
+    """D7 answered with an error or did not answer; base of all D7 failures."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str | None = None,
+        detail: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after  # seconds D7 asked us to wait (Retry-After), if it said
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(http_status={self.http_status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class D7AuthError(D7Error):
+    """401: the D7 token is missing or invalid."""
+
+
+class D7InsufficientCreditError(D7Error):
+    """402: the D7 account is out of credit."""
+
+
+class D7NotFoundError(D7Error):
+    """404: D7 does not know this request id (or resource)."""
+
+
+class D7InvalidOriginatorError(D7NotFoundError):
+    """404 INVALID_WHATSAPP_ORIGINATOR: the sender is not a registered WhatsApp number."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One entry of a 422 answer: where (``loc``), what (``msg``) and the error ``type``."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def __str__(self) -> str:
+        where = ".".join(str(part) for part in self.loc)
+        return f"{where}: {self.msg}" if where else self.msg
+
+
+class D7ValidationError(D7Error):
+    """422: D7 rejected parts of the request body; ``errors`` says which."""
+
+    def __init__(self, message: str, *, errors: Sequence[FieldError], **kwargs: Any) -> None:
+        self.errors = list(errors)
+        super().__init__(message, **kwargs)
+
+
+class D7RateLimitedError(D7Error):
+    """429: D7 asked us to slow down; nothing was processed, so retrying is safe."""
+
+    retryable = True
+
+
+class D7UnavailableError(D7Error):
+    """502/503/504 or no connection could be made: nothing was sent, so retrying is safe."""
+
+    retryable = True
+
+
+class D7OutcomeUnknownError(D7Error):
+    """The request reached D7 but no usable answer came back; the text may have gone out."""

@@ -1,0 +1,104 @@
+"""Phone numbers: parse what people type into E.164, and show numbers in full or masked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+
+from bot.domain.errors import InvalidPhoneNumber
+
+MASK = "•••"
+
+_PARSE_REASONS = {
+    NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
+    NumberParseException.NOT_A_NUMBER: "not a phone number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    NumberParseException.TOO_SHORT_NSN: "too short",
+    NumberParseException.TOO_LONG: "too long",
+}
+_LENGTH_REASONS = {
+    ValidationResult.TOO_SHORT: "too short",
+    ValidationResult.TOO_LONG: "too long",
+    ValidationResult.INVALID_COUNTRY_CODE: "unknown country code",
+    ValidationResult.INVALID_LENGTH: "wrong number of digits",
+}
+# What people paste around numbers: spaces, dots, dashes, brackets, slashes.
+_ALLOWED = re.compile(r"^\+?[\d\s().\-/]+$")
+
+
+class NumberDisplay(StrEnum):
+    """How numbers appear in Slack."""
+
+    MASKED = "masked"
+    FULL = "full"
+
+
+@dataclass(frozen=True, order=True)
+class PhoneNumber:
+    """A valid number in E.164 form (``+14155550100``)."""
+
+    e164: str
+
+    def __str__(self) -> str:
+        return self.e164
+
+    def display(self, mode: NumberDisplay = NumberDisplay.MASKED) -> str:
+        """The number as people should see it: ``+1 415-555-0100`` or ``+1 415 ••• 0100``."""
+        return format_full(self.e164) if mode is NumberDisplay.FULL else mask(self.e164)
+
+
+def is_region(code: str) -> bool:
+    """True when ``code`` is a region phonenumbers knows (``US``, ``GB``, ...)."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def parse_phone(raw: str, default_region: str | None = None) -> PhoneNumber:
+    """Parse ``raw`` as typed; numbers without ``+`` are read in ``default_region``.
+
+    Raises ``InvalidPhoneNumber`` naming ``raw`` as typed.
+    """
+    text = raw.strip()
+    if not text:
+        raise InvalidPhoneNumber(raw, "empty")
+    if not _ALLOWED.match(text):
+        raise InvalidPhoneNumber(raw, "only digits, spaces, dashes, dots, brackets and a leading + are allowed")
+    region = None if text.startswith("+") else default_region
+    if region is None and not text.startswith("+"):
+        raise InvalidPhoneNumber(raw, "write it with its country code, like +14155550100")
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        raise InvalidPhoneNumber(raw, _PARSE_REASONS.get(exc.error_type, "not a phone number")) from exc
+    if not phonenumbers.is_valid_number(number):
+        length = phonenumbers.is_possible_number_with_reason(number)
+        reason = _LENGTH_REASONS.get(length, "no such number exists in that numbering plan")
+        raise InvalidPhoneNumber(raw, reason)
+    return PhoneNumber(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+
+
+def _parsed(e164: str) -> phonenumbers.PhoneNumber:
+    return phonenumbers.parse(e164, None)
+
+
+def format_full(e164: str) -> str:
+    """International format: ``+1 415-555-0100``, ``+44 20 7946 0000``."""
+    return phonenumbers.format_number(_parsed(e164), PhoneNumberFormat.INTERNATIONAL)
+
+
+def mask(e164: str) -> str:
+    """Masked form that still lets people recognise a number: ``+1 415 ••• 0100``.
+
+    Keeps the country code, the first group of the national number and its last four digits.
+    """
+    number = _parsed(e164)
+    national = phonenumbers.national_significant_number(number)
+    country = f"+{number.country_code}"
+    if len(national) <= 6:
+        return f"{country} {MASK} {national[-2:]}"
+    groups = re.split(r"[\s\-]+", format_full(e164))[1:]
+    first = groups[0] if groups and len(groups[0]) <= len(national) - 4 else national[:3]
+    return f"{country} {first} {MASK} {national[-4:]}"

@@ -1,0 +1,437 @@
+"""The policy file (``policy.yml``): who may send, from which Slack channel, through which sender, to whom.
+
+``load_policy`` reads and checks a file; every problem is reported with the file and its path inside it
+(``rules[1].senders[0]: unknown sender 'ops-sm'``). ``evaluate`` decides one send: default deny, allowed only
+when a single rule allows all of it, and a denial names the dimension that failed.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
+from bot.domain.models import Via
+from bot.domain.phone import NumberDisplay, PhoneNumber, is_region, parse_phone
+
+WILDCARD = "*"
+GROUP_PREFIX = "group:"
+TEMPLATE_FIELDS = frozenset({"text", "title", "channel", "link"})
+
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_BOT_ID = re.compile(r"^B[A-Z0-9]{2,}$")
+_PREFIX = re.compile(r"^\+\d{1,14}\*$")
+_ALPHA_ORIGINATOR = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
+_NUMERIC_ORIGINATOR = re.compile(r"^\+?\d{3,15}$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``10m``, ``1h``, ``2d`` → timedelta; anything else raises ``ValueError``."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"'{text}' is not a duration like 30s, 10m, 1h or 2d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(_Model):
+    """Values that apply wherever a rule says nothing."""
+
+    region: str = "US"
+    max_segments: int = Field(10, ge=1, le=50)
+    show_numbers: NumberDisplay = NumberDisplay.MASKED
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if not is_region(value.upper()):
+            raise ValueError(f"unknown region '{value}' (use a two-letter code such as US or GB)")
+        return value.upper()
+
+
+class Sender(_Model):
+    """A sender identity owned by the D7 account."""
+
+    via: Via
+    originator: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Rule(_Model):
+    """Who may send what, from where."""
+
+    name: Name
+    slack_channels: list[str] = Field(min_length=1)
+    users: list[str] = Field(min_length=1)
+    senders: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(min_length=1)
+    max_recipients: int | None = Field(None, ge=1)
+
+
+class PerPhoneLimit(_Model):
+    """At most ``count`` texts to one phone per ``per``."""
+
+    count: int = Field(ge=1)
+    per: timedelta
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class AlertRule(_Model):
+    """Messages posted in these channels that match are forwarded to phones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Name
+    slack_channels: list[str] = Field(min_length=1)
+    match: str
+    from_: Literal["bots", "any"] | list[str] = Field("bots", alias="from")
+    sender: str
+    to: list[str] = Field(min_length=1)
+    template: str = "{text}"
+    max_segments: int = Field(1, ge=1, le=50)
+    dedupe_window: timedelta = timedelta(minutes=10)
+    max_per_phone: PerPhoneLimit | None = None
+
+    @field_validator("dedupe_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from None
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc}") from None
+        unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+        if unknown:
+            allowed = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use {allowed}")
+        return value
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(self.match)
+
+
+class Policy(_Model):
+    """The whole policy file, after checking."""
+
+    version: Literal[1]
+    defaults: Defaults = Defaults()
+    senders: dict[str, Sender] = Field(default_factory=dict)
+    contacts: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    alerts: list[AlertRule] = Field(default_factory=list)
+
+    def senders_for(self, via: Via) -> list[str]:
+        return [name for name, sender in self.senders.items() if sender.via is via]
+
+    def contact_numbers(self, group: str) -> list[PhoneNumber]:
+        """Members of contact group ``group`` (already checked and in E.164)."""
+        return [PhoneNumber(n) for n in self.contacts[group]]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _path(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _from_validation(exc: ValidationError) -> list[PolicyProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required"
+        problems.append(PolicyProblem(_path(loc), msg))
+    # Union types report one entry per branch; keep one per path.
+    unique: dict[str, PolicyProblem] = {}
+    for problem in problems:
+        unique.setdefault(problem.path, problem)
+    return list(unique.values())
+
+
+def _check_originator(sender: Sender, region: str) -> str | None:
+    if sender.via is Via.WHATSAPP:
+        try:
+            parse_phone(sender.originator, region)
+        except InvalidPhoneNumber as exc:
+            return f"a WhatsApp sender must be a registered phone number: {exc}"
+        return None
+    if _ALPHA_ORIGINATOR.match(sender.originator) or _NUMERIC_ORIGINATOR.match(sender.originator):
+        return None
+    return f"originator '{sender.originator}' must be up to 11 letters/digits or a number of up to 15 digits"
+
+
+def _check_ids(values: Sequence[str], where: str, pattern: re.Pattern[str], what: str) -> list[PolicyProblem]:
+    problems = []
+    for i, value in enumerate(values):
+        if value != WILDCARD and not pattern.match(value):
+            problems.append(PolicyProblem(f"{where}[{i}]", f"'{value}' is not {what} or \"*\""))
+    return problems
+
+
+def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
+    """Check cross-references and numbers; return the policy with every number in E.164."""
+    region = policy.defaults.region
+    problems: list[PolicyProblem] = []
+
+    for name, sender in policy.senders.items():
+        if (problem := _check_originator(sender, region)) is not None:
+            problems.append(PolicyProblem(f"senders.{name}.originator", problem))
+
+    contacts: dict[str, list[str]] = {}
+    for group, numbers in policy.contacts.items():
+        if not numbers:
+            problems.append(PolicyProblem(f"contacts.{group}", "a contact group needs at least one number"))
+        contacts[group] = []
+        for i, raw in enumerate(numbers):
+            try:
+                contacts[group].append(parse_phone(str(raw), region).e164)
+            except InvalidPhoneNumber as exc:
+                problems.append(PolicyProblem(f"contacts.{group}[{i}]", str(exc)))
+
+    def recipient_pattern(raw: str, where: str, allow_usergroups: bool = False) -> str | None:
+        if raw == WILDCARD or _PREFIX.match(raw):
+            return raw
+        if raw.startswith(GROUP_PREFIX):
+            if raw.removeprefix(GROUP_PREFIX) not in policy.contacts:
+                problems.append(PolicyProblem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'"))
+            return raw
+        if allow_usergroups and _USERGROUP_ID.match(raw):
+            return raw
+        try:
+            return parse_phone(raw, region).e164
+        except InvalidPhoneNumber as exc:
+            problems.append(PolicyProblem(where, str(exc)))
+            return None
+
+    rules = []
+    names: set[str] = set()
+    for r, rule in enumerate(policy.rules):
+        base = f"rules[{r}]"
+        if rule.name in names:
+            problems.append(PolicyProblem(f"{base}.name", f"another rule is already named '{rule.name}'"))
+        names.add(rule.name)
+        problems += _check_ids(rule.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
+        for i, user in enumerate(rule.users):
+            if user != WILDCARD and not (_USER_ID.match(user) or _USERGROUP_ID.match(user)):
+                problems.append(
+                    PolicyProblem(f"{base}.users[{i}]", f"'{user}' is not a user (U…/W…), user group (S…) or \"*\"")
+                )
+        for i, name in enumerate(rule.senders):
+            if name not in policy.senders:
+                problems.append(PolicyProblem(f"{base}.senders[{i}]", f"unknown sender '{name}'"))
+        patterns = [recipient_pattern(raw, f"{base}.recipients[{i}]") for i, raw in enumerate(rule.recipients)]
+        rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
+
+    alerts = []
+    for a, alert in enumerate(policy.alerts):
+        base = f"alerts[{a}]"
+        problems += _check_ids(alert.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
+        if alert.sender not in policy.senders:
+            problems.append(PolicyProblem(f"{base}.sender", f"unknown sender '{alert.sender}'"))
+        if isinstance(alert.from_, list):
+            for i, who in enumerate(alert.from_):
+                if not (_BOT_ID.match(who) or _USER_ID.match(who)):
+                    problems.append(PolicyProblem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID"))
+        to = [recipient_pattern(raw, f"{base}.to[{i}]", allow_usergroups=True) for i, raw in enumerate(alert.to)]
+        for i, target in enumerate(to):
+            if target is not None and (target == WILDCARD or target.endswith(WILDCARD)):
+                problems.append(PolicyProblem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups"))
+        alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
+
+    normalised = policy.model_copy(update={"contacts": contacts, "rules": rules, "alerts": alerts})
+    return normalised, problems
+
+
+def parse_policy(data: Any, file: str = "policy.yml") -> Policy:
+    """Check already-parsed YAML data; raises ``PolicyFileError`` listing every problem."""
+    if not isinstance(data, dict):
+        raise PolicyFileError(file, [PolicyProblem("", "the file must be a YAML mapping with version: 1")])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyFileError(file, _from_validation(exc)) from None
+    policy, problems = _normalise(policy)
+    if problems:
+        raise PolicyFileError(file, problems)
+    return policy
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and check a policy file; raises ``PolicyFileError`` naming the file and each problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyFileError(file, [PolicyProblem("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyFileError(file, [PolicyProblem(where, f"not valid YAML: {problem}")]) from None
+    return parse_policy(data, file)
+
+
+# ---------------------------------------------------------------- deciding
+
+
+@dataclass(frozen=True)
+class SendRequestFacts:
+    """What the policy needs to know about one send."""
+
+    user_id: str
+    channel_id: str
+    via: Via
+    recipients: Sequence[PhoneNumber]
+    sender: str | None = None  # None: the first sender the matching rule allows for this via
+    user_groups: frozenset[str] = frozenset()
+    channel_label: str | None = None  # "#ops" when known; the ID otherwise
+    user_label: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict: when allowed, ``rule`` and ``sender`` say which; when denied, ``reason`` says why."""
+
+    allowed: bool
+    reason: str
+    rule: str | None = None
+    sender: str | None = None
+    dimension: str | None = None  # what failed: via, channel, user, sender, recipient, count
+
+
+@dataclass
+class _Attempt:
+    rule: Rule
+    depth: int
+    dimension: str
+    reason: str
+    sender: str | None = None
+
+
+_DEPTH = {"via": 0, "channel": 1, "user": 2, "sender": 3, "recipient": 4, "count": 5}
+
+
+def _recipient_allowed(policy: Policy, patterns: Sequence[str], number: PhoneNumber) -> bool:
+    for pattern in patterns:
+        if pattern == WILDCARD:
+            return True
+        if pattern.endswith(WILDCARD) and number.e164.startswith(pattern[:-1]):
+            return True
+        if pattern.startswith(GROUP_PREFIX) and number.e164 in policy.contacts.get(
+            pattern.removeprefix(GROUP_PREFIX), ()
+        ):
+            return True
+        if pattern == number.e164:
+            return True
+    return False
+
+
+def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts) -> _Attempt:
+    channel = facts.channel_label or facts.channel_id
+    user = facts.user_label or facts.user_id
+    via = facts.via.label
+    usable = [s for s in rule.senders if policy.senders[s].via is facts.via]
+    if not usable:
+        return _Attempt(rule, _DEPTH["via"], "via", f"no rule allows sending via {via}")
+    if WILDCARD not in rule.slack_channels and facts.channel_id not in rule.slack_channels:
+        return _Attempt(rule, _DEPTH["channel"], "channel", f"{channel} is not allowed to send via {via}")
+    if WILDCARD not in rule.users and not (facts.user_id in rule.users or facts.user_groups.intersection(rule.users)):
+        return _Attempt(rule, _DEPTH["user"], "user", f"{user} is not allowed to send via {via} from {channel}")
+    sender = facts.sender if facts.sender is not None else usable[0]
+    if sender not in usable:
+        return _Attempt(
+            rule,
+            _DEPTH["sender"],
+            "sender",
+            f"sender '{sender}' is not allowed for {user} in {channel} (allowed: {', '.join(usable)})",
+        )
+    for number in facts.recipients:
+        if not _recipient_allowed(policy, rule.recipients, number):
+            shown = number.display(policy.defaults.show_numbers)
+            return _Attempt(
+                rule, _DEPTH["recipient"], "recipient", f"{shown} is outside the numbers rule '{rule.name}' allows"
+            )
+    if rule.max_recipients is not None and len(facts.recipients) > rule.max_recipients:
+        return _Attempt(
+            rule,
+            _DEPTH["count"],
+            "count",
+            f"{len(facts.recipients)} recipients is more than the {rule.max_recipients} rule '{rule.name}' allows",
+        )
+    return _Attempt(rule, len(_DEPTH), "", "", sender=sender)
+
+
+def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
+    """Decide one send. Default deny; allowed only when one rule allows all of it.
+
+    When every rule refuses, the reason comes from the rule that got furthest (channel, then user, sender,
+    recipients and count), so it names the most specific dimension that failed.
+    """
+    if facts.sender is not None:
+        known = policy.senders.get(facts.sender)
+        if known is None:
+            return Decision(False, f"unknown sender '{facts.sender}'", dimension="sender")
+        if known.via is not facts.via:
+            return Decision(
+                False,
+                f"sender '{facts.sender}' sends via {known.via.label}, not {facts.via.label}",
+                dimension="sender",
+            )
+    if not facts.recipients:
+        return Decision(False, "no recipients", dimension="recipient")
+    best: _Attempt | None = None
+    for rule in policy.rules:
+        attempt = _try_rule(policy, rule, facts)
+        if attempt.depth == len(_DEPTH):
+            return Decision(True, f"allowed by rule '{rule.name}'", rule=rule.name, sender=attempt.sender)
+        if best is None or attempt.depth > best.depth:
+            best = attempt
+    if best is None:
+        return Decision(False, "the policy has no rules, so nothing may be sent", dimension="rule")
+    return Decision(False, best.reason, rule=best.rule.name, dimension=best.dimension)

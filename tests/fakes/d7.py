@@ -1,0 +1,417 @@
+"""A fake D7 Networks API: a real HTTP server on 127.0.0.1 that implements D7's documented contract.
+
+It checks the bearer token and the request bodies as strictly as D7's docs describe them, answers with D7's
+own success and error shapes, keeps every request it received, and can be scripted to fail (``enqueue``):
+any status and body, a delay, a hang past the client's timeout, or a connection closed without an answer.
+
+In-process (tests): ``with FakeD7() as d7: ... d7.url ... d7.requests``. It runs its own event loop in a thread,
+so it works the same from sync and async tests.
+As a process (benchmarks): ``python -m tests.fakes.d7 --delay 0.05`` prints ``PORT <n>`` and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "d7-test-token-0123456789"
+REGISTERED_WHATSAPP = ("+971501234567",)
+
+_NUMBER = re.compile(r"^\+?\d{6,15}$")
+_SCHEDULE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}[+-]\d{2}:\d{2}$")
+
+UNAUTHORIZED = {
+    "detail": {
+        "code": "ACCESS_TOKEN_SIGNATURE_VERIFICATION_FAILED",
+        "message": "It looks like your requests were failed due to a missing or invalid 'Access Token'.",
+    }
+}
+NO_CREDIT = {
+    "detail": [
+        {
+            "code": "INSUFFICIENT_CREDIT",
+            "message": "It looks like your requests failed due to insufficient credit on our account.",
+        }
+    ]
+}
+BAD_ORIGINATOR = {"detail": [{"code": "INVALID_WHATSAPP_ORIGINATOR", "message": "Invalid Originator configured"}]}
+
+
+def validation_error(loc: list[str | int], msg: str, type_: str = "value_error") -> dict[str, Any]:
+    return {"detail": [{"loc": loc, "msg": msg, "type": type_}]}
+
+
+@dataclass
+class Reply:
+    """A scripted answer for the next matching request."""
+
+    status: int = 200
+    body: Any = None  # None: the normal answer for this status
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    action: str | None = None  # "hang": never answer; "close": drop the connection without answering
+    path: str | None = None  # only for requests whose path starts with this
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON when it parses, else the raw text
+    at: float
+
+
+@dataclass
+class _Send:
+    via: str
+    recipients: list[str]
+    statuses: dict[str, str]
+
+
+class FakeD7:
+    """The fake server; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        token: str = TOKEN,
+        registered_whatsapp: tuple[str, ...] = REGISTERED_WHATSAPP,
+        delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+    ) -> None:
+        self.token = token
+        self.registered_whatsapp = set(registered_whatsapp)
+        self.delay = delay
+        self.host = host
+        self.port = port
+        self.record = record
+        self.credit = True
+        self.requests: list[Recorded] = []
+        self.sends: dict[str, _Send] = {}
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.count = 0
+
+    # ------------------------------------------------------------ control
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def enqueue(self, *replies: Reply | int) -> None:
+        """Answer the next requests with these (an int is a bare status)."""
+        with self._lock:
+            for reply in replies:
+                self._script.append(Reply(status=reply) if isinstance(reply, int) else reply)
+
+    def set_status(self, request_id: str, recipient: str, status: str) -> None:
+        self.sends[request_id].statuses[recipient] = status
+
+    def bodies(self, path: str | None = None) -> list[Any]:
+        return [r.body for r in self.requests if path is None or r.path == path]
+
+    def start(self) -> FakeD7:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-d7", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = None
+
+    def __enter__(self) -> FakeD7:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------ the API
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/messages/v1/send", self._send_sms)
+        app.router.add_post("/whatsapp/v2/send", self._send_whatsapp)
+        app.router.add_get("/report/v1/message-log/{request_id}", self._sms_status)
+        app.router.add_get("/whatsapp/v2/report/{request_id}", self._whatsapp_status)
+        return app
+
+    def _next_reply(self, path: str) -> Reply | None:
+        with self._lock:
+            for reply in self._script:
+                if reply.path is None or path.startswith(reply.path):
+                    self._script.remove(reply)
+                    return reply
+        return None
+
+    async def _intake(self, request: web.Request) -> tuple[Any, web.StreamResponse | None]:
+        """Record the request; return its body, or the answer to give instead of the normal one."""
+        raw = await request.text()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        self.count += 1
+        if self.record:
+            self.requests.append(
+                Recorded(request.method, request.path, dict(request.headers), body, asyncio.get_running_loop().time())
+            )
+        reply = self._next_reply(request.path)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if reply is not None:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.action == "hang":
+                await asyncio.sleep(3600)
+            if reply.action == "close":
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError
+            if reply.status != 200 or reply.body is not None:
+                return body, self._scripted(reply)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return body, web.json_response(UNAUTHORIZED, status=401)
+        if request.method == "POST" and request.content_type != "application/json":
+            return body, web.json_response(validation_error(["body"], "content type must be JSON"), status=422)
+        if request.method == "POST" and not isinstance(body, dict):
+            return body, web.json_response(validation_error(["body"], "invalid JSON body", "value_error.json"), 422)
+        return body, None
+
+    @staticmethod
+    def _scripted(reply: Reply) -> web.StreamResponse:
+        defaults: dict[int, Any] = {
+            401: UNAUTHORIZED,
+            402: NO_CREDIT,
+            404: BAD_ORIGINATOR,
+            422: validation_error(["body", "messages", 0, "recipients"], "field required", "value_error.missing"),
+        }
+        body = reply.body if reply.body is not None else defaults.get(reply.status, {"detail": "error"})
+        if isinstance(body, str):
+            return web.Response(status=reply.status, text=body, headers=reply.headers)
+        return web.json_response(body, status=reply.status, headers=reply.headers)
+
+    def _accept(self, via: str, recipients: list[str]) -> web.Response:
+        if not self.credit:
+            return web.json_response(NO_CREDIT, status=402)
+        request_id = str(uuid.uuid4())
+        self.sends[request_id] = _Send(via, recipients, dict.fromkeys(recipients, "sent"))
+        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return web.json_response({"request_id": request_id, "status": "accepted", "created_at": created})
+
+    async def _send_sms(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intake(request)
+        if early is not None:
+            return early
+        problem = _check_sms(body)
+        if problem is not None:
+            return web.json_response(validation_error(*problem), status=422)
+        recipients = [r for m in body["messages"] for r in m["recipients"]]
+        return self._accept("sms", recipients)
+
+    async def _send_whatsapp(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intake(request)
+        if early is not None:
+            return early
+        problem = _check_whatsapp(body)
+        if problem is not None:
+            return web.json_response(validation_error(*problem), status=422)
+        if any(m["originator"] not in self.registered_whatsapp for m in body["messages"]):
+            return web.json_response(BAD_ORIGINATOR, status=404)
+        recipients = [r["recipient"] for m in body["messages"] for r in m["recipients"]]
+        return self._accept("whatsapp", recipients)
+
+    async def _sms_status(self, request: web.Request) -> web.StreamResponse:
+        _, early = await self._intake(request)
+        if early is not None:
+            return early
+        send = self.sends.get(request.match_info["request_id"])
+        if send is None or send.via != "sms":
+            return web.json_response(
+                {"detail": [{"code": "MESSAGE_LOG_NOT_EXISTS", "message": "Message log does not exist"}]}, status=404
+            )
+        return web.json_response(
+            {
+                "request_id": request.match_info["request_id"],
+                "total_recipients": len(send.recipients),
+                "channel": "sms",
+                "messages": [
+                    {
+                        "msg_id": f"msg-{i}",
+                        "recipient": r,
+                        "status": send.statuses[r],
+                        "number_of_sms": 1,
+                        "sms_cost": 0.0042,
+                        "country": "US" if r.startswith("+1") else "other",
+                    }
+                    for i, r in enumerate(send.recipients)
+                ],
+            }
+        )
+
+    async def _whatsapp_status(self, request: web.Request) -> web.StreamResponse:
+        _, early = await self._intake(request)
+        if early is not None:
+            return early
+        send = self.sends.get(request.match_info["request_id"])
+        if send is None or send.via != "whatsapp":
+            return web.json_response(
+                {"detail": [{"code": "WHATSAPP_LOG_NOT_EXISTS", "message": "WhatsApp log does not exist"}]},
+                status=404,
+            )
+        return web.json_response(
+            {
+                "request_id": request.match_info["request_id"],
+                "request_stage": "processed",
+                "messages": [
+                    {"msg_id": f"wamid-{i}", "recipient": r, "status": send.statuses[r], "reason": None}
+                    for i, r in enumerate(send.recipients)
+                ],
+            }
+        )
+
+
+Problem = tuple[list[str | int], str]
+
+
+def _unknown_keys(obj: dict[str, Any], allowed: set[str], loc: list[str | int]) -> Problem | None:
+    extra = sorted(set(obj) - allowed)
+    return ([*loc, extra[0]], "extra fields not permitted") if extra else None
+
+
+def _check_globals(body: dict[str, Any], allowed: set[str]) -> Problem | None:
+    globals_ = body.get("message_globals")
+    if globals_ is None:
+        return None
+    if not isinstance(globals_, dict):
+        return (["body", "message_globals"], "value is not a valid dict")
+    if (p := _unknown_keys(globals_, allowed, ["body", "message_globals"])) is not None:
+        return p
+    when = globals_.get("schedule_time")
+    if when is not None and not _SCHEDULE.match(str(when)):
+        return (["body", "message_globals", "schedule_time"], "format must be YYYY-MM-DDTHH:MM+HH:MM")
+    return None
+
+
+def _check_sms(body: dict[str, Any]) -> Problem | None:
+    if (p := _unknown_keys(body, {"messages", "message_globals"}, ["body"])) is not None:
+        return p
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return (["body", "messages"], "field required")
+    allowed = {"channel", "recipients", "content", "msg_type", "data_coding", "originator", "report_url"}
+    for i, m in enumerate(messages):
+        loc: list[str | int] = ["body", "messages", i]
+        if not isinstance(m, dict):
+            return (loc, "value is not a valid dict")
+        if "schedule_time" in m:
+            return ([*loc, "schedule_time"], "schedule_time must be specified inside message_globals")
+        if (p := _unknown_keys(m, allowed, loc)) is not None:
+            return p
+        recipients = m.get("recipients")
+        if not isinstance(recipients, list) or not recipients:
+            return ([*loc, "recipients"], "field required")
+        for j, r in enumerate(recipients):
+            if not isinstance(r, str) or not _NUMBER.match(r):
+                return ([*loc, "recipients", j], "invalid mobile number")
+        if not isinstance(m.get("content"), str) or not m["content"]:
+            return ([*loc, "content"], "field required")
+        if m.get("channel", "sms") != "sms":
+            return ([*loc, "channel"], "unexpected value; permitted: 'sms'")
+        if m.get("data_coding", "text") not in ("text", "unicode", "auto"):
+            return ([*loc, "data_coding"], "unexpected value; permitted: 'text', 'unicode', 'auto'")
+        if m.get("msg_type", "text") != "text":
+            return ([*loc, "msg_type"], "unexpected value; permitted: 'text'")
+    return _check_globals(body, {"originator", "report_url", "schedule_time"})
+
+
+def _check_whatsapp(body: dict[str, Any]) -> Problem | None:
+    if (p := _unknown_keys(body, {"messages", "message_globals"}, ["body"])) is not None:
+        return p
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return (["body", "messages"], "field required")
+    for i, m in enumerate(messages):
+        loc: list[str | int] = ["body", "messages", i]
+        if not isinstance(m, dict):
+            return (loc, "value is not a valid dict")
+        if (p := _unknown_keys(m, {"originator", "content", "recipients", "report_url"}, loc)) is not None:
+            return p
+        if not isinstance(m.get("originator"), str):
+            return ([*loc, "originator"], "field required")
+        content = m.get("content")
+        if not isinstance(content, dict) or content.get("message_type") != "TEXT":
+            return ([*loc, "content", "message_type"], "unexpected value; permitted: 'TEXT'")
+        text = content.get("text")
+        if not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]:
+            return ([*loc, "content", "text", "body"], "field required")
+        recipients = m.get("recipients")
+        if not isinstance(recipients, list) or not recipients:
+            return ([*loc, "recipients"], "field required")
+        for j, r in enumerate(recipients):
+            rloc: list[str | int] = [*loc, "recipients", j]
+            if not isinstance(r, dict) or not _NUMBER.match(str(r.get("recipient", ""))):
+                return ([*rloc, "recipient"], "invalid mobile number")
+            if r.get("recipient_type") != "individual":
+                return ([*rloc, "recipient_type"], "unexpected value; permitted: 'individual'")
+    return _check_globals(body, {"schedule_time"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--token", default=TOKEN)
+    args = parser.parse_args(argv)
+    fake = FakeD7(token=args.token, delay=args.delay, port=args.port, record=False)
+
+    async def serve() -> None:
+        await fake._start()
+        print(f"PORT {fake.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
