@@ -131,7 +131,7 @@ async def test_send_sms_negative_utc_offset_is_formatted_with_minus(d7: D7Client
 
 async def test_send_sms_naive_schedule_time_is_refused_before_sending(d7: D7Client, fake_d7: FakeD7) -> None:
     with pytest.raises(ValueError, match="time zone"):
-        await d7.send_sms([ALICE], "x", schedule_time=datetime(2026, 1, 2, 3, 4))  # noqa: DTZ001
+        await d7.send_sms([ALICE], "x", schedule_time=datetime(2026, 1, 2, 3, 4))
 
     assert fake_d7.requests == []
 
@@ -335,9 +335,7 @@ async def test_gateway_errors_give_up_after_max_attempts(
     assert fake_d7.sends == {}
 
 
-async def test_500_on_send_is_outcome_unknown_and_not_retried(
-    d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps
-) -> None:
+async def test_500_on_send_is_outcome_unknown_and_not_retried(d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps) -> None:
     fake_d7.enqueue(Reply(500, "Internal Server Error"))
 
     with pytest.raises(D7OutcomeUnknownError) as info:
@@ -371,6 +369,16 @@ async def test_connection_dropped_without_answer_is_outcome_unknown(
 
     with pytest.raises(D7OutcomeUnknownError):
         await d7.send_whatsapp([ALICE], "hi", originator=WA_SENDER)
+
+    assert len(fake_d7.requests) == 1
+    assert sleeps == []
+
+
+async def test_connection_dropped_mid_answer_is_outcome_unknown(d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps) -> None:
+    fake_d7.enqueue(Reply(action="truncate"))
+
+    with pytest.raises(D7OutcomeUnknownError):
+        await d7.send_sms([ALICE], "x")
 
     assert len(fake_d7.requests) == 1
     assert sleeps == []
@@ -439,7 +447,9 @@ async def test_get_status_whatsapp(d7: D7Client, fake_d7: FakeD7) -> None:
     assert [(r.recipient, r.status) for r in report.recipients] == [(ALICE, "read")]
 
 
-@pytest.mark.parametrize(("via", "code"), [(Via.SMS, "MESSAGE_LOG_NOT_EXISTS"), (Via.WHATSAPP, "WHATSAPP_LOG_NOT_EXISTS")])
+@pytest.mark.parametrize(
+    ("via", "code"), [(Via.SMS, "MESSAGE_LOG_NOT_EXISTS"), (Via.WHATSAPP, "WHATSAPP_LOG_NOT_EXISTS")]
+)
 async def test_get_status_unknown_id_raises_not_found(d7: D7Client, fake_d7: FakeD7, via: Via, code: str) -> None:
     with pytest.raises(D7NotFoundError) as info:
         await d7.get_status("no-such-id", via)

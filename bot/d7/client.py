@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot import __version__
 from bot.d7.retry import RetryPolicy, parse_retry_after
+from bot.d7.transport import D7Transport
 from bot.d7.wire import (
     ErrorAnswer,
     SendAnswer,
@@ -146,8 +147,7 @@ class D7Client:
             base_url=base_url.rstrip("/"),
             auth=_BearerAuth(token),
             timeout=timeout,
-            limits=limits,
-            transport=transport,
+            transport=transport or D7Transport(limits=limits),
             headers={"Accept": "application/json", "User-Agent": f"slack-d7-relay/{__version__}"},
         )
 

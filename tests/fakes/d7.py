@@ -60,7 +60,8 @@ class Reply:
     body: Any = None  # None: the normal answer for this status
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
-    action: str | None = None  # "hang": never answer; "close": drop the connection without answering
+    # "close": drop the connection without answering; "truncate": send the headers and half a body, then drop
+    action: str | None = None
     path: str | None = None  # only for requests whose path starts with this
 
 
@@ -199,12 +200,19 @@ class FakeD7:
         if reply is not None:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
-            if reply.action == "hang":
-                await asyncio.sleep(3600)
             if reply.action == "close":
                 assert request.transport is not None
                 request.transport.abort()
                 raise asyncio.CancelledError
+            if reply.action == "truncate":
+                response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+                response.content_length = 200
+                await response.prepare(request)
+                await response.write(b'{"request_id": "r-')
+                await asyncio.sleep(0.05)
+                assert request.transport is not None
+                request.transport.abort()
+                return body, response
             if reply.status != 200 or reply.body is not None:
                 return body, self._scripted(reply)
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -1,0 +1,163 @@
+"""Command line: ``python -m bot check`` and ``python -m bot explain ...``.
+
+Exit status: 0 success (``explain``: allowed), 1 ``explain`` denied, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bot import __version__
+from bot.config import Settings, load_policy_settings, load_settings
+from bot.domain.errors import ConfigError, InvalidPhoneNumber
+from bot.domain.models import Via
+from bot.domain.phone import PhoneNumber, parse_phone
+from bot.domain.policy import GROUP_PREFIX, Policy, SendRequestFacts, evaluate, load_policy
+
+EXIT_OK = 0
+EXIT_DENIED = 1
+EXIT_CONFIG = 2
+
+
+def _safe_database_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable)"
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def describe_settings(settings: Settings) -> list[str]:
+    """Human summary of the settings, without secrets."""
+    mode = "Socket Mode" if settings.socket_mode else f"HTTP on {settings.host}:{settings.port} (POST /slack/events)"
+    if settings.dry_run:
+        d7 = "DRY RUN: D7_API_TOKEN is not set, nothing will be sent"
+    else:
+        d7 = f"live, {settings.d7_api_url}"
+    reports = f"{settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)"
+    return [
+        f"mode: {mode}",
+        f"Slack API: {settings.slack_api_url}",
+        f"D7: {d7}",
+        f"database: {_safe_database_url(settings.database_url)}",
+        f"delivery reports: {reports}",
+    ]
+
+
+def describe_policy(policy: Policy, file: str) -> list[str]:
+    """Human summary of a checked policy."""
+    d = policy.defaults
+    lines = [f"policy: {file} (region {d.region}, at most {d.max_segments} SMS segments, numbers {d.show_numbers})"]
+    lines.append(f"senders ({len(policy.senders)}):")
+    lines += [f"  {name}: {s.via.label} as {s.originator}" for name, s in policy.senders.items()]
+    lines.append(f"contact groups ({len(policy.contacts)}):")
+    lines += [f"  {name}: {len(numbers)} number(s)" for name, numbers in policy.contacts.items()]
+    lines.append(f"rules ({len(policy.rules)}):")
+    for i, r in enumerate(policy.rules, 1):
+        limit = f"; at most {r.max_recipients} recipients" if r.max_recipients else ""
+        lines.append(
+            f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "
+            f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}"
+        )
+    lines.append(f"alert rules ({len(policy.alerts)}):")
+    for i, a in enumerate(policy.alerts, 1):
+        who = a.from_ if isinstance(a.from_, str) else ", ".join(a.from_)
+        lines.append(
+            f"  {i}. {a.name}: channels {', '.join(a.slack_channels)}; from {who}; match {a.match}; "
+            f"sender {a.sender}; to {', '.join(a.to)}"
+        )
+    if not policy.rules:
+        lines.append("warning: no rules, so nobody may send from Slack")
+    return lines
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings()
+    policy_file = str(args.policy or settings.bot_policy)
+    policy = load_policy(policy_file)
+    print("\n".join(["settings: OK", *describe_settings(settings), *describe_policy(policy, policy_file)]), file=out)
+    return EXIT_OK
+
+
+def _recipients(policy: Policy, raw: Sequence[str]) -> list[PhoneNumber]:
+    numbers: list[PhoneNumber] = []
+    for item in raw:
+        if item.startswith(GROUP_PREFIX):
+            group = item.removeprefix(GROUP_PREFIX)
+            if group not in policy.contacts:
+                raise argparse.ArgumentTypeError(f"unknown contact group '{group}'")
+            numbers += policy.contact_numbers(group)
+        else:
+            numbers.append(parse_phone(item, policy.defaults.region))
+    return list(dict.fromkeys(numbers))
+
+
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    policy_file = str(args.policy or load_policy_settings().bot_policy)
+    policy = load_policy(policy_file)
+    try:
+        recipients = _recipients(policy, [r for value in args.to for r in _csv(value)])
+    except (InvalidPhoneNumber, argparse.ArgumentTypeError) as exc:
+        print(f"error: --to: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    facts = SendRequestFacts(
+        user_id=args.user,
+        channel_id=args.channel,
+        via=Via(args.via),
+        recipients=recipients,
+        sender=args.sender,
+        user_groups=frozenset(_csv(args.groups or "")),
+    )
+    decision = evaluate(policy, facts)
+    shown = ", ".join(n.display(policy.defaults.show_numbers) for n in recipients)
+    print(f"{facts.via.label} from {facts.user_id} in {facts.channel_id} to {shown or 'nobody'}", file=out)
+    if decision.allowed:
+        print(f"ALLOWED by rule '{decision.rule}', sender '{decision.sender}'", file=out)
+        return EXIT_OK
+    print(f"DENIED: {decision.reason}", file=out)
+    if decision.rule:
+        print(f"(closest rule: '{decision.rule}', failed on {decision.dimension})", file=out)
+    return EXIT_DENIED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Slack → SMS / WhatsApp relay on D7")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    check = sub.add_parser("check", help="validate settings and the policy file, print a summary")
+    check.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
+
+    explain = sub.add_parser("explain", help="would this send be allowed, and why")
+    explain.add_argument("--user", required=True, help="Slack user ID (U…)")
+    explain.add_argument("--channel", required=True, help="Slack channel ID (C…)")
+    explain.add_argument("--via", required=True, choices=[v.value for v in Via])
+    explain.add_argument("--to", required=True, action="append", help="numbers or group:NAME, comma separated")
+    explain.add_argument("--sender", help="sender name from the policy (default: the rule's first)")
+    explain.add_argument("--groups", help="user group IDs the user belongs to, comma separated (S…,S…)")
+    explain.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        if args.command == "check":
+            return cmd_check(args, out)
+        if args.command == "explain":
+            return cmd_explain(args, out)
+        build_parser().print_help(sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG

@@ -1,0 +1,120 @@
+"""The command line, run as people run it: ``python -m bot check`` and ``python -m bot explain``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = str(ROOT / "policy.example.yml")
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    return subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "bot", *args],
+        env={**base, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_prints_summary(tmp_path: Path) -> None:
+    env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_POLICY": EXAMPLE}
+
+    result = run("check", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "settings: OK"
+    assert "D7: DRY RUN: D7_API_TOKEN is not set, nothing will be sent" in lines
+    assert "  ops-sms: SMS as OpsAlert" in lines
+    assert "  support-wa: WhatsApp as +971501234567" in lines
+    assert "rules (2):" in lines
+    assert "alert rules (1):" in lines
+
+
+def test_check_lists_every_settings_problem_without_traceback(tmp_path: Path) -> None:
+    result = run("check", env={"PORT": "x"}, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: configuration error (3 problem(s)):\n"
+        "  - SLACK_BOT_TOKEN: is required\n"
+        "  - SLACK_SIGNING_SECRET: is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)\n"
+        "  - PORT: Input should be a valid integer, unable to parse string as an integer\n"
+    )
+
+
+def test_check_names_the_policy_file_and_path(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yml"
+    bad.write_text(Path(EXAMPLE).read_text().replace("senders: [ops-sms]", "senders: [ops-sm]"))
+
+    result = run("check", env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr == "error: policy.yml: rules[0].senders[0]: unknown sender 'ops-sm'\n"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "out"),
+    [
+        (
+            ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+14155550100,group:oncall-db"],
+            0,
+            "SMS from U1 in C0OPS to +1 415 ••• 0100, +1 415 ••• 0101\n"
+            "ALLOWED by rule 'ops may page on-call', sender 'ops-sms'\n",
+        ),
+        (
+            ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+442079460000"],
+            1,
+            "SMS from U1 in C0OPS to +44 20 ••• 0000\n"
+            "DENIED: +44 20 ••• 0000 is outside the numbers rule 'ops may page on-call' allows\n"
+            "(closest rule: 'ops may page on-call', failed on recipient)\n",
+        ),
+        (
+            ["--user", "U7", "--channel", "C0SUPPORT", "--via", "whatsapp", "--to", "+971501234568"],
+            1,
+            "WhatsApp from U7 in C0SUPPORT to +971 50 ••• 4568\n"
+            "DENIED: U7 is not allowed to send via WhatsApp from C0SUPPORT\n"
+            "(closest rule: 'support agents on WhatsApp', failed on user)\n",
+        ),
+        (
+            [
+                "--user",
+                "U7",
+                "--channel",
+                "C0SUPPORT",
+                "--via",
+                "whatsapp",
+                "--to",
+                "+971501234568",
+                "--groups",
+                "S0SUPPORT",
+            ],
+            0,
+            "WhatsApp from U7 in C0SUPPORT to +971 50 ••• 4568\n"
+            "ALLOWED by rule 'support agents on WhatsApp', sender 'support-wa'\n",
+        ),
+    ],
+)
+def test_explain(tmp_path: Path, args: list[str], code: int, out: str) -> None:
+    result = run("explain", *args, env={"BOT_POLICY": EXAMPLE}, cwd=tmp_path)
+
+    assert (result.returncode, result.stdout, result.stderr) == (code, out, "")
+
+
+def test_explain_invalid_number_is_named(tmp_path: Path) -> None:
+    result = run("explain", "--user", "U1", "--channel", "C1", "--via", "sms", "--to", "+1 555", "--policy", EXAMPLE)
+
+    assert result.returncode == 2
+    assert result.stderr == "error: --to: '+1 555' is not a valid phone number: too short\n"
