@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot check`` and ``python -m bot explain ...``.
+"""Command line: ``python -m bot [serve]``, ``python -m bot check`` and ``python -m bot explain ...``.
 
 Exit status: 0 success (``explain``: allowed), 1 ``explain`` denied, 2 bad configuration or arguments.
 """
@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command")
 
+    sub.add_parser("serve", help="run the bot (the default)")
+
     check = sub.add_parser("check", help="validate settings and the policy file, print a summary")
     check.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
 
@@ -156,8 +158,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return cmd_check(args, out)
         if args.command == "explain":
             return cmd_explain(args, out)
-        build_parser().print_help(sys.stderr)
-        return EXIT_CONFIG
+        from bot.app import serve  # late: the policy tools need none of the serving stack
+
+        return serve(load_settings())
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -394,7 +394,7 @@ async def test_unreadable_200_answer_is_outcome_unknown(d7: D7Client, fake_d7: F
 async def test_connection_refused_is_retried_until_d7_is_up(make_d7: Callable[..., D7Client]) -> None:
     port = free_port()
     late = FakeD7(port=port)
-    sleeps = Sleeps(on_sleep=lambda _: late.start() if late._loop is None else None)
+    sleeps = Sleeps(on_sleep=lambda _: late.start() if not late.running else None)
     client = make_d7(f"http://127.0.0.1:{port}", sleep=sleeps)
     try:
         result = await client.send_sms([ALICE], "x")

@@ -42,6 +42,7 @@ from bot.domain.errors import (
     FieldError,
 )
 from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
+from bot.domain.ports import RetryHook
 
 log = logging.getLogger("bot.d7")
 
@@ -173,6 +174,7 @@ class D7Client:
         originator: str | None = None,
         report_url: str | None = None,
         schedule_time: datetime | None = None,
+        on_retry: RetryHook | None = None,
     ) -> SendResult:
         """Send one SMS text to every recipient (E.164) in one request.
 
@@ -181,7 +183,7 @@ class D7Client:
         body = build_sms_body(
             recipients, content, originator=originator, report_url=report_url, schedule_time=schedule_time
         )
-        return await self._send(Via.SMS, SMS_SEND_PATH, body, len(recipients))
+        return await self._send(Via.SMS, SMS_SEND_PATH, body, len(recipients), on_retry)
 
     async def send_whatsapp(
         self,
@@ -193,6 +195,7 @@ class D7Client:
         report_url: str | None = None,
         schedule_time: datetime | None = None,
         preview_url: bool = False,
+        on_retry: RetryHook | None = None,
     ) -> SendResult:
         """Send one free-form WhatsApp text; ``cust_ref`` (our send id) tags every recipient."""
         wire = build_whatsapp_body(
@@ -204,7 +207,7 @@ class D7Client:
             schedule_time=schedule_time,
             preview_url=preview_url,
         )
-        return await self._send(Via.WHATSAPP, WHATSAPP_SEND_PATH, wire, len(recipients))
+        return await self._send(Via.WHATSAPP, WHATSAPP_SEND_PATH, wire, len(recipients), on_retry)
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport:
         """Per-recipient status of an earlier request. Unknown id → ``D7NotFoundError``."""
@@ -254,10 +257,10 @@ class D7Client:
                 detail=response.text[:500],
             ) from exc
 
-    async def _send(self, via: Via, path: str, body: BaseModel, count: int) -> SendResult:
+    async def _send(self, via: Via, path: str, body: BaseModel, count: int, on_retry: RetryHook | None) -> SendResult:
         started = time.perf_counter()
         payload = body.model_dump(mode="json", exclude_none=True)
-        response = await self._request("POST", path, payload, idempotent=False)
+        response = await self._request("POST", path, payload, idempotent=False, on_retry=on_retry)
         try:
             answer = SendAnswer.model_validate_json(response.content)
         except ValidationError as exc:
@@ -279,7 +282,13 @@ class D7Client:
         return SendResult(request_id=answer.request_id, status=SendStatus(answer.status), created_at=answer.created_at)
 
     async def _request(
-        self, method: str, path: str, payload: dict[str, Any] | None, *, idempotent: bool
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        idempotent: bool,
+        on_retry: RetryHook | None = None,
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -314,4 +323,6 @@ class D7Client:
                 self._retry.max_attempts - 1,
                 delay,
             )
+            if on_retry is not None:
+                await on_retry(error, attempt, delay)
             await self._sleep(delay)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from bot.d7.wire import build_sms_body, build_whatsapp_body
 from bot.domain.errors import D7NotFoundError
 from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
+from bot.domain.ports import RetryHook
 
 log = logging.getLogger("bot.d7")
 
@@ -58,6 +59,7 @@ class DryRunGateway:
         originator: str | None = None,
         report_url: str | None = None,
         schedule_time: datetime | None = None,
+        on_retry: RetryHook | None = None,
     ) -> SendResult:
         build_sms_body(recipients, content, originator=originator, report_url=report_url, schedule_time=schedule_time)
         return self._record(Via.SMS, recipients)
@@ -72,6 +74,7 @@ class DryRunGateway:
         report_url: str | None = None,
         schedule_time: datetime | None = None,
         preview_url: bool = False,
+        on_retry: RetryHook | None = None,
     ) -> SendResult:
         build_whatsapp_body(
             recipients,

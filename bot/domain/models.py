@@ -61,3 +61,58 @@ class StatusReport:
     via: Via
     recipients: list[RecipientStatus] = field(default_factory=list)
     stage: str | None = None
+
+
+class RefKind(StrEnum):
+    """What a recipient reference points at, before it is resolved to phone numbers."""
+
+    NUMBER = "number"  # a phone number as typed
+    USER = "user"  # a Slack user: the phone in their profile
+    USERGROUP = "usergroup"  # a Slack user group: each member's profile phone
+    CONTACTS = "contacts"  # a contact group of the policy (group:NAME)
+
+
+@dataclass(frozen=True)
+class RecipientRef:
+    """One recipient as the requester named it."""
+
+    kind: RefKind
+    value: str  # the number as typed, U…, S…, or the contact group name
+    label: str | None = None  # how Slack named it (``alice``, ``@oncall``)
+
+    def __str__(self) -> str:
+        if self.kind is RefKind.USER:
+            return f"@{self.label}" if self.label else f"<@{self.value}>"
+        if self.kind is RefKind.USERGROUP:
+            return self.label or f"<!subteam^{self.value}>"
+        if self.kind is RefKind.CONTACTS:
+            return f"group:{self.value}"
+        return self.value
+
+
+@dataclass(frozen=True)
+class Person:
+    """What the directory knows about a Slack user."""
+
+    user_id: str
+    name: str
+    phone: str | None = None
+    tz: str | None = None
+    is_bot: bool = False
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """A request to text phones, as a Slack surface built it; nothing resolved or checked yet."""
+
+    via: Via
+    team_id: str
+    user_id: str
+    channel_id: str
+    recipients: tuple[RecipientRef, ...]
+    text: str
+    idempotency_key: str
+    sender: str | None = None
+    channel_label: str | None = None
+    schedule_time: datetime | None = None

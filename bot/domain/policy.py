@@ -28,7 +28,7 @@ TEMPLATE_FIELDS = frozenset({"text", "title", "channel", "link"})
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _BOT_ID = re.compile(r"^B[A-Z0-9]{2,}$")
 _PREFIX = re.compile(r"^\+\d{1,14}\*$")
 _ALPHA_ORIGINATOR = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
@@ -239,7 +239,7 @@ def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
             if raw.removeprefix(GROUP_PREFIX) not in policy.contacts:
                 problems.append(PolicyProblem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'"))
             return raw
-        if allow_usergroups and _USERGROUP_ID.match(raw):
+        if allow_usergroups and USERGROUP_ID.match(raw):
             return raw
         try:
             return parse_phone(raw, region).e164
@@ -256,7 +256,7 @@ def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
         names.add(rule.name)
         problems += _check_ids(rule.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
         for i, user in enumerate(rule.users):
-            if user != WILDCARD and not (_USER_ID.match(user) or _USERGROUP_ID.match(user)):
+            if user != WILDCARD and not (_USER_ID.match(user) or USERGROUP_ID.match(user)):
                 problems.append(
                     PolicyProblem(f"{base}.users[{i}]", f"'{user}' is not a user (U…/W…), user group (S…) or \"*\"")
                 )

@@ -1,12 +1,16 @@
-"""The interface the service needs from a message gateway (the D7 client or its dry-run twin)."""
+"""What the service needs from the outside: a message gateway (D7 or its dry-run twin) and a directory of people."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from bot.domain.models import SendResult, StatusReport, Via
+from bot.domain.errors import D7Error
+from bot.domain.models import Person, SendResult, StatusReport, Via
+
+# Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
+RetryHook = Callable[[D7Error, int, float], Awaitable[None]]
 
 
 class MessageGateway(Protocol):
@@ -25,6 +29,7 @@ class MessageGateway(Protocol):
         originator: str | None = None,
         report_url: str | None = None,
         schedule_time: datetime | None = None,
+        on_retry: RetryHook | None = None,
     ) -> SendResult: ...
 
     async def send_whatsapp(
@@ -37,8 +42,21 @@ class MessageGateway(Protocol):
         report_url: str | None = None,
         schedule_time: datetime | None = None,
         preview_url: bool = False,
+        on_retry: RetryHook | None = None,
     ) -> SendResult: ...
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport: ...
 
     async def aclose(self) -> None: ...
+
+
+class Directory(Protocol):
+    """Who people are: Slack users and user groups, resolved for the service."""
+
+    async def person(self, user_id: str) -> Person:
+        """The user's name and profile phone; raises ``InputError`` for an unknown user."""
+        ...
+
+    async def group_members(self, group_id: str) -> list[str]:
+        """User IDs in a user group (S…); raises ``InputError`` for an unknown group."""
+        ...

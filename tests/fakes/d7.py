@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import LoopbackServer
+
 TOKEN = "d7-test-token-0123456789"
 REGISTERED_WHATSAPP = ("+971501234567",)
 
@@ -81,7 +83,7 @@ class _Send:
     statuses: dict[str, str]
 
 
-class FakeD7:
+class FakeD7(LoopbackServer):
     """The fake server; see the module docstring."""
 
     def __init__(
@@ -94,27 +96,19 @@ class FakeD7:
         port: int = 0,
         record: bool = True,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.token = token
         self.registered_whatsapp = set(registered_whatsapp)
         self.delay = delay
-        self.host = host
-        self.port = port
         self.record = record
         self.credit = True
         self.requests: list[Recorded] = []
         self.sends: dict[str, _Send] = {}
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self.count = 0
 
     # ------------------------------------------------------------ control
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def enqueue(self, *replies: Reply | int) -> None:
         """Answer the next requests with these (an int is a bare status)."""
@@ -127,42 +121,6 @@ class FakeD7:
 
     def bodies(self, path: str | None = None) -> list[Any]:
         return [r.body for r in self.requests if path is None or r.path == path]
-
-    def start(self) -> FakeD7:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-d7", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = None
-
-    def __enter__(self) -> FakeD7:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     # ------------------------------------------------------------ the API
 
@@ -411,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     fake = FakeD7(token=args.token, delay=args.delay, port=args.port, record=False)
 
     async def serve() -> None:
-        await fake._start()
+        await fake.astart()
         print(f"PORT {fake.port}", flush=True)
         await asyncio.Event().wait()
 

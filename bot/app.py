@@ -1,0 +1,215 @@
+"""Composition root: the one place that builds settings into a running bot.
+
+``build_relay`` wires policy, D7 gateway, Slack client, service and Bolt app; every collaborator can be injected
+(tests pass fakes pointed at loopback servers). ``serve`` runs it: HTTP with uvicorn, or Socket Mode (with the
+same HTTP server for ``/healthz``), until SIGTERM/SIGINT, then lets sends in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import uvicorn
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from bot import __version__, logs
+from bot.config import Settings
+from bot.d7 import D7Client, DryRunGateway
+from bot.domain.errors import ConfigError
+from bot.domain.policy import Policy, load_policy
+from bot.domain.ports import MessageGateway
+from bot.service import DEFAULT_DRAIN_SECONDS, SendService
+from bot.slack.directory import SlackDirectory
+from bot.slack.listeners import Deps, register_all
+from bot.storage.engine import create_engine, ping
+from bot.web import create_web_app
+
+log = logging.getLogger("bot")
+
+SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
+SLACK_RATE_LIMIT_RETRIES = 3
+
+
+class StartupError(ConfigError):
+    """The bot cannot start with these settings (Slack refused the token, Slack unreachable, ...)."""
+
+
+@dataclass
+class Relay:
+    """The running bot's parts."""
+
+    settings: Settings
+    policy: Policy
+    gateway: MessageGateway
+    slack: AsyncWebClient
+    bolt: AsyncApp
+    service: SendService
+    engine: AsyncEngine
+    web: Starlette
+    bot_user_id: str | None
+    team_id: str | None
+
+    @property
+    def mode(self) -> str:
+        return "socket" if self.settings.socket_mode else "http"
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        database = await ping(self.engine)
+        return database, {
+            "status": "ok" if database else "degraded",
+            "version": __version__,
+            "mode": self.mode,
+            "dry_run": self.gateway.dry_run,
+            "database": "ok" if database else "unreachable",
+            "sends_in_flight": self.service.in_flight,
+        }
+
+    async def aclose(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Let sends in flight finish (bounded), then close every connection."""
+        await self.service.drain(drain_seconds)
+        await self.gateway.aclose()
+        await self.engine.dispose()
+        session = self.slack.session
+        if session is not None and not session.closed:
+            await session.close()
+
+
+def make_slack_client(settings: Settings) -> AsyncWebClient:
+    """Slack Web API client on ``SLACK_API_URL`` with one shared connection pool; 429s are retried."""
+    base_url = str(settings.slack_api_url)
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        timeout=SLACK_TIMEOUT,
+        session=aiohttp.ClientSession(),
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+        ],
+    )
+
+
+def make_gateway(settings: Settings) -> MessageGateway:
+    if settings.d7_api_token is None:
+        return DryRunGateway()
+    return D7Client(settings.d7_api_token, base_url=str(settings.d7_api_url))
+
+
+async def verify_slack(client: AsyncWebClient, settings: Settings) -> dict[str, Any]:
+    """``auth.test``: a refused token or an unreachable Slack stops the bot with a clear message."""
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        raise StartupError(
+            f"Slack refused SLACK_BOT_TOKEN ({error}). Copy the Bot User OAuth Token (xoxb-…) from your "
+            "app's OAuth & Permissions page, and reinstall the app if it was revoked."
+        ) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise StartupError(f"cannot reach Slack at {settings.slack_api_url}: {type(exc).__name__} {exc}") from None
+    return dict(response.data) if isinstance(response.data, dict) else {}
+
+
+async def build_relay(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    gateway: MessageGateway | None = None,
+    slack_client: AsyncWebClient | None = None,
+) -> Relay:
+    """Build the bot; must run inside the event loop that will serve it."""
+    policy = policy or load_policy(settings.bot_policy)
+    slack = slack_client or make_slack_client(settings)
+    try:
+        auth = await verify_slack(slack, settings)
+    except StartupError:
+        if slack_client is None and slack.session is not None:
+            await slack.session.close()
+        raise
+    gateway = gateway or make_gateway(settings)
+    service = SendService(policy, gateway, SlackDirectory(slack))
+    signing_secret = settings.slack_signing_secret
+    bolt = AsyncApp(
+        client=slack,
+        signing_secret=signing_secret.get_secret_value() if signing_secret else "",
+        request_verification_enabled=not settings.socket_mode,
+        logger=logging.getLogger("bot.bolt"),
+    )
+    register_all(bolt, Deps(service=service, bot_user_id=auth.get("user_id")))
+    engine = create_engine(settings.database_url)
+    relay = Relay(
+        settings=settings,
+        policy=policy,
+        gateway=gateway,
+        slack=slack,
+        bolt=bolt,
+        service=service,
+        engine=engine,
+        web=Starlette(),
+        bot_user_id=auth.get("user_id"),
+        team_id=auth.get("team_id"),
+    )
+    relay.web = create_web_app(None if settings.socket_mode else bolt, relay.health)
+    return relay
+
+
+def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
+    """The Socket Mode connection (aiohttp) when ``SLACK_APP_TOKEN`` is set; None in HTTP mode."""
+    token = relay.settings.slack_app_token
+    if token is None:
+        return None
+    return AsyncSocketModeHandler(relay.bolt, token.get_secret_value())
+
+
+async def run(settings: Settings) -> None:
+    relay = await build_relay(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+        )
+    )
+    socket = make_socket_handler(relay)
+    try:
+        if socket is not None:
+            await socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
+        else:
+            log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
+        log.info(
+            "policy %s: %d sender(s), %d rule(s); D7 %s",
+            settings.bot_policy,
+            len(relay.policy.senders),
+            len(relay.policy.rules),
+            "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
+        )
+        await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
+    finally:
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
+        await relay.aclose()
+        log.info("stopped")
+
+
+def serve(settings: Settings) -> int:
+    """Run the bot until it is told to stop; 0 on a clean stop, 2 when it cannot start."""
+    logs.configure(settings.log_level.value, settings.log_format.value)
+    try:
+        asyncio.run(run(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

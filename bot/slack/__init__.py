@@ -1,0 +1,1 @@
+"""The Slack surface: Bolt listeners, the command grammar, Block Kit builders and Slack-backed ports."""

@@ -1,0 +1,80 @@
+"""The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``help``, or nothing.
+
+Recipients are the leading tokens, separated by spaces or commas: phone numbers (``+14155550100``, or local
+numbers of at least 7 digits read in the policy's region), Slack users and user groups as Slack sends them with
+escaping on (``<@U0123|alice>``, ``<!subteam^S0123|@oncall>``), and ``group:NAME``. The message is everything
+after the last recipient, exactly as typed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.domain.errors import EmptyMessage, InputError
+from bot.domain.models import RecipientRef, RefKind
+from bot.slack.markup import to_plain_text
+
+_TOKEN = re.compile(r"[^\s,]+")
+_USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|([^>]*))?>$")
+_USERGROUP = re.compile(r"^<!subteam\^(S[A-Z0-9]+)(?:\|([^>]*))?>$")
+_CONTACTS = re.compile(r"^group:([\w.\-]+)$")
+_INTERNATIONAL = re.compile(r"^\+[\d().\-/]*\d[\d().\-/]*$")
+_LOCAL = re.compile(r"^\(?\d[\d().\-/]*$")
+_MIN_LOCAL_DIGITS = 7
+HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
+
+
+@dataclass(frozen=True)
+class Help:
+    """Show usage."""
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Send ``text`` to ``recipients``."""
+
+    recipients: tuple[RecipientRef, ...]
+    text: str  # plain text, Slack markup made readable
+
+
+class NoRecipients(InputError):
+    """The text does not start with a recipient."""
+
+    def __init__(self) -> None:
+        super().__init__("start with who to text: a phone number (+14155550100), @person, @user-group or group:NAME")
+
+
+def _recipient(token: str) -> RecipientRef | None:
+    if m := _USER.match(token):
+        return RecipientRef(RefKind.USER, m.group(1), m.group(2) or None)
+    if m := _USERGROUP.match(token):
+        return RecipientRef(RefKind.USERGROUP, m.group(1), m.group(2) or None)
+    if m := _CONTACTS.match(token):
+        return RecipientRef(RefKind.CONTACTS, m.group(1))
+    if _INTERNATIONAL.match(token):
+        return RecipientRef(RefKind.NUMBER, token)
+    if _LOCAL.match(token) and sum(c.isdigit() for c in token) >= _MIN_LOCAL_DIGITS:
+        return RecipientRef(RefKind.NUMBER, token)
+    return None
+
+
+def parse_command(text: str) -> Help | Compose:
+    """Parse a command's text; raises ``InputError`` naming what is missing."""
+    stripped = text.strip()
+    if not stripped or stripped.lower() in HELP_WORDS:
+        return Help()
+    refs: list[RecipientRef] = []
+    message_start = len(text)
+    for match in _TOKEN.finditer(text):
+        ref = _recipient(match.group(0))
+        if ref is None:
+            message_start = match.start()
+            break
+        refs.append(ref)
+    if not refs:
+        raise NoRecipients()
+    message = to_plain_text(text[message_start:]).strip()
+    if not message:
+        raise EmptyMessage()
+    return Compose(tuple(dict.fromkeys(refs)), message)

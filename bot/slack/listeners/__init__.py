@@ -1,0 +1,32 @@
+"""Bolt listeners, one module per kind; the ids they answer are declared here, in one place.
+
+The manifest test checks that these and ``manifest.yml`` list exactly the same commands, shortcuts and events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.service import SendService
+
+COMMANDS = ("/sms", "/whatsapp")
+SHORTCUTS = ("send_text", "text_this_message")  # global "Send a text"; message "Text this message"
+EVENTS = ("message",)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the listeners need from the composition root."""
+
+    service: SendService
+    bot_user_id: str | None = None
+
+
+def register_all(app: AsyncApp, deps: Deps) -> None:
+    from bot.slack.listeners import commands, events, shortcuts
+
+    commands.register(app, deps)
+    shortcuts.register(app, deps)
+    events.register(app, deps)

@@ -1,0 +1,66 @@
+"""``/sms`` and ``/whatsapp``: ack at once (usage and syntax errors go in the ack), then send in the background."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.domain.errors import InputError
+from bot.domain.models import SendRequest, Via
+from bot.service import Refusal, RefusalKind
+from bot.slack import messages
+from bot.slack.conversation import SlackCommandConversation
+from bot.slack.grammar import Help, parse_command
+from bot.slack.listeners import COMMANDS, Deps
+from bot.slack.payloads import SlashCommand
+
+log = logging.getLogger("bot.slack")
+
+VIA = {"/sms": Via.SMS, "/whatsapp": Via.WHATSAPP}
+
+Handler = Callable[..., Awaitable[None]]
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    for command in COMMANDS:
+        app.command(command)(make_handler(deps, VIA[command]))
+
+
+def make_handler(deps: Deps, via: Via) -> Handler:
+    async def handle_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        try:
+            command = SlashCommand.model_validate(body)
+        except ValidationError as exc:
+            log.warning("malformed slash command payload: %s", exc.errors(include_input=False))
+            await ack(text="Not sent: Slack sent an incomplete request. Please try again.", response_type="ephemeral")
+            return
+        try:
+            parsed = parse_command(command.text)
+        except InputError as exc:
+            text, blocks = messages.refusal(Refusal(RefusalKind.INVALID, (str(exc),)))
+            await ack(text=text, blocks=blocks, response_type="ephemeral")
+            return
+        if isinstance(parsed, Help):
+            await ack(text=messages.usage(command.command), response_type="ephemeral")
+            return
+        await ack()
+        request = SendRequest(
+            via=via,
+            team_id=command.team_id,
+            user_id=command.user_id,
+            channel_id=command.channel_id,
+            recipients=parsed.recipients,
+            text=parsed.text,
+            idempotency_key=f"trigger:{command.trigger_id}",
+        )
+        conversation = SlackCommandConversation(
+            client, channel_id=command.channel_id, user_id=command.user_id, response_url=command.response_url
+        )
+        deps.service.submit(request, conversation)
+
+    return handle_command

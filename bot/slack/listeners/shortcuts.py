@@ -1,0 +1,35 @@
+"""Shortcuts: "Send a text" (global) and "Text this message" (message).
+
+The compose modal they open is not built yet; until it is, they answer at once and point to the commands,
+rather than leaving the user with Slack's "didn't respond" error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import messages
+from bot.slack.listeners import Deps
+
+log = logging.getLogger("bot.slack")
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    app.shortcut("send_text")(send_text)
+    app.shortcut("text_this_message")(text_this_message)
+
+
+async def send_text(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    await ack()
+    user = (body.get("user") or {}).get("id")
+    if user:
+        await client.chat_postMessage(channel=user, text=messages.compose_not_available())
+
+
+async def text_this_message(ack: AsyncAck, respond: AsyncRespond) -> None:
+    await ack()
+    await respond(text=messages.compose_not_available(), response_type="ephemeral", replace_original=False)

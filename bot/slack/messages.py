@@ -1,0 +1,207 @@
+"""Every word the bot says in Slack, and the Block Kit it says it with. Pure functions, no I/O.
+
+User text is only ever shown inside ``rich_text`` elements (rendered literally) or escaped, so ``<!channel>`` or
+``<@U…>`` in a message is displayed, never acted on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.domain.errors import (
+    D7AuthError,
+    D7Error,
+    D7InsufficientCreditError,
+    D7InvalidOriginatorError,
+    D7NotFoundError,
+    D7OutcomeUnknownError,
+    D7RateLimitedError,
+    D7UnavailableError,
+    D7ValidationError,
+)
+from bot.domain.models import Via
+from bot.service import Outcome, PreparedSend, Refusal, RefusalKind
+from bot.slack.markup import escape
+
+Block = dict[str, Any]
+QUOTE_LIMIT = 2900  # stay under Slack's 3,000-character limits for one element
+
+
+def usage(command: str) -> str:
+    """The help text for ``/sms`` or ``/whatsapp``."""
+    via = "an SMS" if command == "/sms" else "a WhatsApp message"
+    return (
+        f"*{command}* sends {via} through D7.\n"
+        f"`{command} <recipients> <message>`\n"
+        "Recipients come first, separated by spaces or commas:\n"
+        "• phone numbers: `+14155550100` (numbers without + are read in the policy's region)\n"
+        "• people: `@alice` (the phone in their Slack profile)\n"
+        "• user groups: `@oncall` (each member's profile phone)\n"
+        "• contact groups from the policy: `group:oncall-db`\n"
+        f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
+        "The result is posted in a thread under the message the bot posts in this channel."
+    )
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def quote(text: str) -> Block:
+    """The user's text as a quote that Slack renders literally (no mentions, links or formatting)."""
+    shown = text if len(text) <= QUOTE_LIMIT else f"{text[:QUOTE_LIMIT]}… ({len(text) - QUOTE_LIMIT} more characters)"
+    return {
+        "type": "rich_text",
+        "elements": [{"type": "rich_text_quote", "elements": [{"type": "text", "text": shown}]}],
+    }
+
+
+def _refusal_title(refusal: Refusal) -> str:
+    if refusal.kind == RefusalKind.DENIED:
+        return ":no_entry: *Not sent:* the policy does not allow this."
+    if refusal.kind == RefusalKind.INTERNAL:
+        return ":x: *Not sent:* something went wrong on our side. Nothing was sent; please try again."
+    return ":warning: *Not sent:* please fix the following and try again."
+
+
+def refusal(r: Refusal) -> tuple[str, list[Block]]:
+    """Ephemeral to the requester: why nothing was sent."""
+    lines = "\n".join(f"• {escape(p)}" for p in r.problems)
+    return (
+        f"Not sent: {'; '.join(r.problems)}",
+        [section(_refusal_title(r)), section(lines)],
+    )
+
+
+def recipients_text(send: PreparedSend) -> str:
+    parts = []
+    for number in send.recipients:
+        shown = number.display(send.show_numbers)
+        name = send.names.get(number.e164)
+        parts.append(f"{shown} (@{escape(name)})" if name else shown)
+    return ", ".join(parts)
+
+
+def _what(send: PreparedSend) -> str:
+    return "an SMS" if send.via is Via.SMS else "a WhatsApp message"
+
+
+def sizing(send: PreparedSend) -> str:
+    """``GSM-7 · 1 segment · 42 characters`` (SMS) or ``42 characters`` (WhatsApp)."""
+    n = len(send.recipients)
+    count = f"{n} recipient{'s' if n != 1 else ''}"
+    if send.sms is None:
+        return f"{len(send.text)} characters · {count}"
+    info = send.sms
+    segs = f"{info.segments} segment{'s' if info.segments != 1 else ''}"
+    encoding = info.encoding.label
+    if info.unicode_chars:
+        forced = " ".join(info.unicode_chars[:8])
+        encoding += f" (because of {escape(forced)})"
+    return f"{encoding} · {segs} · {info.characters} characters · {count}"
+
+
+def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
+    """The parent message: who is sending what, via which sender, to whom."""
+    req = send.request
+    head = (
+        f":outbox_tray: <@{req.user_id}> is sending {_what(send)} as *{escape(send.originator)}* "
+        f"(`{escape(send.sender)}`) to {recipients_text(send)}"
+    )
+    if req.schedule_time is not None:
+        head += f", scheduled for {_date(req.schedule_time)}"
+    text = (
+        f"{_what(send).capitalize()} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}"
+    )
+    return text, [section(head), quote(send.text), context(sizing(send))]
+
+
+def _date(when: datetime) -> str:
+    fallback = when.strftime("%Y-%m-%d %H:%M %Z").strip()
+    return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def retrying(error: D7Error) -> str:
+    status = f" (HTTP {error.http_status})" if error.http_status else ""
+    if isinstance(error, D7RateLimitedError):
+        return f":hourglass_flowing_sand: D7 asked us to slow down{status} — retrying. Nothing has been sent yet."
+    return f":hourglass_flowing_sand: D7 unavailable{status} — retrying. Nothing has been sent yet."
+
+
+def explain(error: D7Error, send: PreparedSend) -> str:
+    """A D7 failure in plain words: what happened, whether anything went out, and who can fix it."""
+    status = f" (HTTP {error.http_status})" if error.http_status else ""
+    if isinstance(error, D7AuthError):
+        return (
+            f":x: *Not sent:* D7 refused the bot's API token{status}. "
+            "An admin must fix `D7_API_TOKEN` in the bot's settings."
+        )
+    if isinstance(error, D7InsufficientCreditError):
+        return (
+            f":x: *Not sent:* the D7 account is out of credit{status}. An admin must top it up at app.d7networks.com."
+        )
+    if isinstance(error, D7InvalidOriginatorError):
+        return (
+            f":x: *Not sent:* sender `{escape(send.sender)}` ({escape(send.originator)}) is not a registered "
+            f"WhatsApp number on the D7 account{status}. An admin must register it or fix the policy."
+        )
+    if isinstance(error, D7ValidationError):
+        return f":x: *Not sent:* D7 said the request was invalid{status}: {escape(str(error))}"
+    if isinstance(error, D7OutcomeUnknownError):
+        return (
+            ":warning: *Outcome unknown:* D7 did not answer, so the text may or may not have gone out. "
+            "Check with the recipients before sending it again."
+        )
+    if isinstance(error, D7RateLimitedError | D7UnavailableError):
+        tries = "after several attempts" if error.retryable else ""
+        return (
+            f":x: *Not sent:* D7 was unavailable{status} {tries}. Nothing was sent; please try again later."
+        ).replace("  ", " ")
+    if isinstance(error, D7NotFoundError):
+        return f":x: *Not sent:* D7 answered “not found”{status}: {escape(error.message)}"
+    return f":x: *Not sent:* D7 answered with an error{status}: {escape(error.message)}"
+
+
+def outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
+    """The thread reply with D7's verdict."""
+    if result.error is not None:
+        line = explain(result.error, send)
+        return line, [section(line)]
+    r = result.result
+    if r is None:  # an Outcome always carries one of the two; say so rather than crash
+        line = ":warning: *Outcome unknown:* the bot lost track of this send. Check before sending it again."
+        return line, [section(line)]
+    created = f" · created {_date(r.created_at)}" if r.created_at else ""
+    if r.dry_run:
+        head = (
+            ":test_tube: *Dry run — nothing was sent.* `D7_API_TOKEN` is not set, so the bot only pretends. "
+            f"request_id `{escape(r.request_id)}`"
+        )
+    elif r.accepted:
+        head = f":white_check_mark: *Accepted by D7* · request_id `{escape(r.request_id)}`{created}"
+    else:
+        head = (
+            f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`{created}. Nothing was sent; "
+            "check the numbers and the sender with your D7 account."
+        )
+    return head, [section(head), context(sizing(send))]
+
+
+def cannot_post_here(channel_id: str) -> str:
+    return (
+        f"I can't post in <#{channel_id}> (a private channel or a conversation I'm not in), "
+        "so the whole story is here, just for you. Invite me to the channel to share results with it."
+    )
+
+
+def compose_not_available() -> str:
+    return (
+        "The compose form for this shortcut is not available in this version of the bot yet. "
+        "Meanwhile, use `/sms <recipients> <message>` or `/whatsapp <recipients> <message>` "
+        "(type `/sms help` for details)."
+    )

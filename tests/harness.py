@@ -1,0 +1,153 @@
+"""End-to-end harness: the real ASGI app served by uvicorn on a random loopback port, wired to the fake Slack
+Web API and the fake D7, with requests signed exactly as Slack signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import uvicorn
+
+from bot.app import Relay, build_relay
+from bot.config import Settings
+from tests.fakes.d7 import TOKEN as D7_TOKEN
+from tests.fakes.d7 import FakeD7
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack
+
+POLICY = """
+version: 1
+defaults: {region: US, max_segments: 3, show_numbers: masked}
+senders:
+  ops-sms:    {via: sms, originator: OpsAlert}
+  support-wa: {via: whatsapp, originator: "+971501234567"}
+contacts:
+  oncall-db: ["+14155550100", "+14155550101"]
+rules:
+  - name: ops may page on-call
+    slack_channels: [C0OPS, C0PRIVATE, C0NOTJOINED]
+    users: ["*"]
+    senders: [ops-sms]
+    recipients: ["+1*", "group:oncall-db"]
+    max_recipients: 5
+  - name: support agents on WhatsApp
+    slack_channels: [C0SUPPORT]
+    users: [S0SUPPORT]
+    senders: [support-wa]
+    recipients: ["*"]
+"""
+
+_triggers = itertools.count(1)
+
+
+def sign(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """Slack's v0 signature: HMAC-SHA256 of ``v0:{timestamp}:{body}`` with the signing secret."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def slash_command(
+    command: str,
+    text: str,
+    *,
+    user: str = "U0ALICE",
+    channel: str = "C0OPS",
+    response_url: str = "",
+    trigger_id: str | None = None,
+) -> bytes:
+    """The form body Slack posts for a slash command."""
+    return urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": TEAM_ID,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": channel.lower(),
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A0APP",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": trigger_id or f"1337.{next(_triggers)}.abcdef",
+        }
+    ).encode()
+
+
+def settings_for(slack: FakeSlack, d7: FakeD7 | None, policy: Path, tmp: Path, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_APP_TOKEN": None,
+        "SLACK_API_URL": slack.api_url,
+        "D7_API_TOKEN": D7_TOKEN if d7 is not None else None,
+        "D7_API_URL": d7.url if d7 is not None else "http://127.0.0.1:9",
+        "BOT_POLICY": str(policy),
+        "DATABASE_URL": f"sqlite:///{tmp / 'bot.db'}",
+        "PUBLIC_URL": None,
+        "HOST": "127.0.0.1",
+        "PORT": 3000,
+        "D7_REPORT_SECRET": None,
+        **extra,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class App:
+    relay: Relay
+    url: str
+    http: httpx.AsyncClient
+    slack: FakeSlack
+    d7: FakeD7 | None
+
+    async def post(self, body: bytes, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        all_headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            **(headers if headers is not None else sign(body)),
+        }
+        return await self.http.post(f"{self.url}/slack/events", content=body, headers=all_headers, **kw)
+
+    async def command(self, command: str, text: str, **kw: Any) -> httpx.Response:
+        kw.setdefault("response_url", self.slack.response_url("cmd"))
+        return await self.post(slash_command(command, text, **kw))
+
+    async def settle(self) -> None:
+        """Wait until every send started so far has finished."""
+        assert await self.relay.service.drain(10) == 0
+
+
+@asynccontextmanager
+async def running_app(
+    slack: FakeSlack, d7: FakeD7 | None, tmp: Path, policy: str = POLICY, **extra: Any
+) -> AsyncIterator[App]:
+    path = tmp / "policy.yml"
+    path.write_text(policy)
+    relay = await build_relay(settings_for(slack, d7, path, tmp, **extra))
+    server = uvicorn.Server(
+        uvicorn.Config(relay.web, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            yield App(relay, f"http://127.0.0.1:{port}", http, slack, d7)
+        finally:
+            server.should_exit = True
+            await task
+            await relay.aclose()
