@@ -8,8 +8,11 @@ same HTTP server for ``/healthz``), until SIGTERM/SIGINT, then lets sends in fli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +20,16 @@ import aiohttp
 import uvicorn
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -32,16 +39,49 @@ from bot.d7 import D7Client, DryRunGateway
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import MessageGateway
-from bot.service import DEFAULT_DRAIN_SECONDS, SendService
+from bot.service import SendService
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
 from bot.storage.engine import create_engine, ping
+from bot.tasks import DEFAULT_DRAIN_SECONDS, BackgroundTasks
 from bot.web import create_web_app
 
 log = logging.getLogger("bot")
 
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 SLACK_RATE_LIMIT_RETRIES = 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its own shutdown, which would kill us before sends in flight finish;
+    ``run`` handles the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class _SkipTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself, then warns that our client and authorize win."""
+
+    _noise = frozenset({warning_client_prioritized_and_token_skipped(), warning_token_skipped()})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._noise
+
+
+class _StartupAuthorize(AsyncAuthorize):
+    """Authorizes every request with the ``auth.test`` answer checked at startup.
+
+    Bolt's single-team default calls ``auth.test`` on each request until its cache is filled, so a burst of 200
+    commands made 200 ``auth.test`` calls (a rate-limited method) and slowed every ack.
+    """
+
+    def __init__(self, result: AuthorizeResult) -> None:
+        self._result = result
+
+    async def __call__(self, **_: Any) -> AuthorizeResult | None:
+        return self._result
 
 
 class StartupError(ConfigError):
@@ -58,6 +98,7 @@ class Relay:
     slack: AsyncWebClient
     bolt: AsyncApp
     service: SendService
+    tasks: BackgroundTasks
     engine: AsyncEngine
     web: Starlette
     bot_user_id: str | None
@@ -75,12 +116,12 @@ class Relay:
             "mode": self.mode,
             "dry_run": self.gateway.dry_run,
             "database": "ok" if database else "unreachable",
-            "sends_in_flight": self.service.in_flight,
+            "sends_in_flight": self.tasks.in_flight,
         }
 
     async def aclose(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
         """Let sends in flight finish (bounded), then close every connection."""
-        await self.service.drain(drain_seconds)
+        await self.tasks.drain(drain_seconds)
         await self.gateway.aclose()
         await self.engine.dispose()
         session = self.slack.session
@@ -109,7 +150,7 @@ def make_gateway(settings: Settings) -> MessageGateway:
     return D7Client(settings.d7_api_token, base_url=str(settings.d7_api_url))
 
 
-async def verify_slack(client: AsyncWebClient, settings: Settings) -> dict[str, Any]:
+async def verify_slack(client: AsyncWebClient, settings: Settings) -> AsyncSlackResponse:
     """``auth.test``: a refused token or an unreachable Slack stops the bot with a clear message."""
     try:
         response = await client.auth_test()
@@ -121,7 +162,7 @@ async def verify_slack(client: AsyncWebClient, settings: Settings) -> dict[str, 
         ) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise StartupError(f"cannot reach Slack at {settings.slack_api_url}: {type(exc).__name__} {exc}") from None
-    return dict(response.data) if isinstance(response.data, dict) else {}
+    return response
 
 
 async def build_relay(
@@ -141,15 +182,25 @@ async def build_relay(
             await slack.session.close()
         raise
     gateway = gateway or make_gateway(settings)
-    service = SendService(policy, gateway, SlackDirectory(slack))
+    tasks = BackgroundTasks()
+    service = SendService(policy, gateway, SlackDirectory(slack), tasks)
     signing_secret = settings.slack_signing_secret
+    bolt_log = logging.getLogger("bot.bolt")
+    if not any(isinstance(f, _SkipTokenWarning) for f in bolt_log.filters):
+        bolt_log.addFilter(_SkipTokenWarning())
     bolt = AsyncApp(
         client=slack,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         request_verification_enabled=not settings.socket_mode,
-        logger=logging.getLogger("bot.bolt"),
+        # Listeners ack and hand slow work to background tasks, so they return at once; running them inline
+        # spares Bolt's default of polling for the ack every 10 ms (11.8 ms per ack measured, 0.33 ms without).
+        process_before_response=True,
+        authorize=_StartupAuthorize(  # type: ignore[arg-type]  # Bolt accepts an AsyncAuthorize instance
+            AuthorizeResult.from_auth_test_response(bot_token=slack.token, auth_test_response=auth)
+        ),
+        logger=bolt_log,
     )
-    register_all(bolt, Deps(service=service, bot_user_id=auth.get("user_id")))
+    register_all(bolt, Deps(service=service, tasks=tasks, bot_user_id=auth.get("user_id")))
     engine = create_engine(settings.database_url)
     relay = Relay(
         settings=settings,
@@ -158,6 +209,7 @@ async def build_relay(
         slack=slack,
         bolt=bolt,
         service=service,
+        tasks=tasks,
         engine=engine,
         web=Starlette(),
         bot_user_id=auth.get("user_id"),
@@ -177,11 +229,15 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
 
 async def run(settings: Settings) -> None:
     relay = await build_relay(settings)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
         )
     )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
     socket = make_socket_handler(relay)
     try:
         if socket is not None:

@@ -21,11 +21,11 @@ from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, SendRe
 from bot.domain.phone import NumberDisplay, PhoneNumber, parse_phone
 from bot.domain.policy import USERGROUP_ID, Policy, SendRequestFacts, evaluate
 from bot.domain.ports import Directory, MessageGateway
+from bot.tasks import BackgroundTasks
 
 log = logging.getLogger("bot.service")
 
 WHATSAPP_MAX_CHARS = 4096
-DEFAULT_DRAIN_SECONDS = 25.0
 
 
 class RefusalKind:
@@ -86,35 +86,24 @@ class Conversation(Protocol):
 class SendService:
     """Turns ``SendRequest`` into texts; one instance per process."""
 
-    def __init__(self, policy: Policy, gateway: MessageGateway, directory: Directory) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        gateway: MessageGateway,
+        directory: Directory,
+        tasks: BackgroundTasks | None = None,
+    ) -> None:
         self.policy = policy
         self.gateway = gateway
         self.directory = directory
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks or BackgroundTasks()
         self._policy_groups = sorted({u for rule in policy.rules for u in rule.users if USERGROUP_ID.match(u)})
 
     # ------------------------------------------------------------ running
 
     def submit(self, request: SendRequest, conversation: Conversation) -> asyncio.Task[None]:
-        """Process ``request`` in the background; ``drain`` waits for it on shutdown."""
-        task = asyncio.create_task(self.process(request, conversation), name=f"send-{request.idempotency_key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    async def drain(self, seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
-        """Wait up to ``seconds`` for sends in flight; return how many did not finish."""
-        if not self._tasks:
-            return 0
-        log.info("waiting up to %.0fs for %d send(s) in flight", seconds, len(self._tasks))
-        _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
-        if pending:
-            log.error("%d send(s) still in flight at shutdown; their outcome was not reported", len(pending))
-        return len(pending)
+        """Process ``request`` in the background; the bot waits for it on shutdown."""
+        return self.tasks.spawn(self.process(request, conversation), f"send-{request.idempotency_key}")
 
     async def process(self, request: SendRequest, conversation: Conversation) -> None:
         """The whole pipeline for one request. Never raises: every end is reported to the conversation."""

@@ -125,7 +125,7 @@ class App:
 
     async def settle(self) -> None:
         """Wait until every send started so far has finished."""
-        assert await self.relay.service.drain(10) == 0
+        assert await self.relay.tasks.drain(10) == 0
 
 
 @asynccontextmanager

@@ -117,7 +117,12 @@ class FakeSlack(LoopbackServer):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response_url)
+        app.router.add_get("/_calls/{method}", self._calls)
         return app
+
+    async def _calls(self, request: web.Request) -> web.Response:
+        """Control endpoint for a fake running as its own process: the params of every call to a method."""
+        return web.json_response(self.of(request.match_info["method"]))
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.query)
@@ -217,3 +222,35 @@ class FakeSlack(LoopbackServer):
         if members is None:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": members}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.slack --channel C0OPS --usergroup S0SUPPORT=U1,U2``: prints ``PORT <n>``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--channel", action="append", default=[], help="a channel the bot is in")
+    parser.add_argument("--usergroup", action="append", default=[], help="S…=U…,U…")
+    args = parser.parse_args(argv)
+    fake = FakeSlack(port=args.port)
+    for channel in args.channel:
+        fake.add_channel(channel)
+    for group in args.usergroup:
+        name, _, members = group.partition("=")
+        fake.state.usergroups[name] = [m for m in members.split(",") if m]
+
+    async def serve() -> None:
+        await fake.astart()
+        print(f"PORT {fake.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

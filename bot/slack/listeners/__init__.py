@@ -1,5 +1,8 @@
 """Bolt listeners, one module per kind; the ids they answer are declared here, in one place.
 
+Bolt runs listeners inline (``process_before_response``): each one acks, hands anything slow to
+``Deps.tasks`` and returns, so Slack gets its answer at once.
+
 The manifest test checks that these and ``manifest.yml`` list exactly the same commands, shortcuts and events.
 """
 
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 from slack_bolt.async_app import AsyncApp
 
 from bot.service import SendService
+from bot.tasks import BackgroundTasks
 
 COMMANDS = ("/sms", "/whatsapp")
 SHORTCUTS = ("send_text", "text_this_message")  # global "Send a text"; message "Text this message"
@@ -21,6 +25,7 @@ class Deps:
     """What the listeners need from the composition root."""
 
     service: SendService
+    tasks: BackgroundTasks
     bot_user_id: str | None = None
 
 

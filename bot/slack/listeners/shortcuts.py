@@ -6,7 +6,6 @@ rather than leaving the user with Slack's "didn't respond" error.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -15,21 +14,24 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack import messages
 from bot.slack.listeners import Deps
 
-log = logging.getLogger("bot.slack")
-
 
 def register(app: AsyncApp, deps: Deps) -> None:
-    app.shortcut("send_text")(send_text)
-    app.shortcut("text_this_message")(text_this_message)
+    @app.shortcut("send_text")
+    async def send_text(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user = (body.get("user") or {}).get("id")
+        if user:
+            deps.tasks.spawn(_dm(client, user), "shortcut-send_text")
+
+    @app.shortcut("text_this_message")
+    async def text_this_message(ack: AsyncAck, respond: AsyncRespond) -> None:
+        await ack()
+        deps.tasks.spawn(_ephemeral(respond), "shortcut-text_this_message")
 
 
-async def send_text(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-    await ack()
-    user = (body.get("user") or {}).get("id")
-    if user:
-        await client.chat_postMessage(channel=user, text=messages.compose_not_available())
+async def _dm(client: AsyncWebClient, user: str) -> None:
+    await client.chat_postMessage(channel=user, text=messages.compose_not_available())
 
 
-async def text_this_message(ack: AsyncAck, respond: AsyncRespond) -> None:
-    await ack()
+async def _ephemeral(respond: AsyncRespond) -> None:
     await respond(text=messages.compose_not_available(), response_type="ephemeral", replace_original=False)

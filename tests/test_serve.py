@@ -1,0 +1,171 @@
+"""``python -m bot`` as a process: startup refusals, graceful SIGTERM, and the Socket Mode wiring."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot.app import build_relay, make_socket_handler
+from tests.fakes.d7 import TOKEN as D7_TOKEN
+from tests.fakes.d7 import FakeD7
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from tests.harness import POLICY, settings_for, sign, slash_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel("C0OPS")
+        yield fake
+
+
+def bot_env(slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "BOT_POLICY": str(policy),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        **extra,
+    }
+
+
+def run_bot(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_refused_bot_token_stops_with_a_clear_message(slack: FakeSlack, tmp_path: Path) -> None:
+    result = run_bot(bot_env(slack, tmp_path, SLACK_BOT_TOKEN="xoxb-revoked"), tmp_path)
+
+    assert result.returncode == 2
+    assert "error: Slack refused SLACK_BOT_TOKEN (invalid_auth)." in result.stderr
+    assert "xoxb-revoked" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_slack_stops_with_a_clear_message(slack: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(slack, tmp_path, SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/")
+
+    result = run_bot(env, tmp_path)
+
+    assert result.returncode == 2
+    assert "error: cannot reach Slack at http://127.0.0.1:" in result.stderr
+
+
+def test_missing_signing_secret_in_http_mode_stops(slack: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(slack, tmp_path)
+    del env["SLACK_SIGNING_SECRET"]
+
+    result = run_bot(env, tmp_path)
+
+    assert result.returncode == 2
+    assert "SLACK_SIGNING_SECRET: is required in HTTP mode" in result.stderr
+
+
+def test_sigterm_lets_the_send_in_flight_finish(slack: FakeSlack, tmp_path: Path) -> None:
+    with FakeD7(delay=1.5) as d7:
+        env = bot_env(slack, tmp_path, D7_API_TOKEN=D7_TOKEN, D7_API_URL=d7.url)
+        base = f"http://127.0.0.1:{env['PORT']}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the bot did not come up"
+                time.sleep(0.1)
+            body = slash_command("/sms", "+14155550100 deploy finished", response_url=slack.response_url("cmd"))
+            ack = httpx.post(
+                f"{base}/slack/events",
+                content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
+                timeout=5,
+            )
+            assert ack.status_code == 200
+            while not d7.requests:  # the send is in flight: D7 holds it for 1.5 s
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    assert proc.returncode == 0, output
+    assert len(d7.sends) == 1
+    (request_id,) = d7.sends
+    _, reply = slack.of("chat.postMessage")
+    assert reply["thread_ts"] == "1763800000.000001"
+    assert f"request_id `{request_id}`" in reply["text"]
+    assert "waiting up to 25s for 1 send(s) in flight" in output
+    assert "stopped" in output
+
+
+async def test_socket_mode_handler_is_built_and_http_events_route_is_off(slack: FakeSlack, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
+    relay = await build_relay(settings)
+    handler = make_socket_handler(relay)
+    try:
+        transport = httpx.ASGITransport(app=relay.web)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
+            events = await http.post("/slack/events", content=b"{}")
+            health = await http.get("/healthz")
+    finally:
+        if handler is not None:
+            await handler.client.close()  # type: ignore[no-untyped-call]
+        await relay.aclose()
+
+    assert isinstance(handler, AsyncSocketModeHandler)
+    assert handler.app is relay.bolt
+    assert handler.app_token == "xapp-1-test"
+    assert handler.client.web_client is relay.slack
+    assert events.status_code == 404
+    assert health.json()["mode"] == "socket"
+
+
+async def test_http_mode_builds_no_socket_handler(slack: FakeSlack, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    relay = await build_relay(settings_for(slack, None, policy, tmp_path))
+    try:
+        assert make_socket_handler(relay) is None
+    finally:
+        await relay.aclose()
