@@ -77,6 +77,8 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         )
     if not policy.rules:
         lines.append("warning: no rules, so nobody may send from Slack")
+    if policy.alerts:
+        lines.append("note: alert rules are checked, but alert forwarding is not built in this version yet")
     return lines
 
 

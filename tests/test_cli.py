@@ -39,6 +39,7 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     assert "  support-wa: WhatsApp as +971501234567" in lines
     assert "rules (2):" in lines
     assert "alert rules (1):" in lines
+    assert lines[-1] == "note: alert rules are checked, but alert forwarding is not built in this version yet"
 
 
 def test_check_lists_every_settings_problem_without_traceback(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import threading
 import uuid
 from collections import deque
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, run_as_process
 
 TOKEN = "d7-test-token-0123456789"
 REGISTERED_WHATSAPP = ("+971501234567",)
@@ -366,17 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--token", default=TOKEN)
     args = parser.parse_args(argv)
-    fake = FakeD7(token=args.token, delay=args.delay, port=args.port, record=False)
-
-    async def serve() -> None:
-        await fake.astart()
-        print(f"PORT {fake.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    run_as_process(FakeD7(token=args.token, delay=args.delay, port=args.port, record=False))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ test's own loop is blocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Self
 
@@ -70,3 +71,15 @@ class LoopbackServer:
     async def astop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def run_as_process(fake: LoopbackServer) -> None:
+    """Serve ``fake`` in this process until killed, after printing ``PORT <n>`` for the parent to read."""
+
+    async def serve() -> None:
+        await fake.astart()
+        print(f"PORT {fake.port}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, run_as_process
 
 BOT_TOKEN = "xoxb-test-bot-token"
 SIGNING_SECRET = "test-signing-secret-8f7d6c5b"
@@ -227,7 +227,6 @@ class FakeSlack(LoopbackServer):
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.fakes.slack --channel C0OPS --usergroup S0SUPPORT=U1,U2``: prints ``PORT <n>``."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
@@ -240,16 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     for group in args.usergroup:
         name, _, members = group.partition("=")
         fake.state.usergroups[name] = [m for m in members.split(",") if m]
-
-    async def serve() -> None:
-        await fake.astart()
-        print(f"PORT {fake.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    run_as_process(fake)
 
 
 if __name__ == "__main__":
