@@ -73,6 +73,7 @@ async def test_sms_allowed_sends_exact_body_and_answers_in_thread(app: App, slac
     )
     assert parent["blocks"][1]["elements"][0]["elements"] == [{"type": "text", "text": "Disk full on db-1"}]
     assert parent["blocks"][2]["elements"][0]["text"] == "GSM-7 · 1 segment · 17 characters · 2 recipients"
+    assert parent["text"] == "An SMS from <@U0ALICE> to 2 recipient(s): Disk full on db-1"
     assert parent["unfurl_links"] is False
     assert reply["channel"] == "C0OPS"
     assert reply["thread_ts"] == "1763800000.000001"
@@ -108,6 +109,7 @@ async def test_whatsapp_resolves_people_and_user_groups_to_profile_phones(
     assert [p["user"] for p in slack.of("users.info")].count("U0BOB") == 1  # cached between the two refs
     parent, reply = slack.of("chat.postMessage")
     assert "to +1 415 ••• 0101 (@bob), +44 20 ••• 0000 (@carol)" in parent["blocks"][0]["text"]["text"]
+    assert parent["text"].startswith("A WhatsApp message from <@U0AGENT> to 2 recipient(s): ")
     assert "Accepted by D7" in reply["text"]
 
 

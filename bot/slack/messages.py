@@ -115,9 +115,8 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     )
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
-    text = (
-        f"{_what(send).capitalize()} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}"
-    )
+    what = "An SMS" if send.via is Via.SMS else "A WhatsApp message"
+    text = f"{what} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}"
     return text, [section(head), quote(send.text), context(sizing(send))]
 
 
