@@ -39,10 +39,14 @@ from bot.d7 import D7Client, DryRunGateway
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import MessageGateway
+from bot.metrics import Metrics
+from bot.outbox import Outbox
 from bot.service import SendService
+from bot.slack.conversation import SlackConversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
-from bot.storage.engine import create_engine, ping
+from bot.storage.engine import create_engine, migrate, ping
+from bot.storage.store import SqlStore
 from bot.tasks import DEFAULT_DRAIN_SECONDS, BackgroundTasks
 from bot.web import create_web_app
 
@@ -99,6 +103,9 @@ class Relay:
     bolt: AsyncApp
     service: SendService
     tasks: BackgroundTasks
+    store: SqlStore
+    outbox: Outbox
+    metrics: Metrics
     engine: AsyncEngine
     web: Starlette
     bot_user_id: str | None
@@ -110,17 +117,30 @@ class Relay:
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         database = await ping(self.engine)
+        backlog: int | None = None
+        if database:
+            try:
+                backlog = await self.store.backlog()
+                self.metrics.outbox_depth.set(backlog)
+            except Exception:
+                database = False
         return database, {
             "status": "ok" if database else "degraded",
             "version": __version__,
             "mode": self.mode,
             "dry_run": self.gateway.dry_run,
             "database": "ok" if database else "unreachable",
-            "sends_in_flight": self.tasks.in_flight,
+            "outbox_backlog": backlog,
+            "sends_in_flight": self.outbox.in_flight,
         }
+
+    async def start(self) -> None:
+        """Start the outbox worker (after recovering what a previous process left in flight)."""
+        await self.outbox.start()
 
     async def aclose(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
         """Let sends in flight finish (bounded), then close every connection."""
+        await self.outbox.stop(drain_seconds)
         await self.tasks.drain(drain_seconds)
         await self.gateway.aclose()
         await self.engine.dispose()
@@ -182,8 +202,27 @@ async def build_relay(
             await slack.session.close()
         raise
     gateway = gateway or make_gateway(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+    except Exception as exc:
+        await engine.dispose()
+        if slack_client is None and slack.session is not None:
+            await slack.session.close()
+        raise StartupError(f"cannot prepare the database ({type(exc).__name__}): {exc}") from None
+    store = SqlStore(engine)
+    metrics = Metrics()
     tasks = BackgroundTasks()
-    service = SendService(policy, gateway, SlackDirectory(slack), tasks)
+    service = SendService(
+        policy,
+        gateway,
+        SlackDirectory(slack),
+        store,
+        SlackConversations(slack, metrics),
+        metrics,
+        deadline=settings.send_retry_deadline,
+    )
+    outbox = Outbox(store, service, single_process=not store.postgres, metrics=metrics)
     signing_secret = settings.slack_signing_secret
     bolt_log = logging.getLogger("bot.bolt")
     if not any(isinstance(f, _SkipTokenWarning) for f in bolt_log.filters):
@@ -200,8 +239,10 @@ async def build_relay(
         ),
         logger=bolt_log,
     )
-    register_all(bolt, Deps(service=service, tasks=tasks, bot_user_id=auth.get("user_id")))
-    engine = create_engine(settings.database_url)
+    register_all(
+        bolt,
+        Deps(service=service, tasks=tasks, wake_outbox=outbox.wake, metrics=metrics, bot_user_id=auth.get("user_id")),
+    )
     relay = Relay(
         settings=settings,
         policy=policy,
@@ -210,12 +251,15 @@ async def build_relay(
         bolt=bolt,
         service=service,
         tasks=tasks,
+        store=store,
+        outbox=outbox,
+        metrics=metrics,
         engine=engine,
         web=Starlette(),
         bot_user_id=auth.get("user_id"),
         team_id=auth.get("team_id"),
     )
-    relay.web = create_web_app(None if settings.socket_mode else bolt, relay.health)
+    relay.web = create_web_app(None if settings.socket_mode else bolt, relay.health, metrics)
     return relay
 
 
@@ -229,6 +273,7 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
 
 async def run(settings: Settings) -> None:
     relay = await build_relay(settings)
+    await relay.start()
     server = _Server(
         uvicorn.Config(
             relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"

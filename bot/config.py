@@ -6,6 +6,7 @@ value into one ``SettingsError`` that lists them all, without echoing any secret
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationIn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain.errors import SettingsError
+from bot.domain.policy import parse_duration
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_D7_API_URL = "https://api.d7networks.com"
@@ -57,6 +59,13 @@ class Settings(PolicySettings):
     log_level: LogLevel = Field(LogLevel.INFO, validation_alias="LOG_LEVEL")
     log_format: LogFormat = Field(LogFormat.TEXT, validation_alias="LOG_FORMAT")
     d7_report_secret: SecretStr | None = Field(None, validation_alias="D7_REPORT_SECRET")
+    # Beyond the contract: how long safe failures (D7 unavailable, nothing sent) are retried before giving up.
+    send_retry_deadline: timedelta = Field(timedelta(minutes=15), validation_alias="SEND_RETRY_DEADLINE")
+
+    @field_validator("send_retry_deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "d7_api_token", mode="before")
     @classmethod

@@ -1,8 +1,8 @@
-"""SendService: resolve recipients → validate → policy → announce → send → report.
+"""SendService: record the intent → (outbox) resolve, validate, policy → announce → send → report.
 
-The service knows nothing of Slack: it talks to its caller through a ``Conversation`` (where the story of one
-send is told) and finds people through a ``Directory``. Every request ends in exactly one report to its
-conversation: a refusal, or an announcement followed by an outcome.
+The service knows nothing of Slack: it tells each request's story through a ``Conversation`` opened from the
+request's stored ``Origin``, finds people through a ``Directory``, and keeps every step in the ``SendStore`` so
+that a restart resumes where it stopped. Every intent ends in exactly one outcome, told once in Slack.
 """
 
 from __future__ import annotations
@@ -10,22 +10,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+from bot.domain import errors as E
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import D7Error, EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
-from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, SendResult, Via
+from bot.domain.models import (
+    Origin,
+    Person,
+    RecipientRef,
+    RefKind,
+    SendRecord,
+    SendRequest,
+    SendResult,
+    SendState,
+    SendStatus,
+    Via,
+)
 from bot.domain.phone import NumberDisplay, PhoneNumber, parse_phone
 from bot.domain.policy import USERGROUP_ID, Policy, SendRequestFacts, evaluate
 from bot.domain.ports import Directory, MessageGateway
-from bot.tasks import BackgroundTasks
+from bot.metrics import Metrics
+from bot.storage.store import SqlStore, now
 
 log = logging.getLogger("bot.service")
 
 WHATSAPP_MAX_CHARS = 4096
+DEFAULT_DEADLINE = timedelta(minutes=15)
+SEND_LEASE = timedelta(minutes=5)  # longer than the D7 client's worst case (4 attempts x timeouts + backoff)
+RETRY_BASE = 5.0  # seconds; doubled per attempt, capped at RETRY_CAP
+RETRY_CAP = 120.0
+POST_RETRY_CAP = 300.0
 
 
 class RefusalKind:
@@ -44,7 +62,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class PreparedSend:
-    """A request that passed every check and is about to go to D7."""
+    """A request that passed every check and is about to go (or went) to D7."""
 
     send_id: str
     request: SendRequest
@@ -63,12 +81,19 @@ class PreparedSend:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where the story continues after the announcement."""
+
+    thread_ts: str | None
+    private: bool = False  # only the requester can be told (the bot cannot post in the channel)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How the send ended: a D7 verdict (accepted / rejected) or an error."""
 
     result: SendResult | None = None
     error: D7Error | None = None
-    retries: int = 0
 
 
 class Conversation(Protocol):
@@ -76,54 +101,281 @@ class Conversation(Protocol):
 
     async def refuse(self, refusal: Refusal) -> None: ...
 
-    async def announce(self, send: PreparedSend) -> None: ...
+    async def announce(self, send: PreparedSend) -> Placement: ...
 
-    async def retrying(self, send: PreparedSend, error: D7Error) -> None: ...
+    async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None: ...
 
-    async def finish(self, send: PreparedSend, outcome: Outcome) -> None: ...
+    async def finish(self, send: PreparedSend, placement: Placement, outcome: Outcome) -> None: ...
+
+
+class Conversations(Protocol):
+    """Opens the conversation of a stored origin (also after a restart)."""
+
+    def open(self, origin: Origin) -> Conversation: ...
+
+
+class _Denied(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RecipientProblems(InputError):
+    """One or more recipients cannot be resolved to a valid phone number."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 class SendService:
-    """Turns ``SendRequest`` into texts; one instance per process."""
+    """Turns ``SendRequest`` into texts through the store; one instance per process."""
 
     def __init__(
         self,
         policy: Policy,
         gateway: MessageGateway,
         directory: Directory,
-        tasks: BackgroundTasks | None = None,
+        store: SqlStore,
+        conversations: Conversations,
+        metrics: Metrics | None = None,
+        deadline: timedelta = DEFAULT_DEADLINE,
     ) -> None:
         self.policy = policy
         self.gateway = gateway
         self.directory = directory
-        self.tasks = tasks or BackgroundTasks()
+        self.store = store
+        self.conversations = conversations
+        self.metrics = metrics or Metrics()
+        self.deadline = deadline
         self._policy_groups = sorted({u for rule in policy.rules for u in rule.users if USERGROUP_ID.match(u)})
 
-    # ------------------------------------------------------------ running
+    # ------------------------------------------------------------ before the ack
 
-    def submit(self, request: SendRequest, conversation: Conversation) -> asyncio.Task[None]:
-        """Process ``request`` in the background; the bot waits for it on shutdown."""
-        return self.tasks.spawn(self.process(request, conversation), f"send-{request.idempotency_key}")
+    async def record(self, request: SendRequest) -> SendRecord | None:
+        """Record the intent (before Slack is answered); None when this delivery was recorded before."""
+        record = await self.store.record(request, self.deadline)
+        if record is None:
+            log.info("duplicate delivery ignored key=%s", request.idempotency_key)
+        return record
 
-    async def process(self, request: SendRequest, conversation: Conversation) -> None:
-        """The whole pipeline for one request. Never raises: every end is reported to the conversation."""
+    # ------------------------------------------------------------ the outbox worker's step
+
+    async def handle(self, record: SendRecord, worker_id: str) -> None:
+        """Move one leased intent as far as it can go. Never raises for anything a user could cause."""
+        conversation = self.conversations.open(record.request.origin)
+        if record.state is SendState.PENDING:
+            record = await self._advance(record, worker_id, conversation)
+            if record.state in (SendState.PENDING, SendState.SENDING):
+                return  # waiting to retry, or lost the lease
+        if record.state.final and record.posted_at is None:
+            await self._post_outcome(record, worker_id, conversation)
+
+    async def _advance(self, record: SendRecord, worker_id: str, conversation: Conversation) -> SendRecord:
+        if record.sender is None:  # not checked yet
+            record = await self._check(record, worker_id)
+            if record.state is SendState.DENIED:
+                return record
+        send = self.prepared(record)
+        if record.thread_ts is None and not record.private:
+            try:
+                placement = await conversation.announce(send)
+            except Exception:
+                # The text matters more than its announcement: send anyway; the outcome finds another way.
+                log.exception("could not announce send_id=%s; sending anyway", record.id)
+            else:
+                await self.store.update(record.id, worker_id, thread_ts=placement.thread_ts, private=placement.private)
+                record = replace(record, thread_ts=placement.thread_ts, private=placement.private)
+        return await self._send(record, send, worker_id, conversation)
+
+    async def _check(self, record: SendRecord, worker_id: str) -> SendRecord:
         try:
-            prepared = await self.prepare(request)
-        except InputError as exc:
-            await self._refuse(conversation, Refusal(RefusalKind.INVALID, _problems(exc)))
-            return
-        except _Denied as denied:
-            await self._refuse(conversation, Refusal(RefusalKind.DENIED, (denied.reason,)))
-            return
+            send = await self.prepare(record.request, record.id)
+        except (InputError, _Denied) as exc:
+            refusal = _refusal(exc)
+            values: dict[str, Any] = {
+                "state": SendState.DENIED.value,
+                "refusal_kind": refusal.kind,
+                "problems": list(refusal.problems),
+                "finished_at": now(),
+            }
+            await self.store.update(record.id, worker_id, **values)
+            self.metrics.sends.labels(record.request.via.value, "denied").inc()
+            log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra={"send_id": record.id})
+            return replace(record, state=SendState.DENIED, refusal_kind=refusal.kind, problems=list(refusal.problems))
+        values = {
+            "rule": send.rule,
+            "sender": send.sender,
+            "originator": send.originator,
+            "recipients": [n.e164 for n in send.recipients],
+            "names": send.names,
+            "encoding": send.sms.encoding.value if send.sms else None,
+            "segments": send.sms.segments if send.sms else None,
+        }
+        await self.store.update(record.id, worker_id, **values)
+        return replace(
+            record,
+            rule=send.rule,
+            sender=send.sender,
+            originator=send.originator,
+            recipients=values["recipients"],
+            names=send.names,
+            encoding=values["encoding"],
+            segments=values["segments"],
+        )
+
+    async def _send(
+        self, record: SendRecord, send: PreparedSend, worker_id: str, conversation: Conversation
+    ) -> SendRecord:
+        if not await self.store.start_sending(record.id, worker_id, SEND_LEASE):
+            log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
+            return replace(record, state=SendState.SENDING)
+        placement = Placement(record.thread_ts, record.private)
+        told = record.retry_notice_posted
+
+        async def on_retry(error: D7Error, attempt: int, delay: float) -> None:
+            nonlocal told
+            self.metrics.d7_retries.labels(send.via.value, type(error).__name__).inc()
+            if not told:  # say it once, not on every attempt
+                told = True
+                await _safely(conversation.retrying(send, placement, error), "retrying", record.id)
+                await self.store.update(record.id, worker_id, retry_notice_posted=True)
+
+        started = time.perf_counter()
+        values: dict[str, Any]
+        try:
+            result = await self._call_d7(send, on_retry)
+        except D7Error as exc:
+            self.metrics.d7_latency.labels(send.via.value).observe(time.perf_counter() - started)
+            retry_at = _retry_time(exc, record.attempts + 1)
+            deadline = record.deadline_at or record.created_at + self.deadline
+            if exc.retryable and retry_at < deadline:
+                # Nothing was sent: back to pending, to be tried again later by whichever worker is free.
+                await on_retry(exc, record.attempts + 1, (retry_at - now()).total_seconds())
+                await self.store.update(
+                    record.id,
+                    worker_id,
+                    state=SendState.PENDING.value,
+                    next_attempt_at=retry_at,
+                    claimed_by=None,
+                    lease_until=None,
+                    **_error_columns(exc),
+                )
+                log.warning(
+                    "D7 unavailable send_id=%s attempt=%d retry_at=%s",
+                    record.id,
+                    record.attempts + 1,
+                    retry_at.isoformat(),
+                    extra={"send_id": record.id},
+                )
+                return replace(record, state=SendState.PENDING)
+            state = SendState.UNKNOWN if isinstance(exc, E.D7OutcomeUnknownError) else SendState.FAILED
+            if exc.retryable:
+                exc = E.D7UnavailableError(
+                    f"D7 stayed unavailable until the {self.deadline.total_seconds() / 60:.0f}-minute deadline",
+                    http_status=exc.http_status,
+                    code=exc.code,
+                )
+            values = {"state": state.value, **_error_columns(exc)}
+            log.warning(
+                "send %s send_id=%s via=%s error=%s http_status=%s code=%s",
+                state.value,
+                record.id,
+                send.via.value,
+                type(exc).__name__,
+                exc.http_status,
+                exc.code,
+                extra={"send_id": record.id},
+            )
         except Exception:
-            log.exception("could not prepare send key=%s", request.idempotency_key)
-            await self._refuse(conversation, Refusal(RefusalKind.INTERNAL, ("an internal error; nothing was sent",)))
+            log.exception("send crashed send_id=%s", record.id)
+            values = {
+                "state": SendState.UNKNOWN.value,
+                "error_kind": "D7OutcomeUnknownError",
+                "error_message": "an internal error interrupted the send; it may or may not have gone out",
+            }
+        else:
+            self.metrics.d7_latency.labels(send.via.value).observe(time.perf_counter() - started)
+            state = SendState.ACCEPTED if result.status is SendStatus.ACCEPTED else SendState.REJECTED
+            values = {"state": state.value, "request_id": result.request_id, "d7_created_at": result.created_at}
+            log.info(
+                "send %s send_id=%s via=%s sender=%s recipients=%d request_id=%s elapsed_ms=%d",
+                state.value,
+                record.id,
+                send.via.value,
+                send.sender,
+                len(send.recipients),
+                result.request_id,
+                (time.perf_counter() - started) * 1000,
+                extra={"send_id": record.id, "request_id": result.request_id},
+            )
+        values["finished_at"] = now()
+        await self.store.update(record.id, worker_id, **values)
+        self.metrics.sends.labels(send.via.value, values["state"]).inc()
+        stored = await self.store.get(record.id)
+        return stored if stored is not None else record
+
+    async def _call_d7(self, send: PreparedSend, on_retry: Any) -> SendResult:
+        numbers = [n.e164 for n in send.recipients]
+        schedule = send.request.schedule_time
+        if send.via is Via.SMS:
+            return await self.gateway.send_sms(
+                numbers, send.text, originator=send.originator, schedule_time=schedule, on_retry=on_retry
+            )
+        return await self.gateway.send_whatsapp(
+            numbers,
+            send.text,
+            originator=send.originator,
+            cust_ref=send.send_id,
+            schedule_time=schedule,
+            on_retry=on_retry,
+        )
+
+    async def _post_outcome(self, record: SendRecord, worker_id: str, conversation: Conversation) -> None:
+        try:
+            if record.state is SendState.DENIED:
+                await conversation.refuse(Refusal(record.refusal_kind or RefusalKind.INVALID, tuple(record.problems)))
+            else:
+                placement = Placement(record.thread_ts, record.private)
+                await conversation.finish(self.prepared(record), placement, outcome_of(record))
+        except Exception as exc:
+            age = now() - record.created_at
+            if age > timedelta(hours=24):
+                log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
+                await self.store.update(record.id, worker_id, posted_at=now(), claimed_by=None, lease_until=None)
+                return
+            delay = min(POST_RETRY_CAP, 2.0 ** min(record.attempts + 2, 10))
+            log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, exc, delay)
+            await self.store.update(
+                record.id,
+                worker_id,
+                attempts=record.attempts + 1,
+                next_attempt_at=now() + timedelta(seconds=delay),
+                claimed_by=None,
+                lease_until=None,
+            )
             return
-        await self._send(prepared, conversation)
+        await self.store.update(record.id, worker_id, posted_at=now(), claimed_by=None, lease_until=None)
 
-    # ------------------------------------------------------------ steps
+    # ------------------------------------------------------------ checking
 
-    async def prepare(self, request: SendRequest) -> PreparedSend:
+    def prepared(self, record: SendRecord) -> PreparedSend:
+        """The checked send, rebuilt from what the store kept."""
+        text = record.request.text.strip()
+        return PreparedSend(
+            send_id=record.id,
+            request=record.request,
+            rule=record.rule or "",
+            sender=record.sender or "",
+            originator=record.originator or "",
+            recipients=tuple(PhoneNumber(n) for n in record.recipients or []),
+            text=text,
+            sms=analyze(text) if record.request.via is Via.SMS else None,
+            show_numbers=self.policy.defaults.show_numbers,
+            names=record.names,
+        )
+
+    async def prepare(self, request: SendRequest, send_id: str) -> PreparedSend:
         """Resolve and check everything; raises ``InputError`` or ``_Denied``."""
         text = request.text.strip()
         if not text:
@@ -140,14 +392,14 @@ class SendService:
                 recipients=recipients,
                 sender=request.sender,
                 user_groups=groups,
-                channel_label=request.channel_label or f"<#{request.channel_id}>",
+                channel_label=f"<#{request.channel_id}>",
                 user_label=f"<@{request.user_id}>",
             ),
         )
         if not decision.allowed or decision.sender is None or decision.rule is None:
             raise _Denied(decision.reason)
         return PreparedSend(
-            send_id=str(uuid.uuid4()),
+            send_id=send_id,
             request=request,
             rule=decision.rule,
             sender=decision.sender,
@@ -228,84 +480,47 @@ class SendService:
                 log.warning("user group %s named in the policy cannot be read: %s", group, exc)
         return frozenset(groups)
 
-    async def _send(self, send: PreparedSend, conversation: Conversation) -> None:
-        await _safely(conversation.announce(send), "announce", send)
-        retries = 0
-        told = False
 
-        async def on_retry(error: D7Error, attempt: int, delay: float) -> None:
-            nonlocal retries, told
-            retries = attempt
-            if not told:  # say it once, not on every attempt
-                told = True
-                await _safely(conversation.retrying(send, error), "retrying", send)
-
-        started = time.perf_counter()
-        request = send.request
-        try:
-            if send.via is Via.SMS:
-                result = await self.gateway.send_sms(
-                    [n.e164 for n in send.recipients],
-                    send.text,
-                    originator=send.originator,
-                    schedule_time=request.schedule_time,
-                    on_retry=on_retry,
-                )
-            else:
-                result = await self.gateway.send_whatsapp(
-                    [n.e164 for n in send.recipients],
-                    send.text,
-                    originator=send.originator,
-                    cust_ref=send.send_id,
-                    schedule_time=request.schedule_time,
-                    on_retry=on_retry,
-                )
-            outcome = Outcome(result=result, retries=retries)
-            log.info(
-                "send %s send_id=%s via=%s sender=%s recipients=%d request_id=%s elapsed_ms=%d",
-                result.status.value,
-                send.send_id,
-                send.via.value,
-                send.sender,
-                len(send.recipients),
-                result.request_id,
-                (time.perf_counter() - started) * 1000,
-            )
-        except D7Error as exc:
-            outcome = Outcome(error=exc, retries=retries)
-            log.warning(
-                "send failed send_id=%s via=%s error=%s http_status=%s code=%s",
-                send.send_id,
-                send.via.value,
-                type(exc).__name__,
-                exc.http_status,
-                exc.code,
-            )
-        except Exception:
-            log.exception("send crashed send_id=%s", send.send_id)
-            outcome = Outcome(error=D7Error("an internal error interrupted the send; it may or may not have gone out"))
-        await _safely(conversation.finish(send, outcome), "finish", send)
-
-    @staticmethod
-    async def _refuse(conversation: Conversation, refusal: Refusal) -> None:
-        try:
-            await conversation.refuse(refusal)
-        except Exception:
-            log.exception("could not tell the requester why nothing was sent (%s)", refusal.kind)
+def outcome_of(record: SendRecord) -> Outcome:
+    """The outcome as it was recorded (so it can be told after a restart)."""
+    if record.state in (SendState.ACCEPTED, SendState.REJECTED) and record.request_id is not None:
+        status = SendStatus.ACCEPTED if record.state is SendState.ACCEPTED else SendStatus.REJECTED
+        dry_run = record.request_id.startswith("dry-run-")
+        return Outcome(result=SendResult(record.request_id, status, record.d7_created_at, dry_run=dry_run))
+    message = record.error_message or "no details"
+    found = getattr(E, record.error_kind or "", None)
+    error: D7Error
+    if found is E.D7ValidationError:
+        error = E.D7ValidationError(message, errors=[], http_status=record.http_status, code=record.error_code)
+    elif isinstance(found, type) and issubclass(found, D7Error):
+        error = found(message, http_status=record.http_status, code=record.error_code)
+    elif record.state is SendState.UNKNOWN:
+        error = E.D7OutcomeUnknownError(message, http_status=record.http_status, code=record.error_code)
+    else:
+        error = D7Error(message, http_status=record.http_status, code=record.error_code)
+    return Outcome(error=error)
 
 
-class _Denied(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
+def _error_columns(exc: D7Error) -> dict[str, Any]:
+    return {
+        "error_kind": type(exc).__name__,
+        "http_status": exc.http_status,
+        "error_code": exc.code,
+        "error_message": str(exc)[:2000],
+    }
 
 
-class RecipientProblems(InputError):
-    """One or more recipients cannot be resolved to a valid phone number."""
+def _retry_time(exc: D7Error, attempt: int) -> datetime:
+    delay = exc.retry_after if exc.retry_after is not None else min(RETRY_CAP, RETRY_BASE * 2.0 ** (attempt - 1))
+    return now() + timedelta(seconds=delay)
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+
+def _refusal(exc: InputError | _Denied) -> Refusal:
+    if isinstance(exc, _Denied):
+        return Refusal(RefusalKind.DENIED, (exc.reason,))
+    if isinstance(exc, RecipientProblems):
+        return Refusal(RefusalKind.INVALID, tuple(exc.problems))
+    return Refusal(RefusalKind.INVALID, (str(exc),))
 
 
 def phone_of(person: Person, region: str) -> PhoneNumber:
@@ -334,15 +549,9 @@ def _check_length(via: Via, text: str, max_segments: int) -> SmsInfo | None:
     return info
 
 
-def _problems(exc: InputError) -> tuple[str, ...]:
-    if isinstance(exc, RecipientProblems):
-        return tuple(exc.problems)
-    return (str(exc),)
-
-
-async def _safely(call: Awaitable[None], what: str, send: PreparedSend) -> None:
-    """Reporting must never stop a send, nor a send's outcome from being reported elsewhere."""
+async def _safely(call: Awaitable[None], what: str, send_id: str) -> None:
+    """A progress note that cannot be posted must not stop the send."""
     try:
         await call
     except Exception:
-        log.exception("could not report %s for send_id=%s", what, send.send_id)
+        log.exception("could not post %s for send_id=%s", what, send_id)

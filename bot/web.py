@@ -1,4 +1,4 @@
-"""The HTTP surface: ``POST /slack/events`` (Bolt) and ``GET /healthz``."""
+"""The HTTP surface: ``POST /slack/events`` (Bolt), ``GET /healthz`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.metrics import CONTENT_TYPE, Metrics
+
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 
-def create_web_app(bolt: AsyncApp | None, health: Health) -> Starlette:
+def create_web_app(bolt: AsyncApp | None, health: Health, metrics: Metrics) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP."""
     routes = []
     if bolt is not None:
@@ -30,5 +32,10 @@ def create_web_app(bolt: AsyncApp | None, health: Health) -> Starlette:
         ok, body = await health()
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    async def prometheus(request: Request) -> Response:
+        await health()  # refreshes the outbox depth
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     routes.append(Route("/healthz", healthz, methods=["GET"]))
+    routes.append(Route("/metrics", prometheus, methods=["GET"]))
     return Starlette(routes=routes)

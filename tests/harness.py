@@ -124,7 +124,8 @@ class App:
         return await self.post(slash_command(command, text, **kw))
 
     async def settle(self) -> None:
-        """Wait until every send started so far has finished."""
+        """Wait until the outbox has nothing due and nothing in work, and background tasks are done."""
+        await self.relay.outbox.settle(10)
         assert await self.relay.tasks.drain(10) == 0
 
 
@@ -135,6 +136,7 @@ async def running_app(
     path = tmp / "policy.yml"
     path.write_text(policy)
     relay = await build_relay(settings_for(slack, d7, path, tmp, **extra))
+    await relay.start()
     server = uvicorn.Server(
         uvicorn.Config(relay.web, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False)
     )

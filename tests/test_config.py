@@ -29,13 +29,27 @@ CONTRACT = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in CONTRACT:
+    for name in [*CONTRACT, "SEND_RETRY_DEADLINE"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
+EXTENSIONS = ["SEND_RETRY_DEADLINE"]  # ours, beyond DESIGN.md's contract
+
+
 def test_contract_names_are_exactly_the_settings_fields() -> None:
-    assert sorted(str(f.validation_alias) for f in Settings.model_fields.values()) == sorted(CONTRACT)
+    assert sorted(str(f.validation_alias) for f in Settings.model_fields.values()) == sorted(CONTRACT + EXTENSIONS)
+
+
+def test_send_retry_deadline_is_a_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    assert load_settings().send_retry_deadline.total_seconds() == 900
+    monkeypatch.setenv("SEND_RETRY_DEADLINE", "2h")
+    assert load_settings().send_retry_deadline.total_seconds() == 7200
+    monkeypatch.setenv("SEND_RETRY_DEADLINE", "soon")
+    with pytest.raises(SettingsError, match="SEND_RETRY_DEADLINE: 'soon' is not a duration"):
+        load_settings()
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.storage.engine import create_engine
 from tests.fakes.d7 import FakeD7, Reply
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, running_app, sign, slash_command
@@ -303,7 +304,7 @@ async def test_slack_429_on_post_is_retried(app: App, slack: FakeSlack, fake_d7:
         pytest.param(lambda body: {}, id="missing signature"),
         pytest.param(lambda body: sign(body, timestamp=int(time.time()) - 6 * 60), id="older than 5 minutes"),
         pytest.param(
-            lambda body: {**sign(body), "X-Slack-Signature": sign(body)["X-Slack-Signature"][:-1] + "0"}, id="tampered"
+            lambda body: {**sign(body), "X-Slack-Signature": _flip_last(sign(body)["X-Slack-Signature"])}, id="tampered"
         ),
     ],
 )
@@ -339,16 +340,25 @@ async def test_healthz_reports_version_mode_and_database(app: App) -> None:
         "mode": "http",
         "dry_run": False,
         "database": "ok",
+        "outbox_backlog": 0,
         "sends_in_flight": 0,
     }
 
 
-async def test_healthz_is_503_when_the_database_is_unreachable(
-    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
-) -> None:
-    url = "postgresql://nobody@127.0.0.1:9/none"
-    async with running_app(slack, fake_d7, tmp_path, DATABASE_URL=url) as app:
+async def test_healthz_is_503_when_the_database_is_unreachable(app: App) -> None:
+    # The database goes away after start: point the bot at a port where nothing listens.
+    working = app.relay.engine
+    app.relay.engine = create_engine("postgresql://nobody@127.0.0.1:9/none")
+    try:
         response = await app.http.get(f"{app.url}/healthz")
+    finally:
+        await app.relay.engine.dispose()
+        app.relay.engine = working
 
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable"
+    assert response.json()["outbox_backlog"] is None
+
+
+def _flip_last(signature: str) -> str:
+    return signature[:-1] + ("1" if signature[-1] == "0" else "0")

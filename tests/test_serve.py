@@ -78,6 +78,14 @@ def test_unreachable_slack_stops_with_a_clear_message(slack: FakeSlack, tmp_path
     assert "error: cannot reach Slack at http://127.0.0.1:" in result.stderr
 
 
+def test_unreachable_database_stops_with_a_clear_message(slack: FakeSlack, tmp_path: Path) -> None:
+    result = run_bot(bot_env(slack, tmp_path, DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/x"), tmp_path)
+
+    assert result.returncode == 2
+    assert "error: cannot prepare the database (" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_missing_signing_secret_in_http_mode_stops(slack: FakeSlack, tmp_path: Path) -> None:
     env = bot_env(slack, tmp_path)
     del env["SLACK_SIGNING_SECRET"]

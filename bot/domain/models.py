@@ -103,16 +103,84 @@ class Person:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a request came from, and so where its story is told; stored with the intent."""
+
+    surface: str  # command | shortcut | modal | alert
+    team_id: str
+    user_id: str
+    channel_id: str
+    response_url: str | None = None  # commands and message shortcuts: ephemeral answers for 30 minutes
+    thread_ts: str | None = None  # reply in this thread instead of posting a parent message
+
+
+@dataclass(frozen=True)
 class SendRequest:
     """A request to text phones, as a Slack surface built it; nothing resolved or checked yet."""
 
     via: Via
-    team_id: str
-    user_id: str
-    channel_id: str
+    origin: Origin
     recipients: tuple[RecipientRef, ...]
     text: str
     idempotency_key: str
     sender: str | None = None
-    channel_label: str | None = None
     schedule_time: datetime | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.origin.user_id
+
+    @property
+    def channel_id(self) -> str:
+        return self.origin.channel_id
+
+
+class SendState(StrEnum):
+    """Where an intent stands. ``pending`` and ``sending`` are the only states that can still change."""
+
+    PENDING = "pending"  # recorded, not yet sent (or waiting to retry a send that provably did not happen)
+    SENDING = "sending"  # handed to D7; if the process dies now, the outcome is unknown
+    DENIED = "denied"  # refused before sending: by the policy, or invalid input
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"  # D7 said no, or stayed unavailable until the deadline: nothing was sent
+    UNKNOWN = "unknown"  # may or may not have been sent: never resent automatically
+
+    @property
+    def final(self) -> bool:
+        return self not in (SendState.PENDING, SendState.SENDING)
+
+
+@dataclass
+class SendRecord:
+    """One intent as stored: the request, what checking it decided, and how it ended."""
+
+    id: str
+    request: SendRequest
+    state: SendState
+    created_at: datetime
+    attempts: int = 0
+    deadline_at: datetime | None = None
+    # after checking
+    rule: str | None = None
+    sender: str | None = None
+    originator: str | None = None
+    recipients: list[str] | None = None  # E.164
+    names: dict[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    segments: int | None = None
+    refusal_kind: str | None = None
+    problems: list[str] = field(default_factory=list)
+    # the story in Slack
+    thread_ts: str | None = None  # the announcement (or the origin thread)
+    private: bool = False  # told through the response_url only
+    retry_notice_posted: bool = False
+    posted_at: datetime | None = None
+    # D7's answer
+    request_id: str | None = None
+    d7_created_at: datetime | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_kind: str | None = None  # the D7Error class name
+    finished_at: datetime | None = None

@@ -1,7 +1,8 @@
-"""Telling one command's story in Slack: refusals to the requester, a parent message, results in its thread.
+"""Telling a request's story in Slack: refusals to the requester, a parent message, results in its thread.
 
-When the bot cannot post in the channel it joins it if it is public; otherwise (private channel, DM) the whole
-story goes to the requester through the command's ``response_url``, so no result is lost.
+Everything needed is in the stored ``Origin`` and ``Placement``, so the story continues after a restart. When the
+bot cannot post in the channel it joins it if it is public; otherwise (private channel, DM) the whole story goes
+to the requester through the ``response_url`` (or ``chat.postEphemeral``), so no result is lost.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.errors import D7Error
-from bot.service import Outcome, PreparedSend, Refusal
+from bot.domain.models import Origin
+from bot.metrics import Metrics
+from bot.service import Outcome, Placement, PreparedSend, Refusal
 from bot.slack import messages
 
 log = logging.getLogger("bot.slack")
@@ -23,84 +26,110 @@ log = logging.getLogger("bot.slack")
 _CANNOT_POST = frozenset(
     {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "cannot_reply_to_message"}
 )
-_CANNOT_JOIN = frozenset(
-    {"method_not_supported_for_channel_type", "channel_not_found", "is_archived", "missing_scope", "is_private"}
-)
 
 
-class SlackCommandConversation:
-    """The ``Conversation`` of one slash command."""
+class SlackConversations:
+    """Opens the Slack conversation of a stored origin."""
 
-    def __init__(self, client: AsyncWebClient, *, channel_id: str, user_id: str, response_url: str | None) -> None:
+    def __init__(self, client: AsyncWebClient, metrics: Metrics) -> None:
         self._client = client
-        self.channel_id = channel_id
-        self.user_id = user_id
-        self.response_url = response_url
-        self.thread_ts: str | None = None
-        self.private = False  # True once the story moved to the response_url
+        self._metrics = metrics
+
+    def open(self, origin: Origin) -> SlackConversation:
+        return SlackConversation(self._client, origin, self._metrics)
+
+
+class SlackConversation:
+    """The ``Conversation`` of one request, whichever surface it came from."""
+
+    def __init__(self, client: AsyncWebClient, origin: Origin, metrics: Metrics) -> None:
+        self._client = client
+        self.origin = origin
+        self._metrics = metrics
+
+    def _failed(self, method: str, exc: SlackApiError) -> str:
+        error = str(exc.response.get("error") or "unknown")
+        self._metrics.slack_errors.labels(method, error).inc()
+        return error
 
     async def _respond(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        """Ephemeral to the requester: via response_url, else chat.postEphemeral."""
-        if self.response_url:
-            response = await AsyncWebhookClient(self.response_url).send(
-                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+        """Ephemeral to the requester: via the response_url while it works, else chat.postEphemeral."""
+        if self.origin.response_url:
+            try:
+                response = await AsyncWebhookClient(self.origin.response_url).send(
+                    text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+                )
+            except Exception as exc:  # an expired or unreachable response_url: fall through
+                log.warning("response_url failed (%s); trying chat.postEphemeral", type(exc).__name__)
+            else:
+                if response.status_code == 200:
+                    return
+                self._metrics.slack_errors.labels("response_url", str(response.status_code)).inc()
+                log.warning("response_url answered HTTP %s; trying chat.postEphemeral", response.status_code)
+        try:
+            await self._client.chat_postEphemeral(
+                channel=self.origin.channel_id, user=self.origin.user_id, text=text, blocks=blocks
             )
-            if response.status_code == 200:
-                return
-            log.warning("response_url answered HTTP %s; trying chat.postEphemeral", response.status_code)
-        await self._client.chat_postEphemeral(channel=self.channel_id, user=self.user_id, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            self._failed("chat.postEphemeral", exc)
+            raise
 
     async def refuse(self, refusal: Refusal) -> None:
         text, blocks = messages.refusal(refusal)
         await self._respond(text, blocks)
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
-        response = await self._client.chat_postMessage(
-            channel=self.channel_id,
-            text=text,
-            blocks=blocks,
-            thread_ts=thread_ts,
-            unfurl_links=False,
-            unfurl_media=False,
-        )
+        try:
+            response = await self._client.chat_postMessage(
+                channel=self.origin.channel_id,
+                text=text,
+                blocks=blocks,
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            self._failed("chat.postMessage", exc)
+            raise
         return str(response["ts"])
 
     async def _join(self) -> bool:
         try:
-            await self._client.conversations_join(channel=self.channel_id)
+            await self._client.conversations_join(channel=self.origin.channel_id)
         except SlackApiError as exc:
-            log.info("cannot join %s: %s", self.channel_id, exc.response.get("error"))
+            log.info("cannot join %s: %s", self.origin.channel_id, self._failed("conversations.join", exc))
             return False
-        log.info("joined %s to post a send's result", self.channel_id)
+        log.info("joined %s to post a send's result", self.origin.channel_id)
         return True
 
-    async def announce(self, send: PreparedSend) -> None:
+    async def announce(self, send: PreparedSend) -> Placement:
         text, blocks = messages.announcement(send)
+        in_thread = self.origin.thread_ts  # a shortcut or an alert: the story goes in that message's thread
         try:
-            self.thread_ts = await self._post(text, blocks, None)
-            return
+            ts = await self._post(text, blocks, in_thread)
+            return Placement(in_thread or ts)
         except SlackApiError as exc:
             error = exc.response.get("error")
             if error not in _CANNOT_POST:
                 raise
         if error == "not_in_channel" and await self._join():
-            self.thread_ts = await self._post(text, blocks, None)
-            return
-        self.private = True
-        await self._respond(text, [messages.section(messages.cannot_post_here(self.channel_id)), *blocks])
+            ts = await self._post(text, blocks, in_thread)
+            return Placement(in_thread or ts)
+        await self._respond(text, [messages.section(messages.cannot_post_here(self.origin.channel_id)), *blocks])
+        return Placement(None, private=True)
 
-    async def _reply(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
-        if not self.private and self.thread_ts is not None:
+    async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        if not placement.private and placement.thread_ts is not None:
             try:
-                await self._post(text, blocks, self.thread_ts)
+                await self._post(text, blocks, placement.thread_ts)
                 return
             except SlackApiError as exc:
                 log.warning("cannot reply in thread: %s; telling the requester instead", exc.response.get("error"))
         await self._respond(text, blocks)
 
-    async def retrying(self, send: PreparedSend, error: D7Error) -> None:
-        await self._reply(messages.retrying(error), None)
+    async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None:
+        await self._reply(placement, messages.retrying(error), None)
 
-    async def finish(self, send: PreparedSend, outcome: Outcome) -> None:
+    async def finish(self, send: PreparedSend, placement: Placement, outcome: Outcome) -> None:
         text, blocks = messages.outcome(send, outcome)
-        await self._reply(text, blocks)
+        await self._reply(placement, text, blocks)

@@ -204,3 +204,10 @@ def compose_not_available() -> str:
         "Meanwhile, use `/sms <recipients> <message>` or `/whatsapp <recipients> <message>` "
         "(type `/sms help` for details)."
     )
+
+
+def cannot_record() -> str:
+    return (
+        ":x: *Not sent:* the bot could not record your request (its database is not answering). "
+        "Nothing was sent; please try again in a minute."
+    )

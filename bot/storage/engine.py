@@ -1,17 +1,26 @@
-"""Database engine from ``DATABASE_URL``: the plain URLs people write, turned into async drivers."""
+"""Database engine from ``DATABASE_URL`` (plain URLs turned into async drivers), and schema migrations."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = logging.getLogger("bot.storage")
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any fixed number: replicas starting together take turns to migrate.
+_MIGRATION_LOCK = 0x64377262
 
 
 def async_url(url: str) -> str:
@@ -21,8 +30,23 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never wait for the writer; NORMAL: durable at every checkpoint, far fewer fsyncs.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
 def create_engine(url: str) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_pre_ping=True)
+    full = async_url(url)
+    if full.startswith("sqlite"):
+        # One connection: SQLite has one writer anyway, and a single connection never meets "database is locked".
+        engine = create_async_engine(full, pool_size=1, max_overflow=0, pool_timeout=60)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 async def ping(engine: AsyncEngine, seconds: float = 2.0) -> bool:
@@ -34,3 +58,40 @@ async def ping(engine: AsyncEngine, seconds: float = 2.0) -> bool:
         log.warning("database unreachable: %s", type(exc).__name__)
         return False
     return True
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations in {MIGRATIONS}")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Create the schema, or upgrade it in place keeping every row; safe when replicas start together."""
+
+    def upgrade(connection: Connection) -> None:
+        command.upgrade(_config(connection), revision)
+
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        before = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        await conn.run_sync(upgrade)
+        after = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    if before != after:
+        log.info("database schema %s → %s", before or "(empty)", after)

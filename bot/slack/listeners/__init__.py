@@ -1,17 +1,19 @@
 """Bolt listeners, one module per kind; the ids they answer are declared here, in one place.
 
-Bolt runs listeners inline (``process_before_response``): each one acks, hands anything slow to
-``Deps.tasks`` and returns, so Slack gets its answer at once.
+Bolt runs listeners inline (``process_before_response``): each one records what it must (the intent), acks,
+hands anything slow to the outbox or ``Deps.tasks`` and returns, so Slack gets its answer at once.
 
 The manifest test checks that these and ``manifest.yml`` list exactly the same commands, shortcuts and events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.metrics import Metrics
 from bot.service import SendService
 from bot.tasks import BackgroundTasks
 
@@ -26,6 +28,8 @@ class Deps:
 
     service: SendService
     tasks: BackgroundTasks
+    wake_outbox: Callable[[], None]
+    metrics: Metrics
     bot_user_id: str | None = None
 
 

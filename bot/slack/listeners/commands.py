@@ -1,20 +1,19 @@
-"""``/sms`` and ``/whatsapp``: ack at once (usage and syntax errors go in the ack), then send in the background."""
+"""``/sms`` and ``/whatsapp``: record the intent, then ack (usage and syntax errors go in the ack); the outbox sends."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError
-from bot.domain.models import SendRequest, Via
+from bot.domain.models import Origin, SendRequest, Via
 from bot.service import Refusal, RefusalKind
 from bot.slack import messages
-from bot.slack.conversation import SlackCommandConversation
 from bot.slack.grammar import Help, parse_command
 from bot.slack.listeners import COMMANDS, Deps
 from bot.slack.payloads import SlashCommand
@@ -32,7 +31,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 def make_handler(deps: Deps, via: Via) -> Handler:
-    async def handle_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def handle_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        started = time.perf_counter()
         try:
             command = SlashCommand.model_validate(body)
         except ValidationError as exc:
@@ -48,19 +48,28 @@ def make_handler(deps: Deps, via: Via) -> Handler:
         if isinstance(parsed, Help):
             await ack(text=messages.usage(command.command), response_type="ephemeral")
             return
-        await ack()
         request = SendRequest(
             via=via,
-            team_id=command.team_id,
-            user_id=command.user_id,
-            channel_id=command.channel_id,
+            origin=Origin(
+                surface="command",
+                team_id=command.team_id,
+                user_id=command.user_id,
+                channel_id=command.channel_id,
+                response_url=command.response_url,
+            ),
             recipients=parsed.recipients,
             text=parsed.text,
             idempotency_key=f"trigger:{command.trigger_id}",
         )
-        conversation = SlackCommandConversation(
-            client, channel_id=command.channel_id, user_id=command.user_id, response_url=command.response_url
-        )
-        deps.service.submit(request, conversation)
+        try:
+            record = await deps.service.record(request)  # the intent is durable before Slack hears back
+        except Exception:
+            log.exception("could not record a %s command", command.command)
+            await ack(text=messages.cannot_record(), response_type="ephemeral")
+            return
+        await ack()
+        deps.metrics.acks.labels("command").observe(time.perf_counter() - started)
+        if record is not None:
+            deps.wake_outbox()
 
     return handle_command

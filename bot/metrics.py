@@ -1,0 +1,54 @@
+"""Prometheus metrics (``GET /metrics``), in a registry of the bot's own so several bots can live in one test."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every metric the bot exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sends = Counter(
+            "relay_sends_total",
+            "Send intents that ended, by via and outcome",
+            ["via", "outcome"],
+            registry=self.registry,
+        )
+        self.d7_latency = Histogram(
+            "relay_d7_send_seconds",
+            "Time for D7 to answer a send, retries inside the client included",
+            ["via"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.d7_retries = Counter(
+            "relay_d7_retries_total",
+            "Retries of D7 calls that provably did not send",
+            ["via", "reason"],
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "relay_outbox_depth",
+            "Intents not yet sent, or whose outcome is not yet told in Slack",
+            registry=self.registry,
+        )
+        self.slack_errors = Counter(
+            "relay_slack_api_errors_total",
+            "Slack Web API calls that failed",
+            ["method", "error"],
+            registry=self.registry,
+        )
+        self.acks = Histogram(
+            "relay_ack_seconds",
+            "Time from a Slack request to its ack",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

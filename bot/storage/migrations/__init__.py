@@ -1,0 +1,1 @@
+"""Alembic migrations; run by ``bot.storage.migrate`` at startup."""

@@ -1,0 +1,96 @@
+"""The database schema at the newest migration (``migrations/versions`` builds it step by step)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stored as naive UTC (the same on SQLite and PostgreSQL), read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+sends = sa.Table(
+    "sends",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # who and where
+    sa.Column("surface", sa.String(16), nullable=False),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("response_url", sa.Text()),
+    sa.Column("origin_thread_ts", sa.String(32)),
+    # what was asked
+    sa.Column("via", sa.String(16), nullable=False),
+    sa.Column("requested_sender", sa.String(64)),
+    sa.Column("refs", sa.JSON(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("schedule_time", UTCDateTime()),
+    # the state machine and the outbox
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("deadline_at", UTCDateTime(), nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("lease_until", UTCDateTime()),
+    # what checking decided
+    sa.Column("rule", sa.String(120)),
+    sa.Column("sender", sa.String(64)),
+    sa.Column("originator", sa.String(64)),
+    sa.Column("recipients", sa.JSON()),
+    sa.Column("names", sa.JSON()),
+    sa.Column("encoding", sa.String(16)),
+    sa.Column("segments", sa.Integer()),
+    sa.Column("refusal_kind", sa.String(16)),
+    sa.Column("problems", sa.JSON()),
+    # the story in Slack
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("private", sa.Boolean(), nullable=False, default=False),
+    sa.Column("retry_notice_posted", sa.Boolean(), nullable=False, default=False),
+    sa.Column("posted_at", UTCDateTime()),
+    # D7's answer
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("http_status", sa.Integer()),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text()),
+    sa.Column("finished_at", UTCDateTime()),
+    # added by 0002
+    sa.Column("d7_created_at", UTCDateTime()),
+    sa.Column("error_kind", sa.String(64)),
+    sa.Index("ix_sends_due", "state", "next_attempt_at"),
+    sa.Index("ix_sends_request_id", "request_id"),
+    sa.Index("ix_sends_created_at", "created_at"),
+)
+
+kv = sa.Table(
+    "kv",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,316 @@
+"""The send log and outbox on SQLAlchemy 2 (async): SQLite by default, PostgreSQL for several replicas.
+
+Intent first: a request is inserted (unique idempotency key) before the Slack ack, and only the outbox worker
+that holds a row's lease may move it on. ``sending`` is written *before* D7 is called, so a process that dies
+mid-send leaves a row that recovery turns into ``unknown`` rather than sending twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
+from bot.storage.schema import kv, sends
+
+log = logging.getLogger("bot.storage")
+
+FINAL_STATES = [s.value for s in SendState if s.final]
+# How long the bot keeps trying to tell Slack an outcome before it gives up (and logs it).
+POST_GIVE_UP = timedelta(hours=24)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _refs(refs: Sequence[RecipientRef]) -> list[dict[str, str | None]]:
+    return [{"kind": r.kind.value, "value": r.value, "label": r.label} for r in refs]
+
+
+def _record(row: sa.Row[Any]) -> SendRecord:
+    m = row._mapping
+    origin = Origin(
+        surface=m["surface"],
+        team_id=m["team_id"],
+        user_id=m["user_id"],
+        channel_id=m["channel_id"],
+        response_url=m["response_url"],
+        thread_ts=m["origin_thread_ts"],
+    )
+    request = SendRequest(
+        via=Via(m["via"]),
+        origin=origin,
+        recipients=tuple(RecipientRef(RefKind(r["kind"]), r["value"], r.get("label")) for r in m["refs"]),
+        text=m["text"],
+        idempotency_key=m["idempotency_key"],
+        sender=m["requested_sender"],
+        schedule_time=m["schedule_time"],
+    )
+    return SendRecord(
+        id=m["id"],
+        request=request,
+        state=SendState(m["state"]),
+        created_at=m["created_at"],
+        attempts=m["attempts"],
+        deadline_at=m["deadline_at"],
+        rule=m["rule"],
+        sender=m["sender"],
+        originator=m["originator"],
+        recipients=m["recipients"],
+        names=m["names"] or {},
+        encoding=m["encoding"],
+        segments=m["segments"],
+        refusal_kind=m["refusal_kind"],
+        problems=m["problems"] or [],
+        thread_ts=m["thread_ts"],
+        private=bool(m["private"]),
+        retry_notice_posted=bool(m["retry_notice_posted"]),
+        posted_at=m["posted_at"],
+        request_id=m["request_id"],
+        d7_created_at=m["d7_created_at"],
+        http_status=m["http_status"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        error_kind=m["error_kind"],
+        finished_at=m["finished_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Rows this worker may move on until ``until``."""
+
+    worker_id: str
+    until: datetime
+
+
+class SqlStore:
+    """The ``SendStore`` on SQLAlchemy. One instance per process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------ recording
+
+    async def record(self, request: SendRequest, deadline: timedelta) -> SendRecord | None:
+        """Insert a pending intent; None when its idempotency key was recorded before (a duplicate)."""
+        at = now()
+        send_id = str(uuid.uuid4())
+        values: dict[str, Any] = {
+            "id": send_id,
+            "idempotency_key": request.idempotency_key,
+            "created_at": at,
+            "updated_at": at,
+            "surface": request.origin.surface,
+            "team_id": request.origin.team_id,
+            "user_id": request.origin.user_id,
+            "channel_id": request.origin.channel_id,
+            "response_url": request.origin.response_url,
+            "origin_thread_ts": request.origin.thread_ts,
+            "via": request.via.value,
+            "requested_sender": request.sender,
+            "refs": _refs(request.recipients),
+            "text": request.text,
+            "schedule_time": request.schedule_time,
+            "state": SendState.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": at,
+            "deadline_at": at + deadline,
+            "private": False,
+            "retry_notice_posted": False,
+        }
+        insert = pg_insert(sends) if self.postgres else sqlite_insert(sends)
+        statement = insert.values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        async with self.engine.begin() as conn:
+            result = await conn.execute(statement)
+        if result.rowcount != 1:
+            return None
+        return SendRecord(
+            id=send_id,
+            request=request,
+            state=SendState.PENDING,
+            created_at=at,
+            deadline_at=at + deadline,
+        )
+
+    # ------------------------------------------------------------ the outbox
+
+    def _due(self, at: datetime) -> sa.ColumnElement[bool]:
+        work = sa.or_(
+            sends.c.state == SendState.PENDING.value,
+            sa.and_(sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_(None)),
+        )
+        free = sa.or_(sends.c.lease_until.is_(None), sends.c.lease_until < at)
+        return sa.and_(work, sends.c.next_attempt_at <= at, free)
+
+    async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
+        """Lease up to ``limit`` due rows to this worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+        at = now()
+        async with self.engine.begin() as conn:
+            ids_query = (
+                sa.select(sends.c.id)
+                .where(self._due(at))
+                .order_by(sends.c.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list((await conn.execute(ids_query)).scalars())
+            if not ids:
+                return []
+            await conn.execute(
+                sends.update()
+                .where(sends.c.id.in_(ids))
+                .values(claimed_by=worker_id, lease_until=at + lease, updated_at=at)
+            )
+            rows = (await conn.execute(sa.select(sends).where(sends.c.id.in_(ids)))).all()
+        return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
+
+    async def update(self, send_id: str, worker_id: str | None = None, **values: Any) -> bool:
+        """Set columns of one row; with ``worker_id``, only while this worker holds the row."""
+        condition = sends.c.id == send_id
+        if worker_id is not None:
+            condition = sa.and_(condition, sends.c.claimed_by == worker_id)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(sends.update().where(condition).values(updated_at=now(), **values))
+        return result.rowcount == 1
+
+    async def start_sending(self, send_id: str, worker_id: str, lease: timedelta) -> bool:
+        """pending → sending, committed before D7 is called. False if this worker lost the row."""
+        at = now()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sends.update()
+                .where(
+                    sends.c.id == send_id,
+                    sends.c.state == SendState.PENDING.value,
+                    sends.c.claimed_by == worker_id,
+                )
+                .values(
+                    state=SendState.SENDING.value,
+                    attempts=sends.c.attempts + 1,
+                    lease_until=at + lease,
+                    updated_at=at,
+                )
+            )
+        return result.rowcount == 1
+
+    async def renew(self, worker_id: str, ids: Sequence[str], lease: timedelta) -> None:
+        """Keep the leases of rows this worker is still working on."""
+        if not ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sends.update()
+                .where(sends.c.id.in_(list(ids)), sends.c.claimed_by == worker_id)
+                .values(lease_until=now() + lease)
+            )
+
+    async def release(self, send_id: str, worker_id: str, retry_at: datetime | None = None) -> None:
+        values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        await self.update(send_id, worker_id, **values)
+
+    async def recover(self, *, everything: bool) -> int:
+        """Rows left in ``sending`` by a dead process become ``unknown`` (never resent).
+
+        ``everything``: this process is the only one (SQLite), so every ``sending`` row is orphaned; otherwise
+        only those whose lease ran out.
+        """
+        at = now()
+        condition = sends.c.state == SendState.SENDING.value
+        if not everything:
+            condition = sa.and_(condition, sends.c.lease_until < at)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sends.update()
+                .where(condition)
+                .values(
+                    state=SendState.UNKNOWN.value,
+                    error_kind="D7OutcomeUnknownError",
+                    error_message="the bot stopped while D7 was being called; the text may or may not have gone out",
+                    claimed_by=None,
+                    lease_until=None,
+                    finished_at=at,
+                    updated_at=at,
+                )
+            )
+            if everything:
+                await conn.execute(
+                    sends.update().where(sends.c.claimed_by.is_not(None)).values(claimed_by=None, lease_until=None)
+                )
+        return result.rowcount
+
+    # ------------------------------------------------------------ reading
+
+    async def get(self, send_id: str) -> SendRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(sends).where(sends.c.id == send_id))).first()
+        return _record(row) if row is not None else None
+
+    async def by_key(self, key: str) -> SendRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == key))).first()
+        return _record(row) if row is not None else None
+
+    async def backlog(self) -> int:
+        """Intents not yet sent (pending), plus outcomes not yet told in Slack."""
+        async with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).where(
+                sa.or_(
+                    sends.c.state.in_([SendState.PENDING.value, SendState.SENDING.value]),
+                    sends.c.posted_at.is_(None),
+                )
+            )
+            return int((await conn.execute(query)).scalar_one())
+
+    async def counts(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(sends.c.state, sa.func.count()).group_by(sends.c.state))).all()
+        return {state: int(count) for state, count in rows}
+
+    async def audit(self, since: datetime | None = None) -> list[SendRecord]:
+        query = sa.select(sends).order_by(sends.c.created_at)
+        if since is not None:
+            query = query.where(sends.c.created_at >= since)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(r) for r in rows]
+
+    async def prune(self, before: datetime) -> int:
+        """Delete finished intents older than ``before``; those still in flight are kept."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sends.delete().where(
+                    sends.c.created_at < before,
+                    sends.c.state.in_(FINAL_STATES),
+                    sends.c.posted_at.is_not(None),
+                )
+            )
+        return result.rowcount
+
+    # ------------------------------------------------------------ settings kept in the database
+
+    async def get_setting(self, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(kv.c.value).where(kv.c.key == key))).scalar_one_or_none()
+
+    async def put_setting_once(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` exists; return what is stored (first writer wins)."""
+        insert = pg_insert(kv) if self.postgres else sqlite_insert(kv)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert.values(key=key, value=value, updated_at=now()).on_conflict_do_nothing(index_elements=["key"])
+            )
+            return str((await conn.execute(sa.select(kv.c.value).where(kv.c.key == key))).scalar_one())
