@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot [serve]``, ``python -m bot check`` and ``python -m bot explain ...``.
+"""Command line: ``python -m bot [serve]``, ``check``, ``explain ...`` and ``audit [prune] ...``.
 
 Exit status: 0 success (``explain``: allowed), 1 ``explain`` denied, 2 bad configuration or arguments.
 """
@@ -6,19 +6,20 @@ Exit status: 0 success (``explain``: allowed), 1 ``explain`` denied, 2 bad confi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from bot import __version__
-from bot.config import Settings, load_policy_settings, load_settings
+from bot.config import Settings, load_policy_settings, load_settings, load_storage_settings
 from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import GROUP_PREFIX, Policy, SendRequestFacts, evaluate, load_policy
+from bot.domain.policy import GROUP_PREFIX, Policy, SendRequestFacts, evaluate, load_policy, parse_duration
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -131,6 +132,45 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_DENIED
 
 
+async def _audit(args: argparse.Namespace, out: TextIO) -> int:
+    from bot.audit import render
+    from bot.storage.engine import create_engine, migrate
+    from bot.storage.store import SqlStore, now
+
+    engine = create_engine(load_storage_settings().database_url)
+    try:
+        await migrate(engine)
+        store = SqlStore(engine)
+        if args.action == "prune":
+            deleted = await store.prune(now() - parse_duration(args.older_than))
+            print(f"deleted {deleted} finished send(s) older than {args.older_than}", file=out)
+            return EXIT_OK
+        since = now() - parse_duration(args.since) if args.since else None
+        out.write(render(await store.audit(since), args.format, full_numbers=args.full_numbers))
+        return EXIT_OK
+    finally:
+        await engine.dispose()
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    if args.action == "prune" and not args.older_than:
+        print("error: audit prune needs --older-than (for example 90d)", file=sys.stderr)
+        return EXIT_CONFIG
+    for name in ("since", "older_than"):
+        value = getattr(args, name)
+        if value:
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                print(f"error: --{name.replace('_', '-')}: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+    try:
+        return asyncio.run(_audit(args, out))
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"error: cannot read the send log ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Slack → SMS / WhatsApp relay on D7")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -149,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sender", help="sender name from the policy (default: the rule's first)")
     explain.add_argument("--groups", help="user group IDs the user belongs to, comma separated (S…,S…)")
     explain.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
+
+    audit = sub.add_parser("audit", help="export the send log, or prune it (audit prune --older-than 90d)")
+    audit.add_argument("action", nargs="?", choices=["export", "prune"], default="export")
+    audit.add_argument("--since", default="24h", help="how far back, like 24h or 7d (default 24h)")
+    audit.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    audit.add_argument("--full-numbers", action="store_true", help="show phone numbers in full (default masked)")
+    audit.add_argument("--older-than", help="with prune: delete finished sends older than this, like 90d")
     return parser
 
 
@@ -160,6 +207,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return cmd_check(args, out)
         if args.command == "explain":
             return cmd_explain(args, out)
+        if args.command == "audit":
+            return cmd_audit(args, out)
         from bot.app import serve  # late: the policy tools need none of the serving stack
 
         return serve(load_settings())

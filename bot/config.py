@@ -42,7 +42,23 @@ class PolicySettings(BaseSettings):
     bot_policy: Path = Field(Path("policy.yml"), validation_alias="BOT_POLICY")
 
 
-class Settings(PolicySettings):
+class StorageSettings(BaseSettings):
+    """The part of the settings the audit tools need."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field("sqlite:///bot.db", validation_alias="DATABASE_URL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in _DB_SCHEMES:
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class Settings(PolicySettings, StorageSettings):
     """Everything the running bot is configured with."""
 
     slack_bot_token: SecretStr = Field(validation_alias="SLACK_BOT_TOKEN")
@@ -52,7 +68,6 @@ class Settings(PolicySettings):
     slack_api_url: AnyHttpUrl = Field(AnyHttpUrl(DEFAULT_SLACK_API_URL), validation_alias="SLACK_API_URL")
     d7_api_token: SecretStr | None = Field(None, validation_alias="D7_API_TOKEN")
     d7_api_url: AnyHttpUrl = Field(AnyHttpUrl(DEFAULT_D7_API_URL), validation_alias="D7_API_URL")
-    database_url: str = Field("sqlite:///bot.db", validation_alias="DATABASE_URL")
     public_url: AnyHttpUrl | None = Field(None, validation_alias="PUBLIC_URL")
     host: str = Field("0.0.0.0", validation_alias="HOST")  # noqa: S104 - a server listens on all interfaces
     port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
@@ -99,14 +114,6 @@ class Settings(PolicySettings):
             raise ValueError("must be at least 16 characters, so that nobody can guess it")
         return value
 
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in _DB_SCHEMES:
-            raise ValueError("must start with sqlite:/// or postgresql://")
-        return value
-
     @field_validator("slack_signing_secret")
     @classmethod
     def _http_mode_needs_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -150,3 +157,11 @@ def load_policy_settings(**overrides: Any) -> PolicySettings:
         return PolicySettings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_problems(exc, PolicySettings)) from None
+
+
+def load_storage_settings(**overrides: Any) -> StorageSettings:
+    """Read only what the audit tools need."""
+    try:
+        return StorageSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc, StorageSettings)) from None

@@ -96,15 +96,15 @@ def test_every_problem_is_listed_in_one_message(monkeypatch: pytest.MonkeyPatch)
         load_settings()
 
     assert info.value.problems == [
+        "DATABASE_URL: must start with sqlite:/// or postgresql://",
         "SLACK_BOT_TOKEN: is required",
         "SLACK_APP_TOKEN: must be an app-level token starting with xapp-",
         "SLACK_SIGNING_SECRET: is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)",
-        "DATABASE_URL: must start with sqlite:/// or postgresql://",
         "PORT: Input should be a valid integer, unable to parse string as an integer",
         "LOG_FORMAT: Input should be 'text' or 'json'",
         "D7_REPORT_SECRET: must be at least 16 characters, so that nobody can guess it",
     ]
-    assert str(info.value).startswith("configuration error (7 problem(s)):\n  - SLACK_BOT_TOKEN: is required")
+    assert str(info.value).startswith("configuration error (7 problem(s)):\n  - DATABASE_URL: must start with")
 
 
 def test_secrets_never_appear_in_reprs_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:

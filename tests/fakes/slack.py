@@ -60,6 +60,7 @@ class FakeSlackState:
     members_of: set[str] = field(default_factory=set)  # channels the bot is in
     public: set[str] = field(default_factory=set)  # channels it may join
     rate_limits: dict[str, list[float]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by method
 
 
 class FakeSlack(LoopbackServer):
@@ -147,6 +148,8 @@ class FakeSlack(LoopbackServer):
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append(Call(method, params, dict(request.headers)))
+        if self.state.delays.get(method):
+            await asyncio.sleep(self.state.delays[method])
         limits = self.state.rate_limits.get(method)
         if limits:
             retry_after = limits.pop(0)

@@ -1,0 +1,234 @@
+"""The send log: migrations keep rows, the claim query never hands one row to two workers, recovery turns only
+orphaned 'sending' rows into 'unknown'. SQLite always; PostgreSQL when TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, SendState, Via
+from bot.storage.engine import create_engine, current_revision, head_revision, migrate
+from bot.storage.store import SqlStore
+from tests.fakes.d7 import FakeD7
+from tests.fakes.slack import FakeSlack
+from tests.harness import running_app, sign, slash_command
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
+
+
+def request(key: str, text: str = "hello") -> SendRequest:
+    return SendRequest(
+        via=Via.SMS,
+        origin=Origin("command", "T0TEAM", "U0ALICE", "C0OPS", response_url="https://hooks.example/r"),
+        recipients=(RecipientRef(RefKind.NUMBER, "+14155550100"),),
+        text=text,
+        idempotency_key=key,
+    )
+
+
+async def reset_pg(url: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        for table in ("sends", "kv", "alembic_version"):
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'bot.db'}"
+    else:
+        assert PG_URL is not None
+        url = PG_URL
+        await reset_pg(url)
+    engine = create_engine(url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
+    assert await current_revision(engine) == head_revision() == "0002"
+    await migrate(engine)
+    assert await current_revision(engine) == "0002"
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+    assert {"sends", "kv", "alembic_version"} <= tables
+
+
+async def test_idempotency_key_is_unique(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    first = await store.record(request("k1"), timedelta(minutes=15))
+    again = await store.record(request("k1", "other text"), timedelta(minutes=15))
+
+    assert first is not None
+    assert again is None
+    (only,) = await store.audit()
+    assert (only.id, only.request.text) == (first.id, "hello")
+
+
+async def test_concurrent_claims_never_share_a_row(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    for i in range(30):
+        await store.record(request(f"k{i}"), timedelta(minutes=15))
+
+    batches = await asyncio.gather(*(store.claim(f"w{n}", 4, timedelta(seconds=60)) for n in range(10)))
+
+    ids = [r.id for batch in batches for r in batch]
+    assert len(ids) == len(set(ids)) == 30
+    assert await store.claim("late", 10, timedelta(seconds=60)) == []  # all leased
+
+
+async def test_only_the_lease_holder_may_start_sending(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    record = await store.record(request("k1"), timedelta(minutes=15))
+    assert record is not None
+    (claimed,) = await store.claim("w1", 5, timedelta(seconds=60))
+
+    assert not await store.start_sending(claimed.id, "w2", timedelta(minutes=5))
+    assert await store.start_sending(claimed.id, "w1", timedelta(minutes=5))
+    assert not await store.start_sending(claimed.id, "w1", timedelta(minutes=5))  # no second send
+    stored = await store.get(claimed.id)
+    assert stored is not None
+    assert (stored.state, stored.attempts) == (SendState.SENDING, 1)
+
+
+async def test_recovery_marks_only_expired_sending_rows_unknown(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    for key in ("dead", "alive", "waiting"):
+        await store.record(request(key), timedelta(minutes=15))
+    dead, alive, waiting = await store.claim("w1", 5, timedelta(seconds=60))
+    await store.start_sending(dead.id, "w1", timedelta(minutes=5))
+    await store.start_sending(alive.id, "w1", timedelta(minutes=5))
+    await store.update(dead.id, lease_until=datetime.now(UTC) - timedelta(seconds=1))
+
+    assert await store.recover(everything=False) == 1
+    states = {r.request.idempotency_key: r.state for r in await store.audit()}
+    assert states == {"dead": SendState.UNKNOWN, "alive": SendState.SENDING, "waiting": SendState.PENDING}
+
+    assert await store.recover(everything=True) == 1  # a lone SQLite process owns everything
+    assert (await store.get(alive.id)).state is SendState.UNKNOWN  # type: ignore[union-attr]
+    assert (await store.get(waiting.id)).state is SendState.PENDING  # type: ignore[union-attr]
+
+
+async def test_prune_deletes_only_old_finished_and_told_sends(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    for key in ("old-done", "old-pending", "new-done"):
+        await store.record(request(key), timedelta(minutes=15))
+    old_done, old_pending, new_done = await store.audit()
+    past = datetime.now(UTC) - timedelta(days=100)
+    await store.update(old_done.id, created_at=past, state="accepted", posted_at=past)
+    await store.update(old_pending.id, created_at=past)
+    await store.update(new_done.id, state="accepted", posted_at=datetime.now(UTC))
+
+    assert await store.prune(datetime.now(UTC) - timedelta(days=90)) == 1
+    assert [r.request.idempotency_key for r in await store.audit()] == ["old-pending", "new-done"]
+
+
+async def test_settings_kept_in_the_database_are_written_once(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    assert await store.get_setting("report_secret") is None
+    assert await store.put_setting_once("report_secret", "first") == "first"
+    assert await store.put_setting_once("report_secret", "second") == "first"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
+async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else str(PG_URL)
+    if backend == "postgresql":
+        await reset_pg(url)
+    engine = create_engine(url)
+    try:
+        await migrate(engine, "0001")
+        old = datetime(2026, 1, 2, 3, 4, 5)  # naive UTC, as stored
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO sends (id, idempotency_key, created_at, updated_at, surface, team_id, user_id, "
+                    "channel_id, via, refs, text, state, attempts, next_attempt_at, deadline_at, recipients, "
+                    "request_id, posted_at, private, retry_notice_posted) VALUES (:id, :key, :at, :at, 'command', "
+                    "'T0', 'U0', 'C0', 'sms', :refs, 'kept', 'accepted', 1, :at, :at, :recipients, 'r-1', :at, "
+                    ":f, :f)"
+                ),
+                {
+                    "id": "00000000-0000-0000-0000-000000000001",
+                    "key": "trigger:old",
+                    "at": old,
+                    "refs": '[{"kind": "number", "value": "+14155550100", "label": null}]',
+                    "recipients": '["+14155550100"]',
+                    "f": False,
+                },
+            )
+        await migrate(engine)
+
+        assert await current_revision(engine) == "0002"
+        (kept,) = await SqlStore(engine).audit()
+        assert (kept.request.text, kept.state, kept.request_id) == ("kept", SendState.ACCEPTED, "r-1")
+        assert kept.created_at == old.replace(tzinfo=UTC)
+        assert kept.recipients == ["+14155550100"]
+        assert kept.d7_created_at is None  # the column 0002 added
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel("C0OPS")
+        fake.state.usergroups["S0SUPPORT"] = []
+        yield fake
+
+
+@needs_pg
+async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_once(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    assert PG_URL is not None
+    await reset_pg(PG_URL)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    body = slash_command("/sms", "+14155550100 failover test", trigger_id="1337.9.same")
+    headers = sign(body)
+    async with (
+        running_app(slack, fake_d7, tmp_path / "a", DATABASE_URL=PG_URL) as one,
+        running_app(slack, fake_d7, tmp_path / "b", DATABASE_URL=PG_URL) as two,
+    ):
+        responses = await asyncio.gather(*(app.post(body, headers=headers) for app in (one, two, one, two)))
+        await asyncio.gather(one.settle(), two.settle())
+        records = await one.relay.store.audit()
+
+    assert [r.status_code for r in responses] == [200] * 4
+    assert len(fake_d7.bodies("/messages/v1/send")) == 1
+    assert [(r.state, r.request.idempotency_key) for r in records] == [(SendState.ACCEPTED, "trigger:1337.9.same")]
+    assert len([p for p in slack.of("chat.postMessage") if p.get("thread_ts")]) == 1
+
+
+@needs_pg
+async def test_two_instances_share_a_burst_without_sending_any_twice(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    assert PG_URL is not None
+    await reset_pg(PG_URL)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        running_app(slack, fake_d7, tmp_path / "a", DATABASE_URL=PG_URL) as one,
+        running_app(slack, fake_d7, tmp_path / "b", DATABASE_URL=PG_URL) as two,
+    ):
+        await asyncio.gather(*((one, two)[i % 2].command("/sms", f"+14155550100 burst {i}") for i in range(40)))
+        for _ in range(3):
+            await asyncio.gather(one.settle(), two.settle())
+        records = await one.relay.store.audit()
+
+    contents = [b["messages"][0]["content"] for b in fake_d7.bodies("/messages/v1/send")]
+    assert sorted(contents) == sorted(f"burst {i}" for i in range(40))
+    assert all(r.state is SendState.ACCEPTED and r.posted_at for r in records)
