@@ -24,6 +24,8 @@ log = logging.getLogger("bot.outbox")
 DEFAULT_CONCURRENCY = 200
 CLAIM_LEASE = timedelta(seconds=60)
 IDLE_POLL = 0.5  # seconds between looks at the table when nobody woke the worker
+# After a wake, wait this long so that one claim picks up the intents of a burst instead of one claim each.
+CLAIM_WINDOW = 0.005
 
 
 class Outbox:
@@ -120,6 +122,7 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_poll):
                     await self._wake.wait()
+                await asyncio.sleep(CLAIM_WINDOW)
 
     async def _work(self, record: SendRecord) -> None:
         try:
@@ -129,8 +132,10 @@ class Outbox:
             with contextlib.suppress(Exception):
                 await self.store.release(record.id, self.worker_id)
         finally:
+            saturated = len(self._running) >= self.concurrency
             self._running.pop(record.id, None)
-            self._wake.set()
+            if saturated or not self._running:  # a slot opened that the loop is not already looking for
+                self._wake.set()
 
     async def _heartbeat(self) -> None:
         every = max(1.0, self.lease.total_seconds() / 3)

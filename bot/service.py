@@ -172,23 +172,35 @@ class SendService:
             await self._post_outcome(record, worker_id, conversation)
 
     async def _advance(self, record: SendRecord, worker_id: str, conversation: Conversation) -> SendRecord:
+        learnt: dict[str, Any] = {}  # written together with 'sending': one commit instead of three
         if record.sender is None:  # not checked yet
             record = await self._check(record, worker_id)
             if record.state is SendState.DENIED:
                 return record
+            learnt |= {
+                "rule": record.rule,
+                "sender": record.sender,
+                "originator": record.originator,
+                "recipients": record.recipients,
+                "names": record.names,
+                "encoding": record.encoding,
+                "segments": record.segments,
+            }
         send = self.prepared(record)
         if record.thread_ts is None and not record.private:
+            # A crash between here and 'sending' means at worst a second announcement, never a second text.
             try:
                 placement = await conversation.announce(send)
             except Exception:
                 # The text matters more than its announcement: send anyway; the outcome finds another way.
                 log.exception("could not announce send_id=%s; sending anyway", record.id)
             else:
-                await self.store.update(record.id, worker_id, thread_ts=placement.thread_ts, private=placement.private)
+                learnt |= {"thread_ts": placement.thread_ts, "private": placement.private}
                 record = replace(record, thread_ts=placement.thread_ts, private=placement.private)
-        return await self._send(record, send, worker_id, conversation)
+        return await self._send(record, send, worker_id, conversation, learnt)
 
     async def _check(self, record: SendRecord, worker_id: str) -> SendRecord:
+        """Resolve and check; a refusal is stored at once (it is final), a pass only in memory."""
         try:
             send = await self.prepare(record.request, record.id)
         except (InputError, _Denied) as exc:
@@ -203,31 +215,26 @@ class SendService:
             self.metrics.sends.labels(record.request.via.value, "denied").inc()
             log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra={"send_id": record.id})
             return replace(record, state=SendState.DENIED, refusal_kind=refusal.kind, problems=list(refusal.problems))
-        values = {
-            "rule": send.rule,
-            "sender": send.sender,
-            "originator": send.originator,
-            "recipients": [n.e164 for n in send.recipients],
-            "names": send.names,
-            "encoding": send.sms.encoding.value if send.sms else None,
-            "segments": send.sms.segments if send.sms else None,
-        }
-        await self.store.update(record.id, worker_id, **values)
         return replace(
             record,
             rule=send.rule,
             sender=send.sender,
             originator=send.originator,
-            recipients=values["recipients"],
+            recipients=[n.e164 for n in send.recipients],
             names=send.names,
-            encoding=values["encoding"],
-            segments=values["segments"],
+            encoding=send.sms.encoding.value if send.sms else None,
+            segments=send.sms.segments if send.sms else None,
         )
 
     async def _send(
-        self, record: SendRecord, send: PreparedSend, worker_id: str, conversation: Conversation
+        self,
+        record: SendRecord,
+        send: PreparedSend,
+        worker_id: str,
+        conversation: Conversation,
+        learnt: dict[str, Any],
     ) -> SendRecord:
-        if not await self.store.start_sending(record.id, worker_id, SEND_LEASE):
+        if not await self.store.start_sending(record.id, worker_id, SEND_LEASE, **learnt):
             log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
             return replace(record, state=SendState.SENDING)
         placement = Placement(record.thread_ts, record.private)
@@ -312,8 +319,18 @@ class SendService:
         values["finished_at"] = now()
         await self.store.update(record.id, worker_id, **values)
         self.metrics.sends.labels(send.via.value, values["state"]).inc()
-        stored = await self.store.get(record.id)
-        return stored if stored is not None else record
+        return replace(
+            record,
+            state=SendState(values["state"]),
+            attempts=record.attempts + 1,
+            request_id=values.get("request_id"),
+            d7_created_at=values.get("d7_created_at"),
+            http_status=values.get("http_status"),
+            error_code=values.get("error_code"),
+            error_message=values.get("error_message"),
+            error_kind=values.get("error_kind"),
+            finished_at=values["finished_at"],
+        )
 
     async def _call_d7(self, send: PreparedSend, on_retry: Any) -> SendResult:
         numbers = [n.e164 for n in send.recipients]

@@ -7,6 +7,7 @@ mid-send leaves a row that recovery turns into ``unknown`` rather than sending t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -100,11 +101,19 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self._inserts: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._writes: list[tuple[sa.Update, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ recording
 
     async def record(self, request: SendRequest, deadline: timedelta) -> SendRecord | None:
-        """Insert a pending intent; None when its idempotency key was recorded before (a duplicate)."""
+        """Insert a pending intent; None when its idempotency key was recorded before (a duplicate).
+
+        Concurrent calls share one multi-row insert and one commit (group commit): under a burst, acks wait for
+        one round trip instead of queueing for the database one by one.
+        """
         at = now()
         send_id = str(uuid.uuid4())
         values: dict[str, Any] = {
@@ -130,19 +139,36 @@ class SqlStore:
             "private": False,
             "retry_notice_posted": False,
         }
-        insert = pg_insert(sends) if self.postgres else sqlite_insert(sends)
-        statement = insert.values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        async with self.engine.begin() as conn:
-            result = await conn.execute(statement)
-        if result.rowcount != 1:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inserts.append((values, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_inserts())
+        if not await done:
             return None
         return SendRecord(
-            id=send_id,
-            request=request,
-            state=SendState.PENDING,
-            created_at=at,
-            deadline_at=at + deadline,
+            id=send_id, request=request, state=SendState.PENDING, created_at=at, deadline_at=at + deadline
         )
+
+    async def _flush_inserts(self) -> None:
+        while self._inserts:
+            batch, self._inserts = self._inserts, []
+            insert = pg_insert(sends) if self.postgres else sqlite_insert(sends)
+            statement = (
+                insert.values([values for values, _ in batch])
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(sends.c.id)
+            )
+            try:
+                async with self.engine.begin() as conn:
+                    inserted = set((await conn.execute(statement)).scalars())
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for values, done in batch:
+                if not done.done():
+                    done.set_result(values["id"] in inserted)
 
     # ------------------------------------------------------------ the outbox
 
@@ -155,55 +181,85 @@ class SqlStore:
         return sa.and_(work, sends.c.next_attempt_at <= at, free)
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
-        """Lease up to ``limit`` due rows to this worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+        """Lease up to ``limit`` due rows to this worker, in one statement.
+
+        ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *`` on PostgreSQL: concurrent workers
+        skip each other's rows instead of waiting. SQLite has a single writer, so the plain subquery is atomic.
+        """
         at = now()
+        due = (
+            sa.select(sends.c.id)
+            .where(self._due(at))
+            .order_by(sends.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = (
+            sends.update()
+            .where(sends.c.id.in_(due))
+            .values(claimed_by=worker_id, lease_until=at + lease, updated_at=at)
+            .returning(*sends.c)
+        )
         async with self.engine.begin() as conn:
-            ids_query = (
-                sa.select(sends.c.id)
-                .where(self._due(at))
-                .order_by(sends.c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list((await conn.execute(ids_query)).scalars())
-            if not ids:
-                return []
-            await conn.execute(
-                sends.update()
-                .where(sends.c.id.in_(ids))
-                .values(claimed_by=worker_id, lease_until=at + lease, updated_at=at)
-            )
-            rows = (await conn.execute(sa.select(sends).where(sends.c.id.in_(ids)))).all()
+            rows = (await conn.execute(statement)).all()
         return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
+
+    async def _write(self, statement: sa.Update) -> int:
+        """Run an UPDATE in the next group commit; return the number of rows it changed.
+
+        Workers finishing at the same moment share one transaction and one commit instead of one each.
+        """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._writes.append((statement, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._flush_writes())
+        return await done
+
+    async def _flush_writes(self) -> None:
+        while self._writes:
+            batch, self._writes = self._writes, []
+            try:
+                async with self.engine.begin() as conn:
+                    counts = [(await conn.execute(statement)).rowcount for statement, _ in batch]
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), count in zip(batch, counts, strict=True):
+                if not done.done():
+                    done.set_result(count)
 
     async def update(self, send_id: str, worker_id: str | None = None, **values: Any) -> bool:
         """Set columns of one row; with ``worker_id``, only while this worker holds the row."""
         condition = sends.c.id == send_id
         if worker_id is not None:
             condition = sa.and_(condition, sends.c.claimed_by == worker_id)
-        async with self.engine.begin() as conn:
-            result = await conn.execute(sends.update().where(condition).values(updated_at=now(), **values))
-        return result.rowcount == 1
+        return await self._write(sends.update().where(condition).values(updated_at=now(), **values)) == 1
 
-    async def start_sending(self, send_id: str, worker_id: str, lease: timedelta) -> bool:
-        """pending → sending, committed before D7 is called. False if this worker lost the row."""
+    async def start_sending(self, send_id: str, worker_id: str, lease: timedelta, **values: Any) -> bool:
+        """pending → sending (with ``values`` learnt on the way), committed before D7 is called.
+
+        False if this worker lost the row.
+        """
         at = now()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                sends.update()
-                .where(
-                    sends.c.id == send_id,
-                    sends.c.state == SendState.PENDING.value,
-                    sends.c.claimed_by == worker_id,
-                )
-                .values(
-                    state=SendState.SENDING.value,
-                    attempts=sends.c.attempts + 1,
-                    lease_until=at + lease,
-                    updated_at=at,
-                )
+        statement = (
+            sends.update()
+            .where(
+                sends.c.id == send_id,
+                sends.c.state == SendState.PENDING.value,
+                sends.c.claimed_by == worker_id,
             )
-        return result.rowcount == 1
+            .values(
+                state=SendState.SENDING.value,
+                attempts=sends.c.attempts + 1,
+                lease_until=at + lease,
+                updated_at=at,
+                **values,
+            )
+        )
+        return await self._write(statement) == 1
 
     async def renew(self, worker_id: str, ids: Sequence[str], lease: timedelta) -> None:
         """Keep the leases of rows this worker is still working on."""

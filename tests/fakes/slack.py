@@ -119,7 +119,13 @@ class FakeSlack(LoopbackServer):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/_calls/{method}", self._calls)
+        app.router.add_get("/_replies", self._replies)
         return app
+
+    async def _replies(self, request: web.Request) -> web.Response:
+        """Control endpoint: how many thread replies carry a D7 request_id (results told)."""
+        count = sum(1 for p in self.of("chat.postMessage") if p.get("thread_ts") and "request_id" in str(p.get("text")))
+        return web.json_response({"results": count, "posts": len(self.of("chat.postMessage"))})
 
     async def _calls(self, request: web.Request) -> web.Response:
         """Control endpoint for a fake running as its own process: the params of every call to a method."""

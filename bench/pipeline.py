@@ -1,0 +1,141 @@
+"""Benchmark: sends through the full pipeline — signed request → intent → outbox worker → D7 → Slack post.
+
+    python -m bench.pipeline [--sends 1000] [--rate 200 | --rate 0 --concurrency 50] [--d7-delay 0.05]
+                             [--database sqlite|postgresql]
+
+The bot runs as its own process (`python -m bot`); the fake D7 (answering after --d7-delay) and the fake Slack
+Web API run as two more; the load generator sends signed /sms requests at --rate per second (open loop, like
+real traffic), or keeps --concurrency in flight (closed loop, to find the ceiling). Reports acks/s,
+ack p50/p99, end-to-end sends/s (first request → last result posted in its thread), and the bot's peak RSS.
+PostgreSQL uses TEST_DATABASE_URL (its tables are dropped first). Bounded by --sends and a 120 s deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._bot import bot_process, cpu_seconds, peak_rss_mb
+from bench._fake import fake_d7_process, fake_slack_process
+from tests.fakes.d7 import TOKEN as D7_TOKEN
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
+from tests.harness import POLICY, sign, slash_command
+
+DEADLINE = 120.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def drop_tables(url: str) -> None:
+    from bot.storage.engine import create_engine
+
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        for table in ("sends", "kv", "alembic_version"):
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    await engine.dispose()
+
+
+async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: float) -> dict[str, float]:
+    """Closed loop (``rate`` 0): ``concurrency`` requests always in flight. Open loop: ``rate`` requests/s."""
+    acks: list[float] = []
+    gate = asyncio.Semaphore(concurrency if not rate else sends)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+        async def one(i: int) -> None:
+            body = slash_command(
+                "/sms", f"+1415555{i % 10000:04d} pipeline {i}", response_url=f"{slack_url}/response/b"
+            )
+            async with gate:
+                started = time.perf_counter()
+                headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+                async with http.post(f"{base}/slack/events", data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200 or (await response.text()):
+                        raise RuntimeError(f"ack {response.status}: {await response.text()}")
+                acks.append(time.perf_counter() - started)
+
+        first = time.perf_counter()
+        if rate:
+            tasks = []
+            for i in range(sends):  # paced like real traffic: latency does not feed back into the arrival rate
+                await asyncio.sleep(max(0.0, first + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.gather(*(one(i) for i in range(sends)))
+        all_acked = time.perf_counter() - first
+        while True:
+            async with http.get(f"{slack_url}/_replies") as response:
+                results = (await response.json())["results"]
+            if results >= sends:
+                break
+            if time.perf_counter() - first > DEADLINE:
+                raise RuntimeError(f"only {results} of {sends} results posted after {DEADLINE}s")
+            await asyncio.sleep(0.1)
+        done = time.perf_counter() - first
+    return {
+        "acks_per_s": round(sends / all_acked, 1),
+        "ack_p50_ms": round(percentile(acks, 50) * 1000, 1),
+        "ack_p99_ms": round(percentile(acks, 99) * 1000, 1),
+        "sends_per_s": round(sends / done, 1),
+        "first_request_to_last_result_s": round(done, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sends", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=200, help="requests per second (open loop); 0: closed loop")
+    parser.add_argument("--concurrency", type=int, default=50, help="requests in flight when --rate is 0")
+    parser.add_argument("--d7-delay", type=float, default=0.05)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=") as slack_url,
+        fake_d7_process(args.d7_delay) as d7_url,
+    ):
+        work = Path(tmp)
+        (work / "policy.yml").write_text(POLICY)
+        if args.database == "postgresql":
+            url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
+            asyncio.run(drop_tables(url))
+        else:
+            url = f"sqlite:///{work / 'bot.db'}"
+        env = {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": f"{slack_url}/api/",
+            "D7_API_TOKEN": D7_TOKEN,
+            "D7_API_URL": d7_url,
+            "BOT_POLICY": str(work / "policy.yml"),
+            "DATABASE_URL": url,
+            "LOG_LEVEL": "WARNING",
+        }
+        with bot_process(env, work) as (base, pid):
+            cpu = cpu_seconds(pid)
+            result = asyncio.run(fire(base, slack_url, args.sends, args.concurrency, args.rate))
+            result["bot_cpu_s"] = round(cpu_seconds(pid) - cpu, 2)
+            result["bot_peak_rss_mb"] = round(peak_rss_mb(pid) or 0, 1)
+    load = {"rate_per_s": args.rate} if args.rate else {"concurrency": args.concurrency}
+    summary = {"database": args.database, "sends": args.sends, **load, **result}
+    print(json.dumps({"d7_delay_s": args.d7_delay, **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
