@@ -142,6 +142,7 @@ class Relay:
         """Let sends in flight finish (bounded), then close every connection."""
         await self.outbox.stop(drain_seconds)
         await self.tasks.drain(drain_seconds)
+        await self.store.aclose()
         await self.gateway.aclose()
         await self.engine.dispose()
         session = self.slack.session

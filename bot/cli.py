@@ -141,13 +141,16 @@ async def _audit(args: argparse.Namespace, out: TextIO) -> int:
     try:
         await migrate(engine)
         store = SqlStore(engine)
-        if args.action == "prune":
-            deleted = await store.prune(now() - parse_duration(args.older_than))
-            print(f"deleted {deleted} finished send(s) older than {args.older_than}", file=out)
+        try:
+            if args.action == "prune":
+                deleted = await store.prune(now() - parse_duration(args.older_than))
+                print(f"deleted {deleted} finished send(s) older than {args.older_than}", file=out)
+                return EXIT_OK
+            since = now() - parse_duration(args.since) if args.since else None
+            out.write(render(await store.audit(since), args.format, full_numbers=args.full_numbers))
             return EXIT_OK
-        since = now() - parse_duration(args.since) if args.since else None
-        out.write(render(await store.audit(since), args.format, full_numbers=args.full_numbers))
-        return EXIT_OK
+        finally:
+            await store.aclose()
     finally:
         await engine.dispose()
 

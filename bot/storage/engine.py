@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -30,13 +31,25 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _: Any, busy_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never wait for the writer; NORMAL: durable at every checkpoint, far fewer fsyncs.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.close()
+
+
+def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
+    """A synchronous engine on the same SQLite file, one connection, for statements run on the event loop.
+
+    Its busy timeout is short: it blocks the loop while it waits (only another process writing, such as
+    ``audit prune``, can make it wait).
+    """
+    url = engine.url.set(drivername="sqlite")
+    inline = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool, pool_size=1)
+    event.listen(inline, "connect", lambda conn, record: _sqlite_pragmas(conn, record, busy_ms=2000))
+    return inline
 
 
 def create_engine(url: str) -> AsyncEngine:

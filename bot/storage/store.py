@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
+from bot.storage.engine import sqlite_inline_engine
 from bot.storage.schema import kv, sends
 
 log = logging.getLogger("bot.storage")
@@ -95,16 +97,66 @@ class Claim:
     until: datetime
 
 
+class _Inline:
+    """A synchronous SQLite connection behind the async ``execute`` the store uses."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: sa.Executable) -> sa.CursorResult[Any]:
+        return self._conn.execute(statement)
+
+
 class SqlStore:
-    """The ``SendStore`` on SQLAlchemy. One instance per process."""
+    """The ``SendStore`` on SQLAlchemy. One instance per process.
+
+    PostgreSQL goes through asyncpg. SQLite statements run inline on the event loop with the standard driver:
+    in WAL mode with ``synchronous=NORMAL`` a commit does not fsync, so a statement costs microseconds, less
+    than aiosqlite's hop to its thread and back. It is safe because no transaction here awaits anything but
+    its own statements, so transactions never interleave on the single connection.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._sync: sa.Engine | None = None
         self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
         self._inserts: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writes: list[tuple[sa.Update, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: AsyncEngine) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+        self._engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._sync = sqlite_inline_engine(engine) if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[Any]:
+        if self._sync is None:
+            async with self._engine.begin() as conn:
+                yield conn
+        else:
+            with self._sync.begin() as conn:
+                yield _Inline(conn)
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Any]:
+        if self._sync is None:
+            async with self._engine.connect() as conn:
+                yield conn
+        else:
+            with self._sync.connect() as conn:
+                yield _Inline(conn)
+
+    async def aclose(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
 
     # ------------------------------------------------------------ recording
 
@@ -159,7 +211,7 @@ class SqlStore:
                 .returning(sends.c.id)
             )
             try:
-                async with self.engine.begin() as conn:
+                async with self._begin() as conn:
                     inserted = set((await conn.execute(statement)).scalars())
             except Exception as exc:
                 for _, done in batch:
@@ -201,7 +253,7 @@ class SqlStore:
             .values(claimed_by=worker_id, lease_until=at + lease, updated_at=at)
             .returning(*sends.c)
         )
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(statement)).all()
         return sorted((_record(r) for r in rows), key=lambda r: r.created_at)
 
@@ -220,7 +272,7 @@ class SqlStore:
         while self._writes:
             batch, self._writes = self._writes, []
             try:
-                async with self.engine.begin() as conn:
+                async with self._begin() as conn:
                     counts = [(await conn.execute(statement)).rowcount for statement, _ in batch]
             except Exception as exc:
                 for _, done in batch:
@@ -265,7 +317,7 @@ class SqlStore:
         """Keep the leases of rows this worker is still working on."""
         if not ids:
             return
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(
                 sends.update()
                 .where(sends.c.id.in_(list(ids)), sends.c.claimed_by == worker_id)
@@ -288,7 +340,7 @@ class SqlStore:
         condition = sends.c.state == SendState.SENDING.value
         if not everything:
             condition = sa.and_(condition, sends.c.lease_until < at)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             result = await conn.execute(
                 sends.update()
                 .where(condition)
@@ -306,23 +358,23 @@ class SqlStore:
                 await conn.execute(
                     sends.update().where(sends.c.claimed_by.is_not(None)).values(claimed_by=None, lease_until=None)
                 )
-        return result.rowcount
+        return int(result.rowcount)
 
     # ------------------------------------------------------------ reading
 
     async def get(self, send_id: str) -> SendRecord | None:
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(sa.select(sends).where(sends.c.id == send_id))).first()
         return _record(row) if row is not None else None
 
     async def by_key(self, key: str) -> SendRecord | None:
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == key))).first()
         return _record(row) if row is not None else None
 
     async def backlog(self) -> int:
         """Intents not yet sent (pending), plus outcomes not yet told in Slack."""
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             query = sa.select(sa.func.count()).where(
                 sa.or_(
                     sends.c.state.in_([SendState.PENDING.value, SendState.SENDING.value]),
@@ -332,7 +384,7 @@ class SqlStore:
             return int((await conn.execute(query)).scalar_one())
 
     async def counts(self) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(sa.select(sends.c.state, sa.func.count()).group_by(sends.c.state))).all()
         return {state: int(count) for state, count in rows}
 
@@ -340,13 +392,13 @@ class SqlStore:
         query = sa.select(sends).order_by(sends.c.created_at)
         if since is not None:
             query = query.where(sends.c.created_at >= since)
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
     async def prune(self, before: datetime) -> int:
         """Delete finished intents older than ``before``; those still in flight are kept."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             result = await conn.execute(
                 sends.delete().where(
                     sends.c.created_at < before,
@@ -354,18 +406,19 @@ class SqlStore:
                     sends.c.posted_at.is_not(None),
                 )
             )
-        return result.rowcount
+        return int(result.rowcount)
 
     # ------------------------------------------------------------ settings kept in the database
 
     async def get_setting(self, key: str) -> str | None:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(sa.select(kv.c.value).where(kv.c.key == key))).scalar_one_or_none()
+        async with self._connect() as conn:
+            value = (await conn.execute(sa.select(kv.c.value).where(kv.c.key == key))).scalar_one_or_none()
+        return None if value is None else str(value)
 
     async def put_setting_once(self, key: str, value: str) -> str:
         """Store ``value`` unless ``key`` exists; return what is stored (first writer wins)."""
         insert = pg_insert(kv) if self.postgres else sqlite_insert(kv)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(
                 insert.values(key=key, value=value, updated_at=now()).on_conflict_do_nothing(index_elements=["key"])
             )
