@@ -59,6 +59,12 @@ def bot_process(env: dict[str, str], workdir: Path) -> Iterator[tuple[str, int]]
         log.close()
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

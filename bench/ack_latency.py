@@ -21,18 +21,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_process, cpu_seconds
+from bench._bot import bot_process, cpu_seconds, percentile
 from bench._fake import fake_d7_process, fake_slack_process
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
 from tests.harness import POLICY, sign, slash_command
 
 DEADLINE = 60.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def fire(base: str, slack_url: str, count: int) -> dict[str, float]:

@@ -20,14 +20,10 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._bot import percentile
 from bench._fake import fake_d7_process
 from bot.d7 import D7Client
 from tests.fakes.d7 import TOKEN
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def run(url: str, sends: int, concurrency: int) -> dict[str, float]:

@@ -22,33 +22,17 @@ import time
 from pathlib import Path
 
 import aiohttp
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_process, cpu_seconds, peak_rss_mb
+from bench._bot import bot_process, cpu_seconds, peak_rss_mb, percentile
 from bench._fake import fake_d7_process, fake_slack_process
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
-from tests.harness import POLICY, sign, slash_command
+from tests.harness import POLICY, reset_postgres, sign, slash_command
 
 DEADLINE = 120.0
 WARMUP = 20
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-async def drop_tables(url: str) -> None:
-    from bot.storage.engine import create_engine
-
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        for table in ("sends", "kv", "alembic_version"):
-            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    await engine.dispose()
 
 
 async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: float) -> dict[str, float]:
@@ -123,7 +107,7 @@ def main() -> None:
         (work / "policy.yml").write_text(POLICY)
         if args.database == "postgresql":
             url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
-            asyncio.run(drop_tables(url))
+            asyncio.run(reset_postgres(url))
         else:
             url = f"sqlite:///{work / 'bot.db'}"
         env = {

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from bot.d7 import D7Client
 from tests.fakes.d7 import TOKEN, FakeD7
+from tests.fakes.slack import FakeSlack
 
 
 class Sleeps(list[float]):
@@ -30,6 +31,15 @@ class Sleeps(list[float]):
 def fake_d7() -> Iterator[FakeD7]:
     with FakeD7() as server:
         yield server
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API where the bot is in #ops (C0OPS) and the policy's user group exists, empty."""
+    with FakeSlack() as fake:
+        fake.add_channel("C0OPS")
+        fake.state.usergroups["S0SUPPORT"] = []
+        yield fake
 
 
 @pytest.fixture

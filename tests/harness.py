@@ -16,10 +16,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import sqlalchemy as sa
 import uvicorn
 
 from bot.app import Relay, build_relay
 from bot.config import Settings
+from bot.storage.engine import create_engine
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack
@@ -153,3 +155,12 @@ async def running_app(
             server.should_exit = True
             await task
             await relay.aclose()
+
+
+async def reset_postgres(url: str) -> None:
+    """Drop the bot's tables from a PostgreSQL test database, so a test or benchmark starts from nothing."""
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        for table in ("sends", "kv", "alembic_version"):
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    await engine.dispose()

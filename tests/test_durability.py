@@ -4,7 +4,7 @@ recovers, and what the send log keeps. The real app over loopback HTTP, fake Sla
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,9 @@ SMS = "/messages/v1/send"
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.add_channel("C0OPS")
-        fake.add_user("U0ALICE", "alice", "+1 415 555 0100")
-        fake.state.usergroups["S0SUPPORT"] = []
-        yield fake
+def slack(slack: FakeSlack) -> FakeSlack:
+    slack.add_user("U0ALICE", "alice", "+1 415 555 0100")
+    return slack
 
 
 @pytest.fixture

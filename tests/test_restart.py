@@ -10,11 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
@@ -24,14 +22,6 @@ from tests.test_serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BURST = 10
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.add_channel("C0OPS")
-        fake.state.usergroups["S0SUPPORT"] = []
-        yield fake
 
 
 def start_bot(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from bot.storage.engine import create_engine, current_revision, head_revision, m
 from bot.storage.store import SqlStore
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
-from tests.harness import running_app, sign, slash_command
+from tests.harness import reset_postgres, running_app, sign, slash_command
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
@@ -34,14 +34,6 @@ def request(key: str, text: str = "hello") -> SendRequest:
     )
 
 
-async def reset_pg(url: str) -> None:
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        for table in ("sends", "kv", "alembic_version"):
-            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     if request.param == "sqlite":
@@ -49,7 +41,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     else:
         assert PG_URL is not None
         url = PG_URL
-        await reset_pg(url)
+        await reset_postgres(url)
     engine = create_engine(url)
     await migrate(engine)
     yield engine
@@ -145,7 +137,7 @@ async def test_settings_kept_in_the_database_are_written_once(engine: AsyncEngin
 async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else str(PG_URL)
     if backend == "postgresql":
-        await reset_pg(url)
+        await reset_postgres(url)
     engine = create_engine(url)
     try:
         await migrate(engine, "0001")
@@ -180,20 +172,12 @@ async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend:
         await engine.dispose()
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.add_channel("C0OPS")
-        fake.state.usergroups["S0SUPPORT"] = []
-        yield fake
-
-
 @needs_pg
 async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_once(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:
     assert PG_URL is not None
-    await reset_pg(PG_URL)
+    await reset_postgres(PG_URL)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     body = slash_command("/sms", "+14155550100 failover test", trigger_id="1337.9.same")
@@ -217,7 +201,7 @@ async def test_two_instances_share_a_burst_without_sending_any_twice(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:
     assert PG_URL is not None
-    await reset_pg(PG_URL)
+    await reset_postgres(PG_URL)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     async with (
