@@ -435,3 +435,32 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
     if best is None:
         return Decision(False, "the policy has no rules, so nothing may be sent", dimension="rule")
     return Decision(False, best.reason, rule=best.rule.name, dimension=best.dimension)
+
+
+def allowed_senders(
+    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+) -> list[str]:
+    """Senders some rule lets this user use from this channel (any channel when ``channel_id`` is None).
+
+    What a form may offer; the send itself is still decided by ``evaluate`` with its recipients.
+    """
+    names: list[str] = []
+    for rule in policy.rules:
+        if channel_id is not None and WILDCARD not in rule.slack_channels and channel_id not in rule.slack_channels:
+            continue
+        if WILDCARD not in rule.users and user_id not in rule.users and not user_groups.intersection(rule.users):
+            continue
+        names += [s for s in rule.senders if s not in names]
+    return names
+
+
+def why_nothing_allowed(policy: Policy, channel_id: str | None, channel_label: str) -> str:
+    """Why ``allowed_senders`` is empty, in the policy's words."""
+    if not policy.rules:
+        return "the policy has no rules, so nothing may be sent"
+    if channel_id is not None and not any(
+        WILDCARD in rule.slack_channels or channel_id in rule.slack_channels for rule in policy.rules
+    ):
+        return f"{channel_label} is not allowed to send texts"
+    where = f" from {channel_label}" if channel_id is not None else ""
+    return f"no rule of the policy lets you send texts{where}"

@@ -1,0 +1,107 @@
+"""A Slack message — text, attachments, blocks — flattened to the plain text a phone should show.
+
+Monitoring tools post in every shape: classic attachments (Grafana, Alertmanager), Block Kit (Datadog), plain
+text. Slack markup is made readable: ``<@U…>`` → ``@name``, ``<url|label>`` → ``label (url)``, ``<!here>`` → ``@here``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bot.slack.markup import to_plain_text
+
+_BARE_USER = re.compile(r"<@([UW][A-Z0-9]+)>")
+
+
+def mentioned_users(message: Mapping[str, Any]) -> set[str]:
+    """User IDs mentioned without a name, whose names the caller may look up for ``flatten``."""
+    found = set(_BARE_USER.findall(_raw_text(message)))
+    for block in message.get("blocks") or []:
+        found |= {e["user_id"] for e in _rich_elements(block) if e.get("type") == "user" and e.get("user_id")}
+    return found
+
+
+def _raw_text(message: Mapping[str, Any]) -> str:
+    parts = [str(message.get("text") or "")]
+    for attachment in message.get("attachments") or []:
+        parts += [str(attachment.get(k) or "") for k in ("pretext", "title", "text", "fallback")]
+        parts += [str(f.get("value") or "") for f in attachment.get("fields") or []]
+    return "\n".join(parts)
+
+
+def _rich_elements(node: Any) -> Iterable[Mapping[str, Any]]:
+    if isinstance(node, Mapping):
+        if node.get("type") in ("text", "link", "user", "channel", "emoji", "broadcast", "usergroup"):
+            yield node
+        for child in node.get("elements") or []:
+            yield from _rich_elements(child)
+
+
+def _rich_text(block: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    lines: list[str] = []
+    for section in block.get("elements") or []:
+        out = ""
+        for e in _rich_elements(section):
+            kind = e.get("type")
+            if kind == "text":
+                out += str(e.get("text", ""))
+            elif kind == "link":
+                url, label = str(e.get("url", "")), e.get("text")
+                out += f"{label} ({url})" if label and label != url else url
+            elif kind == "user":
+                out += "@" + names.get(e.get("user_id", ""), str(e.get("user_id", "")))
+            elif kind == "usergroup":
+                out += "@" + str(e.get("usergroup_id", ""))
+            elif kind == "channel":
+                out += "#" + str(e.get("channel_id", ""))
+            elif kind == "emoji":
+                out += f":{e.get('name', '')}:"
+            elif kind == "broadcast":
+                out += "@" + str(e.get("range", ""))
+        lines.append(out)
+    return "\n".join(lines)
+
+
+def _block_text(block: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    kind = block.get("type")
+    if kind == "rich_text":
+        return [_rich_text(block, names)]
+    parts: list[str] = []
+    if kind in ("section", "header") and isinstance(block.get("text"), Mapping):
+        parts.append(str(block["text"].get("text", "")))
+    if kind == "section":
+        parts += [str(f.get("text", "")) for f in block.get("fields") or [] if isinstance(f, Mapping)]
+    if kind == "context":
+        parts += [str(e.get("text", "")) for e in block.get("elements") or [] if isinstance(e, Mapping) and "text" in e]
+    return parts
+
+
+def _attachment_text(attachment: Mapping[str, Any]) -> list[str]:
+    parts = [str(attachment[k]) for k in ("pretext", "title", "text") if attachment.get(k)]
+    for field in attachment.get("fields") or []:
+        title, value = field.get("title"), field.get("value")
+        parts.append(f"{title}: {value}" if title and value else str(title or value or ""))
+    if not parts and attachment.get("fallback"):
+        parts.append(str(attachment["fallback"]))
+    return parts
+
+
+def flatten(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """The message as plain text; ``names`` maps user IDs to names for bare ``<@U…>`` mentions."""
+    names = names or {}
+    parts: list[str] = []
+    for block in message.get("blocks") or []:
+        if isinstance(block, Mapping):
+            parts += _block_text(block, names)
+    if not any(p.strip() for p in parts) and message.get("text"):
+        # With blocks, `text` is only the notification fallback; without them it is the message.
+        parts.append(str(message["text"]))
+    for attachment in message.get("attachments") or []:
+        if isinstance(attachment, Mapping):
+            parts += _attachment_text(attachment)
+    raw = "\n".join(p.strip() for p in parts if p and p.strip())
+    raw = _BARE_USER.sub(lambda m: f"<@{m.group(1)}|{names[m.group(1)]}>" if m.group(1) in names else m.group(0), raw)
+    text = to_plain_text(raw)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

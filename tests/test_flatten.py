@@ -1,0 +1,86 @@
+"""Flattening Slack messages (as monitoring tools post them) to plain text, and the senders a form may offer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bot.domain.policy import allowed_senders, parse_policy, why_nothing_allowed
+from bot.slack.flatten import flatten, mentioned_users
+
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+def load(name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((PAYLOADS / name).read_text())  # type: ignore[no-any-return]
+
+
+def test_attachment_only_alert() -> None:
+    message = load("grafana_attachment.json")
+
+    assert mentioned_users(message) == {"U0BOB"}
+    assert flatten(message, {"U0BOB": "bob"}) == (
+        "[FIRING:1] HighCPU (db-1)\n"
+        "CPU at 97% on db-1 (https://grafana.example.com/d/abc) for 5m. cc @bob\n"
+        "severity: critical\n"
+        "env: prod"
+    )
+
+
+def test_blocks_message_uses_blocks_not_the_fallback_text() -> None:
+    message = load("datadog_blocks.json")
+
+    assert mentioned_users(message) == {"U0ALICE"}
+    assert flatten(message, {"U0ALICE": "alice"}) == (
+        "Triggered: Disk full on db-2\n"
+        "Disk usage is *98%* @here\n"
+        "*Host:* db-2\n"
+        "*Monitor:* #42 (https://app.datadoghq.com/monitors/42)\n"
+        "Datadog · prod\n"
+        "On call: @alice"
+    )
+
+
+def test_plain_text_and_fallback_only_attachment() -> None:
+    assert flatten({"text": "deploy &lt;done&gt; by <@U1|carol>"}) == "deploy <done> by @carol"
+    assert flatten({"text": "", "attachments": [{"fallback": "only fallback"}]}) == "only fallback"
+    assert flatten({"text": "x <@U9>"}) == "x @U9"  # unknown names stay visible as IDs
+
+
+POLICY = parse_policy(
+    {
+        "version": 1,
+        "senders": {
+            "ops-sms": {"via": "sms", "originator": "Ops"},
+            "backup": {"via": "sms", "originator": "Backup"},
+            "wa": {"via": "whatsapp", "originator": "+971501234567"},
+        },
+        "rules": [
+            {"name": "ops", "slack_channels": ["C0OPS"], "users": ["*"], "senders": ["ops-sms"], "recipients": ["*"]},
+            {
+                "name": "leads",
+                "slack_channels": ["*"],
+                "users": ["S0LEADS"],
+                "senders": ["backup", "wa"],
+                "recipients": ["*"],
+            },
+        ],
+    }
+)
+
+
+def test_allowed_senders() -> None:
+    assert allowed_senders(POLICY, "U1", "C0OPS") == ["ops-sms"]
+    assert allowed_senders(POLICY, "U1", "C0OPS", frozenset({"S0LEADS"})) == ["ops-sms", "backup", "wa"]
+    assert allowed_senders(POLICY, "U1", "C0RANDOM") == []
+    assert allowed_senders(POLICY, "U1", None, frozenset({"S0LEADS"})) == ["ops-sms", "backup", "wa"]
+    assert allowed_senders(POLICY, "U1", None) == ["ops-sms"]
+
+
+def test_why_nothing_allowed() -> None:
+    only_ops = parse_policy({**POLICY.model_dump(by_alias=True), "rules": [POLICY.rules[0].model_dump()]})
+    assert why_nothing_allowed(only_ops, "C0RANDOM", "<#C0RANDOM>") == "<#C0RANDOM> is not allowed to send texts"
+    assert (
+        why_nothing_allowed(POLICY, "C0RANDOM", "<#C0RANDOM>")
+        == "no rule of the policy lets you send texts from <#C0RANDOM>"
+    )
