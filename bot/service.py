@@ -399,7 +399,7 @@ class SendService:
             raise EmptyMessage()
         sms = _check_length(request.via, text, self.policy.defaults.max_segments)
         recipients, names = await self.resolve(request.recipients)
-        groups = await self._groups_of(request.user_id)
+        groups = await self.user_groups(request.user_id)
         decision = evaluate(
             self.policy,
             SendRequestFacts(
@@ -486,7 +486,7 @@ class SendService:
             raise RecipientProblems(problems)
         return list(dict.fromkeys(numbers)), names
 
-    async def _groups_of(self, user_id: str) -> frozenset[str]:
+    async def user_groups(self, user_id: str) -> frozenset[str]:
         """The policy's user groups (S…) this user is in."""
         groups = set()
         for group in self._policy_groups:

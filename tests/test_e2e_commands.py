@@ -157,7 +157,6 @@ async def test_invalid_recipients_are_all_named_and_nothing_is_sent(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "*/sms* sends an SMS through D7."),
         ("help", "*/sms* sends an SMS through D7."),
         ("hello there", "start with who to text"),
         ("+14155550100", "the message is empty"),

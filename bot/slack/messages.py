@@ -40,6 +40,7 @@ def usage(command: str) -> str:
         "• user groups: `@oncall` (each member's profile phone)\n"
         "• contact groups from the policy: `group:oncall-db`\n"
         f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
+        f"Type `{command}` alone for a form that shows what the text will cost before you send it.\n"
         "The result is posted in a thread under the message the bot posts in this channel."
     )
 
@@ -195,14 +196,6 @@ def cannot_post_here(channel_id: str) -> str:
     return (
         f"I can't post in <#{channel_id}> (a private channel or a conversation I'm not in), "
         "so the whole story is here, just for you. Invite me to the channel to share results with it."
-    )
-
-
-def compose_not_available() -> str:
-    return (
-        "The compose form for this shortcut is not available in this version of the bot yet. "
-        "Meanwhile, use `/sms <recipients> <message>` or `/whatsapp <recipients> <message>` "
-        "(type `/sms help` for details)."
     )
 
 

@@ -82,6 +82,8 @@ sends = sa.Table(
     # added by 0002
     sa.Column("d7_created_at", UTCDateTime()),
     sa.Column("error_kind", sa.String(64)),
+    # added by 0003
+    sa.Column("schedule_tz", sa.String(64)),
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,6 +41,20 @@ def _refs(refs: Sequence[RecipientRef]) -> list[dict[str, str | None]]:
     return [{"kind": r.kind.value, "value": r.value, "label": r.label} for r in refs]
 
 
+def _zone_name(when: datetime | None) -> str | None:
+    return getattr(when.tzinfo, "key", None) if when is not None else None
+
+
+def _in_zone(when: datetime | None, zone: str | None) -> datetime | None:
+    """Stored as UTC; given back in the zone it was asked in."""
+    if when is None or not zone:
+        return when
+    try:
+        return when.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when
+
+
 def _record(row: sa.Row[Any]) -> SendRecord:
     m = row._mapping
     origin = Origin(
@@ -57,7 +72,7 @@ def _record(row: sa.Row[Any]) -> SendRecord:
         text=m["text"],
         idempotency_key=m["idempotency_key"],
         sender=m["requested_sender"],
-        schedule_time=m["schedule_time"],
+        schedule_time=_in_zone(m["schedule_time"], m["schedule_tz"]),
     )
     return SendRecord(
         id=m["id"],
@@ -184,6 +199,7 @@ class SqlStore:
             "refs": _refs(request.recipients),
             "text": request.text,
             "schedule_time": request.schedule_time,
+            "schedule_tz": _zone_name(request.schedule_time),
             "state": SendState.PENDING.value,
             "attempts": 0,
             "next_attempt_at": at,

@@ -72,6 +72,7 @@ class FakeSlack(LoopbackServer):
         self.state = FakeSlackState()
         self.calls: list[Call] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
+        self.views: dict[str, dict[str, Any]] = {}
         self._ts = 0
         self._lock = threading.Lock()
 
@@ -140,7 +141,7 @@ class FakeSlack(LoopbackServer):
             params.update(json.loads(raw))
         else:
             params.update(dict(parse_qsl(raw, keep_blank_values=True)))
-        for key in ("blocks", "attachments"):
+        for key in ("blocks", "attachments", "view"):
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
         return params
@@ -219,6 +220,25 @@ class FakeSlack(LoopbackServer):
             return {"ok": False, "error": "method_not_supported_for_channel_type"}
         self.state.members_of.add(channel)
         return {"ok": True, "channel": {"id": channel}}
+
+    def m_views_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not str(p.get("trigger_id", "")).strip():
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view_id = f"V{len(self.views) + 1:08d}"
+        view = {**p["view"], "id": view_id, "hash": f"{view_id}.1", "state": {"values": {}}}
+        self.views[view_id] = view
+        return {"ok": True, "view": view}
+
+    def m_views_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        current = self.views.get(p.get("view_id", ""))
+        if current is None:
+            return {"ok": False, "error": "not_found"}
+        if p.get("hash") and p["hash"] != current["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        version = int(current["hash"].rsplit(".", 1)[1]) + 1
+        view = {**p["view"], "id": current["id"], "hash": f"{current['id']}.{version}", "state": current["state"]}
+        self.views[current["id"]] = view
+        return {"ok": True, "view": view}
 
     def m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:
         user = self.state.users.get(p.get("user", ""))

@@ -34,8 +34,9 @@ class Deps:
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:
-    from bot.slack.listeners import commands, events, shortcuts
+    from bot.slack.listeners import commands, compose, events, shortcuts
 
     commands.register(app, deps)
+    compose.register(app, deps)
     shortcuts.register(app, deps)
     events.register(app, deps)

@@ -9,13 +9,16 @@ from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError
 from bot.domain.models import Origin, SendRequest, Via
 from bot.service import Refusal, RefusalKind
 from bot.slack import messages
+from bot.slack.compose import ComposeContext
 from bot.slack.grammar import Help, parse_command
 from bot.slack.listeners import COMMANDS, Deps
+from bot.slack.listeners.compose import open_compose
 from bot.slack.payloads import SlashCommand
 
 log = logging.getLogger("bot.slack")
@@ -31,7 +34,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 def make_handler(deps: Deps, via: Via) -> Handler:
-    async def handle_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def handle_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         started = time.perf_counter()
         try:
             command = SlashCommand.model_validate(body)
@@ -46,7 +49,18 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             await ack(text=text, blocks=blocks, response_type="ephemeral")
             return
         if isinstance(parsed, Help):
-            await ack(text=messages.usage(command.command), response_type="ephemeral")
+            if command.text.strip():  # "/sms help"
+                await ack(text=messages.usage(command.command), response_type="ephemeral")
+                return
+            await ack()  # a bare "/sms": the compose modal
+            context = ComposeContext(
+                surface="command",
+                team_id=command.team_id,
+                user_id=command.user_id,
+                channel_id=command.channel_id,
+                response_url=command.response_url,
+            )
+            deps.tasks.spawn(open_compose(deps, client, command.trigger_id, context, via), "open-compose")
             return
         request = SendRequest(
             via=via,
