@@ -40,7 +40,6 @@ class RetryPolicy:
         return cap / 2 + (rng or _RNG).uniform(0, cap / 2)
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
 

@@ -51,12 +51,6 @@ class SmsInfo:
     segments: int
     unicode_chars: tuple[str, ...]  # the distinct characters that forced UCS-2, in order of appearance
 
-    @property
-    def per_segment(self) -> int:
-        """How many units fit in one part at this length."""
-        single, part = _limits(self.encoding)
-        return single if self.segments <= 1 else part
-
 
 def _limits(encoding: Encoding) -> tuple[int, int]:
     return (GSM7_SINGLE, GSM7_PART) if encoding is Encoding.GSM7 else (UCS2_SINGLE, UCS2_PART)

@@ -154,9 +154,6 @@ class Policy(_Model):
     rules: list[Rule] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
 
-    def senders_for(self, via: Via) -> list[str]:
-        return [name for name, sender in self.senders.items() if sender.via is via]
-
     def contact_numbers(self, group: str) -> list[PhoneNumber]:
         """Members of contact group ``group`` (already checked and in E.164)."""
         return [PhoneNumber(n) for n in self.contacts[group]]

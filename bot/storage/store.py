@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -102,14 +101,6 @@ def _record(row: sa.Row[Any]) -> SendRecord:
         error_kind=m["error_kind"],
         finished_at=m["finished_at"],
     )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Rows this worker may move on until ``until``."""
-
-    worker_id: str
-    until: datetime
 
 
 class _Inline:
@@ -383,11 +374,6 @@ class SqlStore:
             row = (await conn.execute(sa.select(sends).where(sends.c.id == send_id))).first()
         return _record(row) if row is not None else None
 
-    async def by_key(self, key: str) -> SendRecord | None:
-        async with self._connect() as conn:
-            row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == key))).first()
-        return _record(row) if row is not None else None
-
     async def backlog(self) -> int:
         """Intents not yet sent (pending), plus outcomes not yet told in Slack."""
         async with self._connect() as conn:
@@ -398,11 +384,6 @@ class SqlStore:
                 )
             )
             return int((await conn.execute(query)).scalar_one())
-
-    async def counts(self) -> dict[str, int]:
-        async with self._connect() as conn:
-            rows = (await conn.execute(sa.select(sends.c.state, sa.func.count()).group_by(sends.c.state))).all()
-        return {state: int(count) for state, count in rows}
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
         query = sa.select(sends).order_by(sends.c.created_at)
