@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,3 +81,50 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def bot_env(slack_url: str, d7_url: str, policy: Path, database_url: str) -> dict[str, str]:
+    """The bot's settings for a benchmark against the loopback fakes."""
+    from tests.fakes.d7 import TOKEN as D7_TOKEN
+    from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
+
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": f"{slack_url}/api/",
+        "D7_API_TOKEN": D7_TOKEN,
+        "D7_API_URL": d7_url,
+        "BOT_POLICY": str(policy),
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+async def post_command(http: aiohttp.ClientSession, base: str, body: bytes) -> float:
+    """POST a slash command signed as Slack signs it; return the seconds until the ack.
+
+    A valid send is acked with an empty 200; anything else (an error in the ack) stops the benchmark.
+    """
+    from tests.harness import sign
+
+    started = time.perf_counter()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+    async with http.post(f"{base}/slack/events", data=body, headers=headers) as response:
+        text = await response.text()
+        if response.status != 200 or text:
+            raise RuntimeError(f"ack {response.status}: {text}")
+    return time.perf_counter() - started
+
+
+async def wait_for_results(
+    http: aiohttp.ClientSession, slack_url: str, count: int, since: float, deadline: float
+) -> dict[str, int]:
+    """Poll the fake Slack until ``count`` results are posted in threads; raise after ``deadline`` seconds."""
+    while True:
+        async with http.get(f"{slack_url}/_replies") as response:
+            seen: dict[str, int] = await response.json()
+        if seen["results"] >= count:
+            return seen
+        if time.perf_counter() - since > deadline:
+            raise RuntimeError(f"only {seen['results']} of {count} results posted after {deadline}s")
+        await asyncio.sleep(0.05)

@@ -21,11 +21,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_process, cpu_seconds, percentile
+from bench._bot import bot_env, bot_process, cpu_seconds, percentile, post_command, wait_for_results
 from bench._fake import fake_d7_process, fake_slack_process
-from tests.fakes.d7 import TOKEN as D7_TOKEN
-from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
-from tests.harness import POLICY, sign, slash_command
+from tests.harness import POLICY, slash_command
 
 DEADLINE = 60.0
 
@@ -35,30 +33,12 @@ async def fire(base: str, slack_url: str, count: int) -> dict[str, float]:
         slash_command("/sms", f"+1415555{i % 10000:04d} load test {i}", response_url=f"{slack_url}/response/bench")
         for i in range(count)
     ]
-    acks: list[float] = []
     connector = aiohttp.TCPConnector(limit=count)
     async with aiohttp.ClientSession(connector=connector) as http:
-
-        async def one(body: bytes) -> None:
-            started = time.perf_counter()
-            headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
-            async with http.post(f"{base}/slack/events", data=body, headers=headers) as response:
-                await response.read()
-                assert response.status == 200, response.status
-            acks.append(time.perf_counter() - started)
-
         first = time.perf_counter()
-        await asyncio.gather(*(one(b) for b in bodies))
+        acks = await asyncio.gather(*(post_command(http, base, b) for b in bodies))
         all_acked = time.perf_counter() - first
-        while True:
-            async with http.get(f"{slack_url}/_calls/chat.postMessage") as response:
-                posts = await response.json()
-            results = [p for p in posts if p.get("thread_ts") and "request_id" in p["text"]]
-            if len(results) >= count:
-                break
-            if time.perf_counter() - first > DEADLINE:
-                raise RuntimeError(f"only {len(results)} of {count} results posted after {DEADLINE}s")
-            await asyncio.sleep(0.05)
+        seen = await wait_for_results(http, slack_url, count, first, DEADLINE)
         all_posted = time.perf_counter() - first
     return {
         "requests": count,
@@ -67,7 +47,7 @@ async def fire(base: str, slack_url: str, count: int) -> dict[str, float]:
         "ack_max_ms": round(max(acks) * 1000, 1),
         "all_acked_s": round(all_acked, 3),
         "all_results_posted_s": round(all_posted, 3),
-        "accepted": sum("Accepted by D7" in p["text"] for p in results),
+        "accepted": seen["accepted"],
     }
 
 
@@ -83,16 +63,7 @@ def main() -> None:
     ):
         work = Path(tmp)
         (work / "policy.yml").write_text(POLICY)
-        env = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": f"{slack_url}/api/",
-            "D7_API_TOKEN": D7_TOKEN,
-            "D7_API_URL": d7_url,
-            "BOT_POLICY": str(work / "policy.yml"),
-            "DATABASE_URL": f"sqlite:///{work / 'bot.db'}",
-            "LOG_LEVEL": "WARNING",
-        }
+        env = bot_env(slack_url, d7_url, work / "policy.yml", f"sqlite:///{work / 'bot.db'}")
         with bot_process(env, work) as (base, pid):
             cpu_before = cpu_seconds(pid)
             result = asyncio.run(fire(base, slack_url, args.requests))

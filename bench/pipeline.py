@@ -25,11 +25,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_process, cpu_seconds, peak_rss_mb, percentile
+from bench._bot import bot_env, bot_process, cpu_seconds, peak_rss_mb, percentile, post_command, wait_for_results
 from bench._fake import fake_d7_process, fake_slack_process
-from tests.fakes.d7 import TOKEN as D7_TOKEN
-from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
-from tests.harness import POLICY, reset_postgres, sign, slash_command
+from tests.harness import POLICY, reset_postgres, slash_command
 
 DEADLINE = 120.0
 WARMUP = 20
@@ -46,22 +44,12 @@ async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: fl
                 "/sms", f"+1415555{i % 10000:04d} pipeline {i}", response_url=f"{slack_url}/response/b"
             )
             async with gate:
-                started = time.perf_counter()
-                headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
-                async with http.post(f"{base}/slack/events", data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200 or (await response.text()):
-                        raise RuntimeError(f"ack {response.status}: {await response.text()}")
-                acks.append(time.perf_counter() - started)
+                acks.append(await post_command(http, base, body))
 
         # Warm-up, not measured: the first requests pay one-time costs (imports, phone metadata, SQL compiling).
         for i in range(WARMUP):
-            body = slash_command("/sms", f"+14155550199 warm-up {i}", response_url=f"{slack_url}/response/b")
-            headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
-            async with http.post(f"{base}/slack/events", data=body, headers=headers) as response:
-                await response.read()
-        while (await (await http.get(f"{slack_url}/_replies")).json())["results"] < WARMUP:  # noqa: ASYNC110 - polls another process
-            await asyncio.sleep(0.05)
+            await post_command(http, base, slash_command("/sms", f"+14155550199 warm-up {i}"))
+        await wait_for_results(http, slack_url, WARMUP, time.perf_counter(), DEADLINE)
         first = time.perf_counter()
         if rate:
             tasks = []
@@ -72,14 +60,7 @@ async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: fl
         else:
             await asyncio.gather(*(one(i) for i in range(sends)))
         all_acked = time.perf_counter() - first
-        while True:
-            async with http.get(f"{slack_url}/_replies") as response:
-                results = (await response.json())["results"]
-            if results >= sends + WARMUP:
-                break
-            if time.perf_counter() - first > DEADLINE:
-                raise RuntimeError(f"only {results} of {sends} results posted after {DEADLINE}s")
-            await asyncio.sleep(0.1)
+        await wait_for_results(http, slack_url, sends + WARMUP, first, DEADLINE)
         done = time.perf_counter() - first
     return {
         "acks_per_s": round(sends / all_acked, 1),
@@ -110,16 +91,7 @@ def main() -> None:
             asyncio.run(reset_postgres(url))
         else:
             url = f"sqlite:///{work / 'bot.db'}"
-        env = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": f"{slack_url}/api/",
-            "D7_API_TOKEN": D7_TOKEN,
-            "D7_API_URL": d7_url,
-            "BOT_POLICY": str(work / "policy.yml"),
-            "DATABASE_URL": url,
-            "LOG_LEVEL": "WARNING",
-        }
+        env = bot_env(slack_url, d7_url, work / "policy.yml", url)
         with bot_process(env, work) as (base, pid):
             cpu = cpu_seconds(pid)
             result = asyncio.run(fire(base, slack_url, args.sends, args.concurrency, args.rate))

@@ -125,8 +125,9 @@ class FakeSlack(LoopbackServer):
 
     async def _replies(self, request: web.Request) -> web.Response:
         """Control endpoint: how many thread replies carry a D7 request_id (results told)."""
-        count = sum(1 for p in self.of("chat.postMessage") if p.get("thread_ts") and "request_id" in str(p.get("text")))
-        return web.json_response({"results": count, "posts": len(self.of("chat.postMessage"))})
+        results = [p for p in self.of("chat.postMessage") if p.get("thread_ts") and "request_id" in str(p.get("text"))]
+        accepted = sum("Accepted by D7" in str(p.get("text")) for p in results)
+        return web.json_response({"results": len(results), "accepted": accepted})
 
     async def _calls(self, request: web.Request) -> web.Response:
         """Control endpoint for a fake running as its own process: the params of every call to a method."""
