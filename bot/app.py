@@ -306,9 +306,19 @@ async def run(settings: Settings) -> None:
         log.info("stopped")
 
 
+def _fast_event_loop() -> None:
+    """uvloop when installed: about 2x the asyncio throughput on the ack path (docs/performance.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def serve(settings: Settings) -> int:
     """Run the bot until it is told to stop; 0 on a clean stop, 2 when it cannot start."""
     logs.configure(settings.log_level.value, settings.log_format.value)
+    _fast_event_loop()
     try:
         asyncio.run(run(settings))
     except ConfigError as exc:
