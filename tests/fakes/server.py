@@ -71,6 +71,11 @@ class LoopbackServer:
     async def astop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        # Handlers still waiting (a scripted delay, a stalled answer) are cancelled, not left to die with the loop.
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 def run_as_process(fake: LoopbackServer) -> None:
