@@ -49,7 +49,6 @@ POST_RETRY_CAP = 300.0
 class RefusalKind:
     INVALID = "invalid"  # what was typed cannot be sent
     DENIED = "denied"  # the policy says no
-    INTERNAL = "internal"  # our own fault; nothing was sent
 
 
 @dataclass(frozen=True)

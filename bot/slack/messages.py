@@ -65,8 +65,6 @@ def quote(text: str) -> Block:
 def _refusal_title(refusal: Refusal) -> str:
     if refusal.kind == RefusalKind.DENIED:
         return ":no_entry: *Not sent:* the policy does not allow this."
-    if refusal.kind == RefusalKind.INTERNAL:
-        return ":x: *Not sent:* something went wrong on our side. Nothing was sent; please try again."
     return ":warning: *Not sent:* please fix the following and try again."
 
 

@@ -331,11 +331,9 @@ class SqlStore:
                 .values(lease_until=now() + lease)
             )
 
-    async def release(self, send_id: str, worker_id: str, retry_at: datetime | None = None) -> None:
-        values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        await self.update(send_id, worker_id, **values)
+    async def release(self, send_id: str, worker_id: str) -> None:
+        """Let another worker (or this one, later) take the row."""
+        await self.update(send_id, worker_id, claimed_by=None, lease_until=None)
 
     async def recover(self, *, everything: bool) -> int:
         """Rows left in ``sending`` by a dead process become ``unknown`` (never resent).
