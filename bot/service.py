@@ -396,7 +396,7 @@ class SendService:
         text = request.text.strip()
         if not text:
             raise EmptyMessage()
-        sms = _check_length(request.via, text, self.policy.defaults.max_segments)
+        sms = check_length(request.via, text, self.policy.defaults.max_segments)
         recipients, names = await self.resolve(request.recipients)
         groups = await self.user_groups(request.user_id)
         decision = evaluate(
@@ -554,7 +554,8 @@ def phone_of(person: Person, region: str) -> PhoneNumber:
         raise InputError(f"{who} has an unusable phone number in their Slack profile: {exc}") from None
 
 
-def _check_length(via: Via, text: str, max_segments: int) -> SmsInfo | None:
+def check_length(via: Via, text: str, max_segments: int) -> SmsInfo | None:
+    """The SMS encoding of ``text``, or ``InputError`` when it is too long for ``via``."""
     if via is Via.WHATSAPP:
         if len(text) > WHATSAPP_MAX_CHARS:
             raise InputError(f"the message has {len(text)} characters; WhatsApp allows at most {WHATSAPP_MAX_CHARS}")

@@ -61,6 +61,7 @@ class MessageTooLong(InputError):
     def __init__(self, segments: int, max_segments: int, encoding: str) -> None:
         self.segments = segments
         self.max_segments = max_segments
+        self.encoding = encoding
         super().__init__(f"the message needs {segments} SMS segments ({encoding}); the limit is {max_segments}")
 
 

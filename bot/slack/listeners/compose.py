@@ -13,12 +13,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.encoding import analyze
-from bot.domain.errors import InputError, InvalidPhoneNumber
+from bot.domain.errors import InputError, InvalidPhoneNumber, MessageTooLong
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import SendRequestFacts, allowed_senders, evaluate, why_nothing_allowed
-from bot.service import WHATSAPP_MAX_CHARS, phone_of
+from bot.service import check_length, phone_of
 from bot.slack import compose
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption
 from bot.slack.flatten import flatten, mentioned_users
@@ -146,15 +145,15 @@ async def _check(
     text = values.text.strip()
     if not text:
         errors[compose.MESSAGE] = "Write a message."
-    elif via is Via.SMS:
-        info = analyze(text)
-        if info.segments > policy.defaults.max_segments:
+    else:
+        try:
+            check_length(via, text, policy.defaults.max_segments)
+        except MessageTooLong as exc:
             errors[compose.MESSAGE] = (
-                f"This needs {info.segments} SMS segments ({info.encoding.label}); the limit is "
-                f"{policy.defaults.max_segments}. Shorten it."
+                f"This needs {exc.segments} SMS segments ({exc.encoding}); the limit is {exc.max_segments}. Shorten it."
             )
-    elif len(text) > WHATSAPP_MAX_CHARS:
-        errors[compose.MESSAGE] = f"WhatsApp messages are limited to {WHATSAPP_MAX_CHARS} characters."
+        except InputError as exc:
+            errors[compose.MESSAGE] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
 
     sources: dict[str, str] = {}  # E.164 → the block it came from
     bad_numbers = []
