@@ -173,19 +173,13 @@ class SendService:
     async def _advance(self, record: SendRecord, worker_id: str, conversation: Conversation) -> SendRecord:
         learnt: dict[str, Any] = {}  # written together with 'sending': one commit instead of three
         if record.sender is None:  # not checked yet
-            record = await self._check(record, worker_id)
-            if record.state is SendState.DENIED:
-                return record
-            learnt |= {
-                "rule": record.rule,
-                "sender": record.sender,
-                "originator": record.originator,
-                "recipients": record.recipients,
-                "names": record.names,
-                "encoding": record.encoding,
-                "segments": record.segments,
-            }
-        send = self.prepared(record)
+            record, checked = await self._check(record, worker_id)
+            if checked is None:
+                return record  # denied
+            send = checked
+            learnt |= _checked_columns(send)
+        else:
+            send = self.prepared(record)
         if record.thread_ts is None and not record.private:
             # A crash between here and 'sending' means at worst a second announcement, never a second text.
             try:
@@ -198,7 +192,7 @@ class SendService:
                 record = replace(record, thread_ts=placement.thread_ts, private=placement.private)
         return await self._send(record, send, worker_id, conversation, learnt)
 
-    async def _check(self, record: SendRecord, worker_id: str) -> SendRecord:
+    async def _check(self, record: SendRecord, worker_id: str) -> tuple[SendRecord, PreparedSend | None]:
         """Resolve and check; a refusal is stored at once (it is final), a pass only in memory."""
         try:
             send = await self.prepare(record.request, record.id)
@@ -213,17 +207,9 @@ class SendService:
             await self.store.update(record.id, worker_id, **values)
             self.metrics.sends.labels(record.request.via.value, "denied").inc()
             log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra={"send_id": record.id})
-            return replace(record, state=SendState.DENIED, refusal_kind=refusal.kind, problems=list(refusal.problems))
-        return replace(
-            record,
-            rule=send.rule,
-            sender=send.sender,
-            originator=send.originator,
-            recipients=[n.e164 for n in send.recipients],
-            names=send.names,
-            encoding=send.sms.encoding.value if send.sms else None,
-            segments=send.sms.segments if send.sms else None,
-        )
+            denied = replace(record, state=SendState.DENIED, refusal_kind=refusal.kind, problems=list(refusal.problems))
+            return denied, None
+        return replace(record, **_checked_columns(send)), send
 
     async def _send(
         self,
@@ -515,6 +501,19 @@ def outcome_of(record: SendRecord) -> Outcome:
     else:
         error = D7Error(message, http_status=record.http_status, code=record.error_code)
     return Outcome(error=error)
+
+
+def _checked_columns(send: PreparedSend) -> dict[str, Any]:
+    """What checking decided, as both the row's columns and ``SendRecord`` fields (same names)."""
+    return {
+        "rule": send.rule,
+        "sender": send.sender,
+        "originator": send.originator,
+        "recipients": [n.e164 for n in send.recipients],
+        "names": send.names,
+        "encoding": send.sms.encoding.value if send.sms else None,
+        "segments": send.sms.segments if send.sms else None,
+    }
 
 
 def _error_columns(exc: D7Error) -> dict[str, Any]:
