@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,21 @@ def fake_slack_process(*args: str) -> Iterator[str]:
     """Yield the base URL of a fake Slack Web API (``tests.fakes.slack`` options); kill it afterwards."""
     with _process("tests.fakes.slack", *args) as url:
         yield url
+
+
+@contextmanager
+def loopback_fakes(d7_delay: float) -> Iterator[tuple[Path, str, str]]:
+    """A work folder holding the test policy, the fake Slack (bot in #ops) and the fake D7, as processes."""
+    from tests.harness import POLICY
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=") as slack_url,
+        fake_d7_process(d7_delay) as d7_url,
+    ):
+        work = Path(tmp)
+        (work / "policy.yml").write_text(POLICY)
+        yield work, slack_url, d7_url
 
 
 @contextmanager

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._bot import bot_env, bot_process, cpu_seconds, percentile, post_command, wait_for_results
-from bench._fake import fake_d7_process, fake_slack_process
-from tests.harness import POLICY, slash_command
+from bench._fake import loopback_fakes
+from tests.harness import slash_command
 
 DEADLINE = 60.0
 
@@ -56,13 +55,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--d7-delay", type=float, default=1.0)
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=") as slack_url,
-        fake_d7_process(args.d7_delay) as d7_url,
-    ):
-        work = Path(tmp)
-        (work / "policy.yml").write_text(POLICY)
+    with loopback_fakes(args.d7_delay) as (work, slack_url, d7_url):
         env = bot_env(slack_url, d7_url, work / "policy.yml", f"sqlite:///{work / 'bot.db'}")
         with bot_process(env, work) as (base, pid):
             cpu_before = cpu_seconds(pid)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._bot import bot_env, bot_process, cpu_seconds, peak_rss_mb, percentile, post_command, wait_for_results
-from bench._fake import fake_d7_process, fake_slack_process
-from tests.harness import POLICY, reset_postgres, slash_command
+from bench._fake import loopback_fakes
+from tests.harness import reset_postgres, slash_command
 
 DEADLINE = 120.0
 WARMUP = 20
@@ -79,13 +78,7 @@ def main() -> None:
     parser.add_argument("--d7-delay", type=float, default=0.05)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=") as slack_url,
-        fake_d7_process(args.d7_delay) as d7_url,
-    ):
-        work = Path(tmp)
-        (work / "policy.yml").write_text(POLICY)
+    with loopback_fakes(args.d7_delay) as (work, slack_url, d7_url):
         if args.database == "postgresql":
             url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
             asyncio.run(reset_postgres(url))

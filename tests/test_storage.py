@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from bot.storage.engine import create_engine, current_revision, head_revision, m
 from bot.storage.store import SqlStore
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
-from tests.harness import reset_postgres, running_app, sign, slash_command
+from tests.harness import App, reset_postgres, running_app, sign, slash_command
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
@@ -172,20 +173,27 @@ async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend:
         await engine.dispose()
 
 
+@asynccontextmanager
+async def two_instances(slack: FakeSlack, d7: FakeD7, tmp: Path) -> AsyncIterator[tuple[App, App]]:
+    """Two bots (each with its own outbox worker) on one fresh PostgreSQL database."""
+    assert PG_URL is not None
+    await reset_postgres(PG_URL)
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    async with (
+        running_app(slack, d7, tmp / "a", DATABASE_URL=PG_URL) as one,
+        running_app(slack, d7, tmp / "b", DATABASE_URL=PG_URL) as two,
+    ):
+        yield one, two
+
+
 @needs_pg
 async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_once(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:
-    assert PG_URL is not None
-    await reset_postgres(PG_URL)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     body = slash_command("/sms", "+14155550100 failover test", trigger_id="1337.9.same")
     headers = sign(body)
-    async with (
-        running_app(slack, fake_d7, tmp_path / "a", DATABASE_URL=PG_URL) as one,
-        running_app(slack, fake_d7, tmp_path / "b", DATABASE_URL=PG_URL) as two,
-    ):
+    async with two_instances(slack, fake_d7, tmp_path) as (one, two):
         responses = await asyncio.gather(*(app.post(body, headers=headers) for app in (one, two, one, two)))
         await asyncio.gather(one.settle(), two.settle())
         records = await one.relay.store.audit()
@@ -200,14 +208,7 @@ async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_
 async def test_two_instances_share_a_burst_without_sending_any_twice(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:
-    assert PG_URL is not None
-    await reset_postgres(PG_URL)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with (
-        running_app(slack, fake_d7, tmp_path / "a", DATABASE_URL=PG_URL) as one,
-        running_app(slack, fake_d7, tmp_path / "b", DATABASE_URL=PG_URL) as two,
-    ):
+    async with two_instances(slack, fake_d7, tmp_path) as (one, two):
         await asyncio.gather(*((one, two)[i % 2].command("/sms", f"+14155550100 burst {i}") for i in range(40)))
         for _ in range(3):
             await asyncio.gather(one.settle(), two.settle())
