@@ -42,6 +42,7 @@ from bot.domain.ports import MessageGateway
 from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.service import SendService
+from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import SlackConversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
@@ -214,14 +215,16 @@ async def build_relay(
     store = SqlStore(engine)
     metrics = Metrics()
     tasks = BackgroundTasks()
+    directory = SlackDirectory(slack)
     service = SendService(
         policy,
         gateway,
-        SlackDirectory(slack),
+        directory,
         store,
         SlackConversations(slack, metrics),
         metrics,
         deadline=settings.send_retry_deadline,
+        reader=SlackMessageReader(directory),
     )
     outbox = Outbox(store, service, single_process=not store.postgres, metrics=metrics)
     signing_secret = settings.slack_signing_secret
@@ -242,7 +245,14 @@ async def build_relay(
     )
     register_all(
         bolt,
-        Deps(service=service, tasks=tasks, wake_outbox=outbox.wake, metrics=metrics, bot_user_id=auth.get("user_id")),
+        Deps(
+            service=service,
+            tasks=tasks,
+            wake_outbox=outbox.wake,
+            metrics=metrics,
+            bot_user_id=auth.get("user_id"),
+            bot_id=auth.get("bot_id"),
+        ),
     )
     relay = Relay(
         settings=settings,

@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.domain import errors as E
+from bot.domain.alerts import fit, summary_template
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import D7Error, EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
 from bot.domain.models import (
+    AlertInfo,
     Origin,
     Person,
     RecipientRef,
@@ -31,7 +33,7 @@ from bot.domain.models import (
     Via,
 )
 from bot.domain.phone import NumberDisplay, PhoneNumber, parse_phone
-from bot.domain.policy import USERGROUP_ID, Policy, SendRequestFacts, evaluate
+from bot.domain.policy import USERGROUP_ID, AlertRule, Policy, SendRequestFacts, evaluate
 from bot.domain.ports import Directory, MessageGateway
 from bot.metrics import Metrics
 from bot.storage.store import SqlStore, now
@@ -73,10 +75,18 @@ class PreparedSend:
     sms: SmsInfo | None  # None for WhatsApp
     show_numbers: NumberDisplay
     names: dict[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
+    # alerts
+    held: tuple[PhoneNumber, ...] = ()  # held back by the rule's per-phone limit: in the summary instead
+    held_until: datetime | None = None  # when the first of those summaries is due
+    unreached: tuple[str, ...] = ()  # recipients that could not be resolved, and why
 
     @property
     def via(self) -> Via:
         return self.request.via
+
+    @property
+    def alert(self) -> AlertInfo | None:
+        return self.request.alert
 
 
 @dataclass(frozen=True)
@@ -95,10 +105,28 @@ class Outcome:
     error: D7Error | None = None
 
 
+@dataclass(frozen=True)
+class NotSent:
+    """Why an alert was not texted although nothing went wrong: a repeat, or every phone over its limit."""
+
+    state: SendState  # DEDUPLICATED | BUNDLED
+    window: timedelta | None = None  # the dedupe window, or the per-phone limit's window
+    first: SendRecord | None = None  # deduplicated: the send that texted the alert
+    limit: int | None = None  # bundled: texts per phone per window
+
+
+class MessageReader(Protocol):
+    """Reads a stored chat message (an alert as posted) as plain text: (text, title)."""
+
+    async def read(self, message: dict[str, Any]) -> tuple[str, str]: ...
+
+
 class Conversation(Protocol):
     """Where one request's story is told (for Slack: an ephemeral, a parent message and its thread)."""
 
     async def refuse(self, refusal: Refusal) -> None: ...
+
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None: ...
 
     async def announce(self, send: PreparedSend) -> Placement: ...
 
@@ -139,8 +167,10 @@ class SendService:
         conversations: Conversations,
         metrics: Metrics | None = None,
         deadline: timedelta = DEFAULT_DEADLINE,
+        reader: MessageReader | None = None,
     ) -> None:
         self.policy = policy
+        self.reader = reader
         self.gateway = gateway
         self.directory = directory
         self.store = store
@@ -180,7 +210,11 @@ class SendService:
             learnt |= _checked_columns(send)
         else:
             send = self.prepared(record)
-        if record.thread_ts is None and not record.private:
+        if record.thread_ts is None and record.request.alert is not None:
+            # Alerts: no announcement, the outcome goes straight into the alert's thread (one reply per alert).
+            learnt["thread_ts"] = record.request.origin.thread_ts
+            record = replace(record, thread_ts=record.request.origin.thread_ts)
+        elif record.thread_ts is None and not record.private:
             # A crash between here and 'sending' means at worst a second announcement, never a second text.
             try:
                 placement = await conversation.announce(send)
@@ -195,6 +229,8 @@ class SendService:
     async def _check(self, record: SendRecord, worker_id: str) -> tuple[SendRecord, PreparedSend | None]:
         """Resolve and check; a refusal is stored at once (it is final), a pass only in memory."""
         try:
+            if record.request.alert is not None:
+                return await self._check_alert(record, worker_id)
             send = await self.prepare(record.request, record.id)
         except (InputError, _Denied) as exc:
             refusal = _refusal(exc)
@@ -205,6 +241,7 @@ class SendService:
                 "finished_at": now(),
             }
             await self.store.update(record.id, worker_id, **values)
+            await self._release_alert(record)
             self.metrics.sends.labels(record.request.via.value, "denied").inc()
             log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra={"send_id": record.id})
             denied = replace(record, state=SendState.DENIED, refusal_kind=refusal.kind, problems=list(refusal.problems))
@@ -303,6 +340,8 @@ class SendService:
             )
         values["finished_at"] = now()
         await self.store.update(record.id, worker_id, **values)
+        if values["state"] in (SendState.FAILED.value, SendState.REJECTED.value):
+            await self._release_alert(record)  # nothing went out: the next repeat of this alert may be texted
         self.metrics.sends.labels(send.via.value, values["state"]).inc()
         return replace(
             record,
@@ -335,11 +374,15 @@ class SendService:
 
     async def _post_outcome(self, record: SendRecord, worker_id: str, conversation: Conversation) -> None:
         try:
+            placement = Placement(record.thread_ts, record.private)
             if record.state is SendState.DENIED:
                 await conversation.refuse(Refusal(record.refusal_kind or RefusalKind.INVALID, tuple(record.problems)))
+            elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
+                send = await self._with_holds(self.prepared(record))
+                await conversation.not_sent(send, placement, await self._not_sent(record))
             else:
-                placement = Placement(record.thread_ts, record.private)
-                await conversation.finish(self.prepared(record), placement, outcome_of(record))
+                send = await self._with_holds(self.prepared(record))
+                await conversation.finish(send, placement, outcome_of(record))
         except Exception as exc:
             age = now() - record.created_at
             if age > timedelta(hours=24):
@@ -359,22 +402,186 @@ class SendService:
             return
         await self.store.update(record.id, worker_id, posted_at=now(), claimed_by=None, lease_until=None)
 
+    # ------------------------------------------------------------ alerts
+
+    async def _check_alert(self, record: SendRecord, worker_id: str) -> tuple[SendRecord, PreparedSend | None]:
+        """Dedup, render, resolve, per-phone limits. Raises ``InputError``/``_Denied`` like ``prepare``."""
+        alert = _alert_of(record)
+        rule = self.policy.alert_rule(alert.rule)
+        if rule is None:
+            raise _Denied(f"the alert rule '{alert.rule}' is no longer in the policy")
+        if alert.is_summary:
+            return record, await self._prepare_summary(record, rule)
+        if alert.fingerprint is not None:
+            leader = await self.store.lead_alert(alert.fingerprint, record.id, rule.dedupe_window)
+            if leader != record.id:
+                values: dict[str, Any] = {
+                    "state": SendState.DEDUPLICATED.value,
+                    "rule": rule.name,
+                    "sender": rule.sender,
+                    "duplicate_of": leader,
+                    "finished_at": now(),
+                }
+                await self.store.update(record.id, worker_id, **values)
+                self.metrics.sends.labels(record.request.via.value, "deduplicated").inc()
+                log.info("alert deduplicated send_id=%s first=%s", record.id, leader, extra={"send_id": record.id})
+                return replace(record, state=SendState.DEDUPLICATED, rule=rule.name, duplicate_of=leader), None
+        text = await self._alert_text(record, rule)
+        numbers, names, unreached = await self._resolve(record.request.recipients)
+        if not numbers:
+            raise RecipientProblems(unreached or ["no recipients"])
+        held: list[PhoneNumber] = []
+        held_until: datetime | None = None
+        if rule.max_per_phone is not None:
+            limit = rule.max_per_phone
+            taken = await self.store.take_quota(record.id, rule.name, [n.e164 for n in numbers], limit.count, limit.per)
+            for number in numbers:
+                is_held, window_start = taken[number.e164]
+                if is_held:
+                    held.append(number)
+                    await self._schedule_summary(record, rule.name, number.e164, window_start, window_start + limit.per)
+                    held_until = min(held_until or window_start + limit.per, window_start + limit.per)
+        sender = self.policy.senders[rule.sender]
+        send = PreparedSend(
+            send_id=record.id,
+            request=record.request,
+            rule=rule.name,
+            sender=rule.sender,
+            originator=sender.originator,
+            recipients=tuple(n for n in numbers if n not in held),
+            text=text,
+            sms=analyze(text) if sender.via is Via.SMS else None,
+            show_numbers=self.policy.defaults.show_numbers,
+            names=names,
+            held=tuple(held),
+            held_until=held_until,
+            unreached=tuple(unreached),
+        )
+        if send.recipients:
+            return replace(record, **_checked_columns(send)), send
+        # Every phone is over its limit: nothing to send now; the summaries will say it.
+        values = {**_checked_columns(send), "state": SendState.BUNDLED.value, "finished_at": now()}
+        await self.store.update(record.id, worker_id, **values)
+        self.metrics.sends.labels(record.request.via.value, "bundled").inc()
+        log.info("alert bundled send_id=%s held=%d", record.id, len(held), extra={"send_id": record.id})
+        return replace(record, state=SendState.BUNDLED, **_checked_columns(send)), None
+
+    async def _alert_text(self, record: SendRecord, rule: AlertRule) -> str:
+        """The rule's template filled in from the alert as posted, cut to the rule's budget."""
+        message = _alert_of(record).message or {}
+        if self.reader is not None:
+            body, title = await self.reader.read(message)
+        else:
+            body, title = record.request.text, ""
+        channel_id = record.request.channel_id
+        fields = {"text": body, "title": title, "channel": f"#{channel_id}", "link": ""}
+        if "{channel}" in rule.template:
+            fields["channel"] = "#" + await self._channel_name(channel_id)
+        if "{link}" in rule.template and message.get("ts"):
+            try:
+                fields["link"] = await self.directory.permalink(channel_id, str(message["ts"]))
+            except Exception as exc:
+                log.warning("no permalink for an alert in %s: %s", channel_id, exc)
+        fitted = fit(rule.template, fields, record.request.via, rule.max_segments)
+        return fitted.text
+
+    async def _channel_name(self, channel_id: str) -> str:
+        try:
+            return await self.directory.channel_name(channel_id)
+        except Exception as exc:
+            log.warning("cannot read the name of %s (is channels:read granted?): %s", channel_id, exc)
+            return channel_id
+
+    async def _schedule_summary(
+        self, record: SendRecord, rule: str, phone: str, window_start: datetime, window_end: datetime
+    ) -> None:
+        """The summary text for ``phone``'s window, recorded once (the first held alert) and due at its end."""
+        request = SendRequest(
+            via=record.request.via,
+            origin=replace(record.request.origin, surface="summary", response_url=None),
+            recipients=(RecipientRef(RefKind.NUMBER, phone),),
+            text="",
+            idempotency_key=f"summary:{rule}:{phone}:{window_start.isoformat()}"[:255],
+            sender=record.request.sender,
+            alert=AlertInfo(rule=rule, kind="summary", phone=phone, window_start=window_start),
+        )
+        if await self.store.record(request, self.deadline, not_before=window_end) is not None:
+            log.info("summary scheduled rule=%s at=%s", rule, window_end.isoformat(), extra={"send_id": record.id})
+
+    async def _prepare_summary(self, record: SendRecord, rule: AlertRule) -> PreparedSend:
+        alert = _alert_of(record)
+        if alert.phone is None or alert.window_start is None:
+            raise _Denied("this summary lost its phone number or window; nothing to sum up")
+        held = await self.store.held_alerts(rule.name, alert.phone, alert.window_start)
+        if not held:
+            raise _Denied("no alerts were held back in this window, so there is nothing to sum up")
+        channels = [f"#{await self._channel_name(c)}" for c in dict.fromkeys(r.request.channel_id for r in held)]
+        latest = held[-1]
+        latest_text = (latest.sent_text if latest.sent_text is not None else latest.request.text).strip()
+        template = summary_template(len(held), channels, held[0].created_at)
+        text = fit(template, {"text": latest_text}, record.request.via, rule.max_segments).text
+        number = PhoneNumber(alert.phone)
+        sender = self.policy.senders[rule.sender]
+        return PreparedSend(
+            send_id=record.id,
+            request=record.request,
+            rule=rule.name,
+            sender=rule.sender,
+            originator=sender.originator,
+            recipients=(number,),
+            text=text,
+            sms=analyze(text) if sender.via is Via.SMS else None,
+            show_numbers=self.policy.defaults.show_numbers,
+            names={k: v for k, v in latest.names.items() if k == number.e164},
+        )
+
+    async def _release_alert(self, record: SendRecord) -> None:
+        alert = record.request.alert
+        if alert is not None and alert.fingerprint is not None:
+            try:
+                await self.store.release_alert(alert.fingerprint, record.id)
+            except Exception:
+                log.exception("could not release the dedup entry of send_id=%s", record.id)
+
+    async def _with_holds(self, send: PreparedSend) -> PreparedSend:
+        """The send with when its held-back phones get their summary (for the thread reply)."""
+        alert = send.alert
+        if not send.held or alert is None:
+            return send
+        rule = self.policy.alert_rule(alert.rule)
+        if rule is None or rule.max_per_phone is None:
+            return send
+        starts = await self.store.alert_windows_of(send.send_id)
+        ends = [starts[n.e164] + rule.max_per_phone.per for n in send.held if n.e164 in starts]
+        return replace(send, held_until=min(ends)) if ends else send
+
+    async def _not_sent(self, record: SendRecord) -> NotSent:
+        rule = self.policy.alert_rule(record.request.alert.rule) if record.request.alert else None
+        if record.state is SendState.DEDUPLICATED:
+            first = await self.store.get(record.duplicate_of) if record.duplicate_of else None
+            return NotSent(record.state, window=rule.dedupe_window if rule else None, first=first)
+        limit = rule.max_per_phone if rule else None
+        return NotSent(record.state, window=limit.per if limit else None, limit=limit.count if limit else None)
+
     # ------------------------------------------------------------ checking
 
     def prepared(self, record: SendRecord) -> PreparedSend:
         """The checked send, rebuilt from what the store kept."""
-        text = record.request.text.strip()
+        text = (record.sent_text if record.sent_text is not None else record.request.text).strip()
+        held = set(record.held)
         return PreparedSend(
             send_id=record.id,
             request=record.request,
             rule=record.rule or "",
             sender=record.sender or "",
             originator=record.originator or "",
-            recipients=tuple(PhoneNumber(n) for n in record.recipients or []),
+            recipients=tuple(PhoneNumber(n) for n in record.recipients or [] if n not in held),
             text=text,
-            sms=analyze(text) if record.request.via is Via.SMS else None,
+            sms=analyze(text) if record.request.via is Via.SMS and text else None,
             show_numbers=self.policy.defaults.show_numbers,
             names=record.names,
+            held=tuple(PhoneNumber(n) for n in record.held),
+            unreached=tuple(record.problems) if record.request.alert is not None else (),
         )
 
     async def prepare(self, request: SendRequest, send_id: str) -> PreparedSend:
@@ -415,6 +622,15 @@ class SendService:
 
     async def resolve(self, refs: Sequence[RecipientRef]) -> tuple[list[PhoneNumber], dict[str, str]]:
         """Phone numbers for every reference, in order, without duplicates; every problem reported at once."""
+        numbers, names, problems = await self._resolve(refs)
+        if not refs:
+            problems.append("no recipients")
+        if problems:
+            raise RecipientProblems(problems)
+        return numbers, names
+
+    async def _resolve(self, refs: Sequence[RecipientRef]) -> tuple[list[PhoneNumber], dict[str, str], list[str]]:
+        """The numbers that could be resolved, their names, and a problem for each that could not."""
         region = self.policy.defaults.region
         problems: list[str] = []
         numbers: list[PhoneNumber] = []
@@ -465,11 +681,7 @@ class SendService:
                     problems.append(f"the user group {ref} has no members")
                 for person in await people(members):
                     add_person(person)
-        if not refs:
-            problems.append("no recipients")
-        if problems:
-            raise RecipientProblems(problems)
-        return list(dict.fromkeys(numbers)), names
+        return list(dict.fromkeys(numbers)), names, problems
 
     async def user_groups(self, user_id: str) -> frozenset[str]:
         """The policy's user groups (S…) this user is in."""
@@ -503,17 +715,26 @@ def outcome_of(record: SendRecord) -> Outcome:
     return Outcome(error=error)
 
 
+def _alert_of(record: SendRecord) -> AlertInfo:
+    if record.request.alert is None:
+        raise ValueError(f"send {record.id} is not an alert")
+    return record.request.alert
+
+
 def _checked_columns(send: PreparedSend) -> dict[str, Any]:
     """What checking decided, as both the row's columns and ``SendRecord`` fields (same names)."""
-    return {
+    columns: dict[str, Any] = {
         "rule": send.rule,
         "sender": send.sender,
         "originator": send.originator,
-        "recipients": [n.e164 for n in send.recipients],
+        "recipients": [n.e164 for n in (*send.recipients, *send.held)],
         "names": send.names,
         "encoding": send.sms.encoding.value if send.sms else None,
         "segments": send.sms.segments if send.sms else None,
     }
+    if send.alert is not None:  # the text came from the rule's template; who was held back or not reached
+        columns |= {"sent_text": send.text, "held": [n.e164 for n in send.held], "problems": list(send.unreached)}
+    return columns
 
 
 def _error_columns(exc: D7Error) -> dict[str, Any]:

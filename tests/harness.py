@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +50,23 @@ rules:
 """
 
 _triggers = itertools.count(1)
+_events = itertools.count(1)
+
+
+def event_callback(event: dict[str, Any], *, channel: str = "C0ALERTS", event_id: str | None = None) -> bytes:
+    """The JSON body Slack posts to the Events API for one event (``event_callback``)."""
+    return json.dumps(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": "A0APP",
+            "event": {"channel": channel, "channel_type": "channel", "event_ts": event.get("ts"), **event},
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{next(_events):010d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM_ID, "user_id": "U0BOT", "is_bot": True}],
+        }
+    ).encode()
 
 
 def sign(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -121,6 +139,13 @@ class App:
         }
         return await self.http.post(f"{self.url}/slack/events", content=body, headers=all_headers, **kw)
 
+    async def event(self, body: bytes, retry: int = 0) -> httpx.Response:
+        """Post an Events API body as Slack does (JSON, signed; ``retry`` > 0 adds Slack's retry headers)."""
+        headers = {"Content-Type": "application/json", **sign(body)}
+        if retry:
+            headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        return await self.http.post(f"{self.url}/slack/events", content=body, headers=headers)
+
     async def command(self, command: str, text: str, **kw: Any) -> httpx.Response:
         kw.setdefault("response_url", self.slack.response_url("cmd"))
         return await self.post(slash_command(command, text, **kw))
@@ -161,6 +186,6 @@ async def reset_postgres(url: str) -> None:
     """Drop the bot's tables from a PostgreSQL test database, so a test or benchmark starts from nothing."""
     engine = create_engine(url)
     async with engine.begin() as conn:
-        for table in ("sends", "kv", "alembic_version"):
+        for table in ("sends", "kv", "alert_dedupe", "alert_windows", "alert_deliveries", "alembic_version"):
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     await engine.dispose()

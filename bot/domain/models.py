@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Via(StrEnum):
@@ -106,12 +107,28 @@ class Person:
 class Origin:
     """Where a request came from, and so where its story is told; stored with the intent."""
 
-    surface: str  # command | shortcut | modal | alert
+    surface: str  # command | shortcut | modal | alert | summary
     team_id: str
     user_id: str
     channel_id: str
     response_url: str | None = None  # commands and message shortcuts: ephemeral answers for 30 minutes
     thread_ts: str | None = None  # reply in this thread instead of posting a parent message
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    """What makes a request an alert forward (``kind="alert"``) or a per-phone summary (``kind="summary"``)."""
+
+    rule: str  # the alert rule's name
+    kind: str = "alert"
+    fingerprint: str | None = None  # alert: equal for repeats of the same alert
+    message: dict[str, Any] | None = None  # alert: the Slack message as posted (text, attachments, blocks)
+    phone: str | None = None  # summary: the phone (E.164) whose held alerts it sums up
+    window_start: datetime | None = None  # summary: the per-phone window it closes
+
+    @property
+    def is_summary(self) -> bool:
+        return self.kind == "summary"
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,7 @@ class SendRequest:
     idempotency_key: str
     sender: str | None = None
     schedule_time: datetime | None = None
+    alert: AlertInfo | None = None
 
     @property
     def user_id(self) -> str:
@@ -145,6 +163,8 @@ class SendState(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"  # D7 said no, or stayed unavailable until the deadline: nothing was sent
     UNKNOWN = "unknown"  # may or may not have been sent: never resent automatically
+    DEDUPLICATED = "deduplicated"  # an alert already texted within its rule's dedupe window
+    BUNDLED = "bundled"  # an alert held back by a per-phone limit for every recipient: in the summary instead
 
     @property
     def final(self) -> bool:
@@ -184,3 +204,7 @@ class SendRecord:
     error_message: str | None = None
     error_kind: str | None = None  # the D7Error class name
     finished_at: datetime | None = None
+    # alerts
+    sent_text: str | None = None  # the text as rendered from the rule's template (None: ``request.text``)
+    duplicate_of: str | None = None  # deduplicated: the send that texted this alert
+    held: list[str] = field(default_factory=list)  # E.164 held back by a per-phone limit (in the summary)

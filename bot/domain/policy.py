@@ -111,6 +111,7 @@ class AlertRule(_Model):
     max_segments: int = Field(1, ge=1, le=50)
     dedupe_window: timedelta = timedelta(minutes=10)
     max_per_phone: PerPhoneLimit | None = None
+    thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
 
     @field_validator("dedupe_window", mode="before")
     @classmethod
@@ -153,6 +154,9 @@ class Policy(_Model):
     contacts: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
+
+    def alert_rule(self, name: str) -> AlertRule | None:
+        return next((a for a in self.alerts if a.name == name), None)
 
     def contact_numbers(self, group: str) -> list[PhoneNumber]:
         """Members of contact group ``group`` (already checked and in E.164)."""
@@ -264,8 +268,13 @@ def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
         rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
 
     alerts = []
+    seen: dict[str, int] = {}
     for a, alert in enumerate(policy.alerts):
         base = f"alerts[{a}]"
+        if alert.name in seen:  # the name keys dedup and per-phone limits, so it must say which rule
+            other = f"alerts[{seen[alert.name]}]"
+            problems.append(PolicyProblem(f"{base}.name", f"'{alert.name}' is also the name of {other}"))
+        seen.setdefault(alert.name, a)
         problems += _check_ids(alert.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
         if alert.sender not in policy.senders:
             problems.append(PolicyProblem(f"{base}.sender", f"unknown sender '{alert.sender}'"))

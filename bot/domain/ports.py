@@ -51,7 +51,7 @@ class MessageGateway(Protocol):
 
 
 class Directory(Protocol):
-    """Who people are: Slack users and user groups, resolved for the service."""
+    """Who people are (Slack users and user groups) and where things are (channel names, message links)."""
 
     async def person(self, user_id: str) -> Person:
         """The user's name and profile phone; raises ``InputError`` for an unknown user."""
@@ -59,4 +59,12 @@ class Directory(Protocol):
 
     async def group_members(self, group_id: str) -> list[str]:
         """User IDs in a user group (S…); raises ``InputError`` for an unknown group."""
+        ...
+
+    async def channel_name(self, channel_id: str) -> str:
+        """The channel's name, without ``#``."""
+        ...
+
+    async def permalink(self, channel_id: str, ts: str) -> str:
+        """A link to the message posted at ``ts`` in the channel."""
         ...

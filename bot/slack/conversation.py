@@ -17,7 +17,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin
 from bot.metrics import Metrics
-from bot.service import Outcome, Placement, PreparedSend, Refusal
+from bot.service import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.slack import messages
 
 log = logging.getLogger("bot.slack")
@@ -74,9 +74,21 @@ class SlackConversation:
             self._failed("chat.postEphemeral", exc)
             raise
 
+    @property
+    def _alert(self) -> bool:
+        return self.origin.surface in ("alert", "summary")
+
     async def refuse(self, refusal: Refusal) -> None:
+        if self._alert:  # nobody to tell privately: the alert's thread is where people look
+            text, blocks = messages.alert_refusal(refusal)
+            await self._post(text, blocks, self.origin.thread_ts)
+            return
         text, blocks = messages.refusal(refusal)
         await self._respond(text, blocks)
+
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
+        text, blocks = messages.alert_not_sent(send, why)
+        await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
         try:
@@ -131,5 +143,9 @@ class SlackConversation:
         await self._reply(placement, messages.retrying(error), None)
 
     async def finish(self, send: PreparedSend, placement: Placement, outcome: Outcome) -> None:
+        if self._alert:
+            text, blocks = messages.alert_outcome(send, outcome)
+            await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+            return
         text, blocks = messages.outcome(send, outcome)
         await self._reply(placement, text, blocks)

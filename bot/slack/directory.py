@@ -1,5 +1,6 @@
-"""The Directory port on Slack's Web API: profile phones (``users.info``) and user groups
-(``usergroups.users.list``), cached briefly so a burst of sends does not hammer Slack."""
+"""The Directory port on Slack's Web API: profile phones (``users.info``), user groups
+(``usergroups.users.list``), channel names (``conversations.info``) and message links (``chat.getPermalink``),
+cached briefly so a burst of sends does not hammer Slack."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class SlackDirectory:
         self._client = client
         self._people: _SingleFlightCache[Person] = _SingleFlightCache(ttl)
         self._groups: _SingleFlightCache[list[str]] = _SingleFlightCache(ttl)
+        self._channels: _SingleFlightCache[str] = _SingleFlightCache(max(ttl, 600.0))  # names rarely change
 
     async def person(self, user_id: str) -> Person:
         async def fetch() -> Person:
@@ -99,3 +101,14 @@ class SlackDirectory:
             return list(response.get("users") or [])
 
         return await self._groups.get(group_id, fetch)
+
+    async def channel_name(self, channel_id: str) -> str:
+        async def fetch() -> str:
+            response = await self._client.conversations_info(channel=channel_id)
+            return str(response["channel"].get("name") or channel_id)
+
+        return await self._channels.get(channel_id, fetch)
+
+    async def permalink(self, channel_id: str, ts: str) -> str:
+        response = await self._client.chat_getPermalink(channel=channel_id, message_ts=ts)
+        return str(response["permalink"])

@@ -43,3 +43,18 @@ def to_plain_text(text: str) -> str:
     ``&lt;`` → ``<``.
     """
     return unescape(_ENTITY.sub(lambda m: _entity(m.group(1)), text))
+
+
+_CODE_BLOCK = re.compile(r"```\n?(.*?)\n?```", re.DOTALL)
+_CODE = re.compile(r"`([^`\n]+)`")
+_EMPHASIS = re.compile(r"(?<![\w*_~])([*_~])(?=\S)([^\n]*?\S)\1(?![\w*_~])")
+
+
+def strip_mrkdwn(text: str) -> str:
+    """Slack's *bold*, _italic_, ~strike~ and `code` marks removed, and each line trimmed: on a phone the
+    marks are only noise (and cost characters). Underscores inside words (node_exporter) stay."""
+    text = _CODE_BLOCK.sub(r"\1", text)
+    text = _CODE.sub(r"\1", text)
+    for _ in range(2):  # *_nested_*
+        text = _EMPHASIS.sub(r"\2", text)
+    return "\n".join(line.strip() for line in text.splitlines())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.domain.alerts import describe_window
 from bot.domain.errors import (
     D7AuthError,
     D7Error,
@@ -20,8 +21,8 @@ from bot.domain.errors import (
     D7UnavailableError,
     D7ValidationError,
 )
-from bot.domain.models import Via
-from bot.service import Outcome, PreparedSend, Refusal, RefusalKind
+from bot.domain.models import SendState, Via
+from bot.service import NotSent, Outcome, PreparedSend, Refusal, RefusalKind
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -188,6 +189,94 @@ def outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
             "check the numbers and the sender with your D7 account."
         )
     return head, [section(head), context(sizing(send))]
+
+
+# ------------------------------------------------------------ alerts
+
+
+def _numbers(send: PreparedSend, numbers: Any) -> str:
+    parts = []
+    for number in numbers:
+        name = send.names.get(number.e164)
+        shown = number.display(send.show_numbers)
+        parts.append(f"{shown} (@{escape(name)})" if name else shown)
+    return ", ".join(parts)
+
+
+def _alert_notes(send: PreparedSend) -> list[Block]:
+    """Who an alert did not reach, and why: held back for the summary, or not resolvable."""
+    notes = []
+    if send.held:
+        when = f" at {_date(send.held_until)}" if send.held_until else " at the end of their window"
+        notes.append(
+            f":package: Held back for {_numbers(send, send.held)}: the rule's per-phone limit is reached. "
+            f"They get one summary text{when}."
+        )
+    if send.unreached:
+        notes.append(":warning: *Not reached:* " + "; ".join(escape(p) for p in send.unreached))
+    return [section(n) for n in notes]
+
+
+def alert_outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
+    """The reply in an alert's thread: texted (to whom, request_id, the exact text), or why not."""
+    summary = send.alert is not None and send.alert.is_summary
+    what = "Summary" if summary else "Alert"
+    rule = f"rule *{escape(send.rule)}*"
+    if result.error is not None:
+        line = explain(result.error, send)
+        if not isinstance(result.error, D7OutcomeUnknownError):
+            line += f"\nNobody was texted: {_numbers(send, send.recipients)} did not get this {what.lower()}."
+        return line, [section(line), quote(send.text), context(rule), *_alert_notes(send)]
+    r = result.result
+    if r is None:
+        line = ":warning: *Outcome unknown:* the bot lost track of this send. Check before sending it again."
+        return line, [section(line)]
+    to = f"{_numbers(send, send.recipients)} as *{escape(send.originator)}* (`{escape(send.sender)}`)"
+    if r.dry_run:
+        head = (
+            f":test_tube: *Dry run — nothing was sent.* {what} would be texted to {to}. "
+            f"request_id `{escape(r.request_id)}`"
+        )
+    elif r.accepted:
+        head = f":white_check_mark: *{what} texted* to {to} · request_id `{escape(r.request_id)}`"
+    else:
+        head = (
+            f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`. Nobody was texted; "
+            "check the numbers and the sender with your D7 account."
+        )
+    return head, [section(head), quote(send.text), context(f"{rule} · {sizing(send)}"), *_alert_notes(send)]
+
+
+def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
+    """The reply in an alert's thread when it was not texted on purpose: a repeat, or every phone over its limit."""
+    window = describe_window(why.window) if why.window else "the window"
+    if why.state is SendState.DEDUPLICATED:
+        first = why.first
+        where = ""
+        if first is not None:
+            where = f" at {_date(first.created_at)} in <#{first.request.channel_id}>"
+        line = (
+            f":repeat: *Not texted again:* the same alert was forwarded{where}. "
+            f"Repeats within {window} are not texted (rule *{escape(send.rule)}*)."
+        )
+        return line, [section(line)]
+    limit = f"{why.limit} alert texts" if why.limit else "their limit of alert texts"
+    when = f" at {_date(send.held_until)}" if send.held_until else " at the end of the window"
+    line = (
+        f":package: *Not texted now:* {_numbers(send, send.held)} already had {limit} in this {window} window "
+        f"(rule *{escape(send.rule)}*). This alert will be counted in their summary text{when}."
+    )
+    return line, [section(line), quote(send.text)] if send.text else [section(line)]
+
+
+def alert_refusal(r: Refusal) -> tuple[str, list[Block]]:
+    lines = "\n".join(f"• {escape(p)}" for p in r.problems)
+    head = (
+        ":warning: *Alert not texted:* nobody could be reached."
+        if r.kind == RefusalKind.INVALID
+        else (":no_entry: *Alert not texted.*")
+    )
+    return f"Alert not texted: {'; '.join(r.problems)}", [section(head), section(lines)]
 
 
 def cannot_post_here(channel_id: str) -> str:

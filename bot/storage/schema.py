@@ -84,9 +84,16 @@ sends = sa.Table(
     sa.Column("error_kind", sa.String(64)),
     # added by 0003
     sa.Column("schedule_tz", sa.String(64)),
+    # added by 0004: alert forwarding
+    sa.Column("alert", sa.JSON()),
+    sa.Column("fingerprint", sa.String(40)),
+    sa.Column("sent_text", sa.Text()),
+    sa.Column("duplicate_of", sa.String(36)),
+    sa.Column("held", sa.JSON()),
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),
+    sa.Index("ix_sends_fingerprint", "fingerprint"),
 )
 
 kv = sa.Table(
@@ -95,4 +102,38 @@ kv = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Dedup: one row per alert fingerprint; the send that texted it ("leader") and until when repeats are suppressed.
+alert_dedupe = sa.Table(
+    "alert_dedupe",
+    metadata,
+    sa.Column("fingerprint", sa.String(40), primary_key=True),
+    sa.Column("leader_id", sa.String(36), nullable=False),
+    sa.Column("until", UTCDateTime(), nullable=False),
+)
+
+# Per-phone limits: the current window of each (alert rule, phone) and how many texts it has had.
+alert_windows = sa.Table(
+    "alert_windows",
+    metadata,
+    sa.Column("rule", sa.String(120), primary_key=True),
+    sa.Column("phone", sa.String(20), primary_key=True),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("window_end", UTCDateTime(), nullable=False),
+    sa.Column("sent", sa.Integer(), nullable=False),
+    sa.Column("last_held", sa.Boolean(), nullable=False),
+)
+
+# What each alert did for each phone: texted, or held for the end-of-window summary.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("send_id", sa.String(36), primary_key=True),
+    sa.Column("phone", sa.String(20), primary_key=True),
+    sa.Column("rule", sa.String(120), nullable=False),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("held", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_alert_deliveries_window", "rule", "phone", "window_start"),
 )

@@ -21,9 +21,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.models import Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
+from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
 from bot.storage.engine import sqlite_inline_engine
-from bot.storage.schema import kv, sends
+from bot.storage.schema import UTCDateTime, alert_dedupe, alert_deliveries, alert_windows, kv, sends
 
 log = logging.getLogger("bot.storage")
 
@@ -54,6 +54,33 @@ def _in_zone(when: datetime | None, zone: str | None) -> datetime | None:
         return when
 
 
+def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
+    if alert is None:
+        return None
+    return {
+        "rule": alert.rule,
+        "kind": alert.kind,
+        "fingerprint": alert.fingerprint,
+        "message": alert.message,
+        "phone": alert.phone,
+        "window_start": alert.window_start.isoformat() if alert.window_start else None,
+    }
+
+
+def _alert(data: dict[str, Any] | None) -> AlertInfo | None:
+    if not data:
+        return None
+    start = data.get("window_start")
+    return AlertInfo(
+        rule=data["rule"],
+        kind=data.get("kind", "alert"),
+        fingerprint=data.get("fingerprint"),
+        message=data.get("message"),
+        phone=data.get("phone"),
+        window_start=datetime.fromisoformat(start) if start else None,
+    )
+
+
 def _record(row: sa.Row[Any]) -> SendRecord:
     m = row._mapping
     origin = Origin(
@@ -72,6 +99,7 @@ def _record(row: sa.Row[Any]) -> SendRecord:
         idempotency_key=m["idempotency_key"],
         sender=m["requested_sender"],
         schedule_time=_in_zone(m["schedule_time"], m["schedule_tz"]),
+        alert=_alert(m["alert"]),
     )
     return SendRecord(
         id=m["id"],
@@ -100,6 +128,9 @@ def _record(row: sa.Row[Any]) -> SendRecord:
         error_message=m["error_message"],
         error_kind=m["error_kind"],
         finished_at=m["finished_at"],
+        sent_text=m["sent_text"],
+        duplicate_of=m["duplicate_of"],
+        held=m["held"] or [],
     )
 
 
@@ -109,8 +140,8 @@ class _Inline:
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
 
-    async def execute(self, statement: sa.Executable) -> sa.CursorResult[Any]:
-        return self._conn.execute(statement)
+    async def execute(self, statement: sa.Executable, parameters: Any = None) -> sa.CursorResult[Any]:
+        return self._conn.execute(statement, parameters)
 
 
 class SqlStore:
@@ -166,13 +197,19 @@ class SqlStore:
 
     # ------------------------------------------------------------ recording
 
-    async def record(self, request: SendRequest, deadline: timedelta) -> SendRecord | None:
+    async def record(
+        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+    ) -> SendRecord | None:
         """Insert a pending intent; None when its idempotency key was recorded before (a duplicate).
+
+        ``not_before``: the outbox leaves it alone until then (an end-of-window summary); the deadline counts
+        from then.
 
         Concurrent calls share one multi-row insert and one commit (group commit): under a burst, acks wait for
         one round trip instead of queueing for the database one by one.
         """
         at = now()
+        due = max(at, not_before) if not_before is not None else at
         send_id = str(uuid.uuid4())
         values: dict[str, Any] = {
             "id": send_id,
@@ -193,10 +230,12 @@ class SqlStore:
             "schedule_tz": _zone_name(request.schedule_time),
             "state": SendState.PENDING.value,
             "attempts": 0,
-            "next_attempt_at": at,
-            "deadline_at": at + deadline,
+            "next_attempt_at": due,
+            "deadline_at": due + deadline,
             "private": False,
             "retry_notice_posted": False,
+            "alert": _alert_json(request.alert),
+            "fingerprint": request.alert.fingerprint if request.alert else None,
         }
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inserts.append((values, done))
@@ -205,7 +244,7 @@ class SqlStore:
         if not await done:
             return None
         return SendRecord(
-            id=send_id, request=request, state=SendState.PENDING, created_at=at, deadline_at=at + deadline
+            id=send_id, request=request, state=SendState.PENDING, created_at=at, deadline_at=due + deadline
         )
 
     async def _flush_inserts(self) -> None:
@@ -402,6 +441,106 @@ class SqlStore:
                 )
             )
         return int(result.rowcount)
+
+    # ------------------------------------------------------------ alerts: dedup and per-phone limits
+
+    def _insert(self, table: sa.Table) -> Any:
+        return pg_insert(table) if self.postgres else sqlite_insert(table)
+
+    async def lead_alert(self, fingerprint: str, send_id: str, window: timedelta) -> str:
+        """Which send texts this alert: ``send_id`` when no send with the same fingerprint did within ``window``
+        (or it is that send, asking again after a restart); otherwise the earlier send's id.
+
+        One upsert under the fingerprint's row lock, so replicas racing on repeats agree on one leader.
+        """
+        at = now()
+        insert = self._insert(alert_dedupe)
+        statement = insert.values(fingerprint=fingerprint, leader_id=send_id, until=at + window).on_conflict_do_update(
+            index_elements=["fingerprint"],
+            set_={"leader_id": insert.excluded.leader_id, "until": insert.excluded.until},
+            where=alert_dedupe.c.until <= sa.literal(at, UTCDateTime()),
+        )
+        async with self._begin() as conn:
+            await conn.execute(statement)
+            query = sa.select(alert_dedupe.c.leader_id).where(alert_dedupe.c.fingerprint == fingerprint)
+            return str((await conn.execute(query)).scalar_one())
+
+    async def release_alert(self, fingerprint: str, send_id: str) -> None:
+        """The leader's text did not go out: the next repeat may be texted."""
+        async with self._begin() as conn:
+            await conn.execute(
+                alert_dedupe.delete().where(
+                    alert_dedupe.c.fingerprint == fingerprint, alert_dedupe.c.leader_id == send_id
+                )
+            )
+
+    async def take_quota(
+        self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
+    ) -> dict[str, tuple[bool, datetime]]:
+        """Count one text per phone against the rule's per-phone limit; per phone: (held back?, window start).
+
+        A phone's window starts with its first text and lasts ``per``; within it the first ``count`` alerts are
+        texted and the rest held. Asked again for the same send (after a restart), it answers what it answered.
+        """
+        at = now()
+        stamp = sa.literal(at, UTCDateTime())
+        async with self._begin() as conn:
+            known = (
+                await conn.execute(
+                    sa.select(alert_deliveries.c.phone, alert_deliveries.c.held, alert_deliveries.c.window_start).where(
+                        alert_deliveries.c.send_id == send_id
+                    )
+                )
+            ).all()
+            if known:
+                return {phone: (bool(held), start) for phone, held, start in known}
+            taken: dict[str, tuple[bool, datetime]] = {}
+            w = alert_windows.c
+            expired, under = w.window_end <= stamp, w.sent < count
+            for phone in sorted(set(phones)):  # one order everywhere: no deadlock between replicas
+                insert = self._insert(alert_windows)
+                statement = (
+                    insert.values(rule=rule, phone=phone, window_start=at, window_end=at + per, sent=1, last_held=False)
+                    .on_conflict_do_update(
+                        index_elements=["rule", "phone"],
+                        set_={
+                            "window_start": sa.case((expired, stamp), else_=w.window_start),
+                            "window_end": sa.case((expired, sa.literal(at + per, UTCDateTime())), else_=w.window_end),
+                            "sent": sa.case((expired, 1), (under, w.sent + 1), else_=w.sent),
+                            "last_held": sa.case((expired, sa.false()), (under, sa.false()), else_=sa.true()),
+                        },
+                    )
+                    .returning(w.window_start, w.last_held)
+                )
+                start, held = (await conn.execute(statement)).one()
+                taken[phone] = (bool(held), start)
+            await conn.execute(
+                alert_deliveries.insert(),
+                [
+                    {"send_id": send_id, "phone": p, "rule": rule, "window_start": st, "held": h, "created_at": at}
+                    for p, (h, st) in taken.items()
+                ],
+            )
+        return taken
+
+    async def alert_windows_of(self, send_id: str) -> dict[str, datetime]:
+        """For each phone this alert was held back for: the start of the window it was held in."""
+        d = alert_deliveries.c
+        query = sa.select(d.phone, d.window_start).where(d.send_id == send_id, d.held.is_(True))
+        async with self._connect() as conn:
+            return {phone: start for phone, start in (await conn.execute(query)).all()}
+
+    async def held_alerts(self, rule: str, phone: str, window_start: datetime) -> list[SendRecord]:
+        """The alerts held back for ``phone`` in one window of ``rule``, oldest first."""
+        d = alert_deliveries.c
+        query = (
+            sa.select(sends)
+            .join(alert_deliveries, d.send_id == sends.c.id)
+            .where(d.rule == rule, d.phone == phone, d.window_start == window_start, d.held.is_(True))
+            .order_by(sends.c.created_at)
+        )
+        async with self._connect() as conn:
+            return [_record(r) for r in (await conn.execute(query)).all()]
 
     # ------------------------------------------------------------ settings kept in the database
 

@@ -59,6 +59,7 @@ class FakeSlackState:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     members_of: set[str] = field(default_factory=set)  # channels the bot is in
     public: set[str] = field(default_factory=set)  # channels it may join
+    names: dict[str, str] = field(default_factory=dict)  # channel ID → name (conversations.info)
     rate_limits: dict[str, list[float]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by method
 
@@ -90,7 +91,8 @@ class FakeSlack(LoopbackServer):
         self.state.users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, *, member: bool = True, public: bool = True) -> None:
+    def add_channel(self, channel_id: str, *, member: bool = True, public: bool = True, name: str = "") -> None:
+        self.state.names[channel_id] = name or channel_id.lower()
         if member:
             self.state.members_of.add(channel_id)
         if public:
@@ -240,6 +242,26 @@ class FakeSlack(LoopbackServer):
         view = {**p["view"], "id": current["id"], "hash": f"{current['id']}.{version}", "state": current["state"]}
         self.views[current["id"]] = view
         return {"ok": True, "view": view}
+
+    def m_conversations_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel = p.get("channel", "")
+        if channel not in self.state.names:
+            return {"ok": False, "error": "channel_not_found"}
+        private = channel not in self.state.public
+        return {"ok": True, "channel": {"id": channel, "name": self.state.names[channel], "is_private": private}}
+
+    def m_chat_getPermalink(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = p.get("channel", ""), str(p.get("message_ts", ""))
+        if channel not in self.state.names or not ts:
+            return {
+                "ok": False,
+                "error": "channel_not_found" if channel not in self.state.names else "message_not_found",
+            }
+        return {
+            "ok": True,
+            "channel": channel,
+            "permalink": f"https://test.slack.com/archives/{channel}/p{ts.replace('.', '')}",
+        }
 
     def m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:
         user = self.state.users.get(p.get("user", ""))

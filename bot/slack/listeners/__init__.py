@@ -31,6 +31,7 @@ class Deps:
     wake_outbox: Callable[[], None]
     metrics: Metrics
     bot_user_id: str | None = None
+    bot_id: str | None = None  # B…: the app's own posts carry it
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:

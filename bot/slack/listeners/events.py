@@ -1,17 +1,40 @@
-"""Message events from the channels the app is in.
+"""Message events from the channels the app is in: alerts for the policy's ``alerts`` rules.
 
-Alert forwarding (matching monitoring posts against the policy's ``alerts``) is not built yet; until it is,
-every message event is acknowledged quietly: answering 404 would make Slack retry it and disable the app.
+A matching post is recorded as an intent before Slack gets its answer (so a crash cannot lose it, and Slack's
+retries find it recorded); the outbox does the rest. Messages that are not alerts — people talking, edits,
+deletions, the bot's own results — are acknowledged quietly: answering 404 would make Slack retry them and, in
+time, disable the app. If the intent cannot be recorded, the answer is an error so that Slack retries.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from slack_bolt.async_app import AsyncApp
 
+from bot.slack.alerts import alert_request
 from bot.slack.listeners import Deps
+
+log = logging.getLogger("bot.slack.events")
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
+    own_ids = frozenset(i for i in (deps.bot_user_id, deps.bot_id) if i)
+
     @app.event("message")
-    async def on_message() -> None:
-        return None
+    async def on_message(event: dict[str, Any], body: dict[str, Any]) -> None:
+        found = alert_request(event, str(body.get("team_id") or ""), deps.service.policy, own_ids)
+        if found is None:
+            return
+        rule, request = found
+        record = await deps.service.record(request)  # raises when the database is down: Slack will retry
+        if record is not None:
+            log.info(
+                "alert recorded rule=%r send_id=%s event_id=%s",
+                rule.name,
+                record.id,
+                body.get("event_id"),
+                extra={"send_id": record.id},
+            )
+            deps.wake_outbox()

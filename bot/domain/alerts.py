@@ -1,0 +1,244 @@
+"""Alert forwarding, the pure part: which rule an alert matches, its fingerprint, and the text that fits.
+
+An alert is a message a monitoring tool posted in Slack, already flattened to plain text by the Slack layer.
+``match_alert`` picks the first rule of the policy that takes it; ``fingerprint`` says when two alerts are "the
+same" (dedup); ``fit`` renders a rule's template and cuts the body until it fits the rule's segment budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.domain.encoding import Encoding, analyze
+from bot.domain.models import Via
+from bot.domain.policy import AlertRule, Policy
+
+WHATSAPP_MAX_CHARS = 4096
+WORD_BACKOFF = 15  # a cut may move back this many characters to end at a word
+
+# Typographic characters that would switch a whole SMS to UCS-2 (70 characters a part instead of 160), with the
+# GSM-7 text that reads the same on a phone.
+GSM_SAFE: Mapping[str, str] = {
+    "\u2018": "'",  # ‘
+    "\u2019": "'",  # ’
+    "\u201a": "'",  # ‚
+    "\u201b": "'",  # ‛
+    "\u2032": "'",  # ′
+    "\u00b4": "'",  # ´
+    "\u0060": "'",  # `
+    "\u201c": '"',  # “
+    "\u201d": '"',  # ”
+    "\u201e": '"',  # „
+    "\u201f": '"',  # ‟
+    "\u2033": '"',  # ″
+    "\u00ab": '"',  # «
+    "\u00bb": '"',  # »
+    "\u2010": "-",  # ‐
+    "\u2011": "-",  # ‑
+    "\u2012": "-",  # ‒
+    "\u2013": "-",  # –
+    "\u2014": "-",  # —
+    "\u2015": "-",  # ―
+    "\u2212": "-",  # −
+    "\u2026": "...",  # …
+    "\u2022": "*",  # •
+    "\u00b7": "-",  # ·
+    "\u2192": "->",  # →
+    "\u2190": "<-",  # ←
+    "\u2264": "<=",  # ≤
+    "\u2265": ">=",  # ≥
+    "\u00a0": " ",  # no-break space
+    "\u2002": " ",
+    "\u2003": " ",
+    "\u2009": " ",  # thin space
+    "\u202f": " ",  # narrow no-break space
+    "\u200b": "",  # zero-width space
+    "\ufeff": "",  # byte order mark
+}
+_GSM_SAFE_TABLE = str.maketrans(dict(GSM_SAFE))
+
+# Parts of a character as people see it: never end a cut text with (or before) one of these.
+_JOINERS = frozenset({"\u200d", "\ufe0e", "\ufe0f", "\u20e3"})
+
+# "Numbers and timestamps ignored": dates and times first, then numbers that stand alone, with their unit if any
+# (counts, values, [FIRING:3], 97%, for 5m). Digits that are part of a name (db-1, host10, eu-west-2, v1.2) stay:
+# they say *which* thing is alerting.
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[ap]m)?\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"(?<![\w.-])\d+(?:[.,]\d+)*[a-z%]*")  # with a unit: 97%, 5m, 12gb
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who posted a message: a bot (``bot_id``, maybe also a ``user``) or a person."""
+
+    user_id: str | None
+    bot_id: str | None
+
+    @property
+    def is_bot(self) -> bool:
+        return self.bot_id is not None
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(i for i in (self.user_id, self.bot_id) if i)
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    """What the rules look at."""
+
+    channel_id: str
+    author: Author
+    text: str  # the message flattened to plain text
+    thread_reply: bool = False
+
+
+def _why_not(rule: AlertRule, facts: AlertFacts) -> str | None:
+    """None when ``rule`` takes the alert; otherwise the first reason it does not."""
+    if facts.channel_id not in rule.slack_channels:
+        return f"the channel {facts.channel_id} is not one of its slack_channels"
+    if facts.thread_reply and not rule.thread_replies:
+        return "the message is a thread reply (set thread_replies: true to forward those)"
+    if rule.from_ == "bots" and not facts.author.is_bot:
+        return "it takes posts from bots only (from: bots) and a person posted this"
+    if isinstance(rule.from_, list) and not (facts.author.ids & set(rule.from_)):
+        who = ", ".join(sorted(facts.author.ids)) or "nobody"
+        return f"the author ({who}) is not in its from: list"
+    if not rule.pattern.search(facts.text):
+        return f"its match /{rule.match}/ does not match the message's text"
+    return None
+
+
+def match_alert(policy: Policy, facts: AlertFacts) -> AlertRule | None:
+    """The first alert rule that takes this message, or None."""
+    for rule in policy.alerts:
+        if _why_not(rule, facts) is None:
+            return rule
+    return None
+
+
+def explain_match(policy: Policy, facts: AlertFacts) -> list[tuple[AlertRule, str | None]]:
+    """Each rule in order with why it does not take the message (None: it does), up to the first that does."""
+    out: list[tuple[AlertRule, str | None]] = []
+    for rule in policy.alerts:
+        reason = _why_not(rule, facts)
+        out.append((rule, reason))
+        if reason is None:
+            break
+    return out
+
+
+def normalise(text: str) -> str:
+    """The text with what changes between repeats of one alert (numbers, dates, times, spacing, case) removed."""
+    text = _DATETIME.sub(" ", text.lower())
+    text = _NUMBER.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def fingerprint(rule_name: str, text: str) -> str:
+    """Equal for repeats of the same alert under the same rule."""
+    return hashlib.sha256(f"{rule_name}\n{normalise(text)}".encode()).hexdigest()[:40]
+
+
+def gsm_safe(text: str) -> str:
+    """Typographic characters replaced by GSM-7 look-alikes, so one curly quote does not double an SMS's cost."""
+    return text.translate(_GSM_SAFE_TABLE)
+
+
+def _cut(text: str, n: int) -> str:
+    """``text[:n]`` moved back so that no character as people see it is split (emoji sequences, accents)."""
+    n = max(0, min(n, len(text)))
+    while 0 < n < len(text) and (
+        text[n] in _JOINERS
+        or text[n - 1] in _JOINERS
+        or unicodedata.combining(text[n])
+        or 0x1F3FB <= ord(text[n]) <= 0x1F3FF  # skin tone modifiers
+    ):
+        n -= 1
+    return text[:n].rstrip()
+
+
+def render(template: str, fields: Mapping[str, str]) -> str:
+    return template.format_map(dict(fields)).strip()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    text: str
+    cut: bool  # the body was shortened
+
+
+def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int) -> Fitted:
+    """The template rendered with ``fields``, the ``text`` field cut (with an ellipsis) until the result fits.
+
+    SMS: typographic characters become GSM-7 look-alikes first, and the result is at most ``max_segments``
+    parts. WhatsApp: at most 4,096 characters. If even an empty body does not fit, the whole text is cut.
+    """
+    clean: Callable[[str], str] = gsm_safe if via is Via.SMS else (lambda s: s)
+    values = {k: clean(v) for k, v in fields.items()}
+    template = clean(template)
+
+    def fits(text: str) -> bool:
+        if via is Via.WHATSAPP:
+            return len(text) <= WHATSAPP_MAX_CHARS
+        return analyze(text).segments <= max_segments
+
+    def ellipsis(text: str) -> str:
+        return "…" if via is Via.WHATSAPP or analyze(text).encoding is Encoding.UCS2 else "..."
+
+    whole = render(template, values)
+    if fits(whole):
+        return Fitted(whole, cut=False)
+
+    def shortened(head: str, build: Callable[[str], str]) -> str:
+        head = head.rstrip(" \n.,;:")
+        return build(head + ellipsis(build(head)))
+
+    body = values.get("text", "")
+    attempts: list[tuple[str, Callable[[str], str]]] = []
+    if "{text}" in template and body:
+        attempts.append((body, lambda b: render(template, {**values, "text": b})))
+    attempts.append((whole, lambda s: s))
+    for source, build in attempts:
+        if not fits(shortened("", build)):
+            continue  # even with nothing of ``source`` left it is too long
+        lo, hi = 0, len(source)  # largest n whose cut fits (fitting is monotone in n)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(shortened(_cut(source, mid), build)):
+                lo = mid
+            else:
+                hi = mid - 1
+        head = _cut(source, lo)
+        if lo < len(source) and not source[lo].isspace():  # mid-word: end at the word before, if it is near
+            space = max(head.rfind(" "), head.rfind("\n"))
+            if space > 0 and len(head) - space <= WORD_BACKOFF:
+                head = head[:space].rstrip()
+        return Fitted(shortened(head, build), cut=True)
+    return Fitted("", cut=True)  # only a budget below one ellipsis gets here; max_segments >= 1 prevents it
+
+
+def summary_template(count: int, channels: Sequence[str], since: datetime) -> str:
+    """The end-of-window text for alerts a per-phone limit held back, as a template for ``fit`` (``{text}``:
+    the latest of them). ``since`` is shown in its own time zone (UTC as stored)."""
+    where = ", ".join(channels).replace("{", "{{").replace("}", "}}")
+    noun = "alert" if count == 1 else "alerts"
+    return f"+{count} more {noun} in {where} since {since:%H:%M} {since.tzname() or ''}".rstrip() + " - latest: {text}"
+
+
+def describe_window(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,137 @@
+"""Alerts as Slack posts them: which message events are alerts, and the request each one becomes.
+
+A monitoring tool's post arrives as a ``message`` event (classic ``bot_message`` with attachments, or a modern
+bot post with blocks). ``alert_request`` decides, without calling Slack (it runs before the ack), whether a rule
+of the policy takes it, and builds the intent recorded under ``alert:<channel>:<ts>``, so Slack's retries and
+duplicate deliveries of one message can never text twice. ``SlackMessageReader`` turns the stored message into
+the text the rule's template gets, at send time, with the names of mentioned people looked up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bot.domain.alerts import AlertFacts, Author, fingerprint, match_alert
+from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest
+from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
+from bot.domain.ports import Directory
+from bot.slack.flatten import flatten, mentioned_users
+from bot.slack.markup import strip_mrkdwn, to_plain_text
+
+log = logging.getLogger("bot.slack.alerts")
+
+# Subtypes that are new posts; everything else (edits, deletions, joins, topic changes…) is not an alert.
+NEW_POST_SUBTYPES = frozenset({None, "bot_message", "file_share", "thread_broadcast"})
+# What is kept of a message to render it later (not reactions, files, edit history…).
+KEPT_FIELDS = ("ts", "thread_ts", "text", "attachments", "blocks", "bot_id", "user", "username", "subtype")
+
+
+def author_of(event: Mapping[str, Any]) -> Author:
+    bot_id = event.get("bot_id") or (event.get("bot_profile") or {}).get("id")
+    return Author(user_id=event.get("user"), bot_id=bot_id)
+
+
+def is_thread_reply(event: Mapping[str, Any]) -> bool:
+    thread_ts = event.get("thread_ts")
+    return bool(thread_ts) and thread_ts != event.get("ts")
+
+
+def alert_text(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """The message as an alert text: flattened, without mrkdwn marks, lines trimmed."""
+    return strip_mrkdwn(flatten(message, names))
+
+
+def facts_of(event: Mapping[str, Any], channel_id: str | None = None) -> AlertFacts:
+    return AlertFacts(
+        channel_id=channel_id or str(event.get("channel") or ""),
+        author=author_of(event),
+        text=alert_text(event),
+        thread_reply=is_thread_reply(event),
+    )
+
+
+def recipient_refs(rule: AlertRule) -> tuple[RecipientRef, ...]:
+    """The rule's ``to`` (already normalised by the policy: E.164, group:NAME or S…) as recipient references."""
+    refs = []
+    for target in rule.to:
+        if target.startswith(GROUP_PREFIX):
+            refs.append(RecipientRef(RefKind.CONTACTS, target.removeprefix(GROUP_PREFIX)))
+        elif USERGROUP_ID.match(target):
+            refs.append(RecipientRef(RefKind.USERGROUP, target))
+        else:
+            refs.append(RecipientRef(RefKind.NUMBER, target))
+    return tuple(refs)
+
+
+def alert_request(
+    event: Mapping[str, Any],
+    team_id: str,
+    policy: Policy,
+    own_ids: frozenset[str],
+) -> tuple[AlertRule, SendRequest] | None:
+    """The intent this message event asks for, or None when it is not an alert for any rule.
+
+    ``own_ids``: the bot's own user and bot IDs; its own posts (results in alert threads) never loop back.
+    """
+    if event.get("type") != "message" or event.get("subtype") not in NEW_POST_SUBTYPES or event.get("hidden"):
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not channel or not ts:
+        return None
+    author = author_of(event)
+    if author.ids & own_ids:
+        return None
+    if not any(channel in rule.slack_channels for rule in policy.alerts):
+        return None  # cheap exit for the channels no rule watches
+    facts = facts_of(event)
+    rule = match_alert(policy, facts)
+    if rule is None:
+        return None
+    sender = policy.senders[rule.sender]
+    message = {k: event[k] for k in KEPT_FIELDS if k in event}
+    request = SendRequest(
+        via=sender.via,
+        origin=Origin(
+            surface="alert",
+            team_id=team_id,
+            user_id=author.bot_id or author.user_id or "unknown",
+            channel_id=channel,
+            thread_ts=str(event.get("thread_ts") or ts),  # the result goes in the alert's thread
+        ),
+        recipients=recipient_refs(rule),
+        text=facts.text,
+        idempotency_key=f"alert:{channel}:{ts}",
+        sender=rule.sender,
+        alert=AlertInfo(rule=rule.name, fingerprint=fingerprint(rule.name, facts.text), message=message),
+    )
+    return rule, request
+
+
+def title_of(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """The alert's title: its first attachment's title, else its header block, else its first line."""
+    for attachment in message.get("attachments") or []:
+        if isinstance(attachment, Mapping) and attachment.get("title"):
+            return strip_mrkdwn(to_plain_text(str(attachment["title"]))).strip()
+    for block in message.get("blocks") or []:
+        if isinstance(block, Mapping) and block.get("type") == "header" and isinstance(block.get("text"), Mapping):
+            return strip_mrkdwn(to_plain_text(str(block["text"].get("text", "")))).strip()
+    text = alert_text(message, names)
+    return text.splitlines()[0].strip() if text else ""
+
+
+class SlackMessageReader:
+    """``MessageReader`` for Slack messages: flattened text with mentioned people's names."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    async def read(self, message: dict[str, Any]) -> tuple[str, str]:
+        names: dict[str, str] = {}
+        for user_id in sorted(mentioned_users(message)):
+            try:
+                names[user_id] = (await self._directory.person(user_id)).name
+            except Exception as exc:  # shown as @U…: a missing name must not stop an alert
+                log.warning("no name for %s in an alert: %s", user_id, exc)
+        return alert_text(message, names), title_of(message, names)
