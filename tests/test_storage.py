@@ -81,6 +81,42 @@ async def test_concurrent_claims_never_share_a_row(engine: AsyncEngine) -> None:
     assert await store.claim("late", 10, timedelta(seconds=60)) == []  # all leased
 
 
+async def test_concurrent_repeats_of_an_alert_agree_on_one_leader(engine: AsyncEngine) -> None:
+    stores = [SqlStore(engine) for _ in range(10)]  # on PostgreSQL: ten connections racing
+    ids = [f"send-{i}" for i in range(10)]
+
+    leaders = await asyncio.gather(
+        *(s.lead_alert("fp-1", i, timedelta(minutes=10)) for s, i in zip(stores, ids, strict=True))
+    )
+
+    assert len(set(leaders)) == 1
+    assert leaders[0] in ids
+    assert await stores[0].lead_alert("fp-1", leaders[0], timedelta(minutes=10)) == leaders[0]  # asked again
+    await stores[0].release_alert("fp-1", leaders[0])  # its text did not go out
+    assert await stores[0].lead_alert("fp-1", "send-late", timedelta(milliseconds=1)) == "send-late"
+    await asyncio.sleep(0.01)  # the window is over: the next repeat leads again
+    assert await stores[0].lead_alert("fp-1", "send-later", timedelta(minutes=10)) == "send-later"
+
+
+async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: AsyncEngine) -> None:
+    stores = [SqlStore(engine) for _ in range(20)]
+    phones = ["+14155550100", "+14155550101"]
+
+    taken = await asyncio.gather(
+        *(s.take_quota(f"alert-{i}", "storm", phones, 5, timedelta(hours=1)) for i, s in enumerate(stores))
+    )
+
+    for phone in phones:
+        assert sorted(t[phone][0] for t in taken) == [False] * 5 + [True] * 15
+        starts = {t[phone][1] for t in taken}
+        assert len(starts) == 1  # one window per phone
+    # Asked again for the same alert (a restart), the answer is the same and nothing more is counted.
+    assert await stores[0].take_quota("alert-0", "storm", phones, 5, timedelta(hours=1)) == taken[0]
+    for i, answer in enumerate(taken):  # what the thread reply reads back: the window of each held phone
+        held = {phone: start for phone, (is_held, start) in answer.items() if is_held}
+        assert await stores[0].alert_windows_of(f"alert-{i}") == held
+
+
 async def test_only_the_lease_holder_may_start_sending(engine: AsyncEngine) -> None:
     store = SqlStore(engine)
     record = await store.record(request("k1"), timedelta(minutes=15))
