@@ -1,21 +1,25 @@
-"""Command line: ``python -m bot [serve]``, ``check``, ``explain ...`` and ``audit [prune] ...``.
+"""Command line: ``python -m bot [serve]``, ``check``, ``explain ...``, ``explain-alert ...``, ``audit [prune] ...``.
 
-Exit status: 0 success (``explain``: allowed), 1 ``explain`` denied, 2 bad configuration or arguments.
+Exit status: 0 success (``explain``: allowed; ``explain-alert``: forwarded), 1 denied / not forwarded, 2 bad
+configuration or arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from bot import __version__
 from bot.config import Settings, load_policy_settings, load_settings, load_storage_settings
+from bot.domain.alerts import describe_window
 from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
@@ -72,14 +76,14 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
     lines.append(f"alert rules ({len(policy.alerts)}):")
     for i, a in enumerate(policy.alerts, 1):
         who = a.from_ if isinstance(a.from_, str) else ", ".join(a.from_)
+        cap = a.max_per_phone
+        limit = f"; at most {cap.count} per phone per {describe_window(cap.per)}" if cap else ""
         lines.append(
             f"  {i}. {a.name}: channels {', '.join(a.slack_channels)}; from {who}; match {a.match}; "
-            f"sender {a.sender}; to {', '.join(a.to)}"
+            f"sender {a.sender}; to {', '.join(a.to)}; dedupe {describe_window(a.dedupe_window)}{limit}"
         )
     if not policy.rules:
         lines.append("warning: no rules, so nobody may send from Slack")
-    if policy.alerts:
-        lines.append("note: alert rules are checked, but alert forwarding is not built in this version yet")
     return lines
 
 
@@ -130,6 +134,83 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if decision.rule:
         print(f"(closest rule: '{decision.rule}', failed on {decision.dimension})", file=out)
     return EXIT_DENIED
+
+
+def _read_message(file: str) -> dict[str, Any]:
+    """A message as Slack delivers it: the event, an Events API body (its ``event``), or ``{"message": …}``."""
+    data = json.loads(Path(file).read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        for key in ("event", "message"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not any(k in data for k in ("text", "attachments", "blocks")):
+        raise ValueError("not a Slack message: expected an object with text, attachments or blocks")
+    return data
+
+
+def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
+    from bot.domain.alerts import explain_match, fingerprint, fit
+    from bot.domain.encoding import analyze
+    from bot.slack.alerts import NEW_POST_SUBTYPES, alert_text, facts_of, title_of
+
+    policy_file = str(args.policy or load_policy_settings().bot_policy)
+    policy = load_policy(policy_file)
+    try:
+        message = _read_message(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"error: --file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    facts = facts_of(message, channel_id=args.channel)
+    who = ", ".join(sorted(facts.author.ids)) or "unknown author"
+    print(f"message in {args.channel} from {who} ({'a bot' if facts.author.is_bot else 'a person'})", file=out)
+    if message.get("subtype") not in NEW_POST_SUBTYPES:
+        print(f"NOT FORWARDED: a '{message.get('subtype')}' event is not a new post", file=out)
+        return EXIT_DENIED
+    lines = explain_match(policy, facts)
+    for rule, why in lines:
+        print(f"  rule '{rule.name}': {why or 'matches'}", file=out)
+    if not lines or lines[-1][1] is not None:
+        print("NOT FORWARDED: no alert rule takes this message", file=out)
+        print("text the rules matched against:", file=out)
+        print("\n".join(f"  | {line}" for line in facts.text.splitlines()), file=out)
+        return EXIT_DENIED
+    rule = lines[-1][0]
+    sender = policy.senders[rule.sender]
+    ts = str(message.get("ts") or "0000000000.000000")
+    fields = {
+        "text": alert_text(message),
+        "title": title_of(message),
+        "channel": "#" + (args.channel_name or args.channel),
+        "link": args.link or f"https://your-workspace.slack.com/archives/{args.channel}/p{ts.replace('.', '')}",
+    }
+    fitted = fit(rule.template, fields, sender.via, rule.max_segments)
+    if sender.via is Via.SMS:
+        info = analyze(fitted.text)
+        size = f"{info.encoding.label}, {info.segments} of at most {rule.max_segments} part(s), {info.characters} chars"
+    else:
+        size = f"{len(fitted.text)} characters"
+    print(f"FORWARDED by rule '{rule.name}': {sender.via.label} as {sender.originator} ({rule.sender})", file=out)
+    print(f"to: {', '.join(rule.to)} (user groups: each member's profile phone, read at send time)", file=out)
+    print(f"text ({size}{', body cut to fit' if fitted.cut else ''}):", file=out)
+    print("\n".join(f"  | {line}" for line in fitted.text.splitlines()), file=out)
+    notes = []
+    if "{channel}" in rule.template and not args.channel_name:
+        notes.append("{channel} shows the ID here; the bot reads the name from Slack (try --channel-name)")
+    if "{link}" in rule.template and not args.link:
+        notes.append("{link} is an example here; the bot asks Slack for the message's permalink")
+    if "<@" in fields["text"] or "@U" in fields["text"]:
+        notes.append("mentions show user IDs here; the bot shows people's names")
+    limit = (
+        f"; at most {rule.max_per_phone.count} texts per phone per {describe_window(rule.max_per_phone.per)}, "
+        "the rest in one summary text at the end of the window"
+        if rule.max_per_phone
+        else ""
+    )
+    notes.append(f"repeats within {describe_window(rule.dedupe_window)} are not texted again{limit}")
+    notes.append(f"fingerprint {fingerprint(rule.name, facts.text)[:12]}")
+    print("\n".join(f"note: {n}" for n in notes), file=out)
+    return EXIT_OK
 
 
 async def _audit(args: argparse.Namespace, out: TextIO) -> int:
@@ -193,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--groups", help="user group IDs the user belongs to, comma separated (S…,S…)")
     explain.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
 
+    alert = sub.add_parser("explain-alert", help="would this Slack message be forwarded as an alert, and as what text")
+    alert.add_argument("--channel", required=True, help="the channel ID it is posted in (C…)")
+    alert.add_argument("--file", required=True, help="the message as JSON (an event, or an Events API body)")
+    alert.add_argument("--channel-name", help="the channel's name, for {channel} (default: the ID)")
+    alert.add_argument("--link", help="the message's permalink, for {link} (default: an example)")
+    alert.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
+
     audit = sub.add_parser("audit", help="export the send log, or prune it (audit prune --older-than 90d)")
     audit.add_argument("action", nargs="?", choices=["export", "prune"], default="export")
     audit.add_argument("--since", default="24h", help="how far back, like 24h or 7d (default 24h)")
@@ -210,6 +298,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return cmd_check(args, out)
         if args.command == "explain":
             return cmd_explain(args, out)
+        if args.command == "explain-alert":
+            return cmd_explain_alert(args, out)
         if args.command == "audit":
             return cmd_audit(args, out)
         from bot.app import serve  # late: the policy tools need none of the serving stack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,67 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     assert "  support-wa: WhatsApp as +971501234567" in lines
     assert "rules (2):" in lines
     assert "alert rules (1):" in lines
-    assert lines[-1] == "note: alert rules are checked, but alert forwarding is not built in this version yet"
+    assert lines[-1] == (
+        r"  1. prod critical: channels C0ALERTS; from bots; match (?i)\b(critical|firing)\b; sender ops-sms; "
+        "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h"
+    )
+
+
+ALERTS = Path(__file__).parent / "payloads" / "alerts"
+
+
+def test_explain_alert_prints_the_rule_and_the_exact_text(tmp_path: Path) -> None:
+    result = run(
+        "explain-alert",
+        "--channel",
+        "C0ALERTS",
+        "--channel-name",
+        "alerts",
+        "--file",
+        str(ALERTS / "grafana.json"),
+        env={"BOT_POLICY": EXAMPLE},
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "message in C0ALERTS from B0GRAFANA (a bot)",
+        "  rule 'prod critical': matches",
+        "FORWARDED by rule 'prod critical': SMS as OpsAlert (ops-sms)",
+        "to: group:oncall-db (user groups: each member's profile phone, read at send time)",
+    ]
+    assert lines[4] == "text (GSM-7, 1 of at most 1 part(s), 116 chars):"
+    assert lines[5:9] == [
+        "  | [FIRING:1] HighCPU (db-1)",
+        "  | CPU at 97% on db-1 (https://grafana.example.com/d/abc) for 5m",
+        "  | severity: critical",
+        "  | env: prod",
+    ]
+    assert "note: repeats within 10m are not texted again; at most 5 texts per phone per 1h, " in result.stdout
+
+
+def test_explain_alert_says_why_nothing_matches(tmp_path: Path) -> None:
+    body = {"type": "event_callback", "event": json.loads((ALERTS / "resolved.json").read_text())}
+    file = tmp_path / "event.json"
+    file.write_text(json.dumps(body))
+
+    result = run("explain-alert", "--channel", "C0ALERTS", "--file", str(file), env={"BOT_POLICY": EXAMPLE})
+
+    assert result.returncode == 1
+    assert "rule 'prod critical': its match /(?i)\\b(critical|firing)\\b/ does not match" in result.stdout
+    assert "NOT FORWARDED: no alert rule takes this message" in result.stdout
+    assert "  | [RESOLVED] InstanceDown (prod node-exporter)" in result.stdout
+
+
+def test_explain_alert_rejects_a_file_that_is_not_a_message(tmp_path: Path) -> None:
+    file = tmp_path / "x.json"
+    file.write_text("[1, 2]")
+
+    result = run("explain-alert", "--channel", "C0ALERTS", "--file", str(file), env={"BOT_POLICY": EXAMPLE})
+
+    assert result.returncode == 2
+    assert "error: --file: not a Slack message" in result.stderr
 
 
 def test_check_lists_every_settings_problem_without_traceback(tmp_path: Path) -> None:
