@@ -177,6 +177,7 @@ class SendService:
         self.conversations = conversations
         self.metrics = metrics or Metrics()
         self.deadline = deadline
+        self._summaries: set[str] = set()  # summary keys this process recorded already (saves an insert each)
         self._policy_groups = sorted({u for rule in policy.rules for u in rule.users if USERGROUP_ID.match(u)})
 
     # ------------------------------------------------------------ before the ack
@@ -496,17 +497,23 @@ class SendService:
         self, record: SendRecord, rule: str, phone: str, window_start: datetime, window_end: datetime
     ) -> None:
         """The summary text for ``phone``'s window, recorded once (the first held alert) and due at its end."""
+        key = f"summary:{rule}:{phone}:{window_start.isoformat()}"[:255]
+        if key in self._summaries:
+            return  # recorded (by this process) for an earlier held alert; the database would say the same
         request = SendRequest(
             via=record.request.via,
             origin=replace(record.request.origin, surface="summary", response_url=None),
             recipients=(RecipientRef(RefKind.NUMBER, phone),),
             text="",
-            idempotency_key=f"summary:{rule}:{phone}:{window_start.isoformat()}"[:255],
+            idempotency_key=key,
             sender=record.request.sender,
             alert=AlertInfo(rule=rule, kind="summary", phone=phone, window_start=window_start),
         )
         if await self.store.record(request, self.deadline, not_before=window_end) is not None:
             log.info("summary scheduled rule=%s at=%s", rule, window_end.isoformat(), extra={"send_id": record.id})
+        if len(self._summaries) > 10_000:
+            self._summaries.clear()
+        self._summaries.add(key)
 
     async def _prepare_summary(self, record: SendRecord, rule: AlertRule) -> PreparedSend:
         alert = _alert_of(record)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
 from bot.storage.engine import sqlite_inline_engine
@@ -155,6 +155,8 @@ class SqlStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sync: sa.Engine | None = None
+        self._intakes: list[AsyncEngine] = []
+        self._intake: AsyncEngine | None = None
         self.engine = engine
         self._inserts: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -172,11 +174,20 @@ class SqlStore:
         self._engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._sync = sqlite_inline_engine(engine) if engine.dialect.name == "sqlite" else None
+        # PostgreSQL: intents are inserted (before each ack) through connections of their own, so an ack never
+        # waits for a connection that outbox workers hold (measured in an alert storm: ack p99 378 ms → see
+        # docs/performance.md).
+        self._intake = (
+            create_async_engine(engine.url, pool_size=2, max_overflow=2, pool_pre_ping=True) if self.postgres else None
+        )
+        if self._intake is not None:
+            self._intakes.append(self._intake)
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[Any]:
+    async def _begin(self, intake: bool = False) -> AsyncIterator[Any]:
         if self._sync is None:
-            async with self._engine.begin() as conn:
+            engine = self._intake if intake and self._intake is not None else self._engine
+            async with engine.begin() as conn:
                 yield conn
         else:
             with self._sync.begin() as conn:
@@ -194,6 +205,8 @@ class SqlStore:
     async def aclose(self) -> None:
         if self._sync is not None:
             self._sync.dispose()
+        for intake in self._intakes:
+            await intake.dispose()
 
     # ------------------------------------------------------------ recording
 
@@ -257,7 +270,7 @@ class SqlStore:
                 .returning(sends.c.id)
             )
             try:
-                async with self._begin() as conn:
+                async with self._begin(intake=True) as conn:
                     inserted = set((await conn.execute(statement)).scalars())
             except Exception as exc:
                 for _, done in batch:
@@ -451,19 +464,25 @@ class SqlStore:
         """Which send texts this alert: ``send_id`` when no send with the same fingerprint did within ``window``
         (or it is that send, asking again after a restart); otherwise the earlier send's id.
 
-        One upsert under the fingerprint's row lock, so replicas racing on repeats agree on one leader.
+        One upsert (one round trip) under the fingerprint's row lock, so replicas racing on repeats agree on one
+        leader.
         """
         at = now()
         insert = self._insert(alert_dedupe)
-        statement = insert.values(fingerprint=fingerprint, leader_id=send_id, until=at + window).on_conflict_do_update(
-            index_elements=["fingerprint"],
-            set_={"leader_id": insert.excluded.leader_id, "until": insert.excluded.until},
-            where=alert_dedupe.c.until <= sa.literal(at, UTCDateTime()),
+        over = alert_dedupe.c.until <= sa.literal(at, UTCDateTime())
+        statement = (
+            insert.values(fingerprint=fingerprint, leader_id=send_id, until=at + window)
+            .on_conflict_do_update(
+                index_elements=["fingerprint"],
+                set_={
+                    "leader_id": sa.case((over, insert.excluded.leader_id), else_=alert_dedupe.c.leader_id),
+                    "until": sa.case((over, insert.excluded.until), else_=alert_dedupe.c.until),
+                },
+            )
+            .returning(alert_dedupe.c.leader_id)
         )
         async with self._begin() as conn:
-            await conn.execute(statement)
-            query = sa.select(alert_dedupe.c.leader_id).where(alert_dedupe.c.fingerprint == fingerprint)
-            return str((await conn.execute(query)).scalar_one())
+            return str((await conn.execute(statement)).scalar_one())
 
     async def release_alert(self, fingerprint: str, send_id: str) -> None:
         """The leader's text did not go out: the next repeat may be texted."""

@@ -126,10 +126,11 @@ class FakeSlack(LoopbackServer):
         return app
 
     async def _replies(self, request: web.Request) -> web.Response:
-        """Control endpoint: how many thread replies carry a D7 request_id (results told)."""
-        results = [p for p in self.of("chat.postMessage") if p.get("thread_ts") and "request_id" in str(p.get("text"))]
+        """Control endpoint: how many thread replies there are, and how many carry a D7 request_id (results)."""
+        replies = [p for p in self.of("chat.postMessage") if p.get("thread_ts")]
+        results = [p for p in replies if "request_id" in str(p.get("text"))]
         accepted = sum("Accepted by D7" in str(p.get("text")) for p in results)
-        return web.json_response({"results": len(results), "accepted": accepted})
+        return web.json_response({"results": len(results), "accepted": accepted, "thread_replies": len(replies)})
 
     async def _calls(self, request: web.Request) -> web.Response:
         """Control endpoint for a fake running as its own process: the params of every call to a method."""
