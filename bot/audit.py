@@ -27,13 +27,22 @@ COLUMNS = (
 )
 
 
-def _detail(record: SendRecord) -> str:
+def _detail(record: SendRecord, full_numbers: bool = False) -> str:
+    notes = []
+    if record.request.alert is not None:
+        alert = record.request.alert
+        notes.append(f"{alert.kind} of rule '{alert.rule}'")
+        if record.duplicate_of:
+            notes.append(f"repeat of send {record.duplicate_of}")
+        if record.held:
+            held = ", ".join(n if full_numbers else mask(n) for n in record.held)
+            notes.append(f"held for the summary: {held}")
     if record.problems:
-        return "; ".join(record.problems)
-    if record.error_message:
+        notes.append("; ".join(record.problems))
+    elif record.error_message:
         status = f"HTTP {record.http_status}: " if record.http_status else ""
-        return status + record.error_message
-    return ""
+        notes.append(status + record.error_message)
+    return " · ".join(notes)
 
 
 def row(record: SendRecord, *, full_numbers: bool) -> dict[str, Any]:
@@ -49,10 +58,10 @@ def row(record: SendRecord, *, full_numbers: bool) -> dict[str, Any]:
         "sender": record.sender or record.request.sender or "",
         # Before checking there are no numbers yet: show what was asked (numbers in it masked too).
         "recipients": ", ".join(n if full_numbers else mask(n) for n in numbers) or _mask_refs(refs, full_numbers),
-        "text": record.request.text,
+        "text": record.sent_text if record.sent_text is not None else record.request.text,
         "request_id": record.request_id or "",
         "attempts": record.attempts,
-        "detail": _detail(record),
+        "detail": _detail(record, full_numbers),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bot.audit import render
 from bot.domain.models import SendState
 from bot.storage.schema import sends
 from tests.fakes.d7 import FakeD7, Reply
@@ -319,8 +320,19 @@ async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
         assert text.startswith("+195 more alerts in #storm since ")
         assert " UTC - latest: [FIRING:1] Check" in text
         assert len(text) <= 160
-    done = [r.state for r in await app.relay.store.audit() if r.request.origin.surface == "summary"]
-    assert done == [SendState.ACCEPTED, SendState.ACCEPTED]
+    done = [r for r in await app.relay.store.audit() if r.request.origin.surface == "summary"]
+    assert [r.state for r in done] == [SendState.ACCEPTED, SendState.ACCEPTED]
+    # Told in the thread of a held alert (the phone's first): what was texted instead of the held alerts.
+    for summary in done:
+        thread = summary.request.origin.thread_ts or ""
+        assert thread in {r.request.origin.thread_ts for r in bundled}
+        assert sum("Summary texted" in t for t in replies(slack, thread)) >= 1
+    assert sum("Summary texted" in c["text"] for c in slack.of("chat.postMessage")) == 2
+
+    exported = render(await app.relay.store.audit(), "json", full_numbers=False)
+    details = [json.loads(line)["detail"] for line in exported.splitlines()]
+    assert sum(d.startswith("alert of rule 'storm' · held for the summary: +1 415 ••• 0110") for d in details) == 195
+    assert sum(d == "summary of rule 'storm'" for d in details) == 2
 
 
 async def _due_at(app: App, send_id: str) -> Any:
