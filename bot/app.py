@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Generator
@@ -36,6 +37,7 @@ from starlette.applications import Starlette
 from bot import __version__, logs
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
+from bot.deliveries import Deliveries
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import MessageGateway
@@ -50,6 +52,8 @@ from bot.storage.engine import create_engine, migrate, ping
 from bot.storage.store import SqlStore
 from bot.tasks import DEFAULT_DRAIN_SECONDS, BackgroundTasks
 from bot.web import create_web_app
+
+REPORT_SECRET_KEY = "d7_report_secret"  # noqa: S105 - the name of the kv row that holds it, not a secret
 
 log = logging.getLogger("bot")
 
@@ -111,6 +115,7 @@ class Relay:
     web: Starlette
     bot_user_id: str | None
     team_id: str | None
+    deliveries: Deliveries | None = None
 
     @property
     def mode(self) -> str:
@@ -138,10 +143,14 @@ class Relay:
     async def start(self) -> None:
         """Start the outbox worker (after recovering what a previous process left in flight)."""
         await self.outbox.start()
+        if self.deliveries is not None:
+            self.deliveries.start()
 
     async def aclose(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
         """Let sends in flight finish (bounded), then close every connection."""
         await self.outbox.stop(drain_seconds)
+        if self.deliveries is not None:
+            await self.deliveries.stop()
         await self.tasks.drain(drain_seconds)
         await self.store.aclose()
         await self.gateway.aclose()
@@ -187,6 +196,21 @@ async def verify_slack(client: AsyncWebClient, settings: Settings) -> AsyncSlack
     return response
 
 
+async def report_address(settings: Settings, store: SqlStore) -> tuple[str, str | None]:
+    """The delivery-report secret (``D7_REPORT_SECRET``, else generated once and kept in the database, the same
+    for every replica) and the ``report_url`` sends carry (None without ``PUBLIC_URL``: no reports)."""
+    if settings.d7_report_secret is not None:
+        secret = settings.d7_report_secret.get_secret_value()
+    else:
+        secret = await store.get_setting(REPORT_SECRET_KEY) or await store.put_setting_once(
+            REPORT_SECRET_KEY, secrets.token_urlsafe(32)
+        )
+    if settings.public_url is None:
+        log.warning("PUBLIC_URL is not set: sends carry no report_url, so no delivery reports will arrive")
+        return secret, None
+    return secret, f"{str(settings.public_url).rstrip('/')}/d7/reports/{secret}"
+
+
 async def build_relay(
     settings: Settings,
     *,
@@ -213,6 +237,7 @@ async def build_relay(
             await slack.session.close()
         raise StartupError(f"cannot prepare the database ({type(exc).__name__}): {exc}") from None
     store = SqlStore(engine)
+    secret, report_url = await report_address(settings, store)
     metrics = Metrics()
     tasks = BackgroundTasks()
     directory = SlackDirectory(slack)
@@ -225,8 +250,11 @@ async def build_relay(
         metrics,
         deadline=settings.send_retry_deadline,
         reader=SlackMessageReader(directory),
+        report_url=report_url,
     )
     outbox = Outbox(store, service, single_process=not store.postgres, metrics=metrics)
+    deliveries = Deliveries(store, gateway, service, secret, outbox.wake, reconcile_after=settings.reconcile_after)
+    service.on_request_id = deliveries.request_id_known
     signing_secret = settings.slack_signing_secret
     bolt_log = logging.getLogger("bot.bolt")
     if not any(isinstance(f, _SkipTokenWarning) for f in bolt_log.filters):
@@ -252,6 +280,7 @@ async def build_relay(
             metrics=metrics,
             bot_user_id=auth.get("user_id"),
             bot_id=auth.get("bot_id"),
+            deliveries=deliveries,
         ),
     )
     relay = Relay(
@@ -269,8 +298,16 @@ async def build_relay(
         web=Starlette(),
         bot_user_id=auth.get("user_id"),
         team_id=auth.get("team_id"),
+        deliveries=deliveries,
     )
-    relay.web = create_web_app(None if settings.socket_mode else bolt, relay.health, metrics)
+    relay.web = create_web_app(
+        None if settings.socket_mode else bolt,
+        relay.health,
+        metrics,
+        reports=deliveries.receive,
+        tasks=tasks,
+        apply=deliveries.apply,
+    )
     return relay
 
 

@@ -6,6 +6,7 @@ value into one ``SettingsError`` that lists them all, without echoing any secret
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -76,13 +77,17 @@ class Settings(PolicySettings, StorageSettings):
     d7_report_secret: SecretStr | None = Field(None, validation_alias="D7_REPORT_SECRET")
     # Beyond the contract: how long safe failures (D7 unavailable, nothing sent) are retried before giving up.
     send_retry_deadline: timedelta = Field(timedelta(minutes=15), validation_alias="SEND_RETRY_DEADLINE")
+    # Beyond the contract: sends without a final delivery status this long after D7 accepted them are looked up.
+    reconcile_after: timedelta = Field(timedelta(minutes=10), validation_alias="D7_RECONCILE_AFTER")
 
-    @field_validator("send_retry_deadline", mode="before")
+    @field_validator("send_retry_deadline", "reconcile_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "d7_api_token", mode="before")
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "d7_api_token", "d7_report_secret", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # `FOO=` in a .env file means "not set", not "set to nothing".
@@ -112,6 +117,8 @@ class Settings(PolicySettings, StorageSettings):
     def _report_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters, so that nobody can guess it")
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._~-]+", value.get_secret_value()):
+            raise ValueError("may hold only letters, digits and . _ ~ - (it is part of a URL path)")
         return value
 
     @field_validator("slack_signing_secret")

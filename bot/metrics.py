@@ -42,6 +42,12 @@ class Metrics:
             ["method", "error"],
             registry=self.registry,
         )
+        self.reports = Counter(
+            "relay_delivery_reports_total",
+            "Delivery reports received at /d7/reports, by the HTTP status answered",
+            ["status"],
+            registry=self.registry,
+        )
         self.acks = Histogram(
             "relay_ack_seconds",
             "Time from a Slack request to its ack",

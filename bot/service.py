@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.domain import errors as E
 from bot.domain.alerts import fit, summary_template
+from bot.domain.delivery import RecipientDelivery
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import D7Error, EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
 from bot.domain.models import (
@@ -46,6 +47,7 @@ SEND_LEASE = timedelta(minutes=5)  # longer than the D7 client's worst case (4 a
 RETRY_BASE = 5.0  # seconds; doubled per attempt, capped at RETRY_CAP
 RETRY_CAP = 120.0
 POST_RETRY_CAP = 300.0
+CARD_RETRY = timedelta(minutes=1)
 
 
 class RefusalKind:
@@ -132,7 +134,21 @@ class Conversation(Protocol):
 
     async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None: ...
 
-    async def finish(self, send: PreparedSend, placement: Placement, outcome: Outcome) -> None: ...
+    async def finish(
+        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+    ) -> str | None:
+        """Tell the outcome; the ts of the result message when it can be updated in place later."""
+        ...
+
+    async def update_card(
+        self, send: PreparedSend, result_ts: str, outcome: Outcome, statuses: Sequence[RecipientDelivery]
+    ) -> None: ...
+
+    async def undelivered(
+        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+    ) -> None: ...
+
+    async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None: ...
 
 
 class Conversations(Protocol):
@@ -168,9 +184,12 @@ class SendService:
         metrics: Metrics | None = None,
         deadline: timedelta = DEFAULT_DEADLINE,
         reader: MessageReader | None = None,
+        report_url: str | None = None,
     ) -> None:
         self.policy = policy
         self.reader = reader
+        self.report_url = report_url  # where D7 posts delivery reports (None: no reports)
+        self.on_request_id: Callable[[str], None] = lambda request_id: None  # reports may be waiting for it
         self.gateway = gateway
         self.directory = directory
         self.store = store
@@ -200,6 +219,8 @@ class SendService:
                 return  # waiting to retry, or lost the lease
         if record.state.final and record.posted_at is None:
             await self._post_outcome(record, worker_id, conversation)
+        elif record.state.final and record.card_due_at is not None:
+            await self._update_card(record, worker_id, conversation)
 
     async def _advance(self, record: SendRecord, worker_id: str, conversation: Conversation) -> SendRecord:
         learnt: dict[str, Any] = {}  # written together with 'sending': one commit instead of three
@@ -343,6 +364,8 @@ class SendService:
         await self.store.update(record.id, worker_id, **values)
         if values["state"] in (SendState.FAILED.value, SendState.REJECTED.value):
             await self._release_alert(record)  # nothing went out: the next repeat of this alert may be texted
+        if values.get("request_id"):
+            self.on_request_id(values["request_id"])
         self.metrics.sends.labels(send.via.value, values["state"]).inc()
         return replace(
             record,
@@ -362,18 +385,25 @@ class SendService:
         schedule = send.request.schedule_time
         if send.via is Via.SMS:
             return await self.gateway.send_sms(
-                numbers, send.text, originator=send.originator, schedule_time=schedule, on_retry=on_retry
+                numbers,
+                send.text,
+                originator=send.originator,
+                report_url=self.report_url,
+                schedule_time=schedule,
+                on_retry=on_retry,
             )
         return await self.gateway.send_whatsapp(
             numbers,
             send.text,
             originator=send.originator,
             cust_ref=send.send_id,
+            report_url=self.report_url,
             schedule_time=schedule,
             on_retry=on_retry,
         )
 
     async def _post_outcome(self, record: SendRecord, worker_id: str, conversation: Conversation) -> None:
+        result_ts: str | None = None
         try:
             placement = Placement(record.thread_ts, record.private)
             if record.state is SendState.DENIED:
@@ -383,7 +413,8 @@ class SendService:
                 await conversation.not_sent(send, placement, await self._not_sent(record))
             else:
                 send = await self._with_holds(self.prepared(record))
-                await conversation.finish(send, placement, outcome_of(record))
+                statuses = await self.store.statuses(record.id) if record.request_id else []
+                result_ts = await conversation.finish(send, placement, outcome_of(record), statuses)
         except Exception as exc:
             age = now() - record.created_at
             if age > timedelta(hours=24):
@@ -401,7 +432,37 @@ class SendService:
                 lease_until=None,
             )
             return
-        await self.store.update(record.id, worker_id, posted_at=now(), claimed_by=None, lease_until=None)
+        await self.store.update(
+            record.id, worker_id, posted_at=now(), result_ts=result_ts, claimed_by=None, lease_until=None
+        )
+
+    async def _update_card(self, record: SendRecord, worker_id: str, conversation: Conversation) -> None:
+        """New delivery statuses: rewrite the result message, and say so in the thread when a phone was not reached."""
+        due = record.card_due_at
+        statuses = await self.store.statuses(record.id)
+        send = await self._with_holds(self.prepared(record))
+        try:
+            if record.result_ts is not None:
+                await conversation.update_card(send, record.result_ts, outcome_of(record), statuses)
+            failures = [s for s in statuses if s.delivery.failed and not s.notified]
+            if failures:
+                await conversation.undelivered(send, Placement(record.thread_ts, record.private), failures)
+                await self.store.mark_notified(record.id, [f.recipient for f in failures])
+        except Exception as exc:
+            log.warning("could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, exc)
+            await self.store.update(
+                record.id, worker_id, card_due_at=now() + CARD_RETRY, claimed_by=None, lease_until=None
+            )
+            return
+        if due is not None:
+            await self.store.card_done(record.id, worker_id, due)
+        await self.store.release(record.id, worker_id)
+
+    async def note_unknown(self, record: SendRecord) -> None:
+        """Reconciliation of an ``unknown`` outcome: D7 has no look-up without a request_id; a person decides."""
+        conversation = self.conversations.open(record.request.origin)
+        placement = Placement(record.thread_ts, record.private)
+        await conversation.still_unknown(self.prepared(record), placement, record.created_at)
 
     # ------------------------------------------------------------ alerts
 

@@ -1,4 +1,5 @@
-"""The HTTP surface: ``POST /slack/events`` (Bolt), ``GET /healthz`` and ``GET /metrics``."""
+"""The HTTP surface: ``POST /slack/events`` (Bolt), ``POST /d7/reports/{secret}``, ``GET /healthz`` and
+``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -9,17 +10,39 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.deliveries import Received
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.tasks import BackgroundTasks
 
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+Reports = Callable[[str, bytes, str], Awaitable[Received]]
 
 
-def create_web_app(bolt: AsyncApp | None, health: Health, metrics: Metrics) -> Starlette:
-    """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP."""
+def create_web_app(
+    bolt: AsyncApp | None,
+    health: Health,
+    metrics: Metrics,
+    reports: Reports | None = None,
+    tasks: BackgroundTasks | None = None,
+    apply: Callable[[str], Awaitable[int]] | None = None,
+) -> Starlette:
+    """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
+    served in both modes (D7 posts them to ``PUBLIC_URL``)."""
     routes = []
+    if reports is not None:
+
+        async def d7_reports(request: Request) -> Response:
+            body = await request.body()
+            received = await reports(request.path_params["secret"], body, request.headers.get("content-type", ""))
+            metrics.reports.labels(str(received.status)).inc()
+            if received.request_id is not None and apply is not None and tasks is not None:
+                tasks.spawn(_applied(apply, received.request_id), "apply-report")  # answered now, applied next
+            return PlainTextResponse(received.detail, status_code=received.status)
+
+        routes.append(Route("/d7/reports/{secret}", d7_reports, methods=["POST"]))
     if bolt is not None:
         handler = AsyncSlackRequestHandler(bolt)
 
@@ -39,3 +62,7 @@ def create_web_app(bolt: AsyncApp | None, health: Health, metrics: Metrics) -> S
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
     return Starlette(routes=routes)
+
+
+async def _applied(apply: Callable[[str], Awaitable[int]], request_id: str) -> None:
+    await apply(request_id)

@@ -186,6 +186,15 @@ async def reset_postgres(url: str) -> None:
     """Drop the bot's tables from a PostgreSQL test database, so a test or benchmark starts from nothing."""
     engine = create_engine(url)
     async with engine.begin() as conn:
-        for table in ("sends", "kv", "alert_dedupe", "alert_windows", "alert_deliveries", "alembic_version"):
+        for table in (
+            "sends",
+            "kv",
+            "alert_dedupe",
+            "alert_windows",
+            "alert_deliveries",
+            "recipient_statuses",
+            "delivery_reports",
+            "alembic_version",
+        ):
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     await engine.dispose()

@@ -387,3 +387,27 @@ async def test_a_d7_failure_is_told_in_the_thread_and_the_next_repeat_is_texted(
     (sent,) = replies(slack, again["ts"])
     assert "Alert texted" in sent  # not "deduplicated": the first one never reached a phone
     assert len(fake_d7.bodies(SMS)) == 2
+
+
+async def test_an_alert_text_not_delivered_says_who_was_not_reached(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    alert = payload("plain")
+    await app.event(event_callback(alert))
+    await app.settle()
+    (record,) = await app.relay.store.audit()
+    secret = await app.relay.store.get_setting("d7_report_secret")
+    report = {"request_id": record.request_id, "msg_id": "m1", "recipient": "+14155550101", "status": "undelivered"}
+
+    response = await app.http.post(f"{app.url}/d7/reports/{secret}", data=report)
+    await app.settle()
+
+    assert response.status_code == 200
+    said = replies(slack, alert["ts"])
+    assert said[-1] == (
+        ":rotating_light: *Not reached:* +1 415 ••• 0101: :x: undelivered. "
+        "This alert did not get to them: page them another way."
+    )
+    (update,) = slack.of("chat.update")  # the alert's result message, with the status
+    assert update["ts"] == (await app.relay.store.get(record.id)).result_ts  # type: ignore[union-attr]
+    assert ":x: undelivered" in json.dumps(update["blocks"], ensure_ascii=False)

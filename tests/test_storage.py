@@ -50,9 +50,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0004"
+    assert await current_revision(engine) == head_revision() == "0005"
     await migrate(engine)
-    assert await current_revision(engine) == "0004"
+    assert await current_revision(engine) == "0005"
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
     assert {"sends", "kv", "alembic_version"} <= tables
@@ -115,6 +115,27 @@ async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: A
     for i, answer in enumerate(taken):  # what the thread reply reads back: the window of each held phone
         held = {phone: start for phone, (is_held, start) in answer.items() if is_held}
         assert await stores[0].alert_windows_of(f"alert-{i}") == held
+
+
+async def test_statuses_never_go_backwards_and_stale_sends_are_claimed_once(engine: AsyncEngine) -> None:
+    store = SqlStore(engine)
+    record = await store.record(request("k-status"), timedelta(minutes=15))
+    assert record is not None
+    old = datetime.now(UTC) - timedelta(minutes=20)
+    await store.update(record.id, state="accepted", request_id="req-1", posted_at=old, finished_at=old)
+
+    assert await store.apply_status(record.id, "+14155550100", "delivered", 3, None)
+    assert not await store.apply_status(record.id, "+14155550100", "sent", 2, None)  # late: ignored
+    assert not await store.apply_status(record.id, "+14155550100", "delivered", 3, None)  # again: no change
+    assert [s.status for s in await store.statuses(record.id)] == ["delivered"]
+
+    racing = await asyncio.gather(
+        *(SqlStore(engine).claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) for _ in range(5))
+    )
+    assert sorted(len(batch) for batch in racing) == [0, 0, 0, 0, 1]
+    await store.card_due(record.id, final=True)
+    await store.update(record.id, reconciled_at=old - timedelta(hours=2))
+    assert await store.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) == []  # final: no more look-ups
 
 
 async def test_only_the_lease_holder_may_start_sending(engine: AsyncEngine) -> None:

@@ -208,3 +208,7 @@ class SendRecord:
     sent_text: str | None = None  # the text as rendered from the rule's template (None: ``request.text``)
     duplicate_of: str | None = None  # deduplicated: the send that texted this alert
     held: list[str] = field(default_factory=list)  # E.164 held back by a per-phone limit (in the summary)
+    # delivery
+    result_ts: str | None = None  # the result message in the thread (updated in place with statuses)
+    card_due_at: datetime | None = None  # statuses changed since the result message was last written
+    reconciled_at: datetime | None = None

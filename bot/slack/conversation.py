@@ -8,12 +8,15 @@ to the requester through the ``response_url`` (or ``chat.postEphemeral``), so no
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin
 from bot.metrics import Metrics
@@ -130,22 +133,61 @@ class SlackConversation:
         await self._respond(text, [messages.section(messages.cannot_post_here(self.origin.channel_id)), *blocks])
         return Placement(None, private=True)
 
-    async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> None:
+    async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> str | None:
+        """Post in the thread (the message's ts), or tell the requester privately (None)."""
         if not placement.private and placement.thread_ts is not None:
             try:
-                await self._post(text, blocks, placement.thread_ts)
-                return
+                return await self._post(text, blocks, placement.thread_ts)
             except SlackApiError as exc:
                 log.warning("cannot reply in thread: %s; telling the requester instead", exc.response.get("error"))
         await self._respond(text, blocks)
+        return None
 
     async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None:
         await self._reply(placement, messages.retrying(error), None)
 
-    async def finish(self, send: PreparedSend, placement: Placement, outcome: Outcome) -> None:
+    def _card(
+        self, send: PreparedSend, outcome: Outcome, statuses: Sequence[RecipientDelivery]
+    ) -> tuple[str, list[dict[str, Any]]]:
         if self._alert:
-            text, blocks = messages.alert_outcome(send, outcome)
-            await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+            return messages.alert_outcome(send, outcome, statuses)
+        return messages.outcome(send, outcome, statuses)
+
+    async def finish(
+        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+    ) -> str | None:
+        text, blocks = self._card(send, outcome, statuses)
+        if self._alert:
+            return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+        return await self._reply(placement, text, blocks)
+
+    async def update_card(
+        self,
+        send: PreparedSend,
+        result_ts: str,
+        outcome: Outcome,
+        statuses: Sequence[RecipientDelivery],
+    ) -> None:
+        """The result message, rewritten in place with each recipient's latest delivery status."""
+        text, blocks = self._card(send, outcome, statuses)
+        try:
+            await self._client.chat_update(channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            self._failed("chat.update", exc)
+            raise
+
+    async def undelivered(
+        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+    ) -> None:
+        text = messages.undelivered(send, failures)
+        if self._alert:
+            await self._post(text, [messages.section(text)], placement.thread_ts or self.origin.thread_ts)
             return
-        text, blocks = messages.outcome(send, outcome)
-        await self._reply(placement, text, blocks)
+        await self._reply(placement, text, [messages.section(text)])
+
+    async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
+        text = messages.unknown_note(send, created_at)
+        if self._alert:
+            await self._post(text, [messages.section(text)], placement.thread_ts or self.origin.thread_ts)
+            return
+        await self._reply(placement, text, [messages.section(text)])

@@ -1,4 +1,4 @@
-"""The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``help``, or nothing.
+"""The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``status <request_id>``, ``help``, or nothing.
 
 Recipients are the leading tokens, separated by spaces or commas: phone numbers (``+14155550100``, or local
 numbers of at least 7 digits read in the policy's region), Slack users and user groups as Slack sends them with
@@ -22,12 +22,20 @@ _CONTACTS = re.compile(r"^group:([\w.\-]+)$")
 _INTERNATIONAL = re.compile(r"^\+[\d().\-/]*\d[\d().\-/]*$")
 _LOCAL = re.compile(r"^\(?\d[\d().\-/]*$")
 _MIN_LOCAL_DIGITS = 7
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 
 
 @dataclass(frozen=True)
 class Help:
     """Show usage."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Look up a send's delivery status at D7."""
+
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,16 @@ def _recipient(token: str) -> RecipientRef | None:
     return None
 
 
-def parse_command(text: str) -> Help | Compose:
+def parse_command(text: str) -> Help | Compose | Status:
     """Parse a command's text; raises ``InputError`` naming what is missing."""
     stripped = text.strip()
     if not stripped or stripped.lower() in HELP_WORDS:
         return Help()
+    words = stripped.split()
+    if words[0].lower() == "status":
+        if len(words) != 2 or not _REQUEST_ID.match(words[1].strip("`")):
+            raise InputError("give one request_id: status <request_id> (it is in the send's result message)")
+        return Status(words[1].strip("`"))
     refs: list[RecipientRef] = []
     message_start = len(text)
     for match in _TOKEN.finditer(text):

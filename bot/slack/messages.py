@@ -6,10 +6,12 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.domain.alerts import describe_window
+from bot.domain.delivery import Delivery, RecipientDelivery, delivery_of, e164_of
 from bot.domain.errors import (
     D7AuthError,
     D7Error,
@@ -21,7 +23,8 @@ from bot.domain.errors import (
     D7UnavailableError,
     D7ValidationError,
 )
-from bot.domain.models import SendState, Via
+from bot.domain.models import SendRecord, SendState, StatusReport, Via
+from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.service import NotSent, Outcome, PreparedSend, Refusal, RefusalKind
 from bot.slack.markup import escape
 
@@ -42,6 +45,7 @@ def usage(command: str) -> str:
         "• contact groups from the policy: `group:oncall-db`\n"
         f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
         f"Type `{command}` alone for a form that shows what the text will cost before you send it.\n"
+        f"`{command} status <request_id>` asks D7 whether each phone got a text you sent.\n"
         "The result is posted in a thread under the message the bot posts in this channel."
     )
 
@@ -166,8 +170,8 @@ def explain(error: D7Error, send: PreparedSend) -> str:
     return f":x: *Not sent:* D7 answered with an error{status}: {escape(error.message)}"
 
 
-def outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
-    """The thread reply with D7's verdict."""
+def outcome(send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDelivery] = ()) -> tuple[str, list[Block]]:
+    """The thread reply with D7's verdict (and, once reports came in, each recipient's delivery status)."""
     if result.error is not None:
         line = explain(result.error, send)
         return line, [section(line)]
@@ -188,7 +192,7 @@ def outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
             f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`{created}. Nothing was sent; "
             "check the numbers and the sender with your D7 account."
         )
-    return head, [section(head), context(sizing(send))]
+    return head, [section(head), context(sizing(send)), *delivery_blocks(send, statuses)]
 
 
 # ------------------------------------------------------------ alerts
@@ -217,7 +221,9 @@ def _alert_notes(send: PreparedSend) -> list[Block]:
     return [section(n) for n in notes]
 
 
-def alert_outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]]:
+def alert_outcome(
+    send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDelivery] = ()
+) -> tuple[str, list[Block]]:
     """The reply in an alert's thread: texted (to whom, request_id, the exact text), or why not."""
     summary = send.alert is not None and send.alert.is_summary
     what = "Summary" if summary else "Alert"
@@ -244,7 +250,8 @@ def alert_outcome(send: PreparedSend, result: Outcome) -> tuple[str, list[Block]
             f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`. Nobody was texted; "
             "check the numbers and the sender with your D7 account."
         )
-    return head, [section(head), quote(send.text), context(f"{rule} · {sizing(send)}"), *_alert_notes(send)]
+    blocks = [section(head), quote(send.text), context(f"{rule} · {sizing(send)}"), *_alert_notes(send)]
+    return head, [*blocks, *delivery_blocks(send, statuses)]
 
 
 def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
@@ -277,6 +284,99 @@ def alert_refusal(r: Refusal) -> tuple[str, list[Block]]:
         else (":no_entry: *Alert not texted.*")
     )
     return f"Alert not texted: {'; '.join(r.problems)}", [section(head), section(lines)]
+
+
+# ------------------------------------------------------------ delivery
+
+
+_DELIVERY_LOOK = {
+    Delivery.SCHEDULED: (":clock3:", "scheduled"),
+    Delivery.SENT: (":outbox_tray:", "sent, not yet delivered"),
+    Delivery.DELIVERED: (":white_check_mark:", "delivered"),
+    Delivery.READ: (":eyes:", "read"),
+    Delivery.UNDELIVERED: (":x:", "undelivered"),
+    Delivery.FAILED: (":x:", "failed"),
+}
+
+
+def delivery_text(status: str, reason: str | None) -> str:
+    """``:white_check_mark: delivered``; unknown words are shown as D7 wrote them."""
+    delivery = delivery_of(status)
+    emoji, label = _DELIVERY_LOOK.get(delivery, (":grey_question:", f"“{escape(status)}” (as D7 reported it)"))
+    return f"{emoji} {label}" + (f" ({escape(reason)})" if reason else "")
+
+
+def _one(send: PreparedSend, e164: str) -> str:
+    name = send.names.get(e164)
+    shown = PhoneNumber(e164).display(send.show_numbers)
+    return f"{shown} (@{escape(name)})" if name else shown
+
+
+def delivery_blocks(send: PreparedSend, statuses: Sequence[RecipientDelivery]) -> list[Block]:
+    """Each recipient's latest delivery status, in the order they were sent to."""
+    if not statuses:
+        return []
+    known = {s.recipient: s for s in statuses}
+    lines = []
+    for number in send.recipients:
+        status = known.pop(number.e164, None)
+        shown = delivery_text(status.status, status.reason) if status else ":hourglass: no report yet"
+        lines.append(f"{_one(send, number.e164)}: {shown}")
+    lines += [f"{_one(send, s.recipient)}: {delivery_text(s.status, s.reason)}" for s in known.values()]
+    return [section("*Delivery*\n" + "\n".join(lines))]
+
+
+def undelivered(send: PreparedSend, failures: Sequence[RecipientDelivery]) -> str:
+    """A new thread reply when a recipient was not reached: failure is never only an edited card."""
+    who = "; ".join(f"{_one(send, f.recipient)}: {delivery_text(f.status, f.reason)}" for f in failures)
+    if send.alert is not None:
+        return f":rotating_light: *Not reached:* {who}. This alert did not get to them: page them another way."
+    what = "SMS" if send.via is Via.SMS else "WhatsApp message"
+    return f":rotating_light: <@{send.request.user_id}> your {what} was not delivered to {who}."
+
+
+def unknown_note(send: PreparedSend, created_at: datetime) -> str:
+    return (
+        ":grey_question: *Still unknown:* D7 never answered this send, so it has no request_id, and D7 cannot look "
+        "a send up by the bot's own reference. Whether the text went out is for a person to check: ask the "
+        f"recipients, or look in the D7 dashboard for messages from {escape(send.originator)} around "
+        f"{_date(created_at)}, before sending it again."
+    )
+
+
+def status_report(record: SendRecord, report: StatusReport, show: NumberDisplay) -> tuple[str, list[Block]]:
+    """``/sms status <request_id>``: per-recipient status, parts and cost, only for the person who asked."""
+    what = "SMS" if report.via is Via.SMS else "WhatsApp"
+    head = (
+        f"*{what}* request_id `{escape(report.request_id)}` · sent by <@{record.request.user_id}> in "
+        f"<#{record.request.channel_id}> {_date(record.created_at)}"
+    )
+    if report.stage:
+        head += f" · stage {escape(report.stage)}"
+    lines = []
+    for r in report.recipients:
+        parts = [delivery_text(r.status, r.reason)]
+        if r.parts is not None:
+            parts.append(f"{r.parts} part{'s' if r.parts != 1 else ''}")
+        if r.cost is not None:
+            parts.append(f"cost {escape(str(r.cost))}")
+        if r.country:
+            parts.append(escape(r.country))
+        lines.append(f"{PhoneNumber(e164_of(r.recipient)).display(show)}: " + " · ".join(parts))
+    body = "\n".join(lines) or "D7 lists no recipients for this request yet."
+    return f"{what} {report.request_id}: " + "; ".join(lines), [section(head), section(body)]
+
+
+def status_not_found(request_id: str) -> str:
+    return (
+        f":mag: No send with request_id `{escape(request_id)}` was made from this workspace. "
+        "Copy the request_id from the result message in the send's thread."
+    )
+
+
+def status_unavailable(request_id: str, error: D7Error) -> str:
+    code = f" (HTTP {error.http_status})" if error.http_status else ""
+    return f":warning: D7 could not tell the status of `{escape(request_id)}` right now{code}. Try again in a minute."
 
 
 def cannot_post_here(channel_id: str) -> str:

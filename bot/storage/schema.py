@@ -90,10 +90,16 @@ sends = sa.Table(
     sa.Column("sent_text", sa.Text()),
     sa.Column("duplicate_of", sa.String(36)),
     sa.Column("held", sa.JSON()),
+    # added by 0005: delivery reports
+    sa.Column("result_ts", sa.String(32)),  # the result message in the thread, updated in place
+    sa.Column("card_due_at", UTCDateTime()),  # the result message must be updated (new statuses)
+    sa.Column("reconciled_at", UTCDateTime()),  # last status look-up (or unknown-outcome note)
+    sa.Column("delivery_final", sa.Boolean()),  # every recipient has a final status: no more look-ups
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),
     sa.Index("ix_sends_fingerprint", "fingerprint"),
+    sa.Index("ix_sends_card_due_at", "card_due_at"),
 )
 
 kv = sa.Table(
@@ -136,4 +142,32 @@ alert_deliveries = sa.Table(
     sa.Column("held", sa.Boolean(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_alert_deliveries_window", "rule", "phone", "window_start"),
+)
+
+# The latest delivery status of each recipient of a send; a report only replaces a lower-ranked status.
+recipient_statuses = sa.Table(
+    "recipient_statuses",
+    metadata,
+    sa.Column("send_id", sa.String(36), primary_key=True),
+    sa.Column("recipient", sa.String(32), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("rank", sa.Integer(), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("notified", sa.Boolean(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Delivery reports as D7 posted them, once per (message, status); applied when their send is known.
+delivery_reports = sa.Table(
+    "delivery_reports",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("report_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("recipient", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("applied_at", UTCDateTime()),
+    sa.Index("ix_delivery_reports_pending", "applied_at", "request_id"),
 )

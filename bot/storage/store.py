@@ -21,15 +21,28 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.domain.delivery import RecipientDelivery
 from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRecord, SendRequest, SendState, Via
 from bot.storage.engine import sqlite_inline_engine
-from bot.storage.schema import UTCDateTime, alert_dedupe, alert_deliveries, alert_windows, kv, sends
+from bot.storage.schema import (
+    UTCDateTime,
+    alert_dedupe,
+    alert_deliveries,
+    alert_windows,
+    delivery_reports,
+    kv,
+    recipient_statuses,
+    sends,
+)
 
 log = logging.getLogger("bot.storage")
 
 FINAL_STATES = [s.value for s in SendState if s.final]
 # How long the bot keeps trying to tell Slack an outcome before it gives up (and logs it).
 POST_GIVE_UP = timedelta(hours=24)
+# Reports for request ids the bot does not know (yet) are kept this long; statuses are looked up this long.
+REPORT_KEEP = timedelta(days=2)
+STALE_GIVE_UP = timedelta(hours=24)
 
 
 def now() -> datetime:
@@ -131,6 +144,9 @@ def _record(row: sa.Row[Any]) -> SendRecord:
         sent_text=m["sent_text"],
         duplicate_of=m["duplicate_of"],
         held=m["held"] or [],
+        result_ts=m["result_ts"],
+        card_due_at=m["card_due_at"],
+        reconciled_at=m["reconciled_at"],
     )
 
 
@@ -285,11 +301,17 @@ class SqlStore:
 
     def _due(self, at: datetime) -> sa.ColumnElement[bool]:
         work = sa.or_(
-            sends.c.state == SendState.PENDING.value,
-            sa.and_(sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_(None)),
+            sa.and_(
+                sa.or_(
+                    sends.c.state == SendState.PENDING.value,
+                    sa.and_(sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_(None)),
+                ),
+                sends.c.next_attempt_at <= at,
+            ),
+            sa.and_(sends.c.card_due_at <= at, sends.c.posted_at.is_not(None)),  # new statuses for the result message
         )
         free = sa.or_(sends.c.lease_until.is_(None), sends.c.lease_until < at)
-        return sa.and_(work, sends.c.next_attempt_at <= at, free)
+        return sa.and_(work, free)
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
         """Lease up to ``limit`` due rows to this worker, in one statement.
@@ -560,6 +582,137 @@ class SqlStore:
         )
         async with self._connect() as conn:
             return [_record(r) for r in (await conn.execute(query)).all()]
+
+    # ------------------------------------------------------------ delivery reports and statuses
+
+    async def save_report(self, key: str, request_id: str, recipient: str, status: str, reason: str | None) -> bool:
+        """Keep a delivery report; False when this (message, status) was received before."""
+        insert = self._insert(delivery_reports)
+        statement = (
+            insert.values(
+                id=str(uuid.uuid4()),
+                report_key=key[:300],
+                request_id=request_id,
+                recipient=recipient,
+                status=status,
+                reason=reason,
+                received_at=now(),
+            )
+            .on_conflict_do_nothing(index_elements=["report_key"])
+            .returning(delivery_reports.c.id)
+        )
+        async with self._begin(intake=True) as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def pending_reports(self, limit: int = 500, request_id: str | None = None) -> list[sa.Row[Any]]:
+        """Reports not applied yet (their send may not know its request_id yet), oldest first."""
+        r = delivery_reports.c
+        query = sa.select(delivery_reports).where(r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP)
+        if request_id is not None:
+            query = query.where(r.request_id == request_id)
+        async with self._connect() as conn:
+            return list((await conn.execute(query.order_by(r.received_at).limit(limit))).all())
+
+    async def mark_applied(self, report_ids: Sequence[str]) -> None:
+        if report_ids:
+            statement = delivery_reports.update().where(delivery_reports.c.id.in_(list(report_ids)))
+            await self._write(statement.values(applied_at=now()))
+
+    async def sends_by_request_id(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
+        if not request_ids:
+            return {}
+        query = sa.select(sends).where(sends.c.request_id.in_(list(set(request_ids))))
+        async with self._connect() as conn:
+            return {
+                r.request_id: r for r in (_record(row) for row in (await conn.execute(query)).all()) if r.request_id
+            }
+
+    async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
+        """Record a recipient's status unless a status of the same or higher rank is known; True if it changed."""
+        insert = self._insert(recipient_statuses)
+        statement = (
+            insert.values(
+                send_id=send_id,
+                recipient=recipient,
+                status=status,
+                rank=rank,
+                reason=reason,
+                notified=False,
+                updated_at=now(),
+            )
+            .on_conflict_do_update(
+                index_elements=["send_id", "recipient"],
+                set_={
+                    "status": insert.excluded.status,
+                    "rank": insert.excluded.rank,
+                    "reason": insert.excluded.reason,
+                    "updated_at": insert.excluded.updated_at,
+                },
+                where=recipient_statuses.c.rank < insert.excluded.rank,
+            )
+            .returning(recipient_statuses.c.send_id)
+        )
+        async with self._begin() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def statuses(self, send_id: str) -> list[RecipientDelivery]:
+        s = recipient_statuses.c
+        query = sa.select(s.recipient, s.status, s.reason, s.notified).where(s.send_id == send_id)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [RecipientDelivery(r.recipient, r.status, r.reason, bool(r.notified)) for r in rows]
+
+    async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None:
+        s = recipient_statuses.c
+        statement = recipient_statuses.update().where(s.send_id == send_id, s.recipient.in_(list(recipients)))
+        await self._write(statement.values(notified=True))
+
+    async def card_due(self, send_id: str, *, final: bool) -> None:
+        """The result message must show new statuses (``final``: every recipient's status is final)."""
+        await self._write(
+            sends.update().where(sends.c.id == send_id).values(card_due_at=now(), delivery_final=final or None)
+        )
+
+    async def card_done(self, send_id: str, worker_id: str, due_at: datetime) -> None:
+        """The result message shows the statuses as of ``due_at`` (a newer report keeps it due)."""
+        statement = (
+            sends.update()
+            .where(sends.c.id == send_id, sends.c.claimed_by == worker_id, sends.c.card_due_at == due_at)
+            .values(card_due_at=None)
+        )
+        await self._write(statement)
+
+    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
+        """Sends due a status look-up (accepted, not every recipient final) or an unknown-outcome note; each is
+        marked looked-up in the same statement, so replicas never look one up twice at once."""
+        at = now()
+        oldest = at - STALE_GIVE_UP
+        c = sends.c
+        accepted = sa.and_(
+            c.state == SendState.ACCEPTED.value,
+            c.request_id.is_not(None),
+            sa.not_(c.request_id.startswith("dry-run-")),
+            c.delivery_final.is_not(True),
+            sa.or_(c.reconciled_at.is_(None), c.reconciled_at < at - again),
+        )
+        unknown = sa.and_(c.state == SendState.UNKNOWN.value, c.reconciled_at.is_(None))
+        stale = (
+            sa.select(c.id)
+            .where(
+                sa.or_(accepted, unknown),
+                c.posted_at.is_not(None),
+                sa.func.coalesce(c.finished_at, c.created_at) < at - after,
+                c.created_at > oldest,
+            )
+            .order_by(c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = sends.update().where(c.id.in_(stale)).values(reconciled_at=at).returning(*sends.c)
+        async with self._begin() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_record(r) for r in rows]
 
     # ------------------------------------------------------------ settings kept in the database
 

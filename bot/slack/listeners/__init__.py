@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.deliveries import Deliveries
 from bot.metrics import Metrics
 from bot.service import SendService
 from bot.tasks import BackgroundTasks
@@ -32,6 +33,7 @@ class Deps:
     metrics: Metrics
     bot_user_id: str | None = None
     bot_id: str | None = None  # B…: the app's own posts carry it
+    deliveries: Deliveries | None = None  # /sms status
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:

@@ -8,15 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import InputError
+from bot.domain.errors import D7Error, D7NotFoundError, InputError
 from bot.domain.models import Origin, SendRequest, Via
 from bot.service import Refusal, RefusalKind
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
-from bot.slack.grammar import Help, parse_command
+from bot.slack.grammar import Help, Status, parse_command
 from bot.slack.listeners import COMMANDS, Deps
 from bot.slack.listeners.compose import open_compose
 from bot.slack.payloads import SlashCommand
@@ -34,7 +34,9 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 def make_handler(deps: Deps, via: Via) -> Handler:
-    async def handle_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def handle_command(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         started = time.perf_counter()
         try:
             command = SlashCommand.model_validate(body)
@@ -47,6 +49,10 @@ def make_handler(deps: Deps, via: Via) -> Handler:
         except InputError as exc:
             text, blocks = messages.refusal(Refusal(RefusalKind.INVALID, (str(exc),)))
             await ack(text=text, blocks=blocks, response_type="ephemeral")
+            return
+        if isinstance(parsed, Status):
+            await ack()  # the look-up calls D7: answered through the response_url
+            deps.tasks.spawn(tell_status(deps, respond, command.team_id, parsed.request_id), "status")
             return
         if isinstance(parsed, Help):
             if command.text.strip():  # "/sms help"
@@ -87,3 +93,24 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             deps.wake_outbox()
 
     return handle_command
+
+
+async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, request_id: str) -> None:
+    """``/sms status <request_id>``: D7's per-recipient status of a send made in this workspace, just for the asker."""
+    if deps.deliveries is None:
+        await respond(text="Delivery status is not available in this setup.", response_type="ephemeral")
+        return
+    try:
+        found = await deps.deliveries.lookup(team_id, request_id)
+    except D7Error as exc:
+        if isinstance(exc, D7NotFoundError):
+            await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
+        else:
+            await respond(text=messages.status_unavailable(request_id, exc), response_type="ephemeral")
+        return
+    if found is None:
+        await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
+        return
+    record, report = found
+    text, blocks = messages.status_report(record, report, deps.service.policy.defaults.show_numbers)
+    await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
