@@ -339,11 +339,13 @@ async def run(settings: Settings) -> None:
         else:
             log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
         log.info(
-            "policy %s: %d sender(s), %d rule(s); D7 %s",
+            "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
             settings.bot_policy,
             len(relay.policy.senders),
             len(relay.policy.rules),
+            len(relay.policy.alerts),
             "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
+            f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
         )
         await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
     finally:
