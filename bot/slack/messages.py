@@ -6,7 +6,7 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,13 +82,9 @@ def refusal(r: Refusal) -> tuple[str, list[Block]]:
     )
 
 
-def recipients_text(send: PreparedSend) -> str:
-    parts = []
-    for number in send.recipients:
-        shown = number.display(send.show_numbers)
-        name = send.names.get(number.e164)
-        parts.append(f"{shown} (@{escape(name)})" if name else shown)
-    return ", ".join(parts)
+def recipients_text(send: PreparedSend, numbers: Iterable[PhoneNumber] | None = None) -> str:
+    """``+1 415 ••• 0100 (@alice), +1 415 ••• 0101``: the send's recipients (or ``numbers``), shown per policy."""
+    return ", ".join(_one(send, n.e164) for n in (send.recipients if numbers is None else numbers))
 
 
 def _what(send: PreparedSend) -> str:
@@ -198,22 +194,13 @@ def outcome(send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDel
 # ------------------------------------------------------------ alerts
 
 
-def _numbers(send: PreparedSend, numbers: Any) -> str:
-    parts = []
-    for number in numbers:
-        name = send.names.get(number.e164)
-        shown = number.display(send.show_numbers)
-        parts.append(f"{shown} (@{escape(name)})" if name else shown)
-    return ", ".join(parts)
-
-
 def _alert_notes(send: PreparedSend) -> list[Block]:
     """Who an alert did not reach, and why: held back for the summary, or not resolvable."""
     notes = []
     if send.held:
         when = f" at {_date(send.held_until)}" if send.held_until else " at the end of their window"
         notes.append(
-            f":package: Held back for {_numbers(send, send.held)}: the rule's per-phone limit is reached. "
+            f":package: Held back for {recipients_text(send, send.held)}: the rule's per-phone limit is reached. "
             f"They get one summary text{when}."
         )
     if send.unreached:
@@ -231,13 +218,13 @@ def alert_outcome(
     if result.error is not None:
         line = explain(result.error, send)
         if not isinstance(result.error, D7OutcomeUnknownError):
-            line += f"\nNobody was texted: {_numbers(send, send.recipients)} did not get this {what.lower()}."
+            line += f"\nNobody was texted: {recipients_text(send, send.recipients)} did not get this {what.lower()}."
         return line, [section(line), quote(send.text), context(rule), *_alert_notes(send)]
     r = result.result
     if r is None:
         line = ":warning: *Outcome unknown:* the bot lost track of this send. Check before sending it again."
         return line, [section(line)]
-    to = f"{_numbers(send, send.recipients)} as *{escape(send.originator)}* (`{escape(send.sender)}`)"
+    to = f"{recipients_text(send, send.recipients)} as *{escape(send.originator)}* (`{escape(send.sender)}`)"
     if r.dry_run:
         head = (
             f":test_tube: *Dry run — nothing was sent.* {what} would be texted to {to}. "
@@ -270,7 +257,7 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
     limit = f"{why.limit} alert texts" if why.limit else "their limit of alert texts"
     when = f" at {_date(send.held_until)}" if send.held_until else " at the end of the window"
     line = (
-        f":package: *Not texted now:* {_numbers(send, send.held)} already had {limit} in this {window} window "
+        f":package: *Not texted now:* {recipients_text(send, send.held)} already had {limit} in this {window} window "
         f"(rule *{escape(send.rule)}*). This alert will be counted in their summary text{when}."
     )
     return line, [section(line), quote(send.text)] if send.text else [section(line)]
