@@ -70,11 +70,11 @@ class Deliveries:
 
     # ------------------------------------------------------------ the report endpoint
 
-    async def receive(self, secret: str, body: bytes, content_type: str) -> Received:
+    async def receive(self, secret: str, body: bytes) -> Received:
         if not hmac.compare_digest(secret.encode(), self._secret):
             return Received(404, "not found")
         try:
-            report = parse_report(body, content_type)
+            report = parse_report(body)
         except ValueError as exc:
             log.warning("malformed delivery report: %s", exc)
             return Received(400, f"malformed delivery report: {exc}")

@@ -18,7 +18,7 @@ from bot.metrics import CONTENT_TYPE, Metrics
 from bot.tasks import BackgroundTasks
 
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
-Reports = Callable[[str, bytes, str], Awaitable[Received]]
+Reports = Callable[[str, bytes], Awaitable[Received]]
 
 
 def create_web_app(
@@ -36,7 +36,7 @@ def create_web_app(
 
         async def d7_reports(request: Request) -> Response:
             body = await request.body()
-            received = await reports(request.path_params["secret"], body, request.headers.get("content-type", ""))
+            received = await reports(request.path_params["secret"], body)
             metrics.reports.labels(str(received.status)).inc()
             if received.request_id is not None and apply is not None and tasks is not None:
                 tasks.spawn(_applied(apply, received.request_id), "apply-report")  # answered now, applied next

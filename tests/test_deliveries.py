@@ -333,3 +333,38 @@ async def test_statuses_are_per_send_and_recipient(app: App) -> None:
     async with app.relay.store.engine.connect() as conn:
         rows = (await conn.execute(sa.select(recipient_statuses.c.recipient, recipient_statuses.c.status))).all()
     assert sorted(tuple(r) for r in rows) == [("+14155550100", "delivered"), ("+14155550101", "sent")]
+
+
+async def test_either_body_under_either_content_type(app: App, slack: FakeSlack) -> None:
+    request_id, _ = await send_sms(app, "+14155550100 +14155550101 hi")
+    as_json = json.dumps(sms_report(request_id, "+14155550100", "delivered"))
+    as_form = urlencode(sms_report(request_id, "+14155550101", "delivered", msg_id="m-2"))
+
+    first = await app.http.post(
+        app.url + REPORTS, content=as_json, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    second = await app.http.post(app.url + REPORTS, content=as_form, headers={"Content-Type": "application/json"})
+    await app.settle()
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    statuses = await app.relay.store.statuses((await app.relay.store.audit())[0].id)
+    assert sorted((s.recipient, s.status) for s in statuses) == [
+        ("+14155550100", "delivered"),
+        ("+14155550101", "delivered"),
+    ]
+
+
+async def test_prune_removes_old_reports_and_statuses_with_their_sends(app: App) -> None:
+    from datetime import timedelta
+
+    from bot.storage.store import now
+
+    request_id, _ = await send_sms(app, "+14155550100 hi")
+    await post_form(app, sms_report(request_id, "+14155550100", "delivered"))
+    await app.settle()
+
+    assert await app.relay.store.prune(now() + timedelta(seconds=1)) == 1
+
+    async with app.relay.store.engine.connect() as conn:
+        for table in (delivery_reports, recipient_statuses):
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one() == 0

@@ -44,7 +44,7 @@ class DeliveryReport(BaseModel):
         return f"{self.msg_id or self.request_id + ':' + self.recipient}:{self.status.lower()}"
 
 
-def parse_report(body: bytes, content_type: str) -> DeliveryReport:
+def parse_report(body: bytes) -> DeliveryReport:
     if len(body) > MAX_BODY:
         raise ValueError("the body is too large")
     try:
@@ -52,8 +52,8 @@ def parse_report(body: bytes, content_type: str) -> DeliveryReport:
     except UnicodeDecodeError:
         raise ValueError("the body is not UTF-8") from None
     data: Any
-    looks_json = "json" in content_type.lower() or text.lstrip().startswith("{")
-    if looks_json:
+    # The body decides, not the Content-Type: D7's pages disagree on which report comes as which.
+    if text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text)
         except ValueError:

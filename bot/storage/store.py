@@ -466,15 +466,22 @@ class SqlStore:
         return [_record(r) for r in rows]
 
     async def prune(self, before: datetime) -> int:
-        """Delete finished intents older than ``before``; those still in flight are kept."""
+        """Delete finished intents older than ``before`` (with their delivery statuses and per-phone alert
+        records), delivery reports received before then, and expired dedup and limit windows; those in flight are
+        kept. Return how many sends were deleted."""
+        old = sa.select(sends.c.id).where(
+            sends.c.created_at < before,
+            sends.c.state.in_(FINAL_STATES),
+            sends.c.posted_at.is_not(None),
+        )
         async with self._begin() as conn:
-            result = await conn.execute(
-                sends.delete().where(
-                    sends.c.created_at < before,
-                    sends.c.state.in_(FINAL_STATES),
-                    sends.c.posted_at.is_not(None),
-                )
-            )
+            await conn.execute(recipient_statuses.delete().where(recipient_statuses.c.send_id.in_(old)))
+            await conn.execute(alert_deliveries.delete().where(alert_deliveries.c.send_id.in_(old)))
+            result = await conn.execute(sends.delete().where(sends.c.id.in_(old)))
+            await conn.execute(delivery_reports.delete().where(delivery_reports.c.received_at < before))
+            at = sa.literal(min(before, now()), UTCDateTime())
+            await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
+            await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))
         return int(result.rowcount)
 
     # ------------------------------------------------------------ alerts: dedup and per-phone limits
