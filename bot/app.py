@@ -305,8 +305,7 @@ async def build_relay(
         relay.health,
         metrics,
         reports=deliveries.receive,
-        tasks=tasks,
-        apply=deliveries.apply,
+        received=deliveries.received,
     )
     return relay
 

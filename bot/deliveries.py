@@ -4,7 +4,8 @@
   "bad request", with nothing stored; a valid report is stored once per (message, status) and answered at once;
   unknown request ids are kept too (the answer never says whether an id exists).
 - ``apply``: reports whose send is known are applied to its recipients' statuses (never backwards) and the send's
-  result message is marked for an update, which the outbox does (``SendService._update_card``). A report that
+  result message is marked for an update, which the outbox does (``SendService._update_card``). Reports are
+  applied by one loop in batches (whatever arrived since it last looked), not one task per report. A report that
   arrived before D7's answer to the send waits and is applied when the send learns its request_id.
 - ``reconcile``: sends still without a final status after ``after`` are looked up at D7, a few per second, and
   ``unknown`` outcomes get a note in their thread (D7 cannot look a send up without a request_id).
@@ -66,7 +67,9 @@ class Deliveries:
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._waiting: set[str] = set()  # request ids with reports received here before their send was known
-        self._ready: set[str] = set()  # of those, the ones whose send now knows its request_id
+        self._ready: set[str] = set()  # request ids with reports to apply now
+        self._idle = asyncio.Event()  # nothing ready and nothing being applied
+        self._idle.set()
 
     # ------------------------------------------------------------ the report endpoint
 
@@ -90,16 +93,23 @@ class Deliveries:
 
     # ------------------------------------------------------------ applying
 
-    async def apply(self, request_id: str | None = None) -> int:
-        """Apply waiting reports (of one request, or all) whose send is known; return how many were applied."""
-        reports = await self.store.pending_reports(request_id=request_id)
+    def received(self, request_id: str) -> None:
+        """A report for ``request_id`` was stored: apply it at once (in one batch with the others arriving now)."""
+        self._ready.add(request_id)
+        self._idle.clear()
+        self._kick.set()
+
+    async def apply(self, request_ids: Sequence[str] | None = None) -> int:
+        """Apply waiting reports (of these requests, or all) whose send is known; return how many were applied."""
+        reports = await self.store.pending_reports(request_ids=request_ids)
         if not reports:
             return 0
         known = await self.store.sends_by_request_id([r.request_id for r in reports])
         applied: list[str] = []
         changed: dict[str, SendRecord] = {}
-        if request_id is not None and request_id not in known:
-            self._waiting.add(request_id)  # applied as soon as this process learns it (else by the sweep)
+        # Reports for sends whose D7 answer is not stored yet: applied as soon as this process learns the
+        # request_id (``request_id_known``), else by the sweep.
+        self._waiting |= {r.request_id for r in reports} - set(known)
         for report in reports:
             send = known.get(report.request_id)
             if send is None:
@@ -127,8 +137,7 @@ class Deliveries:
     def request_id_known(self, request_id: str) -> None:
         """A send just learnt its request_id: a report that came first may be waiting for it."""
         if request_id in self._waiting:
-            self._ready.add(request_id)
-            self._kick.set()
+            self.received(request_id)
 
     # ------------------------------------------------------------ reconciliation and look-ups
 
@@ -195,11 +204,19 @@ class Deliveries:
             self._kick.clear()
             try:
                 ready, self._ready = self._ready, set()
-                for request_id in ready:
-                    await self.apply(request_id)
+                if ready:
+                    await self.apply(sorted(ready))
                 if loop.time() >= swept + SWEEP_EVERY:
                     swept = loop.time()
                     await self.apply()
                     await self.reconcile()
             except Exception:
                 log.exception("delivery sweep failed; trying again in %.0fs", SWEEP_EVERY)
+            finally:
+                if not self._ready:
+                    self._idle.set()
+
+    async def settle(self, seconds: float = 10.0) -> None:
+        """Wait until the reports received so far are applied (for tests and benchmarks)."""
+        async with asyncio.timeout(seconds):
+            await self._idle.wait()

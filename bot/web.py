@@ -15,7 +15,6 @@ from starlette.routing import Route
 
 from bot.deliveries import Received
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.tasks import BackgroundTasks
 
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Reports = Callable[[str, bytes], Awaitable[Received]]
@@ -26,8 +25,7 @@ def create_web_app(
     health: Health,
     metrics: Metrics,
     reports: Reports | None = None,
-    tasks: BackgroundTasks | None = None,
-    apply: Callable[[str], Awaitable[int]] | None = None,
+    received: Callable[[str], None] | None = None,
 ) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
     served in both modes (D7 posts them to ``PUBLIC_URL``)."""
@@ -36,11 +34,11 @@ def create_web_app(
 
         async def d7_reports(request: Request) -> Response:
             body = await request.body()
-            received = await reports(request.path_params["secret"], body)
-            metrics.reports.labels(str(received.status)).inc()
-            if received.request_id is not None and apply is not None and tasks is not None:
-                tasks.spawn(_applied(apply, received.request_id), "apply-report")  # answered now, applied next
-            return PlainTextResponse(received.detail, status_code=received.status)
+            answer = await reports(request.path_params["secret"], body)
+            metrics.reports.labels(str(answer.status)).inc()
+            if answer.request_id is not None and received is not None:
+                received(answer.request_id)  # answered now, applied next (in a batch)
+            return PlainTextResponse(answer.detail, status_code=answer.status)
 
         routes.append(Route("/d7/reports/{secret}", d7_reports, methods=["POST"]))
     if bolt is not None:
@@ -62,7 +60,3 @@ def create_web_app(
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
     return Starlette(routes=routes)
-
-
-async def _applied(apply: Callable[[str], Awaitable[int]], request_id: str) -> None:
-    await apply(request_id)

@@ -151,7 +151,10 @@ class App:
         return await self.post(slash_command(command, text, **kw))
 
     async def settle(self) -> None:
-        """Wait until the outbox has nothing due and nothing in work, and background tasks are done."""
+        """Wait until delivery reports are applied, the outbox has nothing due and nothing in work, and background
+        tasks are done."""
+        if self.relay.deliveries is not None:
+            await self.relay.deliveries.settle(10)
         await self.relay.outbox.settle(10)
         assert await self.relay.tasks.drain(10) == 0
 

@@ -174,8 +174,8 @@ class SqlStore:
         self._intakes: list[AsyncEngine] = []
         self._intake: AsyncEngine | None = None
         self.engine = engine
-        self._inserts: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[bool]]]] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
         self._writes: list[tuple[sa.Update, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -266,24 +266,33 @@ class SqlStore:
             "alert": _alert_json(request.alert),
             "fingerprint": request.alert.fingerprint if request.alert else None,
         }
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._inserts.append((values, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_inserts())
-        if not await done:
+        if not await self._insert_once(sends, "idempotency_key", values):
             return None
         return SendRecord(
             id=send_id, request=request, state=SendState.PENDING, created_at=at, deadline_at=due + deadline
         )
 
-    async def _flush_inserts(self) -> None:
-        while self._inserts:
-            batch, self._inserts = self._inserts, []
-            insert = pg_insert(sends) if self.postgres else sqlite_insert(sends)
+    async def _insert_once(self, table: sa.Table, key: str, values: dict[str, Any]) -> bool:
+        """Insert a row unless one with the same ``key`` exists (False then).
+
+        Concurrent calls share one multi-row insert and one commit (group commit), on the intake connections:
+        under a burst, acks wait for one round trip instead of queueing for the database one by one.
+        """
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(table.name, []).append((values, done))
+        flusher = self._flushers.get(table.name)
+        if flusher is None or flusher.done():
+            self._flushers[table.name] = asyncio.create_task(self._flush(table, key))
+        return await done
+
+    async def _flush(self, table: sa.Table, key: str) -> None:
+        while self._pending.get(table.name):
+            batch, self._pending[table.name] = self._pending[table.name], []
             statement = (
-                insert.values([values for values, _ in batch])
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(sends.c.id)
+                self._insert(table)
+                .values([values for values, _ in batch])
+                .on_conflict_do_nothing(index_elements=[key])
+                .returning(table.c.id)
             )
             try:
                 async with self._begin(intake=True) as conn:
@@ -593,30 +602,24 @@ class SqlStore:
     # ------------------------------------------------------------ delivery reports and statuses
 
     async def save_report(self, key: str, request_id: str, recipient: str, status: str, reason: str | None) -> bool:
-        """Keep a delivery report; False when this (message, status) was received before."""
-        insert = self._insert(delivery_reports)
-        statement = (
-            insert.values(
-                id=str(uuid.uuid4()),
-                report_key=key[:300],
-                request_id=request_id,
-                recipient=recipient,
-                status=status,
-                reason=reason,
-                received_at=now(),
-            )
-            .on_conflict_do_nothing(index_elements=["report_key"])
-            .returning(delivery_reports.c.id)
-        )
-        async with self._begin(intake=True) as conn:
-            return (await conn.execute(statement)).first() is not None
+        """Keep a delivery report (group-committed); False when this (message, status) was received before."""
+        values = {
+            "id": str(uuid.uuid4()),
+            "report_key": key[:300],
+            "request_id": request_id,
+            "recipient": recipient,
+            "status": status,
+            "reason": reason,
+            "received_at": now(),
+        }
+        return await self._insert_once(delivery_reports, "report_key", values)
 
-    async def pending_reports(self, limit: int = 500, request_id: str | None = None) -> list[sa.Row[Any]]:
+    async def pending_reports(self, limit: int = 500, request_ids: Sequence[str] | None = None) -> list[sa.Row[Any]]:
         """Reports not applied yet (their send may not know its request_id yet), oldest first."""
         r = delivery_reports.c
         query = sa.select(delivery_reports).where(r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP)
-        if request_id is not None:
-            query = query.where(r.request_id == request_id)
+        if request_ids is not None:
+            query = query.where(r.request_id.in_(list(request_ids)))
         async with self._connect() as conn:
             return list((await conn.execute(query.order_by(r.received_at).limit(limit))).all())
 
