@@ -128,3 +128,14 @@ async def wait_for_results(
         if time.perf_counter() - since > deadline:
             raise RuntimeError(f"only {seen['results']} of {count} results posted after {deadline}s")
         await asyncio.sleep(0.05)
+
+
+def database_url(choice: str, work: Path) -> str:
+    """``sqlite``: a file in ``work``; ``postgresql``: TEST_DATABASE_URL, its tables dropped first."""
+    if choice != "postgresql":
+        return f"sqlite:///{work / 'bot.db'}"
+    from tests.harness import reset_postgres
+
+    url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
+    asyncio.run(reset_postgres(url))
+    return url

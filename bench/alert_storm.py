@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_env, bot_process, cpu_seconds, peak_rss_mb, percentile
+from bench._bot import bot_env, bot_process, cpu_seconds, database_url, peak_rss_mb, percentile
 from bench._fake import fake_d7_process, fake_slack_process
-from tests.harness import event_callback, reset_postgres, sign
+from tests.harness import event_callback, sign
 
 DEADLINE = 180.0
 POLICY = """
@@ -172,11 +171,7 @@ def main() -> None:
     ):
         work = Path(tmp)
         (work / "policy.yml").write_text(POLICY.format(limits=limits))
-        if args.database == "postgresql":
-            url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
-            asyncio.run(reset_postgres(url))
-        else:
-            url = f"sqlite:///{work / 'bot.db'}"
+        url = database_url(args.database, work)
         with bot_process(bot_env(slack_url, d7_url, work / "policy.yml", url), work) as (base, pid):
             cpu = cpu_seconds(pid)
             result = asyncio.run(fire(base, slack_url, args.events, args.seconds, distinct))

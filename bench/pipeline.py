@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +23,18 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_env, bot_process, cpu_seconds, peak_rss_mb, percentile, post_command, wait_for_results
+from bench._bot import (
+    bot_env,
+    bot_process,
+    cpu_seconds,
+    database_url,
+    peak_rss_mb,
+    percentile,
+    post_command,
+    wait_for_results,
+)
 from bench._fake import loopback_fakes
-from tests.harness import reset_postgres, slash_command
+from tests.harness import slash_command
 
 DEADLINE = 120.0
 WARMUP = 20
@@ -79,11 +87,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     with loopback_fakes(args.d7_delay) as (work, slack_url, d7_url):
-        if args.database == "postgresql":
-            url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
-            asyncio.run(reset_postgres(url))
-        else:
-            url = f"sqlite:///{work / 'bot.db'}"
+        url = database_url(args.database, work)
         env = bot_env(slack_url, d7_url, work / "policy.yml", url)
         with bot_process(env, work) as (base, pid):
             cpu = cpu_seconds(pid)

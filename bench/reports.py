@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import time
@@ -27,9 +26,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bot import bot_env, bot_process, percentile, post_command, wait_for_results
+from bench._bot import bot_env, bot_process, database_url, percentile, post_command, wait_for_results
 from bench._fake import loopback_fakes
-from tests.harness import reset_postgres, slash_command
+from tests.harness import slash_command
 
 DEADLINE = 120.0
 SECRET = "bench-report-secret-0123456789"  # noqa: S105 - a loopback benchmark's own
@@ -124,11 +123,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     with loopback_fakes(0.02) as (work, slack_url, d7_url):
-        if args.database == "postgresql":
-            url = os.environ.get("TEST_DATABASE_URL") or sys.exit("set TEST_DATABASE_URL for --database postgresql")
-            asyncio.run(reset_postgres(url))
-        else:
-            url = f"sqlite:///{work / 'bot.db'}"
+        url = database_url(args.database, work)
         env = bot_env(slack_url, d7_url, work / "policy.yml", url)
         env |= {"PUBLIC_URL": "https://relay.example.com", "D7_REPORT_SECRET": SECRET}
         with bot_process(env, work) as (base, _pid):
