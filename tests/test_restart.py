@@ -132,3 +132,102 @@ def test_kill_9_mid_burst_then_restart(slack: FakeSlack, tmp_path: Path) -> None
     assert "+1415555" not in whole_log  # nor phone numbers
     assert BOT_TOKEN not in whole_log
     assert D7_TOKEN not in whole_log
+
+
+ALERT_POLICY = """
+version: 1
+senders:
+  ops-sms: {via: sms, originator: OpsAlert}
+contacts:
+  oncall: ["+14155550100"]
+alerts:
+  - name: direct
+    slack_channels: [C0A]
+    match: FIRING
+    sender: ops-sms
+    to: ["group:oncall"]
+  - name: from slack group
+    slack_channels: [C0B]
+    match: FIRING
+    sender: ops-sms
+    to: [S0ONCALL]
+    max_per_phone: {count: 3, per: 1h}
+"""
+
+
+def alerts(db: Path) -> list[dict[str, object]]:
+    return [r for r in rows(db) if r["surface"] == "alert"]
+
+
+def test_kill_9_mid_alert_storm_then_restart(slack: FakeSlack, tmp_path: Path) -> None:
+    from tests.harness import event_callback
+
+    db = tmp_path / "bot.db"
+    (tmp_path / "policy.yml").write_text(ALERT_POLICY)
+    log = tmp_path / "bot.log"
+    slack.add_channel("C0A")
+    slack.add_channel("C0B")
+    slack.add_user("U0ANA", "ana", "+1 415 555 0110")
+    slack.state.usergroups["S0ONCALL"] = ["U0ANA"]
+    with FakeD7(delay=5.0) as d7:
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "D7_API_TOKEN": D7_TOKEN,
+            "D7_API_URL": d7.url,
+            "BOT_POLICY": str(tmp_path / "policy.yml"),
+            "DATABASE_URL": f"sqlite:///{db}",
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+        }
+        base = f"http://127.0.0.1:{env['PORT']}"
+
+        def alert(channel: str, i: int) -> None:
+            event = {"type": "message", "bot_id": "B0MON", "text": f"FIRING check{chr(97 + i)} down", "ts": f"1.{i}"}
+            body = event_callback(event, channel=channel)
+            headers = {"Content-Type": "application/json", **sign(body)}
+            assert httpx.post(f"{base}/slack/events", content=body, headers=headers, timeout=5).status_code == 200
+
+        proc = start_bot(env, tmp_path, log)
+        try:
+            for i in range(5):  # handed to D7, which holds its answers: 'sending' when the bot dies
+                alert("C0A", i)
+            wait_until(lambda: len(d7.requests) == 5)
+            slack.state.delays["usergroups.users.list"] = 30  # these wait for the on-call group: 'pending'
+            for i in range(5, 10):
+                alert("C0B", i)
+            wait_until(lambda: len(slack.of("usergroups.users.list")) >= 1)
+            assert [r["state"] for r in alerts(db)] == ["sending"] * 5 + ["pending"] * 5
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+        slack.state.delays.clear()
+        d7.delay = 0
+        proc = start_bot(env, tmp_path, log)
+        try:
+            for i in range(5, 10):  # Slack retries the deliveries it got no answer for: still one alert each
+                alert("C0B", i)
+            wait_until(lambda: len(alerts(db)) == 10 and all(r["posted_at"] for r in alerts(db)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+    final = alerts(db)
+    assert sorted(r["state"] for r in final[:5]) == ["unknown"] * 5
+    assert sorted(r["state"] for r in final[5:]) == ["accepted"] * 3 + ["bundled"] * 2
+    assert [r["state"] for r in rows(db) if r["surface"] == "summary"] == ["pending"]  # due at the hour's end
+    sent = [b["messages"][0]["content"] for b in d7.bodies("/messages/v1/send")]
+    assert sorted(sent) == sorted(f"FIRING check{chr(97 + i)} down" for i in range(8))  # each once, unknown not resent
+    replies = [p["text"] for p in slack.of("chat.postMessage") if p.get("thread_ts")]
+    assert sum("Outcome unknown" in t for t in replies) == 5
+    assert sum("Alert texted" in t for t in replies) == 3
+    assert sum("Not texted now" in t for t in replies) == 2
+    with sqlite3.connect(db) as conn:
+        held = conn.execute("SELECT held, count(*) FROM alert_deliveries GROUP BY held ORDER BY held").fetchall()
+    assert held == [(0, 3), (1, 2)]  # counted once per alert, across the restart
