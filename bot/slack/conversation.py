@@ -82,16 +82,14 @@ class SlackConversation:
         return self.origin.surface in ("alert", "summary")
 
     async def refuse(self, refusal: Refusal) -> None:
-        if self._alert:  # nobody to tell privately: the alert's thread is where people look
-            text, blocks = messages.alert_refusal(refusal)
-            await self._post(text, blocks, self.origin.thread_ts)
+        text, blocks = messages.refusal(refusal, alert=self._alert)
+        if self._alert:
+            await self._reply(Placement(self.origin.thread_ts), text, blocks)
             return
-        text, blocks = messages.refusal(refusal)
         await self._respond(text, blocks)
 
     async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
-        text, blocks = messages.alert_not_sent(send, why)
-        await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+        await self._reply(placement, *messages.alert_not_sent(send, why))
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
         try:
@@ -134,7 +132,12 @@ class SlackConversation:
         return Placement(None, private=True)
 
     async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> str | None:
-        """Post in the thread (the message's ts), or tell the requester privately (None)."""
+        """Post in the thread (the message's ts), or tell the requester privately (None).
+
+        Alerts have nobody to tell privately: their story is always in the alert's thread.
+        """
+        if self._alert:
+            return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
         if not placement.private and placement.thread_ts is not None:
             try:
                 return await self._post(text, blocks, placement.thread_ts)
@@ -156,10 +159,7 @@ class SlackConversation:
     async def finish(
         self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
     ) -> str | None:
-        text, blocks = self._card(send, outcome, statuses)
-        if self._alert:
-            return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
-        return await self._reply(placement, text, blocks)
+        return await self._reply(placement, *self._card(send, outcome, statuses))
 
     async def update_card(
         self,
@@ -180,14 +180,8 @@ class SlackConversation:
         self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
     ) -> None:
         text = messages.undelivered(send, failures)
-        if self._alert:
-            await self._post(text, [messages.section(text)], placement.thread_ts or self.origin.thread_ts)
-            return
         await self._reply(placement, text, [messages.section(text)])
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
         text = messages.unknown_note(send, created_at)
-        if self._alert:
-            await self._post(text, [messages.section(text)], placement.thread_ts or self.origin.thread_ts)
-            return
         await self._reply(placement, text, [messages.section(text)])

@@ -67,18 +67,22 @@ def quote(text: str) -> Block:
     }
 
 
-def _refusal_title(refusal: Refusal) -> str:
+def _refusal_title(refusal: Refusal, alert: bool) -> str:
+    if alert:
+        if refusal.kind == RefusalKind.INVALID:
+            return ":warning: *Alert not texted:* nobody could be reached."
+        return ":no_entry: *Alert not texted.*"
     if refusal.kind == RefusalKind.DENIED:
         return ":no_entry: *Not sent:* the policy does not allow this."
     return ":warning: *Not sent:* please fix the following and try again."
 
 
-def refusal(r: Refusal) -> tuple[str, list[Block]]:
-    """Ephemeral to the requester: why nothing was sent."""
+def refusal(r: Refusal, alert: bool = False) -> tuple[str, list[Block]]:
+    """Why nothing was sent: ephemeral to the requester, or (``alert``) in the alert's thread."""
     lines = "\n".join(f"• {escape(p)}" for p in r.problems)
     return (
-        f"Not sent: {'; '.join(r.problems)}",
-        [section(_refusal_title(r)), section(lines)],
+        f"{'Alert not texted' if alert else 'Not sent'}: {'; '.join(r.problems)}",
+        [section(_refusal_title(r, alert)), section(lines)],
     )
 
 
@@ -261,16 +265,6 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
         f"(rule *{escape(send.rule)}*). This alert will be counted in their summary text{when}."
     )
     return line, [section(line), quote(send.text)] if send.text else [section(line)]
-
-
-def alert_refusal(r: Refusal) -> tuple[str, list[Block]]:
-    lines = "\n".join(f"• {escape(p)}" for p in r.problems)
-    head = (
-        ":warning: *Alert not texted:* nobody could be reached."
-        if r.kind == RefusalKind.INVALID
-        else (":no_entry: *Alert not texted.*")
-    )
-    return f"Alert not texted: {'; '.join(r.problems)}", [section(head), section(lines)]
 
 
 # ------------------------------------------------------------ delivery
