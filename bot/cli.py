@@ -152,7 +152,7 @@ def _read_message(file: str) -> dict[str, Any]:
 def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     from bot.domain.alerts import explain_match, fingerprint, fit
     from bot.domain.encoding import analyze
-    from bot.slack.alerts import NEW_POST_SUBTYPES, alert_text, facts_of, title_of
+    from bot.slack.alerts import NEW_POST_SUBTYPES, facts_of, title_of
 
     policy_file = str(args.policy or load_policy_settings().bot_policy)
     policy = load_policy(policy_file)
@@ -179,8 +179,8 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     sender = policy.senders[rule.sender]
     ts = str(message.get("ts") or "0000000000.000000")
     fields = {
-        "text": alert_text(message),
-        "title": title_of(message),
+        "text": facts.text,
+        "title": title_of(message, facts.text),
         "channel": "#" + (args.channel_name or args.channel),
         "link": args.link or f"https://your-workspace.slack.com/archives/{args.channel}/p{ts.replace('.', '')}",
     }

@@ -109,15 +109,15 @@ def alert_request(
     return rule, request
 
 
-def title_of(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
-    """The alert's title: its first attachment's title, else its header block, else its first line."""
+def title_of(message: Mapping[str, Any], text: str) -> str:
+    """The alert's title: its first attachment's title, else its header block, else the first line of ``text``
+    (the message as ``alert_text`` read it)."""
     for attachment in message.get("attachments") or []:
         if isinstance(attachment, Mapping) and attachment.get("title"):
             return strip_mrkdwn(to_plain_text(str(attachment["title"]))).strip()
     for block in message.get("blocks") or []:
         if isinstance(block, Mapping) and block.get("type") == "header" and isinstance(block.get("text"), Mapping):
             return strip_mrkdwn(to_plain_text(str(block["text"].get("text", "")))).strip()
-    text = alert_text(message, names)
     return text.splitlines()[0].strip() if text else ""
 
 
@@ -134,4 +134,5 @@ class SlackMessageReader:
                 names[user_id] = (await self._directory.person(user_id)).name
             except Exception as exc:  # shown as @U…: a missing name must not stop an alert
                 log.warning("no name for %s in an alert: %s", user_id, exc)
-        return alert_text(message, names), title_of(message, names)
+        text = alert_text(message, names)
+        return text, title_of(message, text)
