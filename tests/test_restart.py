@@ -41,6 +41,23 @@ def start_bot(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[byt
         time.sleep(0.1)
 
 
+def bot_env(slack: FakeSlack, d7: FakeD7, tmp_path: Path) -> dict[str, str]:
+    """The bot's environment: the fakes, ``tmp_path/policy.yml`` and a SQLite file ``tmp_path/bot.db``."""
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "D7_API_TOKEN": D7_TOKEN,
+        "D7_API_URL": d7.url,
+        "BOT_POLICY": str(tmp_path / "policy.yml"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+    }
+
+
 def wait_until(condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + seconds
     while not condition():
@@ -59,20 +76,7 @@ def test_kill_9_mid_burst_then_restart(slack: FakeSlack, tmp_path: Path) -> None
     (tmp_path / "policy.yml").write_text(POLICY)
     log = tmp_path / "bot.log"
     with FakeD7(delay=5.0) as d7:
-        env = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "D7_API_TOKEN": D7_TOKEN,
-            "D7_API_URL": d7.url,
-            "BOT_POLICY": str(tmp_path / "policy.yml"),
-            "DATABASE_URL": f"sqlite:///{db}",
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-            "LOG_FORMAT": "json",
-        }
+        env = bot_env(slack, d7, tmp_path) | {"LOG_FORMAT": "json"}
         base = f"http://127.0.0.1:{env['PORT']}"
 
         def fire(i: int) -> None:
@@ -170,19 +174,7 @@ def test_kill_9_mid_alert_storm_then_restart(slack: FakeSlack, tmp_path: Path) -
     slack.add_user("U0ANA", "ana", "+1 415 555 0110")
     slack.state.usergroups["S0ONCALL"] = ["U0ANA"]
     with FakeD7(delay=5.0) as d7:
-        env = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "D7_API_TOKEN": D7_TOKEN,
-            "D7_API_URL": d7.url,
-            "BOT_POLICY": str(tmp_path / "policy.yml"),
-            "DATABASE_URL": f"sqlite:///{db}",
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-        }
+        env = bot_env(slack, d7, tmp_path)
         base = f"http://127.0.0.1:{env['PORT']}"
 
         def alert(channel: str, i: int) -> None:
