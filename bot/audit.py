@@ -58,7 +58,7 @@ def row(record: SendRecord, *, full_numbers: bool) -> dict[str, Any]:
         "sender": record.sender or record.request.sender or "",
         # Before checking there are no numbers yet: show what was asked (numbers in it masked too).
         "recipients": ", ".join(n if full_numbers else mask(n) for n in numbers) or _mask_refs(refs, full_numbers),
-        "text": record.sent_text if record.sent_text is not None else record.request.text,
+        "text": record.text_as_sent,
         "request_id": record.request_id or "",
         "attempts": record.attempts,
         "detail": _detail(record, full_numbers),

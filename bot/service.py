@@ -493,7 +493,6 @@ class SendService:
         if not numbers:
             raise RecipientProblems(unreached or ["no recipients"])
         held: list[PhoneNumber] = []
-        held_until: datetime | None = None
         if rule.max_per_phone is not None:
             limit = rule.max_per_phone
             taken = await self.store.take_quota(record.id, rule.name, [n.e164 for n in numbers], limit.count, limit.per)
@@ -502,21 +501,13 @@ class SendService:
                 if is_held:
                     held.append(number)
                     await self._schedule_summary(record, rule.name, number.e164, window_start, window_start + limit.per)
-                    held_until = min(held_until or window_start + limit.per, window_start + limit.per)
-        sender = self.policy.senders[rule.sender]
-        send = PreparedSend(
-            send_id=record.id,
-            request=record.request,
-            rule=rule.name,
-            sender=rule.sender,
-            originator=sender.originator,
-            recipients=tuple(n for n in numbers if n not in held),
-            text=text,
-            sms=analyze(text) if sender.via is Via.SMS else None,
-            show_numbers=self.policy.defaults.show_numbers,
-            names=names,
+        send = self._alert_send(
+            record,
+            rule,
+            tuple(n for n in numbers if n not in held),
+            text,
+            names,
             held=tuple(held),
-            held_until=held_until,
             unreached=tuple(unreached),
         )
         if send.recipients:
@@ -585,10 +576,23 @@ class SendService:
             raise _Denied("no alerts were held back in this window, so there is nothing to sum up")
         channels = [f"#{await self._channel_name(c)}" for c in dict.fromkeys(r.request.channel_id for r in held)]
         latest = held[-1]
-        latest_text = (latest.sent_text if latest.sent_text is not None else latest.request.text).strip()
         template = summary_template(len(held), channels, held[0].created_at)
-        text = fit(template, {"text": latest_text}, record.request.via, rule.max_segments).text
+        text = fit(template, {"text": latest.text_as_sent.strip()}, record.request.via, rule.max_segments).text
         number = PhoneNumber(alert.phone)
+        names = {k: v for k, v in latest.names.items() if k == number.e164}
+        return self._alert_send(record, rule, (number,), text, names)
+
+    def _alert_send(
+        self,
+        record: SendRecord,
+        rule: AlertRule,
+        recipients: tuple[PhoneNumber, ...],
+        text: str,
+        names: dict[str, str],
+        held: tuple[PhoneNumber, ...] = (),
+        unreached: tuple[str, ...] = (),
+    ) -> PreparedSend:
+        """An alert or summary about to go out through its rule's sender."""
         sender = self.policy.senders[rule.sender]
         return PreparedSend(
             send_id=record.id,
@@ -596,11 +600,13 @@ class SendService:
             rule=rule.name,
             sender=rule.sender,
             originator=sender.originator,
-            recipients=(number,),
+            recipients=recipients,
             text=text,
             sms=analyze(text) if sender.via is Via.SMS else None,
             show_numbers=self.policy.defaults.show_numbers,
-            names={k: v for k, v in latest.names.items() if k == number.e164},
+            names=names,
+            held=held,
+            unreached=unreached,
         )
 
     async def _release_alert(self, record: SendRecord) -> None:
@@ -635,7 +641,7 @@ class SendService:
 
     def prepared(self, record: SendRecord) -> PreparedSend:
         """The checked send, rebuilt from what the store kept."""
-        text = (record.sent_text if record.sent_text is not None else record.request.text).strip()
+        text = record.text_as_sent.strip()
         held = set(record.held)
         return PreparedSend(
             send_id=record.id,

@@ -212,3 +212,8 @@ class SendRecord:
     result_ts: str | None = None  # the result message in the thread (updated in place with statuses)
     card_due_at: datetime | None = None  # statuses changed since the result message was last written
     reconciled_at: datetime | None = None
+
+    @property
+    def text_as_sent(self) -> str:
+        """The text as it went (or would go) to phones: an alert's rendered template, else the request's text."""
+        return self.sent_text if self.sent_text is not None else self.request.text
