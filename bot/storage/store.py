@@ -199,6 +199,10 @@ class SqlStore:
         if self._intake is not None:
             self._intakes.append(self._intake)
 
+    def _insert(self, table: sa.Table) -> Any:
+        """``INSERT`` with the dialect's ``ON CONFLICT`` clauses."""
+        return pg_insert(table) if self.postgres else sqlite_insert(table)
+
     @asynccontextmanager
     async def _begin(self, intake: bool = False) -> AsyncIterator[Any]:
         if self._sync is None:
@@ -495,9 +499,6 @@ class SqlStore:
 
     # ------------------------------------------------------------ alerts: dedup and per-phone limits
 
-    def _insert(self, table: sa.Table) -> Any:
-        return pg_insert(table) if self.postgres else sqlite_insert(table)
-
     async def lead_alert(self, fingerprint: str, send_id: str, window: timedelta) -> str:
         """Which send texts this alert: ``send_id`` when no send with the same fingerprint did within ``window``
         (or it is that send, asking again after a restart); otherwise the earlier send's id.
@@ -733,7 +734,7 @@ class SqlStore:
 
     async def put_setting_once(self, key: str, value: str) -> str:
         """Store ``value`` unless ``key`` exists; return what is stored (first writer wins)."""
-        insert = pg_insert(kv) if self.postgres else sqlite_insert(kv)
+        insert = self._insert(kv)
         async with self._begin() as conn:
             await conn.execute(
                 insert.values(key=key, value=value, updated_at=now()).on_conflict_do_nothing(index_elements=["key"])
