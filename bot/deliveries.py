@@ -114,8 +114,7 @@ class Deliveries:
             send = known.get(report.request_id)
             if send is None:
                 continue  # D7's answer to the send is not stored yet, or not our request: keep it for later
-            delivery = delivery_of(report.status)
-            if await self.store.apply_status(send.id, report.recipient, report.status, delivery.rank, report.reason):
+            if await self._apply(send.id, report.recipient, report.status, report.reason):
                 changed[send.id] = send
             applied.append(report.id)
         await self.store.mark_applied(applied)
@@ -123,15 +122,18 @@ class Deliveries:
         await self._changed(list(changed.values()))
         return len(applied)
 
+    async def _apply(self, send_id: str, recipient: str, status: str, reason: str | None) -> bool:
+        """One recipient's status, unless as far or further is known; True if it changed."""
+        return await self.store.apply_status(send_id, recipient, status, delivery_of(status).rank, reason)
+
     async def _changed(self, records: Sequence[SendRecord]) -> None:
-        any_changed = False
+        """These sends' result messages must show new statuses (the outbox rewrites them)."""
         for record in records:
             sent_to = self.service.prepared(record).recipients
             statuses = {s.recipient: s for s in await self.store.statuses(record.id)}
             final = all(n.e164 in statuses and statuses[n.e164].delivery.final for n in sent_to)
             await self.store.card_due(record.id, final=final)
-            any_changed = True
-        if any_changed:
+        if records:
             self.wake()
 
     def request_id_known(self, request_id: str) -> None:
@@ -167,10 +169,7 @@ class Deliveries:
         """Statuses from D7's status endpoint, applied like reports (never backwards)."""
         changed = False
         for line in report.recipients:
-            delivery = delivery_of(line.status)
-            changed |= await self.store.apply_status(
-                record.id, e164_of(line.recipient), line.status, delivery.rank, line.reason
-            )
+            changed |= await self._apply(record.id, e164_of(line.recipient), line.status, line.reason)
         if changed:
             await self._changed([record])
 
