@@ -1,7 +1,9 @@
-"""Composition root: the one place that builds settings into a running bot.
+"""Composition root: the one place that turns settings into a running bot.
 
-``build_relay`` wires policy, D7 gateway, Slack client, service and Bolt app; every collaborator can be injected
-(tests pass fakes pointed at loopback servers). ``serve`` runs it: HTTP with uvicorn, or Socket Mode (with the
+``open_resources`` opens and checks what the bot talks to (Slack's ``auth.test``, the database and its migrations,
+D7, the report secret); ``wire`` builds every part from them, with no I/O; ``open_relay`` runs the background parts
+in one ``AsyncExitStack`` and stops them in the order ``Relay.background`` declares. Collaborators can be passed
+in (tests pass clients pointed at loopback fakes). ``serve`` runs it: HTTP with uvicorn, or Socket Mode (with the
 same HTTP server for ``/healthz``), until SIGTERM/SIGINT, then lets sends in flight finish.
 """
 
@@ -13,8 +15,9 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Generator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -31,26 +34,30 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from bot import __version__, logs
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
-from bot.deliveries import Deliveries
+from bot.d7.reports import parse_report
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
-from bot.domain.ports import MessageGateway
+from bot.domain.ports import MessageGateway, SettingsStore
 from bot.metrics import Metrics
-from bot.outbox import Outbox
-from bot.service import SendService
+from bot.sending.admission import Admission
+from bot.sending.alerts import AlertDesk
+from bot.sending.deliveries import Deliveries
+from bot.sending.intake import Intake
+from bot.sending.outbox import Outbox
+from bot.sending.pipeline import SEND_RETRY, Pipeline
+from bot.sending.telling import Teller
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import SlackConversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
-from bot.storage.engine import create_engine, migrate, ping
-from bot.storage.store import SqlStore
-from bot.tasks import DEFAULT_DRAIN_SECONDS, BackgroundTasks
+from bot.storage import Storage
+from bot.storage.engine import ping
+from bot.tasks import BackgroundTasks
 from bot.web import create_web_app
 
 REPORT_SECRET_KEY = "d7_report_secret"  # noqa: S105 - the name of the kv row that holds it, not a secret
@@ -97,67 +104,73 @@ class StartupError(ConfigError):
     """The bot cannot start with these settings (Slack refused the token, Slack unreachable, ...)."""
 
 
-@dataclass
-class Relay:
-    """The running bot's parts."""
+@dataclass(frozen=True)
+class Resources:
+    """What the bot opens before it is wired, each checked once at startup: Slack (``auth.test``), the database
+    (migrated), D7 (or the dry run), and the delivery-report address."""
+
+    slack: AsyncWebClient
+    auth: AsyncSlackResponse
+    gateway: MessageGateway
+    storage: Storage
+    report_secret: str
+    report_url: str | None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``GET /healthz``: does the database answer, how much is waiting, how much is in flight."""
 
     settings: Settings
-    policy: Policy
+    storage: Storage
     gateway: MessageGateway
-    slack: AsyncWebClient
-    bolt: AsyncApp
-    service: SendService
-    tasks: BackgroundTasks
-    store: SqlStore
     outbox: Outbox
     metrics: Metrics
-    engine: AsyncEngine
-    web: Starlette
-    bot_user_id: str | None
-    team_id: str | None
-    deliveries: Deliveries | None = None
 
-    @property
-    def mode(self) -> str:
-        return "socket" if self.settings.socket_mode else "http"
-
-    async def health(self) -> tuple[bool, dict[str, Any]]:
-        database = await ping(self.engine)
+    async def __call__(self) -> tuple[bool, dict[str, Any]]:
+        database = await ping(self.storage.database.engine)
         backlog: int | None = None
         if database:
             try:
-                backlog = await self.store.backlog()
+                backlog = await self.storage.sends.backlog()
                 self.metrics.outbox_depth.set(backlog)
             except Exception:
                 database = False
         return database, {
             "status": "ok" if database else "degraded",
             "version": __version__,
-            "mode": self.mode,
+            "mode": "socket" if self.settings.socket_mode else "http",
             "dry_run": self.gateway.dry_run,
             "database": "ok" if database else "unreachable",
             "outbox_backlog": backlog,
             "sends_in_flight": self.outbox.in_flight,
         }
 
-    async def start(self) -> None:
-        """Start the outbox worker (after recovering what a previous process left in flight)."""
-        await self.outbox.start()
-        if self.deliveries is not None:
-            self.deliveries.start()
 
-    async def aclose(self, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
-        """Let sends in flight finish (bounded), then close every connection."""
-        await self.outbox.stop(drain_seconds)
-        if self.deliveries is not None:
-            await self.deliveries.stop()
-        await self.tasks.drain(drain_seconds)
-        await self.store.aclose()
-        await self.gateway.aclose()
-        await self.engine.dispose()
-        session = self.slack.session
-        if session is not None and not session.closed:
-            await session.close()
+@dataclass(frozen=True)
+class Relay:
+    """The running bot's parts, wired."""
+
+    settings: Settings
+    policy: Policy
+    slack: AsyncWebClient
+    gateway: MessageGateway
+    storage: Storage
+    metrics: Metrics
+    tasks: BackgroundTasks
+    deliveries: Deliveries
+    outbox: Outbox
+    health: HealthCheck
+    bolt: AsyncApp
+    web: Starlette
+    bot_user_id: str | None
+    team_id: str | None
+
+    def background(self) -> list[AbstractAsyncContextManager[Any]]:
+        """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
+        first (no new claims, sends in flight finish), then delivery reports, then the listeners' tasks. The
+        connections they use (database, D7, Slack) were opened before and close after them."""
+        return [self.tasks, self.deliveries, self.outbox]
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -196,70 +209,133 @@ async def verify_slack(client: AsyncWebClient, settings: Settings) -> AsyncSlack
     return response
 
 
-async def report_address(settings: Settings, store: SqlStore) -> tuple[str, str | None]:
+async def report_address(settings: Settings, kept: SettingsStore) -> tuple[str, str | None]:
     """The delivery-report secret (``D7_REPORT_SECRET``, else generated once and kept in the database, the same
     for every replica) and the ``report_url`` sends carry (None without ``PUBLIC_URL``: no reports)."""
     if settings.d7_report_secret is not None:
         secret = settings.d7_report_secret.get_secret_value()
     else:
-        secret = await store.get_setting(REPORT_SECRET_KEY) or await store.put_setting_once(
-            REPORT_SECRET_KEY, secrets.token_urlsafe(32)
-        )
+        secret = await kept.get(REPORT_SECRET_KEY) or await kept.put_once(REPORT_SECRET_KEY, secrets.token_urlsafe(32))
     if settings.public_url is None:
         log.warning("PUBLIC_URL is not set: sends carry no report_url, so no delivery reports will arrive")
         return secret, None
     return secret, f"{str(settings.public_url).rstrip('/')}/d7/reports/{secret}"
 
 
-async def build_relay(
+async def open_resources(
     settings: Settings,
+    stack: AsyncExitStack,
     *,
-    policy: Policy | None = None,
     gateway: MessageGateway | None = None,
     slack_client: AsyncWebClient | None = None,
-) -> Relay:
-    """Build the bot; must run inside the event loop that will serve it."""
-    policy = policy or load_policy(settings.bot_policy)
+) -> Resources:
+    """Open and check what the bot talks to; each is closed by ``stack`` (those passed in are closed too)."""
     slack = slack_client or make_slack_client(settings)
-    try:
-        auth = await verify_slack(slack, settings)
-    except StartupError:
-        if slack_client is None and slack.session is not None:
-            await slack.session.close()
-        raise
+    if slack.session is not None:
+        stack.push_async_callback(slack.session.close)
+    auth = await verify_slack(slack, settings)
     gateway = gateway or make_gateway(settings)
-    engine = create_engine(settings.database_url)
+    stack.push_async_callback(gateway.aclose)
     try:
-        await migrate(engine)
+        storage = await Storage.open(settings.database_url)
     except Exception as exc:
-        await engine.dispose()
-        if slack_client is None and slack.session is not None:
-            await slack.session.close()
         raise StartupError(f"cannot prepare the database ({type(exc).__name__}): {exc}") from None
-    store = SqlStore(engine)
-    secret, report_url = await report_address(settings, store)
+    await stack.enter_async_context(storage)
+    secret, report_url = await report_address(settings, storage.settings)
+    return Resources(slack, auth, gateway, storage, secret, report_url)
+
+
+def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
+    """Build every part from the opened resources. No I/O: nothing runs until the relay's background parts are
+    entered."""
+    slack, storage, gateway, auth = resources.slack, resources.storage, resources.gateway, resources.auth
     metrics = Metrics()
     tasks = BackgroundTasks()
+    wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     directory = SlackDirectory(slack)
-    service = SendService(
+    conversations = SlackConversations(slack, metrics)
+    admission = Admission(policy, directory)
+    alerts = AlertDesk(
         policy,
-        gateway,
+        admission,
+        storage.alerts,
+        storage.sends,
         directory,
-        store,
-        SlackConversations(slack, metrics),
-        metrics,
-        deadline=settings.send_retry_deadline,
-        reader=SlackMessageReader(directory),
-        report_url=report_url,
+        SlackMessageReader(directory),
+        settings.send_retry_deadline,
     )
-    outbox = Outbox(store, service, single_process=not store.postgres, metrics=metrics)
-    deliveries = Deliveries(store, gateway, service, secret, outbox.wake, reconcile_after=settings.reconcile_after)
-    service.on_request_id = deliveries.request_id_known
+    teller = Teller(storage.sends, storage.deliveries, alerts, conversations, policy.defaults.show_numbers)
+    deliveries = Deliveries(
+        storage.sends,
+        storage.deliveries,
+        gateway,
+        teller,
+        resources.report_secret,
+        wakeup.set,
+        parse_report,
+        reconcile_after=settings.reconcile_after,
+    )
+    pipeline = Pipeline(
+        sends=storage.sends,
+        admission=admission,
+        alerts=alerts,
+        teller=teller,
+        gateway=gateway,
+        conversations=conversations,
+        metrics=metrics,
+        deadline=settings.send_retry_deadline,
+        report_url=resources.report_url,
+        on_request_id=deliveries.request_id_known,
+        retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
+    )
+    outbox = Outbox(storage.sends, pipeline, wakeup, metrics, single_process=storage.single_process)
+    bolt = make_bolt(settings, slack, auth)
+    register_all(
+        bolt,
+        Deps(
+            policy=policy,
+            admission=admission,
+            intake=Intake(storage.sends, settings.send_retry_deadline, wakeup.set),
+            directory=directory,
+            tasks=tasks,
+            deliveries=deliveries,
+            metrics=metrics,
+            bot_user_id=auth.get("user_id"),
+            bot_id=auth.get("bot_id"),
+        ),
+    )
+    health = HealthCheck(settings, storage, gateway, outbox, metrics)
+    web = create_web_app(
+        None if settings.socket_mode else bolt,
+        health,
+        metrics,
+        reports=deliveries.receive,
+        received=deliveries.received,
+    )
+    return Relay(
+        settings=settings,
+        policy=policy,
+        slack=slack,
+        gateway=gateway,
+        storage=storage,
+        metrics=metrics,
+        tasks=tasks,
+        deliveries=deliveries,
+        outbox=outbox,
+        health=health,
+        bolt=bolt,
+        web=web,
+        bot_user_id=auth.get("user_id"),
+        team_id=auth.get("team_id"),
+    )
+
+
+def make_bolt(settings: Settings, slack: AsyncWebClient, auth: AsyncSlackResponse) -> AsyncApp:
     signing_secret = settings.slack_signing_secret
     bolt_log = logging.getLogger("bot.bolt")
     if not any(isinstance(f, _SkipTokenWarning) for f in bolt_log.filters):
         bolt_log.addFilter(_SkipTokenWarning())
-    bolt = AsyncApp(
+    return AsyncApp(
         client=slack,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         request_verification_enabled=not settings.socket_mode,
@@ -271,43 +347,26 @@ async def build_relay(
         ),
         logger=bolt_log,
     )
-    register_all(
-        bolt,
-        Deps(
-            service=service,
-            tasks=tasks,
-            wake_outbox=outbox.wake,
-            metrics=metrics,
-            bot_user_id=auth.get("user_id"),
-            bot_id=auth.get("bot_id"),
-            deliveries=deliveries,
-        ),
-    )
-    relay = Relay(
-        settings=settings,
-        policy=policy,
-        gateway=gateway,
-        slack=slack,
-        bolt=bolt,
-        service=service,
-        tasks=tasks,
-        store=store,
-        outbox=outbox,
-        metrics=metrics,
-        engine=engine,
-        web=Starlette(),
-        bot_user_id=auth.get("user_id"),
-        team_id=auth.get("team_id"),
-        deliveries=deliveries,
-    )
-    relay.web = create_web_app(
-        None if settings.socket_mode else bolt,
-        relay.health,
-        metrics,
-        reports=deliveries.receive,
-        received=deliveries.received,
-    )
-    return relay
+
+
+@asynccontextmanager
+async def open_relay(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    gateway: MessageGateway | None = None,
+    slack_client: AsyncWebClient | None = None,
+) -> AsyncIterator[Relay]:
+    """The bot, running (outbox, delivery reports, background tasks) until the block ends; then stopped in the
+    order ``Relay.background`` declares and every connection closed. Must run in the event loop that serves it."""
+    policy = policy or load_policy(settings.bot_policy)
+    async with AsyncExitStack() as stack:
+        relay = wire(
+            settings, policy, await open_resources(settings, stack, gateway=gateway, slack_client=slack_client)
+        )
+        for part in relay.background():
+            await stack.enter_async_context(part)
+        yield relay
 
 
 def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
@@ -319,39 +378,37 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
 
 
 async def run(settings: Settings) -> None:
-    relay = await build_relay(settings)
-    await relay.start()
-    server = _Server(
-        uvicorn.Config(
-            relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+    async with open_relay(settings) as relay:
+        server = _Server(
+            uvicorn.Config(
+                relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+            )
         )
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
-        loop.add_signal_handler(sig, server.handle_exit, sig, None)
-    socket = make_socket_handler(relay)
-    try:
-        if socket is not None:
-            await socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
-        else:
-            log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
-        log.info(
-            "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
-            settings.bot_policy,
-            len(relay.policy.senders),
-            len(relay.policy.rules),
-            len(relay.policy.alerts),
-            "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
-            f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
-        )
-        await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
-    finally:
-        if socket is not None:
-            await socket.close_async()  # type: ignore[no-untyped-call]
-        await relay.aclose()
-        log.info("stopped")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        socket = make_socket_handler(relay)
+        try:
+            if socket is not None:
+                await socket.connect_async()  # type: ignore[no-untyped-call]
+                log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
+            else:
+                log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
+            log.info(
+                "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
+                settings.bot_policy,
+                len(relay.policy.senders),
+                len(relay.policy.rules),
+                len(relay.policy.alerts),
+                "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
+                f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
+            )
+            await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
+        finally:
+            if socket is not None:
+                await socket.close_async()  # type: ignore[no-untyped-call]
+    log.info("stopped")
 
 
 def _fast_event_loop() -> None:

@@ -8,8 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bot.domain.models import SendRecord
 from bot.domain.phone import mask
+from bot.domain.sends import SendRecord
 
 COLUMNS = (
     "created_at",
@@ -39,9 +39,9 @@ def _detail(record: SendRecord, full_numbers: bool = False) -> str:
             notes.append(f"held for the summary: {held}")
     if record.problems:
         notes.append("; ".join(record.problems))
-    elif record.error_message:
-        status = f"HTTP {record.http_status}: " if record.http_status else ""
-        notes.append(status + record.error_message)
+    elif record.last_error is not None:
+        error = record.last_error
+        notes.append((f"HTTP {error.http_status}: " if error.http_status else "") + str(error))
     return " · ".join(notes)
 
 

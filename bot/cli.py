@@ -215,25 +215,17 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _audit(args: argparse.Namespace, out: TextIO) -> int:
     from bot.audit import render
-    from bot.storage.engine import create_engine, migrate
-    from bot.storage.store import SqlStore, now
+    from bot.domain.clock import utc_now
+    from bot.storage import Storage
 
-    engine = create_engine(load_storage_settings().database_url)
-    try:
-        await migrate(engine)
-        store = SqlStore(engine)
-        try:
-            if args.action == "prune":
-                deleted = await store.prune(now() - parse_duration(args.older_than))
-                print(f"deleted {deleted} finished send(s) older than {args.older_than}", file=out)
-                return EXIT_OK
-            since = now() - parse_duration(args.since) if args.since else None
-            out.write(render(await store.audit(since), args.format, full_numbers=args.full_numbers))
+    async with await Storage.open(load_storage_settings().database_url) as storage:
+        if args.action == "prune":
+            deleted = await storage.prune(utc_now() - parse_duration(args.older_than))
+            print(f"deleted {deleted} finished send(s) older than {args.older_than}", file=out)
             return EXIT_OK
-        finally:
-            await store.aclose()
-    finally:
-        await engine.dispose()
+        since = utc_now() - parse_duration(args.since) if args.since else None
+        out.write(render(await storage.sends.audit(since), args.format, full_numbers=args.full_numbers))
+        return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:

@@ -77,10 +77,13 @@ class Settings(PolicySettings, StorageSettings):
     d7_report_secret: SecretStr | None = Field(None, validation_alias="D7_REPORT_SECRET")
     # Beyond the contract: how long safe failures (D7 unavailable, nothing sent) are retried before giving up.
     send_retry_deadline: timedelta = Field(timedelta(minutes=15), validation_alias="SEND_RETRY_DEADLINE")
+    # Beyond the contract: the outbox's first wait before trying D7 again after the client gave up on a safe
+    # failure (doubled each time, at most 2 minutes, until SEND_RETRY_DEADLINE).
+    send_retry_backoff: timedelta = Field(timedelta(seconds=5), gt=timedelta(0), validation_alias="SEND_RETRY_BACKOFF")
     # Beyond the contract: sends without a final delivery status this long after D7 accepted them are looked up.
     reconcile_after: timedelta = Field(timedelta(minutes=10), validation_alias="D7_RECONCILE_AFTER")
 
-    @field_validator("send_retry_deadline", "reconcile_after", mode="before")
+    @field_validator("send_retry_deadline", "send_retry_backoff", "reconcile_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value

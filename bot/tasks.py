@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 log = logging.getLogger("bot")
 
@@ -13,9 +14,10 @@ DEFAULT_DRAIN_SECONDS = 25.0
 
 
 class BackgroundTasks:
-    """Runs coroutines after the Slack ack; ``drain`` waits for them (bounded) when the bot stops."""
+    """Runs coroutines after the Slack ack; leaving ``async with`` waits for them (bounded) when the bot stops."""
 
-    def __init__(self) -> None:
+    def __init__(self, drain: float = DEFAULT_DRAIN_SECONDS) -> None:
+        self.drain = drain
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -35,11 +37,19 @@ class BackgroundTasks:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.wait(self.drain)
+
+    async def wait(self, seconds: float) -> int:
         """Wait up to ``seconds`` for the tasks in flight; return how many did not finish."""
         if not self._tasks:
             return 0
-        log.info("waiting up to %.0fs for %d send(s) in flight", seconds, len(self._tasks))
+        log.info("waiting up to %.0fs for %d task(s) in flight", seconds, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
         if pending:
             log.error("%d task(s) still running at shutdown; their outcome was not reported", len(pending))

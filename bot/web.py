@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bot.deliveries import Received
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.sending.deliveries import Received
 
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Reports = Callable[[str, bytes], Awaitable[Received]]

@@ -9,8 +9,8 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,16 @@ from urllib.parse import urlencode
 import httpx
 import sqlalchemy as sa
 import uvicorn
+from pydantic import SecretStr
 
-from bot.app import Relay, build_relay
+from bot.app import Relay, open_relay
 from bot.config import Settings
+from bot.d7 import D7Client
+from bot.domain.clock import utc_now
+from bot.domain.ports import MessageGateway
+from bot.domain.sends import SendState
 from bot.storage.engine import create_engine
+from bot.storage.schema import UTCDateTime, delivery_reports, sends
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack
@@ -150,39 +156,87 @@ class App:
         kw.setdefault("response_url", self.slack.response_url("cmd"))
         return await self.post(slash_command(command, text, **kw))
 
-    async def settle(self) -> None:
-        """Wait until delivery reports are applied, the outbox has nothing due and nothing in work, and background
-        tasks are done."""
-        if self.relay.deliveries is not None:
-            await self.relay.deliveries.settle(10)
-        await self.relay.outbox.settle(10)
-        assert await self.relay.tasks.drain(10) == 0
+    async def settle(self, seconds: float = 10.0) -> None:
+        """Wait until, as seen from outside: delivery reports whose send is known are applied, the outbox has
+        nothing due and nothing leased or in work, and background tasks are done."""
+        async with asyncio.timeout(seconds):
+            # Polled: the bot has no "quiet" signal of its own, and needs none outside tests.
+            while self.relay.tasks.in_flight or self.relay.outbox.in_flight or not await self._quiet():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+    async def _quiet(self) -> bool:
+        at = sa.literal(utc_now(), UTCDateTime())
+        c = sends.c
+        finished = [s.value for s in SendState if s.final]
+        due = sa.or_(
+            sa.and_(
+                sa.or_(c.state == SendState.PENDING.value, sa.and_(c.state.in_(finished), c.posted_at.is_(None))),
+                c.next_attempt_at <= at,
+            ),
+            sa.and_(c.card_due_at <= at, c.posted_at.is_not(None)),
+        )
+        busy = sa.select(sa.func.count()).where(sa.or_(due, c.claimed_by.is_not(None)))
+        r = delivery_reports.c
+        unapplied = (
+            sa.select(sa.func.count())
+            .select_from(delivery_reports.join(sends, c.request_id == r.request_id))
+            .where(r.applied_at.is_(None))
+        )
+        async with self.relay.storage.database.connect() as conn:
+            return (await conn.execute(busy)).scalar_one() == 0 and (await conn.execute(unapplied)).scalar_one() == 0
+
+
+def no_sleep_d7(d7: FakeD7) -> D7Client:
+    """A D7 client on the fake that retries at once (its own backoff is tested in test_d7_client)."""
+
+    async def no_sleep(delay: float) -> None:
+        return None
+
+    return D7Client(SecretStr(D7_TOKEN), base_url=d7.url, sleep=no_sleep)
+
+
+@contextmanager
+def database_down() -> Iterator[None]:
+    """Every statement on every engine fails, as when the database stops answering (SQLAlchemy's event hooks: the
+    bot is not told, it finds out)."""
+
+    def refuse(*args: Any) -> None:
+        raise ConnectionRefusedError("the database is down (test)")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", refuse)
 
 
 @asynccontextmanager
 async def running_app(
-    slack: FakeSlack, d7: FakeD7 | None, tmp: Path, policy: str = POLICY, **extra: Any
+    slack: FakeSlack,
+    d7: FakeD7 | None,
+    tmp: Path,
+    policy: str = POLICY,
+    gateway: MessageGateway | None = None,
+    **extra: Any,
 ) -> AsyncIterator[App]:
     path = tmp / "policy.yml"
     path.write_text(policy)
-    relay = await build_relay(settings_for(slack, d7, path, tmp, **extra))
-    await relay.start()
-    server = uvicorn.Server(
-        uvicorn.Config(relay.web, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(timeout=10) as http:
-        try:
-            yield App(relay, f"http://127.0.0.1:{port}", http, slack, d7)
-        finally:
-            server.should_exit = True
-            await task
-            await relay.aclose()
+    async with open_relay(settings_for(slack, d7, path, tmp, **extra), gateway=gateway) as relay:
+        server = uvicorn.Server(
+            uvicorn.Config(relay.web, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False)
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(timeout=10) as http:
+            try:
+                yield App(relay, f"http://127.0.0.1:{port}", http, slack, d7)
+            finally:
+                server.should_exit = True
+                await task
 
 
 async def reset_postgres(url: str) -> None:

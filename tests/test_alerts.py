@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.audit import render
-from bot.domain.models import SendState
+from bot.domain.sends import SendState
 from bot.storage.schema import sends
 from tests.fakes.d7 import FakeD7, Reply
 from tests.fakes.slack import BOT_USER_ID, FakeSlack
@@ -146,7 +146,7 @@ async def test_each_tools_alert_is_texted_exactly(
     assert "+1 415 ••• 0100" in reply["text"]
     blocks = json.loads(reply["blocks"]) if isinstance(reply["blocks"], str) else reply["blocks"]
     assert blocks[1]["elements"][0]["elements"][0]["text"] == sms  # the exact text, shown literally
-    (record,) = await app.relay.store.audit()
+    (record,) = await app.relay.storage.sends.audit()
     assert record.state is SendState.ACCEPTED
     assert record.request_id is not None
     assert record.request_id in reply["text"]
@@ -161,7 +161,7 @@ async def test_a_resolved_notice_does_not_match_and_is_acked_quietly(
     assert response.status_code == 200
     assert texts(fake_d7) == []
     assert slack.of("chat.postMessage") == []
-    assert await app.relay.store.audit() == []
+    assert await app.relay.storage.sends.audit() == []
 
 
 async def test_the_same_alert_twice_in_the_window_is_texted_once(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
@@ -194,7 +194,7 @@ async def test_the_same_alert_twice_in_the_window_is_texted_once(app: App, slack
     (said,) = replies(slack, again["ts"])
     assert "Not texted again" in said
     assert "10m" in said
-    states = {r.request.origin.thread_ts: r.state for r in await app.relay.store.audit()}
+    states = {r.request.origin.thread_ts: r.state for r in await app.relay.storage.sends.audit()}
     assert states == {
         first["ts"]: SendState.ACCEPTED,
         again["ts"]: SendState.DEDUPLICATED,
@@ -213,7 +213,7 @@ async def test_an_event_retried_by_slack_three_times_texts_once(app: App, slack:
     assert statuses == [200] * 5
     assert len(texts(fake_d7)) == 1
     assert len(slack.of("chat.postMessage")) == 1
-    assert len(await app.relay.store.audit()) == 1
+    assert len(await app.relay.storage.sends.audit()) == 1
 
 
 async def test_the_bots_own_post_edits_deletions_and_thread_replies_are_ignored(
@@ -245,7 +245,7 @@ async def test_the_bots_own_post_edits_deletions_and_thread_replies_are_ignored(
 
     assert texts(fake_d7) == []
     assert slack.of("chat.postMessage") == []
-    assert await app.relay.store.audit() == []
+    assert await app.relay.storage.sends.audit() == []
 
 
 async def test_a_rule_may_opt_in_to_thread_replies_and_answers_in_that_thread(
@@ -293,7 +293,7 @@ async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
             per_phone[number] = per_phone.get(number, 0) + 1
     assert per_phone == {"+14155550110": 5, "+14155550111": 5}
 
-    records = await app.relay.store.audit()
+    records = await app.relay.storage.sends.audit()
     alerts = [r for r in records if r.request.origin.surface == "alert"]
     summaries = [r for r in records if r.request.origin.surface == "summary"]
     assert len(alerts) == 200
@@ -320,7 +320,7 @@ async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
         assert text.startswith("+195 more alerts in #storm since ")
         assert " UTC - latest: [FIRING:1] Check" in text
         assert len(text) <= 160
-    done = [r for r in await app.relay.store.audit() if r.request.origin.surface == "summary"]
+    done = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "summary"]
     assert [r.state for r in done] == [SendState.ACCEPTED, SendState.ACCEPTED]
     # Told in the thread of a held alert (the phone's first): what was texted instead of the held alerts.
     for summary in done:
@@ -329,23 +329,23 @@ async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
         assert sum("Summary texted" in t for t in replies(slack, thread)) >= 1
     assert sum("Summary texted" in c["text"] for c in slack.of("chat.postMessage")) == 2
 
-    exported = render(await app.relay.store.audit(), "json", full_numbers=False)
+    exported = render(await app.relay.storage.sends.audit(), "json", full_numbers=False)
     details = [json.loads(line)["detail"] for line in exported.splitlines()]
     assert sum(d.startswith("alert of rule 'storm' · held for the summary: +1 415 ••• 0110") for d in details) == 195
     assert sum(d == "summary of rule 'storm'" for d in details) == 2
 
 
 async def _due_at(app: App, send_id: str) -> Any:
-    engine = app.relay.store.engine
+    engine = app.relay.storage.database.engine
     async with engine.connect() as conn:
         return (await conn.execute(sa.select(sends.c.next_attempt_at).where(sends.c.id == send_id))).scalar_one()
 
 
 async def _make_due(app: App) -> None:
     """Move pending summaries to now, as if their hour had passed."""
-    from bot.storage.store import now
+    from bot.domain.clock import utc_now as now
 
-    async with app.relay.store.engine.begin() as conn:
+    async with app.relay.storage.database.engine.begin() as conn:
         await conn.execute(
             sends.update().where(sends.c.surface == "summary").values(next_attempt_at=now(), deadline_at=now())
         )
@@ -395,8 +395,8 @@ async def test_an_alert_text_not_delivered_says_who_was_not_reached(
     alert = payload("plain")
     await app.event(event_callback(alert))
     await app.settle()
-    (record,) = await app.relay.store.audit()
-    secret = await app.relay.store.get_setting("d7_report_secret")
+    (record,) = await app.relay.storage.sends.audit()
+    secret = await app.relay.storage.settings.get("d7_report_secret")
     report = {"request_id": record.request_id, "msg_id": "m1", "recipient": "+14155550101", "status": "undelivered"}
 
     response = await app.http.post(f"{app.url}/d7/reports/{secret}", data=report)
@@ -409,5 +409,5 @@ async def test_an_alert_text_not_delivered_says_who_was_not_reached(
         "This alert did not get to them: page them another way."
     )
     (update,) = slack.of("chat.update")  # the alert's result message, with the status
-    assert update["ts"] == (await app.relay.store.get(record.id)).result_ts  # type: ignore[union-attr]
+    assert update["ts"] == (await app.relay.storage.sends.get(record.id)).result_ts  # type: ignore[union-attr]
     assert ":x: undelivered" in json.dumps(update["blocks"], ensure_ascii=False)

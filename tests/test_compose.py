@@ -238,7 +238,7 @@ async def test_validation_errors_land_on_the_field_at_fault(
     assert response.status_code == 200
     assert response.json() == {"response_action": "errors", "errors": errors}
     assert fake_d7.requests == []
-    assert await app.relay.store.audit() == []
+    assert await app.relay.storage.sends.audit() == []
 
 
 async def test_submit_sends_like_the_command_and_twice_sends_once(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
@@ -254,7 +254,7 @@ async def test_submit_sends_like_the_command_and_twice_sends_once(app: App, slac
     (body,) = fake_d7.bodies(SMS)
     assert body["messages"][0]["recipients"] == ["+14155550100", "+14155550101"]
     assert body["messages"][0]["content"] == "db-1 disk full"
-    (record,) = await app.relay.store.audit()
+    (record,) = await app.relay.storage.sends.audit()
     assert record.request.idempotency_key == f"view:{view['id']}"
     parent, result = slack.of("chat.postMessage")
     assert parent["channel"] == "C0OPS"

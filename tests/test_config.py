@@ -29,12 +29,12 @@ CONTRACT = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [*CONTRACT, "SEND_RETRY_DEADLINE"]:
+    for name in [*CONTRACT, *EXTENSIONS]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
-EXTENSIONS = ["SEND_RETRY_DEADLINE", "D7_RECONCILE_AFTER"]  # ours, beyond DESIGN.md's contract
+EXTENSIONS = ["SEND_RETRY_DEADLINE", "SEND_RETRY_BACKOFF", "D7_RECONCILE_AFTER"]  # ours, beyond DESIGN.md's contract
 
 
 def test_contract_names_are_exactly_the_settings_fields() -> None:

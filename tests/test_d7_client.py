@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.d7 import D7Client, RetryPolicy
+from bot.d7 import D7Client
 from bot.domain.errors import (
     D7AuthError,
     D7Error,
@@ -25,6 +25,7 @@ from bot.domain.errors import (
     FieldError,
 )
 from bot.domain.models import SendStatus, Via
+from bot.domain.retry import RetryPolicy
 from tests.conftest import Sleeps, timeout
 from tests.fakes.d7 import TOKEN, FakeD7, Reply
 

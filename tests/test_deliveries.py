@@ -47,7 +47,7 @@ async def send_sms(app: App, text: str = "+14155550100 +14155550101 db down") ->
     """Send through /sms; return (request_id, ts of the result message)."""
     assert (await app.command("/sms", text)).status_code == 200
     await app.settle()
-    (record,) = [r for r in await app.relay.store.audit() if r.request.text in text]
+    (record,) = [r for r in await app.relay.storage.sends.audit() if r.request.text in text]
     assert record.request_id is not None
     assert record.result_ts is not None
     return record.request_id, record.result_ts
@@ -91,9 +91,9 @@ async def test_without_public_url_no_report_url_and_the_secret_is_generated_once
 ) -> None:
     async with running_app(slack, fake_d7, tmp_path) as app:
         await send_sms(app)
-        first = await app.relay.store.get_setting("d7_report_secret")
+        first = await app.relay.storage.settings.get("d7_report_secret")
     async with running_app(slack, fake_d7, tmp_path) as app:
-        again = await app.relay.store.get_setting("d7_report_secret")
+        again = await app.relay.storage.settings.get("d7_report_secret")
 
     assert "report_url" not in (fake_d7.bodies(SMS)[0].get("message_globals") or {})
     assert first is not None
@@ -121,7 +121,7 @@ async def test_whatsapp_report_as_json_and_read_after_delivered(app: App, slack:
         await app.command("/whatsapp", "+14155550100 your ticket is solved", channel="C0SUPPORT")
     ).status_code == 200
     await app.settle()
-    (record,) = await app.relay.store.audit()
+    (record,) = await app.relay.storage.sends.audit()
     assert record.request_id is not None
     event = {
         "event_type": "DELIVERY_EVENTS",
@@ -157,7 +157,7 @@ async def test_duplicate_and_out_of_order_reports_change_nothing(app: App, slack
     assert (again.status_code, late.status_code) == (200, 200)
     (update,) = slack.of("chat.update")
     assert "delivered" in delivery_section(update)
-    statuses = await app.relay.store.statuses((await app.relay.store.audit())[0].id)
+    statuses = await app.relay.storage.deliveries.statuses((await app.relay.storage.sends.audit())[0].id)
     assert [(s.recipient, s.status) for s in statuses] == [("+14155550100", "delivered")]
 
 
@@ -218,7 +218,7 @@ async def test_wrong_secret_or_malformed_body_stores_nothing(
 
     assert response.status_code == status
     assert "+1415" not in response.text
-    async with app.relay.store.engine.connect() as conn:
+    async with app.relay.storage.database.engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(delivery_reports))).scalar_one() == 0
 
 
@@ -330,7 +330,7 @@ async def test_statuses_are_per_send_and_recipient(app: App) -> None:
     await post_form(app, sms_report(request_id, "+14155550101", "sent", msg_id="b"))
     await app.settle()
 
-    async with app.relay.store.engine.connect() as conn:
+    async with app.relay.storage.database.engine.connect() as conn:
         rows = (await conn.execute(sa.select(recipient_statuses.c.recipient, recipient_statuses.c.status))).all()
     assert sorted(tuple(r) for r in rows) == [("+14155550100", "delivered"), ("+14155550101", "sent")]
 
@@ -347,7 +347,7 @@ async def test_either_body_under_either_content_type(app: App, slack: FakeSlack)
     await app.settle()
 
     assert (first.status_code, second.status_code) == (200, 200)
-    statuses = await app.relay.store.statuses((await app.relay.store.audit())[0].id)
+    statuses = await app.relay.storage.deliveries.statuses((await app.relay.storage.sends.audit())[0].id)
     assert sorted((s.recipient, s.status) for s in statuses) == [
         ("+14155550100", "delivered"),
         ("+14155550101", "delivered"),
@@ -357,14 +357,14 @@ async def test_either_body_under_either_content_type(app: App, slack: FakeSlack)
 async def test_prune_removes_old_reports_and_statuses_with_their_sends(app: App) -> None:
     from datetime import timedelta
 
-    from bot.storage.store import now
+    from bot.domain.clock import utc_now as now
 
     request_id, _ = await send_sms(app, "+14155550100 hi")
     await post_form(app, sms_report(request_id, "+14155550100", "delivered"))
     await app.settle()
 
-    assert await app.relay.store.prune(now() + timedelta(seconds=1)) == 1
+    assert await app.relay.storage.prune(now() + timedelta(seconds=1)) == 1
 
-    async with app.relay.store.engine.connect() as conn:
+    async with app.relay.storage.database.engine.connect() as conn:
         for table in (delivery_reports, recipient_statuses):
             assert (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one() == 0

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-import bot.service
-from bot.domain.models import SendState
-from bot.storage.engine import create_engine
+from bot.domain.sends import SendState
 from tests.fakes.d7 import FakeD7, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import App, running_app, sign, slash_command
+from tests.harness import App, database_down, no_sleep_d7, running_app, sign, slash_command
 
 SMS = "/messages/v1/send"
 
@@ -27,13 +26,11 @@ def slack(slack: FakeSlack) -> FakeSlack:
 
 @pytest.fixture
 async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
-    async with running_app(slack, fake_d7, tmp_path) as running:
-        running.relay.gateway._sleep = _no_sleep  # type: ignore[attr-defined]
+    # The outbox's own backoff between rounds (after the client gave up) is short here.
+    async with running_app(
+        slack, fake_d7, tmp_path, gateway=no_sleep_d7(fake_d7), SEND_RETRY_BACKOFF=timedelta(milliseconds=50)
+    ) as running:
         yield running
-
-
-async def _no_sleep(delay: float) -> None:
-    return None
 
 
 def delivery(slack: FakeSlack, text: str, trigger: str = "1337.42.retried") -> bytes:
@@ -56,7 +53,7 @@ async def test_same_delivery_four_times_in_sequence_sends_once(app: App, slack: 
     assert statuses == [200, 200, 200, 200]
     assert len(fake_d7.bodies(SMS)) == 1
     assert len(slack.of("chat.postMessage")) == 2  # one announcement, one result
-    records = await app.relay.store.audit()
+    records = await app.relay.storage.sends.audit()
     assert [(r.state, r.request.idempotency_key) for r in records] == [(SendState.ACCEPTED, "trigger:1337.42.retried")]
 
 
@@ -68,14 +65,14 @@ async def test_same_delivery_four_times_at_once_sends_once(app: App, slack: Fake
 
     assert statuses == [200, 200, 200, 200]
     assert len(fake_d7.bodies(SMS)) == 1
-    assert len(await app.relay.store.audit()) == 1
+    assert len(await app.relay.storage.sends.audit()) == 1
 
 
 async def test_intent_is_recorded_with_everything_the_audit_needs(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
     await app.command("/sms", "+14155550100 <@U0ALICE|alice> disk full", trigger_id="1337.7.abc")
     await app.settle()
 
-    (record,) = await app.relay.store.audit()
+    (record,) = await app.relay.storage.sends.audit()
     (request_id,) = fake_d7.sends
     assert record.state is SendState.ACCEPTED
     assert record.request.idempotency_key == "trigger:1337.7.abc"
@@ -102,7 +99,7 @@ async def test_denials_and_invalid_input_are_recorded_and_told_once(
     await app.command("/sms", "+1555 hello")
     await app.settle()
 
-    denied, invalid = await app.relay.store.audit()
+    denied, invalid = await app.relay.storage.sends.audit()
     assert (denied.state, denied.refusal_kind) == (SendState.DENIED, "denied")
     assert denied.problems == ["+44 20 ••• 0000 is outside the numbers rule 'ops may page on-call' allows"]
     assert (invalid.state, invalid.refusal_kind) == (SendState.DENIED, "invalid")
@@ -113,21 +110,20 @@ async def test_denials_and_invalid_input_are_recorded_and_told_once(
 
 
 async def test_d7_down_for_a_while_then_back_sends_each_intent_exactly_once(
-    app: App, slack: FakeSlack, fake_d7: FakeD7, monkeypatch: pytest.MonkeyPatch
+    app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
-    monkeypatch.setattr(bot.service, "RETRY_BASE", 0.05)  # the outbox's own backoff between rounds
     fake_d7.enqueue(*[Reply(503, path=SMS)] * 14)  # 3 intents x 4 client attempts = 12, and then some
 
     for i in range(3):
         await app.command("/sms", f"+14155550100 incident {i}")
     await app.settle()
     for _ in range(50):  # rescheduled intents come due again after their backoff
-        if all(r.state.final and r.posted_at for r in await app.relay.store.audit()):
+        if all(r.state.final and r.posted_at for r in await app.relay.storage.sends.audit()):
             break
         await asyncio.sleep(0.1)
         await app.settle()
 
-    records = await app.relay.store.audit()
+    records = await app.relay.storage.sends.audit()
     assert [r.state for r in records] == [SendState.ACCEPTED] * 3
     assert len(fake_d7.sends) == 3
     contents = [b["messages"][0]["content"] for b in fake_d7.bodies(SMS)]
@@ -145,17 +141,20 @@ async def test_d7_down_for_a_while_then_back_sends_each_intent_exactly_once(
     assert all(r.attempts >= 1 for r in records)
 
 
-async def test_d7_down_past_the_deadline_fails_and_says_so(
-    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(bot.service, "RETRY_BASE", 0.05)
+async def test_d7_down_past_the_deadline_fails_and_says_so(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> None:
     fake_d7.enqueue(*[Reply(503, path=SMS)] * 100)
-    async with running_app(slack, fake_d7, tmp_path, SEND_RETRY_DEADLINE="1s") as app:
-        app.relay.gateway._sleep = _no_sleep  # type: ignore[attr-defined]
+    async with running_app(
+        slack,
+        fake_d7,
+        tmp_path,
+        gateway=no_sleep_d7(fake_d7),
+        SEND_RETRY_DEADLINE="1s",
+        SEND_RETRY_BACKOFF=timedelta(milliseconds=50),
+    ) as app:
         await app.command("/sms", "+14155550100 lost cause")
         for _ in range(60):
             await app.settle()
-            (record,) = await app.relay.store.audit()
+            (record,) = await app.relay.storage.sends.audit()
             if record.posted_at:
                 break
             await asyncio.sleep(0.1)
@@ -167,13 +166,8 @@ async def test_d7_down_past_the_deadline_fails_and_says_so(
 
 
 async def test_database_down_at_ack_time_says_nothing_was_sent(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
-    working = app.relay.store.engine
-    app.relay.store.engine = create_engine("postgresql://nobody@127.0.0.1:9/none")
-    try:
+    with database_down():
         response = await app.command("/sms", "+14155550100 hello")
-    finally:
-        await app.relay.store.engine.dispose()
-        app.relay.store.engine = working
     await app.settle()
 
     assert response.status_code == 200

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage.engine import create_engine
 from tests.fakes.d7 import FakeD7, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import App, running_app, sign, slash_command
+from tests.harness import App, database_down, no_sleep_d7, running_app, sign, slash_command
 
 SMS = "/messages/v1/send"
 WA = "/whatsapp/v2/send"
@@ -221,12 +220,14 @@ async def test_unregistered_whatsapp_sender_is_explained(slack: FakeSlack, tmp_p
     )
 
 
-async def test_d7_unavailable_shows_retrying_once_then_the_outcome(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
-    app.relay.gateway._sleep = _no_sleep  # type: ignore[attr-defined]
+async def test_d7_unavailable_shows_retrying_once_then_the_outcome(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
     fake_d7.enqueue(503, 503)
 
-    await app.command("/sms", "+14155550100 test")
-    await app.settle()
+    async with running_app(slack, fake_d7, tmp_path, gateway=no_sleep_d7(fake_d7)) as app:
+        await app.command("/sms", "+14155550100 test")
+        await app.settle()
 
     _, retrying, answer = slack.of("chat.postMessage")
     assert retrying["thread_ts"] == answer["thread_ts"] == "1763800000.000001"
@@ -235,10 +236,6 @@ async def test_d7_unavailable_shows_retrying_once_then_the_outcome(app: App, sla
     )
     assert "Accepted by D7" in answer["text"]
     assert len(fake_d7.sends) == 1
-
-
-async def _no_sleep(delay: float) -> None:
-    return None
 
 
 async def test_slack_markup_in_the_text_is_shown_not_acted_on(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
@@ -345,14 +342,9 @@ async def test_healthz_reports_version_mode_and_database(app: App) -> None:
 
 
 async def test_healthz_is_503_when_the_database_is_unreachable(app: App) -> None:
-    # The database goes away after start: point the bot at a port where nothing listens.
-    working = app.relay.engine
-    app.relay.engine = create_engine("postgresql://nobody@127.0.0.1:9/none")
-    try:
+    # The database stops answering after start.
+    with database_down():
         response = await app.http.get(f"{app.url}/healthz")
-    finally:
-        await app.relay.engine.dispose()
-        app.relay.engine = working
 
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from bot.app import build_relay
+from bot.app import open_relay
 from bot.slack.listeners import COMMANDS, EVENTS, SHORTCUTS
 from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import POLICY, settings_for, sign, slash_command
@@ -58,12 +58,11 @@ async def asgi(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         slack.add_channel("C0OPS")
         policy = tmp_path / "policy.yml"
         policy.write_text(POLICY)
-        relay = await build_relay(settings_for(slack, None, policy, tmp_path))
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=relay.web), base_url="http://bot") as http:
-                yield http
-        finally:
-            await relay.aclose()
+        async with (
+            open_relay(settings_for(slack, None, policy, tmp_path)) as relay,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=relay.web), base_url="http://bot") as http,
+        ):
+            yield http
 
 
 async def post(http: httpx.AsyncClient, body: bytes, content_type: str) -> httpx.Response:

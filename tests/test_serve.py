@@ -15,7 +15,7 @@ import httpx
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.app import build_relay, make_socket_handler
+from bot.app import make_socket_handler, open_relay
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
@@ -149,17 +149,16 @@ async def test_socket_mode_handler_is_built_and_http_events_route_is_off(slack: 
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
     settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
-    relay = await build_relay(settings)
-    handler = make_socket_handler(relay)
-    try:
-        transport = httpx.ASGITransport(app=relay.web)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
-            events = await http.post("/slack/events", content=b"{}")
-            health = await http.get("/healthz")
-    finally:
-        if handler is not None:
-            await handler.client.close()  # type: ignore[no-untyped-call]
-        await relay.aclose()
+    async with open_relay(settings) as relay:
+        handler = make_socket_handler(relay)
+        try:
+            transport = httpx.ASGITransport(app=relay.web)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bot") as http:
+                events = await http.post("/slack/events", content=b"{}")
+                health = await http.get("/healthz")
+        finally:
+            if handler is not None:
+                await handler.client.close()  # type: ignore[no-untyped-call]
 
     assert isinstance(handler, AsyncSocketModeHandler)
     assert handler.app is relay.bolt
@@ -172,8 +171,5 @@ async def test_socket_mode_handler_is_built_and_http_events_route_is_off(slack: 
 async def test_http_mode_builds_no_socket_handler(slack: FakeSlack, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    relay = await build_relay(settings_for(slack, None, policy, tmp_path))
-    try:
+    async with open_relay(settings_for(slack, None, policy, tmp_path)) as relay:
         assert make_socket_handler(relay) is None
-    finally:
-        await relay.aclose()

@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, SendState, Via
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.phone import PhoneNumber
+from bot.domain.sends import Checked, Placement, SendState
+from bot.storage import Storage
+from bot.storage.database import Database
 from bot.storage.engine import create_engine, current_revision, head_revision, migrate
-from bot.storage.store import SqlStore
+from bot.storage.schema import sends
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, reset_postgres, running_app, sign, slash_command
@@ -28,11 +33,25 @@ needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
 def request(key: str, text: str = "hello") -> SendRequest:
     return SendRequest(
         via=Via.SMS,
-        origin=Origin("command", "T0TEAM", "U0ALICE", "C0OPS", response_url="https://hooks.example/r"),
+        origin=Origin(Surface.COMMAND, "T0TEAM", "U0ALICE", "C0OPS", response_url="https://hooks.example/r"),
         recipients=(RecipientRef(RefKind.NUMBER, "+14155550100"),),
         text=text,
         idempotency_key=key,
     )
+
+
+CHECKED = Checked("ops may page on-call", "ops-sms", "OpsAlert", (PhoneNumber("+14155550100"),), "hello")
+
+
+def storage(engine: AsyncEngine) -> Storage:
+    """The stores on ``engine`` (each call: a process of its own, racing the others)."""
+    return Storage.on(Database(engine))
+
+
+async def set_columns(engine: AsyncEngine, send_id: str, **values: object) -> None:
+    """Put a row in a state for the test (as time, or another replica, would have left it)."""
+    async with engine.begin() as conn:
+        await conn.execute(sends.update().where(sends.c.id == send_id).values(**values))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
@@ -50,16 +69,16 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0005"
+    assert await current_revision(engine) == head_revision() == "0006"
     await migrate(engine)
-    assert await current_revision(engine) == "0005"
+    assert await current_revision(engine) == "0006"
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
     assert {"sends", "kv", "alembic_version"} <= tables
 
 
 async def test_idempotency_key_is_unique(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
+    store = storage(engine).sends
     first = await store.record(request("k1"), timedelta(minutes=15))
     again = await store.record(request("k1", "other text"), timedelta(minutes=15))
 
@@ -70,7 +89,7 @@ async def test_idempotency_key_is_unique(engine: AsyncEngine) -> None:
 
 
 async def test_concurrent_claims_never_share_a_row(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
+    store = storage(engine).sends
     for i in range(30):
         await store.record(request(f"k{i}"), timedelta(minutes=15))
 
@@ -82,24 +101,24 @@ async def test_concurrent_claims_never_share_a_row(engine: AsyncEngine) -> None:
 
 
 async def test_concurrent_repeats_of_an_alert_agree_on_one_leader(engine: AsyncEngine) -> None:
-    stores = [SqlStore(engine) for _ in range(10)]  # on PostgreSQL: ten connections racing
+    stores = [storage(engine).alerts for _ in range(10)]  # on PostgreSQL: ten connections racing
     ids = [f"send-{i}" for i in range(10)]
 
     leaders = await asyncio.gather(
-        *(s.lead_alert("fp-1", i, timedelta(minutes=10)) for s, i in zip(stores, ids, strict=True))
+        *(s.lead("fp-1", i, timedelta(minutes=10)) for s, i in zip(stores, ids, strict=True))
     )
 
     assert len(set(leaders)) == 1
     assert leaders[0] in ids
-    assert await stores[0].lead_alert("fp-1", leaders[0], timedelta(minutes=10)) == leaders[0]  # asked again
-    await stores[0].release_alert("fp-1", leaders[0])  # its text did not go out
-    assert await stores[0].lead_alert("fp-1", "send-late", timedelta(milliseconds=1)) == "send-late"
+    assert await stores[0].lead("fp-1", leaders[0], timedelta(minutes=10)) == leaders[0]  # asked again
+    await stores[0].release("fp-1", leaders[0])  # its text did not go out
+    assert await stores[0].lead("fp-1", "send-late", timedelta(milliseconds=1)) == "send-late"
     await asyncio.sleep(0.01)  # the window is over: the next repeat leads again
-    assert await stores[0].lead_alert("fp-1", "send-later", timedelta(minutes=10)) == "send-later"
+    assert await stores[0].lead("fp-1", "send-later", timedelta(minutes=10)) == "send-later"
 
 
 async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: AsyncEngine) -> None:
-    stores = [SqlStore(engine) for _ in range(20)]
+    stores = [storage(engine).alerts for _ in range(20)]
     phones = ["+14155550100", "+14155550101"]
 
     taken = await asyncio.gather(
@@ -114,52 +133,53 @@ async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: A
     assert await stores[0].take_quota("alert-0", "storm", phones, 5, timedelta(hours=1)) == taken[0]
     for i, answer in enumerate(taken):  # what the thread reply reads back: the window of each held phone
         held = {phone: start for phone, (is_held, start) in answer.items() if is_held}
-        assert await stores[0].alert_windows_of(f"alert-{i}") == held
+        assert await stores[0].held_windows(f"alert-{i}") == held
 
 
 async def test_statuses_never_go_backwards_and_stale_sends_are_claimed_once(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
-    record = await store.record(request("k-status"), timedelta(minutes=15))
+    store = storage(engine)
+    record = await store.sends.record(request("k-status"), timedelta(minutes=15))
     assert record is not None
     old = datetime.now(UTC) - timedelta(minutes=20)
-    await store.update(record.id, state="accepted", request_id="req-1", posted_at=old, finished_at=old)
+    await set_columns(engine, record.id, state="accepted", request_id="req-1", posted_at=old, finished_at=old)
 
-    assert await store.apply_status(record.id, "+14155550100", "delivered", 3, None)
-    assert not await store.apply_status(record.id, "+14155550100", "sent", 2, None)  # late: ignored
-    assert not await store.apply_status(record.id, "+14155550100", "delivered", 3, None)  # again: no change
-    assert [s.status for s in await store.statuses(record.id)] == ["delivered"]
+    assert await store.deliveries.apply_status(record.id, "+14155550100", "delivered", 3, None)
+    assert not await store.deliveries.apply_status(record.id, "+14155550100", "sent", 2, None)  # late: ignored
+    assert not await store.deliveries.apply_status(record.id, "+14155550100", "delivered", 3, None)  # no change
+    assert [s.status for s in await store.deliveries.statuses(record.id)] == ["delivered"]
 
     racing = await asyncio.gather(
-        *(SqlStore(engine).claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) for _ in range(5))
+        *(storage(engine).sends.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) for _ in range(5))
     )
     assert sorted(len(batch) for batch in racing) == [0, 0, 0, 0, 1]
-    await store.card_due(record.id, final=True)
-    await store.update(record.id, reconciled_at=old - timedelta(hours=2))
-    assert await store.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) == []  # final: no more look-ups
+    await store.sends.card_due(record.id, final=True)
+    await set_columns(engine, record.id, reconciled_at=old - timedelta(hours=2))
+    assert await store.sends.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) == []  # final: no look-ups
 
 
 async def test_only_the_lease_holder_may_start_sending(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
+    store = storage(engine).sends
     record = await store.record(request("k1"), timedelta(minutes=15))
     assert record is not None
     (claimed,) = await store.claim("w1", 5, timedelta(seconds=60))
+    lease = timedelta(minutes=5)
 
-    assert not await store.start_sending(claimed.id, "w2", timedelta(minutes=5))
-    assert await store.start_sending(claimed.id, "w1", timedelta(minutes=5))
-    assert not await store.start_sending(claimed.id, "w1", timedelta(minutes=5))  # no second send
+    assert await store.start(replace(claimed, claimed_by="w2"), CHECKED, Placement(), lease) is None
+    assert await store.start(claimed, CHECKED, Placement(), lease) is not None
+    assert await store.start(claimed, CHECKED, Placement(), lease) is None  # no second send
     stored = await store.get(claimed.id)
     assert stored is not None
     assert (stored.state, stored.attempts) == (SendState.SENDING, 1)
 
 
 async def test_recovery_marks_only_expired_sending_rows_unknown(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
+    store = storage(engine).sends
     for key in ("dead", "alive", "waiting"):
         await store.record(request(key), timedelta(minutes=15))
     dead, alive, waiting = await store.claim("w1", 5, timedelta(seconds=60))
-    await store.start_sending(dead.id, "w1", timedelta(minutes=5))
-    await store.start_sending(alive.id, "w1", timedelta(minutes=5))
-    await store.update(dead.id, lease_until=datetime.now(UTC) - timedelta(seconds=1))
+    await store.start(dead, CHECKED, Placement(), timedelta(minutes=5))
+    await store.start(alive, CHECKED, Placement(), timedelta(minutes=5))
+    await set_columns(engine, dead.id, lease_until=datetime.now(UTC) - timedelta(seconds=1))
 
     assert await store.recover(everything=False) == 1
     states = {r.request.idempotency_key: r.state for r in await store.audit()}
@@ -171,24 +191,24 @@ async def test_recovery_marks_only_expired_sending_rows_unknown(engine: AsyncEng
 
 
 async def test_prune_deletes_only_old_finished_and_told_sends(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
+    store = storage(engine)
     for key in ("old-done", "old-pending", "new-done"):
-        await store.record(request(key), timedelta(minutes=15))
-    old_done, old_pending, new_done = await store.audit()
+        await store.sends.record(request(key), timedelta(minutes=15))
+    old_done, old_pending, new_done = await store.sends.audit()
     past = datetime.now(UTC) - timedelta(days=100)
-    await store.update(old_done.id, created_at=past, state="accepted", posted_at=past)
-    await store.update(old_pending.id, created_at=past)
-    await store.update(new_done.id, state="accepted", posted_at=datetime.now(UTC))
+    await set_columns(engine, old_done.id, created_at=past, state="accepted", posted_at=past)
+    await set_columns(engine, old_pending.id, created_at=past)
+    await set_columns(engine, new_done.id, state="accepted", posted_at=datetime.now(UTC))
 
     assert await store.prune(datetime.now(UTC) - timedelta(days=90)) == 1
-    assert [r.request.idempotency_key for r in await store.audit()] == ["old-pending", "new-done"]
+    assert [r.request.idempotency_key for r in await store.sends.audit()] == ["old-pending", "new-done"]
 
 
 async def test_settings_kept_in_the_database_are_written_once(engine: AsyncEngine) -> None:
-    store = SqlStore(engine)
-    assert await store.get_setting("report_secret") is None
-    assert await store.put_setting_once("report_secret", "first") == "first"
-    assert await store.put_setting_once("report_secret", "second") == "first"
+    store = storage(engine).settings
+    assert await store.get("report_secret") is None
+    assert await store.put_once("report_secret", "first") == "first"
+    assert await store.put_once("report_secret", "second") == "first"
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
@@ -221,11 +241,13 @@ async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend:
         await migrate(engine)
 
         assert await current_revision(engine) == head_revision()
-        (kept,) = await SqlStore(engine).audit()
+        (kept,) = await storage(engine).sends.audit()
         assert (kept.request.text, kept.state, kept.request_id) == ("kept", SendState.ACCEPTED, "r-1")
         assert kept.created_at == old.replace(tzinfo=UTC)
         assert kept.recipients == ["+14155550100"]
-        assert kept.d7_created_at is None  # the column 0002 added
+        assert kept.outcome is not None
+        assert kept.outcome.result is not None
+        assert kept.outcome.result.created_at is None  # the column 0002 added
     finally:
         await engine.dispose()
 
@@ -253,7 +275,7 @@ async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_
     async with two_instances(slack, fake_d7, tmp_path) as (one, two):
         responses = await asyncio.gather(*(app.post(body, headers=headers) for app in (one, two, one, two)))
         await asyncio.gather(one.settle(), two.settle())
-        records = await one.relay.store.audit()
+        records = await one.relay.storage.sends.audit()
 
     assert [r.status_code for r in responses] == [200] * 4
     assert len(fake_d7.bodies("/messages/v1/send")) == 1
@@ -269,7 +291,7 @@ async def test_two_instances_share_a_burst_without_sending_any_twice(
         await asyncio.gather(*((one, two)[i % 2].command("/sms", f"+14155550100 burst {i}") for i in range(40)))
         for _ in range(3):
             await asyncio.gather(one.settle(), two.settle())
-        records = await one.relay.store.audit()
+        records = await one.relay.storage.sends.audit()
 
     contents = [b["messages"][0]["content"] for b in fake_d7.bodies("/messages/v1/send")]
     assert sorted(contents) == sorted(f"burst {i}" for i in range(40))

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from bot.d7.client import D7Client
 from bot.d7.dryrun import DryRunGateway
-from bot.d7.retry import RetryPolicy
+from bot.d7.retry import CLIENT_RETRY
 
-__all__ = ["D7Client", "DryRunGateway", "RetryPolicy"]
+__all__ = ["CLIENT_RETRY", "D7Client", "DryRunGateway"]

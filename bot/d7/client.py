@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot import __version__
-from bot.d7.retry import RetryPolicy, parse_retry_after
+from bot.d7.retry import CLIENT_RETRY, parse_retry_after, retry_delay
 from bot.d7.transport import D7Transport
 from bot.d7.wire import (
     ErrorAnswer,
@@ -43,6 +43,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
+from bot.domain.retry import RetryPolicy
 
 log = logging.getLogger("bot.d7")
 
@@ -142,7 +143,7 @@ class D7Client:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or CLIENT_RETRY
         self._sleep = sleep
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -310,7 +311,7 @@ class D7Client:
                 if response.is_success:
                     return response
                 error = _error_from_response(response, idempotent=idempotent)
-            delay = self._retry.delay(attempt, error)
+            delay = retry_delay(self._retry, attempt, error)
             if delay is None:
                 raise error
             log.warning(
@@ -320,7 +321,7 @@ class D7Client:
                 type(error).__name__,
                 f" HTTP {error.http_status}" if error.http_status else "",
                 attempt,
-                self._retry.max_attempts - 1,
+                (self._retry.max_attempts or attempt + 1) - 1,
                 delay,
             )
             if on_retry is not None:

@@ -85,3 +85,14 @@ class RecipientDelivery:
     @property
     def delivery(self) -> Delivery:
         return delivery_of(self.status)
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    """A delivery report as kept until its send is known and it is applied."""
+
+    id: str
+    request_id: str
+    recipient: str  # E.164
+    status: str
+    reason: str | None = None

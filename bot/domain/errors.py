@@ -21,14 +21,15 @@ Each message names the bad part in words a Slack user can act on; none ever carr
         └── D7OutcomeUnknownError        the request went out but no usable answer came back:
                                          the text may or may not have been sent; never resend blindly
 
-D7 errors carry the HTTP status, D7's code and message, and the raw ``detail`` D7 returned.
+D7 errors carry the HTTP status, D7's code and message, and the raw ``detail`` D7 returned. Each D7 error class has
+a stable ``kind`` (what the send log stores); ``d7_error`` rebuilds the error from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 class BotError(Exception):
@@ -101,7 +102,8 @@ class PolicyFileError(ConfigError):
 class D7Error(BotError):
     """D7 answered with an error or did not answer; base of all D7 failures."""
 
-    retryable = False
+    kind: ClassVar[str] = "d7_error"  # stable: stored in the send log, never renamed
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -126,17 +128,25 @@ class D7Error(BotError):
 class D7AuthError(D7Error):
     """401: the D7 token is missing or invalid."""
 
+    kind = "auth"
+
 
 class D7InsufficientCreditError(D7Error):
     """402: the D7 account is out of credit."""
+
+    kind = "insufficient_credit"
 
 
 class D7NotFoundError(D7Error):
     """404: D7 does not know this request id (or resource)."""
 
+    kind = "not_found"
+
 
 class D7InvalidOriginatorError(D7NotFoundError):
     """404 INVALID_WHATSAPP_ORIGINATOR: the sender is not a registered WhatsApp number."""
+
+    kind = "invalid_originator"
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,8 @@ class FieldError:
 class D7ValidationError(D7Error):
     """422: D7 rejected parts of the request body; ``errors`` says which."""
 
+    kind = "validation"
+
     def __init__(self, message: str, *, errors: Sequence[FieldError], **kwargs: Any) -> None:
         self.errors = list(errors)
         super().__init__(message, **kwargs)
@@ -163,14 +175,42 @@ class D7ValidationError(D7Error):
 class D7RateLimitedError(D7Error):
     """429: D7 asked us to slow down; nothing was processed, so retrying is safe."""
 
+    kind = "rate_limited"
     retryable = True
 
 
 class D7UnavailableError(D7Error):
     """502/503/504 or no connection could be made: nothing was sent, so retrying is safe."""
 
+    kind = "unavailable"
     retryable = True
 
 
 class D7OutcomeUnknownError(D7Error):
     """The request reached D7 but no usable answer came back; the text may have gone out."""
+
+    kind = "outcome_unknown"
+
+
+_D7_ERRORS: dict[str, type[D7Error]] = {
+    cls.kind: cls
+    for cls in (
+        D7Error,
+        D7AuthError,
+        D7InsufficientCreditError,
+        D7NotFoundError,
+        D7InvalidOriginatorError,
+        D7ValidationError,
+        D7RateLimitedError,
+        D7UnavailableError,
+        D7OutcomeUnknownError,
+    )
+}
+
+
+def d7_error(kind: str, message: str, *, http_status: int | None = None, code: str | None = None) -> D7Error:
+    """The error a stored ``kind`` names (``D7Error`` itself for a kind this version does not know)."""
+    cls = _D7_ERRORS.get(kind, D7Error)
+    if cls is D7ValidationError:
+        return D7ValidationError(message, errors=[], http_status=http_status, code=code)
+    return cls(message, http_status=http_status, code=code)

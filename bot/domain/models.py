@@ -103,11 +103,27 @@ class Person:
     deleted: bool = False
 
 
+class Surface(StrEnum):
+    """Where in Slack something started: the one set of values for requests, forms and stored intents."""
+
+    COMMAND = "command"  # /sms or /whatsapp (with arguments, or opening the form)
+    SHORTCUT = "shortcut"  # the global "Send a text" shortcut (opens the form)
+    MESSAGE = "message"  # the "Text this message" message shortcut (opens the form)
+    MODAL = "modal"  # the compose form, submitted
+    ALERT = "alert"  # an alert a monitoring tool posted, forwarded by an alert rule
+    SUMMARY = "summary"  # the end-of-window summary of alerts held back by a per-phone limit
+
+    @property
+    def is_alert(self) -> bool:
+        """Alerts and summaries: nobody asked, so their whole story goes in the alert's thread."""
+        return self in (Surface.ALERT, Surface.SUMMARY)
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a request came from, and so where its story is told; stored with the intent."""
 
-    surface: str  # command | shortcut | modal | alert | summary
+    surface: Surface
     team_id: str
     user_id: str
     channel_id: str
@@ -120,7 +136,7 @@ class AlertInfo:
     """What makes a request an alert forward (``kind="alert"``) or a per-phone summary (``kind="summary"``)."""
 
     rule: str  # the alert rule's name
-    kind: str = "alert"
+    kind: Surface = Surface.ALERT  # ALERT or SUMMARY
     fingerprint: str | None = None  # alert: equal for repeats of the same alert
     message: dict[str, Any] | None = None  # alert: the Slack message as posted (text, attachments, blocks)
     phone: str | None = None  # summary: the phone (E.164) whose held alerts it sums up
@@ -128,7 +144,7 @@ class AlertInfo:
 
     @property
     def is_summary(self) -> bool:
-        return self.kind == "summary"
+        return self.kind is Surface.SUMMARY
 
 
 @dataclass(frozen=True)
@@ -151,69 +167,3 @@ class SendRequest:
     @property
     def channel_id(self) -> str:
         return self.origin.channel_id
-
-
-class SendState(StrEnum):
-    """Where an intent stands. ``pending`` and ``sending`` are the only states that can still change."""
-
-    PENDING = "pending"  # recorded, not yet sent (or waiting to retry a send that provably did not happen)
-    SENDING = "sending"  # handed to D7; if the process dies now, the outcome is unknown
-    DENIED = "denied"  # refused before sending: by the policy, or invalid input
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    FAILED = "failed"  # D7 said no, or stayed unavailable until the deadline: nothing was sent
-    UNKNOWN = "unknown"  # may or may not have been sent: never resent automatically
-    DEDUPLICATED = "deduplicated"  # an alert already texted within its rule's dedupe window
-    BUNDLED = "bundled"  # an alert held back by a per-phone limit for every recipient: in the summary instead
-
-    @property
-    def final(self) -> bool:
-        return self not in (SendState.PENDING, SendState.SENDING)
-
-
-@dataclass
-class SendRecord:
-    """One intent as stored: the request, what checking it decided, and how it ended."""
-
-    id: str
-    request: SendRequest
-    state: SendState
-    created_at: datetime
-    attempts: int = 0
-    deadline_at: datetime | None = None
-    # after checking
-    rule: str | None = None
-    sender: str | None = None
-    originator: str | None = None
-    recipients: list[str] | None = None  # E.164
-    names: dict[str, str] = field(default_factory=dict)
-    encoding: str | None = None
-    segments: int | None = None
-    refusal_kind: str | None = None
-    problems: list[str] = field(default_factory=list)
-    # the story in Slack
-    thread_ts: str | None = None  # the announcement (or the origin thread)
-    private: bool = False  # told through the response_url only
-    retry_notice_posted: bool = False
-    posted_at: datetime | None = None
-    # D7's answer
-    request_id: str | None = None
-    d7_created_at: datetime | None = None
-    http_status: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    error_kind: str | None = None  # the D7Error class name
-    finished_at: datetime | None = None
-    # alerts
-    sent_text: str | None = None  # the text as rendered from the rule's template (None: ``request.text``)
-    duplicate_of: str | None = None  # deduplicated: the send that texted this alert
-    held: list[str] = field(default_factory=list)  # E.164 held back by a per-phone limit (in the summary)
-    # delivery
-    result_ts: str | None = None  # the result message in the thread (updated in place with statuses)
-    card_due_at: datetime | None = None  # statuses changed since the result message was last written
-    reconciled_at: datetime | None = None
-
-    @property
-    def text_as_sent(self) -> str:
-        """The text as it went (or would go) to phones: an alert's rendered template, else the request's text."""
-        return self.sent_text if self.sent_text is not None else self.request.text

@@ -12,6 +12,7 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -340,6 +341,18 @@ class SendRequestFacts:
     user_label: str | None = None
 
 
+class Dimension(StrEnum):
+    """What a denial is about, in the order rules are checked: a rule that gets further explains better."""
+
+    VIA = "via"
+    CHANNEL = "channel"
+    USER = "user"
+    SENDER = "sender"
+    RECIPIENT = "recipient"
+    COUNT = "count"
+    RULE = "rule"  # the policy has no rules at all
+
+
 @dataclass(frozen=True)
 class Decision:
     """The verdict: when allowed, ``rule`` and ``sender`` say which; when denied, ``reason`` says why."""
@@ -348,19 +361,29 @@ class Decision:
     reason: str
     rule: str | None = None
     sender: str | None = None
-    dimension: str | None = None  # what failed: via, channel, user, sender, recipient, count
+    dimension: Dimension | None = None  # what failed
 
 
 @dataclass
 class _Attempt:
     rule: Rule
-    depth: int
-    dimension: str
-    reason: str
+    dimension: Dimension | None  # None: the rule allows it all
+    reason: str = ""
     sender: str | None = None
 
+    @property
+    def depth(self) -> int:
+        return len(_DEPTH) if self.dimension is None else _DEPTH[self.dimension]
 
-_DEPTH = {"via": 0, "channel": 1, "user": 2, "sender": 3, "recipient": 4, "count": 5}
+
+_DEPTH = {
+    Dimension.VIA: 0,
+    Dimension.CHANNEL: 1,
+    Dimension.USER: 2,
+    Dimension.SENDER: 3,
+    Dimension.RECIPIENT: 4,
+    Dimension.COUNT: 5,
+}
 
 
 def _recipient_allowed(policy: Policy, patterns: Sequence[str], number: PhoneNumber) -> bool:
@@ -384,33 +407,33 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts) -> _Attempt:
     via = facts.via.label
     usable = [s for s in rule.senders if policy.senders[s].via is facts.via]
     if not usable:
-        return _Attempt(rule, _DEPTH["via"], "via", f"no rule allows sending via {via}")
+        return _Attempt(rule, Dimension.VIA, f"no rule allows sending via {via}")
     if WILDCARD not in rule.slack_channels and facts.channel_id not in rule.slack_channels:
-        return _Attempt(rule, _DEPTH["channel"], "channel", f"{channel} is not allowed to send via {via}")
+        return _Attempt(rule, Dimension.CHANNEL, f"{channel} is not allowed to send via {via}")
     if WILDCARD not in rule.users and not (facts.user_id in rule.users or facts.user_groups.intersection(rule.users)):
-        return _Attempt(rule, _DEPTH["user"], "user", f"{user} is not allowed to send via {via} from {channel}")
+        return _Attempt(rule, Dimension.USER, f"{user} is not allowed to send via {via} from {channel}")
     sender = facts.sender if facts.sender is not None else usable[0]
     if sender not in usable:
         return _Attempt(
             rule,
-            _DEPTH["sender"],
-            "sender",
+            Dimension.SENDER,
             f"sender '{sender}' is not allowed for {user} in {channel} (allowed: {', '.join(usable)})",
         )
     for number in facts.recipients:
         if not _recipient_allowed(policy, rule.recipients, number):
             shown = number.display(policy.defaults.show_numbers)
             return _Attempt(
-                rule, _DEPTH["recipient"], "recipient", f"{shown} is outside the numbers rule '{rule.name}' allows"
+                rule,
+                Dimension.RECIPIENT,
+                f"{shown} is outside the numbers rule '{rule.name}' allows",
             )
     if rule.max_recipients is not None and len(facts.recipients) > rule.max_recipients:
         return _Attempt(
             rule,
-            _DEPTH["count"],
-            "count",
+            Dimension.COUNT,
             f"{len(facts.recipients)} recipients is more than the {rule.max_recipients} rule '{rule.name}' allows",
         )
-    return _Attempt(rule, len(_DEPTH), "", "", sender=sender)
+    return _Attempt(rule, None, sender=sender)
 
 
 def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
@@ -422,15 +445,15 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
     if facts.sender is not None:
         known = policy.senders.get(facts.sender)
         if known is None:
-            return Decision(False, f"unknown sender '{facts.sender}'", dimension="sender")
+            return Decision(False, f"unknown sender '{facts.sender}'", dimension=Dimension.SENDER)
         if known.via is not facts.via:
             return Decision(
                 False,
                 f"sender '{facts.sender}' sends via {known.via.label}, not {facts.via.label}",
-                dimension="sender",
+                dimension=Dimension.SENDER,
             )
     if not facts.recipients:
-        return Decision(False, "no recipients", dimension="recipient")
+        return Decision(False, "no recipients", dimension=Dimension.RECIPIENT)
     best: _Attempt | None = None
     for rule in policy.rules:
         attempt = _try_rule(policy, rule, facts)
@@ -439,7 +462,7 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
         if best is None or attempt.depth > best.depth:
             best = attempt
     if best is None:
-        return Decision(False, "the policy has no rules, so nothing may be sent", dimension="rule")
+        return Decision(False, "the policy has no rules, so nothing may be sent", dimension=Dimension.RULE)
     return Decision(False, best.reason, rule=best.rule.name, dimension=best.dimension)
 
 

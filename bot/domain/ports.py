@@ -1,13 +1,22 @@
-"""What the service needs from the outside: a message gateway (D7 or its dry-run twin) and a directory of people."""
+"""What the sending core needs from the outside, as interfaces: each is implemented at the edge and wired by the
+composition root.
+
+- ``MessageGateway``: D7 (or its dry-run twin). ``Directory`` and ``MessageReader``: people, groups, channels and
+  alert messages (Slack). ``Conversations``: where each request's story is told (Slack).
+- ``SendStore``, ``AlertLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in memory in tests). Their
+  methods take and give domain values; every change of a send is a named transition of ``SendRecord``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error
-from bot.domain.models import Person, SendResult, StatusReport, Via
+from bot.domain.models import Origin, Person, SendRequest, SendResult, StatusReport, Via
+from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
 RetryHook = Callable[[D7Error, int, float], Awaitable[None]]
@@ -67,4 +76,199 @@ class Directory(Protocol):
 
     async def permalink(self, channel_id: str, ts: str) -> str:
         """A link to the message posted at ``ts`` in the channel."""
+        ...
+
+
+class Report(Protocol):
+    """One delivery report as D7 posted it (``key``: what makes two posts the same report)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def recipient(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+# Reads a report's body; ``ValueError`` names what is wrong, without echoing the body.
+ReportParser = Callable[[bytes], Report]
+
+
+class MessageReader(Protocol):
+    """Reads a stored chat message (an alert as posted) as plain text: (text, title)."""
+
+    async def read(self, message: Mapping[str, Any]) -> tuple[str, str]: ...
+
+
+class Conversation(Protocol):
+    """Where one request's story is told (for Slack: an ephemeral, a parent message and its thread)."""
+
+    async def refuse(self, refusal: Refusal) -> None: ...
+
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None: ...
+
+    async def announce(self, send: PreparedSend) -> Placement: ...
+
+    async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None: ...
+
+    async def finish(
+        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+    ) -> str | None:
+        """Tell the outcome; the ts of the result message when it can be updated in place later."""
+        ...
+
+    async def update_card(
+        self, send: PreparedSend, result_ts: str, outcome: Outcome, statuses: Sequence[RecipientDelivery]
+    ) -> None: ...
+
+    async def undelivered(
+        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+    ) -> None: ...
+
+    async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None: ...
+
+
+class Conversations(Protocol):
+    """Opens the conversation of a stored origin (also after a restart)."""
+
+    def open(self, origin: Origin) -> Conversation: ...
+
+
+class SendStore(Protocol):
+    """The send log and outbox. Transitions take the record as the worker holds it (``claimed_by``) and apply only
+    while that worker still holds it; each returns the changed record."""
+
+    async def record(
+        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+    ) -> SendRecord | None:
+        """Keep a new pending intent (before Slack is answered); None when its idempotency key was kept before.
+        ``not_before``: due then (an end-of-window summary), its deadline counted from then."""
+        ...
+
+    async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
+        """Lease up to ``limit`` due intents to this worker; never one intent to two workers."""
+        ...
+
+    async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None: ...
+
+    async def release(self, record: SendRecord) -> None:
+        """Let another worker (or this one, later) take it."""
+        ...
+
+    async def recover(self, *, everything: bool) -> int:
+        """``sending`` intents of a dead process become ``unknown`` (never resent); how many.
+        ``everything``: this is the only process, so every ``sending`` intent is orphaned."""
+        ...
+
+    async def deny(self, record: SendRecord, refusal: Refusal) -> SendRecord: ...
+
+    async def deduplicate(self, record: SendRecord, first_id: str) -> SendRecord: ...
+
+    async def bundle(self, record: SendRecord, checked: Checked) -> SendRecord: ...
+
+    async def start(
+        self, record: SendRecord, checked: Checked, placement: Placement, lease: timedelta
+    ) -> SendRecord | None:
+        """pending → sending, kept before D7 is called; None when this worker lost the intent."""
+        ...
+
+    async def notice_retry(self, record: SendRecord) -> SendRecord: ...
+
+    async def defer(self, record: SendRecord, until: datetime, error: D7Error) -> SendRecord: ...
+
+    async def finish(self, record: SendRecord, outcome: Outcome) -> SendRecord: ...
+
+    async def told(self, record: SendRecord, result_ts: str | None) -> SendRecord: ...
+
+    async def tell_later(self, record: SendRecord, until: datetime) -> SendRecord: ...
+
+    async def card_due(self, send_id: str, *, final: bool) -> None:
+        """The result message must show new statuses (``final``: every recipient's status is final)."""
+        ...
+
+    async def card_shown(self, record: SendRecord, due_at: datetime) -> None:
+        """The result message shows the statuses as of ``due_at`` (a newer change keeps it due)."""
+        ...
+
+    async def card_later(self, record: SendRecord, until: datetime) -> None: ...
+
+    async def get(self, send_id: str) -> SendRecord | None: ...
+
+    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]: ...
+
+    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
+        """Sends due a status look-up (accepted, some recipient not final) or an unknown-outcome note, each marked
+        looked-up in the same step so that replicas never take one twice."""
+        ...
+
+    async def backlog(self) -> int:
+        """Intents not yet sent, plus outcomes not yet told."""
+        ...
+
+    async def audit(self, since: datetime | None = None) -> list[SendRecord]: ...
+
+
+class AlertLedger(Protocol):
+    """Alert dedup and per-phone limits, shared by every replica."""
+
+    async def lead(self, fingerprint: str, send_id: str, window: timedelta) -> str:
+        """The send that texts this alert: ``send_id`` unless another with the same fingerprint did within
+        ``window`` (then that one's id)."""
+        ...
+
+    async def release(self, fingerprint: str, send_id: str) -> None:
+        """The leader's text did not go out: the next repeat may be texted."""
+        ...
+
+    async def take_quota(
+        self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
+    ) -> dict[str, tuple[bool, datetime]]:
+        """Count one text per phone against the rule's limit; per phone: (held back?, window start). Asked again
+        for the same send, it answers what it answered."""
+        ...
+
+    async def held_windows(self, send_id: str) -> dict[str, datetime]:
+        """For each phone this alert was held back for: the start of that window."""
+        ...
+
+    async def held_alerts(self, rule: str, phone: str, window_start: datetime) -> list[SendRecord]:
+        """The alerts held back for ``phone`` in one window of ``rule``, oldest first."""
+        ...
+
+
+class DeliveryLog(Protocol):
+    """Delivery reports as received, and each recipient's latest status."""
+
+    async def save_report(self, key: str, request_id: str, recipient: str, status: str, reason: str | None) -> bool:
+        """Keep a report; False when this (message, status) was received before."""
+        ...
+
+    async def pending_reports(self, request_ids: Sequence[str] | None = None) -> list[StoredReport]: ...
+
+    async def mark_applied(self, report_ids: Sequence[str]) -> None: ...
+
+    async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
+        """Keep a recipient's status unless one of the same or a higher rank is known; True if it changed."""
+        ...
+
+    async def statuses(self, send_id: str) -> list[RecipientDelivery]: ...
+
+    async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None: ...
+
+
+class SettingsStore(Protocol):
+    """Settings the bot keeps for itself (the same for every replica)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put_once(self, key: str, value: str) -> str:
+        """Keep ``value`` unless ``key`` has one; what is kept (the first writer wins)."""
         ...

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.domain.alerts import AlertFacts, Author, fingerprint, match_alert
-from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest
+from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface
 from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
 from bot.domain.ports import Directory
 from bot.slack.flatten import flatten, mentioned_users
@@ -94,7 +94,7 @@ def alert_request(
     request = SendRequest(
         via=sender.via,
         origin=Origin(
-            surface="alert",
+            surface=Surface.ALERT,
             team_id=team_id,
             user_id=author.bot_id or author.user_id or "unknown",
             channel_id=channel,
@@ -127,7 +127,7 @@ class SlackMessageReader:
     def __init__(self, directory: Directory) -> None:
         self._directory = directory
 
-    async def read(self, message: dict[str, Any]) -> tuple[str, str]:
+    async def read(self, message: Mapping[str, Any]) -> tuple[str, str]:
         names: dict[str, str] = {}
         for user_id in sorted(mentioned_users(message)):
             try:

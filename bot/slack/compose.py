@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.domain.encoding import analyze
-from bot.domain.models import Via
+from bot.domain.models import Surface, Via
 
 CALLBACK_ID = "compose"
 CONVERSATION = "conversation"
@@ -37,7 +37,7 @@ def sender_block(via: Via) -> str:
 class ComposeContext:
     """Where the modal was opened from; kept in ``private_metadata`` (Slack's limit: 3,000 characters)."""
 
-    surface: str  # command | shortcut (global) | message (the "Text this message" shortcut)
+    surface: Surface  # COMMAND, SHORTCUT (global) or MESSAGE (the "Text this message" shortcut)
     team_id: str
     user_id: str
     channel_id: str | None = None  # None: a global shortcut, the user picks the conversation
@@ -49,7 +49,8 @@ class ComposeContext:
 
     @classmethod
     def from_metadata(cls, text: str) -> ComposeContext:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{**data, "surface": Surface(data["surface"])})
 
 
 @dataclass(frozen=True)

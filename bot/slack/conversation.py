@@ -19,8 +19,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin
+from bot.domain.sends import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.metrics import Metrics
-from bot.service import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.slack import messages
 
 log = logging.getLogger("bot.slack")
@@ -79,7 +79,7 @@ class SlackConversation:
 
     @property
     def _alert(self) -> bool:
-        return self.origin.surface in ("alert", "summary")
+        return self.origin.surface.is_alert
 
     async def refuse(self, refusal: Refusal) -> None:
         text, blocks = messages.refusal(refusal, alert=self._alert)

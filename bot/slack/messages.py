@@ -22,10 +22,14 @@ from bot.domain.errors import (
     D7RateLimitedError,
     D7UnavailableError,
     D7ValidationError,
+    EmptyMessage,
+    InputError,
+    InvalidPhoneNumber,
+    MessageTooLong,
 )
-from bot.domain.models import SendRecord, SendState, StatusReport, Via
+from bot.domain.models import RefKind, StatusReport, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
-from bot.service import NotSent, Outcome, PreparedSend, Refusal, RefusalKind
+from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -372,3 +376,62 @@ def cannot_record() -> str:
         ":x: *Not sent:* the bot could not record your request (its database is not answering). "
         "Nothing was sent; please try again in a minute."
     )
+
+
+# ------------------------------------------------------------ the compose form's field errors
+
+
+def _sentence(text: str) -> str:
+    """``the message is empty`` → ``The message is empty.``"""
+    text = text.strip()
+    return f"{text[:1].upper()}{text[1:]}" + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def form_pick_conversation() -> str:
+    return "Pick the conversation where the result is posted."
+
+
+def form_pick_sender() -> str:
+    return "Pick a sender."
+
+
+def form_text_problem(error: InputError) -> str:
+    """The message field: empty, or too long for its via (the same check as the command's)."""
+    if isinstance(error, EmptyMessage):
+        return "Write a message."
+    if isinstance(error, MessageTooLong):
+        return (
+            f"This needs {error.segments} SMS segments ({error.encoding}); the limit is {error.max_segments}. "
+            "Shorten it."
+        )
+    return _sentence(str(error))
+
+
+def form_recipient_problems(kind: RefKind, errors: Sequence[InputError]) -> str:
+    """One recipient field's problems, each named as the command would name it."""
+    if kind is RefKind.NUMBER:
+        shown = [f"'{e.raw}' ({e.reason})" if isinstance(e, InvalidPhoneNumber) else str(e) for e in errors]
+        return "Not valid phone numbers: " + ", ".join(shown)
+    if kind is RefKind.USER:
+        return "No usable phone: " + "; ".join(str(e) for e in errors)
+    return " ".join(_sentence(str(e)) for e in errors)
+
+
+def form_no_recipients() -> str:
+    return "Add at least one recipient: phone numbers, people or a contact group."
+
+
+def form_time_in_the_past() -> str:
+    return "That time is in the past. Pick a later time, or leave it empty to send now."
+
+
+def form_broken() -> str:
+    return "This form is broken; close it and start again."
+
+
+def form_cannot_record() -> str:
+    return "The bot could not record this (its database is not answering). Nothing was sent."
+
+
+def incomplete_request() -> str:
+    return "Not sent: Slack sent an incomplete request. Please try again."

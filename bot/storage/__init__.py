@@ -1,1 +1,90 @@
-"""Persistence: SQLAlchemy 2 (async) on a SQLite file by default, PostgreSQL via DATABASE_URL."""
+"""Persistence: SQLAlchemy 2 (async) on a SQLite file by default, PostgreSQL via DATABASE_URL.
+
+``Storage`` is the database (``database.py``: engines, transactions, group commit) and the stores on it, one job
+each: ``sends.py`` (the send log and outbox), ``alerts.py`` (dedup and per-phone limits), ``deliveries.py``
+(reports and statuses), ``settings.py`` (what the bot keeps for itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+
+from bot.storage.alerts import SqlAlertLedger
+from bot.storage.database import Database, now
+from bot.storage.deliveries import SqlDeliveryLog
+from bot.storage.engine import create_engine, migrate
+from bot.storage.schema import (
+    UTCDateTime,
+    alert_dedupe,
+    alert_deliveries,
+    alert_windows,
+    delivery_reports,
+    recipient_statuses,
+    sends,
+)
+from bot.storage.sends import FINAL_STATES, SqlSendStore
+from bot.storage.settings import SqlSettings
+
+__all__ = ["Storage"]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The database and its stores; closing it lets queued writes finish and closes every connection."""
+
+    database: Database
+    sends: SqlSendStore
+    alerts: SqlAlertLedger
+    deliveries: SqlDeliveryLog
+    settings: SqlSettings
+
+    @classmethod
+    def on(cls, database: Database) -> Storage:
+        return cls(
+            database, SqlSendStore(database), SqlAlertLedger(database), SqlDeliveryLog(database), SqlSettings(database)
+        )
+
+    @classmethod
+    async def open(cls, url: str) -> Storage:
+        """Connect to ``DATABASE_URL`` and bring the schema to the newest migration (rows kept)."""
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls.on(Database(engine))
+
+    @property
+    def single_process(self) -> bool:
+        """SQLite: one process owns the file, so whatever is in flight at start was left by a dead process."""
+        return not self.database.postgres
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.database.aclose()
+
+    async def prune(self, before: datetime) -> int:
+        """Delete finished sends older than ``before`` (with their statuses and per-phone alert records), reports
+        received before then, and expired dedup and limit windows; those in flight are kept. How many sends."""
+        old = sa.select(sends.c.id).where(
+            sends.c.created_at < before, sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_not(None)
+        )
+        async with self.database.begin() as conn:
+            await conn.execute(recipient_statuses.delete().where(recipient_statuses.c.send_id.in_(old)))
+            await conn.execute(alert_deliveries.delete().where(alert_deliveries.c.send_id.in_(old)))
+            result = await conn.execute(sends.delete().where(sends.c.id.in_(old)))
+            await conn.execute(delivery_reports.delete().where(delivery_reports.c.received_at < before))
+            at = sa.literal(min(before, now()), UTCDateTime())
+            await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
+            await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))
+        return int(result.rowcount)

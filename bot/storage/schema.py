@@ -81,7 +81,7 @@ sends = sa.Table(
     sa.Column("finished_at", UTCDateTime()),
     # added by 0002
     sa.Column("d7_created_at", UTCDateTime()),
-    sa.Column("error_kind", sa.String(64)),
+    sa.Column("error_kind", sa.String(64)),  # the D7 error's stable kind (0006; before: its class name)
     # added by 0003
     sa.Column("schedule_tz", sa.String(64)),
     # added by 0004: alert forwarding
@@ -95,6 +95,8 @@ sends = sa.Table(
     sa.Column("card_due_at", UTCDateTime()),  # the result message must be updated (new statuses)
     sa.Column("reconciled_at", UTCDateTime()),  # last status look-up (or unknown-outcome note)
     sa.Column("delivery_final", sa.Boolean()),  # every recipient has a final status: no more look-ups
+    # added by 0006
+    sa.Column("dry_run", sa.Boolean()),  # D7_API_TOKEN was not set: nothing really went out
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

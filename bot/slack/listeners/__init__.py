@@ -8,14 +8,16 @@ The manifest test checks that these and ``manifest.yml`` list exactly the same c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.deliveries import Deliveries
+from bot.domain.policy import Policy
+from bot.domain.ports import Directory
 from bot.metrics import Metrics
-from bot.service import SendService
+from bot.sending.admission import Admission
+from bot.sending.deliveries import Deliveries
+from bot.sending.intake import Intake
 from bot.tasks import BackgroundTasks
 
 COMMANDS = ("/sms", "/whatsapp")
@@ -27,13 +29,15 @@ EVENTS = ("message",)
 class Deps:
     """What the listeners need from the composition root."""
 
-    service: SendService
+    policy: Policy
+    admission: Admission  # what the forms offer and refuse, in the pipeline's words
+    intake: Intake  # intents kept before the ack
+    directory: Directory
     tasks: BackgroundTasks
-    wake_outbox: Callable[[], None]
+    deliveries: Deliveries  # /sms status
     metrics: Metrics
     bot_user_id: str | None = None
     bot_id: str | None = None  # B…: the app's own posts carry it
-    deliveries: Deliveries | None = None  # /sms status
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:

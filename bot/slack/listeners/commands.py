@@ -12,8 +12,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import D7Error, D7NotFoundError, InputError
-from bot.domain.models import Origin, SendRequest, Via
-from bot.service import Refusal, RefusalKind
+from bot.domain.models import Origin, SendRequest, Surface, Via
+from bot.domain.sends import Refusal, RefusalKind
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
 from bot.slack.grammar import Help, Status, parse_command
@@ -42,7 +42,7 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             command = SlashCommand.model_validate(body)
         except ValidationError as exc:
             log.warning("malformed slash command payload: %s", exc.errors(include_input=False))
-            await ack(text="Not sent: Slack sent an incomplete request. Please try again.", response_type="ephemeral")
+            await ack(text=messages.incomplete_request(), response_type="ephemeral")
             return
         try:
             parsed = parse_command(command.text)
@@ -60,7 +60,7 @@ def make_handler(deps: Deps, via: Via) -> Handler:
                 return
             await ack()  # a bare "/sms": the compose modal
             context = ComposeContext(
-                surface="command",
+                surface=Surface.COMMAND,
                 team_id=command.team_id,
                 user_id=command.user_id,
                 channel_id=command.channel_id,
@@ -71,7 +71,7 @@ def make_handler(deps: Deps, via: Via) -> Handler:
         request = SendRequest(
             via=via,
             origin=Origin(
-                surface="command",
+                surface=Surface.COMMAND,
                 team_id=command.team_id,
                 user_id=command.user_id,
                 channel_id=command.channel_id,
@@ -82,24 +82,19 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             idempotency_key=f"trigger:{command.trigger_id}",
         )
         try:
-            record = await deps.service.record(request)  # the intent is durable before Slack hears back
+            await deps.intake.record(request)  # the intent is durable before Slack hears back
         except Exception:
             log.exception("could not record a %s command", command.command)
             await ack(text=messages.cannot_record(), response_type="ephemeral")
             return
         await ack()
         deps.metrics.acks.labels("command").observe(time.perf_counter() - started)
-        if record is not None:
-            deps.wake_outbox()
 
     return handle_command
 
 
 async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, request_id: str) -> None:
     """``/sms status <request_id>``: D7's per-recipient status of a send made in this workspace, just for the asker."""
-    if deps.deliveries is None:
-        await respond(text="Delivery status is not available in this setup.", response_type="ephemeral")
-        return
     try:
         found = await deps.deliveries.lookup(team_id, request_id)
     except D7Error as exc:
@@ -112,5 +107,5 @@ async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, request_i
         await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
         return
     record, report = found
-    text, blocks = messages.status_report(record, report, deps.service.policy.defaults.show_numbers)
+    text, blocks = messages.status_report(record, report, deps.policy.defaults.show_numbers)
     await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)

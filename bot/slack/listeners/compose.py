@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,12 +14,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import InputError, InvalidPhoneNumber, MessageTooLong
-from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Via
-from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import SendRequestFacts, allowed_senders, evaluate, why_nothing_allowed
-from bot.service import check_length, phone_of
-from bot.slack import compose
+from bot.domain.errors import InputError
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, why_nothing_allowed
+from bot.sending.admission import Resolution
+from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.listeners import Deps
@@ -40,8 +40,8 @@ async def build_view(
     ``prefill`` becomes the message's initial value (only when opening: on updates Slack keeps what was typed);
     the preview describes ``typed`` when given, else the prefill.
     """
-    policy = deps.service.policy
-    groups = await deps.service.user_groups(context.user_id)
+    policy = deps.policy
+    groups = await deps.admission.user_groups(context.user_id)
     names = allowed_senders(policy, context.user_id, context.channel_id, groups)
     if not names:
         label = f"<#{context.channel_id}>" if context.channel_id else ""
@@ -68,7 +68,7 @@ async def open_compose(
 
 
 def _recipient_count(deps: Deps, values: ComposeValues) -> int:
-    contacts = deps.service.policy.contacts
+    contacts = deps.policy.contacts
     return len(values.numbers) + len(values.people) + sum(len(contacts.get(c, [])) for c in values.contacts)
 
 
@@ -102,9 +102,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
         try:
             context = ComposeContext.from_metadata(view.get("private_metadata") or "")
         except (ValueError, TypeError):
-            await ack(
-                response_action="errors", errors={compose.MESSAGE: "This form is broken; close it and start again."}
-            )
+            await ack(response_action="errors", errors={compose.MESSAGE: messages.form_broken()})
             return
         values = compose.read_values(view)
         errors, request = await _check(deps, context, values, str(view.get("id")))
@@ -112,110 +110,75 @@ def register(app: AsyncApp, deps: Deps) -> None:
             await ack(response_action="errors", errors=errors)
             return
         try:
-            record = await deps.service.record(request)  # durable before the modal closes
+            await deps.intake.record(request)  # durable before the modal closes
         except Exception:
             log.exception("could not record a compose submission")
             await ack(
                 response_action="errors",
-                errors={
-                    compose.MESSAGE: "The bot could not record this (its database is not answering). Nothing was sent."
-                },
+                errors={compose.MESSAGE: messages.form_cannot_record()},
             )
             return
         await ack()
         deps.metrics.acks.labels("modal").observe(time.perf_counter() - started)
-        if record is not None:
-            deps.wake_outbox()
 
 
 async def _check(
     deps: Deps, context: ComposeContext, values: ComposeValues, view_id: str
 ) -> tuple[dict[str, str], SendRequest | None]:
-    """Every problem, keyed by the block at fault; or the request to record."""
-    policy = deps.service.policy
-    region = policy.defaults.region
+    """Every problem, keyed by the block at fault (in the words the pipeline uses); or the request to record."""
     errors: dict[str, str] = {}
     via = values.via or Via.SMS
     channel = context.channel_id or values.conversation
     if not channel:
-        errors[compose.CONVERSATION] = "Pick the conversation where the result is posted."
+        errors[compose.CONVERSATION] = messages.form_pick_conversation()
     if not values.sender:
-        errors[compose.sender_block(via)] = "Pick a sender."
-
+        errors[compose.sender_block(via)] = messages.form_pick_sender()
     text = values.text.strip()
-    if not text:
-        errors[compose.MESSAGE] = "Write a message."
-    else:
-        try:
-            check_length(via, text, policy.defaults.max_segments)
-        except MessageTooLong as exc:
-            errors[compose.MESSAGE] = (
-                f"This needs {exc.segments} SMS segments ({exc.encoding}); the limit is {exc.max_segments}. Shorten it."
-            )
-        except InputError as exc:
-            errors[compose.MESSAGE] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+    try:
+        deps.admission.check_text(via, text)
+    except InputError as exc:
+        errors[compose.MESSAGE] = messages.form_text_problem(exc)
 
-    sources: dict[str, str] = {}  # E.164 → the block it came from
-    bad_numbers = []
-    for raw in values.numbers:
-        try:
-            sources.setdefault(parse_phone(raw, region).e164, compose.NUMBERS)
-        except InvalidPhoneNumber as exc:
-            bad_numbers.append(f"'{raw}' ({exc.reason})")
-    if bad_numbers:
-        errors[compose.NUMBERS] = "Not valid phone numbers: " + ", ".join(bad_numbers)
-    no_phone = []
-    for user_id in values.people:
-        try:
-            number = phone_of(await deps.service.directory.person(user_id), region)
-        except InputError as exc:
-            no_phone.append(str(exc))
-            continue
-        sources.setdefault(number.e164, compose.PEOPLE)
-    if no_phone:
-        errors[compose.PEOPLE] = "No usable phone: " + "; ".join(no_phone)
-    for group in values.contacts:
-        if group not in policy.contacts:
-            errors[compose.CONTACTS] = f"The contact group '{group}' no longer exists."
-            continue
-        for number in policy.contact_numbers(group):
-            sources.setdefault(number.e164, compose.CONTACTS)
-    if not sources and not (bad_numbers or no_phone) and compose.CONTACTS not in errors:
-        errors[compose.NUMBERS] = "Add at least one recipient: phone numbers, people or a contact group."
-
-    schedule: datetime | None = None
-    if values.when is not None:
-        if values.when <= time.time() + 60:
-            errors[compose.WHEN] = "That time is in the past. Pick a later time, or leave it empty to send now."
-        else:
-            schedule = datetime.fromtimestamp(values.when, await _user_zone(deps, context.user_id))
-
-    if errors or channel is None:
-        return errors, None
-    numbers = [PhoneNumber(n) for n in sources]
-    facts = SendRequestFacts(
-        user_id=context.user_id,
-        channel_id=channel,
-        via=via,
-        recipients=numbers,
-        sender=values.sender,
-        user_groups=await deps.service.user_groups(context.user_id),
-        channel_label="this conversation",
-        user_label="your account",
-    )
-    decision = evaluate(policy, facts)
-    if not decision.allowed:
-        errors[_blame(decision.dimension, context, via, policy, facts, sources)] = decision.reason
-        return errors, None
     refs = (
         [RecipientRef(RefKind.NUMBER, n) for n in values.numbers]
         + [RecipientRef(RefKind.USER, u) for u in values.people]
         + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
     )
+    found = await deps.admission.resolve(refs)
+    for kind, block in _BLOCK_OF.items():
+        problems = [p.error for p in found.problems if p.ref.kind is kind]
+        if problems:
+            errors[block] = messages.form_recipient_problems(kind, problems)
+    if not found.numbers and not found.problems:
+        errors[compose.NUMBERS] = messages.form_no_recipients()
+
+    schedule: datetime | None = None
+    if values.when is not None:
+        if values.when <= time.time() + 60:
+            errors[compose.WHEN] = messages.form_time_in_the_past()
+        else:
+            schedule = datetime.fromtimestamp(values.when, await _user_zone(deps, context.user_id))
+
+    if errors or channel is None:
+        return errors, None
+    facts = SendRequestFacts(
+        user_id=context.user_id,
+        channel_id=channel,
+        via=via,
+        recipients=found.numbers,
+        sender=values.sender,
+        user_groups=await deps.admission.user_groups(context.user_id),
+        channel_label="this conversation",
+        user_label="your account",
+    )
+    decision = deps.admission.decide(facts)
+    if not decision.allowed:
+        errors[_blame(deps, decision.dimension, context, via, facts, found)] = decision.reason
+        return errors, None
     request = SendRequest(
         via=via,
         origin=Origin(
-            surface="modal",
+            surface=Surface.MODAL,
             team_id=context.team_id,
             user_id=context.user_id,
             channel_id=channel,
@@ -231,30 +194,33 @@ async def _check(
     return {}, request
 
 
+_BLOCK_OF = {RefKind.NUMBER: compose.NUMBERS, RefKind.USER: compose.PEOPLE, RefKind.CONTACTS: compose.CONTACTS}
+
+
 def _blame(
-    dimension: str | None,
+    deps: Deps,
+    dimension: Dimension | None,
     context: ComposeContext,
     via: Via,
-    policy: Any,
     facts: SendRequestFacts,
-    sources: dict[str, str],
+    found: Resolution,
 ) -> str:
     """The block of the field that made the policy say no."""
-    if dimension == "channel" and context.channel_id is None:
+    if dimension is Dimension.CHANNEL and context.channel_id is None:
         return compose.CONVERSATION
-    if dimension == "recipient":
+    if dimension is Dimension.RECIPIENT:
         for number in facts.recipients:
-            alone = SendRequestFacts(**{**facts.__dict__, "recipients": [number]})
-            if evaluate(policy, alone).dimension == "recipient":
-                return sources.get(number.e164, compose.NUMBERS)
-    if dimension == "count":
+            alone = replace(facts, recipients=[number])
+            if deps.admission.decide(alone).dimension is Dimension.RECIPIENT:
+                return _BLOCK_OF[found.sources[number.e164].kind]
+    if dimension is Dimension.COUNT:
         return compose.NUMBERS
     return compose.sender_block(via)
 
 
 async def _user_zone(deps: Deps, user_id: str) -> ZoneInfo | Any:
     try:
-        tz = (await deps.service.directory.person(user_id)).tz
+        tz = (await deps.directory.person(user_id)).tz
         return ZoneInfo(tz) if tz else UTC
     except (InputError, ZoneInfoNotFoundError, ValueError):
         return UTC
@@ -266,11 +232,11 @@ async def forward_message(deps: Deps, client: AsyncWebClient, body: dict[str, An
     names: dict[str, str] = {}
     for user_id in mentioned_users(message):
         try:
-            names[user_id] = (await deps.service.directory.person(user_id)).name
+            names[user_id] = (await deps.directory.person(user_id)).name
         except InputError:
             continue
     context = ComposeContext(
-        surface="message",
+        surface=Surface.MESSAGE,
         team_id=(body.get("team") or {}).get("id", ""),
         user_id=(body.get("user") or {}).get("id", ""),
         channel_id=(body.get("channel") or {}).get("id"),

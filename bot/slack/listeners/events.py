@@ -24,11 +24,11 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any]) -> None:
-        found = alert_request(event, str(body.get("team_id") or ""), deps.service.policy, own_ids)
+        found = alert_request(event, str(body.get("team_id") or ""), deps.policy, own_ids)
         if found is None:
             return
         rule, request = found
-        record = await deps.service.record(request)  # raises when the database is down: Slack will retry
+        record = await deps.intake.record(request)  # raises when the database is down: Slack will retry
         if record is not None:
             log.info(
                 "alert recorded rule=%r send_id=%s event_id=%s",
@@ -37,4 +37,3 @@ def register(app: AsyncApp, deps: Deps) -> None:
                 body.get("event_id"),
                 extra={"send_id": record.id},
             )
-            deps.wake_outbox()

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain.models import Surface
 from bot.slack.compose import ComposeContext
 from bot.slack.listeners import Deps
 from bot.slack.listeners.compose import forward_message, open_compose
@@ -17,7 +18,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
     async def send_text(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         context = ComposeContext(
-            surface="shortcut",
+            surface=Surface.SHORTCUT,
             team_id=(body.get("team") or {}).get("id", ""),
             user_id=(body.get("user") or {}).get("id", ""),
         )

@@ -4,7 +4,7 @@
   "bad request", with nothing stored; a valid report is stored once per (message, status) and answered at once;
   unknown request ids are kept too (the answer never says whether an id exists).
 - ``apply``: reports whose send is known are applied to its recipients' statuses (never backwards) and the send's
-  result message is marked for an update, which the outbox does (``SendService._update_card``). Reports are
+  result message is marked for an update, which the outbox does (``Teller.show_statuses``). Reports are
   applied by one loop in batches (whatever arrived since it last looked), not one task per report. A report that
   arrived before D7's answer to the send waits and is applied when the send learns its request_id.
 - ``reconcile``: sends still without a final status after ``after`` are looked up at D7, a few per second, and
@@ -21,14 +21,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
+from typing import Self
 
-from bot.d7.reports import parse_report
 from bot.domain.delivery import Delivery, delivery_of, e164_of
 from bot.domain.errors import D7Error
-from bot.domain.models import SendRecord, SendState, StatusReport
-from bot.domain.ports import MessageGateway
-from bot.service import SendService
-from bot.storage.store import SqlStore
+from bot.domain.models import StatusReport
+from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendStore
+from bot.domain.sends import SendRecord, SendState
+from bot.sending.telling import Teller
 
 log = logging.getLogger("bot.deliveries")
 
@@ -46,30 +47,34 @@ class Received:
 
 
 class Deliveries:
+    """Receives reports, applies them, reconciles stale sends; ``async with`` runs its loop in a task group."""
+
     def __init__(
         self,
-        store: SqlStore,
+        sends: SendStore,
+        reports: DeliveryLog,
         gateway: MessageGateway,
-        service: SendService,
+        teller: Teller,
         secret: str,
         wake: Callable[[], None],
+        parse: ReportParser,
         *,
         reconcile_after: timedelta = DEFAULT_RECONCILE_AFTER,
         lookups_per_second: float = LOOKUPS_PER_SECOND,
     ) -> None:
-        self.store = store
+        self.sends = sends
+        self.reports = reports
         self.gateway = gateway
-        self.service = service
+        self.teller = teller
         self._secret = secret.encode()
         self.wake = wake
+        self.parse = parse
         self.reconcile_after = reconcile_after
         self.lookups_per_second = lookups_per_second
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = asyncio.TaskGroup()
         self._kick = asyncio.Event()
         self._waiting: set[str] = set()  # request ids with reports received here before their send was known
         self._ready: set[str] = set()  # request ids with reports to apply now
-        self._idle = asyncio.Event()  # nothing ready and nothing being applied
-        self._idle.set()
 
     # ------------------------------------------------------------ the report endpoint
 
@@ -77,13 +82,13 @@ class Deliveries:
         if not hmac.compare_digest(secret.encode(), self._secret):
             return Received(404, "not found")
         try:
-            report = parse_report(body)
+            report = self.parse(body)
         except ValueError as exc:
             log.warning("malformed delivery report: %s", exc)
             return Received(400, f"malformed delivery report: {exc}")
         if delivery_of(report.status) is Delivery.OTHER:
             log.warning("delivery report with a status the bot does not know: %r (kept, not final)", report.status)
-        fresh = await self.store.save_report(
+        fresh = await self.reports.save_report(
             report.key, report.request_id, e164_of(report.recipient), report.status, report.reason
         )
         if not fresh:
@@ -96,15 +101,14 @@ class Deliveries:
     def received(self, request_id: str) -> None:
         """A report for ``request_id`` was stored: apply it at once (in one batch with the others arriving now)."""
         self._ready.add(request_id)
-        self._idle.clear()
         self._kick.set()
 
     async def apply(self, request_ids: Sequence[str] | None = None) -> int:
         """Apply waiting reports (of these requests, or all) whose send is known; return how many were applied."""
-        reports = await self.store.pending_reports(request_ids=request_ids)
+        reports = await self.reports.pending_reports(request_ids)
         if not reports:
             return 0
-        known = await self.store.sends_by_request_id([r.request_id for r in reports])
+        known = await self.sends.by_request_ids([r.request_id for r in reports])
         applied: list[str] = []
         changed: dict[str, SendRecord] = {}
         # Reports for sends whose D7 answer is not stored yet: applied as soon as this process learns the
@@ -117,22 +121,24 @@ class Deliveries:
             if await self._apply(send.id, report.recipient, report.status, report.reason):
                 changed[send.id] = send
             applied.append(report.id)
-        await self.store.mark_applied(applied)
-        self._waiting -= set(known)
+        # The result messages are marked due before the reports are marked applied: a crash in between applies a
+        # report twice (harmless, statuses never go backwards), never leaves a card without its update.
         await self._changed(list(changed.values()))
+        await self.reports.mark_applied(applied)
+        self._waiting -= set(known)
         return len(applied)
 
     async def _apply(self, send_id: str, recipient: str, status: str, reason: str | None) -> bool:
         """One recipient's status, unless as far or further is known; True if it changed."""
-        return await self.store.apply_status(send_id, recipient, status, delivery_of(status).rank, reason)
+        return await self.reports.apply_status(send_id, recipient, status, delivery_of(status).rank, reason)
 
     async def _changed(self, records: Sequence[SendRecord]) -> None:
         """These sends' result messages must show new statuses (the outbox rewrites them)."""
         for record in records:
-            sent_to = self.service.prepared(record).recipients
-            statuses = {s.recipient: s for s in await self.store.statuses(record.id)}
+            sent_to = record.checked.recipients if record.checked is not None else ()
+            statuses = {s.recipient: s for s in await self.reports.statuses(record.id)}
             final = all(n.e164 in statuses and statuses[n.e164].delivery.final for n in sent_to)
-            await self.store.card_due(record.id, final=final)
+            await self.sends.card_due(record.id, final=final)
         if records:
             self.wake()
 
@@ -145,13 +151,13 @@ class Deliveries:
 
     async def reconcile(self, limit: int = 50) -> int:
         """Look up stale sends at D7 (bounded rate); note unknown outcomes. Return how many were handled."""
-        stale = await self.store.claim_stale(limit, self.reconcile_after, LOOK_AGAIN)
+        stale = await self.sends.claim_stale(limit, self.reconcile_after, LOOK_AGAIN)
         for i, record in enumerate(stale):
             if i:
                 await asyncio.sleep(1 / self.lookups_per_second)
             try:
                 if record.state is SendState.UNKNOWN:
-                    await self.service.note_unknown(record)
+                    await self.teller.still_unknown(record)
                     continue
                 report = await self.gateway.get_status(record.request_id or "", record.request.via)
             except D7Error as exc:
@@ -175,7 +181,7 @@ class Deliveries:
 
     async def lookup(self, team_id: str, request_id: str) -> tuple[SendRecord, StatusReport] | None:
         """``/sms status``: the send (made in this workspace) and D7's status; None when not found."""
-        record = (await self.store.sends_by_request_id([request_id])).get(request_id)
+        record = (await self.sends.by_request_ids([request_id])).get(request_id)
         if record is None or record.request.origin.team_id != team_id:
             return None
         report = await self.gateway.get_status(request_id, record.request.via)
@@ -184,14 +190,16 @@ class Deliveries:
 
     # ------------------------------------------------------------ the background loop
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="deliveries")
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        self._loop = self._tasks.create_task(self._run(), name="deliveries")
+        return self
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._loop.cancel()
+        await self._tasks.__aexit__(kind, exc, tb)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -211,11 +219,3 @@ class Deliveries:
                     await self.reconcile()
             except Exception:
                 log.exception("delivery sweep failed; trying again in %.0fs", SWEEP_EVERY)
-            finally:
-                if not self._ready:
-                    self._idle.set()
-
-    async def settle(self, seconds: float = 10.0) -> None:
-        """Wait until the reports received so far are applied (for tests and benchmarks)."""
-        async with asyncio.timeout(seconds):
-            await self._idle.wait()

@@ -1,0 +1,311 @@
+"""A send's life as values: what checking decided, why nothing went, how it ended, where its story is told.
+
+    SendRecord                  one intent as stored, moved on only by its named transitions
+    ├── request: SendRequest    what was asked (never changes)
+    ├── state: SendState        pending → sending → accepted | rejected | failed | unknown; or denied,
+    │                           deduplicated, bundled before anything is sent
+    ├── checked: Checked        rule, sender, phone numbers and the text as it goes (once checking passed)
+    ├── refusal: Refusal        why it was not sent (denied)
+    ├── placement: Placement    the thread where the story continues, or private to the requester
+    └── outcome: Outcome        D7's verdict, or the error
+
+``PreparedSend`` is a checked send with what telling it needs (its SMS sizing, how numbers are shown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from functools import cached_property
+
+from bot.domain.encoding import SmsInfo, analyze
+from bot.domain.errors import D7Error, D7OutcomeUnknownError
+from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Via
+from bot.domain.phone import NumberDisplay, PhoneNumber
+
+
+class SendState(StrEnum):
+    """Where an intent stands. ``pending`` and ``sending`` are the only states that can still change."""
+
+    PENDING = "pending"  # recorded, not yet sent (or waiting to retry a send that provably did not happen)
+    SENDING = "sending"  # handed to D7; if the process dies now, the outcome is unknown
+    DENIED = "denied"  # refused before sending: by the policy, or invalid input
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"  # D7 said no, or stayed unavailable until the deadline: nothing was sent
+    UNKNOWN = "unknown"  # may or may not have been sent: never resent automatically
+    DEDUPLICATED = "deduplicated"  # an alert already texted within its rule's dedupe window
+    BUNDLED = "bundled"  # an alert held back by a per-phone limit for every recipient: in the summary instead
+
+    @property
+    def final(self) -> bool:
+        return self not in (SendState.PENDING, SendState.SENDING)
+
+    @property
+    def nothing_went_out(self) -> bool:
+        """Final, and certainly no text left: an alert's dedup entry may be given to its next repeat."""
+        return self in (SendState.DENIED, SendState.FAILED, SendState.REJECTED)
+
+
+class RefusalKind(StrEnum):
+    INVALID = "invalid"  # what was typed cannot be sent
+    DENIED = "denied"  # the policy says no
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was not sent; shown only to the requester (an alert's: in its thread)."""
+
+    kind: RefusalKind
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the story continues after the announcement."""
+
+    thread_ts: str | None = None
+    private: bool = False  # only the requester can be told (the bot cannot post in the channel)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the send ended: a D7 verdict (accepted / rejected) or an error."""
+
+    result: SendResult | None = None
+    error: D7Error | None = None
+
+    @property
+    def state(self) -> SendState:
+        if self.result is not None:
+            return SendState.ACCEPTED if self.result.status is SendStatus.ACCEPTED else SendState.REJECTED
+        return SendState.UNKNOWN if isinstance(self.error, D7OutcomeUnknownError) else SendState.FAILED
+
+    @property
+    def request_id(self) -> str | None:
+        return self.result.request_id if self.result is not None else None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What checking a request decided: the rule, the sender, who gets it and the exact text."""
+
+    rule: str
+    sender: str
+    originator: str
+    recipients: tuple[PhoneNumber, ...]  # texted now
+    text: str  # as it goes to the phones (an alert's: rendered from its rule's template)
+    names: Mapping[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
+    held: tuple[PhoneNumber, ...] = ()  # alerts: held back by the rule's per-phone limit, in the summary instead
+    unreached: tuple[str, ...] = ()  # alerts: recipients that could not be resolved, and why
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    """A checked send, with what telling its story needs. Built only by ``prepared``."""
+
+    send_id: str
+    request: SendRequest
+    checked: Checked
+    show_numbers: NumberDisplay
+    held_until: datetime | None = None  # alerts: when the first held-back phone gets its summary
+
+    @cached_property
+    def sms(self) -> SmsInfo | None:
+        """The SMS encoding and segments (None for WhatsApp)."""
+        return analyze(self.text) if self.via is Via.SMS and self.text else None
+
+    @property
+    def via(self) -> Via:
+        return self.request.via
+
+    @property
+    def alert(self) -> AlertInfo | None:
+        return self.request.alert
+
+    @property
+    def rule(self) -> str:
+        return self.checked.rule
+
+    @property
+    def sender(self) -> str:
+        return self.checked.sender
+
+    @property
+    def originator(self) -> str:
+        return self.checked.originator
+
+    @property
+    def recipients(self) -> tuple[PhoneNumber, ...]:
+        return self.checked.recipients
+
+    @property
+    def text(self) -> str:
+        return self.checked.text
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        return self.checked.names
+
+    @property
+    def held(self) -> tuple[PhoneNumber, ...]:
+        return self.checked.held
+
+    @property
+    def unreached(self) -> tuple[str, ...]:
+        return self.checked.unreached
+
+
+def prepared(send_id: str, request: SendRequest, checked: Checked, show_numbers: NumberDisplay) -> PreparedSend:
+    """The one place a ``PreparedSend`` is made: at checking, and from a stored record after a restart."""
+    return PreparedSend(send_id, request, checked, show_numbers)
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """One intent as stored: the request, what checking it decided, how it ended and how far its story is told.
+
+    Every change is a named transition below that returns the changed record; the store keeps the same change.
+    """
+
+    id: str
+    request: SendRequest
+    state: SendState
+    created_at: datetime
+    deadline_at: datetime
+    attempts: int = 0  # D7 calls started, and failed attempts to tell the outcome
+    claimed_by: str | None = None  # the outbox worker holding it
+    checked: Checked | None = None
+    refusal: Refusal | None = None
+    duplicate_of: str | None = None  # deduplicated: the send that texted this alert
+    placement: Placement = Placement()
+    retry_noticed: bool = False  # "D7 unavailable, retrying" was said (once per send)
+    outcome: Outcome | None = None  # once final: D7's verdict or the error
+    last_error: D7Error | None = None  # the latest D7 error, also one that was retried
+    finished_at: datetime | None = None
+    posted_at: datetime | None = None  # the outcome was told in Slack
+    result_ts: str | None = None  # the result message in the thread (updated in place with statuses)
+    card_due_at: datetime | None = None  # statuses changed since the result message was last written
+    reconciled_at: datetime | None = None  # last status look-up (or unknown-outcome note)
+
+    # ------------------------------------------------------------ transitions
+
+    def deny(self, refusal: Refusal, at: datetime) -> SendRecord:
+        return replace(self, state=SendState.DENIED, refusal=refusal, finished_at=at)
+
+    def deduplicate(self, first_id: str, at: datetime) -> SendRecord:
+        return replace(self, state=SendState.DEDUPLICATED, duplicate_of=first_id, finished_at=at)
+
+    def bundle(self, checked: Checked, at: datetime) -> SendRecord:
+        return replace(self, state=SendState.BUNDLED, checked=checked, finished_at=at)
+
+    def start(self, checked: Checked, placement: Placement) -> SendRecord:
+        """pending → sending: D7 is about to be called; a crash from here on means "outcome unknown"."""
+        return replace(self, state=SendState.SENDING, checked=checked, placement=placement, attempts=self.attempts + 1)
+
+    def notice_retry(self) -> SendRecord:
+        return replace(self, retry_noticed=True)
+
+    def defer(self, error: D7Error) -> SendRecord:
+        """sending → pending: D7 provably did not send; tried again later (by any worker)."""
+        return replace(self, state=SendState.PENDING, last_error=error, claimed_by=None)
+
+    def finish(self, outcome: Outcome, at: datetime) -> SendRecord:
+        error = outcome.error or self.last_error
+        return replace(self, state=outcome.state, outcome=outcome, last_error=error, finished_at=at)
+
+    def told(self, at: datetime, result_ts: str | None) -> SendRecord:
+        return replace(self, posted_at=at, result_ts=result_ts, claimed_by=None)
+
+    def tell_later(self) -> SendRecord:
+        return replace(self, attempts=self.attempts + 1, claimed_by=None)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def alert(self) -> AlertInfo | None:
+        return self.request.alert
+
+    @property
+    def rule(self) -> str | None:
+        if self.checked is not None:
+            return self.checked.rule
+        return self.request.alert.rule if self.request.alert is not None and self.duplicate_of else None
+
+    @property
+    def sender(self) -> str | None:
+        if self.checked is not None:
+            return self.checked.sender
+        return self.request.sender if self.duplicate_of else None
+
+    @property
+    def originator(self) -> str | None:
+        return self.checked.originator if self.checked is not None else None
+
+    @property
+    def recipients(self) -> list[str] | None:
+        """Every number checking found (E.164), those held back included."""
+        if self.checked is None:
+            return None
+        return [n.e164 for n in (*self.checked.recipients, *self.checked.held)]
+
+    @property
+    def held(self) -> list[str]:
+        return [n.e164 for n in self.checked.held] if self.checked is not None else []
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        return self.checked.names if self.checked is not None else {}
+
+    @property
+    def sms(self) -> SmsInfo | None:
+        if self.checked is None or self.request.via is not Via.SMS:
+            return None
+        return analyze(self.checked.text)
+
+    @property
+    def encoding(self) -> str | None:
+        return self.sms.encoding.value if self.sms is not None else None
+
+    @property
+    def segments(self) -> int | None:
+        return self.sms.segments if self.sms is not None else None
+
+    @property
+    def refusal_kind(self) -> RefusalKind | None:
+        return self.refusal.kind if self.refusal is not None else None
+
+    @property
+    def problems(self) -> list[str]:
+        """Why it was refused; for an alert that went out, who it could not reach."""
+        if self.refusal is not None:
+            return list(self.refusal.problems)
+        return list(self.checked.unreached) if self.checked is not None else []
+
+    @property
+    def thread_ts(self) -> str | None:
+        return self.placement.thread_ts
+
+    @property
+    def request_id(self) -> str | None:
+        return self.outcome.request_id if self.outcome is not None else None
+
+    @property
+    def text_as_sent(self) -> str:
+        """The text as it went (or would go) to phones: an alert's rendered template, else the request's text."""
+        return self.checked.text if self.checked is not None else self.request.text
+
+    def time_left(self, at: datetime) -> timedelta:
+        return self.deadline_at - at
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """Why an alert was not texted although nothing went wrong: a repeat, or every phone over its limit."""
+
+    state: SendState  # DEDUPLICATED | BUNDLED
+    window: timedelta | None = None  # the dedupe window, or the per-phone limit's window
+    first: SendRecord | None = None  # deduplicated: the send that texted the alert
+    limit: int | None = None  # bundled: texts per phone per window

@@ -1,0 +1,210 @@
+"""Admission: may this be sent, and to which phones? One rule and one wording for every surface: the command's
+refusal, the compose form's field-by-field errors and the outbox's check all come from here.
+
+``check_text`` says whether a text fits its via, ``resolve`` turns recipient references into phone numbers (every
+problem named, none fatal), ``decide`` asks the policy, and ``admit`` does all three for one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.domain.alerts import WHATSAPP_MAX_CHARS
+from bot.domain.encoding import SmsInfo, analyze
+from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
+from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Via
+from bot.domain.phone import PhoneNumber, parse_phone
+from bot.domain.policy import USERGROUP_ID, Decision, Policy, SendRequestFacts, evaluate
+from bot.domain.ports import Directory
+from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
+
+log = logging.getLogger("bot.sending")
+
+
+class Refused(Exception):
+    """The request cannot be sent as asked; ``refusal`` says why, in the requester's words."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        super().__init__("; ".join(refusal.problems))
+
+    @classmethod
+    def invalid(cls, *problems: str) -> Refused:
+        """What was given cannot be sent."""
+        return cls(Refusal(RefusalKind.INVALID, problems))
+
+    @classmethod
+    def denied(cls, reason: str) -> Refused:
+        """The policy says no."""
+        return cls(Refusal(RefusalKind.DENIED, (reason,)))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A recipient that cannot be texted: the reference as given and the error that names it."""
+
+    ref: RecipientRef
+    error: InputError
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+@dataclass
+class Resolution:
+    """Phone numbers for recipient references, in order and without duplicates, and what could not be resolved."""
+
+    numbers: list[PhoneNumber] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
+    sources: dict[str, RecipientRef] = field(default_factory=dict)  # E.164 → the first reference that gave it
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, number: PhoneNumber, ref: RecipientRef, name: str | None = None) -> None:
+        if number.e164 not in self.sources:
+            self.sources[number.e164] = ref
+            self.numbers.append(number)
+        if name is not None:
+            self.names.setdefault(number.e164, name)
+
+
+def phone_of(person: Person, region: str) -> PhoneNumber:
+    """The person's profile phone as a valid number, or an ``InputError`` that names them."""
+    who = f"@{person.name}"
+    if person.deleted:
+        raise InputError(f"{who} is deactivated")
+    if person.is_bot:
+        raise InputError(f"{who} is a bot and has no phone")
+    if not person.phone or not person.phone.strip():
+        raise InputError(f"{who} has no phone number in their Slack profile")
+    try:
+        return parse_phone(person.phone, region)
+    except InvalidPhoneNumber as exc:
+        raise InputError(f"{who} has an unusable phone number in their Slack profile: {exc}") from None
+
+
+class NoSuchContactGroup(InputError):
+    """A ``group:NAME`` that the policy does not define."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"there is no contact group '{name}' in the policy")
+
+
+class Admission:
+    """The policy and the directory, asked the same way for every surface."""
+
+    def __init__(self, policy: Policy, directory: Directory) -> None:
+        self.policy = policy
+        self.directory = directory
+        self._policy_groups = sorted({u for rule in policy.rules for u in rule.users if USERGROUP_ID.match(u)})
+
+    def check_text(self, via: Via, text: str) -> SmsInfo | None:
+        """The SMS encoding of ``text`` (None for WhatsApp); ``InputError`` when it is empty or too long."""
+        if not text.strip():
+            raise EmptyMessage()
+        if via is Via.WHATSAPP:
+            if len(text) > WHATSAPP_MAX_CHARS:
+                raise InputError(
+                    f"the message has {len(text)} characters; WhatsApp allows at most {WHATSAPP_MAX_CHARS}"
+                )
+            return None
+        info = analyze(text)
+        if info.segments > self.policy.defaults.max_segments:
+            raise MessageTooLong(info.segments, self.policy.defaults.max_segments, info.encoding.label)
+        return info
+
+    async def user_groups(self, user_id: str) -> frozenset[str]:
+        """The policy's user groups (S…) this user is in."""
+        groups = set()
+        for group in self._policy_groups:
+            try:
+                if user_id in await self.directory.group_members(group):
+                    groups.add(group)
+            except InputError as exc:
+                log.warning("user group %s named in the policy cannot be read: %s", group, exc)
+        return frozenset(groups)
+
+    async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
+        """Every reference resolved that can be; a ``Problem`` for each that cannot (nothing raised for them)."""
+        found = Resolution()
+        for ref in refs:
+            if ref.kind is RefKind.NUMBER:
+                try:
+                    found.add(parse_phone(ref.value, self.policy.defaults.region), ref)
+                except InvalidPhoneNumber as exc:
+                    found.problems.append(Problem(ref, exc))
+            elif ref.kind is RefKind.CONTACTS:
+                if ref.value not in self.policy.contacts:
+                    found.problems.append(Problem(ref, NoSuchContactGroup(ref.value)))
+                    continue
+                for number in self.policy.contact_numbers(ref.value):
+                    found.add(number, ref)
+            elif ref.kind is RefKind.USER:
+                await self._add_people(found, ref, [ref.value])
+            else:
+                try:
+                    members = await self.directory.group_members(ref.value)
+                except InputError as exc:
+                    found.problems.append(Problem(ref, exc))
+                    continue
+                if not members:
+                    found.problems.append(Problem(ref, InputError(f"the user group {ref} has no members")))
+                await self._add_people(found, ref, members)
+        return found
+
+    async def _add_people(self, found: Resolution, ref: RecipientRef, user_ids: Sequence[str]) -> None:
+        people = await asyncio.gather(*(self.directory.person(u) for u in user_ids), return_exceptions=True)
+        for person in people:
+            if isinstance(person, InputError):
+                found.problems.append(Problem(ref, person))
+                continue
+            if isinstance(person, BaseException):
+                raise person  # Slack failed: not the requester's problem, the outbox tries again
+            try:
+                number = phone_of(person, self.policy.defaults.region)
+            except InputError as exc:
+                found.problems.append(Problem(ref, exc))
+                continue
+            found.add(number, ref, person.name)
+
+    def decide(self, facts: SendRequestFacts) -> Decision:
+        return evaluate(self.policy, facts)
+
+    async def admit(self, send_id: str, request: SendRequest) -> PreparedSend:
+        """Check the text, resolve every recipient and ask the policy; ``Refused`` names every problem."""
+        text = request.text.strip()
+        try:
+            self.check_text(request.via, text)
+        except InputError as exc:
+            raise Refused.invalid(str(exc)) from None
+        found = await self.resolve(request.recipients)
+        problems = [str(p) for p in found.problems] or ([] if request.recipients else ["no recipients"])
+        if problems:
+            raise Refused.invalid(*problems)
+        decision = self.decide(
+            SendRequestFacts(
+                user_id=request.user_id,
+                channel_id=request.channel_id,
+                via=request.via,
+                recipients=found.numbers,
+                sender=request.sender,
+                user_groups=await self.user_groups(request.user_id),
+                channel_label=f"<#{request.channel_id}>",
+                user_label=f"<@{request.user_id}>",
+            )
+        )
+        if not decision.allowed or decision.sender is None or decision.rule is None:
+            raise Refused.denied(decision.reason)
+        sender = decision.sender
+        checked = Checked(
+            rule=decision.rule,
+            sender=sender,
+            originator=self.policy.senders[sender].originator,
+            recipients=tuple(found.numbers),
+            text=text,
+            names=found.names,
+        )
+        return prepared(send_id, request, checked, self.policy.defaults.show_numbers)

@@ -1,0 +1,229 @@
+"""Alerts in the outbox: dedup, the text from the rule's template, per-phone limits and end-of-window summaries.
+
+``check`` decides what one alert (or summary) intent does: text these phones now (``Text``), nothing because the
+same alert was texted within the dedupe window (``Repeat``), or nothing now because every phone is over its limit
+(``Bundle``); phones over their limit get one summary intent each, due at the end of their window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from bot.domain.alerts import fit, summary_template
+from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface
+from bot.domain.phone import PhoneNumber
+from bot.domain.policy import AlertRule, Policy
+from bot.domain.ports import AlertLedger, Directory, MessageReader, SendStore
+from bot.domain.sends import Checked, NotSent, PreparedSend, SendRecord, SendState
+from bot.sending.admission import Admission, Refused
+
+log = logging.getLogger("bot.sending.alerts")
+
+SUMMARIES_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text these phones now (``checked.held``: the others, over their limit, get the summary)."""
+
+    checked: Checked
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """The same alert was texted within the rule's dedupe window, by ``first_id``."""
+
+    first_id: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Every phone is over its limit: nothing now, the summaries will say it."""
+
+    checked: Checked
+
+
+Verdict = Text | Repeat | Bundle
+
+
+class AlertDesk:
+    """The outbox's alert work; one per process."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        admission: Admission,
+        ledger: AlertLedger,
+        sends: SendStore,
+        directory: Directory,
+        reader: MessageReader | None,
+        deadline: timedelta,
+    ) -> None:
+        self.policy = policy
+        self.admission = admission
+        self.ledger = ledger
+        self.sends = sends
+        self.directory = directory
+        self.reader = reader
+        self.deadline = deadline
+        self._summaries: set[str] = set()  # summary keys this process recorded already (saves an insert each)
+
+    def rule_of(self, record: SendRecord) -> AlertRule:
+        alert = _alert_of(record)
+        rule = self.policy.alert_rule(alert.rule)
+        if rule is None:
+            raise Refused.denied(f"the alert rule '{alert.rule}' is no longer in the policy")
+        return rule
+
+    async def check(self, record: SendRecord) -> Verdict:
+        """Dedup, render, resolve, per-phone limits; ``Refused`` when nobody can be texted."""
+        alert, rule = _alert_of(record), self.rule_of(record)
+        if alert.is_summary:
+            return Text(await self._summary(record, rule))
+        if alert.fingerprint is not None:
+            leader = await self.ledger.lead(alert.fingerprint, record.id, rule.dedupe_window)
+            if leader != record.id:
+                return Repeat(leader)
+        text = await self._text(record, rule)
+        found = await self.admission.resolve(record.request.recipients)
+        unreached = tuple(str(p) for p in found.problems)
+        if not found.numbers:
+            raise Refused.invalid(*(unreached or ("no recipients",)))
+        held = await self._over_limit(record, rule, found.numbers)
+        checked = Checked(
+            rule=rule.name,
+            sender=rule.sender,
+            originator=self.policy.senders[rule.sender].originator,
+            recipients=tuple(n for n in found.numbers if n not in held),
+            text=text,
+            names=found.names,
+            held=tuple(held),
+            unreached=unreached,
+        )
+        return Text(checked) if checked.recipients else Bundle(checked)
+
+    async def _over_limit(self, record: SendRecord, rule: AlertRule, numbers: list[PhoneNumber]) -> list[PhoneNumber]:
+        """The phones over the rule's per-phone limit; each gets a summary at the end of its window."""
+        limit = rule.max_per_phone
+        if limit is None:
+            return []
+        taken = await self.ledger.take_quota(record.id, rule.name, [n.e164 for n in numbers], limit.count, limit.per)
+        held = []
+        for number in numbers:
+            is_held, window_start = taken[number.e164]
+            if is_held:
+                held.append(number)
+                await self._schedule_summary(record, rule.name, number.e164, window_start, window_start + limit.per)
+        return held
+
+    async def _text(self, record: SendRecord, rule: AlertRule) -> str:
+        """The rule's template filled in from the alert as posted, cut to the rule's budget."""
+        message = _alert_of(record).message or {}
+        if self.reader is not None:
+            body, title = await self.reader.read(message)
+        else:
+            body, title = record.request.text, ""
+        channel_id = record.request.channel_id
+        fields = {"text": body, "title": title, "channel": f"#{channel_id}", "link": ""}
+        if "{channel}" in rule.template:
+            fields["channel"] = "#" + await self._channel_name(channel_id)
+        if "{link}" in rule.template and message.get("ts"):
+            try:
+                fields["link"] = await self.directory.permalink(channel_id, str(message["ts"]))
+            except Exception as exc:
+                log.warning("no permalink for an alert in %s: %s", channel_id, exc)
+        return fit(rule.template, fields, record.request.via, rule.max_segments).text
+
+    async def _channel_name(self, channel_id: str) -> str:
+        try:
+            return await self.directory.channel_name(channel_id)
+        except Exception as exc:
+            log.warning("cannot read the name of %s (is channels:read granted?): %s", channel_id, exc)
+            return channel_id
+
+    # ------------------------------------------------------------ summaries
+
+    async def _schedule_summary(
+        self, record: SendRecord, rule: str, phone: str, window_start: datetime, window_end: datetime
+    ) -> None:
+        """The summary text for ``phone``'s window, recorded once (the first held alert) and due at its end."""
+        key = f"summary:{rule}:{phone}:{window_start.isoformat()}"[:255]
+        if key in self._summaries:
+            return  # recorded (by this process) for an earlier held alert; the database would say the same
+        request = SendRequest(
+            via=record.request.via,
+            origin=replace(record.request.origin, surface=Surface.SUMMARY, response_url=None),
+            recipients=(RecipientRef(RefKind.NUMBER, phone),),
+            text="",
+            idempotency_key=key,
+            sender=record.request.sender,
+            alert=AlertInfo(rule=rule, kind=Surface.SUMMARY, phone=phone, window_start=window_start),
+        )
+        if await self.sends.record(request, self.deadline, not_before=window_end) is not None:
+            log.info("summary scheduled rule=%s at=%s", rule, window_end.isoformat(), extra={"send_id": record.id})
+        if len(self._summaries) > SUMMARIES_REMEMBERED:
+            self._summaries.clear()
+        self._summaries.add(key)
+
+    async def _summary(self, record: SendRecord, rule: AlertRule) -> Checked:
+        """One text for the phone: how many alerts were held back, where, since when, and the latest."""
+        alert = _alert_of(record)
+        if alert.phone is None or alert.window_start is None:
+            raise Refused.denied("this summary lost its phone number or window; nothing to sum up")
+        held = await self.ledger.held_alerts(rule.name, alert.phone, alert.window_start)
+        if not held:
+            raise Refused.denied("no alerts were held back in this window, so there is nothing to sum up")
+        channels = [f"#{await self._channel_name(c)}" for c in dict.fromkeys(r.request.channel_id for r in held)]
+        latest = held[-1]
+        template = summary_template(len(held), channels, held[0].created_at)
+        text = fit(template, {"text": latest.text_as_sent.strip()}, record.request.via, rule.max_segments).text
+        number = PhoneNumber(alert.phone)
+        return Checked(
+            rule=rule.name,
+            sender=rule.sender,
+            originator=self.policy.senders[rule.sender].originator,
+            recipients=(number,),
+            text=text,
+            names={k: v for k, v in latest.names.items() if k == number.e164},
+        )
+
+    # ------------------------------------------------------------ after the fact
+
+    async def release(self, record: SendRecord) -> None:
+        """Nothing went out: the next repeat of this alert may be texted."""
+        alert = record.request.alert
+        if alert is None or alert.fingerprint is None:
+            return
+        try:
+            await self.ledger.release(alert.fingerprint, record.id)
+        except Exception:
+            log.exception("could not release the dedup entry of send_id=%s", record.id)
+
+    async def with_holds(self, send: PreparedSend) -> PreparedSend:
+        """The send with when its held-back phones get their summary (for the thread reply)."""
+        alert = send.alert
+        if not send.held or alert is None:
+            return send
+        rule = self.policy.alert_rule(alert.rule)
+        if rule is None or rule.max_per_phone is None:
+            return send
+        starts = await self.ledger.held_windows(send.send_id)
+        ends = [starts[n.e164] + rule.max_per_phone.per for n in send.held if n.e164 in starts]
+        return replace(send, held_until=min(ends)) if ends else send
+
+    async def not_sent(self, record: SendRecord) -> NotSent:
+        """Why an alert was not texted on purpose, for its thread."""
+        rule = self.policy.alert_rule(record.request.alert.rule) if record.request.alert else None
+        if record.state is SendState.DEDUPLICATED:
+            first = await self.sends.get(record.duplicate_of) if record.duplicate_of else None
+            return NotSent(record.state, window=rule.dedupe_window if rule else None, first=first)
+        limit = rule.max_per_phone if rule else None
+        return NotSent(record.state, window=limit.per if limit else None, limit=limit.count if limit else None)
+
+
+def _alert_of(record: SendRecord) -> AlertInfo:
+    if record.request.alert is None:
+        raise ValueError(f"send {record.id} is not an alert")
+    return record.request.alert

@@ -1,0 +1,265 @@
+"""The send pipeline: one leased intent moved as far as it can go, each step kept before the next.
+
+    pending ──check──▶ denied | deduplicated | bundled                      (told, nothing sent)
+       │
+       └──announce──▶ sending ──D7──▶ accepted | rejected | failed | unknown  (told in the thread)
+                         │
+                         └── D7 provably did not send (503, 429…): pending again, retried until the deadline
+
+``sending`` is kept before D7 is called, so a crash from then on ends in ``unknown``, never in a second text. The
+D7 call is split in three: ``_attempt`` (the call), ``_on_error`` (defer or fail) and ``_on_result``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+
+from bot.domain.clock import Clock, utc_now
+from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError
+from bot.domain.models import SendResult, Via
+from bot.domain.ports import Conversation, Conversations, MessageGateway, RetryHook, SendStore
+from bot.domain.retry import RetryPolicy
+from bot.domain.sends import Outcome, Placement, PreparedSend, SendRecord, SendState, prepared
+from bot.metrics import Metrics
+from bot.sending.admission import Admission, Refused
+from bot.sending.alerts import AlertDesk, Bundle, Repeat
+from bot.sending.telling import Teller
+
+log = logging.getLogger("bot.sending")
+
+# Longer than the D7 client's worst case (4 attempts x timeouts + backoff): nobody else takes a send in flight.
+SEND_LEASE = timedelta(minutes=5)
+# After the D7 client gave up on a safe failure: 5 s, doubling to at most 2 minutes (or D7's Retry-After),
+# until the send's deadline.
+SEND_RETRY = RetryPolicy(base_delay=5.0, max_delay=120.0, max_attempts=None, max_retry_after=None, jitter=False)
+CRASHED = "an internal error interrupted the send; it may or may not have gone out"
+
+
+class Pipeline:
+    """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
+
+    def __init__(
+        self,
+        *,
+        sends: SendStore,
+        admission: Admission,
+        alerts: AlertDesk,
+        teller: Teller,
+        gateway: MessageGateway,
+        conversations: Conversations,
+        metrics: Metrics,
+        deadline: timedelta,
+        report_url: str | None = None,
+        on_request_id: Callable[[str], None] = lambda request_id: None,
+        retry: RetryPolicy = SEND_RETRY,
+        lease: timedelta = SEND_LEASE,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.sends = sends
+        self.admission = admission
+        self.alerts = alerts
+        self.teller = teller
+        self.gateway = gateway
+        self.conversations = conversations
+        self.metrics = metrics
+        self.deadline = deadline
+        self.report_url = report_url  # where D7 posts delivery reports (None: no reports)
+        self.on_request_id = on_request_id  # reports that came first may be waiting for it
+        self.retry = retry
+        self.lease = lease
+        self.clock = clock
+
+    async def handle(self, record: SendRecord) -> None:
+        """Move one leased intent as far as it can go. Never raises for anything a user could cause."""
+        conversation = self.conversations.open(record.request.origin)
+        send: PreparedSend | None = None
+        if record.state is SendState.PENDING:
+            record, send = await self._advance(record, conversation)
+            if not record.state.final:
+                return  # waiting to retry, or lost the lease
+        if record.state.final and record.posted_at is None:
+            await self.teller.tell(record, conversation, send)
+        elif record.state.final and record.card_due_at is not None:
+            await self.teller.show_statuses(record, conversation)
+
+    async def _advance(self, record: SendRecord, conversation: Conversation) -> tuple[SendRecord, PreparedSend | None]:
+        if record.checked is None:  # not checked yet
+            checked = await self._check(record)
+            if isinstance(checked, SendRecord):
+                return checked, None  # refused, or an alert not texted on purpose
+            send = checked
+        else:  # checked before D7 was unavailable: as it was
+            send = prepared(record.id, record.request, record.checked, self.admission.policy.defaults.show_numbers)
+        placement = await self._place(record, send, conversation)
+        return await self._send(record, send, placement, conversation), send
+
+    async def _check(self, record: SendRecord) -> PreparedSend | SendRecord:
+        """The send as checked, or the record in its final state (a refusal is kept at once: it is final)."""
+        via = record.request.via.value
+        try:
+            if record.request.alert is None:
+                return await self.admission.admit(record.id, record.request)
+            verdict = await self.alerts.check(record)
+        except Refused as refused:
+            record = await self.sends.deny(record, refused.refusal)
+            await self.alerts.release(record)
+            self.metrics.sends.labels(via, "denied").inc()
+            log.info("send denied send_id=%s kind=%s", record.id, refused.refusal.kind, extra={"send_id": record.id})
+            return record
+        if isinstance(verdict, Repeat):
+            record = await self.sends.deduplicate(record, verdict.first_id)
+            self.metrics.sends.labels(via, "deduplicated").inc()
+            log.info(
+                "alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra={"send_id": record.id}
+            )
+            return record
+        if isinstance(verdict, Bundle):
+            record = await self.sends.bundle(record, verdict.checked)
+            self.metrics.sends.labels(via, "bundled").inc()
+            log.info(
+                "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra={"send_id": record.id}
+            )
+            return record
+        return prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
+
+    async def _place(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> Placement:
+        """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending')."""
+        if record.placement.thread_ts is not None or record.placement.private:
+            return record.placement  # announced before D7 was unavailable
+        if record.request.origin.surface.is_alert:
+            # No announcement: the outcome goes straight into the alert's thread (one reply per alert).
+            return Placement(record.request.origin.thread_ts)
+        try:
+            # A crash between here and 'sending' means at worst a second announcement, never a second text.
+            return await conversation.announce(send)
+        except Exception:
+            # The text matters more than its announcement: send anyway; the outcome finds another way.
+            log.exception("could not announce send_id=%s; sending anyway", record.id)
+            return record.placement
+
+    async def _send(
+        self, record: SendRecord, send: PreparedSend, placement: Placement, conversation: Conversation
+    ) -> SendRecord:
+        started = await self.sends.start(record, send.checked, placement, self.lease)
+        if started is None:
+            log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
+            return replace(record, state=SendState.SENDING)
+        record = started
+        on_retry = self._retry_hook(record, send, conversation)
+        began = time.perf_counter()
+        try:
+            result = await self._attempt(send, on_retry)
+        except D7Error as exc:
+            self.metrics.d7_latency.labels(send.via.value).observe(time.perf_counter() - began)
+            return await self._on_error(record, send, exc, on_retry)
+        except Exception:
+            log.exception("send crashed send_id=%s", record.id)
+            return await self._finish(record, send, Outcome(error=D7OutcomeUnknownError(CRASHED)))
+        elapsed = time.perf_counter() - began
+        self.metrics.d7_latency.labels(send.via.value).observe(elapsed)
+        return await self._on_result(record, send, result, elapsed)
+
+    def _retry_hook(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> RetryHook:
+        """Called before each retry: count it, and say "retrying" in the thread once per send."""
+        told = record.retry_noticed
+
+        async def on_retry(error: D7Error, attempt: int, delay: float) -> None:
+            nonlocal told
+            self.metrics.d7_retries.labels(send.via.value, type(error).__name__).inc()
+            if told:
+                return
+            told = True
+            try:
+                await conversation.retrying(send, record.placement, error)
+            except Exception:
+                log.exception("could not post retrying for send_id=%s", record.id)
+            await self.sends.notice_retry(record)
+
+        return on_retry
+
+    async def _attempt(self, send: PreparedSend, on_retry: RetryHook) -> SendResult:
+        numbers = [n.e164 for n in send.recipients]
+        schedule = send.request.schedule_time
+        if send.via is Via.SMS:
+            return await self.gateway.send_sms(
+                numbers,
+                send.text,
+                originator=send.originator,
+                report_url=self.report_url,
+                schedule_time=schedule,
+                on_retry=on_retry,
+            )
+        return await self.gateway.send_whatsapp(
+            numbers,
+            send.text,
+            originator=send.originator,
+            cust_ref=send.send_id,
+            report_url=self.report_url,
+            schedule_time=schedule,
+            on_retry=on_retry,
+        )
+
+    async def _on_error(
+        self, record: SendRecord, send: PreparedSend, error: D7Error, on_retry: RetryHook
+    ) -> SendRecord:
+        """A safe failure is retried later (by whichever worker is free) until the deadline; others are final."""
+        delay = self.retry.wait(record.attempts, error.retry_after)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        if error.retryable and retry_at < record.deadline_at:
+            await on_retry(error, record.attempts, delay)
+            record = await self.sends.defer(record, retry_at, error)
+            log.warning(
+                "D7 unavailable send_id=%s attempt=%d retry_at=%s",
+                record.id,
+                record.attempts,
+                retry_at.isoformat(),
+                extra={"send_id": record.id},
+            )
+            return record
+        if error.retryable:
+            error = D7UnavailableError(
+                f"D7 stayed unavailable until the {self.deadline.total_seconds() / 60:.0f}-minute deadline",
+                http_status=error.http_status,
+                code=error.code,
+            )
+        log.warning(
+            "send %s send_id=%s via=%s error=%s http_status=%s code=%s",
+            Outcome(error=error).state.value,
+            record.id,
+            send.via.value,
+            type(error).__name__,
+            error.http_status,
+            error.code,
+            extra={"send_id": record.id},
+        )
+        return await self._finish(record, send, Outcome(error=error))
+
+    async def _on_result(
+        self, record: SendRecord, send: PreparedSend, result: SendResult, elapsed: float
+    ) -> SendRecord:
+        outcome = Outcome(result=result)
+        log.info(
+            "send %s send_id=%s via=%s sender=%s recipients=%d request_id=%s elapsed_ms=%d",
+            outcome.state.value,
+            record.id,
+            send.via.value,
+            send.sender,
+            len(send.recipients),
+            result.request_id,
+            elapsed * 1000,
+            extra={"send_id": record.id, "request_id": result.request_id},
+        )
+        return await self._finish(record, send, outcome)
+
+    async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
+        record = await self.sends.finish(record, outcome)
+        if record.state.nothing_went_out:
+            await self.alerts.release(record)  # the next repeat of this alert may be texted
+        if outcome.request_id is not None:
+            self.on_request_id(outcome.request_id)
+        self.metrics.sends.labels(send.via.value, record.state.value).inc()
+        return record

@@ -1,0 +1,113 @@
+"""Telling: each intent's outcome told in Slack exactly once, and its result message kept up to date.
+
+A post that fails is tried again later (``RetryPolicy``) for 24 hours, then given up with an error in the log; a
+result message that cannot be rewritten is tried again a minute later. New delivery failures always get a reply of
+their own, never only an edited card.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from bot.domain.clock import Clock, utc_now
+from bot.domain.phone import NumberDisplay
+from bot.domain.ports import Conversation, Conversations, DeliveryLog, SendStore
+from bot.domain.retry import RetryPolicy
+from bot.domain.sends import Checked, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState, prepared
+from bot.sending.alerts import AlertDesk
+
+log = logging.getLogger("bot.sending")
+
+# Telling an outcome: 4 s, doubling to at most 5 minutes, for 24 hours.
+TELL_RETRY = RetryPolicy(base_delay=4.0, max_delay=300.0, max_attempts=None, max_retry_after=None, jitter=False)
+TELL_GIVE_UP = timedelta(hours=24)
+# Rewriting the result message with new statuses: every minute until Slack takes it.
+CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=False)
+
+
+class Teller:
+    """Tells outcomes through the request's ``Conversation`` and records that they were told."""
+
+    def __init__(
+        self,
+        sends: SendStore,
+        deliveries: DeliveryLog,
+        alerts: AlertDesk,
+        conversations: Conversations,
+        show_numbers: NumberDisplay,
+        *,
+        retry: RetryPolicy = TELL_RETRY,
+        card_retry: RetryPolicy = CARD_RETRY,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.sends = sends
+        self.deliveries = deliveries
+        self.alerts = alerts
+        self.conversations = conversations
+        self.show_numbers = show_numbers
+        self.retry = retry
+        self.card_retry = card_retry
+        self.clock = clock
+
+    def prepared(self, record: SendRecord) -> PreparedSend:
+        """The checked send, as the record keeps it (an alert repeat keeps only its rule and text)."""
+        checked = record.checked or Checked(
+            rule=record.rule or "",
+            sender=record.sender or "",
+            originator="",
+            recipients=(),
+            text=record.text_as_sent.strip(),
+        )
+        return prepared(record.id, record.request, checked, self.show_numbers)
+
+    async def tell(self, record: SendRecord, conversation: Conversation, send: PreparedSend | None = None) -> None:
+        """Tell the final state once; ``send``: as checked just now (else rebuilt from the record)."""
+        result_ts: str | None = None
+        try:
+            if record.state is SendState.DENIED:
+                await conversation.refuse(record.refusal or Refusal(RefusalKind.INVALID, ()))
+            elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
+                shown = await self.alerts.with_holds(send or self.prepared(record))
+                await conversation.not_sent(shown, record.placement, await self.alerts.not_sent(record))
+            else:
+                shown = await self.alerts.with_holds(send or self.prepared(record))
+                statuses = await self.deliveries.statuses(record.id) if record.request_id else []
+                outcome = record.outcome or Outcome()
+                result_ts = await conversation.finish(shown, record.placement, outcome, statuses)
+        except Exception as exc:
+            if self.clock() - record.created_at > TELL_GIVE_UP:
+                log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
+                await self.sends.told(record, None)
+                return
+            delay = self.retry.wait(record.attempts + 1)
+            log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, exc, delay)
+            await self.sends.tell_later(record, self.clock() + timedelta(seconds=delay))
+            return
+        await self.sends.told(record, result_ts)
+
+    async def show_statuses(self, record: SendRecord, conversation: Conversation) -> None:
+        """New delivery statuses: rewrite the result message, and say so in the thread when a phone was not
+        reached."""
+        due = record.card_due_at
+        statuses = await self.deliveries.statuses(record.id)
+        send = await self.alerts.with_holds(self.prepared(record))
+        try:
+            if record.result_ts is not None:
+                await conversation.update_card(send, record.result_ts, record.outcome or Outcome(), statuses)
+            failures = [s for s in statuses if s.delivery.failed and not s.notified]
+            if failures:
+                await conversation.undelivered(send, record.placement, failures)
+                await self.deliveries.mark_notified(record.id, [f.recipient for f in failures])
+        except Exception as exc:
+            log.warning("could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, exc)
+            await self.sends.card_later(record, self.clock() + timedelta(seconds=self.card_retry.wait(1)))
+            return
+        if due is not None:
+            await self.sends.card_shown(record, due)
+        await self.sends.release(record)
+
+    async def still_unknown(self, record: SendRecord) -> None:
+        """An ``unknown`` outcome, reconciled: D7 has no look-up without a request_id; a person decides."""
+        conversation = self.conversations.open(record.request.origin)
+        await conversation.still_unknown(self.prepared(record), record.placement, record.created_at)

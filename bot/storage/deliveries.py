@@ -1,0 +1,93 @@
+"""Delivery reports and recipient statuses (``DeliveryLog``): reports kept once per (message, status), statuses that
+only move forward, also across replicas."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from bot.domain.delivery import RecipientDelivery, StoredReport
+from bot.storage.database import Database, now
+from bot.storage.schema import delivery_reports, recipient_statuses
+
+# Reports for request ids the bot does not know (yet) are kept this long.
+REPORT_KEEP = timedelta(days=2)
+
+
+class SqlDeliveryLog:
+    """``DeliveryLog`` on the database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def save_report(self, key: str, request_id: str, recipient: str, status: str, reason: str | None) -> bool:
+        """Group-committed like intents: a burst of reports is one insert."""
+        values = {
+            "id": str(uuid.uuid4()),
+            "report_key": key[:300],
+            "request_id": request_id,
+            "recipient": recipient,
+            "status": status,
+            "reason": reason,
+            "received_at": now(),
+        }
+        return await self._db.insert_once(delivery_reports, "report_key", values)
+
+    async def pending_reports(self, request_ids: Sequence[str] | None = None, limit: int = 500) -> list[StoredReport]:
+        """Reports not applied yet (their send may not know its request_id yet), oldest first."""
+        r = delivery_reports.c
+        query = sa.select(r.id, r.request_id, r.recipient, r.status, r.reason).where(
+            r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP
+        )
+        if request_ids is not None:
+            query = query.where(r.request_id.in_(list(request_ids)))
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query.order_by(r.received_at).limit(limit))).all()
+        return [StoredReport(*row) for row in rows]
+
+    async def mark_applied(self, report_ids: Sequence[str]) -> None:
+        if report_ids:
+            statement = delivery_reports.update().where(delivery_reports.c.id.in_(list(report_ids)))
+            await self._db.write(statement.values(applied_at=now()))
+
+    async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
+        insert = self._db.insert(recipient_statuses)
+        statement = (
+            insert.values(
+                send_id=send_id,
+                recipient=recipient,
+                status=status,
+                rank=rank,
+                reason=reason,
+                notified=False,
+                updated_at=now(),
+            )
+            .on_conflict_do_update(
+                index_elements=["send_id", "recipient"],
+                set_={
+                    "status": insert.excluded.status,
+                    "rank": insert.excluded.rank,
+                    "reason": insert.excluded.reason,
+                    "updated_at": insert.excluded.updated_at,
+                },
+                where=recipient_statuses.c.rank < insert.excluded.rank,
+            )
+            .returning(recipient_statuses.c.send_id)
+        )
+        async with self._db.begin() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def statuses(self, send_id: str) -> list[RecipientDelivery]:
+        s = recipient_statuses.c
+        query = sa.select(s.recipient, s.status, s.reason, s.notified).where(s.send_id == send_id)
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [RecipientDelivery(r.recipient, r.status, r.reason, bool(r.notified)) for r in rows]
+
+    async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None:
+        s = recipient_statuses.c
+        statement = recipient_statuses.update().where(s.send_id == send_id, s.recipient.in_(list(recipients)))
+        await self._db.write(statement.values(notified=True))
