@@ -245,34 +245,49 @@ async def open_resources(
     return Resources(slack, auth, gateway, storage, secret, report_url)
 
 
-def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
-    """Build every part from the opened resources. No I/O: nothing runs until the relay's background parts are
-    entered."""
-    slack, storage, gateway, auth = resources.slack, resources.storage, resources.gateway, resources.auth
-    metrics = Metrics()
-    tasks = BackgroundTasks()
+@dataclass(frozen=True)
+class SendingCore:
+    """The parts of ``bot.sending`` that the Slack side and the lifecycle need."""
+
+    admission: Admission
+    intake: Intake
+    deliveries: Deliveries
+    outbox: Outbox
+
+
+def wire_sending(
+    settings: Settings, policy: Policy, resources: Resources, directory: SlackDirectory, metrics: Metrics
+) -> SendingCore:
+    """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
+    outbox that runs it. No I/O."""
+    storage, gateway = resources.storage, resources.gateway
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
-    directory = SlackDirectory(slack)
-    conversations = SlackConversations(slack, metrics)
+    conversations = SlackConversations(resources.slack, metrics)
     admission = Admission(policy, directory)
     alerts = AlertDesk(
-        policy,
-        admission,
-        storage.alerts,
-        storage.sends,
-        directory,
-        SlackMessageReader(directory),
-        settings.send_retry_deadline,
+        policy=policy,
+        admission=admission,
+        ledger=storage.alerts,
+        sends=storage.sends,
+        directory=directory,
+        reader=SlackMessageReader(directory),
+        deadline=settings.send_retry_deadline,
     )
-    teller = Teller(storage.sends, storage.deliveries, alerts, conversations, policy.defaults.show_numbers)
+    teller = Teller(
+        sends=storage.sends,
+        deliveries=storage.deliveries,
+        alerts=alerts,
+        conversations=conversations,
+        show_numbers=policy.defaults.show_numbers,
+    )
     deliveries = Deliveries(
-        storage.sends,
-        storage.deliveries,
-        gateway,
-        teller,
-        resources.report_secret,
-        wakeup.set,
-        parse_report,
+        sends=storage.sends,
+        reports=storage.deliveries,
+        gateway=gateway,
+        teller=teller,
+        secret=resources.report_secret,
+        wake=wakeup.set,
+        parse=parse_report,
         reconcile_after=settings.reconcile_after,
     )
     pipeline = Pipeline(
@@ -288,40 +303,48 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         on_request_id=deliveries.request_id_known,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
     )
-    outbox = Outbox(storage.sends, pipeline, wakeup, metrics, single_process=storage.single_process)
+    outbox = Outbox(
+        sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
+    )
+    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
+    return SendingCore(admission, intake, deliveries, outbox)
+
+
+def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
+    """Build every part from the opened resources. No I/O: nothing runs until the relay's background parts are
+    entered."""
+    slack, auth = resources.slack, resources.auth
+    metrics = Metrics()
+    tasks = BackgroundTasks()
+    directory = SlackDirectory(slack)
+    core = wire_sending(settings, policy, resources, directory, metrics)
     bolt = make_bolt(settings, slack, auth)
-    register_all(
-        bolt,
-        Deps(
-            policy=policy,
-            admission=admission,
-            intake=Intake(storage.sends, settings.send_retry_deadline, wakeup.set),
-            directory=directory,
-            tasks=tasks,
-            deliveries=deliveries,
-            metrics=metrics,
-            bot_user_id=auth.get("user_id"),
-            bot_id=auth.get("bot_id"),
-        ),
+    deps = Deps(
+        policy=policy,
+        admission=core.admission,
+        intake=core.intake,
+        directory=directory,
+        tasks=tasks,
+        deliveries=core.deliveries,
+        metrics=metrics,
+        bot_user_id=auth.get("user_id"),
+        bot_id=auth.get("bot_id"),
     )
-    health = HealthCheck(settings, storage, gateway, outbox, metrics)
-    web = create_web_app(
-        None if settings.socket_mode else bolt,
-        health,
-        metrics,
-        reports=deliveries.receive,
-        received=deliveries.received,
-    )
+    register_all(bolt, deps)
+    health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics)
+    bolt_over_http = None if settings.socket_mode else bolt
+    deliveries = core.deliveries
+    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries.receive, received=deliveries.received)
     return Relay(
         settings=settings,
         policy=policy,
         slack=slack,
-        gateway=gateway,
-        storage=storage,
+        gateway=resources.gateway,
+        storage=resources.storage,
         metrics=metrics,
         tasks=tasks,
         deliveries=deliveries,
-        outbox=outbox,
+        outbox=core.outbox,
         health=health,
         bolt=bolt,
         web=web,

@@ -8,7 +8,7 @@ same alert was texted within the dedupe window (``Repeat``), or nothing now beca
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot.domain.alerts import fit, summary_template
@@ -48,27 +48,19 @@ class Bundle:
 Verdict = Text | Repeat | Bundle
 
 
+@dataclass(kw_only=True, eq=False)
 class AlertDesk:
     """The outbox's alert work; one per process."""
 
-    def __init__(
-        self,
-        policy: Policy,
-        admission: Admission,
-        ledger: AlertLedger,
-        sends: SendStore,
-        directory: Directory,
-        reader: MessageReader | None,
-        deadline: timedelta,
-    ) -> None:
-        self.policy = policy
-        self.admission = admission
-        self.ledger = ledger
-        self.sends = sends
-        self.directory = directory
-        self.reader = reader
-        self.deadline = deadline
-        self._summaries: set[str] = set()  # summary keys this process recorded already (saves an insert each)
+    policy: Policy
+    admission: Admission
+    ledger: AlertLedger
+    sends: SendStore
+    directory: Directory
+    reader: MessageReader | None  # the alert as posted, as text (None: the request's text)
+    deadline: timedelta  # of the summaries it schedules
+    # Summary keys this process recorded already (saves an insert each).
+    _summaries: set[str] = field(default_factory=set, init=False)
 
     def rule_of(self, record: SendRecord) -> AlertRule:
         alert = _alert_of(record)

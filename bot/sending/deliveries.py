@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
@@ -46,40 +46,29 @@ class Received:
     request_id: str | None = None  # a valid report's request id (apply it now)
 
 
+@dataclass(kw_only=True, eq=False)
 class Deliveries:
     """Receives reports, applies them, reconciles stale sends; ``async with`` runs its loop in a task group."""
 
-    def __init__(
-        self,
-        sends: SendStore,
-        reports: DeliveryLog,
-        gateway: MessageGateway,
-        teller: Teller,
-        secret: str,
-        wake: Callable[[], None],
-        parse: ReportParser,
-        *,
-        reconcile_after: timedelta = DEFAULT_RECONCILE_AFTER,
-        lookups_per_second: float = LOOKUPS_PER_SECOND,
-    ) -> None:
-        self.sends = sends
-        self.reports = reports
-        self.gateway = gateway
-        self.teller = teller
-        self._secret = secret.encode()
-        self.wake = wake
-        self.parse = parse
-        self.reconcile_after = reconcile_after
-        self.lookups_per_second = lookups_per_second
-        self._tasks = asyncio.TaskGroup()
-        self._kick = asyncio.Event()
-        self._waiting: set[str] = set()  # request ids with reports received here before their send was known
-        self._ready: set[str] = set()  # request ids with reports to apply now
+    sends: SendStore
+    reports: DeliveryLog
+    gateway: MessageGateway
+    teller: Teller
+    secret: str = field(repr=False)  # the path segment D7 posts reports to
+    wake: Callable[[], None]  # the outbox rewrites result messages
+    parse: ReportParser
+    reconcile_after: timedelta = DEFAULT_RECONCILE_AFTER
+    lookups_per_second: float = LOOKUPS_PER_SECOND
+    _tasks: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup, init=False)
+    _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # Request ids with reports received here before their send was known, and with reports to apply now.
+    _waiting: set[str] = field(default_factory=set, init=False)
+    _ready: set[str] = field(default_factory=set, init=False)
 
     # ------------------------------------------------------------ the report endpoint
 
     async def receive(self, secret: str, body: bytes) -> Received:
-        if not hmac.compare_digest(secret.encode(), self._secret):
+        if not hmac.compare_digest(secret.encode(), self.secret.encode()):
             return Received(404, "not found")
         try:
             report = self.parse(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.models import SendRequest
@@ -13,13 +14,13 @@ from bot.domain.sends import SendRecord
 log = logging.getLogger("bot.sending")
 
 
+@dataclass(frozen=True, eq=False)
 class Intake:
     """What every surface calls before its ack: the intent is durable once ``record`` returns."""
 
-    def __init__(self, sends: SendStore, deadline: timedelta, wake: Callable[[], None]) -> None:
-        self.sends = sends
-        self.deadline = deadline  # safe failures are retried until this long after the request
-        self.wake = wake
+    sends: SendStore
+    deadline: timedelta  # safe failures are retried until this long after the request
+    wake: Callable[[], None]  # the outbox looks at once
 
     async def record(self, request: SendRequest) -> SendRecord | None:
         """Keep the intent; None when this delivery was kept before (Slack retried it). Raises when the database

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
@@ -34,35 +35,23 @@ CLAIM_WINDOW = 0.025  # measured: 5 ms let workers compete with the acks of a bu
 DEFAULT_DRAIN = 25.0  # seconds the intents in work get to finish at shutdown
 
 
+@dataclass(kw_only=True, eq=False)
 class Outbox:
     """Claims due intents and runs them through the pipeline, ``concurrency`` at a time."""
 
-    def __init__(
-        self,
-        sends: SendStore,
-        pipeline: Pipeline,
-        wakeup: asyncio.Event,
-        metrics: Metrics,
-        *,
-        single_process: bool,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        lease: timedelta = CLAIM_LEASE,
-        idle_poll: float = IDLE_POLL,
-        drain: float = DEFAULT_DRAIN,
-    ) -> None:
-        self.sends = sends
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.single_process = single_process
-        self.concurrency = concurrency
-        self.lease = lease
-        self.idle_poll = idle_poll
-        self.drain = drain
-        self.worker_id = f"worker-{uuid.uuid4()}"
-        self._wake = wakeup  # set by whoever records an intent or makes one due
-        self._stopping = False
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._tasks = asyncio.TaskGroup()
+    sends: SendStore
+    pipeline: Pipeline
+    wakeup: asyncio.Event  # set by whoever records an intent or makes one due
+    metrics: Metrics
+    single_process: bool  # SQLite: whatever is 'sending' at start was left by a dead process
+    concurrency: int = DEFAULT_CONCURRENCY
+    lease: timedelta = CLAIM_LEASE
+    idle_poll: float = IDLE_POLL
+    drain: float = DEFAULT_DRAIN
+    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4()}", init=False)
+    _stopping: bool = field(default=False, init=False)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _tasks: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup, init=False)
 
     @property
     def in_flight(self) -> int:
@@ -83,7 +72,7 @@ class Outbox:
         """Stop claiming; let the intents in work finish for up to ``drain`` seconds (the rest are recovered at the
         next start)."""
         self._stopping = True
-        self._wake.set()
+        self.wakeup.set()
         if self._running:
             log.info("waiting up to %.0fs for %d send(s) in flight", self.drain, len(self._running))
             _, pending = await asyncio.wait(set(self._running.values()), timeout=self.drain)
@@ -111,10 +100,10 @@ class Outbox:
                 self._running[record.id] = asyncio.create_task(self._work(record), name=f"send-{record.id}")
             if claimed:
                 continue
-            self._wake.clear()
+            self.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_poll):
-                    await self._wake.wait()
+                    await self.wakeup.wait()
                 await asyncio.sleep(CLAIM_WINDOW)
 
     async def _work(self, record: SendRecord) -> None:
@@ -128,7 +117,7 @@ class Outbox:
             saturated = len(self._running) >= self.concurrency
             self._running.pop(record.id, None)
             if saturated or not self._running:  # a slot opened that the loop is not already looking for
-                self._wake.set()
+                self.wakeup.set()
 
     async def _beat(self) -> None:
         every = max(1.0, self.lease.total_seconds() / 3)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
@@ -39,39 +39,27 @@ SEND_RETRY = RetryPolicy(base_delay=5.0, max_delay=120.0, max_attempts=None, max
 CRASHED = "an internal error interrupted the send; it may or may not have gone out"
 
 
+def _nobody_waits(request_id: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Pipeline:
     """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
 
-    def __init__(
-        self,
-        *,
-        sends: SendStore,
-        admission: Admission,
-        alerts: AlertDesk,
-        teller: Teller,
-        gateway: MessageGateway,
-        conversations: Conversations,
-        metrics: Metrics,
-        deadline: timedelta,
-        report_url: str | None = None,
-        on_request_id: Callable[[str], None] = lambda request_id: None,
-        retry: RetryPolicy = SEND_RETRY,
-        lease: timedelta = SEND_LEASE,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.sends = sends
-        self.admission = admission
-        self.alerts = alerts
-        self.teller = teller
-        self.gateway = gateway
-        self.conversations = conversations
-        self.metrics = metrics
-        self.deadline = deadline
-        self.report_url = report_url  # where D7 posts delivery reports (None: no reports)
-        self.on_request_id = on_request_id  # reports that came first may be waiting for it
-        self.retry = retry
-        self.lease = lease
-        self.clock = clock
+    sends: SendStore
+    admission: Admission
+    alerts: AlertDesk
+    teller: Teller
+    gateway: MessageGateway
+    conversations: Conversations
+    metrics: Metrics
+    deadline: timedelta  # safe failures are retried until this long after the request
+    report_url: str | None = None  # where D7 posts delivery reports (None: no reports)
+    on_request_id: Callable[[str], None] = _nobody_waits  # reports that came first may be waiting for it
+    retry: RetryPolicy = SEND_RETRY
+    lease: timedelta = SEND_LEASE
+    clock: Clock = utc_now
 
     async def handle(self, record: SendRecord) -> None:
         """Move one leased intent as far as it can go. Never raises for anything a user could cause."""

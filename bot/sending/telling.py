@@ -8,6 +8,7 @@ their own, never only an edited card.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
@@ -26,29 +27,18 @@ TELL_GIVE_UP = timedelta(hours=24)
 CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=False)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Teller:
     """Tells outcomes through the request's ``Conversation`` and records that they were told."""
 
-    def __init__(
-        self,
-        sends: SendStore,
-        deliveries: DeliveryLog,
-        alerts: AlertDesk,
-        conversations: Conversations,
-        show_numbers: NumberDisplay,
-        *,
-        retry: RetryPolicy = TELL_RETRY,
-        card_retry: RetryPolicy = CARD_RETRY,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.sends = sends
-        self.deliveries = deliveries
-        self.alerts = alerts
-        self.conversations = conversations
-        self.show_numbers = show_numbers
-        self.retry = retry
-        self.card_retry = card_retry
-        self.clock = clock
+    sends: SendStore
+    deliveries: DeliveryLog
+    alerts: AlertDesk
+    conversations: Conversations
+    show_numbers: NumberDisplay
+    retry: RetryPolicy = TELL_RETRY
+    card_retry: RetryPolicy = CARD_RETRY
+    clock: Clock = utc_now
 
     def prepared(self, record: SendRecord) -> PreparedSend:
         """The checked send, as the record keeps it (an alert repeat keeps only its rule and text)."""
