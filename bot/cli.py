@@ -23,7 +23,7 @@ from bot.domain.alerts import describe_window
 from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import GROUP_PREFIX, Policy, SendRequestFacts, evaluate, load_policy, parse_duration
+from bot.domain.policy import GROUP_PREFIX, AlertRule, Policy, SendRequestFacts, evaluate, load_policy, parse_duration
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -150,7 +150,7 @@ def _read_message(file: str) -> dict[str, Any]:
 
 
 def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
-    from bot.domain.alerts import explain_match, fingerprint, fit
+    from bot.domain.alerts import explain_match, fit
     from bot.domain.encoding import analyze
     from bot.slack.alerts import NEW_POST_SUBTYPES, facts_of, title_of
 
@@ -194,12 +194,20 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     print(f"to: {', '.join(rule.to)} (user groups: each member's profile phone, read at send time)", file=out)
     print(f"text ({size}{', body cut to fit' if fitted.cut else ''}):", file=out)
     print("\n".join(f"  | {line}" for line in fitted.text.splitlines()), file=out)
+    print("\n".join(f"note: {n}" for n in _alert_notes(args, rule, fields["text"], facts.text)), file=out)
+    return EXIT_OK
+
+
+def _alert_notes(args: argparse.Namespace, rule: AlertRule, shown: str, matched: str) -> list[str]:
+    """What ``explain-alert`` shows differently from the bot, and the rule's dedup and limits."""
+    from bot.domain.alerts import fingerprint
+
     notes = []
     if "{channel}" in rule.template and not args.channel_name:
         notes.append("{channel} shows the ID here; the bot reads the name from Slack (try --channel-name)")
     if "{link}" in rule.template and not args.link:
         notes.append("{link} is an example here; the bot asks Slack for the message's permalink")
-    if "<@" in fields["text"] or "@U" in fields["text"]:
+    if "<@" in shown or "@U" in shown:
         notes.append("mentions show user IDs here; the bot shows people's names")
     limit = (
         f"; at most {rule.max_per_phone.count} texts per phone per {describe_window(rule.max_per_phone.per)}, "
@@ -208,9 +216,8 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
         else ""
     )
     notes.append(f"repeats within {describe_window(rule.dedupe_window)} are not texted again{limit}")
-    notes.append(f"fingerprint {fingerprint(rule.name, facts.text)[:12]}")
-    print("\n".join(f"note: {n}" for n in notes), file=out)
-    return EXIT_OK
+    notes.append(f"fingerprint {fingerprint(rule.name, matched)[:12]}")
+    return notes
 
 
 async def _audit(args: argparse.Namespace, out: TextIO) -> int:

@@ -335,6 +335,32 @@ async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
     assert sum(d == "summary of rule 'storm'" for d in details) == 2
 
 
+async def test_a_summary_reply_names_its_phone_sender_and_the_exact_text(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    # It used to be built from the unchecked record: "Summary texted to  as ** (``)".
+    slack.state.usergroups["S0ONCALL"] = ["U0ANA"]
+    for i in range(6):  # 5 texted, the 6th held for the summary
+        alert = payload("grafana", ts=f"1763802000.{i:06d}")
+        alert["attachments"] = [{**alert["attachments"][0], "title": f"[FIRING:1] Disk full on db-{i}"}]
+        await app.event(event_callback(alert, channel="C0STORM"))
+    await app.settle()
+    await _make_due(app)
+    await app.settle()
+
+    summary_text, recipients = texts(fake_d7)[-1]
+    assert recipients == ["+14155550110"]
+    assert summary_text.startswith("+1 more alert in #storm since ")
+    (summary,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "summary"]
+    (reply,) = [c for c in slack.of("chat.postMessage") if "Summary texted" in c["text"]]
+    assert reply["thread_ts"] == summary.request.origin.thread_ts
+    assert reply["text"] == (
+        f":white_check_mark: *Summary texted* to +1 415 ••• 0110 (@ana) as *OpsAlert* (`ops-sms`) · "
+        f"request_id `{summary.request_id}`"
+    )
+    assert reply["blocks"][1]["elements"][0]["elements"][0]["text"] == summary_text  # the text as it went to D7
+
+
 async def _due_at(app: App, send_id: str) -> Any:
     engine = app.relay.storage.database.engine
     async with engine.connect() as conn:

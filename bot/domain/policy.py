@@ -214,83 +214,99 @@ def _check_ids(values: Sequence[str], where: str, pattern: re.Pattern[str], what
     return problems
 
 
-def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
-    """Check cross-references and numbers; return the policy with every number in E.164."""
-    region = policy.defaults.region
-    problems: list[PolicyProblem] = []
+class _Normaliser:
+    """Checks cross-references and numbers, collecting every problem; gives the policy with numbers in E.164."""
 
-    for name, sender in policy.senders.items():
-        if (problem := _check_originator(sender, region)) is not None:
-            problems.append(PolicyProblem(f"senders.{name}.originator", problem))
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.region = policy.defaults.region
+        self.problems: list[PolicyProblem] = []
 
-    contacts: dict[str, list[str]] = {}
-    for group, numbers in policy.contacts.items():
-        if not numbers:
-            problems.append(PolicyProblem(f"contacts.{group}", "a contact group needs at least one number"))
-        contacts[group] = []
-        for i, raw in enumerate(numbers):
-            try:
-                contacts[group].append(parse_phone(str(raw), region).e164)
-            except InvalidPhoneNumber as exc:
-                problems.append(PolicyProblem(f"contacts.{group}[{i}]", str(exc)))
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(PolicyProblem(where, message))
 
-    def recipient_pattern(raw: str, where: str, allow_usergroups: bool = False) -> str | None:
+    def run(self) -> Policy:
+        for name, sender in self.policy.senders.items():
+            if (problem := _check_originator(sender, self.region)) is not None:
+                self.problem(f"senders.{name}.originator", problem)
+        update = {"contacts": self.contacts(), "rules": self.rules(), "alerts": self.alerts()}
+        return self.policy.model_copy(update=update)
+
+    def contacts(self) -> dict[str, list[str]]:
+        contacts: dict[str, list[str]] = {}
+        for group, numbers in self.policy.contacts.items():
+            if not numbers:
+                self.problem(f"contacts.{group}", "a contact group needs at least one number")
+            contacts[group] = []
+            for i, raw in enumerate(numbers):
+                try:
+                    contacts[group].append(parse_phone(str(raw), self.region).e164)
+                except InvalidPhoneNumber as exc:
+                    self.problem(f"contacts.{group}[{i}]", str(exc))
+        return contacts
+
+    def recipient_pattern(self, raw: str, where: str, allow_usergroups: bool = False) -> str | None:
         if raw == WILDCARD or _PREFIX.match(raw):
             return raw
         if raw.startswith(GROUP_PREFIX):
-            if raw.removeprefix(GROUP_PREFIX) not in policy.contacts:
-                problems.append(PolicyProblem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'"))
+            if raw.removeprefix(GROUP_PREFIX) not in self.policy.contacts:
+                self.problem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'")
             return raw
         if allow_usergroups and USERGROUP_ID.match(raw):
             return raw
         try:
-            return parse_phone(raw, region).e164
+            return parse_phone(raw, self.region).e164
         except InvalidPhoneNumber as exc:
-            problems.append(PolicyProblem(where, str(exc)))
+            self.problem(where, str(exc))
             return None
 
-    rules = []
-    names: set[str] = set()
-    for r, rule in enumerate(policy.rules):
-        base = f"rules[{r}]"
-        if rule.name in names:
-            problems.append(PolicyProblem(f"{base}.name", f"another rule is already named '{rule.name}'"))
-        names.add(rule.name)
-        problems += _check_ids(rule.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
-        for i, user in enumerate(rule.users):
-            if user != WILDCARD and not (_USER_ID.match(user) or USERGROUP_ID.match(user)):
-                problems.append(
-                    PolicyProblem(f"{base}.users[{i}]", f"'{user}' is not a user (U…/W…), user group (S…) or \"*\"")
-                )
-        for i, name in enumerate(rule.senders):
-            if name not in policy.senders:
-                problems.append(PolicyProblem(f"{base}.senders[{i}]", f"unknown sender '{name}'"))
-        patterns = [recipient_pattern(raw, f"{base}.recipients[{i}]") for i, raw in enumerate(rule.recipients)]
-        rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
+    def rules(self) -> list[Rule]:
+        rules = []
+        names: set[str] = set()
+        for r, rule in enumerate(self.policy.rules):
+            base = f"rules[{r}]"
+            if rule.name in names:
+                self.problem(f"{base}.name", f"another rule is already named '{rule.name}'")
+            names.add(rule.name)
+            self.problems += _check_ids(rule.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
+            for i, user in enumerate(rule.users):
+                if user != WILDCARD and not (_USER_ID.match(user) or USERGROUP_ID.match(user)):
+                    self.problem(f"{base}.users[{i}]", f"'{user}' is not a user (U…/W…), user group (S…) or \"*\"")
+            for i, name in enumerate(rule.senders):
+                if name not in self.policy.senders:
+                    self.problem(f"{base}.senders[{i}]", f"unknown sender '{name}'")
+            patterns = [self.recipient_pattern(raw, f"{base}.recipients[{i}]") for i, raw in enumerate(rule.recipients)]
+            rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
+        return rules
 
-    alerts = []
-    seen: dict[str, int] = {}
-    for a, alert in enumerate(policy.alerts):
-        base = f"alerts[{a}]"
-        if alert.name in seen:  # the name keys dedup and per-phone limits, so it must say which rule
-            other = f"alerts[{seen[alert.name]}]"
-            problems.append(PolicyProblem(f"{base}.name", f"'{alert.name}' is also the name of {other}"))
-        seen.setdefault(alert.name, a)
-        problems += _check_ids(alert.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)")
-        if alert.sender not in policy.senders:
-            problems.append(PolicyProblem(f"{base}.sender", f"unknown sender '{alert.sender}'"))
-        if isinstance(alert.from_, list):
-            for i, who in enumerate(alert.from_):
+    def alerts(self) -> list[AlertRule]:
+        alerts = []
+        seen: dict[str, int] = {}
+        for a, alert in enumerate(self.policy.alerts):
+            base = f"alerts[{a}]"
+            if alert.name in seen:  # the name keys dedup and per-phone limits, so it must say which rule
+                self.problem(f"{base}.name", f"'{alert.name}' is also the name of alerts[{seen[alert.name]}]")
+            seen.setdefault(alert.name, a)
+            self.problems += _check_ids(
+                alert.slack_channels, f"{base}.slack_channels", _CHANNEL_ID, "a channel ID (C…)"
+            )
+            if alert.sender not in self.policy.senders:
+                self.problem(f"{base}.sender", f"unknown sender '{alert.sender}'")
+            for i, who in enumerate(alert.from_ if isinstance(alert.from_, list) else ()):
                 if not (_BOT_ID.match(who) or _USER_ID.match(who)):
-                    problems.append(PolicyProblem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID"))
-        to = [recipient_pattern(raw, f"{base}.to[{i}]", allow_usergroups=True) for i, raw in enumerate(alert.to)]
-        for i, target in enumerate(to):
-            if target is not None and (target == WILDCARD or target.endswith(WILDCARD)):
-                problems.append(PolicyProblem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups"))
-        alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
+                    self.problem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID")
+            to = [self.recipient_pattern(raw, f"{base}.to[{i}]", True) for i, raw in enumerate(alert.to)]
+            for i, target in enumerate(to):
+                if target is not None and (target == WILDCARD or target.endswith(WILDCARD)):
+                    self.problem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups")
+            alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
+        return alerts
 
-    normalised = policy.model_copy(update={"contacts": contacts, "rules": rules, "alerts": alerts})
-    return normalised, problems
+
+def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
+    """Check cross-references and numbers; return the policy with every number in E.164."""
+    normaliser = _Normaliser(policy)
+    return normaliser.run(), normaliser.problems
 
 
 def parse_policy(data: Any, file: str = "policy.yml") -> Policy:
