@@ -3,8 +3,10 @@
 A monitoring tool's post arrives as a ``message`` event (classic ``bot_message`` with attachments, or a modern
 bot post with blocks). ``alert_request`` decides, without calling Slack (it runs before the ack), whether a rule
 of the policy takes it, and builds the intent recorded under ``alert:<channel>:<ts>``, so Slack's retries and
-duplicate deliveries of one message can never text twice. ``SlackMessageReader`` turns the stored message into
-the text the rule's template gets, at send time, with the names of mentioned people looked up.
+duplicate deliveries of one message can never text twice; the listener validated the event
+(``payloads.MessageEvent``) once. ``facts_of`` applies the same rules to a raw message (the CLI reads one from a
+file). ``SlackMessageReader`` turns the stored message into the text the rule's template gets, at send time, with
+the names of mentioned people looked up.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
 from bot.domain.ports import Directory
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.markup import strip_mrkdwn, to_plain_text
+from bot.slack.payloads import MessageEvent
 
 log = logging.getLogger("bot.slack.alerts")
 
@@ -66,7 +69,7 @@ def recipient_refs(rule: AlertRule) -> tuple[RecipientRef, ...]:
 
 
 def alert_request(
-    event: Mapping[str, Any],
+    event: MessageEvent,
     team_id: str,
     policy: Policy,
     own_ids: frozenset[str],
@@ -75,22 +78,24 @@ def alert_request(
 
     ``own_ids``: the bot's own user and bot IDs; its own posts (results in alert threads) never loop back.
     """
-    if event.get("type") != "message" or event.get("subtype") not in NEW_POST_SUBTYPES or event.get("hidden"):
+    if event.type != "message" or event.subtype not in NEW_POST_SUBTYPES or event.hidden:
         return None
-    channel, ts = event.get("channel"), event.get("ts")
+    channel, ts = event.channel, event.ts
     if not channel or not ts:
         return None
-    author = author_of(event)
+    # The same rules as for a message read from a file, over what the validated event carries.
+    seen = event.sent_fields((*KEPT_FIELDS, "bot_profile"))
+    author = author_of(seen)
     if author.ids & own_ids:
         return None
     if not any(channel in rule.slack_channels for rule in policy.alerts):
         return None  # cheap exit for the channels no rule watches
-    facts = facts_of(event)
+    facts = facts_of(seen, channel)
     rule = match_alert(policy, facts)
     if rule is None:
         return None
     sender = policy.senders[rule.sender]
-    message = {k: event[k] for k in KEPT_FIELDS if k in event}
+    message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
     request = SendRequest(
         via=sender.via,
         origin=Origin(
@@ -98,7 +103,7 @@ def alert_request(
             team_id=team_id,
             user_id=author.bot_id or author.user_id or "unknown",
             channel_id=channel,
-            thread_ts=str(event.get("thread_ts") or ts),  # the result goes in the alert's thread
+            thread_ts=event.thread_ts or ts,  # the result goes in the alert's thread
         ),
         recipients=recipient_refs(rule),
         text=facts.text,

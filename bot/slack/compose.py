@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.domain.encoding import analyze
 from bot.domain.models import Surface, Via
+from bot.slack import messages
 
 CALLBACK_ID = "compose"
 CONVERSATION = "conversation"
@@ -49,7 +50,10 @@ class ComposeContext:
 
     @classmethod
     def from_metadata(cls, text: str) -> ComposeContext:
+        """The context back from ``private_metadata``; ValueError or TypeError when it is not ours."""
         data = json.loads(text)
+        if not isinstance(data, dict) or "surface" not in data:
+            raise ValueError("not compose metadata")
         return cls(**{**data, "surface": Surface(data["surface"])})
 
 
@@ -103,21 +107,6 @@ def split_numbers(raw: str) -> list[str]:
     return [part.strip() for part in re.split(r"[,;\n]+", raw) if part.strip()]
 
 
-def preview_text(text: str, via: Via, recipients: int) -> str:
-    """``142 characters · GSM-7 · 1 segment · 3 recipients``; for WhatsApp no segments."""
-    count = f"{recipients} recipient{'s' if recipients != 1 else ''}"
-    if not text.strip():
-        return f"Type a message to see its length and cost · {count}"
-    if via is Via.WHATSAPP:
-        return f"{len(text)} characters · WhatsApp · {count}"
-    info = analyze(text)
-    encoding = info.encoding.label
-    if info.unicode_chars:
-        encoding += " (because of " + " ".join(info.unicode_chars[:8]) + ")"
-    segments = f"{info.segments} segment{'s' if info.segments != 1 else ''}"
-    return f"{info.characters} characters · {encoding} · {segments} · {count}"
-
-
 def nothing_allowed_view(context: ComposeContext, reason: str) -> View:
     return {
         "type": "modal",
@@ -126,17 +115,19 @@ def nothing_allowed_view(context: ComposeContext, reason: str) -> View:
         "title": _plain("Send a text"),
         "close": _plain("Close"),
         "blocks": [
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f":no_entry: You cannot send texts here: {reason}."},
-            },
-            {
-                "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": "Ask an admin to change the bot's policy file if you need to."}
-                ],
-            },
+            {"type": "section", "text": {"type": "mrkdwn", "text": messages.cannot_send_here(reason)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": messages.ask_an_admin()}]},
         ],
+    }
+
+
+def notice_view(text: str) -> View:
+    """A modal that only tells something (no form): when a shortcut's payload was unusable."""
+    return {
+        "type": "modal",
+        "title": _plain("Send a text"),
+        "close": _plain("Close"),
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
     }
 
 
@@ -268,9 +259,8 @@ def compose_view(form: ComposeForm) -> View:
     }
 
 
-def read_values(view: dict[str, Any]) -> ComposeValues:
-    """The user's entries from ``view.state.values``; missing or malformed parts read as empty."""
-    values: dict[str, Any] = (view.get("state") or {}).get("values") or {}
+def read_values(values: Mapping[str, Any]) -> ComposeValues:
+    """The user's entries from the view's ``state.values``; missing or malformed parts read as empty."""
 
     def get(block: str, action: str) -> dict[str, Any]:
         found = (values.get(block) or {}).get(action)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from bot.domain.alerts import describe_window
 from bot.domain.delivery import Delivery, RecipientDelivery, delivery_of, e164_of
+from bot.domain.encoding import analyze
 from bot.domain.errors import (
     D7AuthError,
     D7Error,
@@ -99,19 +101,43 @@ def _what(send: PreparedSend) -> str:
     return "an SMS" if send.via is Via.SMS else "a WhatsApp message"
 
 
-def sizing(send: PreparedSend) -> str:
-    """``GSM-7 · 1 segment · 42 characters`` (SMS) or ``42 characters`` (WhatsApp)."""
-    n = len(send.recipients)
-    count = f"{n} recipient{'s' if n != 1 else ''}"
-    if send.sms is None:
-        return f"{len(send.text)} characters · {count}"
-    info = send.sms
-    segs = f"{info.segments} segment{'s' if info.segments != 1 else ''}"
+class SizeLine(Enum):
+    """Where a text's size is shown; each place has its own order and markup."""
+
+    CARD = "card"  # mrkdwn context line of the announcement and result: encoding first (the head names the via)
+    PREVIEW = "preview"  # the modal's plain_text preview as the user types: length first, the via named
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def text_size(text: str, via: Via, recipients: int, line: SizeLine) -> str:
+    """What ``text`` costs sent to ``recipients`` phones: the one description of a text's size.
+
+    ``CARD``: ``GSM-7 · 1 segment · 42 characters · 2 recipients`` (WhatsApp: ``42 characters · 2 recipients``).
+    ``PREVIEW``: ``42 characters · Unicode (because of é) · 1 segment · 2 recipients``
+    (WhatsApp: ``42 characters · WhatsApp · 2 recipients``); an empty text asks for one.
+    """
+    count = _count(recipients, "recipient")
+    preview = line is SizeLine.PREVIEW
+    if preview and not text.strip():
+        return f"Type a message to see its length and cost · {count}"
+    characters = f"{len(text)} characters"
+    info = analyze(text) if via is Via.SMS and text else None
+    if info is None:  # WhatsApp (no segments), or an empty text on a card
+        return " · ".join([characters, via.label, count] if preview else [characters, count])
     encoding = info.encoding.label
     if info.unicode_chars:
         forced = " ".join(info.unicode_chars[:8])
-        encoding += f" (because of {escape(forced)})"
-    return f"{encoding} · {segs} · {info.characters} characters · {count}"
+        encoding += f" (because of {forced if preview else escape(forced)})"  # plain_text shows it literally
+    segments = _count(info.segments, "segment")
+    return " · ".join([characters, encoding, segments, count] if preview else [encoding, segments, characters, count])
+
+
+def sizing(send: PreparedSend) -> str:
+    """The size line of a send's announcement and result cards."""
+    return text_size(send.text, send.via, len(send.recipients), SizeLine.CARD)
 
 
 def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
@@ -435,3 +461,29 @@ def form_cannot_record() -> str:
 
 def incomplete_request() -> str:
     return "Not sent: Slack sent an incomplete request. Please try again."
+
+
+def form_channel_label() -> str:
+    """How the policy's reasons name the conversation in the form (``this conversation is not allowed…``)."""
+    return "this conversation"
+
+
+def form_user_label() -> str:
+    """How the policy's reasons name the person filling in the form."""
+    return "your account"
+
+
+# ------------------------------------------------------------ the modal when there is nothing to offer
+
+
+def channel_label(channel_id: str | None) -> str:
+    """How the policy's reasons name the channel a modal was opened from (empty: a global shortcut)."""
+    return f"<#{channel_id}>" if channel_id else ""
+
+
+def cannot_send_here(reason: str) -> str:
+    return f":no_entry: You cannot send texts here: {reason}."
+
+
+def ask_an_admin() -> str:
+    return "Ask an admin to change the bot's policy file if you need to."

@@ -1,8 +1,16 @@
-"""Slack payloads as typed values: raw JSON is checked here, at the edge, and nowhere else."""
+"""Slack payloads as typed values: raw JSON is checked here, at the edge, and nowhere else.
+
+Each model declares only what the app reads; Slack's other fields are ignored (it adds new ones over time).
+Free-form message content (text, attachments, blocks, a modal's state) stays as Slack wrote it: ``flatten`` and
+``compose.read_values`` read it leniently, and alerts store it to render it later.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Payload(BaseModel):
@@ -20,3 +28,116 @@ class SlashCommand(_Payload):
     channel_name: str | None = None
     trigger_id: str = Field(min_length=1)
     response_url: str | None = None
+
+
+class Ref(_Payload):
+    """``{"id": "T…"}``: how interaction payloads name a team, a user or a channel."""
+
+    id: str = Field(min_length=1)
+
+
+class Trigger(_Payload):
+    """What is left to answer with when the rest of an interaction payload is unusable: a modal can still open."""
+
+    trigger_id: str = Field(min_length=1)
+
+
+class GlobalShortcut(_Payload):
+    """The "Send a text" global shortcut (``send_text``): from anywhere, so no channel."""
+
+    trigger_id: str = Field(min_length=1)
+    team: Ref
+    user: Ref
+
+
+class ShortcutTarget(_Payload):
+    """Where the forwarded message sits: the result goes in its thread."""
+
+    ts: str = Field(min_length=1)
+    thread_ts: str | None = None
+
+
+class MessageShortcut(_Payload):
+    """The "Text this message" message shortcut (``text_this_message``) on a message in a conversation."""
+
+    trigger_id: str = Field(min_length=1)
+    team: Ref
+    user: Ref
+    channel: Ref
+    response_url: str | None = None
+    message: dict[str, Any]  # free-form: flattened as Slack wrote it
+    target: ShortcutTarget  # the same message, read for where it sits
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_message_twice(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "message" in data:
+            return {**data, "target": data["message"]}
+        return data
+
+    @property
+    def thread_ts(self) -> str:
+        """The thread the result goes in: the message's own thread, or the one it starts."""
+        return self.target.thread_ts or self.target.ts
+
+
+class ViewState(_Payload):
+    # block id → action id → the element's state; free-form, read leniently by ``compose.read_values``.
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModalView(_Payload):
+    """A modal as Slack sends it back: its id and hash (for ``views.update``), our metadata, what was entered."""
+
+    id: str = Field(min_length=1)
+    hash: str | None = None
+    private_metadata: str = ""
+    state: ViewState = Field(default_factory=ViewState)
+
+
+class ViewSubmission(_Payload):
+    """The compose modal submitted (``view_submission``, callback_id ``compose``)."""
+
+    view: ModalView
+
+
+class BlockActions(_Payload):
+    """Typing or choosing in the compose modal (``block_actions`` from a ``dispatch_action`` input)."""
+
+    view: ModalView
+
+
+class BotProfile(_Payload):
+    id: str | None = None
+
+
+class MessageEvent(_Payload):
+    """A ``message`` event: any post, edit or deletion in a conversation the app is in. Most are not alerts."""
+
+    type: str = ""
+    subtype: str | None = None
+    hidden: bool = False
+    channel: str | None = None
+    ts: str | None = None
+    thread_ts: str | None = None
+    user: str | None = None
+    bot_id: str | None = None
+    bot_profile: BotProfile | None = None
+    username: str | None = None
+    # Free-form content, as Slack wrote it: flattened into an alert's text and kept to render it at send time.
+    text: str | None = None
+    attachments: list[dict[str, Any]] | None = None
+    blocks: list[dict[str, Any]] | None = None
+
+    def sent_fields(self, names: Iterable[str]) -> dict[str, Any]:
+        """The named fields that Slack sent (those it left out stay out), as plain JSON values, in ``names``' order."""
+        sent = self.model_dump(exclude_unset=True)
+        return {name: sent[name] for name in names if name in sent}
+
+
+class MessageEventCallback(_Payload):
+    """The Events API envelope (``event_callback``) around a ``message`` event."""
+
+    team_id: str = ""
+    event_id: str | None = None
+    event: MessageEvent

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -22,6 +23,7 @@ from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.listeners import Deps
+from bot.slack.payloads import BlockActions, MessageShortcut, ModalView, ViewSubmission
 
 log = logging.getLogger("bot.slack")
 
@@ -44,7 +46,7 @@ async def build_view(
     groups = await deps.admission.user_groups(context.user_id)
     names = allowed_senders(policy, context.user_id, context.channel_id, groups)
     if not names:
-        label = f"<#{context.channel_id}>" if context.channel_id else ""
+        label = messages.channel_label(context.channel_id)
         return compose.nothing_allowed_view(context, why_nothing_allowed(policy, context.channel_id, label))
     senders = [SenderOption(n, policy.senders[n].via, policy.senders[n].originator) for n in names]
     vias = [v for v in Via if any(s.via is v for s in senders)]
@@ -55,7 +57,7 @@ async def build_view(
         via=chosen,
         contacts={name: len(numbers) for name, numbers in policy.contacts.items()},
         text=prefill,
-        preview=compose.preview_text(prefill if typed is None else typed, chosen, recipients),
+        preview=messages.text_size(prefill if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW),
     )
     return compose.compose_view(form)
 
@@ -75,20 +77,18 @@ def _recipient_count(deps: Deps, values: ComposeValues) -> int:
 def register(app: AsyncApp, deps: Deps) -> None:
     async def refresh(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Typing or choosing: rebuild the preview (and, on a via change, the senders) without losing input."""
-        await ack()
-        view = body.get("view") or {}
-        try:
-            context = ComposeContext.from_metadata(view.get("private_metadata") or "")
-        except (ValueError, TypeError):
-            log.warning("compose action with unreadable private_metadata")
+        await ack()  # a block action's ack carries no answer: a broken one is only logged
+        modal = _read_modal(BlockActions, body)
+        if modal is None:
             return
-        values = compose.read_values(view)
+        view, context = modal
+        values = compose.read_values(view.state.values)
         # No prefill: Slack keeps what was typed in blocks whose ids did not change.
         fresh = await build_view(
             deps, context, values.via, typed=values.text, recipients=_recipient_count(deps, values)
         )
         try:
-            await client.views_update(view_id=view.get("id"), hash=view.get("hash"), view=fresh)
+            await client.views_update(view_id=view.id, hash=view.hash, view=fresh)
         except SlackApiError as exc:
             if exc.response.get("error") != "hash_conflict":  # a newer update is already on its way: fine
                 raise
@@ -97,15 +97,15 @@ def register(app: AsyncApp, deps: Deps) -> None:
         app.action(action)(refresh)
 
     @app.view(compose.CALLBACK_ID)
-    async def submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def submit(ack: AsyncAck, body: dict[str, Any]) -> None:
         started = time.perf_counter()
-        try:
-            context = ComposeContext.from_metadata(view.get("private_metadata") or "")
-        except (ValueError, TypeError):
+        modal = _read_modal(ViewSubmission, body)
+        if modal is None:
             await ack(response_action="errors", errors={compose.MESSAGE: messages.form_broken()})
             return
-        values = compose.read_values(view)
-        errors, request = await _check(deps, context, values, str(view.get("id")))
+        view, context = modal
+        values = compose.read_values(view.state.values)
+        errors, request = await _check(deps, context, values, view.id)
         if errors or request is None:
             await ack(response_action="errors", errors=errors)
             return
@@ -122,42 +122,39 @@ def register(app: AsyncApp, deps: Deps) -> None:
         deps.metrics.acks.labels("modal").observe(time.perf_counter() - started)
 
 
+def _read_modal(
+    kind: type[ViewSubmission] | type[BlockActions], body: dict[str, Any]
+) -> tuple[ModalView, ComposeContext] | None:
+    """The compose modal in ``body`` and where it was opened; None (logged, no user text) when either is unusable."""
+    try:
+        view = kind.model_validate(body).view
+    except ValidationError as exc:
+        log.warning("malformed %s payload: %s", kind.__name__, exc.errors(include_input=False))
+        return None
+    try:
+        return view, ComposeContext.from_metadata(view.private_metadata)
+    except (ValueError, TypeError):
+        log.warning("%s with unreadable private_metadata", kind.__name__)
+        return None
+
+
 async def _check(
     deps: Deps, context: ComposeContext, values: ComposeValues, view_id: str
 ) -> tuple[dict[str, str], SendRequest | None]:
     """Every problem, keyed by the block at fault (in the words the pipeline uses); or the request to record."""
-    errors: dict[str, str] = {}
     via = values.via or Via.SMS
     channel = context.channel_id or values.conversation
-    if not channel:
-        errors[compose.CONVERSATION] = messages.form_pick_conversation()
-    if not values.sender:
-        errors[compose.sender_block(via)] = messages.form_pick_sender()
     text = values.text.strip()
-    try:
-        deps.admission.check_text(via, text)
-    except InputError as exc:
-        errors[compose.MESSAGE] = messages.form_text_problem(exc)
-
+    errors = _form_errors(deps, via, channel, values.sender, text)
     refs = (
         [RecipientRef(RefKind.NUMBER, n) for n in values.numbers]
         + [RecipientRef(RefKind.USER, u) for u in values.people]
         + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
     )
     found = await deps.admission.resolve(refs)
-    for kind, block in _BLOCK_OF.items():
-        problems = [p.error for p in found.problems if p.ref.kind is kind]
-        if problems:
-            errors[block] = messages.form_recipient_problems(kind, problems)
-    if not found.numbers and not found.problems:
-        errors[compose.NUMBERS] = messages.form_no_recipients()
-
-    schedule: datetime | None = None
-    if values.when is not None:
-        if values.when <= time.time() + 60:
-            errors[compose.WHEN] = messages.form_time_in_the_past()
-        else:
-            schedule = datetime.fromtimestamp(values.when, await _user_zone(deps, context.user_id))
+    errors |= _recipient_errors(found)
+    schedule, problem = await _schedule(deps, context.user_id, values.when)
+    errors |= problem
 
     if errors or channel is None:
         return errors, None
@@ -168,8 +165,8 @@ async def _check(
         recipients=found.numbers,
         sender=values.sender,
         user_groups=await deps.admission.user_groups(context.user_id),
-        channel_label="this conversation",
-        user_label="your account",
+        channel_label=messages.form_channel_label(),
+        user_label=messages.form_user_label(),
     )
     decision = deps.admission.decide(facts)
     if not decision.allowed:
@@ -192,6 +189,41 @@ async def _check(
         schedule_time=schedule,
     )
     return {}, request
+
+
+def _form_errors(deps: Deps, via: Via, channel: str | None, sender: str | None, text: str) -> dict[str, str]:
+    """The conversation, sender and message fields."""
+    errors: dict[str, str] = {}
+    if not channel:
+        errors[compose.CONVERSATION] = messages.form_pick_conversation()
+    if not sender:
+        errors[compose.sender_block(via)] = messages.form_pick_sender()
+    try:
+        deps.admission.check_text(via, text)
+    except InputError as exc:
+        errors[compose.MESSAGE] = messages.form_text_problem(exc)
+    return errors
+
+
+def _recipient_errors(found: Resolution) -> dict[str, str]:
+    """The recipient fields: each one's unusable entries, or that there is nobody to text."""
+    errors: dict[str, str] = {}
+    for kind, block in _BLOCK_OF.items():
+        problems = [p.error for p in found.problems if p.ref.kind is kind]
+        if problems:
+            errors[block] = messages.form_recipient_problems(kind, problems)
+    if not found.numbers and not found.problems:
+        errors[compose.NUMBERS] = messages.form_no_recipients()
+    return errors
+
+
+async def _schedule(deps: Deps, user_id: str, when: int | None) -> tuple[datetime | None, dict[str, str]]:
+    """The "send later" field in the user's time zone (None: now), or why that time cannot be used."""
+    if when is None:
+        return None, {}
+    if when <= time.time() + 60:
+        return None, {compose.WHEN: messages.form_time_in_the_past()}
+    return datetime.fromtimestamp(when, await _user_zone(deps, user_id)), {}
 
 
 _BLOCK_OF = {RefKind.NUMBER: compose.NUMBERS, RefKind.USER: compose.PEOPLE, RefKind.CONTACTS: compose.CONTACTS}
@@ -226,21 +258,21 @@ async def _user_zone(deps: Deps, user_id: str) -> ZoneInfo | Any:
         return UTC
 
 
-async def forward_message(deps: Deps, client: AsyncWebClient, body: dict[str, Any]) -> None:
+async def forward_message(deps: Deps, client: AsyncWebClient, shortcut: MessageShortcut) -> None:
     """ "Text this message": the modal prefilled with the message as plain text; the result goes in its thread."""
-    message = body.get("message") or {}
     names: dict[str, str] = {}
-    for user_id in mentioned_users(message):
+    for user_id in mentioned_users(shortcut.message):
         try:
             names[user_id] = (await deps.directory.person(user_id)).name
         except InputError:
             continue
     context = ComposeContext(
         surface=Surface.MESSAGE,
-        team_id=(body.get("team") or {}).get("id", ""),
-        user_id=(body.get("user") or {}).get("id", ""),
-        channel_id=(body.get("channel") or {}).get("id"),
-        thread_ts=message.get("thread_ts") or message.get("ts"),
-        response_url=body.get("response_url"),
+        team_id=shortcut.team.id,
+        user_id=shortcut.user.id,
+        channel_id=shortcut.channel.id,
+        thread_ts=shortcut.thread_ts,
+        response_url=shortcut.response_url,
     )
-    await open_compose(deps, client, body["trigger_id"], context, None, flatten(message, names))
+    text = flatten(shortcut.message, names)
+    await open_compose(deps, client, shortcut.trigger_id, context, None, text)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.alerts import alert_request
 from bot.slack.listeners import Deps
+from bot.slack.payloads import MessageEventCallback
 
 log = logging.getLogger("bot.slack.events")
 
@@ -23,8 +25,14 @@ def register(app: AsyncApp, deps: Deps) -> None:
     own_ids = frozenset(i for i in (deps.bot_user_id, deps.bot_id) if i)
 
     @app.event("message")
-    async def on_message(event: dict[str, Any], body: dict[str, Any]) -> None:
-        found = alert_request(event, str(body.get("team_id") or ""), deps.policy, own_ids)
+    async def on_message(body: dict[str, Any]) -> None:
+        try:
+            callback = MessageEventCallback.model_validate(body)
+        except ValidationError as exc:
+            # Not an alert this app can read: acknowledged quietly like the others (an error would make Slack retry).
+            log.warning("malformed message event: %s", exc.errors(include_input=False))
+            return
+        found = alert_request(callback.event, callback.team_id, deps.policy, own_ids)
         if found is None:
             return
         rule, request = found
@@ -34,6 +42,6 @@ def register(app: AsyncApp, deps: Deps) -> None:
                 "alert recorded rule=%r send_id=%s event_id=%s",
                 rule.name,
                 record.id,
-                body.get("event_id"),
+                callback.event_id,
                 extra={"send_id": record.id},
             )
