@@ -1,0 +1,662 @@
+"""In-memory twins of the stores (``SendStore``, ``AlertLedger``, ``DeliveryLog``, ``SettingsStore``) with the SQL
+stores' rules, and small fakes of the other ports, so the sending core runs in milliseconds with time in the test's
+hands.
+
+The stores follow ``bot/storage``: a unique idempotency key, leases that never hand one intent to two workers, a
+transition that applies only while the worker still holds the row (``start`` only from ``pending``), recovery to
+``unknown``, and the alert ledger's windows. Each change is the domain's own transition on ``SendRecord``; like the
+SQL store, a transition returns the passed record moved on, and the stored row gets the same change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.domain.clock import Clock
+from bot.domain.delivery import RecipientDelivery, StoredReport
+from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
+from bot.domain.models import Origin, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
+from bot.domain.ports import RetryHook
+from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord, SendState
+from bot.storage.sends import RECOVERED, STALE_GIVE_UP
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
+REPORT_KEEP = timedelta(days=2)  # as bot.storage.deliveries
+
+
+class FakeClock:
+    """A ``Clock`` that stands still until the test moves it."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> datetime:
+        self.now += by
+        return self.now
+
+
+# ------------------------------------------------------------ the send log and outbox
+
+
+@dataclass
+class _Row:
+    """One intent as the table keeps it: the record plus the columns ``SendRecord`` does not carry."""
+
+    record: SendRecord
+    seq: int  # insertion order: breaks ties between equal created_at (the test clock stands still)
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+    delivery_final: bool = False
+
+
+def _oldest_first(rows: Sequence[_Row]) -> list[SendRecord]:
+    return [r.record for r in sorted(rows, key=lambda r: (r.record.created_at, r.seq))]
+
+
+class MemorySendStore:
+    """``SendStore`` in memory, with ``SqlSendStore``'s rules."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._rows: dict[str, _Row] = {}
+        self._keys: set[str] = set()
+        self._seq = itertools.count(1)
+
+    # ------------------------------------------------------------ for tests
+
+    def next_attempt_at(self, send_id: str) -> datetime:
+        """When the intent is next due (its ``next_attempt_at`` column)."""
+        return self._rows[send_id].next_attempt_at
+
+    def lease_until(self, send_id: str) -> datetime | None:
+        return self._rows[send_id].lease_until
+
+    def records(self, send_ids: Sequence[str]) -> list[SendRecord]:
+        """These intents, oldest first (SQL: ``ORDER BY created_at``)."""
+        return _oldest_first([self._rows[i] for i in send_ids])
+
+    # ------------------------------------------------------------ intake
+
+    async def record(
+        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+    ) -> SendRecord | None:
+        if request.idempotency_key in self._keys:
+            return None
+        at = self.clock()
+        due = max(at, not_before) if not_before is not None else at
+        seq = next(self._seq)
+        record = SendRecord(
+            id=f"send-{seq}", request=request, state=SendState.PENDING, created_at=at, deadline_at=due + deadline
+        )
+        self._keys.add(request.idempotency_key)
+        self._rows[record.id] = _Row(record, seq, next_attempt_at=due)
+        return record
+
+    # ------------------------------------------------------------ leases
+
+    def _due(self, row: _Row, at: datetime) -> bool:
+        r = row.record
+        work = (r.state is SendState.PENDING or (r.state.final and r.posted_at is None)) and row.next_attempt_at <= at
+        card = r.card_due_at is not None and r.card_due_at <= at and r.posted_at is not None
+        return (work or card) and (row.lease_until is None or row.lease_until < at)
+
+    async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
+        at = self.clock()
+        due = sorted((r for r in self._rows.values() if self._due(r, at)), key=lambda r: (r.next_attempt_at, r.seq))
+        for row in due[:limit]:
+            row.record = replace(row.record, claimed_by=worker_id)
+            row.lease_until = at + lease
+        return _oldest_first(due[:limit])
+
+    async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None:
+        for send_id in send_ids:
+            row = self._rows.get(send_id)
+            if row is not None and row.record.claimed_by == worker_id:
+                row.lease_until = self.clock() + lease
+
+    async def release(self, record: SendRecord) -> None:
+        if (row := self._held(record)) is not None:
+            self._unlease(row)
+
+    async def recover(self, *, everything: bool) -> int:
+        at = self.clock()
+        recovered = 0
+        for row in self._rows.values():
+            orphaned = everything or (row.lease_until is not None and row.lease_until < at)
+            if row.record.state is SendState.SENDING and orphaned:
+                row.record = row.record.finish(Outcome(error=D7OutcomeUnknownError(RECOVERED)), at)
+                self._unlease(row)
+                recovered += 1
+            elif everything and row.record.claimed_by is not None:
+                self._unlease(row)
+        return recovered
+
+    def _held(self, record: SendRecord) -> _Row | None:
+        """The row, while the worker that passed ``record`` still holds it (SQL: ``claimed_by = :claimed_by``)."""
+        row = self._rows.get(record.id)
+        return row if row is not None and row.record.claimed_by == record.claimed_by else None
+
+    @staticmethod
+    def _unlease(row: _Row) -> None:
+        row.record = replace(row.record, claimed_by=None)
+        row.lease_until = None
+
+    # ------------------------------------------------------------ transitions
+
+    async def deny(self, record: SendRecord, refusal: Refusal) -> SendRecord:
+        at = self.clock()
+        if (row := self._held(record)) is not None:
+            row.record = row.record.deny(refusal, at)
+        return record.deny(refusal, at)
+
+    async def deduplicate(self, record: SendRecord, first_id: str) -> SendRecord:
+        at = self.clock()
+        if (row := self._held(record)) is not None:
+            row.record = row.record.deduplicate(first_id, at)
+        return record.deduplicate(first_id, at)
+
+    async def bundle(self, record: SendRecord, checked: Checked) -> SendRecord:
+        at = self.clock()
+        if (row := self._held(record)) is not None:
+            row.record = row.record.bundle(checked, at)
+        return record.bundle(checked, at)
+
+    async def start(
+        self, record: SendRecord, checked: Checked, placement: Placement, lease: timedelta
+    ) -> SendRecord | None:
+        row = self._held(record)
+        if row is None or row.record.state is not SendState.PENDING:
+            return None
+        row.record = row.record.start(checked, placement)
+        row.lease_until = self.clock() + lease
+        return record.start(checked, placement)
+
+    async def notice_retry(self, record: SendRecord) -> SendRecord:
+        if (row := self._held(record)) is not None:
+            row.record = row.record.notice_retry()
+        return record.notice_retry()
+
+    async def defer(self, record: SendRecord, until: datetime, error: D7Error) -> SendRecord:
+        if (row := self._held(record)) is not None:
+            row.record = row.record.defer(error)
+            row.next_attempt_at = until
+            row.lease_until = None
+        return record.defer(error)
+
+    async def finish(self, record: SendRecord, outcome: Outcome) -> SendRecord:
+        at = self.clock()
+        if (row := self._held(record)) is not None:
+            row.record = row.record.finish(outcome, at)
+        return record.finish(outcome, at)
+
+    async def told(self, record: SendRecord, result_ts: str | None) -> SendRecord:
+        at = self.clock()
+        if (row := self._held(record)) is not None:
+            row.record = row.record.told(at, result_ts)
+            row.lease_until = None
+        return record.told(at, result_ts)
+
+    async def tell_later(self, record: SendRecord, until: datetime) -> SendRecord:
+        if (row := self._held(record)) is not None:
+            row.record = row.record.tell_later()
+            row.next_attempt_at = until
+            row.lease_until = None
+        return record.tell_later()
+
+    async def card_due(self, send_id: str, *, final: bool) -> None:
+        row = self._rows.get(send_id)
+        if row is not None:
+            row.record = replace(row.record, card_due_at=self.clock())
+            row.delivery_final = final
+
+    async def card_shown(self, record: SendRecord, due_at: datetime) -> None:
+        row = self._held(record)
+        if row is not None and row.record.card_due_at == due_at:
+            row.record = replace(row.record, card_due_at=None)
+
+    async def card_later(self, record: SendRecord, until: datetime) -> None:
+        if (row := self._held(record)) is not None:
+            row.record = replace(row.record, card_due_at=until)
+            self._unlease(row)
+
+    # ------------------------------------------------------------ reading
+
+    async def get(self, send_id: str) -> SendRecord | None:
+        row = self._rows.get(send_id)
+        return row.record if row is not None else None
+
+    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
+        wanted = set(request_ids)
+        return {
+            r.record.request_id: r.record
+            for r in self._rows.values()
+            if r.record.request_id is not None and r.record.request_id in wanted
+        }
+
+    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
+        at = self.clock()
+
+        def stale(row: _Row) -> bool:
+            r = row.record
+            dry_run = r.outcome is not None and r.outcome.result is not None and r.outcome.result.dry_run
+            accepted = (
+                r.state is SendState.ACCEPTED
+                and r.request_id is not None
+                and not dry_run
+                and not row.delivery_final
+                and (r.reconciled_at is None or r.reconciled_at < at - again)
+            )
+            unknown = r.state is SendState.UNKNOWN and r.reconciled_at is None
+            return (
+                (accepted or unknown)
+                and r.posted_at is not None
+                and (r.finished_at or r.created_at) < at - after
+                and r.created_at > at - STALE_GIVE_UP
+            )
+
+        taken = sorted((r for r in self._rows.values() if stale(r)), key=lambda r: (r.record.created_at, r.seq))
+        for row in taken[:limit]:
+            row.record = replace(row.record, reconciled_at=at)
+        return [r.record for r in taken[:limit]]
+
+    async def backlog(self) -> int:
+        return sum(
+            1
+            for r in self._rows.values()
+            if r.record.state in (SendState.PENDING, SendState.SENDING) or r.record.posted_at is None
+        )
+
+    async def audit(self, since: datetime | None = None) -> list[SendRecord]:
+        return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
+
+
+# ------------------------------------------------------------ alert dedup and per-phone limits
+
+
+@dataclass
+class _Window:
+    start: datetime
+    end: datetime
+    sent: int
+    last_held: bool
+
+
+@dataclass(frozen=True)
+class _Taken:
+    rule: str
+    held: bool
+    window_start: datetime
+
+
+class MemoryAlertLedger:
+    """``AlertLedger`` in memory, with ``SqlAlertLedger``'s windows; ``held_alerts`` reads the send store."""
+
+    def __init__(self, clock: Clock, sends: MemorySendStore) -> None:
+        self.clock = clock
+        self.sends = sends
+        self.leaders: dict[str, tuple[str, datetime]] = {}  # fingerprint → (leader send id, until)
+        self.windows: dict[tuple[str, str], _Window] = {}  # (rule, phone) → its current window
+        self.taken: dict[str, dict[str, _Taken]] = {}  # send id → phone → what take_quota answered
+
+    async def lead(self, fingerprint: str, send_id: str, window: timedelta) -> str:
+        at = self.clock()
+        known = self.leaders.get(fingerprint)
+        if known is None or known[1] <= at:
+            self.leaders[fingerprint] = (send_id, at + window)
+            return send_id
+        return known[0]
+
+    async def release(self, fingerprint: str, send_id: str) -> None:
+        known = self.leaders.get(fingerprint)
+        if known is not None and known[0] == send_id:
+            del self.leaders[fingerprint]
+
+    async def take_quota(
+        self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
+    ) -> dict[str, tuple[bool, datetime]]:
+        known = self.taken.get(send_id)
+        if known:
+            return {phone: (t.held, t.window_start) for phone, t in known.items()}
+        at = self.clock()
+        answered: dict[str, _Taken] = {}
+        for phone in sorted(set(phones)):
+            window = self.windows.get((rule, phone))
+            if window is None or window.end <= at:
+                window = self.windows[(rule, phone)] = _Window(at, at + per, sent=1, last_held=False)
+            elif window.sent < count:
+                window.sent += 1
+                window.last_held = False
+            else:
+                window.last_held = True
+            answered[phone] = _Taken(rule, window.last_held, window.start)
+        self.taken[send_id] = answered
+        return {phone: (t.held, t.window_start) for phone, t in answered.items()}
+
+    async def held_windows(self, send_id: str) -> dict[str, datetime]:
+        return {phone: t.window_start for phone, t in self.taken.get(send_id, {}).items() if t.held}
+
+    async def held_alerts(self, rule: str, phone: str, window_start: datetime) -> list[SendRecord]:
+        ids = [
+            send_id
+            for send_id, phones in self.taken.items()
+            if (t := phones.get(phone)) is not None and t.rule == rule and t.held and t.window_start == window_start
+        ]
+        return self.sends.records(ids)
+
+
+# ------------------------------------------------------------ delivery reports and statuses
+
+
+@dataclass
+class _Report:
+    stored: StoredReport
+    key: str
+    received_at: datetime
+    applied_at: datetime | None = None
+
+
+@dataclass
+class _Status:
+    status: str
+    rank: int
+    reason: str | None
+    notified: bool = False
+
+
+class MemoryDeliveryLog:
+    """``DeliveryLog`` in memory, with ``SqlDeliveryLog``'s rules."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._reports: list[_Report] = []
+        self._statuses: dict[str, dict[str, _Status]] = {}
+        self._ids = itertools.count(1)
+
+    async def save_report(self, key: str, request_id: str, recipient: str, status: str, reason: str | None) -> bool:
+        key = key[:300]
+        if any(r.key == key for r in self._reports):
+            return False
+        stored = StoredReport(f"report-{next(self._ids)}", request_id, recipient, status, reason)
+        self._reports.append(_Report(stored, key, self.clock()))
+        return True
+
+    async def pending_reports(self, request_ids: Sequence[str] | None = None, limit: int = 500) -> list[StoredReport]:
+        since = self.clock() - REPORT_KEEP
+        wanted = set(request_ids) if request_ids is not None else None
+        found = [
+            r.stored
+            for r in self._reports
+            if r.applied_at is None and r.received_at > since and (wanted is None or r.stored.request_id in wanted)
+        ]
+        return found[:limit]
+
+    async def mark_applied(self, report_ids: Sequence[str]) -> None:
+        for report in self._reports:
+            if report.stored.id in report_ids:
+                report.applied_at = self.clock()
+
+    async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
+        statuses = self._statuses.setdefault(send_id, {})
+        known = statuses.get(recipient)
+        if known is None:
+            statuses[recipient] = _Status(status, rank, reason)
+            return True
+        if known.rank >= rank:
+            return False
+        known.status, known.rank, known.reason = status, rank, reason
+        return True
+
+    async def statuses(self, send_id: str) -> list[RecipientDelivery]:
+        return [
+            RecipientDelivery(recipient, s.status, s.reason, s.notified)
+            for recipient, s in self._statuses.get(send_id, {}).items()
+        ]
+
+    async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None:
+        for recipient, status in self._statuses.get(send_id, {}).items():
+            if recipient in recipients:
+                status.notified = True
+
+
+class MemorySettings:
+    """``SettingsStore`` in memory: the first writer wins."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put_once(self, key: str, value: str) -> str:
+        return self.values.setdefault(key, value)
+
+
+# ------------------------------------------------------------ D7
+
+
+def accepted(request_id: str) -> SendResult:
+    return SendResult(request_id, SendStatus.ACCEPTED, created_at=None)
+
+
+def rejected(request_id: str) -> SendResult:
+    return SendResult(request_id, SendStatus.REJECTED, created_at=None)
+
+
+@dataclass(frozen=True)
+class GatewayCall:
+    """One send as the gateway was asked for it."""
+
+    via: Via
+    recipients: tuple[str, ...]
+    text: str
+    originator: str | None
+    report_url: str | None = None
+    schedule_time: datetime | None = None
+    cust_ref: str | None = None  # WhatsApp only
+
+
+@dataclass(frozen=True)
+class Retried:
+    """The client retried after each of ``errors`` (``on_retry`` is called for each), then answered ``then``."""
+
+    errors: tuple[D7Error, ...]
+    then: SendResult | BaseException
+
+
+Answer = SendResult | BaseException | Retried
+
+
+class FakeGateway:
+    """``MessageGateway`` that records each send and answers from a queue (accepted ``req-N`` when it is empty).
+
+    An exception in the queue is raised (a ``D7Error``, or anything else for a crash); ``on_call`` runs while the
+    gateway holds a call, before it answers (to look at the store as D7 is being called).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[GatewayCall] = []
+        self.answers: deque[Answer] = deque()
+        self.statuses: dict[str, StatusReport] = {}
+        self.on_call: Callable[[GatewayCall], Awaitable[None]] | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return False
+
+    def answer(self, *answers: Answer) -> None:
+        self.answers.extend(answers)
+
+    async def send_sms(
+        self,
+        recipients: Sequence[str],
+        content: str,
+        *,
+        originator: str | None = None,
+        report_url: str | None = None,
+        schedule_time: datetime | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> SendResult:
+        call = GatewayCall(Via.SMS, tuple(recipients), content, originator, report_url, schedule_time)
+        return await self._send(call, on_retry)
+
+    async def send_whatsapp(
+        self,
+        recipients: Sequence[str],
+        body: str,
+        *,
+        originator: str,
+        cust_ref: str | None = None,
+        report_url: str | None = None,
+        schedule_time: datetime | None = None,
+        preview_url: bool = False,
+        on_retry: RetryHook | None = None,
+    ) -> SendResult:
+        call = GatewayCall(Via.WHATSAPP, tuple(recipients), body, originator, report_url, schedule_time, cust_ref)
+        return await self._send(call, on_retry)
+
+    async def _send(self, call: GatewayCall, on_retry: RetryHook | None) -> SendResult:
+        self.calls.append(call)
+        if self.on_call is not None:
+            await self.on_call(call)
+        answer = self.answers.popleft() if self.answers else accepted(f"req-{len(self.calls)}")
+        if isinstance(answer, Retried):
+            for attempt, error in enumerate(answer.errors, start=1):
+                if on_retry is not None:
+                    await on_retry(error, attempt, 0.5)
+            answer = answer.then
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def get_status(self, request_id: str, via: Via) -> StatusReport:
+        return self.statuses[request_id]
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ------------------------------------------------------------ Slack: conversations and the directory
+
+
+class SlackDown(Exception):
+    """What a fake conversation raises when told to fail."""
+
+
+@dataclass(frozen=True)
+class Said:
+    """One call on a conversation: which, in whose conversation, and its arguments (statuses as a tuple)."""
+
+    method: str
+    origin: Origin
+    args: tuple[Any, ...]
+
+
+ANNOUNCED = Placement("1700000000.000100")  # where announcements land, unless a test says otherwise
+
+
+class FakeConversation:
+    """``Conversation`` that records every call in its ``FakeConversations`` (and may be told to fail one)."""
+
+    def __init__(self, origin: Origin, book: FakeConversations) -> None:
+        self.origin = origin
+        self._book = book
+
+    async def _say(self, method: str, *args: Any) -> None:
+        self._book.said.append(Said(method, self.origin, args))
+        if self._book.failing.get(method, 0) > 0:
+            self._book.failing[method] -= 1
+            raise SlackDown(f"{method} failed (test)")
+
+    async def refuse(self, refusal: Refusal) -> None:
+        await self._say("refuse", refusal)
+
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
+        await self._say("not_sent", send, placement, why)
+
+    async def announce(self, send: PreparedSend) -> Placement:
+        await self._say("announce", send)
+        return self._book.placement
+
+    async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None:
+        await self._say("retrying", send, placement, error)
+
+    async def finish(
+        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+    ) -> str | None:
+        await self._say("finish", send, placement, outcome, tuple(statuses))
+        return f"result-{sum(s.method == 'finish' for s in self._book.said)}"
+
+    async def update_card(
+        self, send: PreparedSend, result_ts: str, outcome: Outcome, statuses: Sequence[RecipientDelivery]
+    ) -> None:
+        await self._say("update_card", send, result_ts, outcome, tuple(statuses))
+
+    async def undelivered(
+        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+    ) -> None:
+        await self._say("undelivered", send, placement, tuple(failures))
+
+    async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
+        await self._say("still_unknown", send, placement, created_at)
+
+
+@dataclass
+class FakeConversations:
+    """``Conversations``: every conversation's calls in one list, in order. ``announce`` answers ``placement``;
+    ``finish`` answers ``result-N`` (N: the how-manieth finish call)."""
+
+    placement: Placement = ANNOUNCED
+    said: list[Said] = field(default_factory=list)
+    failing: dict[str, int] = field(default_factory=dict)  # method → how many more calls of it fail
+
+    def open(self, origin: Origin) -> FakeConversation:
+        return FakeConversation(origin, self)
+
+    def fail(self, method: str, times: int = 1) -> None:
+        self.failing[method] = times
+
+    def of(self, method: str) -> list[tuple[Any, ...]]:
+        """The arguments of each call of ``method``."""
+        return [s.args for s in self.said if s.method == method]
+
+    @property
+    def methods(self) -> list[str]:
+        return [s.method for s in self.said]
+
+
+class FakeDirectory:
+    """``Directory``: people with profile phones, user groups, channel names, message links."""
+
+    def __init__(self) -> None:
+        self.people: dict[str, Person] = {}
+        self.groups: dict[str, list[str]] = {}
+        self.channels: dict[str, str] = {}
+
+    def add_person(self, user_id: str, name: str, phone: str | None = None) -> None:
+        self.people[user_id] = Person(user_id, name, phone)
+
+    async def person(self, user_id: str) -> Person:
+        if user_id not in self.people:
+            raise InputError(f"<@{user_id}> is not a member of this workspace")
+        return self.people[user_id]
+
+    async def group_members(self, group_id: str) -> list[str]:
+        if group_id not in self.groups:
+            raise InputError(f"<!subteam^{group_id}> is not a user group of this workspace")
+        return list(self.groups[group_id])
+
+    async def channel_name(self, channel_id: str) -> str:
+        if channel_id not in self.channels:
+            raise InputError(f"channel {channel_id} not found")
+        return self.channels[channel_id]
+
+    async def permalink(self, channel_id: str, ts: str) -> str:
+        return f"https://example.slack.com/archives/{channel_id}/p{ts.replace('.', '')}"
