@@ -259,7 +259,7 @@ class MemorySendStore:
                 (accepted or unknown)
                 and r.posted_at is not None
                 and (r.finished_at or r.created_at) < at - after
-                and r.created_at > at - STALE_GIVE_UP
+                and (r.finished_at or r.created_at) > at - STALE_GIVE_UP
             )
 
         taken = sorted((r for r in self._rows.values() if stale(r)), key=lambda r: (r.record.created_at, r.seq))
@@ -322,12 +322,9 @@ class MemoryAlertLedger:
     async def take_quota(
         self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
     ) -> dict[str, tuple[bool, datetime]]:
-        known = self.taken.get(send_id)
-        if known:
-            return {phone: (t.held, t.window_start) for phone, t in known.items()}
+        answered = self.taken.setdefault(send_id, {})
         at = self.clock()
-        answered: dict[str, _Taken] = {}
-        for phone in sorted(set(phones)):
+        for phone in sorted(set(phones) - set(answered)):
             window = self.windows.get((rule, phone))
             if window is None or window.end <= at:
                 window = self.windows[(rule, phone)] = _Window(at, at + per, sent=1, last_held=False)
@@ -337,7 +334,6 @@ class MemoryAlertLedger:
             else:
                 window.last_held = True
             answered[phone] = _Taken(rule, window.last_held, window.start)
-        self.taken[send_id] = answered
         return {phone: (t.held, t.window_start) for phone, t in answered.items()}
 
     async def held_windows(self, send_id: str) -> dict[str, datetime]:

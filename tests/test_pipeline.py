@@ -1043,15 +1043,6 @@ async def test_a_summary_told_late_from_its_stored_record_still_names_its_phone_
 # ------------------------------------------------------------ bugs in bot/ (fail today)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "AlertDesk._over_limit indexes take_quota's answer by every phone resolved now, but take_quota answers only "
-        "the phones it was first asked about: a phone added to the group between two checks of one alert raises "
-        "KeyError on every claim (released and claimed again at once: the alert is stuck in a hot loop)"
-    ),
-)
 async def test_an_alert_checked_again_after_its_group_grew_is_still_texted(world: World) -> None:
     record = await world.submit(alert("FIRING: api down", ts="1700000100.000100", rule="storm"))
     (claimed,) = await world.sends.claim("worker-1", 10, CLAIM_LEASE)
@@ -1065,14 +1056,6 @@ async def test_an_alert_checked_again_after_its_group_grew_is_still_texted(world
     assert (await world.stored(record.id)).state is SendState.ACCEPTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Teller.tell gives up after TELL_GIVE_UP counted from record.created_at; a summary is created when the first "
-        "alert is held and sent up to a window later, so with a 1-day window one failed post a minute after the "
-        "summary went out gives up at once and its thread never hears of it"
-    ),
-)
 async def test_a_summary_sent_after_a_day_long_window_is_told_again_when_slack_fails(world: World) -> None:
     await world.submit(alert("backup failed on db-1", ts="1700000100.000100", rule="daily"))
     await world.run()

@@ -136,6 +136,18 @@ async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: A
         assert await stores[0].held_windows(f"alert-{i}") == held
 
 
+async def test_a_phone_added_between_two_asks_for_one_alert_is_counted_once(engine: AsyncEngine) -> None:
+    ledger = storage(engine).alerts
+    first = await ledger.take_quota("alert-1", "storm", ["+14155550100"], 1, timedelta(hours=1))
+
+    again = await ledger.take_quota("alert-1", "storm", ["+14155550100", "+14155550101"], 1, timedelta(hours=1))
+
+    assert again["+14155550100"] == first["+14155550100"]  # not counted twice
+    assert again["+14155550101"][0] is False  # counted now: its first text of the window
+    other = await ledger.take_quota("alert-2", "storm", ["+14155550100", "+14155550101"], 1, timedelta(hours=1))
+    assert [held for held, _ in other.values()] == [True, True]  # each phone had its one text
+
+
 async def test_statuses_never_go_backwards_and_stale_sends_are_claimed_once(engine: AsyncEngine) -> None:
     store = storage(engine)
     record = await store.sends.record(request("k-status"), timedelta(minutes=15))

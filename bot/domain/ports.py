@@ -232,7 +232,7 @@ class AlertLedger(Protocol):
         self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
     ) -> dict[str, tuple[bool, datetime]]:
         """Count one text per phone against the rule's limit; per phone: (held back?, window start). Asked again
-        for the same send, it answers what it answered."""
+        for the same send, it answers what it answered (and counts only phones it was not asked about before)."""
         ...
 
     async def held_windows(self, send_id: str) -> dict[str, datetime]:

@@ -66,7 +66,8 @@ class Teller:
                 outcome = record.outcome or Outcome()
                 result_ts = await conversation.finish(shown, record.placement, outcome, statuses)
         except Exception as exc:
-            if self.clock() - record.created_at > TELL_GIVE_UP:
+            # Counted from the outcome, not the request: a summary goes out a whole window after it was recorded.
+            if self.clock() - (record.finished_at or record.created_at) > TELL_GIVE_UP:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
                 return

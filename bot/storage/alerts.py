@@ -48,18 +48,21 @@ class SqlAlertLedger:
         self, send_id: str, rule: str, phones: Sequence[str], count: int, per: timedelta
     ) -> dict[str, tuple[bool, datetime]]:
         """A phone's window starts with its first text and lasts ``per``; within it the first ``count`` alerts are
-        texted and the rest held."""
+        texted and the rest held. Phones counted for this send before keep their answer; one not asked about before
+        (its user group grew since) is counted now."""
         at = now()
         stamp = sa.literal(at, UTCDateTime())
         async with self._db.begin() as conn:
             d = alert_deliveries.c
-            known = (await conn.execute(sa.select(d.phone, d.held, d.window_start).where(d.send_id == send_id))).all()
-            if known:
-                return {phone: (bool(held), start) for phone, held, start in known}
+            rows = (await conn.execute(sa.select(d.phone, d.held, d.window_start).where(d.send_id == send_id))).all()
+            known = {phone: (bool(held), start) for phone, held, start in rows}
+            new = sorted(set(phones) - set(known))  # one order everywhere: no deadlock between replicas
+            if not new:
+                return known
             taken: dict[str, tuple[bool, datetime]] = {}
             w = alert_windows.c
             expired, under = w.window_end <= stamp, w.sent < count
-            for phone in sorted(set(phones)):  # one order everywhere: no deadlock between replicas
+            for phone in new:
                 insert = self._db.insert(alert_windows)
                 statement = (
                     insert.values(rule=rule, phone=phone, window_start=at, window_end=at + per, sent=1, last_held=False)
@@ -83,7 +86,7 @@ class SqlAlertLedger:
                     for p, (h, st) in taken.items()
                 ],
             )
-        return taken
+        return known | taken
 
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         d = alert_deliveries.c

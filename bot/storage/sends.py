@@ -35,7 +35,7 @@ from bot.storage.database import Database, now
 from bot.storage.schema import sends
 
 FINAL_STATES = [s.value for s in SendState if s.final]
-STALE_GIVE_UP = timedelta(hours=24)  # delivery statuses are looked up this long after a send
+STALE_GIVE_UP = timedelta(hours=24)  # delivery statuses are looked up this long after D7's answer
 RECOVERED = "the bot stopped while D7 was being called; the text may or may not have gone out"
 
 # ------------------------------------------------------------ records → rows
@@ -462,7 +462,7 @@ class SqlSendStore:
                 sa.or_(accepted, unknown),
                 c.posted_at.is_not(None),
                 sa.func.coalesce(c.finished_at, c.created_at) < at - after,
-                c.created_at > at - STALE_GIVE_UP,
+                sa.func.coalesce(c.finished_at, c.created_at) > at - STALE_GIVE_UP,
             )
             .order_by(c.created_at)
             .limit(limit)
