@@ -20,7 +20,7 @@ from typing import Any
 from bot.domain.clock import Clock
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
-from bot.domain.models import Origin, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
+from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
 from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord, SendState
 from bot.storage.sends import RECOVERED, STALE_GIVE_UP
@@ -446,17 +446,7 @@ def rejected(request_id: str) -> SendResult:
     return SendResult(request_id, SendStatus.REJECTED, created_at=None)
 
 
-@dataclass(frozen=True)
-class GatewayCall:
-    """One send as the gateway was asked for it."""
-
-    via: Via
-    recipients: tuple[str, ...]
-    text: str
-    originator: str | None
-    report_url: str | None = None
-    schedule_time: datetime | None = None
-    cust_ref: str | None = None  # WhatsApp only
+GatewayCall = OutgoingText  # one send as the gateway was asked for it
 
 
 @dataclass(frozen=True)
@@ -490,33 +480,8 @@ class FakeGateway:
     def answer(self, *answers: Answer) -> None:
         self.answers.extend(answers)
 
-    async def send_sms(
-        self,
-        recipients: Sequence[str],
-        content: str,
-        *,
-        originator: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        call = GatewayCall(Via.SMS, tuple(recipients), content, originator, report_url, schedule_time)
-        return await self._send(call, on_retry)
-
-    async def send_whatsapp(
-        self,
-        recipients: Sequence[str],
-        body: str,
-        *,
-        originator: str,
-        cust_ref: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        preview_url: bool = False,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        call = GatewayCall(Via.WHATSAPP, tuple(recipients), body, originator, report_url, schedule_time, cust_ref)
-        return await self._send(call, on_retry)
+    async def send(self, text: OutgoingText, on_retry: RetryHook | None = None) -> SendResult:
+        return await self._send(text, on_retry)
 
     async def _send(self, call: GatewayCall, on_retry: RetryHook | None) -> SendResult:
         self.calls.append(call)

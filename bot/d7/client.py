@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -19,6 +18,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot import __version__
+from bot.d7.gateway import TextGateway
 from bot.d7.retry import CLIENT_RETRY, parse_retry_after, retry_delay
 from bot.d7.transport import D7Transport
 from bot.d7.wire import (
@@ -26,22 +26,10 @@ from bot.d7.wire import (
     SendAnswer,
     SmsLog,
     WhatsAppReport,
-    build_sms_body,
-    build_whatsapp_body,
+    build_body,
 )
-from bot.domain.errors import (
-    D7AuthError,
-    D7Error,
-    D7InsufficientCreditError,
-    D7InvalidOriginatorError,
-    D7NotFoundError,
-    D7OutcomeUnknownError,
-    D7RateLimitedError,
-    D7UnavailableError,
-    D7ValidationError,
-    FieldError,
-)
-from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
+from bot.domain import errors as E
+from bot.domain.models import OutgoingText, RecipientStatus, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
 from bot.domain.retry import RetryPolicy
 
@@ -78,19 +66,19 @@ class _BearerAuth(httpx.Auth):
 # Failures before any byte reached D7: nothing was sent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
-_ERRORS_BY_STATUS: dict[int, type[D7Error]] = {
-    401: D7AuthError,
-    402: D7InsufficientCreditError,
-    404: D7NotFoundError,
-    422: D7ValidationError,
-    429: D7RateLimitedError,
-    502: D7UnavailableError,
-    503: D7UnavailableError,
-    504: D7UnavailableError,
+_ERRORS_BY_STATUS: dict[int, type[E.D7Error]] = {
+    401: E.D7AuthError,
+    402: E.D7InsufficientCreditError,
+    404: E.D7NotFoundError,
+    422: E.D7ValidationError,
+    429: E.D7RateLimitedError,
+    502: E.D7UnavailableError,
+    503: E.D7UnavailableError,
+    504: E.D7UnavailableError,
 }
 
 
-def _error_from_response(response: httpx.Response, *, idempotent: bool) -> D7Error:
+def _error_from_response(response: httpx.Response, *, idempotent: bool) -> E.D7Error:
     """Map an error answer to the most specific class of the tree."""
     status = response.status_code
     try:
@@ -109,25 +97,25 @@ def _error_from_response(response: httpx.Response, *, idempotent: bool) -> D7Err
 
     cls = _ERRORS_BY_STATUS.get(status)
     if status == 404 and code == "INVALID_WHATSAPP_ORIGINATOR":
-        cls = D7InvalidOriginatorError
-    if cls is D7ValidationError:
-        errors = [FieldError(tuple(i.loc or ()), i.msg or "", i.type or "") for i in items if i.msg]
+        cls = E.D7InvalidOriginatorError
+    if cls is E.D7ValidationError:
+        errors = [E.FieldError(tuple(i.loc or ()), i.msg or "", i.type or "") for i in items if i.msg]
         if errors:
             message = "; ".join(str(e) for e in errors)
-        return D7ValidationError(message, errors=errors, **kwargs)
+        return E.D7ValidationError(message, errors=errors, **kwargs)
     if cls is not None:
         return cls(message, **kwargs)
     if status >= 500:
         if idempotent:
-            return D7UnavailableError(message, **kwargs)
+            return E.D7UnavailableError(message, **kwargs)
         # A 500 comes from D7's application: it may have queued the text before failing.
-        return D7OutcomeUnknownError(
+        return E.D7OutcomeUnknownError(
             f"D7 failed with HTTP {status} after receiving the request; the text may have been sent", **kwargs
         )
-    return D7Error(message, **kwargs)
+    return E.D7Error(message, **kwargs)
 
 
-class D7Client:
+class D7Client(TextGateway):
     """Async client for D7's SMS and WhatsApp APIs. One instance per process; close it with ``aclose``."""
 
     dry_run = False
@@ -167,48 +155,11 @@ class D7Client:
 
     # ------------------------------------------------------------ public API
 
-    async def send_sms(
-        self,
-        recipients: Sequence[str],
-        content: str,
-        *,
-        originator: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        """Send one SMS text to every recipient (E.164) in one request.
-
-        ``data_coding`` is ``text`` when every character is GSM-7, else ``unicode``.
-        """
-        body = build_sms_body(
-            recipients, content, originator=originator, report_url=report_url, schedule_time=schedule_time
-        )
-        return await self._send(Via.SMS, SMS_SEND_PATH, body, len(recipients), on_retry)
-
-    async def send_whatsapp(
-        self,
-        recipients: Sequence[str],
-        body: str,
-        *,
-        originator: str,
-        cust_ref: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        preview_url: bool = False,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        """Send one free-form WhatsApp text; ``cust_ref`` (our send id) tags every recipient."""
-        wire = build_whatsapp_body(
-            recipients,
-            body,
-            originator=originator,
-            cust_ref=cust_ref,
-            report_url=report_url,
-            schedule_time=schedule_time,
-            preview_url=preview_url,
-        )
-        return await self._send(Via.WHATSAPP, WHATSAPP_SEND_PATH, wire, len(recipients), on_retry)
+    async def send(self, text: OutgoingText, on_retry: RetryHook | None = None) -> SendResult:
+        """Send one text to every recipient (E.164) in one request. An SMS goes as ``data_coding: text`` when every
+        character is GSM-7, else ``unicode``; a WhatsApp text carries ``cust_ref`` on every recipient."""
+        path = SMS_SEND_PATH if text.via is Via.SMS else WHATSAPP_SEND_PATH
+        return await self._send(text.via, path, build_body(text), len(text.recipients), on_retry)
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport:
         """Per-recipient status of an earlier request. Unknown id → ``D7NotFoundError``."""
@@ -252,7 +203,7 @@ class D7Client:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
-            raise D7Error(
+            raise E.D7Error(
                 f"D7 answered HTTP {response.status_code} with a body that could not be read",
                 http_status=response.status_code,
                 detail=response.text[:500],
@@ -266,7 +217,7 @@ class D7Client:
             answer = SendAnswer.model_validate_json(response.content)
         except ValidationError as exc:
             # D7 processed the request; without a request id we cannot know what happened.
-            raise D7OutcomeUnknownError(
+            raise E.D7OutcomeUnknownError(
                 f"D7 answered HTTP {response.status_code} but the answer could not be read; "
                 "the text may have been sent",
                 http_status=response.status_code,
@@ -294,18 +245,18 @@ class D7Client:
         attempt = 0
         while True:
             attempt += 1
-            error: D7Error
+            error: E.D7Error
             try:
                 response = await self._http.request(method, path, json=payload)
             except _NOT_SENT as exc:
-                error = D7UnavailableError(f"could not connect to D7 ({type(exc).__name__})")
+                error = E.D7UnavailableError(f"could not connect to D7 ({type(exc).__name__})")
                 error.__cause__ = exc
             except httpx.TransportError as exc:
                 if not idempotent:
-                    raise D7OutcomeUnknownError(
+                    raise E.D7OutcomeUnknownError(
                         f"D7 did not answer ({type(exc).__name__}); the text may or may not have been sent"
                     ) from exc
-                error = D7UnavailableError(f"D7 did not answer ({type(exc).__name__})")
+                error = E.D7UnavailableError(f"D7 did not answer ({type(exc).__name__})")
                 error.__cause__ = exc
             else:
                 if response.is_success:

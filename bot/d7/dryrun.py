@@ -12,9 +12,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.d7.wire import build_sms_body, build_whatsapp_body
+from bot.d7.gateway import TextGateway
+from bot.d7.wire import build_body
 from bot.domain.errors import D7NotFoundError
-from bot.domain.models import RecipientStatus, SendResult, SendStatus, StatusReport, Via
+from bot.domain.models import OutgoingText, RecipientStatus, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
 
 log = logging.getLogger("bot.d7")
@@ -23,7 +24,7 @@ DRY_RUN_STATUS = "dry-run (not sent)"
 _REMEMBERED = 10_000
 
 
-class DryRunGateway:
+class DryRunGateway(TextGateway):
     """Accepts every well-formed send, sends nothing, and answers ``dry-run-…`` request ids."""
 
     dry_run = True
@@ -51,41 +52,9 @@ class DryRunGateway:
         )
         return SendResult(request_id, SendStatus.ACCEPTED, datetime.now(UTC), dry_run=True)
 
-    async def send_sms(
-        self,
-        recipients: Sequence[str],
-        content: str,
-        *,
-        originator: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        build_sms_body(recipients, content, originator=originator, report_url=report_url, schedule_time=schedule_time)
-        return self._record(Via.SMS, recipients)
-
-    async def send_whatsapp(
-        self,
-        recipients: Sequence[str],
-        body: str,
-        *,
-        originator: str,
-        cust_ref: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        preview_url: bool = False,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult:
-        build_whatsapp_body(
-            recipients,
-            body,
-            originator=originator,
-            cust_ref=cust_ref,
-            report_url=report_url,
-            schedule_time=schedule_time,
-            preview_url=preview_url,
-        )
-        return self._record(Via.WHATSAPP, recipients)
+    async def send(self, text: OutgoingText, on_retry: RetryHook | None = None) -> SendResult:
+        build_body(text)  # what the real client would refuse on our side, refused here too
+        return self._record(text.via, text.recipients)
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport:
         known = self._sent.get(request_id)

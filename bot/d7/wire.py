@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.domain.encoding import analyze
+from bot.domain.models import OutgoingText, Via
 
 _E164 = re.compile(r"^\+[1-9]\d{5,14}$")
 
@@ -185,46 +186,37 @@ def _check_recipients(recipients: Sequence[str]) -> list[str]:
     return list(recipients)
 
 
-def build_sms_body(
-    recipients: Sequence[str],
-    content: str,
-    *,
-    originator: str | None = None,
-    report_url: str | None = None,
-    schedule_time: datetime | None = None,
-) -> SmsSendBody:
+def build_body(text: OutgoingText) -> SmsSendBody | WhatsAppSendBody:
+    """The request body for ``text``, exactly as D7 documents it; ``ValueError`` for what D7 would refuse."""
+    return build_sms_body(text) if text.via is Via.SMS else build_whatsapp_body(text)
+
+
+def build_sms_body(text: OutgoingText) -> SmsSendBody:
     """One message object with every recipient; options in ``message_globals``."""
     message = SmsMessage(
-        recipients=_check_recipients(recipients),
-        content=content,
-        data_coding=analyze(content).encoding.data_coding,
+        recipients=_check_recipients(text.recipients),
+        content=text.text,
+        data_coding=analyze(text.text).encoding.data_coding,
     )
     globals_ = SmsGlobals(
-        originator=originator,
-        report_url=report_url,
-        schedule_time=format_schedule_time(schedule_time) if schedule_time else None,
+        originator=text.originator,
+        report_url=text.report_url,
+        schedule_time=format_schedule_time(text.schedule_time) if text.schedule_time else None,
     )
     empty = globals_ == SmsGlobals()
     return SmsSendBody(messages=[message], message_globals=None if empty else globals_)
 
 
-def build_whatsapp_body(
-    recipients: Sequence[str],
-    body: str,
-    *,
-    originator: str,
-    cust_ref: str | None = None,
-    report_url: str | None = None,
-    schedule_time: datetime | None = None,
-    preview_url: bool = False,
-) -> WhatsAppSendBody:
+def build_whatsapp_body(text: OutgoingText) -> WhatsAppSendBody:
     """One free-form TEXT message to every recipient, each tagged with our ``cust_ref``."""
-    reference = WhatsAppReference(cust_ref=cust_ref) if cust_ref else None
+    if not text.originator:
+        raise ValueError("a WhatsApp send needs its originator (the registered number)")
+    reference = WhatsAppReference(cust_ref=text.cust_ref) if text.cust_ref else None
     message = WhatsAppMessage(
-        originator=originator,
-        content=WhatsAppContent(text=WhatsAppText(preview_url=preview_url, body=body)),
-        recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in _check_recipients(recipients)],
-        report_url=report_url,
+        originator=text.originator,
+        content=WhatsAppContent(text=WhatsAppText(preview_url=text.preview_url, body=text.text)),
+        recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in _check_recipients(text.recipients)],
+        report_url=text.report_url,
     )
-    globals_ = WhatsAppGlobals(schedule_time=format_schedule_time(schedule_time)) if schedule_time else None
+    globals_ = WhatsAppGlobals(schedule_time=format_schedule_time(text.schedule_time)) if text.schedule_time else None
     return WhatsAppSendBody(messages=[message], message_globals=globals_)

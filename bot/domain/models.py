@@ -20,6 +20,20 @@ class Via(StrEnum):
         return "SMS" if self is Via.SMS else "WhatsApp"
 
 
+@dataclass(frozen=True)
+class OutgoingText:
+    """One request to the message gateway: the same text to every recipient."""
+
+    via: Via
+    recipients: tuple[str, ...]  # E.164
+    text: str
+    originator: str | None = None  # the sender identity (WhatsApp: the registered number; required there)
+    report_url: str | None = None  # where delivery reports go
+    schedule_time: datetime | None = None
+    cust_ref: str | None = None  # WhatsApp: our reference on every recipient (the send id)
+    preview_url: bool = False  # WhatsApp: show a preview of the first link
+
+
 class SendStatus(StrEnum):
     """D7's verdict on a send request: ``rejected`` is a failure even though it came with a 200."""
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error
-from bot.domain.models import Origin, Person, SendRequest, SendResult, StatusReport, Via
+from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Via
 from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
@@ -30,29 +30,9 @@ class MessageGateway(Protocol):
         """True when nothing really leaves the building."""
         ...
 
-    async def send_sms(
-        self,
-        recipients: Sequence[str],
-        content: str,
-        *,
-        originator: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult: ...
-
-    async def send_whatsapp(
-        self,
-        recipients: Sequence[str],
-        body: str,
-        *,
-        originator: str,
-        cust_ref: str | None = None,
-        report_url: str | None = None,
-        schedule_time: datetime | None = None,
-        preview_url: bool = False,
-        on_retry: RetryHook | None = None,
-    ) -> SendResult: ...
+    async def send(self, text: OutgoingText, on_retry: RetryHook | None = None) -> SendResult:
+        """Send ``text`` in one request; ``on_retry`` is called before each retry of a failure that sent nothing."""
+        ...
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport: ...
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError
-from bot.domain.models import SendResult, Via
+from bot.domain.models import OutgoingText, SendResult, Via
 from bot.domain.ports import Conversation, Conversations, MessageGateway, RetryHook, SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import Outcome, Placement, PreparedSend, SendRecord, SendState, prepared
@@ -170,26 +170,16 @@ class Pipeline:
         return on_retry
 
     async def _attempt(self, send: PreparedSend, on_retry: RetryHook) -> SendResult:
-        numbers = [n.e164 for n in send.recipients]
-        schedule = send.request.schedule_time
-        if send.via is Via.SMS:
-            return await self.gateway.send_sms(
-                numbers,
-                send.text,
-                originator=send.originator,
-                report_url=self.report_url,
-                schedule_time=schedule,
-                on_retry=on_retry,
-            )
-        return await self.gateway.send_whatsapp(
-            numbers,
-            send.text,
+        text = OutgoingText(
+            via=send.via,
+            recipients=tuple(n.e164 for n in send.recipients),
+            text=send.text,
             originator=send.originator,
-            cust_ref=send.send_id,
             report_url=self.report_url,
-            schedule_time=schedule,
-            on_retry=on_retry,
+            schedule_time=send.request.schedule_time,
+            cust_ref=send.send_id if send.via is Via.WHATSAPP else None,
         )
+        return await self.gateway.send(text, on_retry)
 
     async def _on_error(
         self, record: SendRecord, send: PreparedSend, error: D7Error, on_retry: RetryHook
