@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.domain.models import Surface, Via
+from bot.domain.models import Origin, Surface, Via
 from bot.slack import messages
 
 CALLBACK_ID = "compose"
@@ -44,6 +44,15 @@ class ComposeContext:
     channel_id: str | None = None  # None: a global shortcut, the user picks the conversation
     thread_ts: str | None = None  # the forwarded message's thread
     response_url: str | None = None
+
+    @classmethod
+    def opened_from(cls, origin: Origin) -> ComposeContext:
+        """The form opened where ``origin`` is (a command in a channel, a message's thread)."""
+        return cls(**asdict(origin))
+
+    def submitted_in(self, channel_id: str) -> Origin:
+        """Where the submitted form's story is told: the chosen conversation when the form did not know it."""
+        return Origin(**{**asdict(self), "surface": Surface.MODAL, "channel_id": channel_id})
 
     def to_metadata(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"))

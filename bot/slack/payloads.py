@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.domain.models import Origin, Surface
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -28,6 +30,10 @@ class SlashCommand(_Payload):
     channel_name: str | None = None
     trigger_id: str = Field(min_length=1)
     response_url: str | None = None
+
+    def origin(self) -> Origin:
+        """Where the command was typed: its story is told there (and through its response_url)."""
+        return Origin(Surface.COMMAND, self.team_id, self.user_id, self.channel_id, response_url=self.response_url)
 
 
 class Ref(_Payload):

@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import D7Error, D7NotFoundError, InputError
-from bot.domain.models import Origin, SendRequest, Surface, Via
+from bot.domain.models import SendRequest, Via
 from bot.domain.sends import Refusal, RefusalKind
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
@@ -59,24 +59,12 @@ def make_handler(deps: Deps, via: Via) -> Handler:
                 await ack(text=messages.usage(command.command), response_type="ephemeral")
                 return
             await ack()  # a bare "/sms": the compose modal
-            context = ComposeContext(
-                surface=Surface.COMMAND,
-                team_id=command.team_id,
-                user_id=command.user_id,
-                channel_id=command.channel_id,
-                response_url=command.response_url,
-            )
+            context = ComposeContext.opened_from(command.origin())
             deps.tasks.spawn(open_compose(deps, client, command.trigger_id, context, via), "open-compose")
             return
         request = SendRequest(
             via=via,
-            origin=Origin(
-                surface=Surface.COMMAND,
-                team_id=command.team_id,
-                user_id=command.user_id,
-                channel_id=command.channel_id,
-                response_url=command.response_url,
-            ),
+            origin=command.origin(),
             recipients=parsed.recipients,
             text=parsed.text,
             idempotency_key=f"trigger:{command.trigger_id}",

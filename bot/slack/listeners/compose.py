@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError
-from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, why_nothing_allowed
 from bot.sending.admission import Resolution
 from bot.slack import compose, messages
@@ -174,14 +174,7 @@ async def _check(
         return errors, None
     request = SendRequest(
         via=via,
-        origin=Origin(
-            surface=Surface.MODAL,
-            team_id=context.team_id,
-            user_id=context.user_id,
-            channel_id=channel,
-            response_url=context.response_url,
-            thread_ts=context.thread_ts,
-        ),
+        origin=context.submitted_in(channel),
         recipients=tuple(refs),
         text=text,
         idempotency_key=f"view:{view_id}",

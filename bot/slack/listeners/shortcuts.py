@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -18,28 +18,33 @@ from bot.slack.payloads import GlobalShortcut, MessageShortcut, Trigger
 
 log = logging.getLogger("bot.slack")
 
+_Shortcut = TypeVar("_Shortcut", GlobalShortcut, MessageShortcut)
+
 
 def register(app: AsyncApp, deps: Deps) -> None:
     @app.shortcut("send_text")
     async def send_text(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        try:
-            shortcut = GlobalShortcut.model_validate(body)
-        except ValidationError as exc:
-            tell_incomplete(deps, client, body, "send_text", exc)
-            return
-        context = ComposeContext(surface=Surface.SHORTCUT, team_id=shortcut.team.id, user_id=shortcut.user.id)
-        deps.tasks.spawn(open_compose(deps, client, shortcut.trigger_id, context, None), "open-compose")
+        if (shortcut := validated(GlobalShortcut, "send_text", deps, client, body)) is not None:
+            context = ComposeContext(surface=Surface.SHORTCUT, team_id=shortcut.team.id, user_id=shortcut.user.id)
+            deps.tasks.spawn(open_compose(deps, client, shortcut.trigger_id, context, None), "open-compose")
 
     @app.shortcut("text_this_message")
     async def text_this_message(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        try:
-            shortcut = MessageShortcut.model_validate(body)
-        except ValidationError as exc:
-            tell_incomplete(deps, client, body, "text_this_message", exc)
-            return
-        deps.tasks.spawn(forward_message(deps, client, shortcut), "forward-message")
+        if (shortcut := validated(MessageShortcut, "text_this_message", deps, client, body)) is not None:
+            deps.tasks.spawn(forward_message(deps, client, shortcut), "forward-message")
+
+
+def validated(
+    model: type[_Shortcut], callback_id: str, deps: Deps, client: AsyncWebClient, body: dict[str, Any]
+) -> _Shortcut | None:
+    """The shortcut's payload as ``model``; None (and the person told, when a modal can still open) if unusable."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        tell_incomplete(deps, client, body, callback_id, exc)
+        return None
 
 
 def tell_incomplete(
