@@ -401,37 +401,47 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
 
 
 async def run(settings: Settings) -> None:
-    async with open_relay(settings) as relay:
-        server = _Server(
-            uvicorn.Config(
-                relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
-            )
+    started = False
+    try:
+        async with open_relay(settings) as relay:
+            started = True
+            await _serve(relay, settings)
+    finally:
+        if started:
+            log.info("stopped")
+
+
+async def _serve(relay: Relay, settings: Settings) -> None:
+    """HTTP (and Socket Mode, when configured) until SIGTERM or SIGINT."""
+    server = _Server(
+        uvicorn.Config(
+            relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
-            loop.add_signal_handler(sig, server.handle_exit, sig, None)
-        socket = make_socket_handler(relay)
-        try:
-            if socket is not None:
-                await socket.connect_async()  # type: ignore[no-untyped-call]
-                log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
-            else:
-                log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
-            log.info(
-                "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
-                settings.bot_policy,
-                len(relay.policy.senders),
-                len(relay.policy.rules),
-                len(relay.policy.alerts),
-                "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
-                f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
-            )
-            await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
-        finally:
-            if socket is not None:
-                await socket.close_async()  # type: ignore[no-untyped-call]
-    log.info("stopped")
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    socket = make_socket_handler(relay)
+    try:
+        if socket is not None:
+            await socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
+        else:
+            log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
+        log.info(
+            "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
+            settings.bot_policy,
+            len(relay.policy.senders),
+            len(relay.policy.rules),
+            len(relay.policy.alerts),
+            "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
+            f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
+        )
+        await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
+    finally:
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
 
 
 def _fast_event_loop() -> None:

@@ -49,7 +49,7 @@ class BackgroundTasks:
         """Wait up to ``seconds`` for the tasks in flight; return how many did not finish."""
         if not self._tasks:
             return 0
-        log.info("waiting up to %.0fs for %d task(s) in flight", seconds, len(self._tasks))
+        log.info("waiting up to %.0fs for %d send(s) in flight", seconds, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
         if pending:
             log.error("%d task(s) still running at shutdown; their outcome was not reported", len(pending))

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.domain.errors import D7AuthError, D7InsufficientCreditError, D7OutcomeUnknownError
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, Placement, SendState
@@ -146,6 +147,34 @@ async def test_a_phone_added_between_two_asks_for_one_alert_is_counted_once(engi
     assert again["+14155550101"][0] is False  # counted now: its first text of the window
     other = await ledger.take_quota("alert-2", "storm", ["+14155550100", "+14155550101"], 1, timedelta(hours=1))
     assert [held for held, _ in other.values()] == [True, True]  # each phone had its one text
+
+
+async def test_errors_read_back_by_kind_also_as_older_versions_stored_them(engine: AsyncEngine) -> None:
+    store = storage(engine).sends
+    rows = {k: await store.record(request(k), timedelta(minutes=15)) for k in ("new", "old", "unknown")}
+    ids = {k: r.id for k, r in rows.items() if r is not None}
+    await set_columns(engine, ids["new"], state="failed", error_kind="auth", error_message="token refused")
+    await set_columns(engine, ids["old"], state="failed", error_kind="D7InsufficientCreditError", error_message="$0")
+    # Written by a version that knows a kind this one does not: an unknown outcome must stay unknown.
+    await set_columns(engine, ids["unknown"], state="unknown", error_kind="from_the_future", error_message="?")
+
+    errors = {r.request.idempotency_key: r.last_error for r in await store.audit()}
+
+    assert isinstance(errors["new"], D7AuthError)
+    assert isinstance(errors["old"], D7InsufficientCreditError)
+    assert isinstance(errors["unknown"], D7OutcomeUnknownError)
+
+
+async def test_an_unreadable_row_does_not_hold_up_the_others(engine: AsyncEngine) -> None:
+    store = storage(engine).sends
+    for key in ("broken", "fine"):
+        await store.record(request(key), timedelta(minutes=15))
+    broken, _ = await store.audit()
+    await set_columns(engine, broken.id, surface="carrier-pigeon")
+
+    claimed = await store.claim("w1", 10, timedelta(seconds=60))
+
+    assert [r.request.idempotency_key for r in claimed] == ["fine"]
 
 
 async def test_statuses_never_go_backwards_and_stale_sends_are_claimed_once(engine: AsyncEngine) -> None:

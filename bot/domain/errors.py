@@ -193,7 +193,7 @@ class D7OutcomeUnknownError(D7Error):
 
 
 _D7_ERRORS: dict[str, type[D7Error]] = {
-    cls.kind: cls
+    name: cls
     for cls in (
         D7Error,
         D7AuthError,
@@ -205,12 +205,20 @@ _D7_ERRORS: dict[str, type[D7Error]] = {
         D7UnavailableError,
         D7OutcomeUnknownError,
     )
+    for name in (cls.kind, cls.__name__)  # the class name: what versions before migration 0006 stored
 }
 
 
-def d7_error(kind: str, message: str, *, http_status: int | None = None, code: str | None = None) -> D7Error:
-    """The error a stored ``kind`` names (``D7Error`` itself for a kind this version does not know)."""
-    cls = _D7_ERRORS.get(kind, D7Error)
+def d7_error(
+    kind: str,
+    message: str,
+    *,
+    http_status: int | None = None,
+    code: str | None = None,
+    otherwise: type[D7Error] = D7Error,
+) -> D7Error:
+    """The error a stored ``kind`` names; ``otherwise`` for a kind this version does not know."""
+    cls = _D7_ERRORS.get(kind, otherwise)
     if cls is D7ValidationError:
         return D7ValidationError(message, errors=[], http_status=http_status, code=code)
     return cls(message, http_status=http_status, code=code)

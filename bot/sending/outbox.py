@@ -62,7 +62,7 @@ class Outbox:
         if unknown:
             log.warning("%d send(s) were in flight when the bot stopped; marked outcome unknown", unknown)
         await self._tasks.__aenter__()
-        self._tasks.create_task(self._loop(), name="outbox")
+        self._claiming = self._tasks.create_task(self._loop(), name="outbox")
         self._heartbeat = self._tasks.create_task(self._beat(), name="outbox-heartbeat")
         return self
 
@@ -73,6 +73,7 @@ class Outbox:
         next start)."""
         self._stopping = True
         self.wakeup.set()
+        await asyncio.wait([self._claiming])  # a claim under way may still start sends: count them too
         if self._running:
             log.info("waiting up to %.0fs for %d send(s) in flight", self.drain, len(self._running))
             _, pending = await asyncio.wait(set(self._running.values()), timeout=self.drain)

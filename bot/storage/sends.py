@@ -8,6 +8,7 @@ here, side by side.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
 from bot.storage.database import Database, now
 from bot.storage.schema import sends
+
+log = logging.getLogger("bot.storage")
 
 FINAL_STATES = [s.value for s in SendState if s.final]
 STALE_GIVE_UP = timedelta(hours=24)  # delivery statuses are looked up this long after D7's answer
@@ -188,9 +191,12 @@ def _checked_of(m: Any, request: SendRequest) -> Checked | None:
 def _error_of(m: Any, state: SendState) -> D7Error | None:
     if m["error_kind"] is None and state not in (SendState.FAILED, SendState.UNKNOWN):
         return None
-    kind = m["error_kind"] or (D7OutcomeUnknownError.kind if state is SendState.UNKNOWN else D7Error.kind)
+    # An unknown outcome stays unknown whatever wrote it: "not sent" could make someone text it again.
+    otherwise = D7OutcomeUnknownError if state is SendState.UNKNOWN else D7Error
     message = m["error_message"] or "no details"
-    return d7_error(kind, message, http_status=m["http_status"], code=m["error_code"])
+    return d7_error(
+        m["error_kind"] or "", message, http_status=m["http_status"], code=m["error_code"], otherwise=otherwise
+    )
 
 
 def _outcome_of(m: Any, state: SendState, error: D7Error | None) -> Outcome | None:
@@ -287,7 +293,13 @@ class SqlSendStore:
         )
         async with self._db.begin() as conn:
             rows = (await conn.execute(statement)).all()
-        return sorted((_record_of(r) for r in rows), key=lambda r: r.created_at)
+        records = []
+        for row in rows:
+            try:
+                records.append(_record_of(row))
+            except (ValueError, KeyError, TypeError) as exc:  # one unreadable row must not hold up the others
+                log.error("send_id=%s cannot be read (%s); a person must look at it", row.id, type(exc).__name__)
+        return sorted(records, key=lambda r: r.created_at)
 
     async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None:
         if not send_ids:

@@ -134,7 +134,7 @@ def _read_modal(
     try:
         return view, ComposeContext.from_metadata(view.private_metadata)
     except (ValueError, TypeError):
-        log.warning("%s with unreadable private_metadata", kind.__name__)
+        log.warning("compose %s with unreadable private_metadata", "submission" if kind is ViewSubmission else "action")
         return None
 
 
