@@ -28,10 +28,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from starlette.applications import Starlette
@@ -55,6 +52,7 @@ from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import SlackConversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
+from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.storage import Storage
 from bot.storage.engine import ping
 from bot.tasks import BackgroundTasks
@@ -128,21 +126,30 @@ class HealthCheck:
     metrics: Metrics
 
     async def __call__(self) -> tuple[bool, dict[str, Any]]:
-        database = await ping(self.storage.database.engine)
+        db = self.storage.database
+        database = await ping(db.engine)
         backlog: int | None = None
+        stuck: int | None = None
         if database:
             try:
                 backlog = await self.storage.sends.backlog()
+                stuck = await self.storage.sends.stuck()
                 self.metrics.outbox_depth.set(backlog)
             except Exception:
                 database = False
-        return database, {
-            "status": "ok" if database else "degraded",
+        # Reads can work while writes do not (a read-only or full disk, a lock held by another process).
+        writes = "failing" if db.writes.failing else "ok" if database and await db.can_write() else "locked"
+        healthy = database and writes == "ok"
+        return healthy, {
+            "status": "ok" if healthy else "degraded",
             "version": __version__,
             "mode": "socket" if self.settings.socket_mode else "http",
             "dry_run": self.gateway.dry_run,
             "database": "ok" if database else "unreachable",
+            "database_writes": writes if database else "unknown",
+            "last_write_error": db.writes.failure if db.writes.failing else None,
             "outbox_backlog": backlog,
+            "sends_stuck_sending": stuck,
             "sends_in_flight": self.outbox.in_flight,
         }
 
@@ -183,7 +190,8 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         session=aiohttp.ClientSession(),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+            # Not slack_sdk's own: it raises on a Retry-After of "inf" or "nan" and sleeps as long as a huge one says.
+            CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
         ],
     )
 
@@ -290,6 +298,7 @@ def wire_sending(
         parse=parse_report,
         reconcile_after=settings.reconcile_after,
     )
+    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
     pipeline = Pipeline(
         sends=storage.sends,
         admission=admission,
@@ -301,12 +310,12 @@ def wire_sending(
         deadline=settings.send_retry_deadline,
         report_url=resources.report_url,
         on_request_id=deliveries.request_id_known,
+        abandoned=intake.abandoned,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
     )
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
     return SendingCore(admission, intake, deliveries, outbox)
 
 
@@ -334,7 +343,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics)
     bolt_over_http = None if settings.socket_mode else bolt
     deliveries = core.deliveries
-    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries.receive, received=deliveries.received)
+    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries)
     return Relay(
         settings=settings,
         policy=policy,

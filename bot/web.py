@@ -1,43 +1,130 @@
 """The HTTP surface: ``POST /slack/events`` (Bolt), ``POST /d7/reports/{secret}``, ``GET /healthz`` and
-``GET /metrics``."""
+``GET /metrics``; request bodies are capped and malformed Slack timestamps refused before anything reads them."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler, to_starlette_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.sending.deliveries import Received
 
+log = logging.getLogger("bot.web")
+
+# Slack's requests are a few KiB (a form submission or a message shortcut on a long alert, url-encoded, tens of
+# KiB) and D7's delivery reports a few hundred bytes. One 150 MB POST took the bot from 95 to 1,146 MiB and slowed
+# a real ack to 3 s; anything past this is refused with 413 before it is read.
+MAX_BODY_BYTES = 1024 * 1024
+
+# Slack sends Unix seconds. Bolt does ``int(timestamp)``: "abc", "", "1e3" or "12.5" raised (HTTP 500 and a
+# traceback per request), and a few thousand digits do too (Python's int() digit limit).
+_SLACK_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
-Reports = Callable[[str, bytes], Awaitable[Received]]
+
+
+class ReportEndpoint(Protocol):
+    """What ``POST /d7/reports/{secret}`` needs (``bot.sending.deliveries.Deliveries``)."""
+
+    def knows(self, secret: str) -> bool: ...
+
+    async def receive(self, secret: str, body: bytes) -> Received: ...
+
+    def received(self, request_id: str) -> None: ...
+
+
+class BodyTooLarge(HTTPException):
+    """A request body past ``MAX_BODY_BYTES``: answered 413.
+
+    The connection is not closed with the answer: closing with unread bytes makes the kernel reset it, and the
+    client never sees the 413 (over loopback, httpx got a ReadError every time). uvicorn reads the rest and throws
+    it away as it arrives, a socket read at a time, so memory stays flat.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
+
+
+class BodyLimit:
+    """Caps every route's request body.
+
+    It wraps the receive channel rather than answering from the headers up front: the cap then applies where a
+    body is actually read, so a route that answers without reading (a wrong report secret, ``/healthz``) never
+    touches it, and a chunked body without ``Content-Length`` is counted as it streams in. The first read of a
+    body declared too large fails before a byte of it is pulled; a streamed one fails at the message that would
+    cross the cap, which is never handed on, so no route buffers more than the cap.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        read = 0
+
+        async def limited() -> Message:
+            nonlocal read
+            if declared is not None and declared > self.limit:
+                raise BodyTooLarge()
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP server refuses such a request before it gets here
+    return None
 
 
 def create_web_app(
     bolt: AsyncApp | None,
     health: Health,
     metrics: Metrics,
-    reports: Reports | None = None,
-    received: Callable[[str], None] | None = None,
+    reports: ReportEndpoint | None = None,
 ) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
     served in both modes (D7 posts them to ``PUBLIC_URL``)."""
     routes = []
     if reports is not None:
+        endpoint = reports
 
         async def d7_reports(request: Request) -> Response:
-            body = await request.body()
-            answer = await reports(request.path_params["secret"], body)
+            secret = request.path_params["secret"]
+            if not endpoint.knows(secret):
+                # Before the body: whoever does not know the secret does not get us to read what they send.
+                metrics.reports.labels("404").inc()
+                return PlainTextResponse("not found", status_code=404)
+            answer = await endpoint.receive(secret, await request.body())
             metrics.reports.labels(str(answer.status)).inc()
-            if answer.request_id is not None and received is not None:
-                received(answer.request_id)  # answered now, applied next (in a batch)
+            if answer.request_id is not None:
+                endpoint.received(answer.request_id)  # answered now, applied next (in a batch)
             return PlainTextResponse(answer.detail, status_code=answer.status)
 
         routes.append(Route("/d7/reports/{secret}", d7_reports, methods=["POST"]))
@@ -45,6 +132,11 @@ def create_web_app(
         handler = AsyncSlackRequestHandler(bolt)
 
         async def slack_events(request: Request) -> Response:
+            timestamp = request.headers.get("X-Slack-Request-Timestamp")
+            if timestamp is None or not _SLACK_TIMESTAMP.fullmatch(timestamp):
+                log.info("refused a Slack request without a valid X-Slack-Request-Timestamp")
+                # The very answer Bolt gives a bad signature.
+                return to_starlette_response(BoltResponse(status=401, body={"error": "invalid request"}))
             return await handler.handle(request)
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
@@ -59,4 +151,4 @@ def create_web_app(
 
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)])

@@ -10,6 +10,7 @@ SQL store, a transition returns the passed record moved on, and the stored row g
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +23,17 @@ from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
-from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord, SendState
+from bot.domain.sends import (
+    Checked,
+    LeaseLost,
+    NotSent,
+    Outcome,
+    Placement,
+    PreparedSend,
+    Refusal,
+    SendRecord,
+    SendState,
+)
 from bot.storage.sends import RECOVERED, STALE_GIVE_UP
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
@@ -144,6 +155,13 @@ class MemorySendStore:
         row = self._rows.get(record.id)
         return row if row is not None and row.record.claimed_by == record.claimed_by else None
 
+    def _holder(self, record: SendRecord) -> _Row:
+        """``_held``, or ``LeaseLost`` (SQL: the UPDATE changed no row)."""
+        row = self._held(record)
+        if row is None:
+            raise LeaseLost(record.id)
+        return row
+
     @staticmethod
     def _unlease(row: _Row) -> None:
         row.record = replace(row.record, claimed_by=None)
@@ -153,20 +171,20 @@ class MemorySendStore:
 
     async def deny(self, record: SendRecord, refusal: Refusal) -> SendRecord:
         at = self.clock()
-        if (row := self._held(record)) is not None:
-            row.record = row.record.deny(refusal, at)
+        row = self._holder(record)
+        row.record = row.record.deny(refusal, at)
         return record.deny(refusal, at)
 
     async def deduplicate(self, record: SendRecord, first_id: str) -> SendRecord:
         at = self.clock()
-        if (row := self._held(record)) is not None:
-            row.record = row.record.deduplicate(first_id, at)
+        row = self._holder(record)
+        row.record = row.record.deduplicate(first_id, at)
         return record.deduplicate(first_id, at)
 
     async def bundle(self, record: SendRecord, checked: Checked) -> SendRecord:
         at = self.clock()
-        if (row := self._held(record)) is not None:
-            row.record = row.record.bundle(checked, at)
+        row = self._holder(record)
+        row.record = row.record.bundle(checked, at)
         return record.bundle(checked, at)
 
     async def start(
@@ -179,37 +197,42 @@ class MemorySendStore:
         row.lease_until = self.clock() + lease
         return record.start(checked, placement)
 
+    async def place(self, record: SendRecord, placement: Placement) -> SendRecord:
+        row = self._holder(record)
+        row.record = row.record.place(placement)
+        return record.place(placement)
+
     async def notice_retry(self, record: SendRecord) -> SendRecord:
         if (row := self._held(record)) is not None:
             row.record = row.record.notice_retry()
         return record.notice_retry()
 
     async def defer(self, record: SendRecord, until: datetime, error: D7Error) -> SendRecord:
-        if (row := self._held(record)) is not None:
-            row.record = row.record.defer(error)
-            row.next_attempt_at = until
-            row.lease_until = None
+        row = self._holder(record)
+        row.record = row.record.defer(error)
+        row.next_attempt_at = until
+        row.lease_until = None
         return record.defer(error)
 
     async def finish(self, record: SendRecord, outcome: Outcome) -> SendRecord:
         at = self.clock()
-        if (row := self._held(record)) is not None:
-            row.record = row.record.finish(outcome, at)
+        row = self._holder(record)
+        row.record = row.record.finish(outcome, at)
         return record.finish(outcome, at)
 
     async def told(self, record: SendRecord, result_ts: str | None) -> SendRecord:
         at = self.clock()
-        if (row := self._held(record)) is not None:
-            row.record = row.record.told(at, result_ts)
-            row.lease_until = None
+        row = self._holder(record)
+        row.record = row.record.told(at, result_ts)
+        row.lease_until = None
         return record.told(at, result_ts)
 
-    async def tell_later(self, record: SendRecord, until: datetime) -> SendRecord:
-        if (row := self._held(record)) is not None:
-            row.record = row.record.tell_later()
-            row.next_attempt_at = until
-            row.lease_until = None
-        return record.tell_later()
+    async def later(self, record: SendRecord, until: datetime) -> SendRecord:
+        row = self._holder(record)
+        row.record = row.record.later()
+        row.next_attempt_at = until
+        row.lease_until = None
+        return record.later()
 
     async def card_due(self, send_id: str, *, final: bool) -> None:
         row = self._rows.get(send_id)
@@ -223,9 +246,9 @@ class MemorySendStore:
             row.record = replace(row.record, card_due_at=None)
 
     async def card_later(self, record: SendRecord, until: datetime) -> None:
-        if (row := self._held(record)) is not None:
-            row.record = replace(row.record, card_due_at=until)
-            self._unlease(row)
+        row = self._holder(record)
+        row.record = replace(row.record, card_due_at=until)
+        self._unlease(row)
 
     # ------------------------------------------------------------ reading
 
@@ -272,6 +295,14 @@ class MemorySendStore:
             1
             for r in self._rows.values()
             if r.record.state in (SendState.PENDING, SendState.SENDING) or r.record.posted_at is None
+        )
+
+    async def stuck(self) -> int:
+        at = self.clock()
+        return sum(
+            1
+            for r in self._rows.values()
+            if r.record.state is SendState.SENDING and r.lease_until is not None and r.lease_until < at
         )
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
@@ -532,6 +563,8 @@ class FakeConversation:
 
     async def _say(self, method: str, *args: Any) -> None:
         self._book.said.append(Said(method, self.origin, args))
+        if (seconds := self._book.slowness.pop(method, 0.0)) > 0:
+            await asyncio.sleep(seconds)
         if self._book.failing.get(method, 0) > 0:
             self._book.failing[method] -= 1
             raise SlackDown(f"{method} failed (test)")
@@ -577,12 +610,17 @@ class FakeConversations:
     placement: Placement = ANNOUNCED
     said: list[Said] = field(default_factory=list)
     failing: dict[str, int] = field(default_factory=dict)  # method → how many more calls of it fail
+    slowness: dict[str, float] = field(default_factory=dict)  # method → seconds its next call takes
 
     def open(self, origin: Origin) -> FakeConversation:
         return FakeConversation(origin, self)
 
     def fail(self, method: str, times: int = 1) -> None:
         self.failing[method] = times
+
+    def slow(self, method: str, seconds: float) -> None:
+        """The next call of ``method`` answers after ``seconds`` (Slack being slow)."""
+        self.slowness[method] = seconds
 
     def of(self, method: str) -> list[tuple[Any, ...]]:
         """The arguments of each call of ``method``."""

@@ -336,7 +336,10 @@ async def test_healthz_reports_version_mode_and_database(app: App) -> None:
         "mode": "http",
         "dry_run": False,
         "database": "ok",
+        "database_writes": "ok",
+        "last_write_error": None,
         "outbox_backlog": 0,
+        "sends_stuck_sending": 0,
         "sends_in_flight": 0,
     }
 

@@ -151,11 +151,12 @@ class World:
         assert record is not None
         return record
 
-    async def run(self, worker: str = "worker-1") -> list[str]:
+    async def run(self, worker: str = "worker-1", announce_within: float | None = None) -> list[str]:
         """One outbox round: claim what is due and move each intent on (as ``Outbox._work`` does)."""
         claimed = await self.sends.claim(worker, 100, CLAIM_LEASE)
+        pipeline = self.pipeline if announce_within is None else replace(self.pipeline, announce_within=announce_within)
         for record in claimed:
-            await self.pipeline.handle(record)
+            await pipeline.handle(record)
         return [r.id for r in claimed]
 
     async def stored(self, send_id: str) -> SendRecord:
@@ -335,7 +336,9 @@ async def test_a_duplicate_idempotency_key_is_not_kept_twice(world: World) -> No
     assert [r.id for r in await world.sends.audit()] == [first.id]
 
 
-async def test_the_announcement_failing_does_not_stop_the_text_and_the_outcome_is_still_told(world: World) -> None:
+async def test_the_announcement_failing_does_not_stop_the_text_and_is_posted_before_the_outcome(
+    world: World,
+) -> None:
     record = await world.submit(command())
     world.conversations.fail("announce")
 
@@ -343,8 +346,21 @@ async def test_the_announcement_failing_does_not_stop_the_text_and_the_outcome_i
 
     send = prepared(record.id, record.request, ops_checked(), MASKED)
     assert world.gateway.calls == [sms(PhoneNumber("+14155550100"), text="disk full on db-1")]
-    assert world.conversations.methods == ["announce", "finish"]
-    assert world.conversations.of("finish") == [(send, Placement(), Outcome(result=accepted("req-1")), ())]
+    # The text did not wait; the story is told in order once Slack answers: announcement, then the result in it.
+    assert world.conversations.methods == ["announce", "announce", "finish"]
+    assert world.conversations.of("finish") == [(send, ANNOUNCED, Outcome(result=accepted("req-1")), ())]
+    stored = await world.stored(record.id)
+    assert (stored.state, stored.placement) == (SendState.ACCEPTED, ANNOUNCED)
+
+
+async def test_an_announcement_slower_than_its_budget_does_not_hold_the_text(world: World) -> None:
+    record = await world.submit(command())
+    world.conversations.slow("announce", seconds=60)  # Slack answering in a minute
+
+    async with asyncio.timeout(5):
+        await world.run(announce_within=0.05)
+
+    assert world.gateway.calls == [sms(PhoneNumber("+14155550100"), text="disk full on db-1")]
     assert (await world.stored(record.id)).state is SendState.ACCEPTED
 
 

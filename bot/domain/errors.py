@@ -7,6 +7,7 @@ Each message names the bad part in words a Slack user can act on; none ever carr
     │   ├── InvalidPhoneNumber           a number that does not parse or is not a real number
     │   ├── EmptyMessage                 nothing to send
     │   └── MessageTooLong               more SMS segments than the policy allows
+    ├── ServiceUnavailable               Slack (or another service) failed a look-up: tried again later
     ├── ConfigError                      settings or policy file unusable; the bot must not start
     │   ├── SettingsError                environment / .env values (lists every problem)
     │   └── PolicyFileError              policy.yml (names the file and the path inside it)
@@ -64,6 +65,10 @@ class MessageTooLong(InputError):
         self.max_segments = max_segments
         self.encoding = encoding
         super().__init__(f"the message needs {segments} SMS segments ({encoding}); the limit is {max_segments}")
+
+
+class ServiceUnavailable(BotError):
+    """A service the bot needs failed for a reason that may pass; the message names it in plain words."""
 
 
 class ConfigError(BotError):

@@ -124,7 +124,8 @@ class Conversations(Protocol):
 
 class SendStore(Protocol):
     """The send log and outbox. Transitions take the record as the worker holds it (``claimed_by``) and apply only
-    while that worker still holds it; each returns the changed record."""
+    while that worker still holds it; each returns the changed record, or raises ``LeaseLost`` when another worker
+    holds it now (``start``: returns None)."""
 
     async def record(
         self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
@@ -160,6 +161,8 @@ class SendStore(Protocol):
         """pending → sending, kept before D7 is called; None when this worker lost the intent."""
         ...
 
+    async def place(self, record: SendRecord, placement: Placement) -> SendRecord: ...
+
     async def notice_retry(self, record: SendRecord) -> SendRecord: ...
 
     async def defer(self, record: SendRecord, until: datetime, error: D7Error) -> SendRecord: ...
@@ -168,7 +171,9 @@ class SendStore(Protocol):
 
     async def told(self, record: SendRecord, result_ts: str | None) -> SendRecord: ...
 
-    async def tell_later(self, record: SendRecord, until: datetime) -> SendRecord: ...
+    async def later(self, record: SendRecord, until: datetime) -> SendRecord:
+        """Try again at ``until`` (counted as an attempt; the lease is let go)."""
+        ...
 
     async def card_due(self, send_id: str, *, final: bool) -> None:
         """The result message must show new statuses (``final``: every recipient's status is final)."""
@@ -191,6 +196,10 @@ class SendStore(Protocol):
 
     async def backlog(self) -> int:
         """Intents not yet sent, plus outcomes not yet told."""
+        ...
+
+    async def stuck(self) -> int:
+        """Intents left ``sending`` by a worker whose lease ran out (recovery has not settled them yet)."""
         ...
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]: ...

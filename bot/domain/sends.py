@@ -26,6 +26,10 @@ from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Vi
 from bot.domain.phone import NumberDisplay, PhoneNumber
 
 
+class LeaseLost(Exception):
+    """Another worker holds this intent now (this one was presumed dead): it must not move it on or tell it."""
+
+
 class SendState(StrEnum):
     """Where an intent stands. ``pending`` and ``sending`` are the only states that can still change."""
 
@@ -52,6 +56,8 @@ class SendState(StrEnum):
 class RefusalKind(StrEnum):
     INVALID = "invalid"  # what was typed cannot be sent
     DENIED = "denied"  # the policy says no
+    UNRECORDED = "unrecorded"  # its sender was told it could not be recorded in time
+    UNAVAILABLE = "unavailable"  # what the check needs (Slack's look-ups) stayed unavailable until the deadline
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,10 @@ class SendRecord:
         """pending → sending: D7 is about to be called; a crash from here on means "outcome unknown"."""
         return replace(self, state=SendState.SENDING, checked=checked, placement=placement, attempts=self.attempts + 1)
 
+    def place(self, placement: Placement) -> SendRecord:
+        """Announced after D7 was called (Slack was slow or down then): the story goes in this thread."""
+        return replace(self, placement=placement)
+
     def notice_retry(self) -> SendRecord:
         return replace(self, retry_noticed=True)
 
@@ -219,7 +229,8 @@ class SendRecord:
     def told(self, at: datetime, result_ts: str | None) -> SendRecord:
         return replace(self, posted_at=at, result_ts=result_ts, claimed_by=None)
 
-    def tell_later(self) -> SendRecord:
+    def later(self) -> SendRecord:
+        """Not now: a step failed for a reason that may pass (Slack or the database); counted as an attempt."""
         return replace(self, attempts=self.attempts + 1, claimed_by=None)
 
     # ------------------------------------------------------------ reading

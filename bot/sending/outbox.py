@@ -20,7 +20,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
+from bot.domain.clock import utc_now
 from bot.domain.ports import SendStore
+from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
 from bot.metrics import Metrics
 from bot.sending.pipeline import Pipeline
@@ -28,11 +30,13 @@ from bot.sending.pipeline import Pipeline
 log = logging.getLogger("bot.outbox")
 
 DEFAULT_CONCURRENCY = 200
-CLAIM_LEASE = timedelta(seconds=60)
+CLAIM_LEASE = timedelta(seconds=30)  # renewed every third of it while in work: a dead worker's intents wait < 40 s
 IDLE_POLL = 0.5  # seconds between looks at the table when nobody woke the worker
 # After a wake, wait this long so that one claim picks up the intents of a burst instead of one claim each.
 CLAIM_WINDOW = 0.025  # measured: 5 ms let workers compete with the acks of a burst
 DEFAULT_DRAIN = 25.0  # seconds the intents in work get to finish at shutdown
+# An intent whose step failed unexpectedly (a bug, or a dependency the pipeline did not expect to fail).
+WORK_RETRY = RetryPolicy(base_delay=2.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=True)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -74,6 +78,9 @@ class Outbox:
         self._stopping = True
         self.wakeup.set()
         await asyncio.wait([self._claiming])  # a claim under way may still start sends: count them too
+        for send_id in self.pipeline.waits.asleep():  # waiting for a retry, nothing at D7: back to pending now
+            if (task := self._running.get(send_id)) is not None:
+                task.cancel()
         if self._running:
             log.info("waiting up to %.0fs for %d send(s) in flight", self.drain, len(self._running))
             _, pending = await asyncio.wait(set(self._running.values()), timeout=self.drain)
@@ -110,10 +117,14 @@ class Outbox:
     async def _work(self, record: SendRecord) -> None:
         try:
             await self.pipeline.handle(record)
-        except Exception:
-            log.exception("intent %s failed in the worker; it will be tried again", record.id)
-            with contextlib.suppress(Exception):
-                await self.sends.release(record)
+        except Exception as exc:
+            delay = WORK_RETRY.wait(record.attempts + 1)
+            if record.attempts == 0:  # once per intent, not once per try
+                log.exception("intent %s failed in the worker; trying again in %.0fs", record.id, delay)
+            else:
+                log.warning("intent %s failed again in the worker (%s)", record.id, type(exc).__name__)
+            with contextlib.suppress(Exception):  # the database may be what failed: the lease then runs out
+                await self.sends.later(record, utc_now() + timedelta(seconds=delay))
         finally:
             saturated = len(self._running) >= self.concurrency
             self._running.pop(record.id, None)
@@ -130,6 +141,7 @@ class Outbox:
                     recovered = await self.sends.recover(everything=False)
                     if recovered:
                         log.warning("%d send(s) of a stopped replica marked outcome unknown", recovered)
+                        self.wakeup.set()  # their threads are told now, not at the next poll
                 self.metrics.outbox_depth.set(await self.sends.backlog())
             except Exception:
                 log.exception("outbox heartbeat failed")

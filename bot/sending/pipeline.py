@@ -8,39 +8,64 @@
 
 ``sending`` is kept before D7 is called, so a crash from then on ends in ``unknown``, never in a second text. The
 D7 call is split in three: ``_attempt`` (the call), ``_on_error`` (defer or fail) and ``_on_result``.
+
+Any other failure before D7 is called (a Slack look-up, the database) is not the requester's: the intent waits
+(``CHECK_RETRY``, counted as attempts, logged once) and is refused in plain words at its deadline. After D7 has
+answered, its answer is kept in memory until the database takes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
-from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError
-from bot.domain.models import OutgoingText, SendResult, Via
+from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
+from bot.domain.models import OutgoingText, SendRequest, SendResult, Via
 from bot.domain.ports import Conversation, Conversations, MessageGateway, RetryHook, SendStore
 from bot.domain.retry import RetryPolicy
-from bot.domain.sends import Outcome, Placement, PreparedSend, SendRecord, SendState, prepared
+from bot.domain.sends import (
+    LeaseLost,
+    Outcome,
+    Placement,
+    PreparedSend,
+    Refusal,
+    RefusalKind,
+    SendRecord,
+    SendState,
+    prepared,
+)
 from bot.metrics import Metrics
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
+from bot.sending.keeping import Waits, keep
 from bot.sending.telling import Teller
 
 log = logging.getLogger("bot.sending")
 
-# Longer than the D7 client's worst case (4 attempts x timeouts + backoff): nobody else takes a send in flight.
-SEND_LEASE = timedelta(minutes=5)
+# Short, and renewed by the outbox's heartbeat while the send is in flight: a dead replica's sends are taken
+# over within a lease and a heartbeat.
+SEND_LEASE = timedelta(seconds=30)
 # After the D7 client gave up on a safe failure: 5 s, doubling to at most 2 minutes (or D7's Retry-After),
 # until the send's deadline.
 SEND_RETRY = RetryPolicy(base_delay=5.0, max_delay=120.0, max_attempts=None, max_retry_after=None, jitter=False)
+# A step before D7 failed (Slack, the database): 2 s doubling to 30 s, so the send goes within 30 s of recovery.
+CHECK_RETRY = RetryPolicy(base_delay=2.0, max_delay=30.0, max_attempts=None, max_retry_after=None, jitter=True)
+# The announcement's budget before the text goes anyway (Slack slow, down, or rate-limiting the channel).
+ANNOUNCE_WITHIN = 3.0
 CRASHED = "an internal error interrupted the send; it may or may not have gone out"
 
 
 def _nobody_waits(request_id: str) -> None:
     return None
+
+
+def _never(request: SendRequest) -> bool:
+    return False
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -57,38 +82,70 @@ class Pipeline:
     deadline: timedelta  # safe failures are retried until this long after the request
     report_url: str | None = None  # where D7 posts delivery reports (None: no reports)
     on_request_id: Callable[[str], None] = _nobody_waits  # reports that came first may be waiting for it
+    abandoned: Callable[[SendRequest], bool] = _never  # its sender was told it was not recorded
     retry: RetryPolicy = SEND_RETRY
+    check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
+    announce_within: float = ANNOUNCE_WITHIN
     clock: Clock = utc_now
+    waits: Waits = field(default_factory=Waits)  # sends between two D7 attempts
 
     async def handle(self, record: SendRecord) -> None:
         """Move one leased intent as far as it can go. Never raises for anything a user could cause."""
         conversation = self.conversations.open(record.request.origin)
         send: PreparedSend | None = None
-        if record.state is SendState.PENDING:
-            record, send = await self._advance(record, conversation)
-            if not record.state.final:
-                return  # waiting to retry, or lost the lease
-        if record.state.final and record.posted_at is None:
-            await self.teller.tell(record, conversation, send)
-        elif record.state.final and record.card_due_at is not None:
-            await self.teller.show_statuses(record, conversation)
+        try:
+            if record.state is SendState.PENDING:
+                record, send = await self._advance(record, conversation)
+                if not record.state.final:
+                    return  # waiting to retry, or lost the lease
+            if record.state.final and record.posted_at is None:
+                await self.teller.tell(record, conversation, send)
+            elif record.state.final and record.card_due_at is not None:
+                await self.teller.show_statuses(record, conversation)
+        except LeaseLost:
+            # This worker was presumed stopped and another took the intent over: its verdict is the one told.
+            log.warning("send_id=%s was taken over by another worker; leaving it", record.id, extra=_ids(record))
 
     async def _advance(self, record: SendRecord, conversation: Conversation) -> tuple[SendRecord, PreparedSend | None]:
-        if record.checked is None:  # not checked yet
-            checked = await self._check(record)
-            if isinstance(checked, SendRecord):
-                return checked, None  # refused, or an alert not texted on purpose
-            send = checked
-        else:  # checked before D7 was unavailable: as it was
-            send = prepared(record.id, record.request, record.checked, self.admission.policy.defaults.show_numbers)
-        placement = await self._place(record, send, conversation)
-        return await self._send(record, send, placement, conversation), send
+        try:
+            if record.checked is None:  # not checked yet
+                checked = await self._check(record)
+                if isinstance(checked, SendRecord):
+                    return checked, None  # refused, or an alert not texted on purpose
+                send = checked
+            else:  # checked before D7 was unavailable: as it was
+                send = prepared(record.id, record.request, record.checked, self.admission.policy.defaults.show_numbers)
+            placement = await self._place(record, send, conversation)
+            started = await self.sends.start(record, send.checked, placement, self.lease)
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # before D7: nothing was sent, so it can wait and be tried again
+            return await self._not_now(record, exc), None
+        if started is None:
+            log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
+            return replace(record, state=SendState.SENDING), None
+        return await self._send(started, send, conversation), send
+
+    async def _not_now(self, record: SendRecord, error: Exception) -> SendRecord:
+        """A step before D7 failed for a reason that may pass: try again later, or refuse at the deadline."""
+        delay = self.check_retry.wait(record.attempts + 1)
+        until = self.clock() + timedelta(seconds=delay)
+        why = str(error) if isinstance(error, ServiceUnavailable) else f"an internal error ({type(error).__name__})"
+        if until >= record.deadline_at:
+            log.error("send_id=%s not sent: %s until its deadline", record.id, why, extra=_ids(record))
+            self.metrics.sends.labels(record.request.via.value, "denied").inc()
+            return await self.sends.deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
+        if record.attempts == 0:  # once per send, not once per try
+            log.warning("send_id=%s waits: %s; trying again in %.0fs", record.id, why, delay, extra=_ids(record))
+        return await self.sends.later(record, until)
 
     async def _check(self, record: SendRecord) -> PreparedSend | SendRecord:
         """The send as checked, or the record in its final state (a refusal is kept at once: it is final)."""
         via = record.request.via.value
         try:
+            if self.abandoned(record.request):
+                raise Refused(Refusal(RefusalKind.UNRECORDED, ("the bot's database did not answer in time",)))
             if record.request.alert is None:
                 return await self.admission.admit(record.id, record.request)
             verdict = await self.alerts.check(record)
@@ -96,21 +153,17 @@ class Pipeline:
             record = await self.sends.deny(record, refused.refusal)
             await self.alerts.release(record)
             self.metrics.sends.labels(via, "denied").inc()
-            log.info("send denied send_id=%s kind=%s", record.id, refused.refusal.kind, extra={"send_id": record.id})
+            log.info("send denied send_id=%s kind=%s", record.id, refused.refusal.kind, extra=_ids(record))
             return record
         if isinstance(verdict, Repeat):
             record = await self.sends.deduplicate(record, verdict.first_id)
             self.metrics.sends.labels(via, "deduplicated").inc()
-            log.info(
-                "alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra={"send_id": record.id}
-            )
+            log.info("alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra=_ids(record))
             return record
         if isinstance(verdict, Bundle):
             record = await self.sends.bundle(record, verdict.checked)
             self.metrics.sends.labels(via, "bundled").inc()
-            log.info(
-                "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra={"send_id": record.id}
-            )
+            log.info("alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record))
             return record
         return prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
 
@@ -123,24 +176,24 @@ class Pipeline:
             return Placement(record.request.origin.thread_ts)
         try:
             # A crash between here and 'sending' means at worst a second announcement, never a second text.
-            return await conversation.announce(send)
-        except Exception:
-            # The text matters more than its announcement: send anyway; the outcome finds another way.
-            log.exception("could not announce send_id=%s; sending anyway", record.id)
+            async with asyncio.timeout(self.announce_within):
+                return await conversation.announce(send)
+        except Exception as exc:
+            # The text does not wait for Slack: send now; the story is posted (announcement first) when Slack answers.
+            log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(exc).__name__)
             return record.placement
 
-    async def _send(
-        self, record: SendRecord, send: PreparedSend, placement: Placement, conversation: Conversation
-    ) -> SendRecord:
-        started = await self.sends.start(record, send.checked, placement, self.lease)
-        if started is None:
-            log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
-            return replace(record, state=SendState.SENDING)
-        record = started
+    async def _send(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> SendRecord:
         on_retry = self._retry_hook(record, send, conversation)
         began = time.perf_counter()
         try:
             result = await self._attempt(send, on_retry)
+        except asyncio.CancelledError:
+            wait = self.waits.end(record.id)
+            if wait is not None and wait.asleep():  # stopped between two attempts: nothing is at D7
+                until = self.clock() + timedelta(seconds=wait.left)
+                await asyncio.shield(keep("its deferral", record, lambda: self.sends.defer(record, until, wait.error)))
+            raise
         except D7Error as exc:
             self.metrics.d7_latency.labels(send.via.value).observe(time.perf_counter() - began)
             return await self._on_error(record, send, exc, on_retry)
@@ -157,6 +210,7 @@ class Pipeline:
 
         async def on_retry(error: D7Error, attempt: int, delay: float) -> None:
             nonlocal told
+            self.waits.start(record.id, delay, error)
             self.metrics.d7_retries.labels(send.via.value, type(error).__name__).inc()
             if told:
                 return
@@ -165,7 +219,10 @@ class Pipeline:
                 await conversation.retrying(send, record.placement, error)
             except Exception:
                 log.exception("could not post retrying for send_id=%s", record.id)
-            await self.sends.notice_retry(record)
+            try:
+                await self.sends.notice_retry(record)
+            except Exception as exc:  # only a note; the send goes on
+                log.warning("could not note the retry of send_id=%s (%s)", record.id, type(exc).__name__)
 
         return on_retry
 
@@ -189,13 +246,15 @@ class Pipeline:
         retry_at = self.clock() + timedelta(seconds=delay)
         if error.retryable and retry_at < record.deadline_at:
             await on_retry(error, record.attempts, delay)
-            record = await self.sends.defer(record, retry_at, error)
+            self.waits.end(record.id)
+            deferred = record
+            record = await keep("its deferral", record, lambda: self.sends.defer(deferred, retry_at, error))
             log.warning(
                 "D7 unavailable send_id=%s attempt=%d retry_at=%s",
                 record.id,
                 record.attempts,
                 retry_at.isoformat(),
-                extra={"send_id": record.id},
+                extra=_ids(record),
             )
             return record
         if error.retryable:
@@ -212,7 +271,7 @@ class Pipeline:
             type(error).__name__,
             error.http_status,
             error.code,
-            extra={"send_id": record.id},
+            extra=_ids(record),
         )
         return await self._finish(record, send, Outcome(error=error))
 
@@ -234,10 +293,17 @@ class Pipeline:
         return await self._finish(record, send, outcome)
 
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
-        record = await self.sends.finish(record, outcome)
+        self.waits.end(record.id)
+        answered = record
+        record = await keep("D7's answer", record, lambda: self.sends.finish(answered, outcome))
         if record.state.nothing_went_out:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
         if outcome.request_id is not None:
             self.on_request_id(outcome.request_id)
         self.metrics.sends.labels(send.via.value, record.state.value).inc()
         return record
+
+
+def _ids(record: SendRecord) -> dict[str, str]:
+    """The log record's fields that tie a line to its send."""
+    return {"send_id": record.id}

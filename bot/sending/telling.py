@@ -15,13 +15,24 @@ from bot.domain.clock import Clock, utc_now
 from bot.domain.phone import NumberDisplay
 from bot.domain.ports import Conversation, Conversations, DeliveryLog, SendStore
 from bot.domain.retry import RetryPolicy
-from bot.domain.sends import Checked, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState, prepared
+from bot.domain.sends import (
+    Checked,
+    LeaseLost,
+    Outcome,
+    Placement,
+    PreparedSend,
+    Refusal,
+    RefusalKind,
+    SendRecord,
+    SendState,
+    prepared,
+)
 from bot.sending.alerts import AlertDesk
 
 log = logging.getLogger("bot.sending")
 
-# Telling an outcome: 4 s, doubling to at most 5 minutes, for 24 hours.
-TELL_RETRY = RetryPolicy(base_delay=4.0, max_delay=300.0, max_attempts=None, max_retry_after=None, jitter=False)
+# Telling an outcome: 4 s, doubling to at most 30 s (told within 30 s of Slack coming back), for 24 hours.
+TELL_RETRY = RetryPolicy(base_delay=4.0, max_delay=30.0, max_attempts=None, max_retry_after=None, jitter=False)
 TELL_GIVE_UP = timedelta(hours=24)
 # Rewriting the result message with new statuses: every minute until Slack takes it.
 CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=False)
@@ -62,9 +73,13 @@ class Teller:
                 await conversation.not_sent(shown, record.placement, await self.alerts.not_sent(record))
             else:
                 shown = await self.alerts.with_holds(send or self.prepared(record))
+                if _unannounced(record):  # Slack did not take the announcement in time: first it, then the result
+                    record = await self.sends.place(record, await conversation.announce(shown))
                 statuses = await self.deliveries.statuses(record.id) if record.request_id else []
                 outcome = record.outcome or Outcome()
                 result_ts = await conversation.finish(shown, record.placement, outcome, statuses)
+        except LeaseLost:
+            raise
         except Exception as exc:
             # Counted from the outcome, not the request: a summary goes out a whole window after it was recorded.
             if self.clock() - (record.finished_at or record.created_at) > TELL_GIVE_UP:
@@ -73,7 +88,7 @@ class Teller:
                 return
             delay = self.retry.wait(record.attempts + 1)
             log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, exc, delay)
-            await self.sends.tell_later(record, self.clock() + timedelta(seconds=delay))
+            await self.sends.later(record, self.clock() + timedelta(seconds=delay))
             return
         await self.sends.told(record, result_ts)
 
@@ -90,6 +105,8 @@ class Teller:
             if failures:
                 await conversation.undelivered(send, record.placement, failures)
                 await self.deliveries.mark_notified(record.id, [f.recipient for f in failures])
+        except LeaseLost:
+            raise
         except Exception as exc:
             log.warning("could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, exc)
             await self.sends.card_later(record, self.clock() + timedelta(seconds=self.card_retry.wait(1)))
@@ -102,3 +119,8 @@ class Teller:
         """An ``unknown`` outcome, reconciled: D7 has no look-up without a request_id; a person decides."""
         conversation = self.conversations.open(record.request.origin)
         await conversation.still_unknown(self.prepared(record), record.placement, record.created_at)
+
+
+def _unannounced(record: SendRecord) -> bool:
+    """Sent (or tried) without its announcement: a person's send whose story has no thread yet."""
+    return not record.request.origin.surface.is_alert and record.placement == Placement() and record.checked is not None

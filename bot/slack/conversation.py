@@ -7,8 +7,12 @@ to the requester through the ``response_url`` (or ``chat.postEphemeral``), so no
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,26 +33,75 @@ log = logging.getLogger("bot.slack")
 _CANNOT_POST = frozenset(
     {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "cannot_reply_to_message"}
 )
+# Errors that pass: the post is tried again later (by the outbox), not told privately instead.
+_PASSING = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+def passing(exc: BaseException) -> bool:
+    """Slack failed for a reason that passes (5xx, 429, a timeout, no connection), not because of the post."""
+    if not isinstance(exc, SlackApiError):
+        return True
+    status = int(getattr(exc.response, "status_code", 200) or 200)
+    return status >= 500 or status == 429 or exc.response.get("error") in _PASSING
+
+
+@dataclass
+class _Channel:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    held_until: float = 0.0  # monotonic: Slack's Retry-After for this channel
+
+
+class ChannelPacer:
+    """Posts to one channel go one at a time, and none while Slack's ``Retry-After`` for that channel runs: a
+    burst of sends in one channel (Slack takes about one post a second there) queues instead of being answered
+    429 again and again. Other channels are not held up."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, _Channel] = {}
+
+    @asynccontextmanager
+    async def turn(self, channel_id: str) -> AsyncIterator[None]:
+        channel = self._channels.setdefault(channel_id, _Channel())
+        async with channel.lock:
+            wait = channel.held_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            except SlackApiError as exc:
+                if exc.response.status_code == 429:
+                    channel.held_until = time.monotonic() + _retry_after(exc)
+                raise
+
+
+def _retry_after(exc: SlackApiError) -> float:
+    try:
+        seconds = float((exc.response.headers or {}).get("Retry-After", 1))
+    except (TypeError, ValueError):
+        return 1.0
+    return min(seconds, 60.0) if seconds == seconds and seconds > 0 else 1.0  # nan and nonsense: 1 s
 
 
 class SlackConversations:
-    """Opens the Slack conversation of a stored origin."""
+    """Opens the Slack conversation of a stored origin; one pacer for every channel's posts."""
 
-    def __init__(self, client: AsyncWebClient, metrics: Metrics) -> None:
+    def __init__(self, client: AsyncWebClient, metrics: Metrics, pacer: ChannelPacer | None = None) -> None:
         self._client = client
         self._metrics = metrics
+        self._pacer = pacer or ChannelPacer()
 
     def open(self, origin: Origin) -> SlackConversation:
-        return SlackConversation(self._client, origin, self._metrics)
+        return SlackConversation(self._client, origin, self._metrics, self._pacer)
 
 
 class SlackConversation:
     """The ``Conversation`` of one request, whichever surface it came from."""
 
-    def __init__(self, client: AsyncWebClient, origin: Origin, metrics: Metrics) -> None:
+    def __init__(self, client: AsyncWebClient, origin: Origin, metrics: Metrics, pacer: ChannelPacer) -> None:
         self._client = client
         self.origin = origin
         self._metrics = metrics
+        self._pacer = pacer
 
     def _failed(self, method: str, exc: SlackApiError) -> str:
         error = str(exc.response.get("error") or "unknown")
@@ -93,14 +146,15 @@ class SlackConversation:
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
         try:
-            response = await self._client.chat_postMessage(
-                channel=self.origin.channel_id,
-                text=text,
-                blocks=blocks,
-                thread_ts=thread_ts,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
+            async with self._pacer.turn(self.origin.channel_id):
+                response = await self._client.chat_postMessage(
+                    channel=self.origin.channel_id,
+                    text=text,
+                    blocks=blocks,
+                    thread_ts=thread_ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
         except SlackApiError as exc:
             self._failed("chat.postMessage", exc)
             raise
@@ -142,6 +196,8 @@ class SlackConversation:
             try:
                 return await self._post(text, blocks, placement.thread_ts)
             except SlackApiError as exc:
+                if passing(exc):
+                    raise  # Slack is down or busy: the thread gets it when Slack is back, not a private note now
                 log.warning("cannot reply in thread: %s; telling the requester instead", exc.response.get("error"))
         await self._respond(text, blocks)
         return None
@@ -171,7 +227,8 @@ class SlackConversation:
         """The result message, rewritten in place with each recipient's latest delivery status."""
         text, blocks = self._card(send, outcome, statuses)
         try:
-            await self._client.chat_update(channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks)
+            async with self._pacer.turn(self.origin.channel_id):
+                await self._client.chat_update(channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks)
         except SlackApiError as exc:
             self._failed("chat.update", exc)
             raise

@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import InputError
+from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import Person
 
 DEFAULT_TTL = 60.0
@@ -56,6 +57,20 @@ class _SingleFlightCache(Generic[_T]):
         return value
 
 
+def unavailable(method: str, exc: BaseException) -> ServiceUnavailable:
+    """A look-up Slack did not answer, in plain words (and what an admin can do, when there is something)."""
+    if isinstance(exc, SlackApiError):
+        error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+        if error == "missing_scope":
+            needed = exc.response.get("needed") or "a scope"
+            return ServiceUnavailable(
+                f"Slack refused {method} (missing_scope): an admin must add {needed} to the app and reinstall it"
+            )
+        status = exc.response.status_code
+        return ServiceUnavailable(f"Slack's {method} failed ({error if status == 200 else f'HTTP {status}'})")
+    return ServiceUnavailable(f"Slack's {method} did not answer ({type(exc).__name__})")
+
+
 def _person(user: dict[str, Any]) -> Person:
     profile = user.get("profile") or {}
     name = profile.get("display_name") or profile.get("real_name") or user.get("name") or user["id"]
@@ -85,7 +100,9 @@ class SlackDirectory:
             except SlackApiError as exc:
                 if exc.response.get("error") == "user_not_found":
                     raise InputError(f"<@{user_id}> is not a member of this workspace") from None
-                raise
+                raise unavailable("users.info", exc) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise unavailable("users.info", exc) from None
             return _person(response["user"])
 
         return await self._people.get(user_id, fetch)
@@ -97,7 +114,9 @@ class SlackDirectory:
             except SlackApiError as exc:
                 if exc.response.get("error") in ("no_such_subteam", "subteam_not_found"):
                     raise InputError(f"<!subteam^{group_id}> is not a user group of this workspace") from None
-                raise
+                raise unavailable("usergroups.users.list", exc) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise unavailable("usergroups.users.list", exc) from None
             return list(response.get("users") or [])
 
         return await self._groups.get(group_id, fetch)

@@ -28,6 +28,7 @@ from bot.domain.errors import (
     InputError,
     InvalidPhoneNumber,
     MessageTooLong,
+    ServiceUnavailable,
 )
 from bot.domain.models import RefKind, StatusReport, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
@@ -74,12 +75,17 @@ def quote(text: str) -> Block:
 
 
 def _refusal_title(refusal: Refusal, alert: bool) -> str:
+    if refusal.kind is RefusalKind.UNAVAILABLE:
+        what = "Alert not texted" if alert else "Not sent"
+        return f":x: *{what}:* Slack did not answer the bot's look-ups in time. Nothing was sent."
     if alert:
         if refusal.kind == RefusalKind.INVALID:
             return ":warning: *Alert not texted:* nobody could be reached."
         return ":no_entry: *Alert not texted.*"
     if refusal.kind == RefusalKind.DENIED:
         return ":no_entry: *Not sent:* the policy does not allow this."
+    if refusal.kind is RefusalKind.UNRECORDED:
+        return ":x: *Not sent:* the bot could not record your request in time, as it told you. Nothing was sent."
     return ":warning: *Not sent:* please fix the following and try again."
 
 
@@ -453,6 +459,10 @@ def form_time_in_the_past() -> str:
 
 def form_broken() -> str:
     return "This form is broken; close it and start again."
+
+
+def form_slack_unavailable(error: ServiceUnavailable) -> str:
+    return f"Nothing was sent: {error}. Try again in a minute."
 
 
 def form_cannot_record() -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,12 +22,44 @@ __all__ = ["Database", "now"]
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.clock import utc_now as now
-from bot.storage.engine import sqlite_inline_engine
+from bot.storage.engine import IMMEDIATE, create_engine, sqlite_inline_engine
 
 log = logging.getLogger("bot.storage")
+
+
+# How long a write waits for SQLite's write lock when another process holds it (``audit prune``); intents wait
+# less (their ack cannot wait).
+LOCK_WAIT = 30.0
+INTAKE_WAIT = 2.0
+
+
+def _locked(exc: sa.exc.OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return "locked" in message or "busy" in message
+
+
+@dataclass
+class WriteHealth:
+    """When writes last worked and last failed (and how): a database that answers reads may refuse writes."""
+
+    last_ok: float | None = None
+    last_failure: float | None = None
+    failure: str | None = None  # the kind of the last failure (never its message: it may hold values)
+
+    def succeeded(self) -> None:
+        self.last_ok = time.monotonic()
+
+    def failed(self, exc: BaseException) -> None:
+        self.last_failure = time.monotonic()
+        self.failure = type(exc.orig).__name__ if isinstance(exc, sa.exc.DBAPIError) else type(exc).__name__
+
+    @property
+    def failing(self) -> bool:
+        """The latest write failed (none has worked since)."""
+        return self.last_failure is not None and (self.last_ok is None or self.last_failure > self.last_ok)
 
 
 class _Inline:
@@ -61,11 +95,11 @@ class Database:
         # PostgreSQL: intents are inserted (before each ack) through connections of their own, so an ack never
         # waits for a connection that outbox workers hold (measured in an alert storm: ack p99 378 ms → see
         # docs/performance.md).
-        self._intake = (
-            create_async_engine(engine.url, pool_size=2, max_overflow=2, pool_pre_ping=True) if self.postgres else None
-        )
+        url = engine.url.render_as_string(hide_password=False)
+        self._intake = create_engine(url, pool_size=2, pool_overflow=2) if self.postgres else None
         self._inserts: dict[str, _Batch] = {}
         self._writes = _Batch()
+        self.writes = WriteHealth()
 
     async def __aenter__(self) -> Self:
         return self
@@ -90,15 +124,63 @@ class Database:
         return pg_insert(table) if self.postgres else sqlite_insert(table)
 
     @asynccontextmanager
-    async def begin(self, intake: bool = False) -> AsyncIterator[Any]:
-        """A transaction; ``intake``: on the connections kept for recording intents before an ack."""
+    async def begin(self, intake: bool = False, within: float = LOCK_WAIT) -> AsyncIterator[Any]:
+        """A write transaction; ``intake``: on the connections kept for recording intents before an ack.
+
+        SQLite: the write lock is taken at BEGIN; while another process holds it, this waits asynchronously (the
+        loop goes on) for up to ``within`` seconds, then raises. Failed and successful writes are counted for the
+        health check.
+        """
+        try:
+            if self._sync is None:
+                engine = self._intake if intake and self._intake is not None else self.engine
+                async with engine.begin() as conn:
+                    yield conn
+            else:
+                inline, transaction = await self._inline_begin(self._sync, within)
+                try:
+                    yield _Inline(inline)
+                except BaseException:
+                    transaction.rollback()
+                    raise
+                else:
+                    transaction.commit()
+                finally:
+                    inline.close()
+        except Exception as exc:
+            self.writes.failed(exc)
+            raise
+        self.writes.succeeded()
+
+    async def can_write(self, within: float = 0.5) -> bool:
+        """SQLite: whether the write lock can be had within ``within`` seconds (another process may hold it).
+        PostgreSQL has no such lock to wait for: True."""
         if self._sync is None:
-            engine = self._intake if intake and self._intake is not None else self.engine
-            async with engine.begin() as conn:
-                yield conn
-        else:
-            with self._sync.begin() as conn:
-                yield _Inline(conn)
+            return True
+        try:
+            inline, transaction = await self._inline_begin(self._sync, within)
+        except Exception:  # locked, read-only, or not answering at all
+            return False
+        transaction.rollback()
+        inline.close()
+        return True
+
+    @staticmethod
+    async def _inline_begin(sync: sa.Engine, within: float) -> tuple[sa.Connection, sa.RootTransaction]:
+        """``BEGIN IMMEDIATE`` on the inline connection, waiting (asynchronously) while another process writes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        pause = 0.005
+        while True:
+            conn = sync.connect().execution_options(**{IMMEDIATE: True})
+            try:
+                return conn, conn.begin()
+            except sa.exc.OperationalError as exc:
+                conn.close()
+                if not _locked(exc) or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)  # another process holds the write lock: the loop goes on meanwhile
+            pause = min(pause * 2, 0.1)
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Any]:
@@ -112,7 +194,8 @@ class Database:
     # ------------------------------------------------------------ group commit
 
     async def insert_once(self, table: sa.Table, key: str, values: dict[str, Any]) -> bool:
-        """Insert a row unless one with the same ``key`` exists (False then).
+        """Insert a row unless one with the same ``key`` exists (False then); ``TimeoutError`` after
+        ``INTAKE_WAIT`` seconds (callers answer someone waiting: Slack gives 3 s).
 
         Concurrent calls share one multi-row insert and one commit (group commit), on the intake connections:
         under a burst, acks wait for one round trip instead of queueing for the database one by one.
@@ -126,11 +209,12 @@ class Database:
                 .on_conflict_do_nothing(index_elements=[key])
                 .returning(table.c.id)
             )
-            async with self.begin(intake=True) as conn:
+            async with asyncio.timeout(INTAKE_WAIT), self.begin(intake=True, within=INTAKE_WAIT) as conn:
                 inserted = set((await conn.execute(statement)).scalars())
             return [values["id"] in inserted for values, _ in items]
 
-        return bool(await self._queue(batch, values, flush))
+        async with asyncio.timeout(INTAKE_WAIT):
+            return bool(await self._queue(batch, values, flush))
 
     async def write(self, statement: sa.Update) -> int:
         """Run an UPDATE in the next group commit; the number of rows it changed.

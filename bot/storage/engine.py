@@ -40,15 +40,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any, busy_ms: int = 30000) -> None
     cursor.close()
 
 
-def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
-    """A synchronous engine on the same SQLite file, one connection, for statements run on the event loop.
+# Write transactions on the inline connection take the write lock at BEGIN (``BEGIN IMMEDIATE``) and never wait
+# for it inside SQLite: a busy wait would block the event loop (acks took 8 s while ``audit prune`` held the lock).
+# ``Database.begin`` waits for the lock asynchronously instead, within a deadline.
+IMMEDIATE = "sqlite_immediate"  # execution option: this connection's transactions write
 
-    Its busy timeout is short: it blocks the loop while it waits (only another process writing, such as
-    ``audit prune``, can make it wait).
-    """
+
+def _inline_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+
+
+def _inline_connect(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record, busy_ms=0)
+    dbapi_connection.isolation_level = None  # the driver's own BEGIN is off: ``_inline_begin`` emits ours
+
+
+def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
+    """A synchronous engine on the same SQLite file, one connection, for statements run on the event loop."""
     url = engine.url.set(drivername="sqlite")
-    inline = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool, pool_size=1)
-    event.listen(inline, "connect", lambda conn, record: _sqlite_pragmas(conn, record, busy_ms=2000))
+    inline = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool, pool_size=1, hide_parameters=True)
+    event.listen(inline, "connect", _inline_connect)
+    event.listen(inline, "begin", _inline_begin)
     return inline
 
 
@@ -56,16 +68,30 @@ def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
 # ~1,900 connections in 10 s (TLS probe, auth, each time); a fixed pool of 15 opens 15 (docs/performance.md).
 POOL_SIZE = 15
 POOL_OVERFLOW = 0
+# Nothing waits for PostgreSQL without a deadline: connecting, a free connection from the pool, one statement.
+CONNECT_TIMEOUT = 2.0
+POOL_TIMEOUT = 5.0
+STATEMENT_TIMEOUT = 10.0
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = POOL_SIZE, pool_overflow: int = POOL_OVERFLOW) -> AsyncEngine:
+    """The async engine for ``DATABASE_URL``. Statement parameters never reach a log or an error message
+    (``hide_parameters``): they hold message texts, phone numbers and response_urls."""
     full = async_url(url)
     if full.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and a single connection never meets "database is locked".
-        engine = create_async_engine(full, pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(full, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(full, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True)
+    return create_async_engine(
+        full,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT,
+        hide_parameters=True,
+        connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
+    )
 
 
 async def ping(engine: AsyncEngine, seconds: float = 2.0) -> bool:

@@ -31,7 +31,7 @@ from bot.domain.models import (
     Via,
 )
 from bot.domain.phone import PhoneNumber
-from bot.domain.sends import Checked, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
+from bot.domain.sends import Checked, LeaseLost, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
 from bot.storage.database import Database, now
 from bot.storage.schema import sends
 
@@ -312,7 +312,7 @@ class SqlSendStore:
             )
 
     async def release(self, record: SendRecord) -> None:
-        await self._change(record, claimed_by=None, lease_until=None)
+        await self._try(record, claimed_by=None, lease_until=None)
 
     async def recover(self, *, everything: bool) -> int:
         at = now()
@@ -334,8 +334,13 @@ class SqlSendStore:
 
     # ------------------------------------------------------------ transitions
 
-    async def _change(self, record: SendRecord, *conditions: sa.ColumnElement[bool], **values: Any) -> bool:
-        """Write one transition's columns, only while this worker holds the row; False if it did not."""
+    async def _change(self, record: SendRecord, *conditions: sa.ColumnElement[bool], **values: Any) -> None:
+        """Write one transition's columns, only while this worker holds the row; ``LeaseLost`` if it does not."""
+        if not await self._try(record, *conditions, **values):
+            raise LeaseLost(record.id)
+
+    async def _try(self, record: SendRecord, *conditions: sa.ColumnElement[bool], **values: Any) -> bool:
+        """Like ``_change``; False when the row did not match (lost lease, or a condition no longer true)."""
         statement = (
             sends.update()
             .where(sends.c.id == record.id, sends.c.claimed_by == record.claimed_by, *conditions)
@@ -375,7 +380,7 @@ class SqlSendStore:
         self, record: SendRecord, checked: Checked, placement: Placement, lease: timedelta
     ) -> SendRecord | None:
         new = record.start(checked, placement)
-        started = await self._change(
+        started = await self._try(
             record,
             sends.c.state == SendState.PENDING.value,
             state=new.state.value,
@@ -387,8 +392,12 @@ class SqlSendStore:
         )
         return new if started else None
 
+    async def place(self, record: SendRecord, placement: Placement) -> SendRecord:
+        await self._change(record, thread_ts=placement.thread_ts, private=placement.private)
+        return record.place(placement)
+
     async def notice_retry(self, record: SendRecord) -> SendRecord:
-        await self._change(record, retry_notice_posted=True)
+        await self._try(record, retry_notice_posted=True)
         return record.notice_retry()
 
     async def defer(self, record: SendRecord, until: datetime, error: D7Error) -> SendRecord:
@@ -413,8 +422,8 @@ class SqlSendStore:
         await self._change(record, posted_at=new.posted_at, result_ts=result_ts, claimed_by=None, lease_until=None)
         return new
 
-    async def tell_later(self, record: SendRecord, until: datetime) -> SendRecord:
-        new = record.tell_later()
+    async def later(self, record: SendRecord, until: datetime) -> SendRecord:
+        new = record.later()
         await self._change(record, attempts=new.attempts, next_attempt_at=until, claimed_by=None, lease_until=None)
         return new
 
@@ -423,7 +432,7 @@ class SqlSendStore:
         await self._db.write(statement.values(card_due_at=now(), delivery_final=final or None))
 
     async def card_shown(self, record: SendRecord, due_at: datetime) -> None:
-        await self._change(record, sends.c.card_due_at == due_at, card_due_at=None)
+        await self._try(record, sends.c.card_due_at == due_at, card_due_at=None)  # a newer status keeps it due
 
     async def card_later(self, record: SendRecord, until: datetime) -> None:
         await self._change(record, card_due_at=until, claimed_by=None, lease_until=None)
@@ -447,6 +456,11 @@ class SqlSendStore:
         query = sa.select(sa.func.count()).where(
             sa.or_(sends.c.state.in_([SendState.PENDING.value, SendState.SENDING.value]), sends.c.posted_at.is_(None))
         )
+        async with self._db.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def stuck(self) -> int:
+        query = sa.select(sa.func.count()).where(sends.c.state == SendState.SENDING.value, sends.c.lease_until < now())
         async with self._db.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 

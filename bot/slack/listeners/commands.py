@@ -71,8 +71,8 @@ def make_handler(deps: Deps, via: Via) -> Handler:
         )
         try:
             await deps.intake.record(request)  # the intent is durable before Slack hears back
-        except Exception:
-            log.exception("could not record a %s command", command.command)
+        except Exception as exc:  # the database did not keep it in time (logged by the intake): nothing will be sent
+            log.warning("could not record a %s command (%s)", command.command, type(exc).__name__)
             await ack(text=messages.cannot_record(), response_type="ephemeral")
             return
         await ack()

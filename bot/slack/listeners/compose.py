@@ -15,7 +15,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import InputError
+from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, why_nothing_allowed
 from bot.sending.admission import Resolution
@@ -105,14 +105,19 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         view, context = modal
         values = compose.read_values(view.state.values)
-        errors, request = await _check(deps, context, values, view.id)
+        try:
+            errors, request = await _check(deps, context, values, view.id)
+        except ServiceUnavailable as exc:  # a look-up failed: the form stays open, nothing recorded
+            log.warning("compose submission not checked: %s", exc)
+            await ack(response_action="errors", errors={compose.MESSAGE: messages.form_slack_unavailable(exc)})
+            return
         if errors or request is None:
             await ack(response_action="errors", errors=errors)
             return
         try:
             await deps.intake.record(request)  # durable before the modal closes
-        except Exception:
-            log.exception("could not record a compose submission")
+        except Exception as exc:  # the database did not keep it in time (logged by the intake): nothing will be sent
+            log.warning("could not record a compose submission (%s)", type(exc).__name__)
             await ack(
                 response_action="errors",
                 errors={compose.MESSAGE: messages.form_cannot_record()},

@@ -1,0 +1,64 @@
+"""Slack's 429s, retried after a wait that is always a finite, bounded number of seconds.
+
+slack_sdk's ``AsyncRateLimitErrorRetryHandler`` does ``int(Retry-After)``: ``inf``, ``nan`` or ``1.5`` raised
+ValueError out of the Web API call, and a huge number slept for as long as it said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+
+# Slack asks for a second or a few (chat.postMessage allows about 1 message/s per channel). A retry waits inside
+# a listener's task or the outbox's telling; past a minute, giving up and telling the error is more useful.
+MAX_RETRY_AFTER = 60.0
+# A Retry-After that is missing, not a number, NaN or negative: wait as Slack's usual answer would say.
+UNUSABLE_RETRY_AFTER = 1.0
+
+_RNG = random.Random()  # noqa: S311 - jitter, not cryptography
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def slack_retry_after(response: HttpResponse) -> float:
+    """Seconds Slack asked to wait, capped at ``MAX_RETRY_AFTER``; ``UNUSABLE_RETRY_AFTER`` when it did not say
+    a usable number."""
+    values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), [])
+    try:
+        seconds = float(values[0])
+    except (IndexError, ValueError):
+        return UNUSABLE_RETRY_AFTER
+    if math.isnan(seconds) or seconds < 0:
+        return UNUSABLE_RETRY_AFTER
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+class CappedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry handler with the wait read by ``slack_retry_after``. Like the built-in one it adds
+    up to a second of jitter, so tasks that hit the same limit do not all retry at the same instant."""
+
+    def __init__(self, max_retry_count: int = 1, *, sleep: Sleep = asyncio.sleep) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._sleep = sleep
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is None:
+            # Only called after ``_can_retry_async`` said yes, which needs a 429 response.
+            raise error if error is not None else RuntimeError("a rate-limit retry without a response")
+        state.next_attempt_requested = True
+        await self._sleep(slack_retry_after(response) + _RNG.random())
+        state.increment_current_attempt()

@@ -1,0 +1,223 @@
+"""``Retry-After`` values no server should send (``inf``, ``nan``, huge, negative, not a number), from D7 and from
+Slack: never an exception, never an endless wait. D7's through its client and the whole app on the fake D7; Slack's
+through slack_sdk's own Web API client on a small loopback server that answers 429 with any header text."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import SLACK_RATE_LIMIT_RETRIES, make_slack_client
+from bot.d7 import D7Client
+from bot.d7.retry import MAX_RETRY_AFTER, parse_retry_after
+from bot.domain.errors import D7RateLimitedError
+from bot.slack.retry import MAX_RETRY_AFTER as SLACK_MAX_RETRY_AFTER
+from bot.slack.retry import UNUSABLE_RETRY_AFTER, CappedRateLimitRetryHandler
+from tests.conftest import Sleeps
+from tests.fakes.d7 import FakeD7, Reply
+from tests.fakes.server import LoopbackServer
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
+from tests.harness import running_app, settings_for
+
+SMS = "/messages/v1/send"
+ALICE = "+14155550100"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DAY = 24 * 3600.0
+
+
+# ---------------------------------------------------------------- D7
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("2", 2.0),
+        ("0", 0.0),
+        (" 12.5 ", 12.5),
+        ("86400", DAY),
+        ("86401", DAY),
+        ("99999999999", DAY),
+        ("1e400", DAY),
+        ("inf", DAY),
+        ("Infinity", DAY),
+        ("nan", None),
+        ("NaN", None),
+        ("-5", None),
+        ("-inf", None),
+        ("abc", None),
+        ("", None),
+        ("   ", None),
+        (None, None),
+        ("Sun, 01 Mar 2026 12:02:00 GMT", 120.0),
+        ("Sun, 01 Mar 2026 11:00:00 GMT", 0.0),  # a date already past: now
+        ("Fri, 31 Dec 9999 23:59:59 GMT", DAY),
+    ],
+)
+def test_parse_retry_after_is_finite_capped_and_none_when_unusable(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+def test_the_d7_retry_after_cap_is_one_day() -> None:
+    assert MAX_RETRY_AFTER == DAY
+
+
+@pytest.mark.parametrize("header", ["inf", "1e400", "99999999999"])
+async def test_d7_429_with_an_endless_retry_after_hands_back_one_day_without_waiting(
+    d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps, header: str
+) -> None:
+    fake_d7.enqueue(Reply(429, {"detail": "slow down"}, headers={"Retry-After": header}))
+
+    with pytest.raises(D7RateLimitedError) as info:
+        await d7.send_sms([ALICE], "x")
+
+    assert info.value.retry_after == DAY
+    assert sleeps == []
+    assert len(fake_d7.requests) == 1
+
+
+@pytest.mark.parametrize("header", ["nan", "-5", "soon"])
+async def test_d7_429_with_an_unusable_retry_after_falls_back_to_the_clients_backoff(
+    d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps, header: str
+) -> None:
+    fake_d7.enqueue(Reply(429, {"detail": "slow down"}, headers={"Retry-After": header}))
+
+    result = await d7.send_sms([ALICE], "x")
+
+    assert result.accepted
+    assert len(sleeps) == 1
+    assert 0.25 <= sleeps[0] <= 0.5  # the first step of CLIENT_RETRY's backoff (0.5 s, equal jitter)
+    assert len(fake_d7.sends) == 1
+
+
+async def test_a_send_d7_tells_to_retry_after_inf_is_not_sent_and_the_user_is_told(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    fake_d7.enqueue(Reply(429, {"detail": "slow down"}, headers={"Retry-After": "inf"}))
+    async with running_app(slack, fake_d7, tmp_path) as app:
+        ack = await app.command("/sms", f"{ALICE} disk full")
+        await app.settle()
+
+    assert ack.status_code == 200
+    assert fake_d7.sends == {}
+    *_, reply = slack.of("chat.postMessage")
+    assert reply["text"] == (
+        ":x: *Not sent:* D7 was unavailable (HTTP 429) after several attempts. Nothing was sent; please try again later."
+    )
+
+
+# ---------------------------------------------------------------- Slack
+
+
+class RateLimitedSlack(LoopbackServer):
+    """``chat.postMessage`` answers 429 with each scripted ``Retry-After`` text in turn (None: no header), then
+    ``ok``. The fake Slack writes the header as an integer, so it cannot say ``inf``."""
+
+    def __init__(self, *retry_afters: str | None) -> None:
+        super().__init__()
+        self.retry_afters = list(retry_afters)
+        self.calls: list[float] = []  # monotonic time of each request
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/chat.postMessage", self._post)
+        return app
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.calls.append(time.monotonic())
+        if self.retry_afters:
+            value = self.retry_afters.pop(0)
+            headers = {} if value is None else {"Retry-After": value}
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
+        return web.json_response({"ok": True, "channel": "C0OPS", "ts": "1.000001"})
+
+
+@pytest.fixture
+async def made_clients() -> AsyncIterator[list[AsyncWebClient]]:
+    clients: list[AsyncWebClient] = []
+    yield clients
+    for client in clients:
+        if client.session is not None:
+            await client.session.close()
+
+
+def client(server: LoopbackServer, sleeps: Sleeps, made: list[AsyncWebClient]) -> AsyncWebClient:
+    made.append(
+        AsyncWebClient(
+            token=BOT_TOKEN,
+            base_url=f"{server.url}/api/",
+            retry_handlers=[CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES, sleep=sleeps)],
+        )
+    )
+    return made[-1]
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("inf", SLACK_MAX_RETRY_AFTER),
+        ("1e400", SLACK_MAX_RETRY_AFTER),
+        ("99999999", SLACK_MAX_RETRY_AFTER),
+        ("61", SLACK_MAX_RETRY_AFTER),
+        ("nan", UNUSABLE_RETRY_AFTER),
+        ("-3", UNUSABLE_RETRY_AFTER),
+        ("soon", UNUSABLE_RETRY_AFTER),
+        ("", UNUSABLE_RETRY_AFTER),
+        (None, UNUSABLE_RETRY_AFTER),
+        ("2", 2.0),
+        ("1.5", 1.5),
+    ],
+)
+async def test_slack_429_waits_a_capped_finite_time_then_posts(
+    sleeps: Sleeps, made_clients: list[AsyncWebClient], header: str | None, wait: float
+) -> None:
+    with RateLimitedSlack(header) as server:
+        answer = await client(server, sleeps, made_clients).chat_postMessage(channel="C0OPS", text="hi")
+
+    assert answer["ok"] is True
+    assert len(server.calls) == 2
+    assert len(sleeps) == 1
+    assert wait <= sleeps[0] < wait + 1  # plus up to a second of jitter, as slack_sdk's own handler adds
+
+
+async def test_slack_429_from_the_fake_slack_with_a_huge_retry_after_waits_a_minute_at_most(
+    slack: FakeSlack, sleeps: Sleeps, made_clients: list[AsyncWebClient]
+) -> None:
+    slack.rate_limit("chat.postMessage", times=2, retry_after=10**9)
+
+    answer = await client(slack, sleeps, made_clients).chat_postMessage(channel="C0OPS", text="hi")
+
+    assert answer["ok"] is True
+    assert len(slack.of("chat.postMessage")) == 3
+    assert [int(s) for s in sleeps] == [60, 60]
+
+
+async def test_the_bots_slack_client_survives_retry_after_nan(
+    slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> None:
+    """The client ``python -m bot`` builds; slack_sdk's own handler raised ValueError here (``int("nan")``)."""
+    with RateLimitedSlack("nan") as server:
+        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
+        bots = make_slack_client(settings)
+        made_clients.append(bots)
+
+        answer = await bots.chat_postMessage(channel="C0OPS", text="hi")
+
+    assert answer["ok"] is True
+    first, second = server.calls
+    assert UNUSABLE_RETRY_AFTER <= second - first < UNUSABLE_RETRY_AFTER + 1.5
+
+
+async def test_the_bots_slack_client_retries_429s_with_the_capped_handler(
+    slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> None:
+    made_clients.append(make_slack_client(settings_for(slack, None, tmp_path / "policy.yml", tmp_path)))
+    handlers = made_clients[0].retry_handlers
+
+    (capped,) = [h for h in handlers if isinstance(h, CappedRateLimitRetryHandler)]
+    assert capped.max_retry_count == SLACK_RATE_LIMIT_RETRIES
