@@ -187,7 +187,9 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         token=settings.slack_bot_token.get_secret_value(),
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         timeout=SLACK_TIMEOUT,
-        session=aiohttp.ClientSession(),
+        # slack_sdk applies its timeout only to sessions it makes itself: ours carries it too (a call Slack never
+        # answers otherwise waits aiohttp's 300 s).
+        session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT)),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
             # Not slack_sdk's own: it raises on a Retry-After of "inf" or "nan" and sleeps as long as a huge one says.

@@ -41,6 +41,7 @@ from bot.domain.sends import (
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
+from bot.sending.intake import Intake, NotRecorded
 from bot.sending.outbox import CLAIM_LEASE, Outbox
 from bot.sending.pipeline import CRASHED, SEND_LEASE, Pipeline
 from bot.sending.telling import Teller
@@ -742,9 +743,10 @@ async def test_a_failed_post_is_told_again_with_backoff_and_the_text_is_not_rese
         None,
         2,  # one D7 call, one failed post: the counter they share
     )
-    assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=8)  # TELL_RETRY.wait(2)
+    # Telling backs off by time since the outcome, not by that counter: 4 s after the first failure.
+    assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=4)
 
-    world.clock.advance(timedelta(seconds=7))
+    world.clock.advance(timedelta(seconds=3))
     assert await world.run() == []
     world.clock.advance(timedelta(seconds=1))
     assert await world.run() == [record.id]
@@ -753,30 +755,35 @@ async def test_a_failed_post_is_told_again_with_backoff_and_the_text_is_not_rese
     told = (send, ANNOUNCED, Outcome(result=accepted("req-1")), ())
     assert world.conversations.of("finish") == [told, told]  # rebuilt from the record: the same story
     stored = await world.stored(record.id)
-    assert (stored.posted_at, stored.result_ts) == (START + timedelta(seconds=8), "result-2")
+    assert (stored.posted_at, stored.result_ts) == (START + timedelta(seconds=4), "result-2")
     assert len(world.gateway.calls) == 1
     assert world.request_ids == ["req-1"]
 
 
-async def test_a_refusal_that_cannot_be_posted_is_retried_at_4_then_8_seconds(world: World) -> None:
+async def test_a_refusal_that_cannot_be_posted_is_retried_after_4_s_then_as_long_as_it_has_failed(
+    world: World,
+) -> None:
     record = await world.submit(command(channel="C0RANDOM"))
-    world.conversations.fail("refuse", times=2)
+    world.conversations.fail("refuse", times=3)
 
     await world.run()
     assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=4)
     world.clock.advance(timedelta(seconds=4))
     await world.run()
-    assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=12)
+    assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=8)
+    world.clock.advance(timedelta(seconds=4))
+    await world.run()
+    assert world.sends.next_attempt_at(record.id) == START + timedelta(seconds=16)
     world.clock.advance(timedelta(seconds=8))
     await world.run()
 
     stored = await world.stored(record.id)
     assert (stored.state, stored.attempts, stored.posted_at) == (
         SendState.DENIED,
-        2,
-        START + timedelta(seconds=12),
+        3,
+        START + timedelta(seconds=16),
     )
-    assert world.conversations.methods == ["refuse", "refuse", "refuse"]
+    assert world.conversations.methods == ["refuse", "refuse", "refuse", "refuse"]
 
 
 async def test_telling_gives_up_after_24_hours_without_a_result_message(world: World) -> None:
@@ -788,14 +795,14 @@ async def test_telling_gives_up_after_24_hours_without_a_result_message(world: W
     await world.run()  # exactly 24 h: still tried again
 
     assert (await world.stored(record.id)).posted_at is None
-    assert world.sends.next_attempt_at(record.id) == START + timedelta(hours=24, seconds=16)
+    assert world.sends.next_attempt_at(record.id) == START + timedelta(hours=24, seconds=30)  # at most 30 s
 
-    world.clock.advance(timedelta(seconds=16))
+    world.clock.advance(timedelta(seconds=30))
     await world.run()
 
     stored = await world.stored(record.id)
     assert (stored.posted_at, stored.result_ts, stored.claimed_by) == (
-        START + timedelta(hours=24, seconds=16),
+        START + timedelta(hours=24, seconds=30),
         None,
         None,
     )
@@ -1091,3 +1098,41 @@ async def test_a_summary_sent_after_a_day_long_window_is_told_again_when_slack_f
     )
     stored = await world.stored(summary.id)
     assert (stored.state, stored.posted_at) == (SendState.ACCEPTED, None)  # told later, not given up
+
+
+# ------------------------------------------------------------ an intent recorded after its sender was told it was not
+
+
+class LateRecording:
+    """A database that keeps an insert, but only after ``delay`` (packets delivered late): the caller may stop
+    waiting, the insert still lands."""
+
+    def __init__(self, sends: MemorySendStore, delay: float) -> None:
+        self.sends = sends
+        self.delay = delay
+
+    async def record(self, request: SendRequest, deadline: timedelta, not_before: Any = None) -> SendRecord | None:
+        async def late() -> SendRecord | None:
+            await asyncio.sleep(self.delay)
+            return await self.sends.record(request, deadline)
+
+        return await asyncio.shield(asyncio.ensure_future(late()))
+
+
+async def test_an_intent_that_lands_after_its_sender_was_told_it_was_not_recorded_is_refused_not_sent(
+    world: World,
+) -> None:
+    intake = Intake(LateRecording(world.sends, delay=0.1), DEADLINE, lambda: None, within=0.02)  # type: ignore[arg-type]
+
+    with pytest.raises(NotRecorded):
+        await intake.record(command())  # the ack says "could not record, nothing was sent"
+    await asyncio.sleep(0.2)  # ... and then the insert lands
+    (late,) = await world.sends.audit()
+    await replace(world.pipeline, abandoned=intake.abandoned).handle(
+        (await world.sends.claim("worker-1", 10, CLAIM_LEASE))[0]
+    )
+
+    assert world.gateway.calls == []
+    stored = await world.stored(late.id)
+    assert (stored.state, stored.refusal_kind) == (SendState.DENIED, RefusalKind.UNRECORDED)
+    assert world.conversations.methods == ["refuse"]

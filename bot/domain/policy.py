@@ -482,6 +482,22 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
     return Decision(False, best.reason, rule=best.rule.name, dimension=best.dimension)
 
 
+def groups_to_look_up(policy: Policy, user_id: str, channel_id: str | None, via: Via | None = None) -> list[str]:
+    """The user groups (S…) whose members can change what this user may send here: those named by a rule for this
+    channel (any channel when None) and via (any when None) that does not already admit the user by ID or "*".
+    Nothing else is worth a Slack look-up."""
+    groups: list[str] = []
+    for rule in policy.rules:
+        if channel_id is not None and WILDCARD not in rule.slack_channels and channel_id not in rule.slack_channels:
+            continue
+        if via is not None and not any(policy.senders[s].via is via for s in rule.senders):
+            continue
+        if WILDCARD in rule.users or user_id in rule.users:
+            continue
+        groups += [g for g in rule.users if USERGROUP_ID.match(g) and g not in groups]
+    return groups
+
+
 def allowed_senders(
     policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
 ) -> list[str]:

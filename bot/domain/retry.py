@@ -37,6 +37,11 @@ class RetryPolicy:
         cap = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 62))
         return cap / 2 + (rng or _RNG).uniform(0, cap / 2) if self.jitter else cap
 
+    def since(self, failing_for: float) -> float:
+        """Backoff counted by time instead of attempts: wait as long as it has been failing, from ``base_delay`` to
+        ``max_delay`` (the same doubling, for a step that shares no attempt counter of its own)."""
+        return min(self.max_delay, max(self.base_delay, failing_for))
+
     def wait(self, attempt: int, retry_after: float | None = None) -> float:
         """Like ``delay`` for a policy without an attempt limit: always a number of seconds."""
         delay = self.delay(attempt, retry_after)

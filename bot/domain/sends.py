@@ -300,6 +300,15 @@ class SendRecord:
         return self.placement.thread_ts
 
     @property
+    def unannounced(self) -> bool:
+        """A person's checked send whose story has no thread yet (Slack did not take the announcement in time)."""
+        return not self.request.origin.surface.is_alert and self.checked is not None and self.placement == Placement()
+
+    @property
+    def why_refused(self) -> Refusal:
+        return self.refusal or Refusal(RefusalKind.INVALID, ())
+
+    @property
     def request_id(self) -> str | None:
         return self.outcome.request_id if self.outcome is not None else None
 

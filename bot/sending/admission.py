@@ -17,7 +17,7 @@ from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
 from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import USERGROUP_ID, Decision, Policy, SendRequestFacts, evaluate
+from bot.domain.policy import Decision, Policy, SendRequestFacts, evaluate, groups_to_look_up
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
 
@@ -99,7 +99,6 @@ class Admission:
     def __init__(self, policy: Policy, directory: Directory) -> None:
         self.policy = policy
         self.directory = directory
-        self._policy_groups = sorted({u for rule in policy.rules for u in rule.users if USERGROUP_ID.match(u)})
 
     def check_text(self, via: Via, text: str) -> SmsInfo | None:
         """The SMS encoding of ``text`` (None for WhatsApp); ``InputError`` when it is empty or too long."""
@@ -116,10 +115,11 @@ class Admission:
             raise MessageTooLong(info.segments, self.policy.defaults.max_segments, info.encoding.label)
         return info
 
-    async def user_groups(self, user_id: str) -> frozenset[str]:
-        """The policy's user groups (S…) this user is in."""
+    async def user_groups(self, user_id: str, channel_id: str | None = None, via: Via | None = None) -> frozenset[str]:
+        """The policy's user groups (S…) this user is in, of those that matter in this channel for this via (a
+        group no rule here names is never looked up: its look-up could only delay or fail the send)."""
         groups = set()
-        for group in self._policy_groups:
+        for group in groups_to_look_up(self.policy, user_id, channel_id, via):
             try:
                 if user_id in await self.directory.group_members(group):
                     groups.add(group)
@@ -191,7 +191,7 @@ class Admission:
                 via=request.via,
                 recipients=found.numbers,
                 sender=request.sender,
-                user_groups=await self.user_groups(request.user_id),
+                user_groups=await self.user_groups(request.user_id, request.channel_id, request.via),
                 channel_label=f"<#{request.channel_id}>",
                 user_label=f"<@{request.user_id}>",
             )

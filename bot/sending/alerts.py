@@ -126,7 +126,8 @@ class AlertDesk:
                 fields["link"] = await self.directory.permalink(channel_id, str(message["ts"]))
             except Exception as exc:
                 log.warning("no permalink for an alert in %s: %s", channel_id, exc)
-        return fit(rule.template, fields, record.request.via, rule.max_segments).text
+        # NUL: no phone shows it, and PostgreSQL refuses it in text (the alert as posted may carry one).
+        return fit(rule.template, fields, record.request.via, rule.max_segments).text.replace("\x00", "")
 
     async def _channel_name(self, channel_id: str) -> str:
         try:

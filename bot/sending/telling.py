@@ -19,10 +19,7 @@ from bot.domain.sends import (
     Checked,
     LeaseLost,
     Outcome,
-    Placement,
     PreparedSend,
-    Refusal,
-    RefusalKind,
     SendRecord,
     SendState,
     prepared,
@@ -67,13 +64,13 @@ class Teller:
         result_ts: str | None = None
         try:
             if record.state is SendState.DENIED:
-                await conversation.refuse(record.refusal or Refusal(RefusalKind.INVALID, ()))
+                await conversation.refuse(record.why_refused)
             elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
                 shown = await self.alerts.with_holds(send or self.prepared(record))
                 await conversation.not_sent(shown, record.placement, await self.alerts.not_sent(record))
             else:
                 shown = await self.alerts.with_holds(send or self.prepared(record))
-                if _unannounced(record):  # Slack did not take the announcement in time: first it, then the result
+                if record.unannounced:  # Slack did not take the announcement in time: first it, then the result
                     record = await self.sends.place(record, await conversation.announce(shown))
                 statuses = await self.deliveries.statuses(record.id) if record.request_id else []
                 outcome = record.outcome or Outcome()
@@ -86,8 +83,10 @@ class Teller:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
                 return
-            delay = self.retry.wait(record.attempts + 1)
-            log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, exc, delay)
+            # By time since the outcome: the attempt counter also counts D7 calls and look-ups.
+            delay = self.retry.since((self.clock() - (record.finished_at or record.created_at)).total_seconds())
+            why = str(exc) or type(exc).__name__  # a timeout says nothing of itself
+            log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, why, delay)
             await self.sends.later(record, self.clock() + timedelta(seconds=delay))
             return
         await self.sends.told(record, result_ts)
@@ -119,8 +118,3 @@ class Teller:
         """An ``unknown`` outcome, reconciled: D7 has no look-up without a request_id; a person decides."""
         conversation = self.conversations.open(record.request.origin)
         await conversation.still_unknown(self.prepared(record), record.placement, record.created_at)
-
-
-def _unannounced(record: SendRecord) -> bool:
-    """Sent (or tried) without its announcement: a person's send whose story has no thread yet."""
-    return not record.request.origin.surface.is_alert and record.placement == Placement() and record.checked is not None

@@ -43,7 +43,7 @@ async def build_view(
     the preview describes ``typed`` when given, else the prefill.
     """
     policy = deps.policy
-    groups = await deps.admission.user_groups(context.user_id)
+    groups = await deps.admission.user_groups(context.user_id, context.channel_id)
     names = allowed_senders(policy, context.user_id, context.channel_id, groups)
     if not names:
         label = messages.channel_label(context.channel_id)
@@ -169,7 +169,7 @@ async def _check(
         via=via,
         recipients=found.numbers,
         sender=values.sender,
-        user_groups=await deps.admission.user_groups(context.user_id),
+        user_groups=await deps.admission.user_groups(context.user_id, channel, via),
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
     )
