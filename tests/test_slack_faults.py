@@ -234,13 +234,15 @@ async def test_strict_channel_rate_every_story_reaches_its_thread_and_429s_stay_
         story(slack, fake_d7, number, f"burst {i}")
     tries = slack.attempts("chat.postMessage")
     limited = slack.rate_limited("chat.postMessage")
-    # Posts to the channel take turns and each 429 is waited out (Retry-After: 1 s) before the channel's next post;
-    # in that second the bucket fills up again (2 tokens at 5/s take 0.4 s), so a burst of 2 posts goes between two
-    # 429s: at most one 429 per 2 posts.
-    assert 0 < len(limited) <= math.ceil(2 * n / 2), [c.status for c in tries]
-    for turned_away, after in itertools.pairwise(tries):
+    # Until Slack first says 429 in the channel, its posts go out at once: the first wave (the n announcements)
+    # meets the limit. From then on the channel's posts take turns and each 429 is waited out (Retry-After: 1 s), in
+    # which the bucket fills up again (2 tokens at 5/s take 0.4 s): the rest go through with at most a couple more.
+    assert 0 < len(limited) <= n + 2, [c.status for c in tries]
+    # Each post turned away is tried again only after its Retry-After (1 s): never hammered.
+    for i, turned_away in enumerate(tries):
         if turned_away.status == 429:
-            assert arrived(slack, after) - arrived(slack, turned_away) >= 1.0
+            again = next(c for c in tries[i + 1 :] if c.params["text"] == turned_away.params["text"])
+            assert arrived(slack, again) - arrived(slack, turned_away) >= 1.0
     assert nothing_private(slack)
 
 
@@ -458,7 +460,9 @@ async def test_post_message_answering_after_45_s_holds_no_text_and_the_stories_f
     assert texts(fake_d7) == ["slow 0", "slow 1"]  # once each
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert [(r.state, r.posted_at) for r in records] == [(SendState.ACCEPTED, None)] * 2  # told when Slack answers
-    assert tries == 2  # the first announcement (given up after 3 s) and telling's; the second's waits its turn
+    # The first announcement (given up after 3 s), telling's, and the second send's own two: a channel takes turns
+    # only after Slack has answered it 429, so a hung post does not hold the others back.
+    assert tries == 4
     assert told - recovered < TOLD_WITHIN
     story(slack, fake_d7, NUMBERS[0], "slow 0")
     story(slack, fake_d7, NUMBERS[1], "slow 1")

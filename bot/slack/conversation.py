@@ -49,12 +49,17 @@ def passing(exc: BaseException) -> bool:
 class _Channel:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     held_until: float = 0.0  # monotonic: Slack's Retry-After for this channel
+    careful_until: float = 0.0  # monotonic: after a 429, posts go one at a time for a while
+
+
+# After Slack answered 429 in a channel, its posts take turns this long (Slack's limit there is about 1 a second).
+CAREFUL_FOR = 60.0
 
 
 class ChannelPacer:
-    """Posts to one channel go one at a time, and none while Slack's ``Retry-After`` for that channel runs: a
-    burst of sends in one channel (Slack takes about one post a second there) queues instead of being answered
-    429 again and again. Other channels are not held up."""
+    """Posts to a channel go out at once while Slack takes them. Once Slack answers 429 there, the channel's posts
+    take turns, none before its ``Retry-After``, for a minute: a burst queues instead of being answered 429 again
+    and again, and other channels are not held up. (Taking turns always would cost every burst its concurrency.)"""
 
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
@@ -62,16 +67,27 @@ class ChannelPacer:
     @asynccontextmanager
     async def turn(self, channel_id: str) -> AsyncIterator[None]:
         channel = self._channels.setdefault(channel_id, _Channel())
-        async with channel.lock:
-            wait = channel.held_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
+        if time.monotonic() >= channel.careful_until:
+            async with self._watching(channel):
                 yield
-            except SlackApiError as exc:
-                if exc.response.status_code == 429:
-                    channel.held_until = time.monotonic() + _retry_after(exc)
-                raise
+            return
+        async with channel.lock:
+            # A time to wait for, not an event: a 429 meanwhile (an earlier post's retry) only moves it later.
+            while (wait := channel.held_until - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            async with self._watching(channel):
+                yield
+
+    @staticmethod
+    @asynccontextmanager
+    async def _watching(channel: _Channel) -> AsyncIterator[None]:
+        try:
+            yield
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                channel.held_until = time.monotonic() + _retry_after(exc)
+                channel.careful_until = time.monotonic() + CAREFUL_FOR
+            raise
 
 
 def _retry_after(exc: SlackApiError) -> float:
