@@ -29,6 +29,7 @@ from bot.domain.errors import D7Error
 from bot.domain.models import StatusReport
 from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendStore
 from bot.domain.sends import SendRecord, SendState
+from bot.sending.keeping import kind_of
 from bot.sending.telling import Teller
 
 log = logging.getLogger("bot.deliveries")
@@ -210,5 +211,5 @@ class Deliveries:
                     swept = loop.time()
                     await self.apply()
                     await self.reconcile()
-            except Exception:
-                log.exception("delivery sweep failed; trying again in %.0fs", SWEEP_EVERY)
+            except Exception as exc:  # the database or D7 is down: the next sweep tries again
+                log.warning("delivery sweep failed (%s); trying again in %.0fs", kind_of(exc), SWEEP_EVERY)

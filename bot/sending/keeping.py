@@ -39,12 +39,13 @@ async def keep(what: str, record: SendRecord, write: Callable[[], Awaitable[Send
             attempt += 1
             if attempt == 1:  # once per send, not once per try
                 log.error(
-                    "could not write %s of send_id=%s (%s); keeping it and trying again", what, record.id, _kind(exc)
+                    "could not write %s of send_id=%s (%s); keeping it and trying again", what, record.id, kind_of(exc)
                 )
             await asyncio.sleep(KEEP_RETRY.wait(attempt))
 
 
-def _kind(exc: BaseException) -> str:
+def kind_of(exc: BaseException) -> str:
+    """What failed, for a log line: the error's kind, never its message (it may quote the statement's values)."""
     cause = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error: name that one
     return type(cause).__name__ if cause is not None else type(exc).__name__
 

@@ -25,6 +25,7 @@ from bot.domain.ports import SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
 from bot.metrics import Metrics
+from bot.sending.keeping import kind_of
 from bot.sending.pipeline import Pipeline
 
 log = logging.getLogger("bot.outbox")
@@ -35,6 +36,8 @@ IDLE_POLL = 0.5  # seconds between looks at the table when nobody woke the worke
 # After a wake, wait this long so that one claim picks up the intents of a burst instead of one claim each.
 CLAIM_WINDOW = 0.025  # measured: 5 ms let workers compete with the acks of a burst
 DEFAULT_DRAIN = 25.0  # seconds the intents in work get to finish at shutdown
+# Claiming while the database does not answer: 0.5 s doubling to 5 s (the outbox goes on within 5 s of recovery).
+CLAIM_RETRY = RetryPolicy(base_delay=0.5, max_delay=5.0, max_attempts=None, max_retry_after=None, jitter=True)
 # An intent whose step failed unexpectedly (a bug, or a dependency the pipeline did not expect to fail).
 WORK_RETRY = RetryPolicy(base_delay=2.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=True)
 
@@ -94,16 +97,23 @@ class Outbox:
         await self._tasks.__aexit__(kind, exc, tb)
 
     async def _loop(self) -> None:
+        failures = 0  # claims failed in a row (the database is down): back off, say so once
         while not self._stopping:
             claimed: list[SendRecord] = []
             free = self.concurrency - len(self._running)
             if free > 0:
                 try:
                     claimed = await self.sends.claim(self.worker_id, free, self.lease)
-                except Exception:
-                    log.exception("could not claim intents; retrying")
-                    await asyncio.sleep(1)
+                except Exception as exc:
+                    failures += 1
+                    delay = CLAIM_RETRY.wait(failures)
+                    if failures == 1:
+                        log.error("could not claim intents (%s); trying again with backoff", kind_of(exc))
+                    await asyncio.sleep(delay)
                     continue
+                if failures:
+                    log.info("claiming intents again after %d failed tries", failures)
+                    failures = 0
             for record in claimed:
                 self._running[record.id] = asyncio.create_task(self._work(record), name=f"send-{record.id}")
             if claimed:
@@ -143,5 +153,5 @@ class Outbox:
                         log.warning("%d send(s) of a stopped replica marked outcome unknown", recovered)
                         self.wakeup.set()  # their threads are told now, not at the next poll
                 self.metrics.outbox_depth.set(await self.sends.backlog())
-            except Exception:
-                log.exception("outbox heartbeat failed")
+            except Exception as exc:  # the database is down: the next beat tries again (and the claim loop says so)
+                log.warning("outbox heartbeat failed (%s)", kind_of(exc))
