@@ -229,6 +229,8 @@ class MemorySendStore:
 
     async def later(self, record: SendRecord, until: datetime) -> SendRecord:
         row = self._holder(record)
+        if row.record.state is SendState.SENDING:  # SQL: ``state != 'sending'``
+            raise LeaseLost(record.id)
         row.record = row.record.later()
         row.next_attempt_at = until
         row.lease_until = None

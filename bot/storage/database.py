@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.clock import utc_now as now
-from bot.storage.engine import IMMEDIATE, create_engine, sqlite_inline_engine
+from bot.storage.engine import create_engine, sqlite_inline_engine
 
 log = logging.getLogger("bot.storage")
 
@@ -36,8 +37,8 @@ LOCK_WAIT = 30.0
 INTAKE_WAIT = 2.0
 
 
-def _locked(exc: sa.exc.OperationalError) -> bool:
-    message = str(exc.orig).lower()
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
     return "locked" in message or "busy" in message
 
 
@@ -172,10 +173,12 @@ class Database:
         deadline = loop.time() + within
         pause = 0.005
         while True:
-            conn = sync.connect().execution_options(**{IMMEDIATE: True})
+            conn = sync.connect()
             try:
+                # Straight to the driver: the lock, or "database is locked" at once (busy timeout 0).
+                conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
                 return conn, conn.begin()
-            except sa.exc.OperationalError as exc:
+            except sqlite3.OperationalError as exc:
                 conn.close()
                 if not _locked(exc) or loop.time() + pause > deadline:
                     raise

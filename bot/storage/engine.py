@@ -40,19 +40,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any, busy_ms: int = 30000) -> None
     cursor.close()
 
 
-# Write transactions on the inline connection take the write lock at BEGIN (``BEGIN IMMEDIATE``) and never wait
-# for it inside SQLite: a busy wait would block the event loop (acks took 8 s while ``audit prune`` held the lock).
-# ``Database.begin`` waits for the lock asynchronously instead, within a deadline.
-IMMEDIATE = "sqlite_immediate"  # execution option: this connection's transactions write
-
-
-def _inline_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
-
-
+# The inline connection never waits for SQLite's lock inside SQLite: a busy wait would block the event loop (acks
+# took 8 s while ``audit prune`` held the lock). Its write transactions begin with ``BEGIN IMMEDIATE`` (the lock
+# taken at once or refused at once), emitted by ``Database.begin``, which waits for the lock asynchronously;
+# reads run without a transaction, as the driver ran them before.
 def _inline_connect(dbapi_connection: Any, record: Any) -> None:
     _sqlite_pragmas(dbapi_connection, record, busy_ms=0)
-    dbapi_connection.isolation_level = None  # the driver's own BEGIN is off: ``_inline_begin`` emits ours
+    dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN is off: ``Database.begin`` emits ours
 
 
 def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
@@ -60,7 +54,6 @@ def sqlite_inline_engine(engine: AsyncEngine) -> sa.Engine:
     url = engine.url.set(drivername="sqlite")
     inline = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool, pool_size=1, hide_parameters=True)
     event.listen(inline, "connect", _inline_connect)
-    event.listen(inline, "begin", _inline_begin)
     return inline
 
 

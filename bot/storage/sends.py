@@ -424,7 +424,12 @@ class SqlSendStore:
 
     async def later(self, record: SendRecord, until: datetime) -> SendRecord:
         new = record.later()
-        await self._change(record, attempts=new.attempts, next_attempt_at=until, claimed_by=None, lease_until=None)
+        # Never a row in 'sending' (its start may have landed although the caller saw it fail): it stays leased, so
+        # that recovery settles it as unknown instead of it waiting for ever without a lease.
+        not_sending = sends.c.state != SendState.SENDING.value
+        await self._change(
+            record, not_sending, attempts=new.attempts, next_attempt_at=until, claimed_by=None, lease_until=None
+        )
         return new
 
     async def card_due(self, send_id: str, *, final: bool) -> None:
