@@ -66,7 +66,9 @@ class ChannelPacer:
 
     @asynccontextmanager
     async def turn(self, channel_id: str) -> AsyncIterator[None]:
-        channel = self._channels.setdefault(channel_id, _Channel())
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            channel = self._channels[channel_id] = _Channel()
         if time.monotonic() >= channel.careful_until:
             async with self._watching(channel):
                 yield

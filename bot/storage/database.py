@@ -203,7 +203,9 @@ class Database:
         Concurrent calls share one multi-row insert and one commit (group commit), on the intake connections:
         under a burst, acks wait for one round trip instead of queueing for the database one by one.
         """
-        batch = self._inserts.setdefault(table.name, _Batch())
+        batch = self._inserts.get(table.name)
+        if batch is None:
+            batch = self._inserts[table.name] = _Batch()
 
         async def flush(items: _Items) -> list[Any]:
             statement = (
