@@ -214,6 +214,13 @@ _D7_ERRORS: dict[str, type[D7Error]] = {
 }
 
 
+def kind_of(exc: BaseException) -> str:
+    """What failed, for a log line or a health check: the error's kind, never its message (a database error's
+    message may quote the statement's values). A wrapped driver error (SQLAlchemy's ``.orig``) names the driver's."""
+    cause = getattr(exc, "orig", None)
+    return type(cause).__name__ if cause is not None else type(exc).__name__
+
+
 def d7_error(
     kind: str,
     message: str,

@@ -317,9 +317,6 @@ class SendRecord:
         """The text as it went (or would go) to phones: an alert's rendered template, else the request's text."""
         return self.checked.text if self.checked is not None else self.request.text
 
-    def time_left(self, at: datetime) -> timedelta:
-        return self.deadline_at - at
-
 
 @dataclass(frozen=True)
 class NotSent:

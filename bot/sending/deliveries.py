@@ -25,11 +25,10 @@ from types import TracebackType
 from typing import Self
 
 from bot.domain.delivery import Delivery, delivery_of, e164_of
-from bot.domain.errors import D7Error
+from bot.domain.errors import D7Error, kind_of
 from bot.domain.models import StatusReport
 from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendStore
 from bot.domain.sends import SendRecord, SendState
-from bot.sending.keeping import kind_of
 from bot.sending.telling import Teller
 
 log = logging.getLogger("bot.deliveries")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from bot.domain.errors import kind_of
 from bot.domain.models import SendRequest
 from bot.domain.ports import SendStore
 from bot.domain.sends import SendRecord
@@ -49,8 +50,8 @@ class Intake:
         except Exception as exc:
             if request.alert is None:  # a person is told "not recorded"; an alert's event is retried by Slack
                 self._abandon(request.idempotency_key)
-            log.error("intent not recorded key=%s (%s)", request.idempotency_key, type(exc).__name__)
-            raise NotRecorded(type(exc).__name__) from None
+            log.error("intent not recorded key=%s (%s)", request.idempotency_key, kind_of(exc))
+            raise NotRecorded(kind_of(exc)) from None
         if record is None:
             log.info("duplicate delivery ignored key=%s", request.idempotency_key)
             return None

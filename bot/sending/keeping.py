@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.domain.errors import D7Error
+from bot.domain.errors import D7Error, kind_of
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import LeaseLost, SendRecord
 
@@ -42,12 +42,6 @@ async def keep(what: str, record: SendRecord, write: Callable[[], Awaitable[Send
                     "could not write %s of send_id=%s (%s); keeping it and trying again", what, record.id, kind_of(exc)
                 )
             await asyncio.sleep(KEEP_RETRY.wait(attempt))
-
-
-def kind_of(exc: BaseException) -> str:
-    """What failed, for a log line: the error's kind, never its message (it may quote the statement's values)."""
-    cause = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error: name that one
-    return type(cause).__name__ if cause is not None else type(exc).__name__
 
 
 @dataclass(frozen=True)

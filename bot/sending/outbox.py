@@ -21,11 +21,11 @@ from types import TracebackType
 from typing import Self
 
 from bot.domain.clock import utc_now
+from bot.domain.errors import kind_of
 from bot.domain.ports import SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
 from bot.metrics import Metrics
-from bot.sending.keeping import kind_of
 from bot.sending.pipeline import Pipeline
 
 log = logging.getLogger("bot.outbox")

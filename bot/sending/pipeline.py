@@ -115,7 +115,7 @@ class Pipeline:
                     return checked, None  # refused, or an alert not texted on purpose
                 send = checked
             else:  # checked before D7 was unavailable: as it was
-                send = prepared(record.id, record.request, record.checked, self.admission.policy.defaults.show_numbers)
+                send = self.teller.prepared(record)
             placement = await self._place(record, send, conversation)
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):

@@ -79,12 +79,13 @@ class Teller:
             raise
         except Exception as exc:
             # Counted from the outcome, not the request: a summary goes out a whole window after it was recorded.
-            if self.clock() - (record.finished_at or record.created_at) > TELL_GIVE_UP:
+            failing_for = self.clock() - (record.finished_at or record.created_at)
+            if failing_for > TELL_GIVE_UP:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
                 return
             # By time since the outcome: the attempt counter also counts D7 calls and look-ups.
-            delay = self.retry.since((self.clock() - (record.finished_at or record.created_at)).total_seconds())
+            delay = self.retry.since(failing_for.total_seconds())
             why = str(exc) or type(exc).__name__  # a timeout says nothing of itself
             log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, why, delay)
             await self.sends.later(record, self.clock() + timedelta(seconds=delay))

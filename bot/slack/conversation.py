@@ -26,6 +26,7 @@ from bot.domain.models import Origin
 from bot.domain.sends import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.metrics import Metrics
 from bot.slack import messages
+from bot.slack.retry import retry_after_seconds
 
 log = logging.getLogger("bot.slack")
 
@@ -87,17 +88,11 @@ class ChannelPacer:
             yield
         except SlackApiError as exc:
             if exc.response.status_code == 429:
-                channel.held_until = time.monotonic() + _retry_after(exc)
+                channel.held_until = time.monotonic() + retry_after_seconds(
+                    (exc.response.headers or {}).get("Retry-After")
+                )
                 channel.careful_until = time.monotonic() + CAREFUL_FOR
             raise
-
-
-def _retry_after(exc: SlackApiError) -> float:
-    try:
-        seconds = float((exc.response.headers or {}).get("Retry-After", 1))
-    except (TypeError, ValueError):
-        return 1.0
-    return min(seconds, 60.0) if seconds == seconds and seconds > 0 else 1.0  # nan and nonsense: 1 s
 
 
 class SlackConversations:

@@ -28,12 +28,17 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 def slack_retry_after(response: HttpResponse) -> float:
-    """Seconds Slack asked to wait, capped at ``MAX_RETRY_AFTER``; ``UNUSABLE_RETRY_AFTER`` when it did not say
-    a usable number."""
+    """Seconds Slack asked to wait in a 429 a retry handler sees (see ``retry_after_seconds``)."""
     values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), [])
+    return retry_after_seconds(values[0] if values else None)
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """A ``Retry-After`` header's seconds, capped at ``MAX_RETRY_AFTER``; ``UNUSABLE_RETRY_AFTER`` when it is not a
+    usable number."""
     try:
-        seconds = float(values[0])
-    except (IndexError, ValueError):
+        seconds = float(value)  # type: ignore[arg-type]  # None: TypeError, as unusable as "abc"
+    except (TypeError, ValueError):
         return UNUSABLE_RETRY_AFTER
     if math.isnan(seconds) or seconds < 0:
         return UNUSABLE_RETRY_AFTER

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.clock import utc_now as now
+from bot.domain.errors import kind_of
 from bot.storage.engine import create_engine, sqlite_inline_engine
 
 log = logging.getLogger("bot.storage")
@@ -55,7 +56,7 @@ class WriteHealth:
 
     def failed(self, exc: BaseException) -> None:
         self.last_failure = time.monotonic()
-        self.failure = type(exc.orig).__name__ if isinstance(exc, sa.exc.DBAPIError) else type(exc).__name__
+        self.failure = kind_of(exc)
 
     @property
     def failing(self) -> bool:

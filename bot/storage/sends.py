@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from bot.domain.encoding import analyze
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, d7_error
 from bot.domain.models import (
     AlertInfo,
@@ -87,23 +86,22 @@ def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
     }
 
 
-def _checked_columns(record: SendRecord, checked: Checked) -> dict[str, Any]:
-    sms = analyze(checked.text) if record.request.via is Via.SMS else None
+def _checked_columns(record: SendRecord) -> dict[str, Any]:
+    """What checking decided (``record.checked``), as columns."""
+    checked = record.checked
+    if checked is None:
+        raise ValueError(f"send {record.id} is not checked")
     columns: dict[str, Any] = {
         "rule": checked.rule,
         "sender": checked.sender,
         "originator": checked.originator,
-        "recipients": [n.e164 for n in (*checked.recipients, *checked.held)],
+        "recipients": record.recipients,
         "names": dict(checked.names),
-        "encoding": sms.encoding.value if sms else None,
-        "segments": sms.segments if sms else None,
+        "encoding": record.encoding,
+        "segments": record.segments,
     }
     if record.alert is not None:  # the text came from the rule's template; who was held back or not reached
-        columns |= {
-            "sent_text": checked.text,
-            "held": [n.e164 for n in checked.held],
-            "problems": list(checked.unreached),
-        }
+        columns |= {"sent_text": checked.text, "held": record.held, "problems": list(checked.unreached)}
     return columns
 
 
@@ -373,7 +371,7 @@ class SqlSendStore:
 
     async def bundle(self, record: SendRecord, checked: Checked) -> SendRecord:
         new = record.bundle(checked, now())
-        await self._change(record, state=new.state.value, finished_at=new.finished_at, **_checked_columns(new, checked))
+        await self._change(record, state=new.state.value, finished_at=new.finished_at, **_checked_columns(new))
         return new
 
     async def start(
@@ -388,7 +386,7 @@ class SqlSendStore:
             lease_until=now() + lease,
             thread_ts=placement.thread_ts,
             private=placement.private,
-            **_checked_columns(new, checked),
+            **_checked_columns(new),
         )
         return new if started else None
 
