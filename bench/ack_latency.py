@@ -29,7 +29,7 @@ DEADLINE = 60.0
 
 async def fire(base: str, slack_url: str, count: int) -> dict[str, float]:
     bodies = [
-        slash_command("/sms", f"+1415555{i % 10000:04d} load test {i}", response_url=f"{slack_url}/response/bench")
+        slash_command("/sms", f"+1415555{i % 10000:04d} load test {i}", response_url=f"{slack_url}/response/bench/{i}")
         for i in range(count)
     ]
     connector = aiohttp.TCPConnector(limit=count)

@@ -48,7 +48,7 @@ async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: fl
 
         async def one(i: int) -> None:
             body = slash_command(
-                "/sms", f"+1415555{i % 10000:04d} pipeline {i}", response_url=f"{slack_url}/response/b"
+                "/sms", f"+1415555{i % 10000:04d} pipeline {i}", response_url=f"{slack_url}/response/b/{i}"
             )
             async with gate:
                 acks.append(await post_command(http, base, body))

@@ -10,11 +10,11 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import sqlalchemy as sa
@@ -111,6 +111,40 @@ def slash_command(
     ).encode()
 
 
+def triggers_in(body: bytes) -> list[str]:
+    """The trigger_ids in a body Slack would post: a slash command's form, an interaction's ``payload``, or JSON."""
+    text = body.decode(errors="replace")
+    try:
+        found: Any = json.loads(text)
+    except ValueError:
+        form = dict(parse_qsl(text, keep_blank_values=True))
+        found = form
+        if "payload" in form:
+            with suppress(ValueError):
+                found = [form, json.loads(form["payload"])]
+    ids: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "trigger_id" and isinstance(item, str) and item:
+                    ids.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(found)
+    return ids
+
+
+def issue_triggers(slack: FakeSlack, body: bytes) -> None:
+    """Slack issues a trigger when it sends the interaction: tell the fake, so views.open has 3 s from now."""
+    for trigger_id in triggers_in(body):
+        slack.issue_trigger(trigger_id)
+
+
 def settings_for(slack: FakeSlack, d7: FakeD7 | None, policy: Path, tmp: Path, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -143,6 +177,7 @@ class App:
             "Content-Type": "application/x-www-form-urlencoded",
             **(headers if headers is not None else sign(body)),
         }
+        issue_triggers(self.slack, body)
         return await self.http.post(f"{self.url}/slack/events", content=body, headers=all_headers, **kw)
 
     async def event(self, body: bytes, retry: int = 0) -> httpx.Response:
@@ -150,9 +185,12 @@ class App:
         headers = {"Content-Type": "application/json", **sign(body)}
         if retry:
             headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        issue_triggers(self.slack, body)
         return await self.http.post(f"{self.url}/slack/events", content=body, headers=headers)
 
     async def command(self, command: str, text: str, **kw: Any) -> httpx.Response:
+        """Post a slash command as Slack does, with a response_url of its own (named "cmd": every command's
+        accepted posts are in ``slack.responses["cmd"]``; ``slack.response_urls("cmd")[-1]`` is this one's URL)."""
         kw.setdefault("response_url", self.slack.response_url("cmd"))
         return await self.post(slash_command(command, text, **kw))
 

@@ -17,7 +17,7 @@ import yaml
 from bot.app import open_relay
 from bot.slack.listeners import COMMANDS, EVENTS, SHORTCUTS
 from tests.fakes.slack import TEAM_ID, FakeSlack
-from tests.harness import POLICY, settings_for, sign, slash_command
+from tests.harness import POLICY, issue_triggers, settings_for, sign, slash_command
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((ROOT / "manifest.yml").read_text())
@@ -58,9 +58,15 @@ async def asgi(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         slack.add_channel("C0OPS")
         policy = tmp_path / "policy.yml"
         policy.write_text(POLICY)
+
+        async def issue(request: httpx.Request) -> None:  # the triggers Slack issues with what it sends
+            issue_triggers(slack, request.content)
+
         async with (
             open_relay(settings_for(slack, None, policy, tmp_path)) as relay,
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=relay.web), base_url="http://bot") as http,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=relay.web), base_url="http://bot", event_hooks={"request": [issue]}
+            ) as http,
         ):
             yield http
 
@@ -73,7 +79,7 @@ def shortcut_body(shortcut: dict[str, Any]) -> bytes:
     payload: dict[str, Any] = {
         "type": "shortcut" if shortcut["type"] == "global" else "message_action",
         "callback_id": shortcut["callback_id"],
-        "trigger_id": "1337.1.abc",
+        "trigger_id": f"1337.1.{shortcut['callback_id']}",  # one per interaction, as Slack issues them
         "team": {"id": TEAM_ID},
         "user": {"id": "U0ALICE"},
         "token": "x",

@@ -75,6 +75,8 @@ def test_kill_9_mid_burst_then_restart(slack: FakeSlack, tmp_path: Path) -> None
     db = tmp_path / "bot.db"
     (tmp_path / "policy.yml").write_text(POLICY)
     log = tmp_path / "bot.log"
+    # About restarts, not Slack's pace: at about a post a second per channel, 40 posts to #ops would take 40 s.
+    slack.relax_rates()
     with FakeD7(delay=5.0) as d7:
         env = bot_env(slack, d7, tmp_path) | {"LOG_FORMAT": "json"}
         base = f"http://127.0.0.1:{env['PORT']}"

@@ -1,21 +1,33 @@
-"""A fake Slack Web API on 127.0.0.1: the methods the bot calls, answering as Slack does, recording every call.
+"""A fake Slack Web API on 127.0.0.1, as strict as Slack: the methods the bot calls, answering as Slack does,
+refusing what Slack refuses, recording every call.
 
-Point the bot's ``SLACK_API_URL`` at ``fake.api_url``. Channels the bot is not in answer ``not_in_channel``
-until ``conversations.join``; private ones answer ``channel_not_found`` and cannot be joined. ``response_url``
-posts go to ``fake.response_url(name)`` and are recorded in ``fake.responses``. ``rate_limit`` makes a method
-answer 429 with ``Retry-After`` a number of times.
+Point the bot's ``SLACK_API_URL`` at ``fake.api_url``. Refused as Slack refuses them, by default:
 
-Slack misbehaving, switched by tests (all off by default):
+- Block Kit over a limit (``tests/blockkit.py`` has the table), on chat.postMessage / postEphemeral / update:
+  ``{"ok": false, "error": "invalid_blocks", "errors": ["must be less than 3001 characters
+  [json-pointer:/blocks/0/text/text]"], "response_metadata": {"messages": ["[ERROR] ..."]}}``; message ``text``
+  over 40,000 characters: ``msg_too_long``; over 12,000 characters of text in all blocks: ``msg_blocks_too_long``.
+  On views.open / push / update / publish: ``{"ok": false, "error": "invalid_arguments", "response_metadata":
+  {"messages": ["[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"]}}``.
+- ``response_url``: ``fake.response_url(name)`` issues a new URL each time (on the fake's clock); each takes 5
+  posts within 30 minutes. The 6th answers HTTP 404 ``used_url``, any post after 30 minutes 404 ``expired_url``,
+  a URL never issued 404 ``no_service``, invalid blocks 400 ``invalid_blocks``. Accepted posts are kept in
+  ``fake.responses[name]`` (every URL issued under that name, in order).
+- ``trigger_id``: views.open / views.push take a trigger issued (``issue_trigger``; the test harness issues every
+  trigger_id it sends) less than 3 s before, once: else ``expired_trigger_id``, ``invalid_trigger_id`` or
+  ``exchanged_trigger_id``.
+- Channels the bot is not in answer ``not_in_channel`` until ``conversations.join``; private ones answer
+  ``channel_not_found`` and cannot be joined. A user ID as ``channel`` is the app's DM with that user (``dms()``).
+- chat.postMessage about one per second per channel, bursts of 10: over it, HTTP 429 with ``Retry-After``.
 
-- ``fail(method, 503)`` / ``fail(method, error="missing_scope")``: an edge error page or an ``ok: false`` answer,
-  for a number of calls, for some seconds, or until ``recover()``;
-- ``refuse_connections()`` / ``accept_connections()``: nothing listens on the port for a while (connection
-  refused), then the fake listens again on the same port;
-- ``strict_rates()``: about one post per second per channel, as ``chat.postMessage`` has; over it, 429;
-- ``state.delays``: a slow Slack; a client whose timeout is shorter gives up (the call is ``abandoned``).
+Refusals are in ``fake.refused``; ``of()`` leaves them out (nothing was posted), ``attempts()`` has them.
 
-``of(method)`` leaves out the calls ``fail()`` and ``strict_rates()`` turned away (nothing was posted);
-``attempts(method)`` has every call with what the fake answered.
+Switched by tests (off by default): ``rate_tiers()`` (each method's Web API tier, per minute), ``latency(s)`` (every
+call, or ``state.delays`` by method; a client whose timeout is shorter gives up: the call is ``abandoned``),
+``fail(method, 503)`` / ``fail(method, error="missing_scope")`` (an edge error page or an ``ok: false`` answer, for
+a number of calls, for some seconds, or until ``recover()``), ``refuse_connections()`` / ``accept_connections()``,
+``strict_rates()`` (a stricter per-channel limit) / ``relax_rates()`` (none), ``rate_limit(method)`` (429 a number of
+times). ``advance(seconds)`` moves the fake's clock (response_url and trigger windows, rate buckets).
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests import blockkit
 from tests.fakes.server import LoopbackServer, run_as_process
 
 BOT_TOKEN = "xoxb-test-bot-token"
@@ -43,6 +56,7 @@ BOT_USER_ID = "U0BOT"
 
 ANY_METHOD = "*"
 POSTING_METHODS = ("chat.postMessage", "chat.postEphemeral", "chat.update")
+VIEW_METHODS = ("views.open", "views.push", "views.update", "views.publish")
 # The bot scopes manifest.yml asks for, and the one each method needs: a missing_scope answer names both.
 BOT_SCOPES = (
     "commands",
@@ -62,8 +76,49 @@ NEEDED_SCOPES = {
     "usergroups.users.list": "usergroups:read",
 }
 
-Fault = Literal["fail", "rate_limit", "strict_rate"]
-"""The switch that answered a call instead of the method: ``fail()``, ``rate_limit()`` or ``strict_rates()``."""
+RESPONSE_URL_USES = 5
+RESPONSE_URL_SECONDS = 30 * 60
+TRIGGER_SECONDS = 3.0
+# chat.postMessage: "1 per second, short bursts >1 allowed" (docs.slack.dev/apis/web-api/rate-limits); the burst
+# is not documented, 10 is one real Slack tolerates.
+CHANNEL_RATE = 1.0
+CHANNEL_BURST = 10
+# Web API tiers, requests per minute per method per workspace (docs.slack.dev/apis/web-api/rate-limits; each
+# method's page names its tier). chat.postMessage is "special" (per channel, above); auth.test is not limited here.
+TIERS = {1: 1, 2: 20, 3: 50, 4: 100}
+METHOD_TIERS = {
+    "usergroups.users.list": 2,
+    "conversations.info": 3,
+    "conversations.join": 3,
+    "chat.update": 3,
+    "conversations.open": 3,
+    "users.info": 4,
+    "chat.postEphemeral": 4,
+    "chat.getPermalink": 4,
+    "views.open": 4,
+    "views.push": 4,
+    "views.update": 4,
+    "views.publish": 4,
+}
+# Answers to a call Slack refused for what it carried: nothing was posted or opened, so of() leaves them out.
+REFUSALS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "msg_blocks_too_long",
+        "view_too_large",
+        "expired_trigger_id",
+        "invalid_trigger_id",
+        "exchanged_trigger_id",
+        "user_not_in_channel",
+    }
+)
+
+Fault = Literal["fail", "rate_limit", "strict_rate", "tier_rate", "refused"]
+"""Why a call was not done: a switch answered instead of the method (``fail()``, ``rate_limit()``, the per-channel
+limit, ``rate_tiers()``), or the method refused what the call carried (``refused``)."""
+TURNED_AWAY: frozenset[Fault | None] = frozenset({"fail", "strict_rate", "tier_rate", "refused"})
 
 
 @dataclass
@@ -71,7 +126,7 @@ class Call:
     method: str
     params: dict[str, Any]
     headers: dict[str, str]
-    fault: Fault | None = None  # the switch that answered instead of the method, if one did
+    fault: Fault | None = None  # the switch that answered instead of the method, or "refused"
     status: int | None = None  # HTTP status answered; None while the answer waits (state.delays) or never came
     answer: dict[str, Any] | str | None = None  # the JSON body answered, or the HTML of an edge error page
     abandoned: bool = False  # the client had hung up (timed out) before the answer was ready
@@ -82,8 +137,19 @@ class Call:
 
 
 @dataclass
+class Refusal:
+    """A call or response_url post Slack would refuse, with Slack's answer."""
+
+    where: str  # the method, or "response_url:<name>"
+    params: dict[str, Any]
+    status: int
+    error: str
+    messages: list[str] = field(default_factory=list)  # the json-pointer messages, for Block Kit refusals
+
+
+@dataclass
 class Failure:
-    """What ``fail()`` answers, and for how long: the next ``times`` calls and/or until ``until`` (monotonic)."""
+    """What ``fail()`` answers, and for how long: the next ``times`` calls and/or until ``until`` (fake clock)."""
 
     status: int
     error: str | None
@@ -95,23 +161,45 @@ class Failure:
 
 
 @dataclass
-class StrictRates:
-    """A token bucket per (method, channel): ``burst`` calls at once, then ``per_second``."""
+class Bucket:
+    """A token bucket per key: ``burst`` calls at once, then ``per_second``."""
 
     per_second: float
-    burst: int
-    methods: frozenset[str]
-    buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # → (tokens, at)
+    burst: float
+    buckets: dict[Any, tuple[float, float]] = field(default_factory=dict)  # key → (tokens, at)
 
-    def take(self, key: tuple[str, str], now: float) -> int:
+    def take(self, key: Any, now: float) -> int:
         """0 when the call may go through (it spends a token), else the whole seconds to wait (``Retry-After``)."""
-        tokens, at = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.per_second)
+        tokens, at = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
         if tokens >= 1:
             self.buckets[key] = (tokens - 1, now)
             return 0
         self.buckets[key] = (tokens, now)
         return max(1, math.ceil((1 - tokens) / self.per_second))
+
+
+@dataclass
+class StrictRates(Bucket):
+    """The per-channel limit: a bucket per (method, channel) for each of ``methods``."""
+
+    methods: frozenset[str] = frozenset()
+
+
+@dataclass
+class TierRates:
+    """``rate_tiers()``: a bucket per method, a minute's worth of calls at once, then the tier's rate."""
+
+    scale: float = 1.0
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+
+    def take(self, method: str, now: float) -> int:
+        tier = METHOD_TIERS.get(method)
+        if tier is None:
+            return 0
+        per_minute = TIERS[tier] * self.scale
+        bucket = self.buckets.setdefault(method, Bucket(per_minute / 60, max(1.0, per_minute)))
+        return bucket.take(method, now)
 
 
 class TurnedAway(NamedTuple):
@@ -121,6 +209,21 @@ class TurnedAway(NamedTuple):
     status: int
     body: dict[str, Any] | str
     headers: dict[str, str]
+
+
+@dataclass
+class ResponseUrl:
+    """One response_url Slack issued: 5 posts within 30 minutes."""
+
+    name: str
+    issued_at: float
+    posts: list[dict[str, Any]] = field(default_factory=list)  # accepted
+
+
+@dataclass
+class Trigger:
+    issued_at: float
+    exchanged: bool = False
 
 
 @dataclass
@@ -144,6 +247,10 @@ class User:
         }
 
 
+def _default_rates() -> StrictRates:
+    return StrictRates(CHANNEL_RATE, CHANNEL_BURST, methods=frozenset({"chat.postMessage"}))
+
+
 @dataclass
 class FakeSlackState:
     users: dict[str, User] = field(default_factory=dict)
@@ -151,25 +258,38 @@ class FakeSlackState:
     members_of: set[str] = field(default_factory=set)  # channels the bot is in
     public: set[str] = field(default_factory=set)  # channels it may join
     names: dict[str, str] = field(default_factory=dict)  # channel ID → name (conversations.info)
+    channel_users: dict[str, set[str]] = field(default_factory=dict)  # channel → its people, where a test says
     rate_limits: dict[str, list[float]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by method
+    latency: float = 0.0  # seconds before answering any call without a delay of its own
     failures: dict[str, Failure] = field(default_factory=dict)  # by method, or ANY_METHOD
-    strict_rates: StrictRates | None = None
+    strict_rates: StrictRates | None = field(default_factory=_default_rates)
+    tiers: TierRates | None = None
 
 
 class FakeSlack(LoopbackServer):
-    """See the module docstring."""
+    """See the module docstring. ``issue_on_first_use``: a response_url or trigger_id the fake never issued is
+    issued when first used (for a fake run as its own process, where nothing can call ``response_url()``)."""
 
-    def __init__(self, *, token: str = BOT_TOKEN, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, token: str = BOT_TOKEN, host: str = "127.0.0.1", port: int = 0, issue_on_first_use: bool = False
+    ) -> None:
         super().__init__(host=host, port=port)
         self.token = token
+        self.issue_on_first_use = issue_on_first_use
         self.state = FakeSlackState()
         self.calls: list[Call] = []
-        self.responses: dict[str, list[dict[str, Any]]] = {}
+        self.responses: dict[str, list[dict[str, Any]]] = {}  # accepted response_url posts, by name
+        self.refused: list[Refusal] = []
         self.views: dict[str, dict[str, Any]] = {}
+        self.homes: dict[str, dict[str, Any]] = {}  # App Home tab view, by user
+        self._response_urls: dict[str, ResponseUrl] = {}  # by path
+        self._triggers: dict[str, Trigger] = {}
+        self._offset = 0.0  # advance()
         self._ts = 0
+        self._issued = 0
         self._lock = threading.Lock()
-        self._switches = threading.Lock()  # failures and strict rates: set by the test's thread, read by the fake's
+        self._switches = threading.Lock()  # failures and rates: set by the test's thread, read by the fake's
         # Only touched in the fake's own loop:
         self._waiting: set[asyncio.Task[Any]] = set()  # handlers waiting out a delay, cancelled at stop
         self._placeholder: socket.socket | None = None  # holds the port while nothing listens on it
@@ -182,23 +302,74 @@ class FakeSlack(LoopbackServer):
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
+    def now(self) -> float:
+        """The fake's clock: monotonic time, plus every ``advance()``."""
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward: response_urls and triggers age, rate buckets refill, ``fail(seconds=)``
+        windows pass. Real time keeps running too."""
+        if seconds < 0:
+            raise ValueError("the fake's clock only moves forward")
+        with self._switches:
+            self._offset += seconds
+
     def response_url(self, name: str) -> str:
-        return f"{self.url}/response/{name}"
+        """Issue a new response_url now (5 posts within 30 minutes); its accepted posts go to ``responses[name]``."""
+        with self._lock:
+            self._issued += 1
+            path = f"/response/{name}/{self._issued}"
+            self._response_urls[path] = ResponseUrl(name, self.now())
+        return f"{self.url}{path}"
+
+    def response_urls(self, name: str) -> list[str]:
+        """Every URL issued under ``name``, in order."""
+        return [f"{self.url}{path}" for path, issued in self._response_urls.items() if issued.name == name]
+
+    def posts_to(self, url: str) -> list[dict[str, Any]]:
+        """The posts one response_url accepted."""
+        issued = self._response_urls.get(url.removeprefix(self.url))
+        return [] if issued is None else list(issued.posts)
+
+    def issue_trigger(self, trigger_id: str) -> None:
+        """Slack sent an interaction carrying ``trigger_id`` now: views.open/push may use it once, within 3 s."""
+        with self._lock:
+            self._triggers[trigger_id] = Trigger(self.now())
 
     def add_user(self, user_id: str, name: str, phone: str = "", **kwargs: Any) -> User:
         user = User(user_id, name, phone, **kwargs)
         self.state.users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, *, member: bool = True, public: bool = True, name: str = "") -> None:
+    def add_channel(
+        self,
+        channel_id: str,
+        *,
+        member: bool = True,
+        public: bool = True,
+        name: str = "",
+        users: Iterable[str] | None = None,
+    ) -> None:
+        """``users``: the people in the channel; given, chat.postEphemeral to anyone else is ``user_not_in_channel``."""
         self.state.names[channel_id] = name or channel_id.lower()
         if member:
             self.state.members_of.add(channel_id)
         if public:
             self.state.public.add(channel_id)
+        if users is not None:
+            self.state.channel_users[channel_id] = set(users)
+
+    def dms(self, user_id: str) -> list[dict[str, Any]]:
+        """What the app posted to ``user_id`` in its DM (the App Home messages tab), in order."""
+        channels = {user_id, dm_channel(user_id)}
+        return [c.params for c in self.attempts("chat.postMessage") if c.ok and c.params.get("channel") in channels]
 
     def rate_limit(self, method: str, times: int = 1, retry_after: float = 1) -> None:
         self.state.rate_limits.setdefault(method, []).extend([retry_after] * times)
+
+    def latency(self, seconds: float) -> None:
+        """Answer every call (and response_url post) after ``seconds``; ``state.delays[method]`` overrides it."""
+        self.state.latency = seconds
 
     def fail(
         self,
@@ -216,7 +387,7 @@ class FakeSlack(LoopbackServer):
             raise ValueError(f"fail() answers an HTTP error status or an error code, not {status}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1")
-        until = None if seconds is None else time.monotonic() + seconds
+        until = None if seconds is None else self.now() + seconds
         with self._switches:
             self.state.failures[method] = Failure(200 if error is not None else status, error, times, until)
 
@@ -231,17 +402,24 @@ class FakeSlack(LoopbackServer):
     def strict_rates(
         self, per_channel_per_second: float = 1.0, burst: int = 2, *, methods: Iterable[str] = POSTING_METHODS
     ) -> None:
-        """Limit each of ``methods`` per channel as Slack limits ``chat.postMessage``: ``burst`` calls at once, then
-        ``per_channel_per_second``. Over it: HTTP 429, ``Retry-After`` in whole seconds, and nothing is posted."""
+        """Limit each of ``methods`` per channel more strictly than the default (chat.postMessage, bursts of 10):
+        ``burst`` calls at once, then ``per_channel_per_second``. Over it: HTTP 429, ``Retry-After`` in whole
+        seconds, and nothing is posted."""
         if per_channel_per_second <= 0 or burst < 1:
             raise ValueError("strict_rates() needs a positive rate and a burst of at least 1")
         with self._switches:
-            self.state.strict_rates = StrictRates(per_channel_per_second, burst, frozenset(methods))
+            self.state.strict_rates = StrictRates(per_channel_per_second, burst, methods=frozenset(methods))
 
     def relax_rates(self) -> None:
-        """End ``strict_rates()``: no per-channel limit (the default)."""
+        """No per-channel limit at all (not even the default one)."""
         with self._switches:
             self.state.strict_rates = None
+
+    def rate_tiers(self, on: bool = True, *, scale: float = 1.0) -> None:
+        """Limit each method to its Web API tier (``METHOD_TIERS``): a minute's worth at once, then the tier's rate
+        (``scale`` multiplies it). Over it: HTTP 429 with ``Retry-After``, nothing done."""
+        with self._switches:
+            self.state.tiers = TierRates(scale) if on else None
 
     def refuse_connections(self, seconds: float | None = None) -> None:
         """Stop listening (connecting is refused) and close open connections, for ``seconds`` or until
@@ -257,10 +435,10 @@ class FakeSlack(LoopbackServer):
         return self._placeholder is not None
 
     def of(self, method: str) -> list[dict[str, Any]]:
-        """Parameters of every call to ``method``, in order, as Slack took them in: calls that ``fail()`` or
-        ``strict_rates()`` turned away are left out (see ``attempts``); ``rate_limit()``'s 429s and calls still
-        waiting out a delay are in, as they always were."""
-        return [c.params for c in self.calls if c.method == method and c.fault not in ("fail", "strict_rate")]
+        """Parameters of every call to ``method``, in order, as Slack took them in: calls turned away (``fail()``,
+        the rate limits) or refused for what they carried (``refused``) are left out (see ``attempts``);
+        ``rate_limit()``'s 429s and calls still waiting out a delay are in, as they always were."""
+        return [c.params for c in self.calls if c.method == method and c.fault not in TURNED_AWAY]
 
     def attempts(self, method: str) -> list[Call]:
         """Every call to ``method``, in order, turned away or not, with what the fake answered."""
@@ -276,7 +454,10 @@ class FakeSlack(LoopbackServer):
         deadline = loop.time() + seconds
         while len(self.of(method)) < count:
             if loop.time() > deadline:
-                raise AssertionError(f"{method} called {len(self.of(method))} times, expected {count}: {self.calls}")
+                raise AssertionError(
+                    f"{method} called {len(self.of(method))} times, expected {count}; refused: {self.refused}; "
+                    f"calls: {self.calls}"
+                )
             await asyncio.sleep(0.01)
         return self.of(method)
 
@@ -285,7 +466,7 @@ class FakeSlack(LoopbackServer):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
-        app.router.add_post("/response/{name}", self._response_url)
+        app.router.add_post("/response/{path:.*}", self._response_url)
         app.router.add_get("/_calls/{method}", self._calls)
         app.router.add_get("/_replies", self._replies)
         return app
@@ -395,21 +576,62 @@ class FakeSlack(LoopbackServer):
         return params
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        body = json.loads(await request.text())
-        self.responses.setdefault(request.match_info["name"], []).append(body)
+        arrived = self.now()
+        raw = await request.text()
+        if self.state.latency:
+            await self._delay(self.state.latency)
+        path = request.path
+        issued = self._response_urls.get(path)
+        if issued is None and self.issue_on_first_use:
+            issued = self._response_urls[path] = ResponseUrl(path.split("/")[2], arrived)
+        name = issued.name if issued is not None else path.removeprefix("/response/")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._refuse_post(name, {"raw": raw}, 400, "invalid_payload")
+        if not isinstance(body, dict):
+            return self._refuse_post(name, {"raw": raw}, 400, "invalid_payload")
+        if issued is None:
+            return self._refuse_post(name, body, 404, "no_service")
+        if arrived - issued.issued_at > RESPONSE_URL_SECONDS:
+            return self._refuse_post(name, body, 404, "expired_url")
+        if len(issued.posts) >= RESPONSE_URL_USES:
+            return self._refuse_post(name, body, 404, "used_url")
+        if not body.get("text") and not body.get("blocks") and not body.get("delete_original"):
+            return self._refuse_post(name, body, 400, "no_text")
+        refused = self._message_refusal(body)
+        if refused is not None:
+            return self._refuse_post(name, body, 400, refused["error"], refused.get("errors", []))
+        issued.posts.append(body)
+        self.responses.setdefault(issued.name, []).append(body)
         return web.Response(text="ok")
+
+    def _refuse_post(
+        self, name: str, body: dict[str, Any], status: int, error: str, messages: list[str] | None = None
+    ) -> web.Response:
+        """A response_url post refused as Slack's hooks refuse them: an HTTP error status and the error as text."""
+        self.refused.append(Refusal(f"response_url:{name}", body, status, error, messages or []))
+        return web.Response(text=error, status=status)
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await self._params(request)
         call = Call(method, params, dict(request.headers))
-        # Decided on arrival, as Slack counts a call when it comes in; recorded before `of()` can see the call.
-        turned_away = self._turn_away(method, params)
+        # Decided on arrival, as Slack decides when a call comes in; recorded before `of()` can see the call.
+        now = self.now()
+        authorized = request.headers.get("Authorization") == f"Bearer {self.token}"
+        turned_away = self._turn_away(method, params, now)
+        refused = None if turned_away is not None or not authorized else self._refusal(method, params, now)
         if turned_away is not None:
             call.fault = turned_away.fault
+        elif refused is not None:
+            call.fault = "refused"
+            messages = refused.get("errors") or refused.get("response_metadata", {}).get("messages", [])
+            self.refused.append(Refusal(method, params, 200, refused["error"], list(messages)))
         self.calls.append(call)
-        if self.state.delays.get(method):
-            await self._delay(self.state.delays[method])
+        delay = self.state.delays.get(method, self.state.latency)
+        if delay:
+            await self._delay(delay)
         call.abandoned = request.transport is None or request.transport.is_closing()
         if turned_away is not None:
             return self._answer(call, turned_away.body, turned_away.status, turned_away.headers)
@@ -419,8 +641,10 @@ class FakeSlack(LoopbackServer):
             call.fault = "rate_limit"
             ratelimited = {"ok": False, "error": "ratelimited"}
             return self._answer(call, ratelimited, 429, {"Retry-After": str(int(retry_after))})
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if not authorized:
             return self._answer(call, {"ok": False, "error": "invalid_auth"})
+        if refused is not None:
+            return self._answer(call, refused)
         handler = getattr(self, "m_" + method.replace(".", "_"), None)
         if handler is None:
             return self._answer(call, {"ok": False, "error": "unknown_method"})
@@ -436,8 +660,7 @@ class FakeSlack(LoopbackServer):
         finally:
             self._waiting.discard(task)
 
-    def _turn_away(self, method: str, params: dict[str, Any]) -> TurnedAway | None:
-        now = time.monotonic()
+    def _turn_away(self, method: str, params: dict[str, Any], now: float) -> TurnedAway | None:
         with self._switches:
             for key in (method, ANY_METHOD):
                 failure = self.state.failures.get(key)
@@ -449,12 +672,76 @@ class FakeSlack(LoopbackServer):
                 if failure.times is not None:
                     failure.times -= 1
                 return self._failure(method, failure)
+            ratelimited = {"ok": False, "error": "ratelimited"}
             rates = self.state.strict_rates
             if rates is not None and method in rates.methods:
                 wait = rates.take((method, str(params.get("channel", ""))), now)
                 if wait:
-                    ratelimited = {"ok": False, "error": "ratelimited"}
                     return TurnedAway("strict_rate", 429, ratelimited, {"Retry-After": str(wait)})
+            if self.state.tiers is not None:
+                wait = self.state.tiers.take(method, now)
+                if wait:
+                    return TurnedAway("tier_rate", 429, ratelimited, {"Retry-After": str(wait)})
+        return None
+
+    def _refusal(self, method: str, params: dict[str, Any], now: float) -> dict[str, Any] | None:
+        """Slack's answer to a call it refuses for what it carries (Block Kit, length, trigger), or None."""
+        if method in POSTING_METHODS:
+            refused = self._message_refusal(params)
+            if refused is None and method == "chat.postEphemeral":
+                people = self.state.channel_users.get(str(params.get("channel", "")))
+                if people is not None and params.get("user") not in people:
+                    refused = {"ok": False, "error": "user_not_in_channel"}
+            return refused
+        if method not in VIEW_METHODS:
+            return None
+        view = params.get("view")
+        found = blockkit.view_problems(view)
+        if found:
+            schema = "[ERROR] failed to match all allowed schemas [json-pointer:/view]"
+            messages = [schema, *(f"[ERROR] {m}" for m in found)]
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": messages}}
+        if len(json.dumps(view)) > blockkit.VIEW_BYTES:
+            return {"ok": False, "error": "view_too_large"}
+        if method in ("views.open", "views.push"):
+            error = self._exchange(str(params.get("trigger_id", "")).strip(), now)
+            if error is not None:
+                return {"ok": False, "error": error}
+        return None
+
+    @staticmethod
+    def _message_refusal(params: dict[str, Any]) -> dict[str, Any] | None:
+        text = params.get("text")
+        if isinstance(text, str) and len(text) > blockkit.MESSAGE_TEXT:
+            return {"ok": False, "error": "msg_too_long"}
+        if "blocks" not in params:
+            return None
+        found = blockkit.problems(params["blocks"], surface="message")
+        if found:
+            messages = [f"[ERROR] {m}" for m in found]
+            return {
+                "ok": False,
+                "error": "invalid_blocks",
+                "errors": found,
+                "response_metadata": {"messages": messages},
+            }
+        if blockkit.blocks_text(params["blocks"]) > blockkit.MESSAGE_BLOCKS_TEXT:
+            return {"ok": False, "error": "msg_blocks_too_long"}
+        return None
+
+    def _exchange(self, trigger_id: str, now: float) -> str | None:
+        """Use a trigger for views.open/push: None, or why Slack refuses it."""
+        with self._lock:
+            trigger = self._triggers.get(trigger_id)
+            if trigger is None and trigger_id and self.issue_on_first_use:
+                trigger = self._triggers[trigger_id] = Trigger(now)
+            if trigger is None:
+                return "invalid_trigger_id"
+            if now - trigger.issued_at > TRIGGER_SECONDS:
+                return "expired_trigger_id"
+            if trigger.exchanged:
+                return "exchanged_trigger_id"
+            trigger.exchanged = True
         return None
 
     @staticmethod
@@ -487,7 +774,7 @@ class FakeSlack(LoopbackServer):
             return f"1763800000.{self._ts:06d}"
 
     def _postable(self, channel: str) -> str | None:
-        if channel.startswith(("U", "W")) or channel in self.state.members_of:
+        if is_dm(channel) or channel in self.state.members_of:
             return None
         return "not_in_channel" if channel in self.state.public else "channel_not_found"
 
@@ -514,7 +801,13 @@ class FakeSlack(LoopbackServer):
         message = {"type": "message", "user": BOT_USER_ID, "text": p.get("text"), "ts": ts}
         if p.get("thread_ts"):
             message["thread_ts"] = p["thread_ts"]
-        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+        # Posting to a user ID posts in the app's DM with them: Slack answers with that DM's channel ID.
+        return {
+            "ok": True,
+            "channel": dm_channel(channel) if is_user(channel) else channel,
+            "ts": ts,
+            "message": message,
+        }
 
     def m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         if (error := self._postable(p.get("channel", ""))) is not None:
@@ -522,6 +815,8 @@ class FakeSlack(LoopbackServer):
         return {"ok": True, "message_ts": self._next_ts()}
 
     def m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        if (error := self._postable(p.get("channel", ""))) is not None:
+            return {"ok": False, "error": error}
         return {"ok": True, "channel": p.get("channel"), "ts": p.get("ts"), "text": p.get("text")}
 
     def m_conversations_join(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -531,16 +826,22 @@ class FakeSlack(LoopbackServer):
         self.state.members_of.add(channel)
         return {"ok": True, "channel": {"id": channel}}
 
+    def m_conversations_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        users = [u for u in str(p.get("users", "")).split(",") if u]
+        if len(users) != 1 or users[0] not in self.state.users:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "channel": {"id": dm_channel(users[0])}}
+
     def m_views_open(self, p: dict[str, Any]) -> dict[str, Any]:
-        if not str(p.get("trigger_id", "")).strip():
-            return {"ok": False, "error": "invalid_trigger_id"}
-        view_id = f"V{len(self.views) + 1:08d}"
-        view = {**p["view"], "id": view_id, "hash": f"{view_id}.1", "state": {"values": {}}}
-        self.views[view_id] = view
-        return {"ok": True, "view": view}
+        return {"ok": True, "view": self._new_view(p["view"])}
+
+    def m_views_push(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "view": self._new_view(p["view"])}
 
     def m_views_update(self, p: dict[str, Any]) -> dict[str, Any]:
         current = self.views.get(p.get("view_id", ""))
+        if current is None and p.get("external_id"):
+            current = next((v for v in self.views.values() if v.get("external_id") == p["external_id"]), None)
         if current is None:
             return {"ok": False, "error": "not_found"}
         if p.get("hash") and p["hash"] != current["hash"]:
@@ -549,6 +850,25 @@ class FakeSlack(LoopbackServer):
         view = {**p["view"], "id": current["id"], "hash": f"{current['id']}.{version}", "state": current["state"]}
         self.views[current["id"]] = view
         return {"ok": True, "view": view}
+
+    def m_views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
+        user = str(p.get("user_id", ""))
+        if user not in self.state.users:
+            return {"ok": False, "error": "invalid_arguments"}
+        current = self.homes.get(user)
+        if current is not None and p.get("hash") and p["hash"] != current["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        view_id = current["id"] if current is not None else f"VH{len(self.homes) + 1:07d}"
+        version = 1 if current is None else int(current["hash"].rsplit(".", 1)[1]) + 1
+        self.homes[user] = {**p["view"], "id": view_id, "hash": f"{view_id}.{version}"}
+        return {"ok": True, "view": self.homes[user]}
+
+    def _new_view(self, view: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            view_id = f"V{len(self.views) + 1:08d}"
+            opened = {**view, "id": view_id, "hash": f"{view_id}.1", "state": {"values": {}}}
+            self.views[view_id] = opened
+        return opened
 
     def m_conversations_info(self, p: dict[str, Any]) -> dict[str, Any]:
         channel = p.get("channel", "")
@@ -583,8 +903,25 @@ class FakeSlack(LoopbackServer):
         return {"ok": True, "users": members}
 
 
+def is_user(channel: str) -> bool:
+    return channel.startswith(("U", "W"))
+
+
+def is_dm(channel: str) -> bool:
+    """A user ID (the app's DM with them) or a DM channel ID."""
+    return is_user(channel) or channel.startswith("D")
+
+
+def dm_channel(user_id: str) -> str:
+    """The ID of the app's DM with ``user_id``, as Slack answers it (``D…``)."""
+    return "D" + user_id[1:]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.fakes.slack --channel C0OPS --usergroup S0SUPPORT=U1,U2``: prints ``PORT <n>``."""
+    """``python -m tests.fakes.slack --channel C0OPS --usergroup S0SUPPORT=U1,U2``: prints ``PORT <n>``.
+
+    Run as its own process nothing can call ``response_url()`` or ``issue_trigger()``: a response_url or trigger
+    is issued when first used, then holds to Slack's limits."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -592,7 +929,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channel", action="append", default=[], help="a channel the bot is in")
     parser.add_argument("--usergroup", action="append", default=[], help="S…=U…,U…")
     args = parser.parse_args(argv)
-    fake = FakeSlack(port=args.port)
+    fake = FakeSlack(port=args.port, issue_on_first_use=True)
     for channel in args.channel:
         fake.add_channel(channel)
     for group in args.usergroup:
