@@ -128,10 +128,8 @@ async def test_policy_denial_sends_nothing_and_tells_only_the_sender(
         first["blocks"][1]["text"]["text"]
         == "• +44 20 ••• 0000 is outside the numbers rule 'ops may page on-call' allows"
     )
-    assert (
-        second["blocks"][1]["text"]["text"]
-        == "• &lt;@U0BOB&gt; is not allowed to send via WhatsApp from &lt;#C0SUPPORT&gt;"
-    )
+    # People and channels as Slack shows them (an ephemeral mention notifies nobody), not as escaped markup.
+    assert second["blocks"][1]["text"]["text"] == "• <@U0BOB> is not allowed to send via WhatsApp from <#C0SUPPORT>"
     assert first["blocks"][0]["text"]["text"] == ":no_entry: *Not sent:* the policy does not allow this."
 
 
@@ -147,7 +145,7 @@ async def test_invalid_recipients_are_all_named_and_nothing_is_sent(
         [
             "• '+1555' is not a valid phone number: too short",
             "• @dave has no phone number in their Slack profile",
-            "• &lt;@U0GHOST&gt; is not a member of this workspace",
+            "• <@U0GHOST> is not a member of this workspace",
             "• there is no contact group 'nope' in the policy",
         ]
     )

@@ -6,6 +6,7 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import Enum
@@ -37,6 +38,51 @@ from bot.slack.markup import escape
 
 Block = dict[str, Any]
 QUOTE_LIMIT = 2900  # stay under Slack's 3,000-character limits for one element
+SECTION_LIMIT = 3000  # Slack's limit for a section's text (and each field): over it, the post is refused
+TEXT_LIMIT = 3000  # the top-level ``text`` we send: a notification's fallback (Slack refuses 40,000+)
+LIST_BUDGET = 1500  # characters a list of people or numbers may take inside one line before "and N more"
+
+_SHOWN_MENTION = re.compile(r"&lt;([@#][UWC][A-Z0-9]{2,})&gt;")
+_SHOWN_GROUP = re.compile(r"&lt;(!subteam\^S[A-Z0-9]{2,})&gt;")
+
+
+def fit(text: str, limit: int = SECTION_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, ending with "…" when cut; never inside an ``&amp;``-style escape or a
+    ``<…>`` entity, which Slack would show broken."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp, semi = cut.rfind("&"), cut.rfind(";")
+    if amp > semi:  # "&lt" cut before its ";"
+        cut = cut[:amp]
+    opened, closed = cut.rfind("<"), cut.rfind(">")
+    if opened > closed:  # "<@U123" cut before its ">"
+        cut = cut[:opened]
+    return cut.rstrip() + "…"
+
+
+def listing(items: Sequence[str], budget: int = LIST_BUDGET, *, sep: str = ", ", rest: str = " and {n} more") -> str:
+    """``a, b, c and 198 more``: as many ``items`` as fit in ``budget`` characters, then ``rest`` with how many were
+    left out. At least the first item is shown (cut to fit), so a long list never reads as "and 200 more" alone."""
+    shown: list[str] = []
+    used = 0
+    for i, item in enumerate(items):
+        left = len(items) - i - 1
+        tail = len(rest.format(n=left)) if left else 0
+        cost = len(item) + (len(sep) if shown else 0)
+        if shown and used + cost + tail > budget:
+            return sep.join(shown) + rest.format(n=len(items) - i)
+        shown.append(item if shown else fit(item, max(budget - tail, 20)))
+        used += cost
+    return sep.join(shown)
+
+
+def shown_markup(text: str, *, groups: bool = True) -> str:
+    """``text`` escaped, except the people, channels (and, with ``groups``, user groups) the bot itself names as
+    ``<@U…>``, ``<#C…>``, ``<!subteam^S…>``: Slack shows those as names. ``@channel``, ``@here`` and links stay
+    escaped. ``groups=False`` in posts that everyone sees: a user group mention there would notify every member."""
+    shown = _SHOWN_MENTION.sub(r"<\1>", escape(text))
+    return _SHOWN_GROUP.sub(r"<\1>", shown) if groups else shown
 
 
 def usage(command: str) -> str:
@@ -58,11 +104,18 @@ def usage(command: str) -> str:
 
 
 def section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    """A mrkdwn section; cut to Slack's limit as a last resort (callers keep their lists within it)."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(text)}}
 
 
 def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": fit(text)}]}
+
+
+def plain(text: str) -> tuple[str, list[Block]]:
+    """The shortest form of a message: its fallback text alone in one section. What the bot posts when Slack
+    refused the full message's blocks (it should never have to)."""
+    return fit(text, TEXT_LIMIT), [section(text)]
 
 
 def quote(text: str) -> Block:
@@ -89,18 +142,31 @@ def _refusal_title(refusal: Refusal, alert: bool) -> str:
     return ":warning: *Not sent:* please fix the following and try again."
 
 
+PROBLEM_LIMIT = 300  # one problem's line: a pasted essay as a "phone number" is cut
+
+
 def refusal(r: Refusal, alert: bool = False) -> tuple[str, list[Block]]:
-    """Why nothing was sent: ephemeral to the requester, or (``alert``) in the alert's thread."""
-    lines = "\n".join(f"• {escape(p)}" for p in r.problems)
+    """Why nothing was sent: ephemeral to the requester, or (``alert``) in the alert's thread.
+
+    People and channels show as Slack shows them (an ephemeral mention notifies nobody); in an alert's thread a
+    user group stays unrendered, so its members are not all notified. 60 problems or 1,000: the first that fit,
+    then how many more."""
+    lines = [f"• {fit(shown_markup(p, groups=not alert), PROBLEM_LIMIT)}" for p in r.problems]
+    what = "Alert not texted" if alert else "Not sent"
     return (
-        f"{'Alert not texted' if alert else 'Not sent'}: {'; '.join(r.problems)}",
-        [section(_refusal_title(r, alert)), section(lines)],
+        fit(f"{what}: {'; '.join(r.problems)}", TEXT_LIMIT),
+        [
+            section(_refusal_title(r, alert)),
+            section(listing(lines, SECTION_LIMIT - 40, sep="\n", rest="\n• … and {n} more problems")),
+        ],
     )
 
 
-def recipients_text(send: PreparedSend, numbers: Iterable[PhoneNumber] | None = None) -> str:
-    """``+1 415 ••• 0100 (@alice), +1 415 ••• 0101``: the send's recipients (or ``numbers``), shown per policy."""
-    return ", ".join(_one(send, n.e164) for n in (send.recipients if numbers is None else numbers))
+def recipients_text(send: PreparedSend, numbers: Iterable[PhoneNumber] | None = None, budget: int = LIST_BUDGET) -> str:
+    """``+1 415 ••• 0100 (@alice), +1 415 ••• 0101 and 198 more``: the send's recipients (or ``numbers``), shown
+    per policy, as many as fit in ``budget`` characters."""
+    shown = [_one(send, n.e164) for n in (send.recipients if numbers is None else numbers)]
+    return listing(shown, budget)
 
 
 def _what(send: PreparedSend) -> str:
@@ -156,7 +222,7 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
     what = "An SMS" if send.via is Via.SMS else "A WhatsApp message"
-    text = f"{what} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}"
+    text = fit(f"{what} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}", TEXT_LIMIT)
     return text, [section(head), quote(send.text), context(sizing(send))]
 
 
@@ -190,7 +256,7 @@ def explain(error: D7Error, send: PreparedSend) -> str:
             f"WhatsApp number on the D7 account{status}. An admin must register it or fix the policy."
         )
     if isinstance(error, D7ValidationError):
-        return f":x: *Not sent:* D7 said the request was invalid{status}: {escape(str(error))}"
+        return f":x: *Not sent:* D7 said the request was invalid{status}: {fit(escape(str(error)), 1000)}"
     if isinstance(error, D7OutcomeUnknownError):
         return (
             ":warning: *Outcome unknown:* D7 did not answer, so the text may or may not have gone out. "
@@ -202,8 +268,8 @@ def explain(error: D7Error, send: PreparedSend) -> str:
             f":x: *Not sent:* D7 was unavailable{status} {tries}. Nothing was sent; please try again later."
         ).replace("  ", " ")
     if isinstance(error, D7NotFoundError):
-        return f":x: *Not sent:* D7 answered “not found”{status}: {escape(error.message)}"
-    return f":x: *Not sent:* D7 answered with an error{status}: {escape(error.message)}"
+        return f":x: *Not sent:* D7 answered “not found”{status}: {fit(escape(error.message), 1000)}"
+    return f":x: *Not sent:* D7 answered with an error{status}: {fit(escape(error.message), 1000)}"
 
 
 def outcome(send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDelivery] = ()) -> tuple[str, list[Block]]:
@@ -244,7 +310,8 @@ def _alert_notes(send: PreparedSend) -> list[Block]:
             f"They get one summary text{when}."
         )
     if send.unreached:
-        notes.append(":warning: *Not reached:* " + "; ".join(escape(p) for p in send.unreached))
+        problems = [fit(shown_markup(p, groups=False), PROBLEM_LIMIT) for p in send.unreached]
+        notes.append(":warning: *Not reached:* " + listing(problems, sep="; "))
     return [section(n) for n in notes]
 
 
@@ -320,7 +387,7 @@ def delivery_text(status: str, reason: str | None) -> str:
     """``:white_check_mark: delivered``; unknown words are shown as D7 wrote them."""
     delivery = delivery_of(status)
     emoji, label = _DELIVERY_LOOK.get(delivery, (":grey_question:", f"“{escape(status)}” (as D7 reported it)"))
-    return f"{emoji} {label}" + (f" ({escape(reason)})" if reason else "")
+    return f"{emoji} {label}" + (f" ({fit(escape(reason), 200)})" if reason else "")
 
 
 def _one(send: PreparedSend, e164: str) -> str:
@@ -329,23 +396,45 @@ def _one(send: PreparedSend, e164: str) -> str:
     return f"{shown} (@{escape(name)})" if name else shown
 
 
+DETAIL_BUDGET = 2600  # the card's per-recipient lines, within one section (3,000) with its heading
+
+
 def delivery_blocks(send: PreparedSend, statuses: Sequence[RecipientDelivery]) -> list[Block]:
-    """Each recipient's latest delivery status, in the order they were sent to."""
+    """Each recipient's latest delivery status, in the order they were sent to; when that does not fit in one
+    section (hundreds of recipients), counts by status and the detail of those not reached."""
     if not statuses:
         return []
     known = {s.recipient: s for s in statuses}
-    lines = []
-    for number in send.recipients:
-        status = known.pop(number.e164, None)
-        shown = delivery_text(status.status, status.reason) if status else ":hourglass: no report yet"
-        lines.append(f"{_one(send, number.e164)}: {shown}")
-    lines += [f"{_one(send, s.recipient)}: {delivery_text(s.status, s.reason)}" for s in known.values()]
-    return [section("*Delivery*\n" + "\n".join(lines))]
+    rows: list[tuple[str, RecipientDelivery | None]] = [(n.e164, known.pop(n.e164, None)) for n in send.recipients]
+    rows += [(s.recipient, s) for s in known.values()]  # reports for numbers not among the recipients
+    lines = [f"{_one(send, e164)}: {_status_of(status)}" for e164, status in rows]
+    if sum(len(line) + 1 for line in lines) <= DETAIL_BUDGET:
+        return [section("*Delivery*\n" + "\n".join(lines))]
+    counts: dict[str, int] = {}
+    for _, status in rows:
+        label = _label_of(status)
+        counts[label] = counts.get(label, 0) + 1
+    head = "*Delivery* · " + " · ".join(f"{n} {label}" for label, n in counts.items())
+    failed = [f"{_one(send, e164)}: {_status_of(s)}" for e164, s in rows if s is not None and s.delivery.failed]
+    if not failed:
+        return [section(head)]
+    detail = listing(failed, DETAIL_BUDGET - len(head), sep="\n", rest="\n… and {n} more not reached")
+    return [section(f"{head}\n*Not reached:*\n{detail}")]
+
+
+def _status_of(status: RecipientDelivery | None) -> str:
+    return delivery_text(status.status, status.reason) if status else ":hourglass: no report yet"
+
+
+def _label_of(status: RecipientDelivery | None) -> str:
+    if status is None:
+        return "no report yet"
+    return _DELIVERY_LOOK.get(status.delivery, ("", "other"))[1]
 
 
 def undelivered(send: PreparedSend, failures: Sequence[RecipientDelivery]) -> str:
     """A new thread reply when a recipient was not reached: failure is never only an edited card."""
-    who = "; ".join(f"{_one(send, f.recipient)}: {delivery_text(f.status, f.reason)}" for f in failures)
+    who = listing([f"{_one(send, f.recipient)}: {delivery_text(f.status, f.reason)}" for f in failures], sep="; ")
     if send.alert is not None:
         return f":rotating_light: *Not reached:* {who}. This alert did not get to them: page them another way."
     what = "SMS" if send.via is Via.SMS else "WhatsApp message"
@@ -380,8 +469,8 @@ def status_report(record: SendRecord, report: StatusReport, show: NumberDisplay)
         if r.country:
             parts.append(escape(r.country))
         lines.append(f"{PhoneNumber(e164_of(r.recipient)).display(show)}: " + " · ".join(parts))
-    body = "\n".join(lines) or "D7 lists no recipients for this request yet."
-    return f"{what} {report.request_id}: " + "; ".join(lines), [section(head), section(body)]
+    body = listing(lines, DETAIL_BUDGET, sep="\n") or "D7 lists no recipients for this request yet."
+    return fit(f"{what} {report.request_id}: " + "; ".join(lines), TEXT_LIMIT), [section(head), section(body)]
 
 
 def status_not_found(request_id: str) -> str:
@@ -401,6 +490,15 @@ def cannot_post_here(channel_id: str) -> str:
         f"I can't post in <#{channel_id}> (a private channel or a conversation I'm not in), "
         "so the whole story is here, just for you. Invite me to the channel to share results with it."
     )
+
+
+def dm_note(channel_id: str) -> str:
+    """The first line of a notice written to the requester's DM with the app, saying where it belongs."""
+    if channel_id.startswith(("D", "U", "W")) or not channel_id:
+        return (
+            ":speech_balloon: About a text you sent from a direct message (I cannot answer there, so I tell you here)."
+        )
+    return f":speech_balloon: About a text you sent from <#{channel_id}> (I cannot answer there, so I tell you here)."
 
 
 def cannot_record() -> str:
