@@ -49,7 +49,7 @@ from bot.sending.outbox import Outbox
 from bot.sending.pipeline import SEND_RETRY, Pipeline
 from bot.sending.telling import Teller
 from bot.slack.alerts import SlackMessageReader
-from bot.slack.conversation import SlackConversations
+from bot.slack.conversation import PACED_METHODS, SlackConversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.listeners import Deps, register_all
 from bot.slack.retry import CappedRateLimitRetryHandler
@@ -193,7 +193,8 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(),
             # Not slack_sdk's own: it raises on a Retry-After of "inf" or "nan" and sleeps as long as a huge one says.
-            CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+            # Posts wait out their 429s in turn, per channel (ChannelPacer), not each on its own here.
+            CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES, paced=PACED_METHODS),
         ],
     )
 

@@ -614,7 +614,7 @@ class FakeConversations:
     failing: dict[str, int] = field(default_factory=dict)  # method → how many more calls of it fail
     slowness: dict[str, float] = field(default_factory=dict)  # method → seconds its next call takes
 
-    def open(self, origin: Origin) -> FakeConversation:
+    def open(self, origin: Origin, received_at: datetime | None = None) -> FakeConversation:
         return FakeConversation(origin, self)
 
     def fail(self, method: str, times: int = 1) -> None:

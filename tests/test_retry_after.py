@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import SLACK_RATE_LIMIT_RETRIES, make_slack_client
 from bot.d7 import D7Client
 from bot.d7.retry import MAX_RETRY_AFTER, parse_retry_after
 from bot.domain.errors import D7RateLimitedError
+from bot.slack.conversation import ChannelPacer
 from bot.slack.retry import MAX_RETRY_AFTER as SLACK_MAX_RETRY_AFTER
 from bot.slack.retry import UNUSABLE_RETRY_AFTER, CappedRateLimitRetryHandler
 from tests.conftest import Sleeps
@@ -126,6 +128,7 @@ class RateLimitedSlack(LoopbackServer):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/chat.postMessage", self._post)
+        app.router.add_route("*", "/api/users.info", self._post)  # a look-up: the client's handler retries it
         return app
 
     async def _post(self, request: web.Request) -> web.Response:
@@ -206,11 +209,35 @@ async def test_the_bots_slack_client_survives_retry_after_nan(
         bots = make_slack_client(settings)
         made_clients.append(bots)
 
-        answer = await bots.chat_postMessage(channel="C0OPS", text="hi")
+        answer = await bots.users_info(user="U0ALICE")
 
     assert answer["ok"] is True
     first, second = server.calls
     assert UNUSABLE_RETRY_AFTER <= second - first < UNUSABLE_RETRY_AFTER + 1.5
+
+
+async def test_the_bots_client_leaves_a_posts_429_to_the_channel_pacer_which_waits_it_out_in_turn(
+    slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> None:
+    """Posts are paced per channel: the client's handler would retry each 429 on its own, and a burst's posts
+    would all come back at the same instant and meet the limit again."""
+    with RateLimitedSlack("1") as server:
+        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
+        bots = make_slack_client(settings)
+        made_clients.append(bots)
+        with pytest.raises(SlackApiError) as raised:
+            await bots.chat_postMessage(channel="C0OPS", text="hi")
+    assert raised.value.response.status_code == 429
+    assert len(server.calls) == 1  # not retried by the client
+
+    with RateLimitedSlack("1") as server:
+        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
+        bots = make_slack_client(settings)
+        made_clients.append(bots)
+        answer = await ChannelPacer().run("C0OPS", lambda: bots.chat_postMessage(channel="C0OPS", text="hi"))
+    assert answer["ok"] is True
+    first, second = server.calls
+    assert second - first >= 1.0  # after its Retry-After, in the channel's turn
 
 
 async def test_the_bots_slack_client_retries_429s_with_the_capped_handler(

@@ -88,8 +88,14 @@ class MessageReader(Protocol):
     async def read(self, message: Mapping[str, Any]) -> tuple[str, str]: ...
 
 
+class CannotTell(Exception):
+    """The story cannot be told there, and trying again will not change it (a channel that is gone, a refused
+    message): the teller logs it and gives up at once instead of trying for 24 hours."""
+
+
 class Conversation(Protocol):
-    """Where one request's story is told (for Slack: an ephemeral, a parent message and its thread)."""
+    """Where one request's story is told (for Slack: an ephemeral, a parent message and its thread). Each call
+    raises ``CannotTell`` when nobody can be told, and any other exception when it may work later."""
 
     async def refuse(self, refusal: Refusal) -> None: ...
 
@@ -119,7 +125,9 @@ class Conversation(Protocol):
 class Conversations(Protocol):
     """Opens the conversation of a stored origin (also after a restart)."""
 
-    def open(self, origin: Origin) -> Conversation: ...
+    def open(self, origin: Origin, received_at: datetime | None = None) -> Conversation:
+        """``received_at``: when the request came in (how old its ``response_url`` is)."""
+        ...
 
 
 class SendStore(Protocol):

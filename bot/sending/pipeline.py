@@ -92,7 +92,7 @@ class Pipeline:
 
     async def handle(self, record: SendRecord) -> None:
         """Move one leased intent as far as it can go. Never raises for anything a user could cause."""
-        conversation = self.conversations.open(record.request.origin)
+        conversation = self.conversations.open(record.request.origin, record.created_at)
         send: PreparedSend | None = None
         try:
             if record.state is SendState.PENDING:

@@ -1,8 +1,9 @@
 """Telling: each intent's outcome told in Slack exactly once, and its result message kept up to date.
 
-A post that fails is tried again later (``RetryPolicy``) for 24 hours, then given up with an error in the log; a
-result message that cannot be rewritten is tried again a minute later. New delivery failures always get a reply of
-their own, never only an edited card.
+A post that fails is tried again later (``RetryPolicy``) for 24 hours, then given up with an error in the log; one
+that Slack refuses for a reason that will not change (``CannotTell``) is given up at once, with an error in the log.
+A result message that cannot be rewritten for now is tried again a minute later (for 3 days, as long as reports
+come). New delivery failures always get a reply of their own, whether or not the card could be rewritten.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.phone import NumberDisplay
-from bot.domain.ports import Conversation, Conversations, DeliveryLog, SendStore
+from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     Checked,
@@ -31,8 +32,10 @@ log = logging.getLogger("bot.sending")
 # Telling an outcome: 4 s, doubling to at most 30 s (told within 30 s of Slack coming back), for 24 hours.
 TELL_RETRY = RetryPolicy(base_delay=4.0, max_delay=30.0, max_attempts=None, max_retry_after=None, jitter=False)
 TELL_GIVE_UP = timedelta(hours=24)
-# Rewriting the result message with new statuses: every minute until Slack takes it.
+# Rewriting the result message with new statuses: every minute until Slack takes it, for as long as D7 reports
+# (a report can come up to 72 hours after the send).
 CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=False)
+CARD_GIVE_UP = timedelta(hours=72)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -77,6 +80,10 @@ class Teller:
                 result_ts = await conversation.finish(shown, record.placement, outcome, statuses)
         except LeaseLost:
             raise
+        except CannotTell as exc:
+            log.error("cannot tell Slack the outcome of send_id=%s, and never will: %s", record.id, exc)
+            await self.sends.told(record, None)
+            return
         except Exception as exc:
             # Counted from the outcome, not the request: a summary goes out a whole window after it was recorded.
             failing_for = self.clock() - (record.finished_at or record.created_at)
@@ -94,28 +101,47 @@ class Teller:
 
     async def show_statuses(self, record: SendRecord, conversation: Conversation) -> None:
         """New delivery statuses: rewrite the result message, and say so in the thread when a phone was not
-        reached."""
+        reached. The reply does not wait for the card: a card Slack refuses never hides a failure."""
         due = record.card_due_at
         statuses = await self.deliveries.statuses(record.id)
         send = await self.alerts.with_holds(self.prepared(record))
-        try:
-            if record.result_ts is not None:
+        again: Exception | None = None
+        if record.result_ts is not None:
+            try:
                 await conversation.update_card(send, record.result_ts, record.outcome or Outcome(), statuses)
-            failures = [s for s in statuses if s.delivery.failed and not s.notified]
-            if failures:
+            except LeaseLost:
+                raise
+            except CannotTell as exc:
+                log.error("cannot show delivery statuses on the result of send_id=%s: %s", record.id, exc)
+            except Exception as exc:
+                again = exc
+        failures = [s for s in statuses if s.delivery.failed and not s.notified]
+        if failures:
+            try:
                 await conversation.undelivered(send, record.placement, failures)
+            except LeaseLost:
+                raise
+            except CannotTell as exc:
+                log.error("cannot tell that send_id=%s was not delivered to some: %s", record.id, exc)
                 await self.deliveries.mark_notified(record.id, [f.recipient for f in failures])
-        except LeaseLost:
-            raise
-        except Exception as exc:
-            log.warning("could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, exc)
-            await self.sends.card_later(record, self.clock() + timedelta(seconds=self.card_retry.wait(1)))
-            return
+            except Exception as exc:
+                again = again or exc
+            else:
+                await self.deliveries.mark_notified(record.id, [f.recipient for f in failures])
+        if again is not None:
+            failing_for = self.clock() - (record.finished_at or record.created_at)
+            if failing_for <= CARD_GIVE_UP:
+                log.warning(
+                    "could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, again
+                )
+                await self.sends.card_later(record, self.clock() + timedelta(seconds=self.card_retry.wait(1)))
+                return
+            log.error("gave up showing delivery statuses of send_id=%s: %s", record.id, again)
         if due is not None:
             await self.sends.card_shown(record, due)
         await self.sends.release(record)
 
     async def still_unknown(self, record: SendRecord) -> None:
         """An ``unknown`` outcome, reconciled: D7 has no look-up without a request_id; a person decides."""
-        conversation = self.conversations.open(record.request.origin)
+        conversation = self.conversations.open(record.request.origin, record.created_at)
         await conversation.still_unknown(self.prepared(record), record.placement, record.created_at)

@@ -2,7 +2,14 @@
 
 Everything needed is in the stored ``Origin`` and ``Placement``, so the story continues after a restart. When the
 bot cannot post in the channel it joins it if it is public; otherwise (private channel, DM) the whole story goes
-to the requester through the ``response_url`` (or ``chat.postEphemeral``), so no result is lost.
+to the requester privately, by the first way Slack still takes:
+
+1. the request's ``response_url`` — Slack takes 5 posts within 30 minutes of the request, counted here;
+2. ``chat.postEphemeral`` in the channel, where the bot may post;
+3. the app's direct message with the requester (App Home's Messages tab), which has neither limit.
+
+Every message fits Slack's limits (``messages``); should Slack still refuse one's blocks, its text alone is posted.
+A post refused for a reason that will not change raises ``CannotTell``: the teller stops instead of retrying.
 """
 
 from __future__ import annotations
@@ -10,19 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin
+from bot.domain.ports import CannotTell
 from bot.domain.sends import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.metrics import Metrics
 from bot.slack import messages
@@ -32,8 +41,23 @@ log = logging.getLogger("bot.slack")
 
 # Errors that mean "this channel is closed to the bot", not "Slack is broken".
 _CANNOT_POST = frozenset(
-    {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "cannot_reply_to_message"}
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "restricted_action",
+        "cannot_reply_to_message",
+        "user_not_in_channel",
+        "channel_is_archived",
+        "team_access_not_granted",
+    }
 )
+# Errors about the message itself: the same message will be refused again (its text alone may pass).
+_REFUSED_MESSAGE = frozenset(
+    {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_arguments", "too_many_attachments"}
+)
+# chat.update: the message to rewrite is gone or can no longer be edited.
+_CANNOT_UPDATE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"})
 # Errors that pass: the post is tried again later (by the outbox), not told privately instead.
 _PASSING = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
@@ -55,15 +79,34 @@ class _Channel:
 
 # After Slack answered 429 in a channel, its posts take turns this long (Slack's limit there is about 1 a second).
 CAREFUL_FOR = 60.0
+# The methods the pacer paces, and how many times it tries one call that Slack answers 429 (each after its turn
+# and Retry-After); the client's own 429 retries leave these methods alone.
+PACED_METHODS = ("chat.postMessage", "chat.update")
+PACED_ATTEMPTS = 4
+
+_T = TypeVar("_T")
 
 
 class ChannelPacer:
     """Posts to a channel go out at once while Slack takes them. Once Slack answers 429 there, the channel's posts
     take turns, none before its ``Retry-After``, for a minute: a burst queues instead of being answered 429 again
-    and again, and other channels are not held up. (Taking turns always would cost every burst its concurrency.)"""
+    and again, and other channels are not held up. (Taking turns always would cost every burst its concurrency.)
+    ``run`` also waits out a post's own 429 in turn and tries it again; the client's 429 retries leave these posts
+    alone (``PACED_METHODS``), as each would come back at the same instant as the others."""
 
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
+
+    async def run(self, channel_id: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()`` in the channel's turn; a 429 is waited out in turn (its Retry-After) and tried again."""
+        for attempt in range(1, PACED_ATTEMPTS + 1):
+            try:
+                async with self.turn(channel_id):
+                    return await call()
+            except SlackApiError as exc:
+                if exc.response.status_code != 429 or attempt == PACED_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def turn(self, channel_id: str) -> AsyncIterator[None]:
@@ -95,53 +138,169 @@ class ChannelPacer:
             raise
 
 
-class SlackConversations:
-    """Opens the Slack conversation of a stored origin; one pacer for every channel's posts."""
+# Slack's response_url: 5 posts within 30 minutes of the request. A minute of margin: a post that leaves at 29:59
+# arrives after 30:00.
+RESPONSE_URL_USES = 5
+RESPONSE_URL_LIFE = timedelta(minutes=30)
+RESPONSE_URL_MARGIN = timedelta(minutes=1)
+RESPONSE_URL_TIMEOUT = 10.0  # seconds for one post to a response_url
 
-    def __init__(self, client: AsyncWebClient, metrics: Metrics, pacer: ChannelPacer | None = None) -> None:
+
+class ResponseUrls:
+    """How many times this process used each ``response_url``. In memory: after a restart (or on another
+    replica) a used-up URL is refused by Slack and the requester is written to directly instead."""
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self._clock = clock
+        self._uses: dict[str, tuple[int, datetime]] = {}  # url → (posts, first seen)
+
+    def take(self, url: str | None, received_at: datetime | None) -> bool:
+        """True (one use counted) when ``url`` may take one more post now."""
+        if not url:
+            return False
+        now = self._clock()
+        for old in [u for u, (_, seen) in self._uses.items() if now - seen > RESPONSE_URL_LIFE]:
+            del self._uses[old]
+        uses, seen = self._uses.get(url, (0, now))
+        issued = received_at or seen
+        if uses >= RESPONSE_URL_USES or now - issued >= RESPONSE_URL_LIFE - RESPONSE_URL_MARGIN:
+            return False
+        self._uses[url] = (uses + 1, seen)
+        return True
+
+    def used_up(self, url: str) -> None:
+        """Slack refused ``url``: no more posts to it."""
+        self._uses[url] = (RESPONSE_URL_USES, self._uses.get(url, (0, self._clock()))[1])
+
+
+class SlackConversations:
+    """Opens the Slack conversation of a stored origin; one pacer and one response_url count for every channel."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        metrics: Metrics,
+        pacer: ChannelPacer | None = None,
+        response_urls: ResponseUrls | None = None,
+    ) -> None:
         self._client = client
         self._metrics = metrics
         self._pacer = pacer or ChannelPacer()
+        self._urls = response_urls or ResponseUrls()
 
-    def open(self, origin: Origin) -> SlackConversation:
-        return SlackConversation(self._client, origin, self._metrics, self._pacer)
+    def open(self, origin: Origin, received_at: datetime | None = None) -> SlackConversation:
+        return SlackConversation(self._client, origin, self._metrics, self._pacer, self._urls, received_at)
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
 
 
 class SlackConversation:
     """The ``Conversation`` of one request, whichever surface it came from."""
 
-    def __init__(self, client: AsyncWebClient, origin: Origin, metrics: Metrics, pacer: ChannelPacer) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        origin: Origin,
+        metrics: Metrics,
+        pacer: ChannelPacer,
+        response_urls: ResponseUrls,
+        received_at: datetime | None = None,
+    ) -> None:
         self._client = client
         self.origin = origin
         self._metrics = metrics
         self._pacer = pacer
+        self._urls = response_urls
+        self._received_at = received_at
 
     def _failed(self, method: str, exc: SlackApiError) -> str:
         error = str(exc.response.get("error") or "unknown")
         self._metrics.slack_errors.labels(method, error).inc()
         return error
 
+    # ------------------------------------------------------------ to the requester alone
+
     async def _respond(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        """Ephemeral to the requester: via the response_url while it works, else chat.postEphemeral."""
-        if self.origin.response_url:
-            try:
-                response = await AsyncWebhookClient(self.origin.response_url).send(
-                    text=text, blocks=blocks, response_type="ephemeral", replace_original=False
-                )
-            except Exception as exc:  # an expired or unreachable response_url: fall through
-                log.warning("response_url failed (%s); trying chat.postEphemeral", type(exc).__name__)
-            else:
-                if response.status_code == 200:
-                    return
-                self._metrics.slack_errors.labels("response_url", str(response.status_code)).inc()
-                log.warning("response_url answered HTTP %s; trying chat.postEphemeral", response.status_code)
+        """Privately to the requester: the response_url while Slack takes it, else chat.postEphemeral, else the
+        app's DM with them (see the module docstring)."""
+        url = self.origin.response_url
+        if url and self._urls.take(url, self._received_at) and await self._via_response_url(url, text, blocks):
+            return
         try:
+            await self._ephemeral(text, blocks)
+            return
+        except SlackApiError as exc:
+            if passing(exc):
+                raise
+            log.info("cannot answer in %s (%s): writing to the requester's DM", self.origin.channel_id, _error(exc))
+        await self._dm(text, blocks)
+
+    async def _via_response_url(self, url: str, text: str, blocks: list[dict[str, Any]] | None) -> bool:
+        try:
+            response = await AsyncWebhookClient(url, timeout=int(RESPONSE_URL_TIMEOUT)).send(
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+            )
+        except Exception as exc:  # unreachable or slow: the next way is tried (the use may have counted)
+            log.warning("response_url failed (%s); trying the next way", type(exc).__name__)
+            return False
+        if response.status_code == 200:
+            return True
+        self._metrics.slack_errors.labels("response_url", str(response.status_code)).inc()
+        log.warning("response_url answered HTTP %s (%s); trying the next way", response.status_code, response.body)
+        if response.status_code in (404, 410) or response.body in ("used_url", "expired_url", "invalid_url"):
+            self._urls.used_up(url)
+        return False
+
+    async def _ephemeral(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        async def once(text: str, blocks: list[dict[str, Any]] | None) -> None:
             await self._client.chat_postEphemeral(
                 channel=self.origin.channel_id, user=self.origin.user_id, text=text, blocks=blocks
             )
+
+        await self._shorter_if_refused("chat.postEphemeral", once, text, blocks)
+
+    async def _dm(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        """The app's DM with the requester: posting to a user ID writes in App Home's Messages tab."""
+        where = messages.dm_note(self.origin.channel_id)
+
+        async def once(text: str, blocks: list[dict[str, Any]] | None) -> None:
+            await self._pacer.run(
+                self.origin.user_id,
+                lambda: self._client.chat_postMessage(
+                    channel=self.origin.user_id,
+                    text=text,
+                    blocks=[messages.context(where), *(blocks or [messages.section(text)])],
+                    unfurl_links=False,
+                    unfurl_media=False,
+                ),
+            )
+
+        try:
+            await self._shorter_if_refused("chat.postMessage", once, text, blocks)
         except SlackApiError as exc:
-            self._failed("chat.postEphemeral", exc)
-            raise
+            if passing(exc):
+                raise
+            raise CannotTell(f"cannot write to {self.origin.user_id}'s DM either ({_error(exc)})") from exc
+
+    async def _shorter_if_refused(self, method: str, post: Any, text: str, blocks: list[dict[str, Any]] | None) -> Any:
+        """``post(text, blocks)``; when Slack refuses the message itself, once more with its text alone."""
+        try:
+            return await post(text, blocks)
+        except SlackApiError as exc:
+            error = self._failed(method, exc)
+            if error not in _REFUSED_MESSAGE or blocks is None:
+                raise
+            log.error(
+                "Slack refused a message in %s (%s: %s); posting its text alone",
+                self.origin.channel_id,
+                error,
+                exc.response.get("errors") or exc.response.get("response_metadata"),
+            )
+        return await post(*messages.plain(text))
+
+    # ------------------------------------------------------------ in the channel
 
     @property
     def _alert(self) -> bool:
@@ -158,20 +317,22 @@ class SlackConversation:
         await self._reply(placement, *messages.alert_not_sent(send, why))
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
-        try:
-            async with self._pacer.turn(self.origin.channel_id):
-                response = await self._client.chat_postMessage(
+        async def once(text: str, blocks: list[dict[str, Any]] | None) -> str:
+            response = await self._pacer.run(
+                self.origin.channel_id,
+                lambda: self._client.chat_postMessage(
                     channel=self.origin.channel_id,
                     text=text,
                     blocks=blocks,
                     thread_ts=thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
-                )
-        except SlackApiError as exc:
-            self._failed("chat.postMessage", exc)
-            raise
-        return str(response["ts"])
+                ),
+            )
+            return str(response["ts"])
+
+        ts: str = await self._shorter_if_refused("chat.postMessage", once, text, blocks)
+        return ts
 
     async def _join(self) -> bool:
         try:
@@ -201,17 +362,23 @@ class SlackConversation:
     async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> str | None:
         """Post in the thread (the message's ts), or tell the requester privately (None).
 
-        Alerts have nobody to tell privately: their story is always in the alert's thread.
+        Alerts have nobody to tell privately: their story is always in the alert's thread, and when that thread is
+        closed to the bot for good, ``CannotTell``.
         """
         if self._alert:
-            return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+            try:
+                return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+            except SlackApiError as exc:
+                if passing(exc):
+                    raise
+                raise CannotTell(f"cannot reply in {self.origin.channel_id} ({_error(exc)})") from exc
         if not placement.private and placement.thread_ts is not None:
             try:
                 return await self._post(text, blocks, placement.thread_ts)
             except SlackApiError as exc:
                 if passing(exc):
                     raise  # Slack is down or busy: the thread gets it when Slack is back, not a private note now
-                log.warning("cannot reply in thread: %s; telling the requester instead", exc.response.get("error"))
+                log.warning("cannot reply in thread: %s; telling the requester instead", _error(exc))
         await self._respond(text, blocks)
         return None
 
@@ -238,12 +405,20 @@ class SlackConversation:
         statuses: Sequence[RecipientDelivery],
     ) -> None:
         """The result message, rewritten in place with each recipient's latest delivery status."""
-        text, blocks = self._card(send, outcome, statuses)
+
+        async def once(text: str, blocks: list[dict[str, Any]] | None) -> None:
+            await self._pacer.run(
+                self.origin.channel_id,
+                lambda: self._client.chat_update(
+                    channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks
+                ),
+            )
+
         try:
-            async with self._pacer.turn(self.origin.channel_id):
-                await self._client.chat_update(channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks)
+            await self._shorter_if_refused("chat.update", once, *self._card(send, outcome, statuses))
         except SlackApiError as exc:
-            self._failed("chat.update", exc)
+            if _error(exc) in _CANNOT_UPDATE | _CANNOT_POST | _REFUSED_MESSAGE:
+                raise CannotTell(f"cannot rewrite the result message ({_error(exc)})") from exc
             raise
 
     async def undelivered(

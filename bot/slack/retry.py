@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
@@ -49,9 +49,24 @@ class CappedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
     """slack_sdk's 429 retry handler with the wait read by ``slack_retry_after``. Like the built-in one it adds
     up to a second of jitter, so tasks that hit the same limit do not all retry at the same instant."""
 
-    def __init__(self, max_retry_count: int = 1, *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, max_retry_count: int = 1, *, sleep: Sleep = asyncio.sleep, paced: Iterable[str] = ()) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self._sleep = sleep
+        # Methods whose 429s the caller waits out itself, in turn (the channel pacer): retried here, each waiting
+        # call would come back at about the same instant and meet the limit again.
+        self._paced = tuple(f"/{method}" for method in paced)
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if self._paced and request.url.endswith(self._paced):
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
     async def prepare_for_next_attempt_async(
         self,

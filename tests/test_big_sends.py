@@ -1,0 +1,125 @@
+"""Sends to hundreds of phones, end to end against the strict fake Slack: the announcement, the result card, the
+"not delivered" replies and an alert's thread reply are all accepted (Slack refuses a section over 3,000
+characters), the lists are summarised, and every failure is told even when the card cannot be rewritten."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.fakes.d7 import FakeD7
+from tests.fakes.slack import FakeSlack
+from tests.harness import App, event_callback, running_app
+
+SECRET = "report-path-secret-0123456789abcdef"
+REPORTS = f"/d7/reports/{SECRET}"
+NUMBERS = [f"+1415555{i:04d}" for i in range(200)]
+BIG_POLICY = f"""
+version: 1
+defaults: {{region: US, max_segments: 3, show_numbers: full}}
+senders:
+  ops-sms: {{via: sms, originator: OpsAlert}}
+contacts:
+  everyone: [{", ".join(f'"{n}"' for n in NUMBERS)}]
+rules:
+  - name: ops may text everyone
+    slack_channels: [C0OPS]
+    users: ["*"]
+    senders: [ops-sms]
+    recipients: ["group:everyone"]
+alerts:
+  - name: storm to everyone
+    slack_channels: [C0ALERTS]
+    match: "(?i)critical"
+    from: any
+    sender: ops-sms
+    to: ["group:everyone"]
+"""
+
+
+@pytest.fixture
+async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
+    slack.add_channel("C0ALERTS")
+    async with running_app(
+        slack,
+        fake_d7,
+        tmp_path,
+        policy=BIG_POLICY,
+        PUBLIC_URL="https://relay.example.com",
+        D7_REPORT_SECRET=SECRET,
+    ) as running:
+        yield running
+
+
+async def undelivered(app: App, request_id: str, numbers: list[str]) -> None:
+    """D7's reports, one per number, as D7 posts them (form data), then wait for the bot to tell them."""
+    for number in numbers:
+        fields = {"request_id": request_id, "msg_id": f"m-{number}", "recipient": number, "status": "undelivered"}
+        body = urlencode(fields | {"reason": "absent subscriber"})
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert (await app.http.post(app.url + REPORTS, content=body, headers=headers)).status_code == 200
+    await app.settle()
+
+
+async def test_a_send_to_200_numbers_is_announced_and_every_failure_told(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await app.command("/sms", "group:everyone Disk full on db-1")
+    await app.settle()
+    assert len(fake_d7.sends) == 1
+    ((request_id, sent),) = fake_d7.sends.items()
+    assert len(sent.recipients) == 200
+
+    announcement, result = slack.of("chat.postMessage")[:2]
+    head = announcement["blocks"][0]["text"]["text"]
+    assert head.startswith(":outbox_tray: <@U0ALICE> is sending an SMS as *OpsAlert* (`ops-sms`) to +1 415-555-0000")
+    assert head.endswith(" more")
+    assert "Accepted by D7" in result["text"]
+
+    await undelivered(app, request_id, NUMBERS[:50])
+
+    # The card counts by status and lists those not reached as far as they fit; Slack took every update.
+    assert slack.refused == []
+    card = slack.of("chat.update")[-1]["blocks"][-1]["text"]["text"]
+    assert card.startswith("*Delivery* · 50 undelivered · 150 no report yet\n*Not reached:*\n+1 415-555-0000")
+    assert card.endswith("more not reached")
+    # Every failure is in a "not delivered" reply in the send's thread (as many replies as reports were told in).
+    replies = [p["text"] for p in slack.of("chat.postMessage") if p.get("thread_ts") and "not delivered" in p["text"]]
+    counted = 0
+    for reply in replies:
+        listed = reply.count("+1 415-555-")
+        more = reply.rsplit(" and ", 1)[-1]
+        counted += listed + (int(more.split()[0]) if more.endswith(" more.") else 0)
+    assert counted == 50
+
+
+async def test_every_failure_is_told_although_slack_refuses_to_rewrite_the_card(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await app.command("/sms", "group:everyone Disk full on db-1")
+    await app.settle()
+    ((request_id, _),) = fake_d7.sends.items()
+    slack.fail("chat.update", error="cant_update_message")  # for good
+
+    await undelivered(app, request_id, NUMBERS[:3])
+
+    replies = [p["text"] for p in slack.of("chat.postMessage") if "not delivered" in str(p.get("text"))]
+    assert sum(r.count("+1 415-555-") for r in replies) == 3
+    # Refused for a reason that will not change: tried once per new report, not every minute.
+    assert len(slack.attempts("chat.update")) <= 3
+    (record,) = await app.relay.storage.sends.audit()
+    assert record.card_due_at is None
+
+
+async def test_an_alert_to_200_numbers_gets_its_thread_reply(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
+    alert = {"type": "message", "user": "U0ANYONE", "text": "CRITICAL: disk full on db-1", "ts": "1763800100.000100"}
+    assert (await app.event(event_callback(alert, channel="C0ALERTS"))).status_code == 200
+    await app.settle()
+
+    assert len(next(iter(fake_d7.sends.values())).recipients) == 200
+    (reply,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == "1763800100.000100"]
+    assert reply["text"].startswith(":white_check_mark: *Alert texted* to +1 415-555-0000, +1 415-555-0001")
+    assert slack.refused == []
