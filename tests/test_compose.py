@@ -45,7 +45,8 @@ async def interact(app: App, payload: dict[str, Any]) -> httpx.Response:
 
 
 async def opened_view(app: App, slack: FakeSlack, count: int = 1) -> dict[str, Any]:
-    """The latest views.open call, with the view as Slack keeps it (id, hash)."""
+    """The latest views.open call, with the view as Slack keeps it (id, hash): the form itself, also when
+    views.open showed "Loading…" and views.update replaced it once its look-ups answered."""
     await app.settle()
     call = (await slack.wait_for("views.open", count))[-1]
     return {**call, "view": list(slack.views.values())[-1]}
@@ -125,6 +126,36 @@ async def test_bare_command_opens_the_modal_with_only_the_allowed_senders(app: A
     assert [o["value"] for o in block(view, "via")["element"]["options"]] == ["sms"]
     assert [o["value"] for o in block(view, "contacts")["element"]["options"]] == ["oncall-db"]
     assert json.loads(view["private_metadata"])["channel_id"] == "C0OPS"
+    assert slack.of("views.update") == []  # nothing to look up: the form itself opened, no "Loading…" first
+
+
+async def test_a_form_that_needs_look_ups_opens_loading_then_becomes_the_form(app: App, slack: FakeSlack) -> None:
+    await app.command("/whatsapp", "", user="U0AGENT", channel="C0SUPPORT", trigger_id="1337.78.open")
+    await app.settle()
+
+    (opened,) = slack.of("views.open")
+    assert opened["trigger_id"] == "1337.78.open"
+    assert "submit" not in opened["view"]
+    assert [b["text"]["text"] for b in opened["view"]["blocks"]] == ["Loading…"]
+    (update,) = slack.of("views.update")
+    view_id = next(iter(slack.views))
+    assert (update["view_id"], update["hash"]) == (view_id, f"{view_id}.1")  # as views.open answered
+    assert update["view"]["submit"]["text"] == "Send"
+    assert [o["value"] for o in block(update["view"], "sender-whatsapp")["element"]["options"]] == ["support-wa"]
+    assert slack.of("usergroups.users.list") == [{"usergroup": "S0SUPPORT"}]
+
+
+async def test_look_ups_that_fail_replace_loading_with_why(app: App, slack: FakeSlack) -> None:
+    slack.fail("usergroups.users.list", 503)
+    await app.command("/whatsapp", "", user="U0AGENT", channel="C0SUPPORT")
+    await app.settle()
+
+    (update,) = slack.of("views.update")
+    assert "submit" not in update["view"]
+    assert update["view"]["blocks"][0]["text"]["text"] == (
+        ":warning: The form cannot be shown: Slack's usergroups.users.list failed (HTTP 503). Nothing was sent. "
+        "Close this and try again in a minute."
+    )
 
 
 async def test_whatsapp_agent_is_offered_the_whatsapp_sender(app: App, slack: FakeSlack) -> None:
@@ -186,9 +217,10 @@ async def test_a_stale_update_never_overwrites_newer_input(app: App, slack: Fake
 async def test_switching_via_offers_that_via_senders(app: App, slack: FakeSlack) -> None:
     await app.command("/sms", "", user="U0AGENT", channel="C0SUPPORT")
     view = (await opened_view(app, slack))["view"]
+    loaded = len(slack.of("views.update"))  # the form replaced "Loading…" (S0SUPPORT was looked up)
 
     await interact(app, block_action(view, state(via="whatsapp", sender=None), "via"))
-    (update,) = await slack.wait_for("views.update")
+    update = (await slack.wait_for("views.update", loaded + 1))[-1]
 
     assert [o["value"] for o in block(update["view"], "sender-whatsapp")["element"]["options"]] == ["support-wa"]
 
@@ -353,6 +385,45 @@ async def test_global_shortcut_asks_where_to_post(app: App, slack: FakeSlack, fa
     assert ok.text == ""
     assert len(fake_d7.sends) == 1
     assert slack.of("chat.postMessage")[0]["channel"] == "C0OPS"
+
+
+async def test_global_shortcut_answers_the_sender_through_the_picked_conversations_response_url(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    slack.add_channel("C0PRIVATE", member=False, public=False)  # private, and the bot is not in it
+    shortcut = {
+        "type": "shortcut",
+        "callback_id": "send_text",
+        "trigger_id": "1337.9.private",
+        "team": {"id": TEAM_ID},
+        "user": {"id": "U0ALICE"},
+        "api_app_id": "A0APP",
+    }
+    await interact(app, shortcut)
+    view = (await opened_view(app, slack))["view"]
+    picker = block(view, "conversation")["element"]
+    assert picker["response_url_enabled"] is True
+    picked = slack.response_url("picked")
+
+    payload = submission(view, state(message="hi", numbers="+14155550100", conversation="C0PRIVATE"))
+    payload["response_urls"] = [
+        {"block_id": "conversation", "action_id": "conversation", "channel_id": "C0PRIVATE", "response_url": picked}
+    ]
+    response = await interact(app, payload)
+    await app.settle()
+
+    assert response.text == ""
+    (record,) = await app.relay.storage.sends.audit()
+    assert (record.request.origin.channel_id, record.request.origin.response_url) == ("C0PRIVATE", picked)
+    assert len(fake_d7.sends) == 1
+    assert any("Accepted by D7" in str(post.get("text")) for post in slack.responses["picked"])
+
+
+async def test_forms_that_knew_their_conversation_offer_no_picker(app: App, slack: FakeSlack) -> None:
+    await app.command("/sms", "")
+    view = (await opened_view(app, slack))["view"]
+
+    assert all(b.get("block_id") != "conversation" for b in view["blocks"])
 
 
 async def test_scheduled_send_uses_the_users_time_zone_and_says_when(

@@ -26,6 +26,7 @@ WHEN = "when"
 PREVIEW = "preview"
 INPUT_ACTIONS = (VIA, NUMBERS, PEOPLE, CONTACTS, MESSAGE)  # each of these refreshes the preview
 MESSAGE_MAX = 3000  # Slack's limit for a plain_text_input
+TITLE = "Send a text"
 
 View = dict[str, Any]
 
@@ -44,15 +45,24 @@ class ComposeContext:
     channel_id: str | None = None  # None: a global shortcut, the user picks the conversation
     thread_ts: str | None = None  # the forwarded message's thread
     response_url: str | None = None
+    cut_from: int | None = None  # the forwarded message's length when it did not fit the message field
 
     @classmethod
     def opened_from(cls, origin: Origin) -> ComposeContext:
         """The form opened where ``origin`` is (a command in a channel, a message's thread)."""
         return cls(**asdict(origin))
 
-    def submitted_in(self, channel_id: str) -> Origin:
-        """Where the submitted form's story is told: the chosen conversation when the form did not know it."""
-        return Origin(**{**asdict(self), "surface": Surface.MODAL, "channel_id": channel_id})
+    def submitted_in(self, channel_id: str, response_url: str | None = None) -> Origin:
+        """Where the submitted form's story is told: the chosen conversation when the form did not know it, with
+        the response_url Slack made for the pick (``response_url_enabled``) when the form had none of its own."""
+        return Origin(
+            surface=Surface.MODAL,
+            team_id=self.team_id,
+            user_id=self.user_id,
+            channel_id=channel_id,
+            response_url=self.response_url or response_url,
+            thread_ts=self.thread_ts,
+        )
 
     def to_metadata(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"))
@@ -111,6 +121,39 @@ def _option(text: str, value: str) -> dict[str, Any]:
     return {"text": _plain(text[:75]), "value": value}
 
 
+def loading() -> str:
+    return "Loading…"
+
+
+def cannot_show_form(reason: str) -> str:
+    """The form could not be built (Slack did not answer a look-up): said instead of leaving "Loading…"."""
+    return f":warning: The form cannot be shown: {reason}. Nothing was sent. Close this and try again in a minute."
+
+
+def slack_too_slow() -> str:
+    return "Slack did not answer in time"
+
+
+def form_went_wrong() -> str:
+    return ":warning: Something went wrong while preparing the form. Nothing was sent. Close this and try again."
+
+
+def cut_notice(original: int) -> str:
+    """Under the message field, when the forwarded message did not fit in it."""
+    return (
+        f"The message was {original:,} characters; the first {MESSAGE_MAX:,} are in the field — "
+        f"{original - MESSAGE_MAX:,} were cut."
+    )
+
+
+def fit_to_field(text: str) -> tuple[str, int | None]:
+    """The text as the message field holds it (Slack refuses a longer ``initial_value``), and its length when it
+    had to be cut (None when it fits)."""
+    if len(text) <= MESSAGE_MAX:
+        return text, None
+    return text[:MESSAGE_MAX], len(text)
+
+
 def split_numbers(raw: str) -> list[str]:
     """Numbers typed in one field, separated by commas, semicolons or new lines (spaces stay inside numbers)."""
     return [part.strip() for part in re.split(r"[,;\n]+", raw) if part.strip()]
@@ -121,7 +164,7 @@ def nothing_allowed_view(context: ComposeContext, reason: str) -> View:
         "type": "modal",
         "callback_id": CALLBACK_ID,
         "private_metadata": context.to_metadata(),
-        "title": _plain("Send a text"),
+        "title": _plain(TITLE),
         "close": _plain("Close"),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": messages.cannot_send_here(reason)}},
@@ -131,12 +174,23 @@ def nothing_allowed_view(context: ComposeContext, reason: str) -> View:
 
 
 def notice_view(text: str) -> View:
-    """A modal that only tells something (no form): when a shortcut's payload was unusable."""
+    """A modal that only tells something (no form): when a shortcut's payload was unusable, or the form could not
+    be prepared."""
     return {
         "type": "modal",
-        "title": _plain("Send a text"),
+        "title": _plain(TITLE),
         "close": _plain("Close"),
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    }
+
+
+def loading_view() -> View:
+    """What ``views.open`` shows at once, inside the trigger's 3 seconds, while the form's look-ups run."""
+    return {
+        "type": "modal",
+        "title": _plain(TITLE),
+        "close": _plain("Cancel"),
+        "blocks": [{"type": "section", "text": _plain(loading())}],
     }
 
 
@@ -153,6 +207,9 @@ def compose_view(form: ComposeForm) -> View:
                     "type": "conversations_select",
                     "action_id": CONVERSATION,
                     "filter": {"include": ["public", "private"], "exclude_bot_users": True},
+                    # The submission then carries a response_url for the picked conversation: the sender can be
+                    # answered there privately even where the bot cannot post (a private channel it is not in).
+                    "response_url_enabled": True,
                 },
             }
         )
@@ -235,16 +292,17 @@ def compose_view(form: ComposeForm) -> View:
         "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
     }
     if form.text:
-        message["initial_value"] = form.text[:MESSAGE_MAX]
-    blocks.append(
-        {
-            "type": "input",
-            "block_id": MESSAGE,
-            "dispatch_action": True,
-            "label": _plain("Message"),
-            "element": message,
-        }
-    )
+        message["initial_value"] = fit_to_field(form.text)[0]
+    message_block: dict[str, Any] = {
+        "type": "input",
+        "block_id": MESSAGE,
+        "dispatch_action": True,
+        "label": _plain("Message"),
+        "element": message,
+    }
+    if form.context.cut_from is not None:
+        message_block["hint"] = _plain(cut_notice(form.context.cut_from))
+    blocks.append(message_block)
     blocks.append(
         {"type": "context", "block_id": PREVIEW, "elements": [{"type": "plain_text", "text": form.preview or " "}]}
     )
@@ -261,7 +319,7 @@ def compose_view(form: ComposeForm) -> View:
         "type": "modal",
         "callback_id": CALLBACK_ID,
         "private_metadata": form.context.to_metadata(),
-        "title": _plain("Send a text"),
+        "title": _plain(TITLE),
         "submit": _plain("Send"),
         "close": _plain("Cancel"),
         "blocks": blocks,

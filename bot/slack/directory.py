@@ -24,6 +24,8 @@ class _SingleFlightCache(Generic[_T]):
     """Answers kept for ``ttl`` seconds; concurrent misses for one key share a single look-up.
 
     Without the sharing, a burst of 200 commands made 68 ``usergroups.users.list`` calls for one group.
+    The look-up runs as a task of its own: a caller that stops waiting (a form's budget ran out) neither cancels it
+    for the others nor wastes it, since the answer still lands in the cache for the next one (the outbox's check).
     Failures are not kept: the next caller asks again.
     """
 
@@ -31,30 +33,34 @@ class _SingleFlightCache(Generic[_T]):
         self.ttl = ttl
         self.max_entries = max_entries
         self._items: dict[str, tuple[float, _T]] = {}
-        self._pending: dict[str, asyncio.Future[_T]] = {}
+        self._pending: dict[str, asyncio.Task[_T]] = {}
 
     async def get(self, key: str, fetch: Callable[[], Awaitable[_T]]) -> _T:
         item = self._items.get(key)
         if item is not None and item[0] >= time.monotonic():
             return item[1]
         pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        if pending is None:
+            pending = asyncio.create_task(self._fetch(key, fetch), name=f"look-up {key}")
+            pending.add_done_callback(_retrieved)
+            self._pending[key] = pending
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, key: str, fetch: Callable[[], Awaitable[_T]]) -> _T:
         try:
             value = await fetch()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
         finally:
             del self._pending[key]
         if len(self._items) >= self.max_entries:
             self._items.clear()
         self._items[key] = (time.monotonic() + self.ttl, value)
-        future.set_result(value)
         return value
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A look-up whose callers all stopped waiting fails unseen, not with "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 def unavailable(method: str, exc: BaseException) -> ServiceUnavailable:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.domain.models import Origin, Surface
 
@@ -101,10 +101,41 @@ class ModalView(_Payload):
     state: ViewState = Field(default_factory=ViewState)
 
 
+class ResponseUrl(_Payload):
+    """A response_url Slack made for the conversation picked in a modal (``response_url_enabled``)."""
+
+    block_id: str
+    action_id: str
+    channel_id: str
+    response_url: str = Field(min_length=1)
+
+
 class ViewSubmission(_Payload):
     """The compose modal submitted (``view_submission``, callback_id ``compose``)."""
 
     view: ModalView
+    response_urls: list[ResponseUrl] = Field(default_factory=list)
+
+    @field_validator("response_urls", mode="before")
+    @classmethod
+    def _usable_response_urls(cls, value: Any) -> Any:
+        # An extra the form can do without: entries Slack wrote some other way are left out, not a broken form.
+        if not isinstance(value, list):
+            return []
+        usable = []
+        for item in value:
+            try:
+                usable.append(ResponseUrl.model_validate(item))
+            except ValidationError:
+                continue
+        return usable
+
+    def response_url(self, block_id: str, channel_id: str | None) -> str | None:
+        """The response_url for ``channel_id`` picked in the block ``block_id``, if Slack made one."""
+        for found in self.response_urls:
+            if found.block_id == block_id and found.channel_id == channel_id:
+                return found.response_url
+        return None
 
 
 class BlockActions(_Payload):

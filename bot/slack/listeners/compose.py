@@ -1,13 +1,21 @@
 """The compose modal: opened by a bare ``/sms``/``/whatsapp`` and both shortcuts, refreshed as the user types,
-validated on submit with errors on the field at fault, then sent through the same durable pipeline."""
+validated on submit with errors on the field at fault, then sent through the same durable pipeline.
+
+Slack's windows shape it. A trigger_id is good for 3 s, so a form that needs look-ups (mentioned people's names,
+the policy's user groups) opens at once with "Loading…" and is replaced by the form when they answer. A submission
+is answered within 3 s, so its look-ups get a budget: past it, the form closes and the intent is recorded as it is;
+the outbox checks it again anyway and tells the sender privately, in the same words, what it refuses.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, tzinfo
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
@@ -17,15 +25,26 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
-from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, why_nothing_allowed
-from bot.sending.admission import Resolution
+from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, groups_to_look_up, why_nothing_allowed
+from bot.sending.admission import Resolution, look_up_each
 from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.listeners import Deps
-from bot.slack.payloads import BlockActions, MessageShortcut, ModalView, ViewSubmission
+from bot.slack.markup import escape
+from bot.slack.payloads import BlockActions, MessageShortcut, ViewSubmission
 
 log = logging.getLogger("bot.slack")
+
+# While "Loading…" shows: the look-ups' time before the form says why it cannot be shown (names that did not come
+# back by then stay as user IDs in the text).
+OPEN_LOOKUPS_WITHIN = 5.0
+# A submission is answered by then (Slack gives up at 3 s); its look-ups get what the database's own deadline
+# (``Intake.within``) leaves of it, and never more than SUBMIT_LOOKUPS_AT_MOST.
+ANSWER_WITHIN = 2.8
+SUBMIT_LOOKUPS_AT_MOST = 1.5
+
+_Modal = TypeVar("_Modal", ViewSubmission, BlockActions)
 
 
 async def build_view(
@@ -36,14 +55,17 @@ async def build_view(
     prefill: str = "",
     typed: str | None = None,
     recipients: int = 0,
+    groups: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """The modal for this user here, or the reason they may not send.
 
     ``prefill`` becomes the message's initial value (only when opening: on updates Slack keeps what was typed);
-    the preview describes ``typed`` when given, else the prefill.
+    the preview describes ``typed`` when given, else what of the prefill fits in the field. ``groups``: the user's
+    policy user groups, when already looked up.
     """
     policy = deps.policy
-    groups = await deps.admission.user_groups(context.user_id, context.channel_id)
+    if groups is None:
+        groups = await deps.admission.user_groups(context.user_id, context.channel_id)
     names = allowed_senders(policy, context.user_id, context.channel_id, groups)
     if not names:
         label = messages.channel_label(context.channel_id)
@@ -51,22 +73,118 @@ async def build_view(
     senders = [SenderOption(n, policy.senders[n].via, policy.senders[n].originator) for n in names]
     vias = [v for v in Via if any(s.via is v for s in senders)]
     chosen = via if via in vias else vias[0]
+    in_field = compose.fit_to_field(prefill)[0]
     form = ComposeForm(
         context=context,
         senders=senders,
         via=chosen,
         contacts={name: len(numbers) for name, numbers in policy.contacts.items()},
-        text=prefill,
-        preview=messages.text_size(prefill if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW),
+        text=in_field,
+        preview=messages.text_size(in_field if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW),
     )
     return compose.compose_view(form)
 
 
 async def open_compose(
-    deps: Deps, client: AsyncWebClient, trigger_id: str, context: ComposeContext, via: Via | None, text: str = ""
+    deps: Deps,
+    client: AsyncWebClient,
+    trigger_id: str,
+    context: ComposeContext,
+    via: Via | None,
+    message: Mapping[str, Any] | None = None,
 ) -> None:
-    view = await build_view(deps, context, via, prefill=text)
-    await client.views_open(trigger_id=trigger_id, view=view)
+    """Open the form within the trigger's 3 s; ``message``: the one "Text this message" prefills it with.
+
+    A form that needs no look-up opens as it is. Otherwise the look-ups start, "Loading…" opens at once beside
+    them, and the form (or, if Slack did not answer them, why it cannot be shown) replaces it.
+    """
+    mentioned = sorted(mentioned_users(message)) if message is not None else []
+    if not mentioned and not groups_to_look_up(deps.policy, context.user_id, context.channel_id):
+        await _views_open(client, trigger_id, await _prepared(deps, context, via, message, mentioned))
+        return
+    preparing = asyncio.create_task(_prepared(deps, context, via, message, mentioned), name="prepare-compose")
+    try:
+        opened = await _views_open(client, trigger_id, compose.loading_view())
+    except BaseException:
+        preparing.cancel()
+        raise
+    if opened is None:
+        preparing.cancel()
+        return
+    await _views_update(client, opened, await preparing)
+
+
+async def _views_open(client: AsyncWebClient, trigger_id: str, view: dict[str, Any]) -> dict[str, Any] | None:
+    """The opened view (its id and hash); None, logged, when Slack refused it (an expired trigger: nobody to tell)."""
+    try:
+        response = await client.views_open(trigger_id=trigger_id, view=view)
+    except SlackApiError as exc:
+        log.warning("the compose form did not open: %s", exc.response.get("error"))
+        return None
+    opened: dict[str, Any] = response["view"]
+    return opened
+
+
+async def _views_update(client: AsyncWebClient, opened: dict[str, Any], view: dict[str, Any]) -> None:
+    """Replace the loading view; if Slack refuses the form itself, say so there rather than leave "Loading…"."""
+    try:
+        await client.views_update(view_id=opened["id"], hash=opened.get("hash"), view=view)
+        return
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error == "not_found":  # closed while loading: nothing left to show
+            log.info("the compose form was closed before it was ready")
+            return
+        log.warning("the compose form could not replace its loading view: %s", error)
+    await client.views_update(view_id=opened["id"], view=compose.notice_view(compose.form_went_wrong()))
+
+
+async def _prepared(
+    deps: Deps, context: ComposeContext, via: Via | None, message: Mapping[str, Any] | None, mentioned: Sequence[str]
+) -> dict[str, Any]:
+    """The form, its look-ups made at once and within OPEN_LOOKUPS_WITHIN; or the notice that says why not."""
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OPEN_LOOKUPS_WITHIN
+        names: dict[str, str] = {}
+        naming = asyncio.create_task(_fill_names(deps, mentioned, names)) if mentioned else None
+        try:
+            async with asyncio.timeout_at(deadline):
+                groups = await deps.admission.user_groups(context.user_id, context.channel_id)
+            if naming is not None:
+                await asyncio.wait({naming}, timeout=max(0.0, deadline - loop.time()))
+                if not naming.done():  # the names still missing stay as user IDs
+                    log.warning("%d mentioned people's names not looked up in time", len(mentioned) - len(names))
+        finally:
+            if naming is not None:
+                naming.cancel()
+        if message is not None:
+            text, cut_from = compose.fit_to_field(flatten(message, names))
+            context = replace(context, cut_from=cut_from)
+        else:
+            text = ""
+        return await build_view(deps, context, via, prefill=text, groups=groups)
+    except ServiceUnavailable as exc:
+        log.warning("compose form not prepared: %s", exc)
+        return compose.notice_view(compose.cannot_show_form(escape(str(exc))))
+    except TimeoutError:
+        log.warning("compose form not prepared: Slack's look-ups took over %.0fs", OPEN_LOOKUPS_WITHIN)
+        return compose.notice_view(compose.cannot_show_form(compose.slack_too_slow()))
+    except Exception:
+        log.exception("compose form not prepared")
+        return compose.notice_view(compose.form_went_wrong())
+
+
+async def _fill_names(deps: Deps, user_ids: Sequence[str], names: dict[str, str]) -> None:
+    """Names of mentioned people into ``names`` as they come (a look-up that fails leaves that one out)."""
+
+    async def name(user_id: str) -> None:
+        names[user_id] = (await deps.directory.person(user_id)).name
+
+    answers = await look_up_each(user_ids, name)
+    failed = [a for a in answers if isinstance(a, Exception) and not isinstance(a, InputError)]
+    if failed:
+        log.warning("%d mentioned people's names not looked up: %s", len(failed), failed[0])
 
 
 def _recipient_count(deps: Deps, values: ComposeValues) -> int:
@@ -81,7 +199,8 @@ def register(app: AsyncApp, deps: Deps) -> None:
         modal = _read_modal(BlockActions, body)
         if modal is None:
             return
-        view, context = modal
+        action, context = modal
+        view = action.view
         values = compose.read_values(view.state.values)
         # No prefill: Slack keeps what was typed in blocks whose ids did not change.
         fresh = await build_view(
@@ -103,11 +222,14 @@ def register(app: AsyncApp, deps: Deps) -> None:
         if modal is None:
             await ack(response_action="errors", errors={compose.MESSAGE: messages.form_broken()})
             return
-        view, context = modal
+        submission, context = modal
+        view = submission.view
         values = compose.read_values(view.state.values)
+        # Only a form that did not know its conversation has the picker, and so a response_url for the pick.
+        picked = None if context.channel_id else submission.response_url(compose.CONVERSATION, values.conversation)
         try:
-            errors, request = await _check(deps, context, values, view.id)
-        except ServiceUnavailable as exc:  # a look-up failed: the form stays open, nothing recorded
+            errors, request = await _check(deps, context, values, view.id, picked, _lookups_budget(deps))
+        except ServiceUnavailable as exc:  # Slack answered that it failed: the form stays open, nothing recorded
             log.warning("compose submission not checked: %s", exc)
             await ack(response_action="errors", errors={compose.MESSAGE: messages.form_slack_unavailable(exc)})
             return
@@ -127,40 +249,60 @@ def register(app: AsyncApp, deps: Deps) -> None:
         deps.metrics.acks.labels("modal").observe(time.perf_counter() - started)
 
 
-def _read_modal(
-    kind: type[ViewSubmission] | type[BlockActions], body: dict[str, Any]
-) -> tuple[ModalView, ComposeContext] | None:
-    """The compose modal in ``body`` and where it was opened; None (logged, no user text) when either is unusable."""
+def _lookups_budget(deps: Deps) -> float:
+    """Seconds a submission's look-ups get: what the database's deadline leaves of the answer's, at most 1.5 s."""
+    return max(0.2, min(SUBMIT_LOOKUPS_AT_MOST, ANSWER_WITHIN - deps.intake.within))
+
+
+def _read_modal(kind: type[_Modal], body: dict[str, Any]) -> tuple[_Modal, ComposeContext] | None:
+    """The compose modal's payload and where it was opened; None (logged, no user text) when either is unusable."""
     try:
-        view = kind.model_validate(body).view
+        payload = kind.model_validate(body)
     except ValidationError as exc:
         log.warning("malformed %s payload: %s", kind.__name__, exc.errors(include_input=False))
         return None
     try:
-        return view, ComposeContext.from_metadata(view.private_metadata)
+        return payload, ComposeContext.from_metadata(payload.view.private_metadata)
     except (ValueError, TypeError):
         log.warning("compose %s with unreadable private_metadata", "submission" if kind is ViewSubmission else "action")
         return None
 
 
 async def _check(
-    deps: Deps, context: ComposeContext, values: ComposeValues, view_id: str
+    deps: Deps,
+    context: ComposeContext,
+    values: ComposeValues,
+    view_id: str,
+    response_url: str | None,
+    within: float,
 ) -> tuple[dict[str, str], SendRequest | None]:
-    """Every problem, keyed by the block at fault (in the words the pipeline uses); or the request to record."""
+    """Every problem, keyed by the block at fault (in the words the pipeline uses); or the request to record.
+
+    What needs no network is always checked. The look-ups (people, the user's groups and time zone) run at once,
+    within ``within`` seconds; when Slack has not answered by then, the form is answered without them: with the
+    problems found so far, or, if there are none, by recording the request as it is. The outbox checks every
+    request again before sending, and tells the sender privately what it refuses (the look-ups meanwhile go on,
+    and their answers are cached for it).
+    """
     via = values.via or Via.SMS
     channel = context.channel_id or values.conversation
     text = values.text.strip()
-    errors = _form_errors(deps, via, channel, values.sender, text)
     refs = (
         [RecipientRef(RefKind.NUMBER, n) for n in values.numbers]
         + [RecipientRef(RefKind.USER, u) for u in values.people]
         + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
     )
-    found = await deps.admission.resolve(refs)
+    errors = _form_errors(deps, via, channel, values.sender, text) | _time_errors(values.when)
+    looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within)
+    if looked_up is None:
+        offline = await deps.admission.resolve([r for r in refs if r.kind is not RefKind.USER])  # no network
+        errors |= _recipient_errors(offline, expect_numbers=not values.people)
+        if errors or channel is None:
+            return errors, None
+        log.warning("compose submission recorded unchecked: Slack's look-ups took over %.1fs", within)
+        return {}, _request(context, values, channel, response_url, refs, view_id, UTC)
+    found, groups, zone = looked_up
     errors |= _recipient_errors(found)
-    schedule, problem = await _schedule(deps, context.user_id, values.when)
-    errors |= problem
-
     if errors or channel is None:
         return errors, None
     facts = SendRequestFacts(
@@ -169,7 +311,7 @@ async def _check(
         via=via,
         recipients=found.numbers,
         sender=values.sender,
-        user_groups=await deps.admission.user_groups(context.user_id, channel, via),
+        user_groups=groups,
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
     )
@@ -177,16 +319,53 @@ async def _check(
     if not decision.allowed:
         errors[_blame(deps, decision.dimension, context, via, facts, found)] = decision.reason
         return errors, None
-    request = SendRequest(
-        via=via,
-        origin=context.submitted_in(channel),
+    return {}, _request(context, values, channel, response_url, refs, view_id, zone)
+
+
+async def _look_up(
+    deps: Deps,
+    user_id: str,
+    channel: str | None,
+    via: Via,
+    refs: Sequence[RecipientRef],
+    when: int | None,
+    within: float,
+) -> tuple[Resolution, frozenset[str], tzinfo] | None:
+    """The recipients resolved, the user's policy groups here and their time zone, asked of Slack at once; None
+    when not all answered within ``within`` seconds. ``ServiceUnavailable`` when Slack answered with a failure."""
+
+    async def groups() -> frozenset[str]:
+        return await deps.admission.user_groups(user_id, channel, via) if channel else frozenset()
+
+    async def zone() -> tzinfo:
+        return await _user_zone(deps, user_id) if when is not None else UTC
+
+    try:
+        async with asyncio.timeout(within):
+            return await asyncio.gather(deps.admission.resolve(refs), groups(), zone())
+    except TimeoutError:
+        return None
+
+
+def _request(
+    context: ComposeContext,
+    values: ComposeValues,
+    channel: str,
+    response_url: str | None,
+    refs: Sequence[RecipientRef],
+    view_id: str,
+    zone: tzinfo,
+) -> SendRequest:
+    return SendRequest(
+        via=values.via or Via.SMS,
+        origin=context.submitted_in(channel, response_url),
         recipients=tuple(refs),
-        text=text,
+        text=values.text.strip(),
         idempotency_key=f"view:{view_id}",
         sender=values.sender,
-        schedule_time=schedule,
+        # The instant the user picked; the zone only says how it is written (a zone not looked up: UTC).
+        schedule_time=None if values.when is None else datetime.fromtimestamp(values.when, zone),
     )
-    return {}, request
 
 
 def _form_errors(deps: Deps, via: Via, channel: str | None, sender: str | None, text: str) -> dict[str, str]:
@@ -203,25 +382,23 @@ def _form_errors(deps: Deps, via: Via, channel: str | None, sender: str | None, 
     return errors
 
 
-def _recipient_errors(found: Resolution) -> dict[str, str]:
-    """The recipient fields: each one's unusable entries, or that there is nobody to text."""
+def _recipient_errors(found: Resolution, *, expect_numbers: bool = True) -> dict[str, str]:
+    """The recipient fields: each one's unusable entries, or (``expect_numbers``) that there is nobody to text."""
     errors: dict[str, str] = {}
     for kind, block in _BLOCK_OF.items():
         problems = [p.error for p in found.problems if p.ref.kind is kind]
         if problems:
             errors[block] = messages.form_recipient_problems(kind, problems)
-    if not found.numbers and not found.problems:
+    if expect_numbers and not found.numbers and not found.problems:
         errors[compose.NUMBERS] = messages.form_no_recipients()
     return errors
 
 
-async def _schedule(deps: Deps, user_id: str, when: int | None) -> tuple[datetime | None, dict[str, str]]:
-    """The "send later" field in the user's time zone (None: now), or why that time cannot be used."""
-    if when is None:
-        return None, {}
-    if when <= time.time() + 60:
-        return None, {compose.WHEN: messages.form_time_in_the_past()}
-    return datetime.fromtimestamp(when, await _user_zone(deps, user_id)), {}
+def _time_errors(when: int | None) -> dict[str, str]:
+    """The "send later" field: a time that has passed (or is about to) cannot be used."""
+    if when is not None and when <= time.time() + 60:
+        return {compose.WHEN: messages.form_time_in_the_past()}
+    return {}
 
 
 _BLOCK_OF = {RefKind.NUMBER: compose.NUMBERS, RefKind.USER: compose.PEOPLE, RefKind.CONTACTS: compose.CONTACTS}
@@ -248,22 +425,17 @@ def _blame(
     return compose.sender_block(via)
 
 
-async def _user_zone(deps: Deps, user_id: str) -> ZoneInfo | Any:
+async def _user_zone(deps: Deps, user_id: str) -> tzinfo:
+    """The user's time zone from their profile; UTC when Slack cannot say (the instant stays the same)."""
     try:
         tz = (await deps.directory.person(user_id)).tz
         return ZoneInfo(tz) if tz else UTC
-    except (InputError, ZoneInfoNotFoundError, ValueError):
+    except (InputError, ServiceUnavailable, ZoneInfoNotFoundError, ValueError):
         return UTC
 
 
 async def forward_message(deps: Deps, client: AsyncWebClient, shortcut: MessageShortcut) -> None:
     """ "Text this message": the modal prefilled with the message as plain text; the result goes in its thread."""
-    names: dict[str, str] = {}
-    for user_id in mentioned_users(shortcut.message):
-        try:
-            names[user_id] = (await deps.directory.person(user_id)).name
-        except InputError:
-            continue
     context = ComposeContext(
         surface=Surface.MESSAGE,
         team_id=shortcut.team.id,
@@ -272,5 +444,4 @@ async def forward_message(deps: Deps, client: AsyncWebClient, shortcut: MessageS
         thread_ts=shortcut.thread_ts,
         response_url=shortcut.response_url,
     )
-    text = flatten(shortcut.message, names)
-    await open_compose(deps, client, shortcut.trigger_id, context, None, text)
+    await open_compose(deps, client, shortcut.trigger_id, context, None, shortcut.message)
