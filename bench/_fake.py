@@ -33,7 +33,7 @@ def loopback_fakes(d7_delay: float) -> Iterator[tuple[Path, str, str]]:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=") as slack_url,
+        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=", "--no-channel-limit") as slack_url,
         fake_d7_process(d7_delay) as d7_url,
     ):
         work = Path(tmp)

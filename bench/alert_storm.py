@@ -166,7 +166,7 @@ def main() -> None:
     limits = "" if args.no_limits else "    max_per_phone: {count: 5, per: 1h}"
     with (
         tempfile.TemporaryDirectory() as tmp,
-        fake_slack_process("--channel", "C0ALERTS") as slack_url,
+        fake_slack_process("--channel", "C0ALERTS", "--no-channel-limit") as slack_url,
         fake_d7_process(args.d7_delay) as d7_url,
     ):
         work = Path(tmp)
