@@ -1,7 +1,8 @@
 """Settings from the environment and ``.env``: the only module that reads the environment.
 
-The names and defaults are the interface contract in DESIGN.md. ``load_settings`` turns every bad or missing
-value into one ``SettingsError`` that lists them all, without echoing any secret.
+The names and defaults are the interface contract (the README's settings table; tests outside the repository use
+them). ``load_settings`` turns every bad or missing value into one ``SettingsError`` that lists them all, without
+echoing any secret.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
-EXTENSIONS = ["SEND_RETRY_DEADLINE", "SEND_RETRY_BACKOFF", "D7_RECONCILE_AFTER"]  # ours, beyond DESIGN.md's contract
+EXTENSIONS = ["SEND_RETRY_DEADLINE", "SEND_RETRY_BACKOFF", "D7_RECONCILE_AFTER"]  # ours, beyond the original contract
 
 
 def test_contract_names_are_exactly_the_settings_fields() -> None:
