@@ -37,19 +37,6 @@ from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import POLICY, sign
 
 STEP_DEADLINE = 30.0
-SLACK_METHODS = (
-    "auth.test",
-    "views.open",
-    "views.update",
-    "users.info",
-    "usergroups.users.list",
-    "conversations.info",
-    "conversations.join",
-    "chat.postMessage",
-    "chat.postEphemeral",
-    "chat.update",
-    "chat.getPermalink",
-)
 BENCH_POLICY = POLICY.replace("max_recipients: 5", "max_recipients: 100") + (
     """
   - name: leads on WhatsApp
@@ -80,7 +67,7 @@ def fake_slack(runs: int, people: int, latency: float) -> FakeSlack:
             n += 1
             fake.add_user(user_id, f"person{n}", f"+1 415 {200 + n // 10000:03d} {n % 10000:04d}")
     fake.relax_rates()  # the results' posts are not measured; no per-channel limit to wait out at the end
-    fake.state.delays.update(dict.fromkeys(SLACK_METHODS, latency))
+    fake.latency(latency)  # every method, and response_url posts
     return fake
 
 

@@ -22,19 +22,6 @@ from tests.harness import POLICY, App, running_app
 from tests.test_compose import block, interact, preview, state, submission
 
 SLACK_LATENCY = 0.2
-SLACK_METHODS = (
-    "auth.test",
-    "views.open",
-    "views.update",
-    "users.info",
-    "usergroups.users.list",
-    "conversations.info",
-    "conversations.join",
-    "chat.postMessage",
-    "chat.postEphemeral",
-    "chat.update",
-    "chat.getPermalink",
-)
 PEOPLE = [f"U0P{i:02d}" for i in range(1, 41)]
 # The test policy, with room for 20 recipients, and a rule in #ops that only a user group's members have: a form
 # opened there looks the group up.
@@ -64,7 +51,7 @@ def slack() -> Iterator[FakeSlack]:
 @pytest.fixture
 async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
     async with running_app(slack, fake_d7, tmp_path, policy=WINDOWS_POLICY) as running:
-        slack.state.delays.update(dict.fromkeys(SLACK_METHODS, SLACK_LATENCY))
+        slack.latency(SLACK_LATENCY)  # every method, and response_url posts
         yield running
 
 
