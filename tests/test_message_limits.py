@@ -152,7 +152,24 @@ def test_unreached_people_in_an_alert_thread_show_as_names_and_groups_do_not_not
     assert any("<@U00000000> has no phone number" in note for note in notes)
     refusal = Refusal(RefusalKind.INVALID, ("<!subteam^S0ONCALL> is empty", "<!channel> ping"))
     _, blocks = messages.refusal(refusal, alert=True)
-    assert blocks[1]["text"]["text"] == "• &lt;!subteam^S0ONCALL&gt; is empty\n• &lt;!channel&gt; ping"
+    assert blocks[1]["text"]["text"] == "• the user group `S0ONCALL` is empty\n• &lt;!channel&gt; ping"
+
+
+def test_what_people_typed_or_put_in_their_profile_never_becomes_a_live_mention() -> None:
+    from bot.domain.errors import InvalidPhoneNumber
+
+    typed = InvalidPhoneNumber("<@U0CEO> <!channel> <#C0SECRET>", "not a phone number")
+    refusal = Refusal(RefusalKind.INVALID, (str(typed), "<@U0BOB> has no phone number in their Slack profile"))
+    for alert in (False, True):
+        text, blocks = messages.refusal(refusal, alert=alert)
+        assert blocks[1]["text"]["text"] == (
+            "• '‹@U0CEO› ‹!channel› ‹#C0SECRET›' is not a valid phone number: not a phone number\n"
+            "• <@U0BOB> has no phone number in their Slack profile"
+        )
+        # The fallback text (notifications, and what is posted if Slack refuses the blocks) is as inert.
+        assert "<!channel>" not in text
+        assert "<@U0CEO>" not in text
+        assert "<@U0BOB>" in text
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -41,13 +41,20 @@ class InputError(BotError):
     """Something a user typed cannot be sent as it is."""
 
 
+def inert(text: str) -> str:
+    """Someone's text, quoted in a message the bot writes, made unable to carry chat markup: ``<`` and ``>``
+    become ``‹`` and ``›``. Problems mix the bot's own mentions (``<@U…>``, shown as names) with what people typed
+    or put in their profile, which must never become a live mention."""
+    return text.replace("<", "‹").replace(">", "›")
+
+
 class InvalidPhoneNumber(InputError):
     """A recipient that is not a valid phone number; ``raw`` is the input as typed."""
 
     def __init__(self, raw: str, reason: str) -> None:
         self.raw = raw
         self.reason = reason
-        super().__init__(f"'{raw}' is not a valid phone number: {reason}")
+        super().__init__(f"'{inert(raw)}' is not a valid phone number: {reason}")
 
 
 class EmptyMessage(InputError):

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from bot.domain.alerts import WHATSAPP_MAX_CHARS
 from bot.domain.encoding import SmsInfo, analyze
-from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong
+from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong, inert
 from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import Decision, Policy, SendRequestFacts, evaluate, groups_to_look_up
@@ -97,9 +97,15 @@ class Resolution:
             self.names.setdefault(number.e164, name)
 
 
+def conversation_label(channel_id: str) -> str:
+    """How a refusal names where a request came from: ``<#C…>`` (Slack shows the channel's name); a direct
+    message has no name Slack would show."""
+    return "this direct message" if channel_id.startswith("D") else f"<#{channel_id}>"
+
+
 def phone_of(person: Person, region: str) -> PhoneNumber:
     """The person's profile phone as a valid number, or an ``InputError`` that names them."""
-    who = f"@{person.name}"
+    who = f"@{inert(person.name)}"
     if person.deleted:
         raise InputError(f"{who} is deactivated")
     if person.is_bot:
@@ -117,7 +123,7 @@ class NoSuchContactGroup(InputError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"there is no contact group '{name}' in the policy")
+        super().__init__(f"there is no contact group '{inert(name)}' in the policy")
 
 
 def _raise_unless_input(exc: Exception) -> InputError:
@@ -202,7 +208,8 @@ class Admission:
                     found.problems.append(Problem(ref, _raise_unless_input(group)))
                     continue
                 if not group:
-                    found.problems.append(Problem(ref, InputError(f"the user group {ref} has no members")))
+                    name = inert(ref.label) if ref.label else f"<!subteam^{ref.value}>"
+                    found.problems.append(Problem(ref, InputError(f"the user group {name} has no members")))
                 self._add_people(found, ref, [people[u] for u in group])
         return found
 
@@ -240,7 +247,7 @@ class Admission:
                 recipients=found.numbers,
                 sender=request.sender,
                 user_groups=await self.user_groups(request.user_id, request.channel_id, request.via),
-                channel_label=f"<#{request.channel_id}>",
+                channel_label=conversation_label(request.channel_id),
                 user_label=f"<@{request.user_id}>",
             )
         )

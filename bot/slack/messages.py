@@ -42,8 +42,8 @@ SECTION_LIMIT = 3000  # Slack's limit for a section's text (and each field): ove
 TEXT_LIMIT = 3000  # the top-level ``text`` we send: a notification's fallback (Slack refuses 40,000+)
 LIST_BUDGET = 1500  # characters a list of people or numbers may take inside one line before "and N more"
 
-_SHOWN_MENTION = re.compile(r"&lt;([@#][UWC][A-Z0-9]{2,})&gt;")
-_SHOWN_GROUP = re.compile(r"&lt;(!subteam\^S[A-Z0-9]{2,})&gt;")
+_SHOWN_MENTION = re.compile(r"&lt;(@[UW][A-Z0-9]{2,}|#[CG][A-Z0-9]{2,})&gt;")
+_SHOWN_GROUP = re.compile(r"&lt;!subteam\^(S[A-Z0-9]{2,})(?:\|([^&]*))?&gt;")
 
 
 def fit(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -78,11 +78,15 @@ def listing(items: Sequence[str], budget: int = LIST_BUDGET, *, sep: str = ", ",
 
 
 def shown_markup(text: str, *, groups: bool = True) -> str:
-    """``text`` escaped, except the people, channels (and, with ``groups``, user groups) the bot itself names as
-    ``<@U…>``, ``<#C…>``, ``<!subteam^S…>``: Slack shows those as names. ``@channel``, ``@here`` and links stay
-    escaped. ``groups=False`` in posts that everyone sees: a user group mention there would notify every member."""
+    """``text`` escaped, except the people, channels and user groups the bot itself names as ``<@U…>``, ``<#C…>``,
+    ``<!subteam^S…>``: Slack shows those as names. ``@channel``, ``@here`` and links stay escaped; what people
+    typed reaches a problem only made ``inert`` (``bot.domain.errors``), so it never matches. ``groups=False`` (posts
+    everyone in a channel sees): a user group shows by its handle or ID instead, as its mention would notify every
+    member."""
     shown = _SHOWN_MENTION.sub(r"<\1>", escape(text))
-    return _SHOWN_GROUP.sub(r"<\1>", shown) if groups else shown
+    if groups:
+        return _SHOWN_GROUP.sub(lambda m: f"<!subteam^{m.group(1)}>", shown)
+    return _SHOWN_GROUP.sub(lambda m: m.group(2) or f"the user group `{m.group(1)}`", shown)
 
 
 def usage(command: str) -> str:
@@ -154,7 +158,7 @@ def refusal(r: Refusal, alert: bool = False) -> tuple[str, list[Block]]:
     lines = [f"• {fit(shown_markup(p, groups=not alert), PROBLEM_LIMIT)}" for p in r.problems]
     what = "Alert not texted" if alert else "Not sent"
     return (
-        fit(f"{what}: {'; '.join(r.problems)}", TEXT_LIMIT),
+        fit(f"{what}: {'; '.join(shown_markup(p, groups=not alert) for p in r.problems)}", TEXT_LIMIT),
         [
             section(_refusal_title(r, alert)),
             section(listing(lines, SECTION_LIMIT - 40, sep="\n", rest="\n• … and {n} more problems")),
