@@ -18,7 +18,7 @@ from bot.app import SLACK_RATE_LIMIT_RETRIES, make_slack_client
 from bot.d7 import D7Client
 from bot.d7.retry import MAX_RETRY_AFTER, parse_retry_after
 from bot.domain.errors import D7RateLimitedError
-from bot.slack.conversation import ChannelPacer
+from bot.slack.conversation import PACED_WITHIN, ChannelBusy, ChannelPacer
 from bot.slack.retry import MAX_RETRY_AFTER as SLACK_MAX_RETRY_AFTER
 from bot.slack.retry import UNUSABLE_RETRY_AFTER, CappedRateLimitRetryHandler
 from tests.conftest import Sleeps
@@ -248,3 +248,18 @@ async def test_the_bots_slack_client_retries_429s_with_the_capped_handler(
 
     (capped,) = [h for h in handlers if isinstance(h, CappedRateLimitRetryHandler)]
     assert capped.max_retry_count == SLACK_RATE_LIMIT_RETRIES
+
+
+async def test_a_post_waits_for_its_channels_turn_at_most_paced_within_then_is_left_for_later(
+    slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> None:
+    """Slack asking a channel to wait a minute must not hold the worker (and other channels' sends) a minute."""
+    with RateLimitedSlack("60") as server:
+        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
+        bots = make_slack_client(settings)
+        made_clients.append(bots)
+        started = time.monotonic()
+        with pytest.raises(ChannelBusy, match="C0OPS"):
+            await ChannelPacer().run("C0OPS", lambda: bots.chat_postMessage(channel="C0OPS", text="hi"))
+    assert time.monotonic() - started < PACED_WITHIN / 10  # told at once: 60 s is past the 30 s a post may wait
+    assert len(server.calls) == 1

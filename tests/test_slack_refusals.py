@@ -88,3 +88,22 @@ async def test_a_refusal_in_a_private_channel_without_a_response_url_goes_to_the
     (dm,) = slack.dms("U0ALICE")
     assert dm["blocks"][0]["elements"][0]["text"].startswith(":speech_balloon: About a text you sent from <#C0SECRET>")
     assert dm["blocks"][2]["text"]["text"] == "• <#C0SECRET> is not allowed to send via SMS"
+
+
+async def test_an_error_an_admin_can_fix_is_not_taken_as_final(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
+    # A scope missing or a token revoked can be fixed: the alert's thread is told once it is (here: the next try).
+    slack.fail("chat.postMessage", error="missing_scope", times=1)
+    alert = {"type": "message", "user": "U0ANYONE", "text": "CRITICAL: disk full", "ts": "1763800100.000100"}
+    await app.event(event_callback(alert, channel="C0ALERTS"))
+    await slack.wait_for("chat.postMessage", 1, seconds=20)  # tried again after TELL_RETRY's wait (4-8 s)
+
+    refused, told = slack.attempts("chat.postMessage")
+    assert refused.answer == {
+        "ok": False,
+        "error": "missing_scope",
+        "needed": "chat:write",
+        "provided": refused.answer["provided"],  # type: ignore[index]
+    }
+    assert told.ok
+    assert told.params["thread_ts"] == "1763800100.000100"
+    assert "Alert texted" in told.params["text"]

@@ -2,8 +2,9 @@
 
 A post that fails is tried again later (``RetryPolicy``) for 24 hours, then given up with an error in the log; one
 that Slack refuses for a reason that will not change (``CannotTell``) is given up at once, with an error in the log.
-A result message that cannot be rewritten for now is tried again a minute later (for 3 days, as long as reports
-come). New delivery failures always get a reply of their own, whether or not the card could be rewritten.
+New statuses Slack does not take for now are shown again later (a minute, up to 10 minutes apart; for 3 days,
+as long as reports come). New delivery failures always get a reply of their own, whether or not the card could be
+rewritten.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ log = logging.getLogger("bot.sending")
 # Telling an outcome: 4 s, doubling to at most 30 s (told within 30 s of Slack coming back), for 24 hours.
 TELL_RETRY = RetryPolicy(base_delay=4.0, max_delay=30.0, max_attempts=None, max_retry_after=None, jitter=False)
 TELL_GIVE_UP = timedelta(hours=24)
-# Rewriting the result message with new statuses: every minute until Slack takes it, for as long as D7 reports
-# (a report can come up to 72 hours after the send).
-CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=False)
+# Showing new statuses (the card, a "not delivered" reply) while Slack fails: a minute, then as long as the send
+# has been over, at most 10 minutes, for as long as D7 reports (a report can come up to 72 hours after the send).
+CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=600.0, max_attempts=None, max_retry_after=None, jitter=False)
 CARD_GIVE_UP = timedelta(hours=72)
 
 
@@ -131,10 +132,14 @@ class Teller:
         if again is not None:
             failing_for = self.clock() - (record.finished_at or record.created_at)
             if failing_for <= CARD_GIVE_UP:
+                delay = self.card_retry.since(failing_for.total_seconds())
                 log.warning(
-                    "could not show new delivery statuses of send_id=%s (%s); retrying in a minute", record.id, again
+                    "could not show new delivery statuses of send_id=%s (%s); retrying in %.0fs",
+                    record.id,
+                    again,
+                    delay,
                 )
-                await self.sends.card_later(record, self.clock() + timedelta(seconds=self.card_retry.wait(1)))
+                await self.sends.card_later(record, self.clock() + timedelta(seconds=delay))
                 return
             log.error("gave up showing delivery statuses of send_id=%s: %s", record.id, again)
         if due is not None:

@@ -30,11 +30,12 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7Error
-from bot.domain.models import Origin
+from bot.domain.models import Origin, Surface
 from bot.domain.ports import CannotTell
 from bot.domain.sends import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.metrics import Metrics
 from bot.slack import messages
+from bot.slack.compose import FORM_RESPONSE_URL_FRESH
 from bot.slack.retry import retry_after_seconds
 
 log = logging.getLogger("bot.slack")
@@ -62,6 +63,18 @@ _CANNOT_UPDATE = frozenset({"message_not_found", "cant_update_message", "edit_wi
 _PASSING = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+
+
+def closed_for_good(exc: SlackApiError) -> bool:
+    """Slack refused the post for a reason that will not change: the conversation is closed to the bot, or the
+    message itself is refused. Anything else (a 5xx, a 429, a missing scope or a revoked token an admin can fix)
+    may work later."""
+    status = int(getattr(exc.response, "status_code", 200) or 200)
+    return status < 500 and status != 429 and _error(exc) in _CANNOT_POST | _REFUSED_MESSAGE
+
+
 def passing(exc: BaseException) -> bool:
     """Slack failed for a reason that passes (5xx, 429, a timeout, no connection), not because of the post."""
     if not isinstance(exc, SlackApiError):
@@ -83,6 +96,15 @@ CAREFUL_FOR = 60.0
 # and Retry-After); the client's own 429 retries leave these methods alone.
 PACED_METHODS = ("chat.postMessage", "chat.update")
 PACED_ATTEMPTS = 4
+PACED_WITHIN = 30.0  # seconds one post may wait for its turns in all
+
+
+class ChannelBusy(Exception):
+    """Slack keeps a channel's posts waiting longer than a post may wait: it is tried again later."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(f"Slack is holding posts to {channel_id} back (rate limited); trying again later")
+
 
 _T = TypeVar("_T")
 
@@ -98,10 +120,13 @@ class ChannelPacer:
         self._channels: dict[str, _Channel] = {}
 
     async def run(self, channel_id: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``call()`` in the channel's turn; a 429 is waited out in turn (its Retry-After) and tried again."""
+        """``call()`` in the channel's turn; a 429 is waited out in turn (its Retry-After) and tried again. Waiting
+        for turns has ``PACED_WITHIN`` seconds in all: past it, ``ChannelBusy`` (the post is tried again later, and
+        the worker is free for other channels' sends meanwhile)."""
+        until = time.monotonic() + PACED_WITHIN
         for attempt in range(1, PACED_ATTEMPTS + 1):
             try:
-                async with self.turn(channel_id):
+                async with self.turn(channel_id, until):
                     return await call()
             except SlackApiError as exc:
                 if exc.response.status_code != 429 or attempt == PACED_ATTEMPTS:
@@ -109,7 +134,8 @@ class ChannelPacer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
-    async def turn(self, channel_id: str) -> AsyncIterator[None]:
+    async def turn(self, channel_id: str, until: float | None = None) -> AsyncIterator[None]:
+        """The channel's turn to post; ``until`` (monotonic): give up waiting for it then (``ChannelBusy``)."""
         channel = self._channels.get(channel_id)
         if channel is None:
             channel = self._channels[channel_id] = _Channel()
@@ -117,12 +143,21 @@ class ChannelPacer:
             async with self._watching(channel):
                 yield
             return
-        async with channel.lock:
+        try:
+            async with asyncio.timeout(None if until is None else max(0.0, until - time.monotonic())):
+                await channel.lock.acquire()
+        except TimeoutError:
+            raise ChannelBusy(channel_id) from None
+        try:
             # A time to wait for, not an event: a 429 meanwhile (an earlier post's retry) only moves it later.
-            while (wait := channel.held_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            while (wait := channel.held_until - time.monotonic()) > 0:
+                if until is not None and channel.held_until > until:
+                    raise ChannelBusy(channel_id)
                 await asyncio.sleep(wait)
             async with self._watching(channel):
                 yield
+        finally:
+            channel.lock.release()
 
     @staticmethod
     @asynccontextmanager
@@ -144,6 +179,8 @@ RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFE = timedelta(minutes=30)
 RESPONSE_URL_MARGIN = timedelta(minutes=1)
 RESPONSE_URL_TIMEOUT = 10.0  # seconds for one post to a response_url
+# A submitted form's response_url may be the one of the command that opened it, issued up to this long before.
+FORM_AGE = timedelta(seconds=FORM_RESPONSE_URL_FRESH)
 
 
 class ResponseUrls:
@@ -154,8 +191,9 @@ class ResponseUrls:
         self._clock = clock
         self._uses: dict[str, tuple[int, datetime]] = {}  # url → (posts, first seen)
 
-    def take(self, url: str | None, received_at: datetime | None) -> bool:
-        """True (one use counted) when ``url`` may take one more post now."""
+    def take(self, url: str | None, received_at: datetime | None, older_by: timedelta = timedelta(0)) -> bool:
+        """True (one use counted) when ``url`` may take one more post now; ``older_by``: how much earlier than
+        ``received_at`` it may have been issued (a form's own response_url: when the form opened)."""
         if not url:
             return False
         now = self._clock()
@@ -163,7 +201,7 @@ class ResponseUrls:
             del self._uses[old]
         uses, seen = self._uses.get(url, (0, now))
         issued = received_at or seen
-        if uses >= RESPONSE_URL_USES or now - issued >= RESPONSE_URL_LIFE - RESPONSE_URL_MARGIN:
+        if uses >= RESPONSE_URL_USES or now - issued >= RESPONSE_URL_LIFE - RESPONSE_URL_MARGIN - older_by:
             return False
         self._uses[url] = (uses + 1, seen)
         return True
@@ -190,10 +228,6 @@ class SlackConversations:
 
     def open(self, origin: Origin, received_at: datetime | None = None) -> SlackConversation:
         return SlackConversation(self._client, origin, self._metrics, self._pacer, self._urls, received_at)
-
-
-def _error(exc: SlackApiError) -> str:
-    return str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
 
 
 class SlackConversation:
@@ -226,14 +260,19 @@ class SlackConversation:
         """Privately to the requester: the response_url while Slack takes it, else chat.postEphemeral, else the
         app's DM with them (see the module docstring)."""
         url = self.origin.response_url
-        if url and self._urls.take(url, self._received_at) and await self._via_response_url(url, text, blocks):
+        older_by = FORM_AGE if self.origin.surface is Surface.MODAL else timedelta(0)
+        if (
+            url
+            and self._urls.take(url, self._received_at, older_by)
+            and await self._via_response_url(url, text, blocks)
+        ):
             return
         try:
             await self._ephemeral(text, blocks)
             return
         except SlackApiError as exc:
-            if passing(exc):
-                raise
+            if not closed_for_good(exc):
+                raise  # Slack is down, or something an admin can fix (a scope, the token): tried again later
             log.info("cannot answer in %s (%s): writing to the requester's DM", self.origin.channel_id, _error(exc))
         await self._dm(text, blocks)
 
@@ -280,7 +319,7 @@ class SlackConversation:
         try:
             await self._shorter_if_refused("chat.postMessage", once, text, blocks)
         except SlackApiError as exc:
-            if passing(exc):
+            if not closed_for_good(exc):
                 raise
             raise CannotTell(f"cannot write to {self.origin.user_id}'s DM either ({_error(exc)})") from exc
 
@@ -369,7 +408,7 @@ class SlackConversation:
             try:
                 return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
             except SlackApiError as exc:
-                if passing(exc):
+                if not closed_for_good(exc):
                     raise
                 raise CannotTell(f"cannot reply in {self.origin.channel_id} ({_error(exc)})") from exc
         if not placement.private and placement.thread_ts is not None:
