@@ -139,3 +139,62 @@ async def test_a_form_sent_to_a_private_channel_the_bot_is_not_in_without_a_resp
     assert f"request_id `{request_id}`" in result["text"]
     # Nothing was posted where the bot may not post, and nothing retried for a day.
     assert [c.params["channel"] for c in slack.attempts("chat.postMessage") if not c.ok] == ["C0PRIVATE"]
+
+
+async def test_a_send_from_a_dm_between_two_people_tells_the_sender_there_then_in_the_apps_dm(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    from tests.harness import POLICY
+
+    policy = POLICY.replace("[C0OPS, C0PRIVATE, C0NOTJOINED]", "[C0OPS, C0PRIVATE, C0NOTJOINED, D0PEOPLE]")
+    async with running_app(
+        slack, fake_d7, tmp_path, policy=policy, PUBLIC_URL="https://relay.example.com", D7_REPORT_SECRET=SECRET
+    ) as app:
+        assert (await app.command("/sms", " ".join(FIVE[:4]) + " hi", channel="D0PEOPLE")).status_code == 200
+        await app.settle()
+        (record,) = await app.relay.storage.sends.audit()
+        assert record.request_id is not None
+        for number in FIVE[:4]:
+            await report(app, record.request_id, number)
+
+    url = slack.response_urls("cmd")[-1]
+    # The bot cannot post in a DM between two people: announcement, result and 3 failures through the
+    # response_url (5 posts), the 4th failure in the app's DM; nothing posted in the DM itself.
+    assert len(slack.posts_to(url)) == 5
+    assert "I can't post in" in slack.posts_to(url)[0]["blocks"][0]["text"]["text"]
+    (dm,) = slack.dms("U0ALICE")
+    assert dm["blocks"][0]["elements"][0]["text"].startswith(":speech_balloon: About a text you sent from a direct")
+    assert "not delivered to +1 415 ••• 0103" in dm["text"]
+    assert [c.params["channel"] for c in slack.attempts("chat.postMessage") if not c.ok] == ["D0PEOPLE"]
+
+
+async def test_a_refusal_in_a_dm_names_it_in_words(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
+    await app.command("/sms", "+14155550100 hi", channel="D0PEOPLE")
+    await app.settle()
+
+    assert fake_d7.sends == {}
+    (refusal,) = slack.responses["cmd"]
+    assert refusal["blocks"][1]["text"]["text"] == "• this direct message is not allowed to send via SMS"
+
+
+def test_a_forms_own_response_url_is_kept_only_while_fresh_and_counted_as_older() -> None:
+    from datetime import UTC, datetime
+
+    from bot.domain.models import Surface
+    from bot.slack.compose import FORM_RESPONSE_URL_FRESH, ComposeContext
+    from bot.slack.conversation import RESPONSE_URL_LIFE, ResponseUrls
+
+    opened = ComposeContext(Surface.COMMAND, "T0TEAM", "U0ALICE", "C0PRIVATE", response_url="https://own", opened_at=0)
+    assert opened.submitted_in("C0PRIVATE", now=FORM_RESPONSE_URL_FRESH).response_url == "https://own"
+    late = opened.submitted_in("C0PRIVATE", "https://picked", now=FORM_RESPONSE_URL_FRESH + 1)
+    assert late.response_url == "https://picked"  # the command's URL may be near its end: the pick's is new
+    assert opened.submitted_in("C0PRIVATE", now=FORM_RESPONSE_URL_FRESH + 1).response_url is None
+
+    # Counted from the submission, a form's own URL stops FORM_RESPONSE_URL_FRESH earlier than a command's.
+    received = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    at = [received + RESPONSE_URL_LIFE - timedelta(minutes=4)]  # 26 minutes on
+    urls = ResponseUrls(clock=lambda: at[0])
+    assert urls.take("https://cmd", received)
+    assert not urls.take("https://form", received, older_by=timedelta(seconds=FORM_RESPONSE_URL_FRESH))
+    at[0] = received + timedelta(minutes=23)
+    assert urls.take("https://form-2", received, older_by=timedelta(seconds=FORM_RESPONSE_URL_FRESH))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,6 +36,11 @@ def sender_block(via: Via) -> str:
     return f"sender-{via.value}"
 
 
+# A form's own response_url is used for its story only when the form was submitted within this many seconds of
+# opening: the count of its 30 minutes starts at the submission, so it allows for this much more age.
+FORM_RESPONSE_URL_FRESH = 300
+
+
 @dataclass(frozen=True)
 class ComposeContext:
     """Where the modal was opened from; kept in ``private_metadata`` (Slack's limit: 3,000 characters)."""
@@ -46,21 +52,29 @@ class ComposeContext:
     thread_ts: str | None = None  # the forwarded message's thread
     response_url: str | None = None
     cut_from: int | None = None  # the forwarded message's length when it did not fit the message field
+    opened_at: int | None = None  # Unix seconds: when the form opened (and its own response_url was issued)
 
     @classmethod
     def opened_from(cls, origin: Origin) -> ComposeContext:
         """The form opened where ``origin`` is (a command in a channel, a message's thread)."""
         return cls(**asdict(origin))
 
-    def submitted_in(self, channel_id: str, response_url: str | None = None) -> Origin:
+    def submitted_in(self, channel_id: str, response_url: str | None = None, now: float | None = None) -> Origin:
         """Where the submitted form's story is told: the chosen conversation when the form did not know it, with
-        the response_url Slack made for the pick (``response_url_enabled``) when the form had none of its own."""
+        the response_url Slack made for the pick (``response_url_enabled``) when the form had none of its own.
+
+        The form's own response_url (from the command or message that opened it) is older than the submission its
+        uses are counted from: it is kept only when the form was opened within ``FORM_RESPONSE_URL_FRESH``, which
+        the count allows for (``bot.slack.conversation``)."""
+        own = self.response_url
+        if own and self.opened_at is not None and (now or time.time()) - self.opened_at > FORM_RESPONSE_URL_FRESH:
+            own = None
         return Origin(
             surface=Surface.MODAL,
             team_id=self.team_id,
             user_id=self.user_id,
             channel_id=channel_id,
-            response_url=self.response_url or response_url,
+            response_url=own or response_url,
             thread_ts=self.thread_ts,
         )
 

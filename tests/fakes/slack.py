@@ -259,6 +259,7 @@ class FakeSlackState:
     public: set[str] = field(default_factory=set)  # channels it may join
     names: dict[str, str] = field(default_factory=dict)  # channel ID → name (conversations.info)
     channel_users: dict[str, set[str]] = field(default_factory=dict)  # channel → its people, where a test says
+    app_dms: set[str] = field(default_factory=set)  # the app's DMs (D…) Slack has answered with so far
     rate_limits: dict[str, list[float]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by method
     latency: float = 0.0  # seconds before answering any call without a delay of its own
@@ -774,7 +775,11 @@ class FakeSlack(LoopbackServer):
             return f"1763800000.{self._ts:06d}"
 
     def _postable(self, channel: str) -> str | None:
-        if is_dm(channel) or channel in self.state.members_of:
+        # The app's own DM with a person (their user ID, or the D… Slack answers for it); a DM between people the
+        # app is not part of is closed to it, as a private channel it was not invited to.
+        if is_user(channel) or channel in self.state.members_of:
+            return None
+        if channel in self.state.app_dms:
             return None
         return "not_in_channel" if channel in self.state.public else "channel_not_found"
 
@@ -802,6 +807,8 @@ class FakeSlack(LoopbackServer):
         if p.get("thread_ts"):
             message["thread_ts"] = p["thread_ts"]
         # Posting to a user ID posts in the app's DM with them: Slack answers with that DM's channel ID.
+        if is_user(channel):
+            self.state.app_dms.add(dm_channel(channel))
         return {
             "ok": True,
             "channel": dm_channel(channel) if is_user(channel) else channel,
@@ -830,6 +837,7 @@ class FakeSlack(LoopbackServer):
         users = [u for u in str(p.get("users", "")).split(",") if u]
         if len(users) != 1 or users[0] not in self.state.users:
             return {"ok": False, "error": "user_not_found"}
+        self.state.app_dms.add(dm_channel(users[0]))
         return {"ok": True, "channel": {"id": dm_channel(users[0])}}
 
     def m_views_open(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -905,11 +913,6 @@ class FakeSlack(LoopbackServer):
 
 def is_user(channel: str) -> bool:
     return channel.startswith(("U", "W"))
-
-
-def is_dm(channel: str) -> bool:
-    """A user ID (the app's DM with them) or a DM channel ID."""
-    return is_user(channel) or channel.startswith("D")
 
 
 def dm_channel(user_id: str) -> str:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import aiohttp
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -41,7 +42,7 @@ log = logging.getLogger("bot.slack")
 OPEN_LOOKUPS_WITHIN = 5.0
 # A submission is answered by then (Slack gives up at 3 s); its look-ups get what the database's own deadline
 # (``Intake.within``) leaves of it, and never more than SUBMIT_LOOKUPS_AT_MOST.
-ANSWER_WITHIN = 2.8
+ANSWER_WITHIN = 2.5  # leaves half a second of Slack's 3 for the way there and back
 SUBMIT_LOOKUPS_AT_MOST = 1.5
 
 _Modal = TypeVar("_Modal", ViewSubmission, BlockActions)
@@ -98,6 +99,7 @@ async def open_compose(
     A form that needs no look-up opens as it is. Otherwise the look-ups start, "Loading…" opens at once beside
     them, and the form (or, if Slack did not answer them, why it cannot be shown) replaces it.
     """
+    context = replace(context, opened_at=int(time.time()))
     mentioned = sorted(mentioned_users(message)) if message is not None else []
     if not mentioned and not groups_to_look_up(deps.policy, context.user_id, context.channel_id):
         await _views_open(client, trigger_id, await _prepared(deps, context, via, message, mentioned))
@@ -136,7 +138,12 @@ async def _views_update(client: AsyncWebClient, opened: dict[str, Any], view: di
             log.info("the compose form was closed before it was ready")
             return
         log.warning("the compose form could not replace its loading view: %s", error)
-    await client.views_update(view_id=opened["id"], view=compose.notice_view(compose.form_went_wrong()))
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # no answer: once more, with the notice
+        log.warning("the compose form could not replace its loading view: %s", type(exc).__name__)
+    try:
+        await client.views_update(view_id=opened["id"], view=compose.notice_view(compose.form_went_wrong()))
+    except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.warning("the compose form's loading view could not be replaced at all (%s)", type(exc).__name__)
 
 
 async def _prepared(
