@@ -368,3 +368,24 @@ async def test_prune_removes_old_reports_and_statuses_with_their_sends(app: App)
     async with app.relay.storage.database.engine.connect() as conn:
         for table in (delivery_reports, recipient_statuses):
             assert (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one() == 0
+
+
+async def test_a_report_for_a_number_that_was_never_a_recipient_is_ignored(
+    app: App, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    request_id, _ = await send_sms(app, "+14155550100 hello")
+
+    with caplog.at_level(logging.WARNING, logger="bot.deliveries"):
+        await post_form(app, sms_report(request_id, "+14155550199", "undelivered") | {"reason": "absent"})
+        await app.settle()
+
+    assert slack.of("chat.update") == []  # not shown on the card
+    assert not [p for p in slack.of("chat.postMessage") if "not delivered" in str(p.get("text"))]  # nobody pinged
+    (record,) = await app.relay.storage.sends.audit()
+    assert await app.relay.storage.deliveries.statuses(record.id) == []
+    assert "the number is not one of its recipients" in caplog.text
+    assert "+14155550199" not in caplog.text
+    # A report for the real recipient still counts.
+    await post_form(app, sms_report(request_id, "+14155550100", "delivered", msg_id="m-2"))
+    await app.settle()
+    assert delivery_section(slack.of("chat.update")[-1]) == "*Delivery*\n+1 415 ••• 0100: :white_check_mark: delivered"

@@ -111,9 +111,15 @@ class Deliveries:
             send = known.get(report.request_id)
             if send is None:
                 continue  # D7's answer to the send is not stored yet, or not our request: keep it for later
+            applied.append(report.id)
+            if not _sent_to(send, report.recipient):
+                # Never shown, never told: a report only speaks for the send's own recipients.
+                log.warning(
+                    "ignored a delivery report for send_id=%s: the number is not one of its recipients", send.id
+                )
+                continue
             if await self._apply(send.id, report.recipient, report.status, report.reason):
                 changed[send.id] = send
-            applied.append(report.id)
         # The result messages are marked due before the reports are marked applied: a crash in between applies a
         # report twice (harmless, statuses never go backwards), never leaves a card without its update.
         await self._changed(list(changed.values()))
@@ -168,7 +174,8 @@ class Deliveries:
         """Statuses from D7's status endpoint, applied like reports (never backwards)."""
         changed = False
         for line in report.recipients:
-            changed |= await self._apply(record.id, e164_of(line.recipient), line.status, line.reason)
+            if _sent_to(record, e164_of(line.recipient)):
+                changed |= await self._apply(record.id, e164_of(line.recipient), line.status, line.reason)
         if changed:
             await self._changed([record])
 
@@ -212,3 +219,8 @@ class Deliveries:
                     await self.reconcile()
             except Exception as exc:  # the database or D7 is down: the next sweep tries again
                 log.warning("delivery sweep failed (%s); trying again in %.0fs", kind_of(exc), SWEEP_EVERY)
+
+
+def _sent_to(record: SendRecord, e164: str) -> bool:
+    """``e164`` is one of the numbers the send went to (a send from before checks were kept: anything goes)."""
+    return record.checked is None or any(n.e164 == e164 for n in record.checked.recipients)
