@@ -51,6 +51,7 @@ from bot.sending.telling import Teller
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import PACED_METHODS, SlackConversations
 from bot.slack.directory import SlackDirectory
+from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import Deps, register_all
 from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.storage import Storage
@@ -370,7 +371,7 @@ def make_bolt(settings: Settings, slack: AsyncWebClient, auth: AsyncSlackRespons
     bolt_log = logging.getLogger("bot.bolt")
     if not any(isinstance(f, _SkipTokenWarning) for f in bolt_log.filters):
         bolt_log.addFilter(_SkipTokenWarning())
-    return AsyncApp(
+    app = AsyncApp(
         client=slack,
         signing_secret=signing_secret.get_secret_value() if signing_secret else "",
         request_verification_enabled=not settings.socket_mode,
@@ -382,6 +383,11 @@ def make_bolt(settings: Settings, slack: AsyncWebClient, auth: AsyncSlackRespons
         ),
         logger=bolt_log,
     )
+    # Every install of the app shares the signing secret: another workspace's signed requests are refused.
+    app.use(
+        ThisInstallationOnly(auth.get("team_id"), auth.get("enterprise_id"), bool(auth.get("is_enterprise_install")))
+    )
+    return app
 
 
 @asynccontextmanager

@@ -213,3 +213,52 @@ async def test_a_slack_request_with_a_stale_timestamp_is_still_refused_by_bolt(a
 
     assert (response.status_code, response.text) == (401, '{"error": "invalid request"}')
     assert fake_d7.bodies(SMS) == []
+
+
+# ------------------------------------------------------------ another installation of the same app
+
+
+async def test_a_signed_command_from_another_workspace_is_refused_with_401_and_logged_once(
+    app: App, slack: FakeSlack, fake_d7: FakeD7, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every install of one app shares its signing secret: the signature alone does not make a request ours."""
+    body = slash_command("/sms", "+14155550100 hi", user="U0STRANGER").replace(b"team_id=T0TEAM", b"team_id=T0OTHER")
+    with caplog.at_level(logging.WARNING, logger="bot.slack"):
+        answers = [(await app.post(body, sign(body))).status_code for _ in range(3)]
+        await app.settle()
+
+    assert answers == [401, 401, 401]
+    assert fake_d7.requests == []
+    assert await app.relay.storage.sends.audit() == []
+    assert slack.calls == [c for c in slack.calls if c.method == "auth.test"]  # nothing looked up or posted
+    assert caplog.text.count("refused a request from another installation (team T0OTHER") == 1
+
+
+async def test_an_event_from_another_workspace_is_refused_and_ours_still_go_through(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    from tests.harness import event_callback
+
+    slack.add_channel("C0ALERTS")
+    alert = {"type": "message", "user": "U0ANY", "text": "CRITICAL: disk", "ts": "1763800100.000100"}
+    ours = event_callback(alert)
+    foreign = ours.replace(b'"team_id": "T0TEAM"', b'"team_id": "T0OTHER"').replace(
+        b'{"team_id": "T0TEAM", "user_id": "U0BOT"', b'{"team_id": "T0OTHER", "user_id": "U0BOT"'
+    )
+    assert b"T0TEAM" not in foreign
+
+    assert (await app.event(foreign)).status_code == 401
+    assert (await app.event(ours)).status_code == 200
+
+
+def test_an_org_wide_install_is_matched_by_its_enterprise() -> None:
+    from bot.slack.installation import ThisInstallationOnly
+
+    org = ThisInstallationOnly("T0ONE", "E0ORG", enterprise_install=True)
+    assert not org.foreign("T0TWO", "E0ORG")  # another workspace of the same org
+    assert org.foreign("T0ONE", "E0OTHER")
+    workspace = ThisInstallationOnly("T0ONE", None, enterprise_install=False)
+    assert not workspace.foreign("T0ONE", None)
+    assert workspace.foreign("T0TWO", None)
+    assert not workspace.foreign("T0ONE", "E0ORG")  # this workspace, since joined to an org
+    assert not workspace.foreign(None, None)  # Slack's own requests name no team
