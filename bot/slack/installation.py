@@ -17,6 +17,7 @@ from slack_bolt.response import BoltResponse
 
 log = logging.getLogger("bot.slack")
 
+
 class ThisInstallationOnly:
     """A Bolt global middleware (``app.use``): 401 for requests from another workspace or org."""
 
