@@ -61,7 +61,10 @@ def describe_settings(settings: Settings) -> list[str]:
 def describe_policy(policy: Policy, file: str) -> list[str]:
     """Human summary of a checked policy."""
     d = policy.defaults
-    lines = [f"policy: {file} (region {d.region}, at most {d.max_segments} SMS segments, numbers {d.show_numbers})"]
+    lines = [
+        f"policy: {file} (region {d.region}, at most {d.max_segments} SMS segments, "
+        f"user groups of at most {d.max_group_size} members, numbers {d.show_numbers})"
+    ]
     lines.append(f"senders ({len(policy.senders)}):")
     lines += [f"  {name}: {s.via.label} as {s.originator}" for name, s in policy.senders.items()]
     lines.append(f"contact groups ({len(policy.contacts)}):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,17 @@ import pytest
 from bot.domain.errors import PolicyFileError
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import Decision, Policy, SendRequestFacts, evaluate, load_policy, parse_duration
+from bot.domain.policy import (
+    Decision,
+    Dimension,
+    Policy,
+    SendRequestFacts,
+    evaluate,
+    evaluate_before_recipients,
+    load_policy,
+    parse_duration,
+    parse_policy,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,6 +197,73 @@ def test_evaluate(policy: Policy, facts: SendRequestFacts, expected: Decision) -
     assert evaluate(policy, facts) == expected
 
 
+@pytest.mark.parametrize(
+    "facts",
+    [
+        SendRequestFacts("U1", "C0RANDOM", Via.WHATSAPP, [US1], channel_label="#random"),  # channel
+        SendRequestFacts("U1", "C0RANDOM", Via.SMS, [US1], channel_label="#random"),  # user
+        SendRequestFacts("U2", "C0SUPPORT", Via.WHATSAPP, [US1], user_label="@bob"),  # user
+        SendRequestFacts("U1", "C0OPS", Via.SMS, [US1], sender="backup-sms"),  # sender the rule does not allow
+        SendRequestFacts("U1", "C0OPS", Via.SMS, [US1], sender="ops-sm"),  # unknown sender
+        SendRequestFacts("U1", "C0OPS", Via.SMS, [US1], sender="support-wa"),  # sender of another via
+    ],
+)
+def test_before_recipients_refuses_in_the_words_evaluate_uses_whatever_the_recipients(
+    policy: Policy, facts: SendRequestFacts
+) -> None:
+    full = evaluate(policy, facts)
+
+    assert not full.allowed
+    for recipients in ([], [US1], [UK, UAE], [US1, US2, US3, US4]):
+        assert evaluate_before_recipients(policy, replace(facts, recipients=recipients)) == full
+
+
+@pytest.mark.parametrize(
+    ("facts", "dimension", "rule"),
+    [
+        (SendRequestFacts("U1", "C0OPS", Via.SMS, [UK]), Dimension.RECIPIENT, "ops may page on-call"),
+        (SendRequestFacts("U1", "C0OPS", Via.SMS, [US1, US2, US3, US4]), Dimension.COUNT, "ops may page on-call"),
+        (
+            SendRequestFacts("U0IC", "C0RANDOM", Via.SMS, [US1]),
+            Dimension.RECIPIENT,
+            "incident commanders page the UK team",
+        ),
+        (SendRequestFacts("U1", "C0OPS", Via.SMS, []), Dimension.RECIPIENT, "ops may page on-call"),
+    ],
+)
+def test_before_recipients_leaves_recipients_and_count_to_evaluate(
+    policy: Policy, facts: SendRequestFacts, dimension: Dimension, rule: str
+) -> None:
+    early = evaluate_before_recipients(policy, facts)
+
+    assert evaluate(policy, facts).dimension is dimension
+    assert (early.allowed, early.rule) == (True, rule)
+
+
+def test_before_recipients_names_the_rule_and_sender_that_may_allow_it(policy: Policy) -> None:
+    facts = SendRequestFacts("U0IC", "C0RANDOM", Via.SMS, [])
+
+    assert evaluate_before_recipients(policy, facts) == Decision(
+        True,
+        "rule 'incident commanders page the UK team' may allow it",
+        rule="incident commanders page the UK team",
+        sender="backup-sms",
+    )
+
+
+def test_before_recipients_without_rules_says_so() -> None:
+    empty = parse_policy({"version": 1, "senders": {"s": {"via": "sms", "originator": "Ops"}}})
+
+    assert evaluate_before_recipients(empty, SendRequestFacts("U1", "C1X", Via.SMS, [])) == Decision(
+        False, "the policy has no rules, so nothing may be sent", dimension="rule"
+    )
+
+
+def test_max_group_size_defaults_to_50_and_is_read_from_defaults(policy: Policy) -> None:
+    assert policy.defaults.max_group_size == 50
+    assert parse_policy({"version": 1, "defaults": {"max_group_size": 200}}).defaults.max_group_size == 200
+
+
 def test_policy_without_rules_denies_everything() -> None:
     from bot.domain.policy import parse_policy
 
@@ -344,6 +422,14 @@ def test_file_errors_name_the_file_and_path(tmp_path: Path, extra: str, expected
             [
                 "contacts.a[1]: 'nope' is not a valid phone number: only digits, spaces, dashes, dots, brackets and a leading + are allowed"
             ],
+        ),
+        (
+            "version: 1\ndefaults: {max_group_size: 0}\n",
+            ["defaults.max_group_size: Input should be greater than or equal to 1"],
+        ),
+        (
+            "version: 1\ndefaults: {max_group_size: many}\n",
+            ["defaults.max_group_size: Input should be a valid integer, unable to parse string as an integer"],
         ),
         (
             "version: 1\nrules: [\n",

@@ -2,7 +2,8 @@
 
 ``load_policy`` reads and checks a file; every problem is reported with the file and its path inside it
 (``rules[1].senders[0]: unknown sender 'ops-sm'``). ``evaluate`` decides one send: default deny, allowed only
-when a single rule allows all of it, and a denial names the dimension that failed.
+when a single rule allows all of it, and a denial names the dimension that failed; ``evaluate_before_recipients``
+decides as much of it as can be decided before any recipient is looked up.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Defaults(_Model):
     region: str = "US"
     max_segments: int = Field(10, ge=1, le=50)
     show_numbers: NumberDisplay = NumberDisplay.MASKED
+    # A user group with more members is refused before any member's profile is read: 400 profiles cost 400
+    # users.info calls, which Slack's rate limits take from everyone's sends.
+    max_group_size: int = Field(50, ge=1)
 
     @field_validator("region")
     @classmethod
@@ -417,7 +421,7 @@ def _recipient_allowed(policy: Policy, patterns: Sequence[str], number: PhoneNum
     return False
 
 
-def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts) -> _Attempt:
+def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dimension) -> _Attempt:
     channel = facts.channel_label or facts.channel_id
     user = facts.user_label or facts.user_id
     via = facts.via.label
@@ -435,6 +439,8 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts) -> _Attempt:
             Dimension.SENDER,
             f"sender '{sender}' is not allowed for {user} in {channel} (allowed: {', '.join(usable)})",
         )
+    if _DEPTH[through] < _DEPTH[Dimension.RECIPIENT]:
+        return _Attempt(rule, None, sender=sender)
     for number in facts.recipients:
         if not _recipient_allowed(policy, rule.recipients, number):
             shown = number.display(policy.defaults.show_numbers)
@@ -458,6 +464,21 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
     When every rule refuses, the reason comes from the rule that got furthest (channel, then user, sender,
     recipients and count), so it names the most specific dimension that failed.
     """
+    return _evaluate(policy, facts, Dimension.COUNT)
+
+
+def evaluate_before_recipients(policy: Policy, facts: SendRequestFacts) -> Decision:
+    """Decide what needs no recipients (via, channel, user, sender); ``facts.recipients`` is not looked at.
+
+    The same rules checked the same way as ``evaluate``, stopping before the recipients: a refusal here is the one
+    ``evaluate`` gives whatever recipients there turn out to be (each rule fails on the same check, so the furthest
+    is the same rule), and resolving them would be wasted look-ups. Allowed only means some rule may allow it.
+    """
+    return _evaluate(policy, facts, Dimension.SENDER)
+
+
+def _evaluate(policy: Policy, facts: SendRequestFacts, through: Dimension) -> Decision:
+    """``evaluate`` with the dimensions after ``through`` left out."""
     if facts.sender is not None:
         known = policy.senders.get(facts.sender)
         if known is None:
@@ -468,13 +489,15 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
                 f"sender '{facts.sender}' sends via {known.via.label}, not {facts.via.label}",
                 dimension=Dimension.SENDER,
             )
-    if not facts.recipients:
+    recipients_known = _DEPTH[through] >= _DEPTH[Dimension.RECIPIENT]
+    if recipients_known and not facts.recipients:
         return Decision(False, "no recipients", dimension=Dimension.RECIPIENT)
     best: _Attempt | None = None
     for rule in policy.rules:
-        attempt = _try_rule(policy, rule, facts)
+        attempt = _try_rule(policy, rule, facts, through)
         if attempt.depth == len(_DEPTH):
-            return Decision(True, f"allowed by rule '{rule.name}'", rule=rule.name, sender=attempt.sender)
+            verdict = f"allowed by rule '{rule.name}'" if recipients_known else f"rule '{rule.name}' may allow it"
+            return Decision(True, verdict, rule=rule.name, sender=attempt.sender)
         if best is None or attempt.depth > best.depth:
             best = attempt
     if best is None:

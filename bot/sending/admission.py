@@ -2,7 +2,8 @@
 refusal, the compose form's field-by-field errors and the outbox's check all come from here.
 
 ``check_text`` says whether a text fits its via, ``resolve`` turns recipient references into phone numbers (every
-problem named, none fatal), ``decide`` asks the policy, and ``admit`` does all three for one request.
+problem named, none fatal), ``decide`` asks the policy, and ``admit`` does all three for one request: the policy
+first on what needs no recipients, so a request it refuses costs no look-up of them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from bot.domain.alerts import WHATSAPP_MAX_CHARS
@@ -18,7 +19,14 @@ from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong, inert
 from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import Decision, Policy, SendRequestFacts, evaluate, groups_to_look_up
+from bot.domain.policy import (
+    Decision,
+    Policy,
+    SendRequestFacts,
+    evaluate,
+    evaluate_before_recipients,
+    groups_to_look_up,
+)
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
 
@@ -126,6 +134,13 @@ class NoSuchContactGroup(InputError):
         super().__init__(f"there is no contact group '{inert(name)}' in the policy")
 
 
+class GroupTooLarge(InputError):
+    """A user group with more members than the policy's ``defaults.max_group_size``."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        super().__init__(f"the user group {name} has {size} members; the policy allows at most {limit} per group")
+
+
 def _raise_unless_input(exc: Exception) -> InputError:
     """The requester's problem (an unknown user or group) back; anything else (Slack failed) raised."""
     if isinstance(exc, InputError):
@@ -173,16 +188,18 @@ class Admission:
     async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
         """Every reference resolved that can be; a ``Problem`` for each that cannot (nothing raised for them).
 
-        Slack is asked at once for every user group, then at once for every person (picked or a member); a
+        Slack is asked at once for every user group, then at once for every person (picked or a member of a group
+        no larger than ``defaults.max_group_size``: a larger one is a problem, its members never looked up); a
         look-up Slack did not answer raises (not the requester's problem: the outbox tries again).
         """
+        limit = self.policy.defaults.max_group_size
         groups = list(dict.fromkeys(r.value for r in refs if r.kind is RefKind.USERGROUP))
         members = dict(zip(groups, await look_up_each(groups, self.directory.group_members), strict=True))
         wanted = [r.value for r in refs if r.kind is RefKind.USER]
         for found_members in members.values():
             if isinstance(found_members, Exception):
                 _raise_unless_input(found_members)
-            else:
+            elif len(found_members) <= limit:
                 wanted += found_members
         user_ids = list(dict.fromkeys(wanted))
         people = dict(zip(user_ids, await look_up_each(user_ids, self.directory.person), strict=True))
@@ -207,8 +224,11 @@ class Admission:
                 if isinstance(group, Exception):
                     found.problems.append(Problem(ref, _raise_unless_input(group)))
                     continue
+                name = inert(ref.label) if ref.label else f"<!subteam^{ref.value}>"
+                if len(group) > limit:
+                    found.problems.append(Problem(ref, GroupTooLarge(name, len(group), limit)))
+                    continue
                 if not group:
-                    name = inert(ref.label) if ref.label else f"<!subteam^{ref.value}>"
                     found.problems.append(Problem(ref, InputError(f"the user group {name} has no members")))
                 self._add_people(found, ref, [people[u] for u in group])
         return found
@@ -228,29 +248,38 @@ class Admission:
     def decide(self, facts: SendRequestFacts) -> Decision:
         return evaluate(self.policy, facts)
 
+    def decide_before_recipients(self, facts: SendRequestFacts) -> Decision:
+        """What the policy refuses whatever the recipients (``facts.recipients`` is not looked at)."""
+        return evaluate_before_recipients(self.policy, facts)
+
     async def admit(self, send_id: str, request: SendRequest) -> PreparedSend:
-        """Check the text, resolve every recipient and ask the policy; ``Refused`` names every problem."""
+        """Check the text, ask the policy what needs no recipients, resolve every recipient and ask the policy
+        again; ``Refused`` names every problem. A request the policy refuses whatever its recipients costs no
+        look-up of them (only of the user's policy groups)."""
         text = request.text.strip()
         try:
             self.check_text(request.via, text)
         except InputError as exc:
             raise Refused.invalid(str(exc)) from None
-        found = await self.resolve(request.recipients)
-        problems = [str(p) for p in found.problems] or ([] if request.recipients else ["no recipients"])
-        if problems:
-            raise Refused.invalid(*problems)
-        decision = self.decide(
-            SendRequestFacts(
-                user_id=request.user_id,
-                channel_id=request.channel_id,
-                via=request.via,
-                recipients=found.numbers,
-                sender=request.sender,
-                user_groups=await self.user_groups(request.user_id, request.channel_id, request.via),
-                channel_label=conversation_label(request.channel_id),
-                user_label=f"<@{request.user_id}>",
-            )
+        if not request.recipients:
+            raise Refused.invalid("no recipients")
+        facts = SendRequestFacts(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            via=request.via,
+            recipients=(),
+            sender=request.sender,
+            user_groups=await self.user_groups(request.user_id, request.channel_id, request.via),
+            channel_label=conversation_label(request.channel_id),
+            user_label=f"<@{request.user_id}>",
         )
+        early = self.decide_before_recipients(facts)
+        if not early.allowed:
+            raise Refused.denied(early.reason)
+        found = await self.resolve(request.recipients)
+        if found.problems:
+            raise Refused.invalid(*(str(p) for p in found.problems))
+        decision = self.decide(replace(facts, recipients=found.numbers))
         if not decision.allowed or decision.sender is None or decision.rule is None:
             raise Refused.denied(decision.reason)
         sender = decision.sender

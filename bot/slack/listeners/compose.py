@@ -300,6 +300,8 @@ async def _check(
         + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
     )
     errors = _form_errors(deps, via, channel, values.sender, text) | _time_errors(values.when)
+    if refused := _refused_before_look_ups(deps, context, via, channel, values.sender):
+        return refused | errors, None
     looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within)
     if looked_up is None:
         offline = await deps.admission.resolve([r for r in refs if r.kind is not RefKind.USER])  # no network
@@ -327,6 +329,29 @@ async def _check(
         errors[_blame(deps, decision.dimension, context, via, facts, found)] = decision.reason
         return errors, None
     return {}, _request(context, values, channel, response_url, refs, view_id, zone)
+
+
+def _refused_before_look_ups(
+    deps: Deps, context: ComposeContext, via: Via, channel: str | None, sender: str | None
+) -> dict[str, str]:
+    """What the policy refuses whatever the recipients, when deciding it needs no look-up (no policy user group
+    could change it): then nobody is looked up. When the user's groups are needed, they are asked at the same time
+    as the recipients instead, and decided with them: one round of look-ups fits the answer's 3 s better than two."""
+    if channel is None or groups_to_look_up(deps.policy, context.user_id, channel, via):
+        return {}
+    facts = SendRequestFacts(
+        user_id=context.user_id,
+        channel_id=channel,
+        via=via,
+        recipients=(),
+        sender=sender,
+        channel_label=messages.form_channel_label(),
+        user_label=messages.form_user_label(),
+    )
+    early = deps.admission.decide_before_recipients(facts)
+    if early.allowed:
+        return {}
+    return {_blame(deps, early.dimension, context, via, facts, Resolution()): early.reason}
 
 
 async def _look_up(
