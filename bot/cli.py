@@ -23,7 +23,16 @@ from bot.domain.alerts import describe_window
 from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import GROUP_PREFIX, AlertRule, Policy, SendRequestFacts, evaluate, load_policy, parse_duration
+from bot.domain.policy import (
+    GROUP_PREFIX,
+    AlertRule,
+    Policy,
+    SendRequestFacts,
+    evaluate,
+    load_policy,
+    parse_duration,
+    policy_warnings,
+)
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -65,6 +74,10 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         f"policy: {file} (region {d.region}, at most {d.max_segments} SMS segments, "
         f"user groups of at most {d.max_group_size} members, numbers {d.show_numbers})"
     ]
+    if d.admin_channel is not None or d.low_balance is not None:
+        balance = f"warn below {d.low_balance:g}" if d.low_balance is not None else "no low-balance warning"
+        lines.append(f"admin channel: {d.admin_channel or '(none)'}; D7 balance: {balance}")
+    lines.append(f"admins: {', '.join(policy.admins) if policy.admins else '(none)'}")
     lines.append(f"senders ({len(policy.senders)}):")
     lines += [f"  {name}: {s.via.label} as {s.originator}" for name, s in policy.senders.items()]
     lines.append(f"contact groups ({len(policy.contacts)}):")
@@ -72,9 +85,10 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
     lines.append(f"rules ({len(policy.rules)}):")
     for i, r in enumerate(policy.rules, 1):
         limit = f"; at most {r.max_recipients} recipients" if r.max_recipients else ""
+        types = f"; also {', '.join(r.allow_number_types)} numbers" if r.allow_number_types else ""
         lines.append(
             f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "
-            f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}"
+            f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}{types}"
         )
     lines.append(f"alert rules ({len(policy.alerts)}):")
     for i, a in enumerate(policy.alerts, 1):
@@ -87,6 +101,7 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         )
     if not policy.rules:
         lines.append("warning: no rules, so nobody may send from Slack")
+    lines += [f"warning: {warning}" for warning in policy_warnings(policy)]
     return lines
 
 

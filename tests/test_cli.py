@@ -116,6 +116,24 @@ def test_check_lists_every_settings_problem_without_traceback(tmp_path: Path) ->
     )
 
 
+def test_check_warns_about_a_prefix_spanning_countries_and_shows_admins(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    text = Path(EXAMPLE).read_text().replace('"region:US"', '"+1*"').replace("admins: []", "admins: [U0BOSS, S0ADMINS]")
+    policy.write_text(text.replace("  # admin_channel: C0OPSADMIN", "  admin_channel: C0OPSADMIN"))
+    env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_POLICY": str(policy)}
+
+    result = run("check", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "admins: U0BOSS, S0ADMINS" in lines
+    assert "admin channel: C0OPSADMIN; D7 balance: no low-balance warning" in lines
+    assert lines[-1] == (
+        "warning: rules[0].recipients[0]: '+1*' spans 25 countries and territories (AG, AI, AS, BB, BM, BS, CA, DM, "
+        "DO, GD, GU, JM, KN, KY, LC, MP, MS, PR, SX, TC, TT, US, VC, VG, VI); name the ones you mean, like region:US"
+    )
+
+
 def test_check_names_the_policy_file_and_path(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yml"
     bad.write_text(Path(EXAMPLE).read_text().replace("senders: [ops-sms]", "senders: [ops-sm]"))
@@ -141,6 +159,21 @@ def test_check_names_the_policy_file_and_path(tmp_path: Path) -> None:
             1,
             "SMS from U1 in C0OPS to +44 20 ••• 0000\n"
             "DENIED: +44 20 ••• 0000 is outside the numbers rule 'ops may page on-call' allows\n"
+            "(closest rule: 'ops may page on-call', failed on recipient)\n",
+        ),
+        (
+            ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+19005550123"],
+            1,
+            "SMS from U1 in C0OPS to +1 900 ••• 0123\n"
+            "DENIED: +1 900 ••• 0123 is a premium-rate number; rule 'ops may page on-call' does not allow "
+            "premium-rate numbers (allow_number_types: [premium_rate])\n"
+            "(closest rule: 'ops may page on-call', failed on recipient)\n",
+        ),
+        (
+            ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+18765550123"],
+            1,
+            "SMS from U1 in C0OPS to +1 876 ••• 0123\n"
+            "DENIED: +1 876 ••• 0123 is outside the numbers rule 'ops may page on-call' allows\n"
             "(closest rule: 'ops may page on-call', failed on recipient)\n",
         ),
         (

@@ -16,8 +16,11 @@ from bot.domain.policy import (
     Dimension,
     Policy,
     SendRequestFacts,
+    admin_groups,
     evaluate,
     evaluate_before_recipients,
+    groups_to_look_up,
+    is_admin,
     load_policy,
     parse_duration,
     parse_policy,
@@ -462,3 +465,59 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+# ---------------------------------------------------------------- admins and the admin channel
+
+ADMINS = {"version": 1, "admins": ["U0BOSS", "S0ADMINS"]}
+
+
+def test_admins_are_named_users_and_members_of_named_groups() -> None:
+    policy = parse_policy(ADMINS)
+
+    assert is_admin(policy, "U0BOSS", ())
+    assert is_admin(policy, "U1", frozenset({"S0OTHER", "S0ADMINS"}))
+    assert not is_admin(policy, "U1", frozenset({"S0OTHER"}))
+    assert not is_admin(parse_policy({"version": 1}), "U0BOSS", ())
+
+
+def test_admin_groups_are_looked_up_only_when_asked_and_only_for_non_admins() -> None:
+    policy = parse_policy(ADMINS)
+
+    assert admin_groups(policy) == frozenset({"S0ADMINS"})
+    assert groups_to_look_up(policy, "U1", None) == []
+    assert groups_to_look_up(policy, "U1", None, include_admins=True) == ["S0ADMINS"]
+    assert groups_to_look_up(policy, "U0BOSS", None, include_admins=True) == []
+
+
+def test_admin_channel_and_low_balance_default_to_none_and_are_read_from_defaults() -> None:
+    unset = parse_policy({"version": 1}).defaults
+    assert (unset.admin_channel, unset.low_balance) == (None, None)
+    defaults = parse_policy({"version": 1, "defaults": {"admin_channel": "G0OPS", "low_balance": 12.5}}).defaults
+    assert (defaults.admin_channel, defaults.low_balance) == ("G0OPS", 12.5)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"admins": ["U0BOSS", "bob", "C0OPS"]},
+            [
+                "admins[1]: 'bob' is not a user (U…/W…) or user group (S…)",
+                "admins[2]: 'C0OPS' is not a user (U…/W…) or user group (S…)",
+            ],
+        ),
+        (
+            {"defaults": {"admin_channel": "D0DM", "low_balance": -1}},
+            [
+                "defaults.admin_channel: 'D0DM' is not a channel ID (C…/G…)",
+                "defaults.low_balance: Input should be greater than or equal to 0",
+            ],
+        ),
+    ],
+)
+def test_admin_settings_are_checked(data: dict[str, object], expected: list[str]) -> None:
+    with pytest.raises(PolicyFileError) as info:
+        parse_policy({"version": 1, **data})
+
+    assert [str(p) for p in info.value.problems] == expected

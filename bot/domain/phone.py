@@ -1,4 +1,4 @@
-"""Phone numbers: parse what people type into E.164, and show numbers in full or masked."""
+"""Phone numbers: parse what people type into E.164, show them in full or masked, and tell their type and region."""
 
 from __future__ import annotations
 
@@ -37,6 +37,56 @@ class NumberDisplay(StrEnum):
     FULL = "full"
 
 
+class NumberType(StrEnum):
+    """What kind of line a number is, as phonenumbers knows it; the values are the policy's names."""
+
+    FIXED_LINE = "fixed_line"
+    MOBILE = "mobile"
+    FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"  # NANP numbers do not say which
+    TOLL_FREE = "toll_free"
+    VOIP = "voip"
+    PREMIUM_RATE = "premium_rate"
+    SHARED_COST = "shared_cost"
+    UAN = "uan"
+    PERSONAL_NUMBER = "personal_number"
+    PAGER = "pager"
+    VOICEMAIL = "voicemail"
+    UNKNOWN = "unknown"
+
+    @property
+    def label(self) -> str:
+        """In plain words, for use before "number": ``premium-rate``."""
+        return _TYPE_WORDS.get(self, self.value.replace("_", " "))
+
+
+# Texts to these reach a person and cost the ordinary rate: allowed everywhere. Every other type (premium-rate,
+# shared-cost, UAN and personal numbers are where SMS pumping and toll fraud collect; pagers and voicemail do not
+# read texts; unknown is anything phonenumbers cannot place) needs a rule's allow_number_types. A positive list, so
+# a type phonenumbers adds later is refused until someone decides otherwise.
+SAFE_NUMBER_TYPES = frozenset(
+    {
+        NumberType.FIXED_LINE,
+        NumberType.MOBILE,
+        NumberType.FIXED_LINE_OR_MOBILE,
+        NumberType.TOLL_FREE,
+        NumberType.VOIP,
+    }
+)
+_TYPE_WORDS = {
+    NumberType.FIXED_LINE: "landline",
+    NumberType.FIXED_LINE_OR_MOBILE: "landline or mobile",
+    NumberType.TOLL_FREE: "toll-free",
+    NumberType.VOIP: "VoIP",
+    NumberType.PREMIUM_RATE: "premium-rate",
+    NumberType.SHARED_COST: "shared-cost",
+    NumberType.UAN: "universal access (UAN)",
+    NumberType.PERSONAL_NUMBER: "personal (follow-me)",
+    NumberType.VOICEMAIL: "voicemail access",
+    NumberType.UNKNOWN: "unknown-type",
+}
+_TYPES = {getattr(phonenumbers.PhoneNumberType, t.name): t for t in NumberType}
+
+
 @dataclass(frozen=True, order=True)
 class PhoneNumber:
     """A valid number in E.164 form (``+14155550100``)."""
@@ -49,6 +99,25 @@ class PhoneNumber:
     def display(self, mode: NumberDisplay = NumberDisplay.MASKED) -> str:
         """The number as people should see it: ``+1 415-555-0100`` or ``+1 415 ••• 0100``."""
         return format_full(self.e164) if mode is NumberDisplay.FULL else mask(self.e164)
+
+    @property
+    def number_type(self) -> NumberType:
+        """``premium_rate`` for +1 900 …, ``fixed_line_or_mobile`` for most of NANP, ``unknown`` when unplaced."""
+        return _TYPES.get(phonenumbers.number_type(_parsed(self.e164)), NumberType.UNKNOWN)
+
+    @property
+    def region(self) -> str | None:
+        """The ISO region the number belongs to (``US``, ``JM`` for +1 876), None when no single one."""
+        return phonenumbers.region_code_for_number(_parsed(self.e164))
+
+
+def regions_of_country_code(digits: str) -> list[str]:
+    """The regions that share country code ``digits`` (``1`` → the 25 NANP regions, ``44`` → GB, GG, IM, JE);
+    empty when ``digits`` is not exactly a country code, or belongs to no region (+800 and other global codes)."""
+    if not digits.isdigit() or len(digits) > 3:
+        return []
+    regions = phonenumbers.region_codes_for_country_code(int(digits))
+    return [r for r in regions if is_region(r)]
 
 
 def is_region(code: str) -> bool:

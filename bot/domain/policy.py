@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -22,13 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
 from bot.domain.models import Via
-from bot.domain.phone import NumberDisplay, PhoneNumber, is_region, parse_phone
+from bot.domain.phone import (
+    SAFE_NUMBER_TYPES,
+    NumberDisplay,
+    NumberType,
+    PhoneNumber,
+    is_region,
+    parse_phone,
+    regions_of_country_code,
+)
 
 WILDCARD = "*"
 GROUP_PREFIX = "group:"
+REGION_PREFIX = "region:"
 TEMPLATE_FIELDS = frozenset({"text", "title", "channel", "link"})
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_PUBLIC_OR_PRIVATE_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _BOT_ID = re.compile(r"^B[A-Z0-9]{2,}$")
@@ -62,6 +72,15 @@ class Defaults(_Model):
     # A user group with more members is refused before any member's profile is read: 400 profiles cost 400
     # users.info calls, which Slack's rate limits take from everyone's sends.
     max_group_size: int = Field(50, ge=1)
+    admin_channel: str | None = None  # where operators hear about the D7 account (e.g. a low balance)
+    low_balance: float | None = Field(None, ge=0)  # warn in admin_channel when the D7 balance falls below this
+
+    @field_validator("admin_channel")
+    @classmethod
+    def _admin_channel(cls, value: str | None) -> str | None:
+        if value is not None and not _PUBLIC_OR_PRIVATE_CHANNEL.match(value):
+            raise ValueError(f"'{value}' is not a channel ID (C…/G…)")
+        return value
 
     @field_validator("region")
     @classmethod
@@ -87,6 +106,11 @@ class Rule(_Model):
     senders: list[str] = Field(min_length=1)
     recipients: list[str] = Field(min_length=1)
     max_recipients: int | None = Field(None, ge=1)
+    # Number types beyond SAFE_NUMBER_TYPES this rule may text (premium_rate, shared_cost, uan, ...).
+    allow_number_types: list[NumberType] = Field(default_factory=list)
+
+    def allows_type(self, number_type: NumberType) -> bool:
+        return number_type in SAFE_NUMBER_TYPES or number_type in self.allow_number_types
 
 
 class PerPhoneLimit(_Model):
@@ -155,6 +179,7 @@ class Policy(_Model):
 
     version: Literal[1]
     defaults: Defaults = Defaults()
+    admins: list[str] = Field(default_factory=list)  # users (U…/W…) and user groups (S…) who see every send
     senders: dict[str, Sender] = Field(default_factory=dict)
     contacts: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
@@ -230,6 +255,9 @@ class _Normaliser:
         self.problems.append(PolicyProblem(where, message))
 
     def run(self) -> Policy:
+        for i, admin in enumerate(self.policy.admins):
+            if not (_USER_ID.match(admin) or USERGROUP_ID.match(admin)):
+                self.problem(f"admins[{i}]", f"'{admin}' is not a user (U…/W…) or user group (S…)")
         for name, sender in self.policy.senders.items():
             if (problem := _check_originator(sender, self.region)) is not None:
                 self.problem(f"senders.{name}.originator", problem)
@@ -252,6 +280,8 @@ class _Normaliser:
     def recipient_pattern(self, raw: str, where: str, allow_usergroups: bool = False) -> str | None:
         if raw == WILDCARD or _PREFIX.match(raw):
             return raw
+        if raw.startswith(REGION_PREFIX):
+            return self.region_pattern(raw, where)
         if raw.startswith(GROUP_PREFIX):
             if raw.removeprefix(GROUP_PREFIX) not in self.policy.contacts:
                 self.problem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'")
@@ -263,6 +293,16 @@ class _Normaliser:
         except InvalidPhoneNumber as exc:
             self.problem(where, str(exc))
             return None
+
+    def region_pattern(self, raw: str, where: str) -> str | None:
+        codes = [code.strip().upper() for code in raw.removeprefix(REGION_PREFIX).split(",")]
+        unknown = [code for code in codes if not is_region(code)]
+        if unknown:
+            self.problem(
+                where, f"unknown region '{unknown[0]}' (use two-letter codes such as region:US or region:US,CA)"
+            )
+            return None
+        return REGION_PREFIX + ",".join(dict.fromkeys(codes))
 
     def rules(self) -> list[Rule]:
         rules = []
@@ -301,7 +341,9 @@ class _Normaliser:
                     self.problem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID")
             to = [self.recipient_pattern(raw, f"{base}.to[{i}]", True) for i, raw in enumerate(alert.to)]
             for i, target in enumerate(to):
-                if target is not None and (target == WILDCARD or target.endswith(WILDCARD)):
+                if target is not None and (
+                    target == WILDCARD or target.endswith(WILDCARD) or target.startswith(REGION_PREFIX)
+                ):
                     self.problem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups")
             alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
         return alerts
@@ -342,6 +384,37 @@ def load_policy(path: str | Path) -> Policy:
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyFileError(file, [PolicyProblem(where, f"not valid YAML: {problem}")]) from None
     return parse_policy(data, file)
+
+
+def policy_warnings(policy: Policy) -> list[PolicyProblem]:
+    """What a checked policy allows or refuses that its author may not mean; ``check`` prints these, loading and
+    sending ignore them."""
+    warnings = []
+    for r, rule in enumerate(policy.rules):
+        for i, pattern in enumerate(rule.recipients):
+            where = f"rules[{r}].recipients[{i}]"
+            if _PREFIX.match(pattern) and len(regions := regions_of_country_code(pattern[1:-1])) > 1:
+                listed = ", ".join(sorted(regions))
+                warnings.append(
+                    PolicyProblem(
+                        where,
+                        f"'{pattern}' spans {len(regions)} countries and territories ({listed}); "
+                        f"name the ones you mean, like region:{regions[0]}",
+                    )
+                )
+            for number in _listed_numbers(policy, pattern):
+                if (refusal := _type_refusal(rule, number, number.display(policy.defaults.show_numbers))) is not None:
+                    warnings.append(PolicyProblem(where, f"{refusal}, so texts to it are refused"))
+    return warnings
+
+
+def _listed_numbers(policy: Policy, pattern: str) -> list[PhoneNumber]:
+    """The numbers a recipient pattern names one by one: a number, or a contact group's members."""
+    if pattern.startswith(GROUP_PREFIX):
+        return policy.contact_numbers(pattern.removeprefix(GROUP_PREFIX))
+    if pattern.startswith("+") and not pattern.endswith(WILDCARD):
+        return [PhoneNumber(pattern)]
+    return []
 
 
 # ---------------------------------------------------------------- deciding
@@ -418,7 +491,24 @@ def _recipient_allowed(policy: Policy, patterns: Sequence[str], number: PhoneNum
             return True
         if pattern == number.e164:
             return True
+        if pattern.startswith(REGION_PREFIX) and number.region in pattern.removeprefix(REGION_PREFIX).split(","):
+            return True
     return False
+
+
+def _type_refusal(rule: Rule, number: PhoneNumber, shown: str) -> str | None:
+    """Why ``rule`` refuses ``number`` for its type, or None when it may text it."""
+    number_type = number.number_type
+    if rule.allows_type(number_type):
+        return None
+    return (
+        f"{shown} is {_a(number_type.label)} number; rule '{rule.name}' does not allow {number_type.label} numbers "
+        f"(allow_number_types: [{number_type.value}])"
+    )
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dimension) -> _Attempt:
@@ -442,13 +532,15 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
     if _DEPTH[through] < _DEPTH[Dimension.RECIPIENT]:
         return _Attempt(rule, None, sender=sender)
     for number in facts.recipients:
+        shown = number.display(policy.defaults.show_numbers)
         if not _recipient_allowed(policy, rule.recipients, number):
-            shown = number.display(policy.defaults.show_numbers)
             return _Attempt(
                 rule,
                 Dimension.RECIPIENT,
                 f"{shown} is outside the numbers rule '{rule.name}' allows",
             )
+        if (refusal := _type_refusal(rule, number, shown)) is not None:
+            return _Attempt(rule, Dimension.RECIPIENT, refusal)
     if rule.max_recipients is not None and len(facts.recipients) > rule.max_recipients:
         return _Attempt(
             rule,
@@ -505,11 +597,16 @@ def _evaluate(policy: Policy, facts: SendRequestFacts, through: Dimension) -> De
     return Decision(False, best.reason, rule=best.rule.name, dimension=best.dimension)
 
 
-def groups_to_look_up(policy: Policy, user_id: str, channel_id: str | None, via: Via | None = None) -> list[str]:
+def groups_to_look_up(
+    policy: Policy, user_id: str, channel_id: str | None, via: Via | None = None, *, include_admins: bool = False
+) -> list[str]:
     """The user groups (S…) whose members can change what this user may send here: those named by a rule for this
     channel (any channel when None) and via (any when None) that does not already admit the user by ID or "*".
-    Nothing else is worth a Slack look-up."""
+    Nothing else is worth a Slack look-up. With ``include_admins``, also the groups in ``admins`` (unless the
+    user is an admin by ID), for a caller that will ask ``is_admin``."""
     groups: list[str] = []
+    if include_admins and user_id not in policy.admins:
+        groups += sorted(admin_groups(policy))
     for rule in policy.rules:
         if channel_id is not None and WILDCARD not in rule.slack_channels and channel_id not in rule.slack_channels:
             continue
@@ -519,6 +616,17 @@ def groups_to_look_up(policy: Policy, user_id: str, channel_id: str | None, via:
             continue
         groups += [g for g in rule.users if USERGROUP_ID.match(g) and g not in groups]
     return groups
+
+
+def admin_groups(policy: Policy) -> frozenset[str]:
+    """The user groups (S…) named in ``admins``: the ones worth looking up to decide ``is_admin``."""
+    return frozenset(a for a in policy.admins if USERGROUP_ID.match(a))
+
+
+def is_admin(policy: Policy, user_id: str, user_groups: Collection[str]) -> bool:
+    """Whether this user may see any send's status and the admin views: named in ``admins``, or a member of a
+    user group named there (``user_groups`` are the user's groups, as far as they were looked up)."""
+    return user_id in policy.admins or not admin_groups(policy).isdisjoint(user_groups)
 
 
 def allowed_senders(
