@@ -640,6 +640,7 @@ class FakeDirectory:
         self.people: dict[str, Person] = {}
         self.groups: dict[str, list[str]] = {}
         self.channels: dict[str, str] = {}
+        self.members: dict[str, set[str]] = {}  # channel → its members, where a test says
 
     def add_person(self, user_id: str, name: str, phone: str | None = None) -> None:
         self.people[user_id] = Person(user_id, name, phone)
@@ -661,3 +662,7 @@ class FakeDirectory:
 
     async def permalink(self, channel_id: str, ts: str) -> str:
         return f"https://example.slack.com/archives/{channel_id}/p{ts.replace('.', '')}"
+
+    async def is_member(self, channel_id: str, user_id: str) -> bool | None:
+        members = self.members.get(channel_id)
+        return None if members is None else user_id in members

@@ -389,3 +389,48 @@ async def test_a_report_for_a_number_that_was_never_a_recipient_is_ignored(
     await post_form(app, sms_report(request_id, "+14155550100", "delivered", msg_id="m-2"))
     await app.settle()
     assert delivery_section(slack.of("chat.update")[-1]) == "*Delivery*\n+1 415 ••• 0100: :white_check_mark: delivered"
+
+
+# ------------------------------------------------------------ who may see a send's status
+
+
+def status_calls(fake_d7: FakeD7, request_id: str) -> int:
+    return sum(r.path == f"/report/v1/message-log/{request_id}" for r in fake_d7.requests)
+
+
+async def test_a_stranger_asking_for_a_status_is_told_not_found_and_d7_is_not_asked(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    request_id, _ = await send_sms(app, "+14155550100 hello")
+    slack.add_channel("C0OPS", users=["U0ALICE"])  # the stranger is not in #ops
+
+    await app.command("/sms", f"status {request_id}", user="U0STRANGER", channel="C0RANDOM")
+    await app.settle()
+
+    assert slack.responses["cmd"][-1]["text"].startswith(f":mag: No send with request_id `{request_id}`")
+    assert status_calls(fake_d7, request_id) == 0
+
+
+async def test_the_channels_members_may_see_a_status_and_it_is_asked_once_for_all_of_them(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    request_id, _ = await send_sms(app, "+14155550100 hello")
+    slack.add_channel("C0OPS", users=["U0ALICE", "U0BOB", "U0CAROL"])
+
+    for user in ("U0BOB", "U0CAROL", "U0ALICE"):
+        await app.command("/sms", f"status {request_id}", user=user)
+        await app.settle()
+        assert "+1 415 ••• 0100" in json.dumps(slack.responses["cmd"][-1]["blocks"], ensure_ascii=False)
+    assert status_calls(fake_d7, request_id) == 1  # D7 asked once; the same answer for 30 s
+
+
+async def test_status_look_ups_are_limited_per_person(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
+    from bot.slack.listeners.commands import STATUS_PER_MINUTE
+
+    for i in range(STATUS_PER_MINUTE + 1):
+        await app.command("/sms", f"status not-ours-{i}", user="U0EAGER")
+    await app.settle()
+
+    answers = [r["text"] for r in slack.responses["cmd"]]
+    assert sum(a.startswith(":mag:") for a in answers) == STATUS_PER_MINUTE
+    assert answers[-1].startswith(f":hourglass: You asked for {STATUS_PER_MINUTE} statuses in the last minute.")

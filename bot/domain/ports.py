@@ -58,6 +58,10 @@ class Directory(Protocol):
         """A link to the message posted at ``ts`` in the channel."""
         ...
 
+    async def is_member(self, channel_id: str, user_id: str) -> bool | None:
+        """Whether the user is in the conversation; None when its members cannot be seen."""
+        ...
+
 
 class Report(Protocol):
     """One delivery report as D7 posted it (``key``: what makes two posts the same report)."""

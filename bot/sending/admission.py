@@ -17,7 +17,7 @@ from typing import TypeVar
 from bot.domain.alerts import WHATSAPP_MAX_CHARS
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import EmptyMessage, InputError, InvalidPhoneNumber, MessageTooLong, inert
-from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Via
+from bot.domain.models import Person, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
     Decision,
@@ -109,6 +109,10 @@ def conversation_label(channel_id: str) -> str:
     """How a refusal names where a request came from: ``<#C…>`` (Slack shows the channel's name); a direct
     message has no name Slack would show."""
     return "this direct message" if channel_id.startswith("D") else f"<#{channel_id}>"
+
+
+def not_a_member(channel_id: str) -> str:
+    return f"you are not a member of {conversation_label(channel_id)}: pick a conversation you are in"
 
 
 def phone_of(person: Person, region: str) -> PhoneNumber:
@@ -248,6 +252,11 @@ class Admission:
     def decide(self, facts: SendRequestFacts) -> Decision:
         return evaluate(self.policy, facts)
 
+    async def is_in(self, user_id: str, channel_id: str) -> bool:
+        """The policy's rules are about channels: a form may only send "from" a conversation its sender is in. One
+        whose members the bot cannot see (private, a DM) could only be picked by its members."""
+        return await self.directory.is_member(channel_id, user_id) is not False
+
     def decide_before_recipients(self, facts: SendRequestFacts) -> Decision:
         """What the policy refuses whatever the recipients (``facts.recipients`` is not looked at)."""
         return evaluate_before_recipients(self.policy, facts)
@@ -276,6 +285,8 @@ class Admission:
         early = self.decide_before_recipients(facts)
         if not early.allowed:
             raise Refused.denied(early.reason)
+        if request.origin.surface is Surface.MODAL and not await self.is_in(request.user_id, request.channel_id):
+            raise Refused.denied(not_a_member(request.channel_id))
         found = await self.resolve(request.recipients)
         if found.problems:
             raise Refused.invalid(*(str(p) for p in found.problems))

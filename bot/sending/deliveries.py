@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,6 +38,7 @@ DEFAULT_RECONCILE_AFTER = timedelta(minutes=10)
 LOOK_AGAIN = timedelta(hours=1)  # a send still not final after a look-up is looked up again this much later
 LOOKUPS_PER_SECOND = 2.0  # D7's status endpoint is shared with everything else on the account
 SWEEP_EVERY = 15.0  # seconds between looks for waiting reports and stale sends
+STATUS_FRESH = 30.0  # seconds a status D7 gave for /sms status is answered again without asking D7
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Deliveries:
     # Request ids with reports received here before their send was known, and with reports to apply now.
     _waiting: set[str] = field(default_factory=set, init=False)
     _ready: set[str] = field(default_factory=set, init=False)
+    _statuses: dict[str, tuple[float, StatusReport]] = field(default_factory=dict, init=False)  # /sms status
 
     # ------------------------------------------------------------ the report endpoint
 
@@ -179,14 +182,30 @@ class Deliveries:
         if changed:
             await self._changed([record])
 
-    async def lookup(self, team_id: str, request_id: str) -> tuple[SendRecord, StatusReport] | None:
-        """``/sms status``: the send (made in this workspace) and D7's status; None when not found."""
+    async def find(self, team_id: str, request_id: str) -> SendRecord | None:
+        """``/sms status``: the send with this request_id made in this workspace, or None."""
         record = (await self.sends.by_request_ids([request_id])).get(request_id)
-        if record is None or record.request.origin.team_id != team_id:
-            return None
+        return record if record is not None and record.request.origin.team_id == team_id else None
+
+    async def status(self, record: SendRecord) -> StatusReport:
+        """D7's status of the send, asked at most once per ``STATUS_FRESH`` seconds per request_id (asking again
+        and again costs D7 calls and tells nothing new)."""
+        request_id = record.request_id or ""
+        now = time.monotonic()
+        kept = self._statuses.get(request_id)
+        if kept is not None and now - kept[0] < STATUS_FRESH:
+            return kept[1]
         report = await self.gateway.get_status(request_id, record.request.via)
+        if len(self._statuses) >= 1000:
+            self._statuses.clear()
+        self._statuses[request_id] = (now, report)
         await self.absorb(record, report)
-        return record, report
+        return report
+
+    async def lookup(self, team_id: str, request_id: str) -> tuple[SendRecord, StatusReport] | None:
+        """The send and D7's status of it; None when not found."""
+        record = await self.find(team_id, request_id)
+        return None if record is None else (record, await self.status(record))
 
     # ------------------------------------------------------------ the background loop
 

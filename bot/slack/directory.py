@@ -17,6 +17,7 @@ from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import Person
 
 DEFAULT_TTL = 60.0
+MAX_MEMBER_PAGES = 20  # conversations.members pages of 1,000: a channel of 20,000 people is checked, no bigger
 _T = TypeVar("_T")
 
 
@@ -98,6 +99,7 @@ class SlackDirectory:
         self._people: _SingleFlightCache[Person] = _SingleFlightCache(ttl)
         self._groups: _SingleFlightCache[list[str]] = _SingleFlightCache(ttl)
         self._channels: _SingleFlightCache[str] = _SingleFlightCache(max(ttl, 600.0))  # names rarely change
+        self._members: _SingleFlightCache[frozenset[str] | None] = _SingleFlightCache(ttl)
 
     async def person(self, user_id: str) -> Person:
         async def fetch() -> Person:
@@ -133,6 +135,30 @@ class SlackDirectory:
             return str(response["channel"].get("name") or channel_id)
 
         return await self._channels.get(channel_id, fetch)
+
+    async def is_member(self, channel_id: str, user_id: str) -> bool | None:
+        """Whether the user is in the channel; None when Slack does not show the bot its members (a private
+        channel or DM the bot is not in: only its members can see, and so pick, it)."""
+        members = await self._members.get(channel_id, lambda: self._fetch_members(channel_id))
+        return None if members is None else user_id in members
+
+    async def _fetch_members(self, channel_id: str) -> frozenset[str] | None:
+        members: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_MEMBER_PAGES):
+            try:
+                response = await self._client.conversations_members(channel=channel_id, limit=1000, cursor=cursor)
+            except SlackApiError as exc:
+                if exc.response.get("error") in ("channel_not_found", "method_not_supported_for_channel_type"):
+                    return None
+                raise unavailable("conversations.members", exc) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise unavailable("conversations.members", exc) from None
+            members.update(response.get("members") or [])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return frozenset(members)
+        raise ServiceUnavailable(f"<#{channel_id}> has more than {MAX_MEMBER_PAGES * 1000} members to check")
 
     async def permalink(self, channel_id: str, ts: str) -> str:
         response = await self._client.chat_getPermalink(channel=channel_id, message_ts=ts)

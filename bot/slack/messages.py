@@ -484,6 +484,15 @@ def status_not_found(request_id: str) -> str:
     )
 
 
+def status_too_often(limit: int, wait: float) -> str:
+    return f":hourglass: You asked for {limit} statuses in the last minute. Try again in {max(1, round(wait))} seconds."
+
+
+def status_not_checked(request_id: str, error: ServiceUnavailable) -> str:
+    why = escape(str(error))
+    return f":warning: Could not check who may see `{escape(request_id)}` right now ({why}). Try again in a minute."
+
+
 def status_unavailable(request_id: str, error: D7Error) -> str:
     code = f" (HTTP {error.http_status})" if error.http_status else ""
     return f":warning: D7 could not tell the status of `{escape(request_id)}` right now{code}. Try again in a minute."
@@ -549,6 +558,10 @@ def form_recipient_problems(kind: RefKind, errors: Sequence[InputError]) -> str:
     if kind is RefKind.USER:
         return "No usable phone: " + "; ".join(str(e) for e in errors)
     return " ".join(_sentence(str(e)) for e in errors)
+
+
+def form_not_a_member() -> str:
+    return "You are not a member of this conversation. Pick one you are in."
 
 
 def form_no_recipients() -> str:

@@ -72,6 +72,7 @@ BOT_SCOPES = (
 NEEDED_SCOPES = {
     "conversations.join": "channels:join",
     "conversations.info": "channels:read",
+    "conversations.members": "channels:read",
     "users.info": "users:read",
     "usergroups.users.list": "usergroups:read",
 }
@@ -884,6 +885,20 @@ class FakeSlack(LoopbackServer):
             return {"ok": False, "error": "channel_not_found"}
         private = channel not in self.state.public
         return {"ok": True, "channel": {"id": channel, "name": self.state.names[channel], "is_private": private}}
+
+    def m_conversations_members(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A channel's members, a page at a time (``limit``, ``cursor``). A private channel the bot is not in is
+        ``channel_not_found`` to it; a channel given ``users`` has those, any other channel every user added."""
+        channel = p.get("channel", "")
+        if channel not in self.state.names or (
+            channel not in self.state.public and channel not in self.state.members_of
+        ):
+            return {"ok": False, "error": "channel_not_found"}
+        members = sorted(self.state.channel_users.get(channel, set(self.state.users)))
+        limit = max(1, min(int(p.get("limit") or 100), 1000))
+        start = int(p.get("cursor") or 0)
+        page, rest = members[start : start + limit], members[start + limit :]
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": str(start + limit) if rest else ""}}
 
     def m_chat_getPermalink(self, p: dict[str, Any]) -> dict[str, Any]:
         channel, ts = p.get("channel", ""), str(p.get("message_ts", ""))

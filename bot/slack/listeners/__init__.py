@@ -8,7 +8,8 @@ The manifest test checks that these and ``manifest.yml`` list exactly the same c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from slack_bolt.async_app import AsyncApp
 
@@ -38,6 +39,7 @@ class Deps:
     metrics: Metrics
     bot_user_id: str | None = None
     bot_id: str | None = None  # B…: the app's own posts carry it
+    status_asked: dict[str, deque[float]] = field(default_factory=dict)  # /sms status look-ups per person
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:

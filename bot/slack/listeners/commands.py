@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,9 +12,10 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import D7Error, D7NotFoundError, InputError
+from bot.domain.errors import D7Error, D7NotFoundError, InputError, ServiceUnavailable
 from bot.domain.models import SendRequest, Via
-from bot.domain.sends import Refusal, RefusalKind
+from bot.domain.policy import admin_groups
+from bot.domain.sends import Refusal, RefusalKind, SendRecord
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
 from bot.slack.grammar import Help, Status, parse_command
@@ -52,7 +54,8 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             return
         if isinstance(parsed, Status):
             await ack()  # the look-up calls D7: answered through the response_url
-            deps.tasks.spawn(tell_status(deps, respond, command.team_id, parsed.request_id), "status")
+            asker = command.user_id
+            deps.tasks.spawn(tell_status(deps, respond, command.team_id, asker, parsed.request_id), "status")
             return
         if isinstance(parsed, Help):
             if command.text.strip():  # "/sms help"
@@ -81,19 +84,58 @@ def make_handler(deps: Deps, via: Via) -> Handler:
     return handle_command
 
 
-async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, request_id: str) -> None:
-    """``/sms status <request_id>``: D7's per-recipient status of a send made in this workspace, just for the asker."""
+# /sms status: at most this many look-ups per person per minute (each may cost a D7 call).
+STATUS_PER_MINUTE = 10
+
+
+def _too_often(_asked: dict[str, deque[float]], user_id: str) -> float:
+    """0 when ``user_id`` may ask for a status now (counted in ``_asked``), else the seconds until they may."""
+    now = time.monotonic()
+    times = _asked.setdefault(user_id, deque())
+    while times and now - times[0] >= 60:
+        times.popleft()
+    if len(times) >= STATUS_PER_MINUTE:
+        return 60 - (now - times[0])
+    times.append(now)
+    if len(_asked) > 10_000:  # forget the quiet ones
+        for quiet in [u for u, t in _asked.items() if not t]:
+            del _asked[quiet]
+    return 0.0
+
+
+async def may_see(deps: Deps, record: SendRecord, user_id: str) -> bool:
+    """Who may see a send's status: its sender, the policy's admins, and members of the conversation it was sent
+    from (they saw it there). A conversation whose members the bot cannot see admits nobody else."""
+    if record.request.user_id == user_id or user_id in deps.policy.admins:
+        return True
+    for group in admin_groups(deps.policy):
+        if user_id in await deps.directory.group_members(group):
+            return True
+    return await deps.directory.is_member(record.request.channel_id, user_id) is True
+
+
+async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, user_id: str, request_id: str) -> None:
+    """``/sms status <request_id>``: D7's per-recipient status of a send made in this workspace, for those who may
+    see it (``may_see``); everyone else is told it was not found, as for an unknown request_id, and D7 is not
+    asked."""
+    wait = _too_often(deps.status_asked, user_id)
+    if wait:
+        await respond(text=messages.status_too_often(STATUS_PER_MINUTE, wait), response_type="ephemeral")
+        return
     try:
-        found = await deps.deliveries.lookup(team_id, request_id)
+        record = await deps.deliveries.find(team_id, request_id)
+        if record is None or not await may_see(deps, record, user_id):
+            await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
+            return
+        report = await deps.deliveries.status(record)
+    except ServiceUnavailable as exc:
+        await respond(text=messages.status_not_checked(request_id, exc), response_type="ephemeral")
+        return
     except D7Error as exc:
         if isinstance(exc, D7NotFoundError):
             await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
         else:
             await respond(text=messages.status_unavailable(request_id, exc), response_type="ephemeral")
         return
-    if found is None:
-        await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
-        return
-    record, report = found
     text, blocks = messages.status_report(record, report, deps.policy.defaults.show_numbers)
     await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)

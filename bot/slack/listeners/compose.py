@@ -302,7 +302,8 @@ async def _check(
     errors = _form_errors(deps, via, channel, values.sender, text) | _time_errors(values.when)
     if refused := _refused_before_look_ups(deps, context, via, channel, values.sender):
         return refused | errors, None
-    looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within)
+    picked = context.channel_id is None
+    looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within, picked)
     if looked_up is None:
         offline = await deps.admission.resolve([r for r in refs if r.kind is not RefKind.USER])  # no network
         errors |= _recipient_errors(offline, expect_numbers=not values.people)
@@ -310,8 +311,10 @@ async def _check(
             return errors, None
         log.warning("compose submission recorded unchecked: Slack's look-ups took over %.1fs", within)
         return {}, _request(context, values, channel, response_url, refs, view_id, UTC)
-    found, groups, zone = looked_up
+    found, groups, zone, is_in = looked_up
     errors |= _recipient_errors(found)
+    if not is_in and channel is not None:
+        errors[compose.CONVERSATION] = messages.form_not_a_member()
     if errors or channel is None:
         return errors, None
     facts = SendRequestFacts(
@@ -362,9 +365,11 @@ async def _look_up(
     refs: Sequence[RecipientRef],
     when: int | None,
     within: float,
-) -> tuple[Resolution, frozenset[str], tzinfo] | None:
-    """The recipients resolved, the user's policy groups here and their time zone, asked of Slack at once; None
-    when not all answered within ``within`` seconds. ``ServiceUnavailable`` when Slack answered with a failure."""
+    picked: bool,
+) -> tuple[Resolution, frozenset[str], tzinfo, bool] | None:
+    """The recipients resolved, the user's policy groups here, their time zone and (``picked``: the conversation
+    was chosen in the form) whether they are in it, asked of Slack at once; None when not all answered within
+    ``within`` seconds. ``ServiceUnavailable`` when Slack answered with a failure."""
 
     async def groups() -> frozenset[str]:
         return await deps.admission.user_groups(user_id, channel, via) if channel else frozenset()
@@ -372,11 +377,17 @@ async def _look_up(
     async def zone() -> tzinfo:
         return await _user_zone(deps, user_id) if when is not None else UTC
 
+    async def member() -> bool:
+        return await deps.admission.is_in(user_id, channel) if channel and picked else True
+
     try:
         async with asyncio.timeout(within):
-            return await asyncio.gather(deps.admission.resolve(refs), groups(), zone())
+            found, in_groups, in_zone, is_in = await asyncio.gather(
+                deps.admission.resolve(refs), groups(), zone(), member()
+            )
     except TimeoutError:
         return None
+    return found, in_groups, in_zone, is_in
 
 
 def _request(
