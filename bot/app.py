@@ -39,15 +39,17 @@ from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
-from bot.domain.ports import MessageGateway, SettingsStore
+from bot.domain.ports import Balance, MessageGateway, SettingsStore
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
+from bot.sending.balance import BalanceWatcher, Post
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
 from bot.sending.outbox import Outbox
 from bot.sending.pipeline import SEND_RETRY, Pipeline
 from bot.sending.telling import Teller
+from bot.slack import messages
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import PACED_METHODS, SlackConversations
 from bot.slack.directory import SlackDirectory
@@ -118,13 +120,15 @@ class Resources:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """``GET /healthz``: does the database answer, how much is waiting, how much is in flight."""
+    """``GET /healthz``: does the database answer, how much is waiting, how much is in flight; the D7 balance as
+    last read (never a reason to be unhealthy: D7 may not offer it)."""
 
     settings: Settings
     storage: Storage
     gateway: MessageGateway
     outbox: Outbox
     metrics: Metrics
+    balance: BalanceWatcher
 
     async def __call__(self) -> tuple[bool, dict[str, Any]]:
         db = self.storage.database
@@ -152,6 +156,7 @@ class HealthCheck:
             "outbox_backlog": backlog,
             "sends_stuck_sending": stuck,
             "sends_in_flight": self.outbox.in_flight,
+            "d7_balance": self.balance.health(),
         }
 
 
@@ -168,6 +173,7 @@ class Relay:
     tasks: BackgroundTasks
     deliveries: Deliveries
     outbox: Outbox
+    balance: BalanceWatcher
     health: HealthCheck
     bolt: AsyncApp
     web: Starlette
@@ -176,9 +182,9 @@ class Relay:
 
     def background(self) -> list[AbstractAsyncContextManager[Any]]:
         """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
-        first (no new claims, sends in flight finish), then delivery reports, then the listeners' tasks. The
-        connections they use (database, D7, Slack) were opened before and close after them."""
-        return [self.tasks, self.deliveries, self.outbox]
+        first (no new claims, sends in flight finish), then the balance watcher, delivery reports, and the
+        listeners' tasks. The connections they use (database, D7, Slack) were opened before and close after them."""
+        return [self.tasks, self.deliveries, self.balance, self.outbox]
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -198,6 +204,15 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
             CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES, paced=PACED_METHODS),
         ],
     )
+
+
+def slack_poster(slack: AsyncWebClient) -> Post:
+    """Posts a plain message in a channel (the balance watcher's warnings)."""
+
+    async def post(channel: str, balance: Balance, low: float) -> None:
+        await slack.chat_postMessage(channel=channel, text=messages.low_balance_warning(balance, low))
+
+    return post
 
 
 def make_gateway(settings: Settings) -> MessageGateway:
@@ -265,6 +280,7 @@ class SendingCore:
     intake: Intake
     deliveries: Deliveries
     outbox: Outbox
+    balance: BalanceWatcher
 
 
 def wire_sending(
@@ -303,6 +319,13 @@ def wire_sending(
         reconcile_after=settings.reconcile_after,
     )
     intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
+    balance = BalanceWatcher(
+        gateway,
+        metrics,
+        post=slack_poster(resources.slack),
+        low=policy.defaults.low_balance,
+        admin_channel=policy.defaults.admin_channel,
+    )
     pipeline = Pipeline(
         sends=storage.sends,
         admission=admission,
@@ -315,12 +338,13 @@ def wire_sending(
         report_url=resources.report_url,
         on_request_id=deliveries.request_id_known,
         abandoned=intake.abandoned,
+        billed=balance.soon,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
     )
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox)
+    return SendingCore(admission, intake, deliveries, outbox, balance)
 
 
 def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
@@ -344,7 +368,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         bot_id=auth.get("bot_id"),
     )
     register_all(bolt, deps)
-    health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics)
+    health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)
     bolt_over_http = None if settings.socket_mode else bolt
     deliveries = core.deliveries
     web = create_web_app(bolt_over_http, health, metrics, reports=deliveries)
@@ -358,6 +382,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         tasks=tasks,
         deliveries=deliveries,
         outbox=core.outbox,
+        balance=core.balance,
         health=health,
         bolt=bolt,
         web=web,

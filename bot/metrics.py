@@ -56,5 +56,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.d7_balance = Gauge(
+            "relay_d7_balance",
+            "The D7 account's credit as last read (absent when D7 does not offer it), by currency",
+            ["currency"],
+            registry=self.registry,
+        )
+        self.d7_balance_read = Gauge(
+            "relay_d7_balance_read_timestamp_seconds",
+            "When the D7 balance was last read (Unix time)",
+            registry=self.registry,
+        )
+        # Not by user: every member of the workspace would be a series. Per-user spend is in the audit log and
+        # the budgets. Channels outside the policy's own list are counted as "other" (a "*" rule admits any).
+        self.billed = Counter(
+            "relay_billed_messages_total",
+            "Messages D7 accepted to bill (SMS: recipients x segments; WhatsApp: recipients), by rule and channel",
+            ["via", "rule", "channel"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.d7 import D7Client
+from bot.d7 import D7Client, DryRunGateway
 from bot.domain.errors import (
     D7AuthError,
     D7Error,
@@ -25,6 +26,7 @@ from bot.domain.errors import (
     FieldError,
 )
 from bot.domain.models import SendStatus, Via
+from bot.domain.ports import Balance
 from bot.domain.retry import RetryPolicy
 from tests.conftest import Sleeps, timeout
 from tests.fakes.d7 import TOKEN, FakeD7, Reply
@@ -521,3 +523,78 @@ async def test_token_never_appears_in_logs_reprs_or_errors(
 def test_client_repr_shows_url_only() -> None:
     client = D7Client(SecretStr("tok-123456"), base_url="http://127.0.0.1:1")
     assert repr(client) == "D7Client(base_url='http://127.0.0.1:1')"
+
+
+# ---------------------------------------------------------------- balance (optional endpoint)
+
+BALANCE = "/messages/v1/balance"
+
+
+async def test_balance_reads_d7s_answer_with_the_bearer_token(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.balance = 12.75
+
+    assert await d7.balance() == Balance(12.75, None)
+    (read,) = fake_d7.balance_reads
+    assert (read.method, read.path) == ("GET", BALANCE)
+    assert read.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert fake_d7.requests == []  # kept apart from sends and status look-ups
+
+
+async def test_balance_reads_a_currency_when_d7_gives_one(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.balance, fake_d7.balance_currency = 3.5, "eur"
+
+    assert await d7.balance() == Balance(3.5, "EUR")
+
+
+async def test_balance_not_offered_404_is_none_not_an_error(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.balance_offered = False
+
+    assert await d7.balance() is None
+
+
+@pytest.mark.parametrize("body", [{"credit": 5}, {"balance": "lots"}, [], "<html>gone</html>", {"balance": "NaN"}])
+async def test_balance_answer_of_an_unknown_shape_is_none(d7: D7Client, fake_d7: FakeD7, body: object) -> None:
+    fake_d7.enqueue(Reply(200, body, path=BALANCE))
+
+    assert await d7.balance() is None
+
+
+async def test_balance_given_as_a_numeric_string_is_read(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.enqueue(Reply(200, {"balance": "7.10", "sms_count": "120"}, path=BALANCE))
+
+    assert await d7.balance() == Balance(7.1, None)
+
+
+async def test_balance_slow_answer_raises_unavailable_at_its_deadline_with_one_request(
+    d7: D7Client, fake_d7: FakeD7, sleeps: Sleeps
+) -> None:
+    fake_d7.enqueue(Reply(delay=2.0, path=BALANCE))
+    started = time.perf_counter()
+
+    with pytest.raises(D7UnavailableError, match=r"within 0\.3s"):
+        await d7.balance(within=0.3)
+
+    assert time.perf_counter() - started < 1.5
+    assert len(fake_d7.balance_reads) == 1
+    assert sleeps == []  # no retries inside: the watcher has its own backoff
+
+
+async def test_balance_401_raises_auth_error(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.enqueue(Reply(401, path=BALANCE))
+
+    with pytest.raises(D7AuthError):
+        await d7.balance()
+
+
+async def test_balance_scripted_reply_without_a_path_is_left_for_the_send(d7: D7Client, fake_d7: FakeD7) -> None:
+    fake_d7.enqueue(402)
+
+    assert await d7.balance() == Balance(100.0, None)
+    with pytest.raises(D7InsufficientCreditError):
+        await d7.send_sms([ALICE], "x")
+
+
+async def test_dry_run_has_no_balance() -> None:
+    gateway = DryRunGateway()
+
+    assert await gateway.balance() is None

@@ -22,6 +22,7 @@ from bot.d7.gateway import TextGateway
 from bot.d7.retry import CLIENT_RETRY, parse_retry_after, retry_delay
 from bot.d7.transport import D7Transport
 from bot.d7.wire import (
+    BalanceAnswer,
     ErrorAnswer,
     SendAnswer,
     SmsLog,
@@ -30,7 +31,7 @@ from bot.d7.wire import (
 )
 from bot.domain import errors as E
 from bot.domain.models import OutgoingText, RecipientStatus, SendResult, SendStatus, StatusReport, Via
-from bot.domain.ports import RetryHook
+from bot.domain.ports import Balance, RetryHook
 from bot.domain.retry import RetryPolicy
 
 log = logging.getLogger("bot.d7")
@@ -44,6 +45,11 @@ SMS_SEND_PATH = "/messages/v1/send"
 WHATSAPP_SEND_PATH = "/whatsapp/v2/send"
 SMS_STATUS_PATH = "/report/v1/message-log/{request_id}"
 WHATSAPP_STATUS_PATH = "/whatsapp/v2/report/{request_id}"
+BALANCE_PATH = "/messages/v1/balance"
+# One try, no retries inside: the balance watcher has its own backoff, and nothing waits for the answer.
+BALANCE_WITHIN = 10.0
+# "Not offered": D7 lists the endpoint in its samples but may have retired it.
+_BALANCE_ABSENT = frozenset({404, 405, 410, 501})
 
 Sleep = Callable[[float], Awaitable[None]]
 _M = TypeVar("_M", bound=BaseModel)
@@ -195,6 +201,27 @@ class D7Client(TextGateway):
                 for m in wa.messages
             ],
         )
+
+    async def balance(self, within: float = BALANCE_WITHIN) -> Balance | None:
+        """The account's credit (``GET /messages/v1/balance``); None when D7 does not offer it (404, or an answer
+        without a readable ``balance``). One try within ``within`` seconds; a failure raises ``D7Error``."""
+        try:
+            async with asyncio.timeout(within):
+                response = await self._http.get(BALANCE_PATH)
+        except TimeoutError:
+            raise E.D7UnavailableError(f"D7 did not answer the balance look-up within {within:g}s") from None
+        except httpx.TransportError as exc:
+            raise E.D7UnavailableError(f"D7 did not answer the balance look-up ({type(exc).__name__})") from exc
+        if response.status_code in _BALANCE_ABSENT:
+            return None
+        if not response.is_success:
+            raise _error_from_response(response, idempotent=True)
+        try:
+            answer = BalanceAnswer.model_validate_json(response.content)
+        except ValidationError:
+            log.warning("d7 balance answer could not be read (HTTP %d); taken as not offered", response.status_code)
+            return None
+        return Balance(answer.balance, answer.currency.upper() if answer.currency else None)
 
     # ------------------------------------------------------------ internals
 

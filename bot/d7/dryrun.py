@@ -16,7 +16,7 @@ from bot.d7.gateway import TextGateway
 from bot.d7.wire import build_body
 from bot.domain.errors import D7NotFoundError
 from bot.domain.models import OutgoingText, RecipientStatus, SendResult, SendStatus, StatusReport, Via
-from bot.domain.ports import RetryHook
+from bot.domain.ports import Balance, RetryHook
 
 log = logging.getLogger("bot.d7")
 
@@ -65,3 +65,7 @@ class DryRunGateway(TextGateway):
             via=via,
             recipients=[RecipientStatus(recipient=r, status=DRY_RUN_STATUS) for r in known[1]],
         )
+
+    async def balance(self) -> Balance | None:
+        """A dry run spends nothing and has no account to read."""
+        return None

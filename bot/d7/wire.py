@@ -104,6 +104,14 @@ class SendAnswer(_Answer):
     created_at: datetime | None = None
 
 
+class BalanceAnswer(_Answer):
+    """200 answer of ``GET /messages/v1/balance``: ``{"balance": 12.5}`` in D7's samples; a ``currency`` is read
+    when present (D7 does not document one)."""
+
+    balance: float = Field(allow_inf_nan=False)
+    currency: str | None = Field(None, min_length=1, max_length=8)
+
+
 class SmsLogEntry(_Answer):
     msg_id: str | None = None
     recipient: str

@@ -10,6 +10,7 @@ composition root.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -20,6 +21,14 @@ from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend,
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
 RetryHook = Callable[[D7Error, int, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The D7 account's credit, as D7 last told it (``currency``: None when D7 does not say)."""
+
+    amount: float
+    currency: str | None = None
 
 
 class MessageGateway(Protocol):
@@ -35,6 +44,11 @@ class MessageGateway(Protocol):
         ...
 
     async def get_status(self, request_id: str, via: Via) -> StatusReport: ...
+
+    async def balance(self) -> Balance | None:
+        """The account's credit; None when D7 does not offer it (the endpoint is optional). Raises ``D7Error`` when
+        D7 fails to answer, within a deadline of its own."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import cached_property
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
@@ -42,6 +43,7 @@ from bot.domain.sends import (
 from bot.metrics import Metrics
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
+from bot.sending.balance import billed_messages, named_channels
 from bot.sending.keeping import Waits, keep
 from bot.sending.telling import Teller
 
@@ -68,6 +70,10 @@ def _never(request: SendRequest) -> bool:
     return False
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Pipeline:
     """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
@@ -83,6 +89,7 @@ class Pipeline:
     report_url: str | None = None  # where D7 posts delivery reports (None: no reports)
     on_request_id: Callable[[str], None] = _nobody_waits  # reports that came first may be waiting for it
     abandoned: Callable[[SendRequest], bool] = _never  # its sender was told it was not recorded
+    billed: Callable[[], None] = _nothing  # D7 accepted a send that costs money (the balance watcher looks soon)
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -290,7 +297,20 @@ class Pipeline:
             elapsed * 1000,
             extra={"send_id": record.id, "request_id": result.request_id},
         )
+        if result.accepted and not result.dry_run:
+            self._bill(send)
         return await self._finish(record, send, outcome)
+
+    @cached_property
+    def _channels(self) -> frozenset[str]:
+        return named_channels(self.admission.policy)
+
+    def _bill(self, send: PreparedSend) -> None:
+        """Count what D7 will charge for, by rule and channel (a channel the policy does not name is "other")."""
+        channel = send.request.origin.channel_id
+        label = channel if channel in self._channels else "other"
+        self.metrics.billed.labels(send.via.value, send.rule, label).inc(billed_messages(send))
+        self.billed()
 
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
         self.waits.end(record.id)

@@ -33,6 +33,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import RefKind, StatusReport, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
+from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
 from bot.slack.markup import escape
 
@@ -612,3 +613,20 @@ def cannot_send_here(reason: str) -> str:
 
 def ask_an_admin() -> str:
     return "Ask an admin to change the bot's policy file if you need to."
+
+
+# ------------------------------------------------------------ the admin channel
+
+
+def money(amount: float, currency: str | None) -> str:
+    return f"{amount:,.2f} {currency}" if currency else f"{amount:,.2f}"
+
+
+def low_balance_warning(balance: Balance, low: float) -> str:
+    """The admin channel's message when the balance drops below ``low``."""
+    return (
+        f":warning: The D7 account's balance is {money(balance.amount, balance.currency)}, below the warning level "
+        f"of {money(low, balance.currency)} (`defaults.low_balance` in the policy). When it runs out, D7 refuses "
+        "every text: top up the D7 account. This is said once; again only if the balance goes back above "
+        f"{money(low, balance.currency)} and drops below it again."
+    )

@@ -29,6 +29,8 @@ from tests.fakes.server import LoopbackServer, run_as_process
 TOKEN = "d7-test-token-0123456789"
 REGISTERED_WHATSAPP = ("+971501234567",)
 
+BALANCE = "/messages/v1/balance"
+
 _NUMBER = re.compile(r"^\+?\d{6,15}$")
 _SCHEDULE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}[+-]\d{2}:\d{2}$")
 
@@ -101,6 +103,14 @@ class FakeD7(LoopbackServer):
         self.delay = delay
         self.record = record
         self.credit = True
+        # GET /messages/v1/balance: {"balance": ...} as in D7's samples; ``balance_offered = False`` answers 404 as
+        # an API without the route does; ``balance_currency`` adds a "currency" key (D7 documents none).
+        self.balance: float = 100.0
+        self.balance_offered = True
+        self.balance_currency: str | None = None
+        # Balance reads are kept apart from ``requests`` and take only scripted replies whose ``path`` names them:
+        # the bot reads the balance on its own schedule, and must not eat a reply scripted for a send.
+        self.balance_reads: list[Recorded] = []
         self.requests: list[Recorded] = []
         self.sends: dict[str, _Send] = {}
         self._script: deque[Reply] = deque()
@@ -129,12 +139,13 @@ class FakeD7(LoopbackServer):
         app.router.add_post("/whatsapp/v2/send", self._send_whatsapp)
         app.router.add_get("/report/v1/message-log/{request_id}", self._sms_status)
         app.router.add_get("/whatsapp/v2/report/{request_id}", self._whatsapp_status)
+        app.router.add_get(BALANCE, self._balance)
         return app
 
     def _next_reply(self, path: str) -> Reply | None:
         with self._lock:
             for reply in self._script:
-                if reply.path is None or path.startswith(reply.path):
+                if (reply.path is None and path != BALANCE) or (reply.path is not None and path.startswith(reply.path)):
                     self._script.remove(reply)
                     return reply
         return None
@@ -148,7 +159,8 @@ class FakeD7(LoopbackServer):
             body = raw
         self.count += 1
         if self.record:
-            self.requests.append(
+            kept = self.balance_reads if request.path == BALANCE else self.requests
+            kept.append(
                 Recorded(request.method, request.path, dict(request.headers), body, asyncio.get_running_loop().time())
             )
         reply = self._next_reply(request.path)
@@ -271,6 +283,17 @@ class FakeD7(LoopbackServer):
                 ],
             }
         )
+
+    async def _balance(self, request: web.Request) -> web.StreamResponse:
+        _, early = await self._intake(request)
+        if early is not None:
+            return early
+        if not self.balance_offered:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        body: dict[str, Any] = {"balance": self.balance}
+        if self.balance_currency is not None:
+            body["currency"] = self.balance_currency
+        return web.json_response(body)
 
 
 Problem = tuple[list[str | int], str]
