@@ -145,6 +145,18 @@ def issue_triggers(slack: FakeSlack, body: bytes) -> None:
         slack.issue_trigger(trigger_id)
 
 
+def global_shortcut(trigger_id: str, user: str = "U0ALICE") -> dict[str, Any]:
+    """The payload of the global "Send a text" shortcut, as Slack sends it (post it with ``App.post``)."""
+    return {
+        "type": "shortcut",
+        "callback_id": "send_text",
+        "trigger_id": trigger_id,
+        "team": {"id": TEAM_ID},
+        "user": {"id": user},
+        "api_app_id": "A0APP",
+    }
+
+
 def settings_for(slack: FakeSlack, d7: FakeD7 | None, policy: Path, tmp: Path, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,

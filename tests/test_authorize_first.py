@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.d7 import FakeD7
-from tests.fakes.slack import TEAM_ID, FakeSlack
-from tests.harness import App, running_app
+from tests.fakes.slack import FakeSlack
+from tests.harness import App, global_shortcut, running_app
 from tests.test_cli import run
 from tests.test_compose import interact, opened_view, state, submission
 
@@ -123,14 +123,7 @@ async def test_a_group_of_exactly_max_group_size_is_sent_to_every_member(
 async def test_a_form_sent_from_a_conversation_no_rule_allows_looks_up_none_of_its_people(
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
-    shortcut = {
-        "type": "shortcut",
-        "callback_id": "send_text",
-        "trigger_id": "1337.9.global",
-        "team": {"id": TEAM_ID},
-        "user": {"id": "U0ALICE"},
-        "api_app_id": "A0APP",
-    }
+    shortcut = global_shortcut("1337.9.global")
     await interact(app, shortcut)
     view = (await opened_view(app, slack))["view"]
     looked_up = len(slack.of("users.info"))

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import TEAM_ID, FakeSlack
-from tests.harness import App, running_app, sign
+from tests.harness import App, global_shortcut, running_app, sign
 
 PAYLOADS = Path(__file__).parent / "payloads"
 SMS = "/messages/v1/send"
@@ -361,14 +361,7 @@ async def test_text_this_message_sends_into_the_alert_thread(slack: FakeSlack, f
 
 
 async def test_global_shortcut_asks_where_to_post(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
-    shortcut = {
-        "type": "shortcut",
-        "callback_id": "send_text",
-        "trigger_id": "1337.9.global",
-        "team": {"id": TEAM_ID},
-        "user": {"id": "U0ALICE"},
-        "api_app_id": "A0APP",
-    }
+    shortcut = global_shortcut("1337.9.global")
     await interact(app, shortcut)
     view = (await opened_view(app, slack))["view"]
     assert block(view, "conversation")["element"]["type"] == "conversations_select"
@@ -391,14 +384,7 @@ async def test_global_shortcut_answers_the_sender_through_the_picked_conversatio
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
     slack.add_channel("C0PRIVATE", member=False, public=False)  # private, and the bot is not in it
-    shortcut = {
-        "type": "shortcut",
-        "callback_id": "send_text",
-        "trigger_id": "1337.9.private",
-        "team": {"id": TEAM_ID},
-        "user": {"id": "U0ALICE"},
-        "api_app_id": "A0APP",
-    }
+    shortcut = global_shortcut("1337.9.private")
     await interact(app, shortcut)
     view = (await opened_view(app, slack))["view"]
     picker = block(view, "conversation")["element"]

@@ -12,7 +12,7 @@ import pytest
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import TEAM_ID, FakeSlack
-from tests.harness import App, running_app
+from tests.harness import App, global_shortcut, running_app
 from tests.test_compose import interact, opened_view, state, submission
 
 
@@ -27,14 +27,7 @@ async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterato
 async def test_a_global_shortcut_pick_of_a_channel_the_sender_is_not_in_is_refused_on_the_field(
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
-    shortcut = {
-        "type": "shortcut",
-        "callback_id": "send_text",
-        "trigger_id": "1337.9.member",
-        "team": {"id": TEAM_ID},
-        "user": {"id": "U0ALICE"},
-        "api_app_id": "A0APP",
-    }
+    shortcut = global_shortcut("1337.9.member")
     await interact(app, shortcut)
     view = (await opened_view(app, slack))["view"]
 

@@ -116,16 +116,10 @@ async def test_a_report_31_minutes_after_a_private_send_reaches_the_sender_in_th
 async def test_a_form_sent_to_a_private_channel_the_bot_is_not_in_without_a_response_url_tells_the_sender(
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
+    from tests.harness import global_shortcut
     from tests.test_compose import interact, opened_view, state, submission
 
-    shortcut = {
-        "type": "shortcut",
-        "callback_id": "send_text",
-        "trigger_id": "1337.9.private",
-        "team": {"id": "T0TEAM"},
-        "user": {"id": "U0ALICE"},
-        "api_app_id": "A0APP",
-    }
+    shortcut = global_shortcut("1337.9.private")
     await interact(app, shortcut)
     view = (await opened_view(app, slack))["view"]
     # Slack sent no response_url for the pick (none is promised for every conversation): the DM is the way left.
