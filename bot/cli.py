@@ -84,7 +84,8 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
     lines += [f"  {name}: {len(numbers)} number(s)" for name, numbers in policy.contacts.items()]
     lines.append(f"rules ({len(policy.rules)}):")
     for i, r in enumerate(policy.rules, 1):
-        limit = f"; at most {r.max_recipients} recipients" if r.max_recipients else ""
+        most = r.max_recipients or policy.defaults.max_recipients
+        limit = f"; at most {most} recipients" + ("" if r.max_recipients else " (defaults.max_recipients)")
         types = f"; also {', '.join(r.allow_number_types)} numbers" if r.allow_number_types else ""
         lines.append(
             f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "

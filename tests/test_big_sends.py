@@ -34,6 +34,7 @@ rules:
     users: ["*"]
     senders: [ops-sms]
     recipients: ["group:everyone"]
+    max_recipients: 1000
 alerts:
   - name: storm to everyone
     slack_channels: [C0ALERTS]

@@ -267,6 +267,28 @@ def test_max_group_size_defaults_to_50_and_is_read_from_defaults(policy: Policy)
     assert parse_policy({"version": 1, "defaults": {"max_group_size": 200}}).defaults.max_group_size == 200
 
 
+def test_a_rule_without_max_recipients_is_bounded_by_defaults_max_recipients() -> None:
+    from bot.domain.policy import parse_policy
+
+    def unbounded(defaults: dict[str, object]) -> Policy:
+        rule = {"name": "support", "slack_channels": ["C1X"], "users": ["*"], "senders": ["s"], "recipients": ["*"]}
+        senders = {"s": {"via": "sms", "originator": "Ops"}}
+        return parse_policy({"version": 1, "defaults": defaults, "senders": senders, "rules": [rule]})
+
+    eleven = [n(f"+1415555{i:04d}") for i in range(11)]
+    facts = SendRequestFacts("U1", "C1X", Via.SMS, eleven)
+    assert unbounded({}).defaults.max_recipients == 10
+    assert evaluate(unbounded({}), facts) == Decision(
+        False,
+        "11 recipients is more than the 10 the policy allows per send "
+        "(defaults.max_recipients; rule 'support' sets no max_recipients)",
+        rule="support",
+        dimension="count",
+    )
+    assert evaluate(unbounded({}), replace(facts, recipients=eleven[:10])).allowed
+    assert evaluate(unbounded({"max_recipients": 11}), facts).allowed
+
+
 def test_policy_without_rules_denies_everything() -> None:
     from bot.domain.policy import parse_policy
 

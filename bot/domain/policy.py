@@ -72,6 +72,9 @@ class Defaults(_Model):
     # A user group with more members is refused before any member's profile is read: 400 profiles cost 400
     # users.info calls, which Slack's rate limits take from everyone's sends.
     max_group_size: int = Field(50, ge=1)
+    # Recipients per send where a rule sets no max_recipients: a rule without one used to be unbounded (a 400-member
+    # group in one send).
+    max_recipients: int = Field(10, ge=1)
     admin_channel: str | None = None  # where operators hear about the D7 account (e.g. a low balance)
     low_balance: float | None = Field(None, ge=0)  # warn in admin_channel when the D7 balance falls below this
 
@@ -541,12 +544,14 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
             )
         if (refusal := _type_refusal(rule, number, shown)) is not None:
             return _Attempt(rule, Dimension.RECIPIENT, refusal)
-    if rule.max_recipients is not None and len(facts.recipients) > rule.max_recipients:
-        return _Attempt(
-            rule,
-            Dimension.COUNT,
-            f"{len(facts.recipients)} recipients is more than the {rule.max_recipients} rule '{rule.name}' allows",
+    limit = rule.max_recipients if rule.max_recipients is not None else policy.defaults.max_recipients
+    if len(facts.recipients) > limit:
+        whose = (
+            f"rule '{rule.name}' allows"
+            if rule.max_recipients is not None
+            else f"the policy allows per send (defaults.max_recipients; rule '{rule.name}' sets no max_recipients)"
         )
+        return _Attempt(rule, Dimension.COUNT, f"{len(facts.recipients)} recipients is more than the {limit} {whose}")
     return _Attempt(rule, None, sender=sender)
 
 
