@@ -434,3 +434,23 @@ async def test_status_look_ups_are_limited_per_person(app: App, slack: FakeSlack
     answers = [r["text"] for r in slack.responses["cmd"]]
     assert sum(a.startswith(":mag:") for a in answers) == STATUS_PER_MINUTE
     assert answers[-1].startswith(f":hourglass: You asked for {STATUS_PER_MINUTE} statuses in the last minute.")
+
+
+async def test_an_admin_by_user_group_sees_any_status_and_a_group_slack_no_longer_has_is_skipped(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    from tests.harness import POLICY
+
+    slack.state.usergroups["S0ADMINS"] = ["U0ADMIN"]  # S0GONE was deleted in Slack since the policy was written
+    policy = POLICY.replace("rules:", "admins: [S0GONE, S0ADMINS]\nrules:", 1)
+    async with running_app(slack, fake_d7, tmp_path, policy=policy, PUBLIC_URL=PUBLIC, D7_REPORT_SECRET=SECRET) as app:
+        request_id, _ = await send_sms(app, "+14155550100 hello")
+        slack.add_channel("C0OPS", users=["U0ALICE"])
+        for user in ("U0ADMIN", "U0STRANGER"):
+            await app.command("/sms", f"status {request_id}", user=user, channel="C0RANDOM")
+            await app.settle()
+
+    admin, stranger = slack.responses["cmd"][-2:]
+    assert "+1 415 ••• 0100" in json.dumps(admin["blocks"], ensure_ascii=False)
+    assert stranger["text"].startswith(f":mag: No send with request_id `{request_id}`")
+    assert status_calls(fake_d7, request_id) == 1

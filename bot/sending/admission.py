@@ -23,9 +23,11 @@ from bot.domain.policy import (
     Decision,
     Policy,
     SendRequestFacts,
+    admin_groups,
     evaluate,
     evaluate_before_recipients,
     groups_to_look_up,
+    is_admin,
 )
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
@@ -179,7 +181,16 @@ class Admission:
         """The policy's user groups (S…) this user is in, of those that matter in this channel for this via (a
         group no rule here names is never looked up: its look-up could only delay or fail the send). The groups are
         looked up at once; ``ServiceUnavailable`` when Slack did not answer for one of them."""
-        wanted = groups_to_look_up(self.policy, user_id, channel_id, via)
+        return await self._groups_of(user_id, groups_to_look_up(self.policy, user_id, channel_id, via))
+
+    async def is_admin(self, user_id: str) -> bool:
+        """Named in the policy's ``admins``, or in a user group named there (looked up as ``user_groups`` does)."""
+        wanted = [] if user_id in self.policy.admins else sorted(admin_groups(self.policy))
+        return is_admin(self.policy, user_id, await self._groups_of(user_id, wanted))
+
+    async def _groups_of(self, user_id: str, wanted: Sequence[str]) -> frozenset[str]:
+        """Those of the ``wanted`` user groups the user is in, looked up at once; a group Slack says does not exist
+        is logged and left out, ``ServiceUnavailable`` when Slack did not answer for one."""
         groups = set()
         for group, members in zip(wanted, await look_up_each(wanted, self.directory.group_members), strict=True):
             if isinstance(members, InputError):

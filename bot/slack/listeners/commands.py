@@ -14,7 +14,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import D7Error, D7NotFoundError, InputError, ServiceUnavailable
 from bot.domain.models import SendRequest, Via
-from bot.domain.policy import admin_groups
 from bot.domain.sends import Refusal, RefusalKind, SendRecord
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
@@ -88,29 +87,26 @@ def make_handler(deps: Deps, via: Via) -> Handler:
 STATUS_PER_MINUTE = 10
 
 
-def _too_often(_asked: dict[str, deque[float]], user_id: str) -> float:
-    """0 when ``user_id`` may ask for a status now (counted in ``_asked``), else the seconds until they may."""
+def _too_often(asked: dict[str, deque[float]], user_id: str) -> float:
+    """0 when ``user_id`` may ask for a status now (counted in ``asked``), else the seconds until they may."""
     now = time.monotonic()
-    times = _asked.setdefault(user_id, deque())
+    times = asked.setdefault(user_id, deque())
     while times and now - times[0] >= 60:
         times.popleft()
     if len(times) >= STATUS_PER_MINUTE:
         return 60 - (now - times[0])
     times.append(now)
-    if len(_asked) > 10_000:  # forget the quiet ones
-        for quiet in [u for u, t in _asked.items() if not t]:
-            del _asked[quiet]
+    if len(asked) > 10_000:  # forget the quiet ones
+        for quiet in [u for u, t in asked.items() if not t]:
+            del asked[quiet]
     return 0.0
 
 
 async def may_see(deps: Deps, record: SendRecord, user_id: str) -> bool:
     """Who may see a send's status: its sender, the policy's admins, and members of the conversation it was sent
     from (they saw it there). A conversation whose members the bot cannot see admits nobody else."""
-    if record.request.user_id == user_id or user_id in deps.policy.admins:
+    if record.request.user_id == user_id or await deps.admission.is_admin(user_id):
         return True
-    for group in admin_groups(deps.policy):
-        if user_id in await deps.directory.group_members(group):
-            return True
     return await deps.directory.is_member(record.request.channel_id, user_id) is True
 
 
