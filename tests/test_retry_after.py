@@ -200,14 +200,21 @@ async def test_slack_429_from_the_fake_slack_with_a_huge_retry_after_waits_a_min
     assert [int(s) for s in sleeps] == [60, 60]
 
 
+def bots_client(
+    server: RateLimitedSlack, slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> AsyncWebClient:
+    """The Slack client ``python -m bot`` builds, pointed at ``server`` (closed by the ``made_clients`` fixture)."""
+    settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
+    made_clients.append(make_slack_client(settings))
+    return made_clients[-1]
+
+
 async def test_the_bots_slack_client_survives_retry_after_nan(
     slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
 ) -> None:
     """The client ``python -m bot`` builds; slack_sdk's own handler raised ValueError here (``int("nan")``)."""
     with RateLimitedSlack("nan") as server:
-        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
-        bots = make_slack_client(settings)
-        made_clients.append(bots)
+        bots = bots_client(server, slack, tmp_path, made_clients)
 
         answer = await bots.users_info(user="U0ALICE")
 
@@ -222,18 +229,14 @@ async def test_the_bots_client_leaves_a_posts_429_to_the_channel_pacer_which_wai
     """Posts are paced per channel: the client's handler would retry each 429 on its own, and a burst's posts
     would all come back at the same instant and meet the limit again."""
     with RateLimitedSlack("1") as server:
-        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
-        bots = make_slack_client(settings)
-        made_clients.append(bots)
+        bots = bots_client(server, slack, tmp_path, made_clients)
         with pytest.raises(SlackApiError) as raised:
             await bots.chat_postMessage(channel="C0OPS", text="hi")
     assert raised.value.response.status_code == 429
     assert len(server.calls) == 1  # not retried by the client
 
     with RateLimitedSlack("1") as server:
-        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
-        bots = make_slack_client(settings)
-        made_clients.append(bots)
+        bots = bots_client(server, slack, tmp_path, made_clients)
         answer = await ChannelPacer().run("C0OPS", lambda: bots.chat_postMessage(channel="C0OPS", text="hi"))
     assert answer["ok"] is True
     first, second = server.calls
@@ -255,9 +258,7 @@ async def test_a_post_waits_for_its_channels_turn_at_most_paced_within_then_is_l
 ) -> None:
     """Slack asking a channel to wait a minute must not hold the worker (and other channels' sends) a minute."""
     with RateLimitedSlack("60") as server:
-        settings = settings_for(slack, None, tmp_path / "policy.yml", tmp_path, SLACK_API_URL=f"{server.url}/api/")
-        bots = make_slack_client(settings)
-        made_clients.append(bots)
+        bots = bots_client(server, slack, tmp_path, made_clients)
         started = time.monotonic()
         with pytest.raises(ChannelBusy, match="C0OPS"):
             await ChannelPacer().run("C0OPS", lambda: bots.chat_postMessage(channel="C0OPS", text="hi"))

@@ -63,6 +63,11 @@ class Teller:
         )
         return prepared(record.id, record.request, checked, self.show_numbers)
 
+    def _failing_for(self, record: SendRecord) -> timedelta:
+        """How long telling has been due: counted from the outcome, not the request (a summary goes out a whole
+        window after it was recorded)."""
+        return self.clock() - (record.finished_at or record.created_at)
+
     async def tell(self, record: SendRecord, conversation: Conversation, send: PreparedSend | None = None) -> None:
         """Tell the final state once; ``send``: as checked just now (else rebuilt from the record)."""
         result_ts: str | None = None
@@ -86,8 +91,7 @@ class Teller:
             await self.sends.told(record, None)
             return
         except Exception as exc:
-            # Counted from the outcome, not the request: a summary goes out a whole window after it was recorded.
-            failing_for = self.clock() - (record.finished_at or record.created_at)
+            failing_for = self._failing_for(record)
             if failing_for > TELL_GIVE_UP:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
@@ -130,7 +134,7 @@ class Teller:
             else:
                 await self.deliveries.mark_notified(record.id, [f.recipient for f in failures])
         if again is not None:
-            failing_for = self.clock() - (record.finished_at or record.created_at)
+            failing_for = self._failing_for(record)
             if failing_for <= CARD_GIVE_UP:
                 delay = self.card_retry.since(failing_for.total_seconds())
                 log.warning(

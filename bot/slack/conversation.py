@@ -456,7 +456,7 @@ class SlackConversation:
         try:
             await self._shorter_if_refused("chat.update", once, *self._card(send, outcome, statuses))
         except SlackApiError as exc:
-            if _error(exc) in _CANNOT_UPDATE | _CANNOT_POST | _REFUSED_MESSAGE:
+            if closed_for_good(exc) or _error(exc) in _CANNOT_UPDATE:
                 raise CannotTell(f"cannot rewrite the result message ({_error(exc)})") from exc
             raise
 
