@@ -339,6 +339,7 @@ def wire_sending(
         on_request_id=deliveries.request_id_known,
         abandoned=intake.abandoned,
         billed=balance.soon,
+        budgets=storage.budgets,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
     )
     outbox = Outbox(

@@ -20,12 +20,15 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from bot import __version__
 from bot.config import Settings, load_policy_settings, load_settings, load_storage_settings
 from bot.domain.alerts import describe_window
+from bot.domain.budgets import Usage, budgets_of, describe_budget, usage_line
+from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
     GROUP_PREFIX,
     AlertRule,
+    Budget,
     Policy,
     SendRequestFacts,
     evaluate,
@@ -78,6 +81,7 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         balance = f"warn below {d.low_balance:g}" if d.low_balance is not None else "no low-balance warning"
         lines.append(f"admin channel: {d.admin_channel or '(none)'}; D7 balance: {balance}")
     lines.append(f"admins: {', '.join(policy.admins) if policy.admins else '(none)'}")
+    lines.append(f"workspace budgets: {_limits(d.limits.per_user, d.limits.per_channel, d.limits.workspace)}")
     lines.append(f"senders ({len(policy.senders)}):")
     lines += [f"  {name}: {s.via.label} as {s.originator}" for name, s in policy.senders.items()]
     lines.append(f"contact groups ({len(policy.contacts)}):")
@@ -87,15 +91,18 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         most = r.max_recipients or policy.defaults.max_recipients
         limit = f"; at most {most} recipients" + ("" if r.max_recipients else " (defaults.max_recipients)")
         types = f"; also {', '.join(r.allow_number_types)} numbers" if r.allow_number_types else ""
+        budgets = _limits(r.limits.per_user, r.limits.per_channel)
         lines.append(
             f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "
-            f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}{types}"
+            f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}{types}; budgets {budgets}"
         )
     lines.append(f"alert rules ({len(policy.alerts)}):")
     for i, a in enumerate(policy.alerts, 1):
         who = a.from_ if isinstance(a.from_, str) else ", ".join(a.from_)
         cap = a.max_per_phone
         limit = f"; at most {cap.count} per phone per {describe_window(cap.per)}" if cap else ""
+        if a.limits.per_rule is not None:
+            limit += f"; budget {describe_budget(a.limits.per_rule)}"
         lines.append(
             f"  {i}. {a.name}: channels {', '.join(a.slack_channels)}; from {who}; match {a.match}; "
             f"sender {a.sender}; to {', '.join(a.to)}; dedupe {describe_window(a.dedupe_window)}{limit}"
@@ -104,6 +111,12 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         lines.append("warning: no rules, so nobody may send from Slack")
     lines += [f"warning: {warning}" for warning in policy_warnings(policy)]
     return lines
+
+
+def _limits(per_user: Budget | None, per_channel: Budget | None, workspace: Budget | None = None) -> str:
+    named = [("per user", per_user), ("per channel", per_channel), ("for the workspace", workspace)]
+    shown = [f"{describe_budget(budget)} {scope}" for scope, budget in named if budget is not None]
+    return ", ".join(shown) if shown else "none"
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -148,11 +161,48 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{facts.via.label} from {facts.user_id} in {facts.channel_id} to {shown or 'nobody'}", file=out)
     if decision.allowed:
         print(f"ALLOWED by rule '{decision.rule}', sender '{decision.sender}'", file=out)
+        print("\n".join(describe_budgets(policy, decision.rule or "", facts)), file=out)
         return EXIT_OK
     print(f"DENIED: {decision.reason}", file=out)
     if decision.rule:
         print(f"(closest rule: '{decision.rule}', failed on {decision.dimension})", file=out)
     return EXIT_DENIED
+
+
+def describe_budgets(policy: Policy, rule: str, facts: SendRequestFacts) -> list[str]:
+    """The budgets a send allowed by ``rule`` counts against, and what their open windows have used (read from
+    ``DATABASE_URL`` when it can be)."""
+    budgets = budgets_of(policy, rule, facts.user_id, facts.channel_id, facts.channel_id)
+    if not budgets:
+        return ["budgets: none (the policy sets no limits for this rule or the workspace)"]
+    at = utc_now()
+    url = load_storage_settings().database_url
+    parsed = make_url(url)
+    usage: dict[str, Usage] = {}
+    note = ""
+    if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).exists()):
+        pass  # no database yet: nothing was ever sent
+    else:
+        usage, note = asyncio.run(_usage(url, [b.key for b in budgets]))
+    unit = "one per recipient" if facts.via is Via.WHATSAPP else "recipients x SMS segments"
+    lines = [f"budgets (billed messages: {unit}){note}:"]
+    for budget in budgets:
+        line = usage_line(budget, usage.get(budget.key), at)
+        if (refills := usage.get(budget.key)) is not None and refills.refills_at is not None:
+            line += f" ({refills.refills_at:%Y-%m-%d %H:%M} UTC)"
+        lines.append(f"  {line}")
+    return lines
+
+
+async def _usage(url: str, keys: list[str]) -> tuple[dict[str, Usage], str]:
+    """What the budgets' open windows have used, and a note when it could not be read."""
+    from bot.storage import Storage
+
+    try:
+        async with await Storage.open(url) as storage:
+            return await storage.budgets.usage(keys), ""
+    except (OSError, SQLAlchemyError) as exc:
+        return {}, f"; what is used is unknown: cannot read {_safe_database_url(url)} ({type(exc).__name__})"
 
 
 def _read_message(file: str) -> dict[str, Any]:

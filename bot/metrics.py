@@ -75,6 +75,13 @@ class Metrics:
             ["via", "rule", "channel"],
             registry=self.registry,
         )
+        self.over_budget = Counter(
+            "relay_over_budget_total",
+            "Sends and alerts refused because they would overrun one of the policy's budgets, by the budget's scope "
+            "(rule_per_user, rule_per_channel, per_user, per_channel, workspace, alert_rule)",
+            ["scope"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

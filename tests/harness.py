@@ -301,6 +301,8 @@ async def reset_postgres(url: str) -> None:
             "alert_deliveries",
             "recipient_statuses",
             "delivery_reports",
+            "budget_windows",
+            "budget_charges",
             "alembic_version",
         ):
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))

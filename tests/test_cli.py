@@ -42,7 +42,11 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     assert "alert rules (1):" in lines
     assert lines[-1] == (
         r"  1. prod critical: channels C0ALERTS; from bots; match (?i)\b(critical|firing)\b; sender ops-sms; "
-        "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h"
+        "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h; budget 100 messages per 1h"
+    )
+    assert "workspace budgets: 200 messages per 1d per user, 5000 messages per 1d for the workspace" in lines
+    assert lines[lines.index("rules (2):") + 1].endswith(
+        "; budgets 50 messages per 1h per user, 500 messages per 1d per channel"
     )
 
 
@@ -152,7 +156,12 @@ def test_check_names_the_policy_file_and_path(tmp_path: Path) -> None:
             ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+14155550100,group:oncall-db"],
             0,
             "SMS from U1 in C0OPS to +1 415 ••• 0100, +1 415 ••• 0101\n"
-            "ALLOWED by rule 'ops may page on-call', sender 'ops-sms'\n",
+            "ALLOWED by rule 'ops may page on-call', sender 'ops-sms'\n"
+            "budgets (billed messages: recipients x SMS segments):\n"
+            "  the user's budget in rule 'ops may page on-call': 50 messages per 1h; nothing used\n"
+            "  the budget of C0OPS in rule 'ops may page on-call': 500 messages per 1d; nothing used\n"
+            "  the user's workspace-wide budget: 200 messages per 1d; nothing used\n"
+            "  the workspace's budget: 5000 messages per 1d; nothing used\n",
         ),
         (
             ["--user", "U1", "--channel", "C0OPS", "--via", "sms", "--to", "+442079460000"],
@@ -198,7 +207,11 @@ def test_check_names_the_policy_file_and_path(tmp_path: Path) -> None:
             ],
             0,
             "WhatsApp from U7 in C0SUPPORT to +971 50 ••• 4568\n"
-            "ALLOWED by rule 'support agents on WhatsApp', sender 'support-wa'\n",
+            "ALLOWED by rule 'support agents on WhatsApp', sender 'support-wa'\n"
+            "budgets (billed messages: one per recipient):\n"
+            "  the user's budget in rule 'support agents on WhatsApp': 100 messages per 1d; nothing used\n"
+            "  the user's workspace-wide budget: 200 messages per 1d; nothing used\n"
+            "  the workspace's budget: 5000 messages per 1d; nothing used\n",
         ),
     ],
 )

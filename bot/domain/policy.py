@@ -63,6 +63,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Budget(_Model):
+    """At most ``messages`` billed messages (recipients x SMS segments; one per WhatsApp recipient) per ``per``."""
+
+    messages: int = Field(ge=1)
+    per: timedelta
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class RuleLimits(_Model):
+    """A rule's budgets: each person, and each channel, counted over the sends this rule allows."""
+
+    per_user: Budget | None = None
+    per_channel: Budget | None = None
+
+
+class WorkspaceLimits(_Model):
+    """``defaults.limits``: each person and each channel over every rule, and the whole workspace (alerts too)."""
+
+    per_user: Budget | None = None
+    per_channel: Budget | None = None
+    workspace: Budget | None = None
+
+
+class AlertLimits(_Model):
+    """An alert rule's budget: every text it sends, to every phone, counted together."""
+
+    per_rule: Budget | None = None
+
+
 class Defaults(_Model):
     """Values that apply wherever a rule says nothing."""
 
@@ -77,6 +110,7 @@ class Defaults(_Model):
     max_recipients: int = Field(10, ge=1)
     admin_channel: str | None = None  # where operators hear about the D7 account (e.g. a low balance)
     low_balance: float | None = Field(None, ge=0)  # warn in admin_channel when the D7 balance falls below this
+    limits: WorkspaceLimits = WorkspaceLimits()
 
     @field_validator("admin_channel")
     @classmethod
@@ -111,6 +145,7 @@ class Rule(_Model):
     max_recipients: int | None = Field(None, ge=1)
     # Number types beyond SAFE_NUMBER_TYPES this rule may text (premium_rate, shared_cost, uan, ...).
     allow_number_types: list[NumberType] = Field(default_factory=list)
+    limits: RuleLimits = RuleLimits()
 
     def allows_type(self, number_type: NumberType) -> bool:
         return number_type in SAFE_NUMBER_TYPES or number_type in self.allow_number_types
@@ -143,6 +178,7 @@ class AlertRule(_Model):
     max_segments: int = Field(1, ge=1, le=50)
     dedupe_window: timedelta = timedelta(minutes=10)
     max_per_phone: PerPhoneLimit | None = None
+    limits: AlertLimits = AlertLimits()  # over it, an alert is not texted and its thread says so
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
 
     @field_validator("dedupe_window", mode="before")
@@ -190,6 +226,9 @@ class Policy(_Model):
 
     def alert_rule(self, name: str) -> AlertRule | None:
         return next((a for a in self.alerts if a.name == name), None)
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
 
     def contact_numbers(self, group: str) -> list[PhoneNumber]:
         """Members of contact group ``group`` (already checked and in E.164)."""

@@ -3,8 +3,9 @@ composition root.
 
 - ``MessageGateway``: D7 (or its dry-run twin). ``Directory`` and ``MessageReader``: people, groups, channels and
   alert messages (Slack). ``Conversations``: where each request's story is told (Slack).
-- ``SendStore``, ``AlertLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in memory in tests). Their
-  methods take and give domain values; every change of a send is a named transition of ``SendRecord``.
+- ``SendStore``, ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in
+  memory in tests). Their methods take and give domain values; every change of a send is a named transition of
+  ``SendRecord``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.domain.budgets import Charge, Overrun, Usage
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Via
@@ -256,6 +258,24 @@ class AlertLedger(Protocol):
 
     async def held_alerts(self, rule: str, phone: str, window_start: datetime) -> list[SendRecord]:
         """The alerts held back for ``phone`` in one window of ``rule``, oldest first."""
+        ...
+
+
+class BudgetLedger(Protocol):
+    """Budgets' windows and what each send counted, shared by every replica."""
+
+    async def charge(self, send_id: str, charges: Sequence[Charge], messages: int) -> Overrun | None:
+        """Count ``messages`` against every budget in ``charges``, all or none, atomically (concurrent sends on
+        any replica never overrun a budget together). A send counted before (asked again after a restart) is not
+        counted again. Returns the first budget it would overrun (then nothing is counted), or None."""
+        ...
+
+    async def refund(self, send_id: str) -> None:
+        """The send provably went nowhere: give its messages back to windows that are still open."""
+        ...
+
+    async def usage(self, keys: Sequence[str]) -> dict[str, Usage]:
+        """What each budget's open window has counted (keys without an open window are left out)."""
         ...
 
 

@@ -58,6 +58,7 @@ class RefusalKind(StrEnum):
     DENIED = "denied"  # the policy says no
     UNRECORDED = "unrecorded"  # its sender was told it could not be recorded in time
     UNAVAILABLE = "unavailable"  # what the check needs (Slack's look-ups) stayed unavailable until the deadline
+    OVER_BUDGET = "over_budget"  # it would overrun one of the policy's budgets (``limits``)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from bot.domain.clock import Clock, utc_now
-from bot.domain.models import Via
 from bot.domain.policy import Policy
 from bot.domain.ports import Balance, MessageGateway
 from bot.domain.retry import RetryPolicy
-from bot.domain.sends import PreparedSend
 from bot.metrics import Metrics
 
 log = logging.getLogger("bot.balance")
@@ -32,14 +30,6 @@ READ_RETRY = RetryPolicy(base_delay=30.0, max_delay=1800.0, max_attempts=None, m
 
 # Warns ``channel`` that the balance dropped below the level (the composition root wires Slack and its words).
 Post = Callable[[str, Balance, float], Awaitable[None]]
-
-
-def billed_messages(send: PreparedSend) -> int:
-    """What D7 bills for one accepted send: recipients x segments for SMS, recipients for WhatsApp."""
-    recipients = len(send.recipients)
-    if send.via is Via.WHATSAPP:
-        return recipients
-    return recipients * (send.sms.segments if send.sms is not None else 1)
 
 
 def named_channels(policy: Policy) -> frozenset[str]:

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
 
+from bot.domain.budgets import billed_messages, charges, cost_in_words, overrun_reason, until
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
 from bot.domain.models import OutgoingText, SendRequest, SendResult, Via
-from bot.domain.ports import Conversation, Conversations, MessageGateway, RetryHook, SendStore
+from bot.domain.ports import BudgetLedger, Conversation, Conversations, MessageGateway, RetryHook, SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     LeaseLost,
@@ -41,9 +42,9 @@ from bot.domain.sends import (
     prepared,
 )
 from bot.metrics import Metrics
-from bot.sending.admission import Admission, Refused
+from bot.sending.admission import Admission, Refused, conversation_label
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
-from bot.sending.balance import billed_messages, named_channels
+from bot.sending.balance import named_channels
 from bot.sending.keeping import Waits, keep
 from bot.sending.telling import Teller
 
@@ -90,6 +91,7 @@ class Pipeline:
     on_request_id: Callable[[str], None] = _nobody_waits  # reports that came first may be waiting for it
     abandoned: Callable[[SendRequest], bool] = _never  # its sender was told it was not recorded
     billed: Callable[[], None] = _nothing  # D7 accepted a send that costs money (the balance watcher looks soon)
+    budgets: BudgetLedger | None = None  # the policy's budgets (None: not counted)
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -142,37 +144,74 @@ class Pipeline:
         if until >= record.deadline_at:
             log.error("send_id=%s not sent: %s until its deadline", record.id, why, extra=_ids(record))
             self.metrics.sends.labels(record.request.via.value, "denied").inc()
-            return await self.sends.deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
+            denied = await self.sends.deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
+            await self._refund(denied)
+            return denied
         if record.attempts == 0:  # once per send, not once per try
             log.warning("send_id=%s waits: %s; trying again in %.0fs", record.id, why, delay, extra=_ids(record))
         return await self.sends.later(record, until)
 
     async def _check(self, record: SendRecord) -> PreparedSend | SendRecord:
-        """The send as checked, or the record in its final state (a refusal is kept at once: it is final)."""
+        """The send as checked and counted against its budgets, or the record in its final state (a refusal is
+        kept at once: it is final)."""
         via = record.request.via.value
         try:
             if self.abandoned(record.request):
                 raise Refused(Refusal(RefusalKind.UNRECORDED, ("the bot's database did not answer in time",)))
             if record.request.alert is None:
-                return await self.admission.admit(record.id, record.request)
-            verdict = await self.alerts.check(record)
+                send = await self.admission.admit(record.id, record.request)
+            else:
+                verdict = await self.alerts.check(record)
+                if isinstance(verdict, Repeat):
+                    record = await self.sends.deduplicate(record, verdict.first_id)
+                    self.metrics.sends.labels(via, "deduplicated").inc()
+                    log.info("alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra=_ids(record))
+                    return record
+                if isinstance(verdict, Bundle):
+                    record = await self.sends.bundle(record, verdict.checked)
+                    self.metrics.sends.labels(via, "bundled").inc()
+                    log.info(
+                        "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record)
+                    )
+                    return record
+                send = prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
+            await self._charge(send)
         except Refused as refused:
             record = await self.sends.deny(record, refused.refusal)
             await self.alerts.release(record)
             self.metrics.sends.labels(via, "denied").inc()
             log.info("send denied send_id=%s kind=%s", record.id, refused.refusal.kind, extra=_ids(record))
             return record
-        if isinstance(verdict, Repeat):
-            record = await self.sends.deduplicate(record, verdict.first_id)
-            self.metrics.sends.labels(via, "deduplicated").inc()
-            log.info("alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra=_ids(record))
-            return record
-        if isinstance(verdict, Bundle):
-            record = await self.sends.bundle(record, verdict.checked)
-            self.metrics.sends.labels(via, "bundled").inc()
-            log.info("alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record))
-            return record
-        return prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
+        return send
+
+    async def _charge(self, send: PreparedSend) -> None:
+        """Count the send against the policy's budgets (a send counted before a restart is not counted again);
+        ``Refused`` naming the budget, what is left and when it refills when it would overrun one."""
+        if self.budgets is None:
+            return
+        budgets = charges(self.admission.policy, send, conversation_label(send.request.channel_id))
+        if not budgets:
+            return
+        overrun = await self.budgets.charge(send.send_id, budgets, billed_messages(send))
+        if overrun is None:
+            return
+        self.metrics.over_budget.labels(overrun.charge.scope).inc()
+        log.info("over budget send_id=%s budget=%s", send.send_id, overrun.charge.key, extra={"send_id": send.send_id})
+        refill = ""
+        if overrun.refills_at is not None:
+            refill = f"in {until(overrun.refills_at, self.clock())} ({overrun.refills_at:%H:%M} UTC)"
+        reason = overrun_reason(overrun, cost_in_words(send), refill)
+        raise Refused(Refusal(RefusalKind.OVER_BUDGET, (reason,)))
+
+    async def _refund(self, record: SendRecord) -> None:
+        """Nothing went out: what the send counted against budgets is given back (a failure only logged: at worst a
+        budget counts a send that cost nothing until its window ends)."""
+        if self.budgets is None:
+            return
+        try:
+            await self.budgets.refund(record.id)
+        except Exception as exc:
+            log.warning("could not give back the budget of send_id=%s (%s)", record.id, type(exc).__name__)
 
     async def _place(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> Placement:
         """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending')."""
@@ -318,6 +357,7 @@ class Pipeline:
         record = await keep("D7's answer", record, lambda: self.sends.finish(answered, outcome))
         if record.state.nothing_went_out:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
+            await self._refund(record)
         if outcome.request_id is not None:
             self.on_request_id(outcome.request_id)
         self.metrics.sends.labels(send.via.value, record.state.value).inc()

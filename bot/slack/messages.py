@@ -136,6 +136,9 @@ def _refusal_title(refusal: Refusal, alert: bool) -> str:
     if refusal.kind is RefusalKind.UNAVAILABLE:
         what = "Alert not texted" if alert else "Not sent"
         return f":x: *{what}:* Slack did not answer the bot's look-ups in time. Nothing was sent."
+    if refusal.kind is RefusalKind.OVER_BUDGET:
+        what = "Alert not texted" if alert else "Not sent"
+        return f":hourglass: *{what}:* over budget. Nothing was sent."
     if alert:
         if refusal.kind == RefusalKind.INVALID:
             return ":warning: *Alert not texted:* nobody could be reached."

@@ -1,7 +1,8 @@
 """Persistence: SQLAlchemy 2 (async) on a SQLite file by default, PostgreSQL via DATABASE_URL.
 
 ``Storage`` is the database (``database.py``: engines, transactions, group commit) and the stores on it, one job
-each: ``sends.py`` (the send log and outbox), ``alerts.py`` (dedup and per-phone limits), ``deliveries.py``
+each: ``sends.py`` (the send log and outbox), ``alerts.py`` (dedup and per-phone limits), ``budgets.py``
+(the policy's budgets), ``deliveries.py``
 (reports and statuses), ``settings.py`` (what the bot keeps for itself).
 """
 
@@ -15,6 +16,7 @@ from typing import Self
 import sqlalchemy as sa
 
 from bot.storage.alerts import SqlAlertLedger
+from bot.storage.budgets import SqlBudgetLedger
 from bot.storage.database import Database, now
 from bot.storage.deliveries import SqlDeliveryLog
 from bot.storage.engine import create_engine, migrate
@@ -23,6 +25,8 @@ from bot.storage.schema import (
     alert_dedupe,
     alert_deliveries,
     alert_windows,
+    budget_charges,
+    budget_windows,
     delivery_reports,
     recipient_statuses,
     sends,
@@ -42,11 +46,17 @@ class Storage:
     alerts: SqlAlertLedger
     deliveries: SqlDeliveryLog
     settings: SqlSettings
+    budgets: SqlBudgetLedger
 
     @classmethod
     def on(cls, database: Database) -> Storage:
         return cls(
-            database, SqlSendStore(database), SqlAlertLedger(database), SqlDeliveryLog(database), SqlSettings(database)
+            database,
+            SqlSendStore(database),
+            SqlAlertLedger(database),
+            SqlDeliveryLog(database),
+            SqlSettings(database),
+            SqlBudgetLedger(database),
         )
 
     @classmethod
@@ -75,7 +85,8 @@ class Storage:
 
     async def prune(self, before: datetime) -> int:
         """Delete finished sends older than ``before`` (with their statuses and per-phone alert records), reports
-        received before then, and expired dedup and limit windows; those in flight are kept. How many sends."""
+        received before then, expired dedup, limit and budget windows, and what sends counted against budgets before
+        then; those in flight are kept. How many sends."""
         old = sa.select(sends.c.id).where(
             sends.c.created_at < before, sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_not(None)
         )
@@ -87,4 +98,6 @@ class Storage:
             at = sa.literal(min(before, now()), UTCDateTime())
             await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
             await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))
+            await conn.execute(budget_windows.delete().where(budget_windows.c.window_end < at))
+            await conn.execute(budget_charges.delete().where(budget_charges.c.created_at < at))
         return int(result.rowcount)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["Database", "now"]
+__all__ = ["Database", "Rollback", "now"]
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -62,6 +62,10 @@ class WriteHealth:
     def failing(self) -> bool:
         """The latest write failed (none has worked since)."""
         return self.last_failure is not None and (self.last_ok is None or self.last_failure > self.last_ok)
+
+
+class Rollback(Exception):
+    """Raised inside ``Database.begin`` to undo the transaction on purpose: not counted as a failed write."""
 
 
 class _Inline:
@@ -149,6 +153,8 @@ class Database:
                     transaction.commit()
                 finally:
                     inline.close()
+        except Rollback:
+            raise
         except Exception as exc:
             self.writes.failed(exc)
             raise

@@ -173,3 +173,25 @@ delivery_reports = sa.Table(
     sa.Column("applied_at", UTCDateTime()),
     sa.Index("ix_delivery_reports_pending", "applied_at", "request_id"),
 )
+
+# Budgets (0007): each budget's current window and what it has counted, in billed messages.
+budget_windows = sa.Table(
+    "budget_windows",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("window_end", UTCDateTime(), nullable=False),
+    sa.Column("used", sa.Integer(), nullable=False),
+    sa.Column("last_taken", sa.Boolean(), nullable=False),  # whether the latest charge fitted (read back at once)
+)
+
+# What each send counted against each budget, so a send is counted once and can be given back.
+budget_charges = sa.Table(
+    "budget_charges",
+    metadata,
+    sa.Column("send_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("window_start", UTCDateTime(), nullable=False),
+    sa.Column("messages", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,165 @@
+"""Budgets: how many billed messages a person, a channel, a rule or the workspace may send in a period.
+
+The policy names them: ``limits`` on a rule (``per_user``, ``per_channel``) or an alert rule (``per_rule``), and
+``defaults.limits`` across the workspace (``per_user``, ``per_channel`` over every rule, ``workspace`` over
+everything, alerts included). ``charges`` lists the budgets one checked send counts against and ``billed_messages``
+what it costs; the ledger (``BudgetLedger``) counts it against all of them or none.
+
+A budget's window opens with the first message it counts and lasts its period; when the window ends the budget is
+whole again ("refills"). A send that D7 provably did not send (refused, rejected, failed) gives its messages back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.domain.alerts import describe_window
+from bot.domain.models import Via
+from bot.domain.policy import Budget, Policy
+from bot.domain.sends import PreparedSend
+
+WORKSPACE = "workspace"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One budget a send counts against."""
+
+    key: str  # the budget's identity in the ledger: scope and whose ("rule:support:user:U1")
+    budget: Budget
+    name: str  # how a refusal names it: "your budget in rule 'support'"
+    scope: str  # which of the policy's kinds of budget: rule_per_user, ..., workspace, alert_rule (metrics)
+
+    @property
+    def described(self) -> str:
+        return describe_budget(self.budget)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a budget's current window has counted; ``refills_at`` None when no window is open (nothing used)."""
+
+    used: int = 0
+    refills_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Overrun:
+    """The budget a send would overrun: what its window has used, what the send needs, when it refills (None: the
+    send needs more than the whole budget, so waiting will not help)."""
+
+    charge: Charge
+    used: int
+    needed: int
+    refills_at: datetime | None
+
+    @property
+    def left(self) -> int:
+        return max(self.charge.budget.messages - self.used, 0)
+
+
+def describe_budget(budget: Budget) -> str:
+    """``50 messages per 1h``."""
+    unit = "message" if budget.messages == 1 else "messages"
+    return f"{budget.messages} {unit} per {describe_window(budget.per)}"
+
+
+def billed_messages(send: PreparedSend) -> int:
+    """What D7 bills for one send: recipients x segments for SMS, one per recipient for WhatsApp."""
+    recipients = len(send.recipients)
+    if send.via is Via.WHATSAPP:
+        return recipients
+    return recipients * (send.sms.segments if send.sms is not None else 1)
+
+
+def cost_in_words(send: PreparedSend) -> str:
+    """``3 messages (3 recipients x 1 segment)``."""
+    messages, recipients = billed_messages(send), len(send.recipients)
+    people = f"{recipients} recipient{'s' if recipients != 1 else ''}"
+    if send.via is Via.WHATSAPP or send.sms is None:
+        return f"{messages} message{'s' if messages != 1 else ''} ({people})"
+    segments = send.sms.segments
+    parts = f"{people} × {segments} segment{'s' if segments != 1 else ''}"
+    return f"{messages} message{'s' if messages != 1 else ''} ({parts})"
+
+
+def charges(policy: Policy, send: PreparedSend, channel_label: str) -> list[Charge]:
+    """The budgets ``send`` counts against, the narrowest first (a refusal names the first it would overrun)."""
+    if send.alert is None:
+        return budgets_of(policy, send.rule, send.request.user_id, send.request.channel_id, channel_label, "your")
+    found: list[Charge] = []
+    alert_rule = policy.alert_rule(send.alert.rule)
+    if alert_rule is not None and (budget := alert_rule.limits.per_rule) is not None:
+        name = f"the budget of alert rule '{alert_rule.name}'"
+        found.append(Charge(f"alert:{alert_rule.name}", budget, name, "alert_rule"))
+    if (workspace := policy.defaults.limits.workspace) is not None:
+        found.append(Charge(WORKSPACE, workspace, "the workspace's budget", "workspace"))
+    return found
+
+
+def budgets_of(
+    policy: Policy, rule_name: str, user_id: str, channel_id: str, channel_label: str, whose: str = "the user's"
+) -> list[Charge]:
+    """The budgets a send allowed by ``rule_name`` for this user from this channel counts against, narrowest first."""
+    rule, limits = policy.rule(rule_name), policy.defaults.limits
+    own = rule.limits if rule is not None else None
+    candidates = [
+        (
+            own and own.per_user,
+            f"rule:{rule_name}:user:{user_id}",
+            f"{whose} budget in rule '{rule_name}'",
+            "rule_per_user",
+        ),
+        (
+            own and own.per_channel,
+            f"rule:{rule_name}:channel:{channel_id}",
+            f"the budget of {channel_label} in rule '{rule_name}'",
+            "rule_per_channel",
+        ),
+        (limits.per_user, f"user:{user_id}", f"{whose} workspace-wide budget", "per_user"),
+        (limits.per_channel, f"channel:{channel_id}", f"the workspace-wide budget of {channel_label}", "per_channel"),
+        (limits.workspace, WORKSPACE, "the workspace's budget", "workspace"),
+    ]
+    return [Charge(key, budget, name, scope) for budget, key, name, scope in candidates if budget]
+
+
+def too_big(charges_: list[Charge], needed: int) -> Overrun | None:
+    """The first budget smaller than the send itself: no window will ever take it."""
+    for charge in charges_:
+        if needed > charge.budget.messages:
+            return Overrun(charge, 0, needed, None)
+    return None
+
+
+def usage_line(charge: Charge, usage: Usage | None, at: datetime, when: str | None = None) -> str:
+    """``rule 'support' per user: 12 of 50 messages per 1h used, 38 left; refills in 22 minutes``."""
+    if usage is None or usage.refills_at is None or usage.refills_at <= at:
+        return f"{charge.name}: {charge.described}; nothing used"
+    left = max(charge.budget.messages - usage.used, 0)
+    refill = when if when is not None else f"in {until(usage.refills_at, at)}"
+    return f"{charge.name}: {usage.used} of {charge.described} used, {left} left; refills {refill}"
+
+
+def until(when: datetime, at: datetime) -> str:
+    """``22 minutes``, ``3 hours``, ``2 days``: how long from ``at`` to ``when`` (rounded up)."""
+    seconds = max((when - at).total_seconds(), 0)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size * 2 or (unit == "minute" and seconds > 59):
+            count = int(-(-seconds // size))
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    count = int(-(-seconds // 1))
+    return f"{count} second{'s' if count != 1 else ''}"
+
+
+def overrun_reason(overrun: Overrun, cost: str, refill: str) -> str:
+    """Why a send was refused for a budget: which one, what is left, what the send costs, when it refills (``refill``
+    says when in the reader's words: "in 22 minutes (at 14:05)")."""
+    charge = overrun.charge
+    if overrun.refills_at is None:
+        return (
+            f"this costs {cost}, more than {charge.name} allows at all ({charge.described}): "
+            "send to fewer people or a shorter text"
+        )
+    left = f"{overrun.left} message{'s' if overrun.left != 1 else ''} left"
+    return f"{charge.name} ({charge.described}) has {left} and this costs {cost}; it refills {refill}"
