@@ -13,7 +13,7 @@ from bot.domain.phone import NumberType, PhoneNumber, parse_phone
 from bot.domain.policy import Decision, Policy, SendRequestFacts, evaluate, parse_policy, policy_warnings
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
-from tests.harness import POLICY, App, running_app
+from tests.harness import POLICY, App, event_callback, running_app
 
 SFO = parse_phone("+14155550100")  # the fictional 555-01xx range every other test uses
 PREMIUM = parse_phone("+19005550123")
@@ -198,3 +198,41 @@ async def test_sms_to_a_premium_rate_number_is_refused_and_nothing_is_sent(
         "• +1 900 ••• 0123 is a premium-rate number; rule 'ops may page on-call' does not allow premium-rate "
         "numbers (allow_number_types: [premium_rate])"
     )
+
+
+ALERTS_TO_A_GROUP = """
+version: 1
+defaults: {region: US}
+senders:
+  ops-sms: {via: sms, originator: OpsAlert}
+alerts:
+  - name: pages
+    slack_channels: [C0ALERTS]
+    match: "(?i)critical"
+    from: any
+    sender: ops-sms
+    to: [S0ONCALL, "+19005550199"]
+"""
+
+
+async def test_an_alert_skips_a_premium_rate_profile_phone_and_says_so_in_its_thread(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0ALERTS", name="alerts")
+    slack.add_user("U0ANA", "ana", "+1 415 555 0110")
+    slack.add_user("U0EVE", "eve", "+1 900 555 0123")  # anyone may edit their own profile phone
+    slack.state.usergroups["S0ONCALL"] = ["U0ANA", "U0EVE"]
+    message = {"type": "message", "user": "U0ANA", "text": "CRITICAL: db-1 down", "ts": "1700000001.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=ALERTS_TO_A_GROUP) as app:
+        await app.event(event_callback(message, channel="C0ALERTS"))
+        await app.settle()
+
+    # The policy's own number is the admin's choice (a premium-rate line they mean); eve's profile is not.
+    assert [b["messages"][0]["recipients"] for b in fake_d7.bodies("/messages/v1/send")] == [
+        ["+14155550110", "+19005550199"]
+    ]
+    (reply,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == message["ts"]]
+    assert (
+        "@eve has a premium-rate number in their Slack profile (+1 900 ••• 0123); alerts text profile phones only "
+        "when they are mobile, landline, toll-free or VoIP numbers"
+    ) in str(reply["blocks"])

@@ -8,12 +8,14 @@ same alert was texted within the dedupe window (``Repeat``), or nothing now beca
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot.domain.alerts import fit, summary_template
+from bot.domain.errors import inert
 from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface
-from bot.domain.phone import PhoneNumber
+from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import AlertLedger, Directory, MessageReader, SendStore
 from bot.domain.sends import Checked, NotSent, PreparedSend, SendRecord, SendState
@@ -80,7 +82,7 @@ class AlertDesk:
                 return Repeat(leader)
         text = await self._text(record, rule)
         found = await self.admission.resolve(record.request.recipients)
-        unreached = tuple(str(p) for p in found.problems)
+        unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))
         held = await self._over_limit(record, rule, found.numbers)
@@ -95,6 +97,21 @@ class AlertDesk:
             unreached=unreached,
         )
         return Text(checked) if checked.recipients else Bundle(checked)
+
+    def _unsafe_profile_phones(self, numbers: list[PhoneNumber], names: Mapping[str, str]) -> tuple[str, ...]:
+        """Phones from Slack profiles (anyone may edit theirs) of a type that costs more or is worth money to
+        someone else (premium rate, shared cost, ...): taken out of ``numbers``, and why, for the thread. Numbers
+        the policy lists itself are the admin's choice."""
+        problems = []
+        for number in [n for n in numbers if n.e164 in names and n.number_type not in SAFE_NUMBER_TYPES]:
+            numbers.remove(number)
+            label = number.number_type.label
+            problems.append(
+                f"@{inert(names[number.e164])} has {'an' if label[0] in 'aeiou' else 'a'} {label} number in their "
+                f"Slack profile ({number.display(self.policy.defaults.show_numbers)}); alerts text profile phones "
+                "only when they are mobile, landline, toll-free or VoIP numbers"
+            )
+        return tuple(problems)
 
     async def _over_limit(self, record: SendRecord, rule: AlertRule, numbers: list[PhoneNumber]) -> list[PhoneNumber]:
         """The phones over the rule's per-phone limit; each gets a summary at the end of its window."""
