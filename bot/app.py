@@ -325,6 +325,7 @@ def wire_sending(
         post=slack_poster(resources.slack),
         low=policy.defaults.low_balance,
         admin_channel=policy.defaults.admin_channel,
+        settings=storage.settings,
     )
     pipeline = Pipeline(
         sends=storage.sends,

@@ -467,6 +467,12 @@ class MemorySettings:
     async def put_once(self, key: str, value: str) -> str:
         return self.values.setdefault(key, value)
 
+    async def swap(self, key: str, old: str | None, new: str) -> bool:
+        if self.values.get(key) != old:
+            return False
+        self.values[key] = new
+        return True
+
 
 # ------------------------------------------------------------ D7
 

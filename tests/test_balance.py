@@ -14,6 +14,7 @@ from bot.domain.ports import Balance
 from bot.metrics import Metrics
 from bot.sending.balance import BalanceWatcher
 from bot.slack.messages import low_balance_warning
+from bot.storage import Storage
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import POLICY, running_app
@@ -92,6 +93,28 @@ async def test_a_drop_below_the_level_is_told_once_until_the_balance_rises_and_d
         "(`defaults.low_balance` in the policy). When it runs out, D7 refuses every text: top up the D7 account. "
         "This is said once; again only if the balance goes back above 10.00 USD and drops below it again."
     )
+
+
+async def test_the_warning_is_told_once_across_restarts_and_replicas(tmp_path: Path) -> None:
+    async with await Storage.open(f"sqlite:///{tmp_path / 'bot.db'}") as storage:
+        posts = Posts()
+        posts.fail = True
+        first = watcher(StubGateway(Balance(9.0), Balance(8.0), Balance(5.0)), posts, settings=storage.settings)
+        await first.check()  # Slack did not take it: not told, so told at the next read
+        posts.fail = False
+        await first.check()
+        replica = watcher(StubGateway(Balance(7.0)), posts, settings=storage.settings)
+        await replica.check()
+        restarted = watcher(StubGateway(Balance(6.0), Balance(20.0)), posts, settings=storage.settings)
+        await restarted.check()
+        assert [low for _, low in posts] == [low_balance_warning(Balance(8.0), 10.0)]
+
+        await restarted.check()  # back above: the next drop is told again, by whichever replica sees it
+        await first.check()
+        assert [low for _, low in posts] == [
+            low_balance_warning(Balance(8.0), 10.0),
+            low_balance_warning(Balance(5.0), 10.0),
+        ]
 
 
 async def test_a_warning_slack_did_not_take_is_posted_at_the_next_read() -> None:

@@ -252,6 +252,15 @@ async def test_settings_kept_in_the_database_are_written_once(engine: AsyncEngin
     assert await store.put_once("report_secret", "second") == "first"
 
 
+async def test_a_setting_is_swapped_only_from_the_value_the_swapper_saw(engine: AsyncEngine) -> None:
+    one, two = storage(engine).settings, storage(engine).settings  # two replicas
+    assert await one.swap("warned", None, "yes")
+    assert not await two.swap("warned", None, "yes")  # the other saw nothing too, and lost
+    assert not await two.swap("warned", "no", "yes")
+    assert await two.swap("warned", "yes", "no")
+    assert await one.get("warned") == "no"
+
+
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
 async def test_database_of_the_previous_schema_opens_and_keeps_its_rows(backend: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else str(PG_URL)

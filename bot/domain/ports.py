@@ -307,3 +307,8 @@ class SettingsStore(Protocol):
     async def put_once(self, key: str, value: str) -> str:
         """Keep ``value`` unless ``key`` has one; what is kept (the first writer wins)."""
         ...
+
+    async def swap(self, key: str, old: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` if it holds ``old`` (None: no value yet), atomically; whether it did (of replicas
+        racing from the same ``old``, one wins)."""
+        ...

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.policy import Policy
-from bot.domain.ports import Balance, MessageGateway
+from bot.domain.ports import Balance, MessageGateway, SettingsStore
 from bot.domain.retry import RetryPolicy
 from bot.metrics import Metrics
 
@@ -25,6 +25,7 @@ READ_EVERY = 300.0  # seconds between two reads when nothing is sent
 AFTER_SENDS = 30.0  # a read this long after a send: a burst of sends costs one read
 NOT_OFFERED_EVERY = 3600.0  # D7 answered "no such endpoint": look again now and then, in case it comes back
 CALL_WITHIN = 15.0  # the deadline of one D7 read and of one Slack post
+WARNED, YES, NO = "d7_low_balance_warned", "yes", "no"  # the settings key, and its values
 # D7 failing to answer: 30 s doubling to 30 minutes.
 READ_RETRY = RetryPolicy(base_delay=30.0, max_delay=1800.0, max_attempts=None, max_retry_after=None, jitter=True)
 
@@ -56,6 +57,7 @@ class BalanceWatcher:
         within: float = CALL_WITHIN,
         retry: RetryPolicy = READ_RETRY,
         clock: Clock = utc_now,
+        settings: SettingsStore | None = None,
     ) -> None:
         self.gateway = gateway
         self.metrics = metrics
@@ -71,7 +73,7 @@ class BalanceWatcher:
         self.read_at: datetime | None = None  # when it told it
         self.offered: bool | None = None  # None: not asked yet
         self.failure: str | None = None  # why the last read failed (None: it worked)
-        # Kept in memory: after a restart below the level, the warning is posted once more.
+        self.settings = settings  # where "warned" is kept for restarts and replicas (None: in memory only)
         self.warned = False
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,15 +123,22 @@ class BalanceWatcher:
         return balance
 
     async def _judge(self, balance: Balance) -> None:
-        """Warn once per crossing below ``low``; going back up to it re-arms the warning."""
+        """Warn once per crossing below ``low``, across restarts and replicas (the state is kept in the database
+        when there is one: the replica that flips it posts); going back up to it re-arms the warning."""
         if self.low is None:
             return
-        if balance.amount >= self.low:
-            if self.warned:
-                log.info("D7 balance %.2f %s is back above the warning level", balance.amount, balance.currency or "")
-            self.warned = False
-            return
-        if self.warned:
+        try:
+            warned = await self._warned()
+            if balance.amount >= self.low:
+                if warned == YES and await self._mark(warned, NO):
+                    log.info(
+                        "D7 balance %.2f %s is back above the warning level", balance.amount, balance.currency or ""
+                    )
+                return
+            if warned == YES or not await self._mark(warned, YES):
+                return  # told before (by this process, an earlier one, or another replica)
+        except Exception as exc:  # judged again at the next read
+            log.warning("could not keep whether the low balance was told (%s)", type(exc).__name__)
             return
         if self.admin_channel is None:
             log.warning(
@@ -138,16 +147,28 @@ class BalanceWatcher:
                 balance.currency or "",
                 self.low,
             )
-            self.warned = True
             return
         try:
             async with asyncio.timeout(self.within):
                 await self.post(self.admin_channel, balance, self.low)
         except Exception as exc:  # told at the next read
             log.warning("could not post the low-balance warning in %s (%s)", self.admin_channel, type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await self._mark(YES, NO)
             return
         log.warning("D7 balance low: warned in %s", self.admin_channel)
-        self.warned = True
+
+    async def _warned(self) -> str | None:
+        if self.settings is None:
+            return YES if self.warned else None
+        return await self.settings.get(WARNED)
+
+    async def _mark(self, old: str | None, new: str) -> bool:
+        """Flip the "warned" state from what this process saw; False when another replica flipped it first."""
+        if self.settings is not None and not await self.settings.swap(WARNED, old, new):
+            return False
+        self.warned = new == YES
+        return True
 
     # ------------------------------------------------------------ the background loop
 

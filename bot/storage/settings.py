@@ -26,3 +26,14 @@ class SqlSettings:
                 insert.values(key=key, value=value, updated_at=now()).on_conflict_do_nothing(index_elements=["key"])
             )
             return str((await conn.execute(sa.select(kv.c.value).where(kv.c.key == key))).scalar_one())
+
+    async def swap(self, key: str, old: str | None, new: str) -> bool:
+        async with self._db.begin() as conn:
+            if old is None:
+                statement = self._db.insert(kv).values(key=key, value=new, updated_at=now())
+                result = await conn.execute(statement.on_conflict_do_nothing(index_elements=["key"]))
+            else:
+                result = await conn.execute(
+                    kv.update().where(kv.c.key == key, kv.c.value == old).values(value=new, updated_at=now())
+                )
+            return bool(result.rowcount == 1)
