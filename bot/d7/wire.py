@@ -65,6 +65,17 @@ class WhatsAppContent(_Body):
     text: WhatsAppText
 
 
+class WhatsAppTemplate(_Body):
+    template_id: str
+    language: str
+    body_parameter_values: dict[str, str] = Field(default_factory=dict)  # "0", "1"…: {{1}}, {{2}}…
+
+
+class WhatsAppTemplateContent(_Body):
+    message_type: Literal["TEMPLATE"] = "TEMPLATE"
+    template: WhatsAppTemplate
+
+
 class WhatsAppReference(_Body):
     cust_ref: str | None = None
     message_tag1: str | None = None
@@ -79,7 +90,7 @@ class WhatsAppRecipient(_Body):
 
 class WhatsAppMessage(_Body):
     originator: str
-    content: WhatsAppContent
+    content: WhatsAppContent | WhatsAppTemplateContent
     recipients: list[WhatsAppRecipient] = Field(min_length=1)
     report_url: str | None = None
 
@@ -216,13 +227,23 @@ def build_sms_body(text: OutgoingText) -> SmsSendBody:
 
 
 def build_whatsapp_body(text: OutgoingText) -> WhatsAppSendBody:
-    """One free-form TEXT message to every recipient, each tagged with our ``cust_ref``."""
+    """One message to every recipient, each tagged with our ``cust_ref``: free-form TEXT, or an approved TEMPLATE
+    with its parameter values."""
     if not text.originator:
         raise ValueError("a WhatsApp send needs its originator (the registered number)")
     reference = WhatsAppReference(cust_ref=text.cust_ref) if text.cust_ref else None
+    content: WhatsAppContent | WhatsAppTemplateContent
+    if text.template is None:
+        content = WhatsAppContent(text=WhatsAppText(preview_url=text.preview_url, body=text.text))
+    else:
+        t = text.template
+        template = WhatsAppTemplate(
+            template_id=t.template_id, language=t.language, body_parameter_values=t.body_parameter_values()
+        )
+        content = WhatsAppTemplateContent(template=template)
     message = WhatsAppMessage(
         originator=text.originator,
-        content=WhatsAppContent(text=WhatsAppText(preview_url=text.preview_url, body=text.text)),
+        content=content,
         recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in _check_recipients(text.recipients)],
         report_url=text.report_url,
     )

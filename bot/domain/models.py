@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.templates import OutgoingTemplate, TemplateUse
+
 
 class Via(StrEnum):
     """How a text travels to the phone."""
@@ -32,6 +34,7 @@ class OutgoingText:
     schedule_time: datetime | None = None
     cust_ref: str | None = None  # WhatsApp: our reference on every recipient (the send id)
     preview_url: bool = False  # WhatsApp: show a preview of the first link
+    template: OutgoingTemplate | None = None  # WhatsApp: an approved template instead of free text (``text``: as shown)
 
 
 class SendStatus(StrEnum):
@@ -173,6 +176,7 @@ class SendRequest:
     sender: str | None = None
     schedule_time: datetime | None = None
     alert: AlertInfo | None = None
+    template: TemplateUse | None = None  # WhatsApp: an approved template and its values (``text``: as rendered)
 
     @property
     def user_id(self) -> str:

@@ -31,6 +31,7 @@ from bot.domain.phone import (
     parse_phone,
     regions_of_country_code,
 )
+from bot.domain.templates import Template
 
 WILDCARD = "*"
 GROUP_PREFIX = "group:"
@@ -45,6 +46,7 @@ _BOT_ID = re.compile(r"^B[A-Z0-9]{2,}$")
 _PREFIX = re.compile(r"^\+\d{1,14}\*$")
 _ALPHA_ORIGINATOR = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
 _NUMERIC_ORIGINATOR = re.compile(r"^\+?\d{3,15}$")
+_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -128,10 +130,19 @@ class Defaults(_Model):
 
 
 class Sender(_Model):
-    """A sender identity owned by the D7 account."""
+    """A sender identity owned by the D7 account; a WhatsApp sender lists the approved templates it may use."""
 
     via: Via
     originator: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    templates: dict[str, Template] = Field(default_factory=dict)
+
+    @field_validator("templates")
+    @classmethod
+    def _aliases(cls, value: dict[str, Template]) -> dict[str, Template]:
+        for alias in value:
+            if not _ALIAS.match(alias):
+                raise ValueError(f"'{alias}' is not a template alias (letters, digits, _ . -; up to 40)")
+        return value
 
 
 class Rule(_Model):
@@ -146,6 +157,7 @@ class Rule(_Model):
     # Number types beyond SAFE_NUMBER_TYPES this rule may text (premium_rate, shared_cost, uan, ...).
     allow_number_types: list[NumberType] = Field(default_factory=list)
     limits: RuleLimits = RuleLimits()
+    templates: list[str] | None = None  # WhatsApp templates this rule allows (None: all of its senders')
 
     def allows_type(self, number_type: NumberType) -> bool:
         return number_type in SAFE_NUMBER_TYPES or number_type in self.allow_number_types
@@ -179,6 +191,10 @@ class AlertRule(_Model):
     dedupe_window: timedelta = timedelta(minutes=10)
     max_per_phone: PerPhoneLimit | None = None
     limits: AlertLimits = AlertLimits()  # over it, an alert is not texted and its thread says so
+    # A WhatsApp sender texts people outside the 24-hour window only with an approved template: which one, and
+    # what goes in each of its parameters ({title}, {text}, {channel}, {link}; by default the field of its name).
+    whatsapp_template: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
 
     @field_validator("dedupe_window", mode="before")
@@ -303,6 +319,8 @@ class _Normaliser:
         for name, sender in self.policy.senders.items():
             if (problem := _check_originator(sender, self.region)) is not None:
                 self.problem(f"senders.{name}.originator", problem)
+            if sender.templates and sender.via is not Via.WHATSAPP:
+                self.problem(f"senders.{name}.templates", "only WhatsApp senders have templates")
         update = {"contacts": self.contacts(), "rules": self.rules(), "alerts": self.alerts()}
         return self.policy.model_copy(update=update)
 
@@ -361,9 +379,56 @@ class _Normaliser:
             for i, name in enumerate(rule.senders):
                 if name not in self.policy.senders:
                     self.problem(f"{base}.senders[{i}]", f"unknown sender '{name}'")
+            known = {t for s in rule.senders if s in self.policy.senders for t in self.policy.senders[s].templates}
+            for i, alias in enumerate(rule.templates or ()):
+                if alias not in known:
+                    self.problem(f"{base}.templates[{i}]", f"no sender of this rule has a template '{alias}'")
             patterns = [self.recipient_pattern(raw, f"{base}.recipients[{i}]") for i, raw in enumerate(rule.recipients)]
             rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
         return rules
+
+    def alert_template(self, alert: AlertRule, base: str) -> AlertRule:
+        """A WhatsApp alert rule names an approved template of its sender and fills each of its parameters (from
+        ``params``, or the alert field of the parameter's name); an SMS rule has neither."""
+        sender = self.policy.senders[alert.sender]
+        if sender.via is not Via.WHATSAPP:
+            if alert.whatsapp_template is not None or alert.params:
+                self.problem(f"{base}.whatsapp_template", f"sender '{alert.sender}' is not a WhatsApp sender")
+            return alert
+        if alert.whatsapp_template is None:
+            known = ", ".join(sender.templates) or "none: add templates under the sender"
+            self.problem(
+                f"{base}.whatsapp_template",
+                "a WhatsApp alert needs an approved template: WhatsApp delivers free text only to people who wrote "
+                f"in the last 24 hours (templates of '{alert.sender}': {known})",
+            )
+            return alert
+        template = sender.templates.get(alert.whatsapp_template)
+        if template is None:
+            self.problem(
+                f"{base}.whatsapp_template", f"sender '{alert.sender}' has no template '{alert.whatsapp_template}'"
+            )
+            return alert
+        names = [p.name for p in template.params]
+        for name in alert.params:
+            if name not in names:
+                self.problem(f"{base}.params.{name}", f"template '{alert.whatsapp_template}' has no parameter '{name}'")
+        params: dict[str, str] = {}
+        for name in names:
+            value = alert.params.get(name, "{" + name + "}" if name in TEMPLATE_FIELDS else None)
+            if value is None:
+                fields = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
+                self.problem(f"{base}.params.{name}", f"say what goes in '{name}' (text and {fields})")
+                continue
+            try:
+                unknown = [f for f in _template_fields(value) if f not in TEMPLATE_FIELDS]
+            except ValueError as exc:
+                self.problem(f"{base}.params.{name}", f"bad template: {exc}")
+                continue
+            if unknown:
+                self.problem(f"{base}.params.{name}", f"unknown placeholder {{{unknown[0]}}}")
+            params[name] = value
+        return alert.model_copy(update={"params": params})
 
     def alerts(self) -> list[AlertRule]:
         alerts = []
@@ -378,6 +443,8 @@ class _Normaliser:
             )
             if alert.sender not in self.policy.senders:
                 self.problem(f"{base}.sender", f"unknown sender '{alert.sender}'")
+            else:
+                alert = self.alert_template(alert, base)
             for i, who in enumerate(alert.from_ if isinstance(alert.from_, list) else ()):
                 if not (_BOT_ID.match(who) or _USER_ID.match(who)):
                     self.problem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID")
@@ -389,6 +456,11 @@ class _Normaliser:
                     self.problem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups")
             alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
         return alerts
+
+
+def _template_fields(value: str) -> list[str]:
+    """The ``{field}`` names a template string uses; ``ValueError`` when it is not a template."""
+    return [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
 
 
 def _normalise(policy: Policy) -> tuple[Policy, list[PolicyProblem]]:
@@ -673,6 +745,18 @@ def is_admin(policy: Policy, user_id: str, user_groups: Collection[str]) -> bool
     return user_id in policy.admins or not admin_groups(policy).isdisjoint(user_groups)
 
 
+def rules_for(
+    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+) -> list[Rule]:
+    """The rules that admit this user in this channel (any channel when ``channel_id`` is None)."""
+    return [
+        rule
+        for rule in policy.rules
+        if (channel_id is None or WILDCARD in rule.slack_channels or channel_id in rule.slack_channels)
+        and (WILDCARD in rule.users or user_id in rule.users or user_groups.intersection(rule.users))
+    ]
+
+
 def allowed_senders(
     policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -680,14 +764,21 @@ def allowed_senders(
 
     What a form may offer; the send itself is still decided by ``evaluate`` with its recipients.
     """
-    names: list[str] = []
-    for rule in policy.rules:
-        if channel_id is not None and WILDCARD not in rule.slack_channels and channel_id not in rule.slack_channels:
-            continue
-        if WILDCARD not in rule.users and user_id not in rule.users and not user_groups.intersection(rule.users):
-            continue
-        names += [s for s in rule.senders if s not in names]
-    return names
+    return list(dict.fromkeys(s for rule in rules_for(policy, user_id, channel_id, user_groups) for s in rule.senders))
+
+
+def allowed_templates(
+    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The WhatsApp templates some rule lets this user send from this channel: alias → the sender that has it."""
+    found: dict[str, str] = {}
+    for rule in rules_for(policy, user_id, channel_id, user_groups):
+        allowed = rule_templates(policy, rule)
+        for sender in rule.senders:
+            for alias in policy.senders[sender].templates:
+                if alias in allowed:
+                    found.setdefault(alias, sender)
+    return found
 
 
 def why_nothing_allowed(policy: Policy, channel_id: str | None, channel_label: str) -> str:
@@ -700,3 +791,19 @@ def why_nothing_allowed(policy: Policy, channel_id: str | None, channel_label: s
         return f"{channel_label} is not allowed to send texts"
     where = f" from {channel_label}" if channel_id is not None else ""
     return f"no rule of the policy lets you send texts{where}"
+
+
+def rule_templates(policy: Policy, rule: Rule) -> list[str]:
+    """The WhatsApp templates a rule allows: its ``templates``, else every template of its senders."""
+    if rule.templates is not None:
+        return list(rule.templates)
+    return list(dict.fromkeys(t for s in rule.senders for t in policy.senders[s].templates))
+
+
+def template_refused(policy: Policy, rule_name: str, alias: str) -> str | None:
+    """Why the rule that allows a template request does not allow its template; None when it does."""
+    rule = policy.rule(rule_name)
+    if rule is None or alias in rule_templates(policy, rule):
+        return None
+    allowed = ", ".join(rule_templates(policy, rule)) or "none"
+    return f"rule '{rule.name}' does not allow the template '{alias}' (it allows: {allowed})"

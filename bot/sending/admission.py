@@ -24,13 +24,16 @@ from bot.domain.policy import (
     Policy,
     SendRequestFacts,
     admin_groups,
+    allowed_templates,
     evaluate,
     evaluate_before_recipients,
     groups_to_look_up,
     is_admin,
+    template_refused,
 )
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
+from bot.domain.templates import param_problem
 
 log = logging.getLogger("bot.sending")
 
@@ -276,21 +279,28 @@ class Admission:
     async def admit(self, send_id: str, request: SendRequest) -> PreparedSend:
         """Check the text, ask the policy what needs no recipients, resolve every recipient and ask the policy
         again; ``Refused`` names every problem. A request the policy refuses whatever its recipients costs no
-        look-up of them (only of the user's policy groups)."""
-        text = request.text.strip()
-        try:
-            self.check_text(request.via, text)
-        except InputError as exc:
-            raise Refused.invalid(str(exc)) from None
+        look-up of them (only of the user's policy groups). A template request is checked the same way, its values
+        before anyone is looked up, and its text is the template filled in."""
+        if request.template is None:
+            text = request.text.strip()
+            try:
+                self.check_text(request.via, text)
+            except InputError as exc:
+                raise Refused.invalid(str(exc)) from None
         if not request.recipients:
             raise Refused.invalid("no recipients")
+        user_groups = await self.user_groups(request.user_id, request.channel_id, request.via)
+        sender = request.sender
+        if request.template is not None:
+            sender = self.template_sender(request, user_groups)
+            text = self.fill_in(request, sender)
         facts = SendRequestFacts(
             user_id=request.user_id,
             channel_id=request.channel_id,
             via=request.via,
             recipients=(),
-            sender=request.sender,
-            user_groups=await self.user_groups(request.user_id, request.channel_id, request.via),
+            sender=sender,
+            user_groups=user_groups,
             channel_label=conversation_label(request.channel_id),
             user_label=f"<@{request.user_id}>",
         )
@@ -305,6 +315,10 @@ class Admission:
         decision = self.decide(replace(facts, recipients=found.numbers))
         if not decision.allowed or decision.sender is None or decision.rule is None:
             raise Refused.denied(decision.reason)
+        if request.template is not None and (
+            refusal := template_refused(self.policy, decision.rule, request.template.alias)
+        ):
+            raise Refused.denied(refusal)
         sender = decision.sender
         checked = Checked(
             rule=decision.rule,
@@ -315,3 +329,44 @@ class Admission:
             names=found.names,
         )
         return prepared(send_id, request, checked, self.policy.defaults.show_numbers)
+
+    def template_sender(self, request: SendRequest, user_groups: frozenset[str]) -> str:
+        """The WhatsApp sender whose template the request names: the one asked for, else the first this user may
+        use here that has it. ``Refused`` naming the templates they may use when there is none."""
+        assert request.template is not None  # noqa: S101 - callers ask only for template requests
+        alias = request.template.alias
+        if request.via is not Via.WHATSAPP:
+            raise Refused.invalid("templates are for WhatsApp: use /whatsapp")
+        if request.sender is not None:
+            sender = self.policy.senders.get(request.sender)
+            if sender is not None and alias not in sender.templates:
+                raise Refused.invalid(f"sender '{request.sender}' has no template '{inert(alias)}'")
+            return request.sender
+        mine = allowed_templates(self.policy, request.user_id, request.channel_id, user_groups)
+        if alias in mine:
+            return mine[alias]
+        known = f"templates you may use here: {', '.join(sorted(mine))}" if mine else "you may use no templates here"
+        if any(alias in s.templates for s in self.policy.senders.values()):
+            where = conversation_label(request.channel_id)
+            raise Refused.denied(f"you may not use the template '{inert(alias)}' from {where} ({known})")
+        raise Refused.invalid(f"there is no WhatsApp template '{inert(alias)}' ({known})")
+
+    def fill_in(self, request: SendRequest, sender: str) -> str:
+        """The template's text with the request's values; ``Refused`` naming each value WhatsApp would refuse."""
+        assert request.template is not None  # noqa: S101 - callers ask only for template requests
+        use = request.template
+        template = self.policy.senders[sender].templates[use.alias]
+        names = [p.name for p in template.params]
+        if len(use.values) != len(names):
+            wanted = f"{len(names)} parameter{'s' if len(names) != 1 else ''}"
+            listed = f" ({', '.join(names)})" if names else ""
+            raise Refused.invalid(f"the template '{use.alias}' takes {wanted}{listed}; you gave {len(use.values)}")
+        problems = [p for name, value in zip(names, use.values, strict=True) if (p := param_problem(name, value))]
+        if problems:
+            raise Refused.invalid(*problems)
+        text = template.render(use.values, use.alias)
+        if len(text) > WHATSAPP_MAX_CHARS:
+            raise Refused.invalid(
+                f"the filled-in template has {len(text)} characters; WhatsApp allows at most {WHATSAPP_MAX_CHARS}"
+            )
+        return text

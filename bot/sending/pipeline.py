@@ -41,6 +41,7 @@ from bot.domain.sends import (
     SendState,
     prepared,
 )
+from bot.domain.templates import OutgoingTemplate
 from bot.metrics import Metrics
 from bot.sending.admission import Admission, Refused, conversation_label
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
@@ -125,10 +126,16 @@ class Pipeline:
                 send = checked
             else:  # checked before D7 was unavailable: as it was
                 send = self.teller.prepared(record)
+            self._template(send)  # still in the policy (it may have changed while the send waited)
             placement = await self._place(record, send, conversation)
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):
             raise
+        except Refused as refused:
+            denied = await self.sends.deny(record, refused.refusal)
+            await self._refund(denied)
+            self.metrics.sends.labels(record.request.via.value, "denied").inc()
+            return denied, None
         except Exception as exc:  # before D7: nothing was sent, so it can wait and be tried again
             return await self._not_now(record, exc), None
         if started is None:
@@ -281,8 +288,21 @@ class Pipeline:
             report_url=self.report_url,
             schedule_time=send.request.schedule_time,
             cust_ref=send.send_id if send.via is Via.WHATSAPP else None,
+            template=self._template(send),
         )
         return await self.gateway.send(text, on_retry)
+
+    def _template(self, send: PreparedSend) -> OutgoingTemplate | None:
+        """What D7 needs of the approved template the send names (None: free text); ``Refused`` when the policy
+        no longer has it."""
+        use = send.request.template
+        if use is None:
+            return None
+        sender = self.admission.policy.senders.get(send.sender)
+        template = sender.templates.get(use.alias) if sender is not None else None
+        if template is None:
+            raise Refused.denied(f"sender '{send.sender}' no longer has the template '{use.alias}' in the policy")
+        return OutgoingTemplate(template.template_id, template.language, use.values)
 
     async def _on_error(
         self, record: SendRecord, send: PreparedSend, error: D7Error, on_retry: RetryHook

@@ -1,4 +1,5 @@
-"""The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``status <request_id>``, ``help``, or nothing.
+"""The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``template:<alias> <recipients> | <value> |
+<value>…`` (an approved WhatsApp template, its parameters in order), ``status <request_id>``, ``help``, or nothing.
 
 Recipients are the leading tokens, separated by spaces or commas: phone numbers (``+14155550100``, or local
 numbers of at least 7 digits read in the policy's region), Slack users and user groups as Slack sends them with
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from bot.domain.errors import EmptyMessage, InputError
 from bot.domain.models import RecipientRef, RefKind
+from bot.domain.templates import TemplateUse
 from bot.slack.markup import to_plain_text
 
 _TOKEN = re.compile(r"[^\s,]+")
@@ -22,6 +24,8 @@ _CONTACTS = re.compile(r"^group:([\w.\-]+)$")
 _INTERNATIONAL = re.compile(r"^\+[\d().\-/]*\d[\d().\-/]*$")
 _LOCAL = re.compile(r"^\(?\d[\d().\-/]*$")
 _MIN_LOCAL_DIGITS = 7
+_TEMPLATE = re.compile(r"^template:(\S*)$", re.IGNORECASE)
+_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 
@@ -43,7 +47,8 @@ class Compose:
     """Send ``text`` to ``recipients``."""
 
     recipients: tuple[RecipientRef, ...]
-    text: str  # plain text, Slack markup made readable
+    text: str  # plain text, Slack markup made readable (a template: its alias and values, for the record)
+    template: TemplateUse | None = None
 
 
 class NoRecipients(InputError):
@@ -77,6 +82,14 @@ def parse_command(text: str) -> Help | Compose | Status:
         if len(words) != 2 or not _REQUEST_ID.match(words[1].strip("`")):
             raise InputError("give one request_id: status <request_id> (it is in the send's result message)")
         return Status(words[1].strip("`"))
+    template: str | None = None
+    if m := _TEMPLATE.match(words[0]):
+        template = m.group(1)
+        if not _ALIAS.match(template):
+            raise InputError(
+                "name the template after template: (for example template:shift_alert); /whatsapp help lists them"
+            )
+        text = text.strip()[len(words[0]) :]
     refs: list[RecipientRef] = []
     message_start = len(text)
     for match in _TOKEN.finditer(text):
@@ -88,6 +101,10 @@ def parse_command(text: str) -> Help | Compose | Status:
     if not refs:
         raise NoRecipients()
     message = to_plain_text(text[message_start:]).strip()
+    if template is not None:
+        values = tuple(v.strip() for v in message.removeprefix("|").split("|")) if message else ()
+        use = TemplateUse(template, values)
+        return Compose(tuple(dict.fromkeys(refs)), " | ".join((f"template:{template}", *values)), use)
     if not message:
         raise EmptyMessage()
     return Compose(tuple(dict.fromkeys(refs)), message)

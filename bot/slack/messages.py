@@ -33,6 +33,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import RefKind, StatusReport, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
+from bot.domain.policy import Policy
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
 from bot.slack.markup import escape
@@ -90,9 +91,29 @@ def shown_markup(text: str, *, groups: bool = True) -> str:
     return _SHOWN_GROUP.sub(lambda m: m.group(2) or f"the user group `{m.group(1)}`", shown)
 
 
-def usage(command: str) -> str:
-    """The help text for ``/sms`` or ``/whatsapp``."""
+def template_lines(policy: Policy) -> list[str]:
+    """One line per approved WhatsApp template in the policy: its alias, parameters and text, for ``help``."""
+    lines = []
+    for name, sender in policy.senders.items():
+        for alias, template in sender.templates.items():
+            params = " | ".join(f"<{p.name}>" for p in template.params)
+            shown = f" “{template.text}”" if template.text else ""
+            lines.append(f"• `template:{alias} <recipients>{' | ' + params if params else ''}` ({name}){shown}")
+    return lines
+
+
+def usage(command: str, templates: Sequence[str] = ()) -> str:
+    """The help text for ``/sms`` or ``/whatsapp`` (with the WhatsApp templates of the policy)."""
     via = "an SMS" if command == "/sms" else "a WhatsApp message"
+    template_help = ""
+    if templates:
+        template_help = (
+            "WhatsApp delivers free text only to people who wrote to the business number in the last 24 hours; "
+            "anyone else needs an approved template, its values in order, separated by `|`:\n"
+            + "\n".join(fit(line, 300) for line in templates[:20])
+            + (f"\n… and {len(templates) - 20} more" if len(templates) > 20 else "")
+            + "\n"
+        )
     return (
         f"*{command}* sends {via} through D7.\n"
         f"`{command} <recipients> <message>`\n"
@@ -104,6 +125,7 @@ def usage(command: str) -> str:
         f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
         f"Type `{command}` alone for a form that shows what the text will cost before you send it.\n"
         f"`{command} status <request_id>` asks D7 whether each phone got a text you sent.\n"
+        f"{template_help}"
         "The result is posted in a thread under the message the bot posts in this channel."
     )
 
@@ -178,6 +200,8 @@ def recipients_text(send: PreparedSend, numbers: Iterable[PhoneNumber] | None = 
 
 
 def _what(send: PreparedSend) -> str:
+    if send.request.template is not None:
+        return f"the WhatsApp template `{escape(send.request.template.alias)}`"
     return "an SMS" if send.via is Via.SMS else "a WhatsApp message"
 
 
@@ -230,6 +254,8 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
     what = "An SMS" if send.via is Via.SMS else "A WhatsApp message"
+    if req.template is not None:
+        what = f"The WhatsApp template {escape(req.template.alias)}"
     text = fit(f"{what} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}", TEXT_LIMIT)
     return text, [section(head), quote(send.text), context(sizing(send))]
 

@@ -97,6 +97,8 @@ sends = sa.Table(
     sa.Column("delivery_final", sa.Boolean()),  # every recipient has a final status: no more look-ups
     # added by 0006
     sa.Column("dry_run", sa.Boolean()),  # D7_API_TOKEN was not set: nothing really went out
+    # added by 0008
+    sa.Column("template", sa.JSON()),  # WhatsApp: {alias, values} of the approved template the request names
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

@@ -31,6 +31,7 @@ from bot.domain.models import (
 )
 from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, LeaseLost, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
+from bot.domain.templates import TemplateUse
 from bot.storage.database import Database, now
 from bot.storage.schema import sends
 
@@ -70,6 +71,9 @@ def _intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime,
         "retry_notice_posted": False,
         "alert": _alert_json(alert),
         "fingerprint": alert.fingerprint if alert else None,
+        "template": {"alias": request.template.alias, "values": list(request.template.values)}
+        if request.template
+        else None,
     }
 
 
@@ -166,6 +170,7 @@ def _request_of(m: Any) -> SendRequest:
         sender=m["requested_sender"],
         schedule_time=_in_zone(m["schedule_time"], m["schedule_tz"]),
         alert=_alert_of(m["alert"]),
+        template=TemplateUse(m["template"]["alias"], tuple(m["template"]["values"])) if m["template"] else None,
     )
 
 

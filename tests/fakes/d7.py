@@ -28,6 +28,10 @@ from tests.fakes.server import LoopbackServer, run_as_process
 
 TOKEN = "d7-test-token-0123456789"
 REGISTERED_WHATSAPP = ("+971501234567",)
+# The approved templates of each registered WhatsApp number: template_id -> (language, body parameters).
+APPROVED_TEMPLATES: dict[str, dict[str, tuple[str, int]]] = {
+    "+971501234567": {"shift_alert_v2": ("en", 2), "follow_up_v1": ("en", 1), "hello_v1": ("en_US", 0)},
+}
 
 BALANCE = "/messages/v1/balance"
 
@@ -92,6 +96,7 @@ class FakeD7(LoopbackServer):
         *,
         token: str = TOKEN,
         registered_whatsapp: tuple[str, ...] = REGISTERED_WHATSAPP,
+        templates: dict[str, dict[str, tuple[str, int]]] | None = None,
         delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -100,6 +105,7 @@ class FakeD7(LoopbackServer):
         super().__init__(host=host, port=port)
         self.token = token
         self.registered_whatsapp = set(registered_whatsapp)
+        self.templates = APPROVED_TEMPLATES if templates is None else templates
         self.delay = delay
         self.record = record
         self.credit = True
@@ -227,7 +233,7 @@ class FakeD7(LoopbackServer):
         body, early = await self._intake(request)
         if early is not None:
             return early
-        problem = _check_whatsapp(body)
+        problem = _check_whatsapp(body, self.templates)
         if problem is not None:
             return web.json_response(validation_error(*problem), status=422)
         if any(m["originator"] not in self.registered_whatsapp for m in body["messages"]):
@@ -350,7 +356,31 @@ def _check_sms(body: dict[str, Any]) -> Problem | None:
     return _check_globals(body, {"originator", "report_url", "schedule_time"})
 
 
-def _check_whatsapp(body: dict[str, Any]) -> Problem | None:
+def _check_template(template: Any, approved: dict[str, tuple[str, int]], loc: list[str | int]) -> Problem | None:
+    """A TEMPLATE message as Meta takes it: an approved template of this number, its language, and every body
+    parameter ("0", "1"…) present, non-empty, without line breaks or tabs or more than 4 spaces in a row."""
+    if not isinstance(template, dict):
+        return (loc, "field required")
+    if (p := _unknown_keys(template, {"template_id", "language", "body_parameter_values"}, loc)) is not None:
+        return p
+    known = approved.get(str(template.get("template_id")))
+    if known is None:
+        return ([*loc, "template_id"], "template not found for this originator")
+    language, count = known
+    if template.get("language") != language:
+        return ([*loc, "language"], f"template is approved in '{language}'")
+    values = template.get("body_parameter_values", {})
+    if not isinstance(values, dict) or sorted(values) != [str(i) for i in range(count)]:
+        return ([*loc, "body_parameter_values"], f"expected {count} parameter(s) keyed 0..{count - 1}")
+    for key, value in values.items():
+        if not isinstance(value, str) or not value.strip() or len(value) > 1024:
+            return ([*loc, "body_parameter_values", key], "invalid parameter")
+        if "\n" in value or "\t" in value or "     " in value:
+            return ([*loc, "body_parameter_values", key], "parameter has new lines, tabs or more than 4 spaces")
+    return None
+
+
+def _check_whatsapp(body: dict[str, Any], templates: dict[str, dict[str, tuple[str, int]]]) -> Problem | None:
     if (p := _unknown_keys(body, {"messages", "message_globals"}, ["body"])) is not None:
         return p
     messages = body.get("messages")
@@ -365,11 +395,18 @@ def _check_whatsapp(body: dict[str, Any]) -> Problem | None:
         if not isinstance(m.get("originator"), str):
             return ([*loc, "originator"], "field required")
         content = m.get("content")
-        if not isinstance(content, dict) or content.get("message_type") != "TEXT":
-            return ([*loc, "content", "message_type"], "unexpected value; permitted: 'TEXT'")
-        text = content.get("text")
-        if not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]:
-            return ([*loc, "content", "text", "body"], "field required")
+        if not isinstance(content, dict) or content.get("message_type") not in ("TEXT", "TEMPLATE"):
+            return ([*loc, "content", "message_type"], "unexpected value; permitted: 'TEXT', 'TEMPLATE'")
+        if content["message_type"] == "TEMPLATE":
+            if (p := _unknown_keys(content, {"message_type", "template"}, [*loc, "content"])) is not None:
+                return p
+            approved = templates.get(str(m["originator"]), {})
+            if (p := _check_template(content.get("template"), approved, [*loc, "content", "template"])) is not None:
+                return p
+        else:
+            text = content.get("text")
+            if not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]:
+                return ([*loc, "content", "text", "body"], "field required")
         recipients = m.get("recipients")
         if not isinstance(recipients, list) or not recipients:
             return ([*loc, "recipients"], "field required")

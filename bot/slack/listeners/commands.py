@@ -58,7 +58,8 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             return
         if isinstance(parsed, Help):
             if command.text.strip():  # "/sms help"
-                await ack(text=messages.usage(command.command), response_type="ephemeral")
+                templates = messages.template_lines(deps.admission.policy) if via is Via.WHATSAPP else []
+                await ack(text=messages.usage(command.command, templates), response_type="ephemeral")
                 return
             await ack()  # a bare "/sms": the compose modal
             context = ComposeContext.opened_from(command.origin())
@@ -70,6 +71,7 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             recipients=parsed.recipients,
             text=parsed.text,
             idempotency_key=f"trigger:{command.trigger_id}",
+            template=parsed.template,
         )
         try:
             await deps.intake.record(request)  # the intent is durable before Slack hears back

@@ -1,0 +1,251 @@
+"""WhatsApp templates: in the policy (checked), sent from ``/whatsapp template:<alias>`` with the exact D7 body on
+the wire and the filled-in text in the thread, bad values refused before anything is sent, and the fake D7 as
+strict as Meta about them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.domain.errors import PolicyFileError
+from bot.domain.policy import parse_policy
+from bot.domain.templates import TemplateParam, TemplateUse, fit_param, param_problem
+from bot.slack.grammar import Compose, parse_command
+from tests.fakes.d7 import TOKEN, FakeD7
+from tests.fakes.slack import FakeSlack
+from tests.harness import App, running_app
+
+WA = "/whatsapp/v2/send"
+
+POLICY = """
+version: 1
+defaults: {region: US}
+senders:
+  support-wa:
+    via: whatsapp
+    originator: "+971501234567"
+    templates:
+      shift_alert:
+        template_id: shift_alert_v2
+        language: en
+        params: [{name: title, description: what happened}, {name: link, description: where to look}]
+        text: "Alert: {{1}} - details {{2}}"
+      follow_up: {template_id: follow_up_v1, language: en, params: [ticket], text: "About your ticket {{1}}"}
+  sales-wa:
+    via: whatsapp
+    originator: "+971501234567"
+    templates:
+      hello: {template_id: hello_v1, language: en_US, text: "Hello from Acme"}
+rules:
+  - name: support
+    slack_channels: [C0OPS]
+    users: ["*"]
+    senders: [support-wa]
+    recipients: ["*"]
+    templates: [shift_alert]
+"""
+
+
+def policy_data(**sender: Any) -> dict[str, Any]:
+    wa = {"via": "whatsapp", "originator": "+971501234567"} | sender
+    return {"version": 1, "senders": {"wa": wa}}
+
+
+# ---------------------------------------------------------------- the policy
+
+
+def test_templates_are_read_with_their_parameters_in_order() -> None:
+    policy = parse_policy(__import__("yaml").safe_load(POLICY))
+    template = policy.senders["support-wa"].templates["shift_alert"]
+    assert (template.template_id, template.language) == ("shift_alert_v2", "en")
+    assert template.params == [
+        TemplateParam(name="title", description="what happened"),
+        TemplateParam(name="link", description="where to look"),
+    ]
+    assert template.render(("DB down", "https://status.example.com"), "shift_alert") == (
+        "Alert: DB down - details https://status.example.com"
+    )
+    assert policy.senders["support-wa"].templates["follow_up"].params == [TemplateParam(name="ticket")]
+
+
+@pytest.mark.parametrize(
+    ("sender", "problem"),
+    [
+        (
+            {"templates": {"t": {"template_id": "x", "language": "en", "params": ["a"], "text": "Hi {{2}}"}}},
+            "senders.wa.templates.t: text must use the placeholders {{1}}, one for each of params",
+        ),
+        (
+            {"templates": {"t": {"template_id": "x", "language": "English"}}},
+            "senders.wa.templates.t.language: 'English' is not a WhatsApp language code",
+        ),
+        ({"templates": {"t": {"language": "en"}}}, "senders.wa.templates.t.template_id: required"),
+        (
+            {"via": "sms", "originator": "Ops", "templates": {"t": {"template_id": "x", "language": "en"}}},
+            "senders.wa.templates: only WhatsApp senders have templates",
+        ),
+    ],
+)
+def test_a_bad_template_is_named_by_its_path(sender: dict[str, Any], problem: str) -> None:
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(policy_data(**sender))
+    assert problem in str(caught.value)
+
+
+def test_a_rule_may_only_name_templates_of_its_senders() -> None:
+    data = __import__("yaml").safe_load(POLICY)
+    data["rules"][0]["templates"] = ["shift_alert", "hello"]
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(data)
+    assert "rules[0].templates[1]: no sender of this rule has a template 'hello'" in str(caught.value)
+
+
+def test_whatsapp_parameters_follow_metas_rules() -> None:
+    assert param_problem("title", "DB down") is None
+    assert param_problem("title", "two\nlines") == (
+        "the template parameter 'title' has a line break or tab; WhatsApp allows neither in a parameter"
+    )
+    assert param_problem("title", "a     b") == (
+        "the template parameter 'title' has more than 4 spaces in a row; WhatsApp allows at most 4"
+    )
+    assert param_problem("title", " ") == "the template parameter 'title' is empty"
+    assert param_problem("title", "x" * 1025) == (
+        "the template parameter 'title' has 1025 characters; WhatsApp allows at most 1024"
+    )
+    assert fit_param("CPU\nat 97%\t\ton db-1       now") == "CPU at 97%  on db-1    now"
+    assert fit_param("x" * 2000) == "x" * 1023 + "…"
+    assert fit_param("\n") == "-"
+
+
+# ---------------------------------------------------------------- the grammar
+
+
+def test_the_template_grammar_takes_the_alias_recipients_and_values_in_order() -> None:
+    parsed = parse_command("template:shift_alert +971501234568, <@U0ALICE|alice> | DB down |  https://x.example ")
+    assert isinstance(parsed, Compose)
+    assert parsed.template == TemplateUse("shift_alert", ("DB down", "https://x.example"))
+    assert [r.value for r in parsed.recipients] == ["+971501234568", "U0ALICE"]
+    bare = parse_command("template:hello +971501234568")
+    assert isinstance(bare, Compose)
+    assert bare.template == TemplateUse("hello", ())
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
+    async with running_app(slack, fake_d7, tmp_path, policy=POLICY) as running:
+        yield running
+
+
+async def test_a_template_send_puts_the_exact_body_on_the_wire_and_the_filled_in_text_in_the_channel(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await app.command("/whatsapp", "template:shift_alert +971501234568 | DB down | https://status.example.com")
+    await app.settle()
+
+    (body,) = fake_d7.bodies(WA)
+    (message,) = body["messages"]
+    assert message["originator"] == "+971501234567"
+    assert message["content"] == {
+        "message_type": "TEMPLATE",
+        "template": {
+            "template_id": "shift_alert_v2",
+            "language": "en",
+            "body_parameter_values": {"0": "DB down", "1": "https://status.example.com"},
+        },
+    }
+    assert [r["recipient"] for r in message["recipients"]] == ["+971501234568"]
+    (announcement,) = [p for p in slack.of("chat.postMessage") if not p.get("thread_ts")]
+    assert "is sending the WhatsApp template `shift_alert`" in announcement["blocks"][0]["text"]["text"]
+    assert announcement["blocks"][1]["elements"][0]["elements"][0]["text"] == (
+        "Alert: DB down - details https://status.example.com"
+    )
+    (result,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts")]
+    assert "Accepted by D7" in result["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "template:shift_alert +971501234568 | DB down",
+            "• the template 'shift_alert' takes 2 parameters (title, link); you gave 1",
+        ),
+        (
+            "template:shift_alert +971501234568 | DB     down | https://x",
+            "• the template parameter 'title' has more than 4 spaces in a row; WhatsApp allows at most 4",
+        ),
+        (
+            "template:nope +971501234568 | x",
+            "• there is no WhatsApp template 'nope' (templates you may use here: shift_alert)",
+        ),
+    ],
+)
+async def test_bad_template_values_are_refused_before_anything_is_sent(
+    app: App, slack: FakeSlack, fake_d7: FakeD7, text: str, problem: str
+) -> None:
+    await app.command("/whatsapp", text)
+    await app.settle()
+
+    assert fake_d7.requests == []
+    (answer,) = slack.responses["cmd"]
+    assert answer["blocks"][1]["text"]["text"] == problem
+    assert slack.of("users.info") == []
+
+
+async def test_a_rule_that_does_not_list_a_template_refuses_it(app: App, slack: FakeSlack, fake_d7: FakeD7) -> None:
+    await app.command("/whatsapp", "template:follow_up +971501234568 | T-42")
+    await app.settle()
+
+    assert fake_d7.requests == []
+    (answer,) = slack.responses["cmd"]
+    assert answer["blocks"][1]["text"]["text"] == (
+        "• you may not use the template 'follow_up' from <#C0OPS> (templates you may use here: shift_alert)"
+    )
+
+
+async def test_help_lists_the_templates_with_their_parameters(app: App, slack: FakeSlack) -> None:
+    response = await app.command("/whatsapp", "help")
+    text = response.json()["text"]
+    assert (
+        "• `template:shift_alert <recipients> | <title> | <link>` (support-wa) “Alert: {{1}} - details {{2}}”" in text
+    )
+    assert "• `template:hello <recipients>` (sales-wa) “Hello from Acme”" in text
+
+
+# ---------------------------------------------------------------- the fake D7 is as strict as Meta
+
+
+def template_body(template: dict[str, Any], originator: str = "+971501234567") -> dict[str, Any]:
+    content = {"message_type": "TEMPLATE", "template": template}
+    recipient = {"recipient": "+971501234568", "recipient_type": "individual"}
+    return {"messages": [{"originator": originator, "content": content, "recipients": [recipient]}]}
+
+
+@pytest.mark.parametrize(
+    ("template", "loc"),
+    [
+        ({"template_id": "unknown", "language": "en"}, ["template_id"]),
+        ({"template_id": "follow_up_v1", "body_parameter_values": {"0": "T-1"}}, ["language"]),
+        ({"template_id": "follow_up_v1", "language": "en", "body_parameter_values": {}}, ["body_parameter_values"]),
+        (
+            {"template_id": "follow_up_v1", "language": "en", "body_parameter_values": {"0": "two\nlines"}},
+            ["body_parameter_values", "0"],
+        ),
+    ],
+)
+def test_the_fake_d7_refuses_template_bodies_meta_would_refuse(
+    fake_d7: FakeD7, template: dict[str, Any], loc: list[str]
+) -> None:
+    answer = httpx.post(
+        f"{fake_d7.url}{WA}", json=template_body(template), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert answer.status_code == 422
+    (detail,) = answer.json()["detail"]
+    assert detail["loc"] == ["body", "messages", 0, "content", "template", *loc]
