@@ -186,21 +186,20 @@ def describe_budgets(policy: Policy, rule: str, facts: SendRequestFacts) -> list
         usage, note = asyncio.run(_usage(url, [b.key for b in budgets]))
     unit = "one per recipient" if facts.via is Via.WHATSAPP else "recipients x SMS segments"
     lines = [f"budgets (billed messages: {unit}){note}:"]
-    for budget in budgets:
-        line = usage_line(budget, usage.get(budget.key), at)
-        if (refills := usage.get(budget.key)) is not None and refills.refills_at is not None:
-            line += f" ({refills.refills_at:%Y-%m-%d %H:%M} UTC)"
-        lines.append(f"  {line}")
+    lines += [f"  {usage_line(budget, usage.get(budget.key), at)}" for budget in budgets]
     return lines
 
 
 async def _usage(url: str, keys: list[str]) -> tuple[dict[str, Usage], str]:
-    """What the budgets' open windows have used, and a note when it could not be read."""
-    from bot.storage import Storage
+    """What the budgets' open windows have used, and a note when it could not be read. Read only: the schema is
+    not migrated (``explain`` may run with read-only credentials, or beside a bot of another version)."""
+    from bot.storage.budgets import SqlBudgetLedger
+    from bot.storage.database import Database
+    from bot.storage.engine import create_engine
 
     try:
-        async with await Storage.open(url) as storage:
-            return await storage.budgets.usage(keys), ""
+        async with Database(create_engine(url)) as db:
+            return await SqlBudgetLedger(db).usage(keys), ""
     except (OSError, SQLAlchemyError) as exc:
         return {}, f"; what is used is unknown: cannot read {_safe_database_url(url)} ({type(exc).__name__})"
 

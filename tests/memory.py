@@ -369,6 +369,12 @@ class MemoryAlertLedger:
             answered[phone] = _Taken(rule, window.last_held, window.start)
         return {phone: (t.held, t.window_start) for phone, t in answered.items()}
 
+    async def give_back(self, send_id: str) -> None:
+        for phone, taken in self.taken.pop(send_id, {}).items():
+            window = self.windows.get((taken.rule, phone))
+            if not taken.held and window is not None and window.start == taken.window_start and window.sent > 0:
+                window.sent -= 1
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         return {phone: t.window_start for phone, t in self.taken.get(send_id, {}).items() if t.held}
 

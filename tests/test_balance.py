@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from bot.domain.errors import D7UnavailableError
 from bot.domain.ports import Balance
 from bot.metrics import Metrics
-from bot.sending.balance import BalanceWatcher
+from bot.sending.balance import CLAIM_STALE, CLAIMED, WARNED, BalanceWatcher
 from bot.slack.messages import low_balance_warning
 from bot.storage import Storage
 from tests.fakes.d7 import FakeD7
@@ -115,6 +116,19 @@ async def test_the_warning_is_told_once_across_restarts_and_replicas(tmp_path: P
             low_balance_warning(Balance(8.0), 10.0),
             low_balance_warning(Balance(5.0), 10.0),
         ]
+
+
+async def test_a_replica_that_died_between_claiming_and_posting_the_warning_is_taken_over(tmp_path: Path) -> None:
+    async with await Storage.open(f"sqlite:///{tmp_path / 'bot.db'}") as storage:
+        now = time.time()
+        assert await storage.settings.swap(WARNED, None, f"{CLAIMED}{now - 5:.0f}")  # another replica is posting
+        posts = Posts()
+        await watcher(StubGateway(Balance(8.0)), posts, settings=storage.settings).check()
+        assert posts == []
+        assert await storage.settings.swap(WARNED, f"{CLAIMED}{now - 5:.0f}", f"{CLAIMED}{now - CLAIM_STALE - 1:.0f}")
+        await watcher(StubGateway(Balance(8.0)), posts, settings=storage.settings).check()  # it died: stale claim
+        assert [low for _, low in posts] == [low_balance_warning(Balance(8.0), 10.0)]
+        assert await storage.settings.get(WARNED) == "yes"
 
 
 async def test_a_warning_slack_did_not_take_is_posted_at_the_next_read() -> None:

@@ -11,6 +11,7 @@ whole again ("refills"). A send that D7 provably did not send (refused, rejected
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -132,34 +133,47 @@ def too_big(charges_: list[Charge], needed: int) -> Overrun | None:
     return None
 
 
-def usage_line(charge: Charge, usage: Usage | None, at: datetime, when: str | None = None) -> str:
+def usage_line(charge: Charge, usage: Usage | None, at: datetime) -> str:
     """``rule 'support' per user: 12 of 50 messages per 1h used, 38 left; refills in 22 minutes``."""
     if usage is None or usage.refills_at is None or usage.refills_at <= at:
         return f"{charge.name}: {charge.described}; nothing used"
     left = max(charge.budget.messages - usage.used, 0)
-    refill = when if when is not None else f"in {until(usage.refills_at, at)}"
+    refill = refill_words(usage.refills_at, at)
     return f"{charge.name}: {usage.used} of {charge.described} used, {left} left; refills {refill}"
 
 
 def until(when: datetime, at: datetime) -> str:
-    """``22 minutes``, ``3 hours``, ``2 days``: how long from ``at`` to ``when`` (rounded up)."""
-    seconds = max((when - at).total_seconds(), 0)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size * 2 or (unit == "minute" and seconds > 59):
-            count = int(-(-seconds // size))
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    count = int(-(-seconds // 1))
-    return f"{count} second{'s' if count != 1 else ''}"
+    """``45 seconds``, ``22 minutes``, ``1 hour 5 minutes``, ``2 days 3 hours``: how long from ``at`` to ``when``
+    (rounded up to the minute; two units at most)."""
+    seconds = math.ceil(max((when - at).total_seconds(), 0))
+    if seconds < 60:
+        return _count(seconds, "second")
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return _count(minutes, "minute")
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return _count(days, "day") + (f" {_count(hours, 'hour')}" if hours else "")
 
 
-def overrun_reason(overrun: Overrun, cost: str, refill: str) -> str:
+def refill_words(refills_at: datetime, at: datetime) -> str:
+    """``in 22 minutes (14:05 UTC)``; the date too when it is not ``at``'s day."""
+    stamp = f"{refills_at:%H:%M} UTC" if refills_at.date() == at.date() else f"{refills_at:%Y-%m-%d %H:%M} UTC"
+    return f"in {until(refills_at, at)} ({stamp})"
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'s' if n != 1 else ''}"
+
+
+def overrun_reason(overrun: Overrun, cost: str, refill: str, alert: bool = False) -> str:
     """Why a send was refused for a budget: which one, what is left, what the send costs, when it refills (``refill``
-    says when in the reader's words: "in 22 minutes (at 14:05)")."""
+    says when in the reader's words: "in 22 minutes (14:05 UTC)")."""
     charge = overrun.charge
     if overrun.refills_at is None:
-        return (
-            f"this costs {cost}, more than {charge.name} allows at all ({charge.described}): "
-            "send to fewer people or a shorter text"
-        )
-    left = f"{overrun.left} message{'s' if overrun.left != 1 else ''} left"
+        fix = "raise the rule's limits or text fewer phones" if alert else "send to fewer people or a shorter text"
+        return f"this costs {cost}, more than {charge.name} allows at all ({charge.described}): {fix}"
+    left = f"{_count(overrun.left, 'message')} left"
     return f"{charge.name} ({charge.described}) has {left} and this costs {cost}; it refills {refill}"

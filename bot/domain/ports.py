@@ -252,6 +252,11 @@ class AlertLedger(Protocol):
         for the same send, it answers what it answered (and counts only phones it was not asked about before)."""
         ...
 
+    async def give_back(self, send_id: str) -> None:
+        """The alert was refused before anything was sent: what it counted against per-phone limits is given back
+        (in windows still open) and it is no longer held for any summary."""
+        ...
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         """For each phone this alert was held back for: the start of that window."""
         ...

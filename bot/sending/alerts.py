@@ -211,6 +211,15 @@ class AlertDesk:
         except Exception:
             log.exception("could not release the dedup entry of send_id=%s", record.id)
 
+    async def give_back(self, record: SendRecord) -> None:
+        """Refused before anything was sent: its per-phone counts are given back, and no summary counts it."""
+        if record.request.alert is None:
+            return
+        try:
+            await self.ledger.give_back(record.id)
+        except Exception as exc:  # at worst a phone's window counts a text it never got
+            log.warning("could not give back the per-phone counts of send_id=%s (%s)", record.id, type(exc).__name__)
+
     async def with_holds(self, send: PreparedSend) -> PreparedSend:
         """The send with when its held-back phones get their summary (for the thread reply)."""
         alert = send.alert

@@ -26,6 +26,8 @@ AFTER_SENDS = 30.0  # a read this long after a send: a burst of sends costs one 
 NOT_OFFERED_EVERY = 3600.0  # D7 answered "no such endpoint": look again now and then, in case it comes back
 CALL_WITHIN = 15.0  # the deadline of one D7 read and of one Slack post
 WARNED, YES, NO = "d7_low_balance_warned", "yes", "no"  # the settings key, and its values
+CLAIMED = "posting:"  # + Unix time: a replica is posting the warning
+CLAIM_STALE = 2 * CALL_WITHIN  # seconds after which a claim whose post never finished is taken over
 # D7 failing to answer: 30 s doubling to 30 minutes.
 READ_RETRY = RetryPolicy(base_delay=30.0, max_delay=1800.0, max_attempts=None, max_retry_after=None, jitter=True)
 
@@ -74,7 +76,8 @@ class BalanceWatcher:
         self.offered: bool | None = None  # None: not asked yet
         self.failure: str | None = None  # why the last read failed (None: it worked)
         self.settings = settings  # where "warned" is kept for restarts and replicas (None: in memory only)
-        self.warned = False
+        self.warned = False  # told, as far as this process knows
+        self._state: str | None = None  # without settings: the state kept in memory
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -124,19 +127,25 @@ class BalanceWatcher:
 
     async def _judge(self, balance: Balance) -> None:
         """Warn once per crossing below ``low``, across restarts and replicas (the state is kept in the database
-        when there is one: the replica that flips it posts); going back up to it re-arms the warning."""
+        when there is one); going back up to it re-arms the warning.
+
+        The replica that claims the crossing posts, and marks it told only once Slack took the post: a replica that
+        died between its claim and its post leaves a claim that goes stale after ``CLAIM_STALE`` seconds, and the
+        next read warns."""
         if self.low is None:
             return
         try:
-            warned = await self._warned()
+            state = await self._warned()
             if balance.amount >= self.low:
-                if warned == YES and await self._mark(warned, NO):
-                    log.info(
-                        "D7 balance %.2f %s is back above the warning level", balance.amount, balance.currency or ""
-                    )
+                if state not in (None, NO) and await self._mark(state, NO):
+                    currency = balance.currency or ""
+                    log.info("D7 balance %.2f %s is back above the warning level", balance.amount, currency)
                 return
-            if warned == YES or not await self._mark(warned, YES):
-                return  # told before (by this process, an earlier one, or another replica)
+            if state == YES or self._claimed(state):
+                return  # told before (by this process, an earlier one, or another replica), or being told
+            claim = f"{CLAIMED}{self.clock().timestamp():.0f}"
+            if not await self._mark(state, claim):
+                return  # another replica claimed it first
         except Exception as exc:  # judged again at the next read
             log.warning("could not keep whether the low balance was told (%s)", type(exc).__name__)
             return
@@ -147,26 +156,39 @@ class BalanceWatcher:
                 balance.currency or "",
                 self.low,
             )
-            return
+        else:
+            try:
+                async with asyncio.timeout(self.within):
+                    await self.post(self.admin_channel, balance, self.low)
+            except Exception as exc:  # told at the next read
+                log.warning("could not post the low-balance warning in %s (%s)", self.admin_channel, type(exc).__name__)
+                with contextlib.suppress(Exception):  # else the claim goes stale
+                    await self._mark(claim, NO)
+                return
+            log.warning("D7 balance low: warned in %s", self.admin_channel)
+        with contextlib.suppress(Exception):  # else the claim goes stale and the warning is posted once more
+            await self._mark(claim, YES)
+
+    def _claimed(self, state: str | None) -> bool:
+        """A replica is posting the warning now (its claim is fresh)."""
+        if state is None or not state.startswith(CLAIMED):
+            return False
         try:
-            async with asyncio.timeout(self.within):
-                await self.post(self.admin_channel, balance, self.low)
-        except Exception as exc:  # told at the next read
-            log.warning("could not post the low-balance warning in %s (%s)", self.admin_channel, type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await self._mark(YES, NO)
-            return
-        log.warning("D7 balance low: warned in %s", self.admin_channel)
+            at = float(state.removeprefix(CLAIMED))
+        except ValueError:
+            return False
+        return self.clock().timestamp() - at < CLAIM_STALE
 
     async def _warned(self) -> str | None:
         if self.settings is None:
-            return YES if self.warned else None
+            return self._state
         return await self.settings.get(WARNED)
 
     async def _mark(self, old: str | None, new: str) -> bool:
-        """Flip the "warned" state from what this process saw; False when another replica flipped it first."""
+        """Move the "warned" state on from what this process saw; False when another replica moved it first."""
         if self.settings is not None and not await self.settings.swap(WARNED, old, new):
             return False
+        self._state = new
         self.warned = new == YES
         return True
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
 
-from bot.domain.budgets import billed_messages, charges, cost_in_words, overrun_reason, until
+from bot.domain.budgets import billed_messages, charges, cost_in_words, overrun_reason, refill_words
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
 from bot.domain.models import OutgoingText, SendRequest, SendResult, Via
@@ -131,11 +131,8 @@ class Pipeline:
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):
             raise
-        except Refused as refused:
-            denied = await self.sends.deny(record, refused.refusal)
-            await self._refund(denied)
-            self.metrics.sends.labels(record.request.via.value, "denied").inc()
-            return denied, None
+        except Refused as refused:  # the policy changed under a waiting send
+            return await self._deny(record, refused.refusal), None
         except Exception as exc:  # before D7: nothing was sent, so it can wait and be tried again
             return await self._not_now(record, exc), None
         if started is None:
@@ -150,10 +147,7 @@ class Pipeline:
         why = str(error) if isinstance(error, ServiceUnavailable) else f"an internal error ({type(error).__name__})"
         if until >= record.deadline_at:
             log.error("send_id=%s not sent: %s until its deadline", record.id, why, extra=_ids(record))
-            self.metrics.sends.labels(record.request.via.value, "denied").inc()
-            denied = await self.sends.deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
-            await self._refund(denied)
-            return denied
+            return await self._deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
         if record.attempts == 0:  # once per send, not once per try
             log.warning("send_id=%s waits: %s; trying again in %.0fs", record.id, why, delay, extra=_ids(record))
         return await self.sends.later(record, until)
@@ -184,12 +178,19 @@ class Pipeline:
                 send = prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
             await self._charge(send)
         except Refused as refused:
-            record = await self.sends.deny(record, refused.refusal)
-            await self.alerts.release(record)
-            self.metrics.sends.labels(via, "denied").inc()
-            log.info("send denied send_id=%s kind=%s", record.id, refused.refusal.kind, extra=_ids(record))
-            return record
+            return await self._deny(record, refused.refusal)
         return send
+
+    async def _deny(self, record: SendRecord, refusal: Refusal) -> SendRecord:
+        """Refused before D7 was called: kept at once (it is final), and whatever the send counted is given back:
+        its budgets, an alert's per-phone counts, and its dedup entry (the next repeat may be texted)."""
+        record = await self.sends.deny(record, refusal)
+        await self.alerts.release(record)
+        await self.alerts.give_back(record)
+        await self._refund(record)
+        self.metrics.sends.labels(record.request.via.value, "denied").inc()
+        log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra=_ids(record))
+        return record
 
     async def _charge(self, send: PreparedSend) -> None:
         """Count the send against the policy's budgets (a send counted before a restart is not counted again);
@@ -204,10 +205,8 @@ class Pipeline:
             return
         self.metrics.over_budget.labels(overrun.charge.scope).inc()
         log.info("over budget send_id=%s budget=%s", send.send_id, overrun.charge.key, extra={"send_id": send.send_id})
-        refill = ""
-        if overrun.refills_at is not None:
-            refill = f"in {until(overrun.refills_at, self.clock())} ({overrun.refills_at:%H:%M} UTC)"
-        reason = overrun_reason(overrun, cost_in_words(send), refill)
+        refill = refill_words(overrun.refills_at, self.clock()) if overrun.refills_at is not None else ""
+        reason = overrun_reason(overrun, cost_in_words(send), refill, alert=send.alert is not None)
         raise Refused(Refusal(RefusalKind.OVER_BUDGET, (reason,)))
 
     async def _refund(self, record: SendRecord) -> None:

@@ -85,19 +85,26 @@ class Storage:
 
     async def prune(self, before: datetime) -> int:
         """Delete finished sends older than ``before`` (with their statuses and per-phone alert records), reports
-        received before then, expired dedup, limit and budget windows, and what sends counted against budgets before
-        then; those in flight are kept. How many sends."""
+        received before then, expired dedup, limit and budget windows, and what the deleted sends counted against
+        budgets; those in flight are kept. How many sends."""
         old = sa.select(sends.c.id).where(
             sends.c.created_at < before, sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_not(None)
         )
         async with self.database.begin() as conn:
             await conn.execute(recipient_statuses.delete().where(recipient_statuses.c.send_id.in_(old)))
             await conn.execute(alert_deliveries.delete().where(alert_deliveries.c.send_id.in_(old)))
+            await conn.execute(budget_charges.delete().where(budget_charges.c.send_id.in_(old)))
             result = await conn.execute(sends.delete().where(sends.c.id.in_(old)))
             await conn.execute(delivery_reports.delete().where(delivery_reports.c.received_at < before))
             at = sa.literal(min(before, now()), UTCDateTime())
             await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
             await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))
-            await conn.execute(budget_windows.delete().where(budget_windows.c.window_end < at))
-            await conn.execute(budget_charges.delete().where(budget_charges.c.created_at < at))
+            # Ended windows, locked in key order and skipping any a charge holds (PostgreSQL): no deadlock with it.
+            ended = (
+                sa.select(budget_windows.c.key)
+                .where(budget_windows.c.window_end < at)
+                .order_by(budget_windows.c.key)
+                .with_for_update(skip_locked=True)
+            )
+            await conn.execute(budget_windows.delete().where(budget_windows.c.key.in_(ended)))
         return int(result.rowcount)

@@ -88,6 +88,25 @@ class SqlAlertLedger:
             )
         return known | taken
 
+    async def give_back(self, send_id: str) -> None:
+        """Deleted first (with what they were), so two workers giving back the same send give it back once."""
+        d, w = alert_deliveries.c, alert_windows.c
+        async with self._db.begin() as conn:
+            deleted = (
+                alert_deliveries.delete().where(d.send_id == send_id).returning(d.rule, d.phone, d.window_start, d.held)
+            )
+            rows = (await conn.execute(deleted)).all()
+            for rule, phone, start, held in sorted(rows):
+                if held:
+                    continue
+                await conn.execute(
+                    alert_windows.update()
+                    .where(
+                        w.rule == rule, w.phone == phone, w.window_start == sa.literal(start, UTCDateTime()), w.sent > 0
+                    )
+                    .values(sent=w.sent - 1)
+                )
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         d = alert_deliveries.c
         query = sa.select(d.phone, d.window_start).where(d.send_id == send_id, d.held.is_(True))

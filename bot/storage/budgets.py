@@ -31,8 +31,6 @@ class SqlBudgetLedger:
         the others back."""
         if not charges:
             return None
-        if (whole := too_big(list(charges), messages)) is not None:
-            return whole
         at = now()
         stamp = sa.literal(at, UTCDateTime())
         w, c = budget_windows.c, budget_charges.c
@@ -40,7 +38,9 @@ class SqlBudgetLedger:
             async with self._db.begin() as conn:
                 counted = await conn.execute(sa.select(c.key).where(c.send_id == send_id).limit(1))
                 if counted.first() is not None:
-                    return None  # counted before a restart: not again
+                    return None  # counted before a restart: not again (even if a budget shrank since)
+                if (whole := too_big(list(charges), messages)) is not None:
+                    raise _Over(whole)
                 taken: list[dict[str, object]] = []
                 for charge in sorted(charges, key=lambda charge: charge.key):
                     expired, fits = w.window_end <= stamp, w.used + messages <= charge.budget.messages
@@ -84,17 +84,17 @@ class SqlBudgetLedger:
         return None
 
     async def refund(self, send_id: str) -> None:
+        """The send's charges are deleted first (with what they were), so two workers giving back the same send
+        give it back once; windows are then updated in key order, as ``charge`` locks them."""
         w, c = budget_windows.c, budget_charges.c
         async with self._db.begin() as conn:
-            rows = (await conn.execute(sa.select(c.key, c.window_start, c.messages).where(c.send_id == send_id))).all()
-            for key, start, messages in sorted(rows):
+            deleted = budget_charges.delete().where(c.send_id == send_id).returning(c.key, c.window_start, c.messages)
+            for key, start, messages in sorted((await conn.execute(deleted)).all()):
                 await conn.execute(
                     budget_windows.update()
                     .where(w.key == key, w.window_start == sa.literal(start, UTCDateTime()))
                     .values(used=sa.case((w.used > messages, w.used - messages), else_=0))
                 )
-            if rows:
-                await conn.execute(budget_charges.delete().where(c.send_id == send_id))
 
     async def usage(self, keys: Sequence[str]) -> dict[str, Usage]:
         w = budget_windows.c
