@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from bot.domain.errors import PolicyFileError
 from bot.domain.policy import parse_policy
@@ -17,7 +18,8 @@ from bot.domain.templates import TemplateParam, TemplateUse, fit_param, param_pr
 from bot.slack.grammar import Compose, parse_command
 from tests.fakes.d7 import TOKEN, FakeD7
 from tests.fakes.slack import FakeSlack
-from tests.harness import App, running_app
+from tests.harness import App, event_callback, running_app
+from tests.test_alerts import _make_due
 
 WA = "/whatsapp/v2/send"
 
@@ -59,7 +61,7 @@ def policy_data(**sender: Any) -> dict[str, Any]:
 
 
 def test_templates_are_read_with_their_parameters_in_order() -> None:
-    policy = parse_policy(__import__("yaml").safe_load(POLICY))
+    policy = parse_policy(yaml.safe_load(POLICY))
     template = policy.senders["support-wa"].templates["shift_alert"]
     assert (template.template_id, template.language) == ("shift_alert_v2", "en")
     assert template.params == [
@@ -97,7 +99,7 @@ def test_a_bad_template_is_named_by_its_path(sender: dict[str, Any], problem: st
 
 
 def test_a_rule_may_only_name_templates_of_its_senders() -> None:
-    data = __import__("yaml").safe_load(POLICY)
+    data = yaml.safe_load(POLICY)
     data["rules"][0]["templates"] = ["shift_alert", "hello"]
     with pytest.raises(PolicyFileError) as caught:
         parse_policy(data)
@@ -249,3 +251,124 @@ def test_the_fake_d7_refuses_template_bodies_meta_would_refuse(
     assert answer.status_code == 422
     (detail,) = answer.json()["detail"]
     assert detail["loc"] == ["body", "messages", 0, "content", "template", *loc]
+
+
+# ---------------------------------------------------------------- alerts over WhatsApp
+
+ALERT_POLICY = """
+version: 1
+defaults: {region: US}
+senders:
+  support-wa:
+    via: whatsapp
+    originator: "+971501234567"
+    templates:
+      shift_alert: {template_id: shift_alert_v2, language: en, params: [title, link], text: "Alert: {{1}} - details {{2}}"}
+alerts:
+  - name: pages
+    slack_channels: [C0ALERTS]
+    match: "(?i)critical"
+    from: any
+    sender: support-wa
+    to: ["+971501234568"]
+    whatsapp_template: shift_alert
+    params: {title: "{text}", link: "{channel}"}
+"""
+
+
+def test_a_whatsapp_alert_rule_without_a_template_is_refused_by_check() -> None:
+    data = yaml.safe_load(ALERT_POLICY)
+    del data["alerts"][0]["whatsapp_template"]
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(data)
+    assert (
+        "alerts[0].whatsapp_template: a WhatsApp alert needs an approved template: WhatsApp delivers free text only "
+        "to people who wrote in the last 24 hours (templates of 'support-wa': shift_alert)"
+    ) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"title": "{text}", "link": "{nope}"}, "alerts[0].params.link: unknown placeholder {nope}"),
+        (
+            {"title": "{text}", "link": "x", "extra": "y"},
+            "alerts[0].params.extra: template 'shift_alert' has no parameter",
+        ),
+    ],
+)
+def test_a_whatsapp_alert_rules_params_are_checked(params: dict[str, str], problem: str) -> None:
+    data = yaml.safe_load(ALERT_POLICY)
+    data["alerts"][0]["params"] = params
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(data)
+    assert problem in str(caught.value)
+
+
+def test_a_template_parameter_named_like_an_alert_field_is_filled_from_it() -> None:
+    data = yaml.safe_load(ALERT_POLICY)
+    del data["alerts"][0]["params"]
+    assert parse_policy(data).alerts[0].params == {"title": "{title}", "link": "{link}"}
+
+
+async def test_a_whatsapp_alert_sends_its_template_with_the_alerts_fields(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0ALERTS", name="alerts")
+    message = {
+        "type": "message",
+        "user": "U0ALICE",
+        "text": "CRITICAL: db-1 down\nsince 03:12\t\tsee runbook",
+        "ts": "1700000001.000100",
+    }
+    async with running_app(slack, fake_d7, tmp_path, policy=ALERT_POLICY) as app:
+        await app.event(event_callback(message, channel="C0ALERTS"))
+        await app.settle()
+
+    (body,) = fake_d7.bodies(WA)
+    assert body["messages"][0]["content"] == {
+        "message_type": "TEMPLATE",
+        "template": {
+            "template_id": "shift_alert_v2",
+            "language": "en",
+            # No line breaks or tabs in a parameter: made spaces (at most 4 in a row).
+            "body_parameter_values": {"0": "CRITICAL: db-1 down since 03:12  see runbook", "1": "#alerts"},
+        },
+    }
+    (reply,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == message["ts"]]
+    assert "Alert: CRITICAL: db-1 down since 03:12  see runbook - details #alerts" in str(reply["blocks"])
+
+
+async def test_a_whatsapp_alert_rules_summary_goes_in_the_same_template(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0ALERTS", name="alerts")
+    policy = ALERT_POLICY.replace(
+        '    params: {title: "{text}", link: "{channel}"}',
+        '    params: {title: "{text}", link: "{channel}"}\n    max_per_phone: {count: 1, per: 1h}',
+    )
+    async with running_app(slack, fake_d7, tmp_path, policy=policy) as app:
+        for i in (1, 2):  # the first texted, the second held for the summary at the end of the hour
+            message = {
+                "type": "message",
+                "user": "U0ALICE",
+                "text": f"CRITICAL: db-{i} down",
+                "ts": f"170000000{i}.000100",
+            }
+            await app.event(event_callback(message, channel="C0ALERTS"))
+            await app.settle()
+        await _make_due(app)
+        await app.settle()
+
+    first, summary = fake_d7.bodies(WA)
+    assert first["messages"][0]["content"]["template"]["body_parameter_values"] == {
+        "0": "CRITICAL: db-1 down",
+        "1": "#alerts",
+    }
+    template = summary["messages"][0]["content"]["template"]
+    assert template["template_id"] == "shift_alert_v2"
+    values = template["body_parameter_values"]
+    assert values["0"].startswith("+1 more alert in #alerts since ")
+    assert values["0"].endswith("CRITICAL: db-2 down")
+    assert "\n" not in values["0"]
+    assert values["1"] == "#alerts"

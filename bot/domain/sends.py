@@ -24,6 +24,7 @@ from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import D7Error, D7OutcomeUnknownError
 from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
+from bot.domain.templates import TemplateUse
 
 
 class LeaseLost(Exception):
@@ -107,6 +108,7 @@ class Checked:
     names: Mapping[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
     held: tuple[PhoneNumber, ...] = ()  # alerts: held back by the rule's per-phone limit, in the summary instead
     unreached: tuple[str, ...] = ()  # alerts: recipients that could not be resolved, and why
+    template: TemplateUse | None = None  # WhatsApp: the approved template and its values (``text``: filled in)
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,7 @@ class Admission:
             recipients=tuple(found.numbers),
             text=text,
             names=found.names,
+            template=request.template,
         )
         return prepared(send_id, request, checked, self.policy.defaults.show_numbers)
 

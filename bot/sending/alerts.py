@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 
 from bot.domain.alerts import fit, summary_template
 from bot.domain.errors import inert
-from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface
+from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import AlertLedger, Directory, MessageReader, SendStore
 from bot.domain.sends import Checked, NotSent, PreparedSend, SendRecord, SendState
+from bot.domain.templates import TemplateUse, fit_param
 from bot.sending.admission import Admission, Refused
 
 log = logging.getLogger("bot.sending.alerts")
@@ -80,7 +81,7 @@ class AlertDesk:
             leader = await self.ledger.lead(alert.fingerprint, record.id, rule.dedupe_window)
             if leader != record.id:
                 return Repeat(leader)
-        text = await self._text(record, rule)
+        text, template = self._text(rule, await self._fields(record, rule), record.request.via)
         found = await self.admission.resolve(record.request.recipients)
         unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
         if not found.numbers:
@@ -95,6 +96,7 @@ class AlertDesk:
             names=found.names,
             held=tuple(held),
             unreached=unreached,
+            template=template,
         )
         return Text(checked) if checked.recipients else Bundle(checked)
 
@@ -127,8 +129,9 @@ class AlertDesk:
                 await self._schedule_summary(record, rule.name, number.e164, window_start, window_start + limit.per)
         return held
 
-    async def _text(self, record: SendRecord, rule: AlertRule) -> str:
-        """The rule's template filled in from the alert as posted, cut to the rule's budget."""
+    async def _fields(self, record: SendRecord, rule: AlertRule) -> dict[str, str]:
+        """The alert's ``{text}``, ``{title}``, ``{channel}`` and ``{link}`` as posted (the channel's name and the
+        permalink only when the rule's template uses them)."""
         message = _alert_of(record).message or {}
         if self.reader is not None:
             body, title = await self.reader.read(message)
@@ -136,15 +139,25 @@ class AlertDesk:
             body, title = record.request.text, ""
         channel_id = record.request.channel_id
         fields = {"text": body, "title": title, "channel": f"#{channel_id}", "link": ""}
-        if "{channel}" in rule.template:
+        wanted = " ".join([rule.template, *rule.params.values()]) if rule.whatsapp_template else rule.template
+        if "{channel}" in wanted:
             fields["channel"] = "#" + await self._channel_name(channel_id)
-        if "{link}" in rule.template and message.get("ts"):
+        if "{link}" in wanted and message.get("ts"):
             try:
                 fields["link"] = await self.directory.permalink(channel_id, str(message["ts"]))
             except Exception as exc:
                 log.warning("no permalink for an alert in %s: %s", channel_id, exc)
-        # NUL: no phone shows it, and PostgreSQL refuses it in text (the alert as posted may carry one).
-        return fit(rule.template, fields, record.request.via, rule.max_segments).text.replace("\x00", "")
+        return fields
+
+    def _text(self, rule: AlertRule, fields: dict[str, str], via: Via) -> tuple[str, TemplateUse | None]:
+        """The text from the rule's template, cut to its budget; for a WhatsApp rule, its approved template with
+        each parameter filled in and made valid (no line breaks or tabs, at most 4 spaces, 1,024 characters)."""
+        if rule.whatsapp_template is None:
+            # NUL: no phone shows it, and PostgreSQL refuses it in text (the alert as posted may carry one).
+            return fit(rule.template, fields, via, rule.max_segments).text.replace("\x00", ""), None
+        template = self.policy.senders[rule.sender].templates[rule.whatsapp_template]
+        values = tuple(fit_param(rule.params[p.name].format_map(fields).replace("\x00", "")) for p in template.params)
+        return template.render(values, rule.whatsapp_template), TemplateUse(rule.whatsapp_template, values)
 
     async def _channel_name(self, channel_id: str) -> str:
         try:
@@ -188,7 +201,15 @@ class AlertDesk:
         channels = [f"#{await self._channel_name(c)}" for c in dict.fromkeys(r.request.channel_id for r in held)]
         latest = held[-1]
         template = summary_template(len(held), channels, held[0].created_at)
-        text = fit(template, {"text": latest.text_as_sent.strip()}, record.request.via, rule.max_segments).text
+        via = record.request.via
+        latest_text = latest.text_as_sent
+        if latest.checked is not None and latest.checked.template is not None and latest.checked.template.values:
+            latest_text = latest.checked.template.values[0]  # its first parameter, not the template around it
+        text = fit(template, {"text": latest_text.strip()}, via, rule.max_segments).text
+        use = None
+        if rule.whatsapp_template is not None:  # the same approved template as the alerts, the summary in it
+            fields = {"text": text, "title": text, "channel": ", ".join(channels), "link": ""}
+            text, use = self._text(rule, fields, via)
         number = PhoneNumber(alert.phone)
         return Checked(
             rule=rule.name,
@@ -197,6 +218,7 @@ class AlertDesk:
             recipients=(number,),
             text=text,
             names={k: v for k, v in latest.names.items() if k == number.e164},
+            template=use,
         )
 
     # ------------------------------------------------------------ after the fact

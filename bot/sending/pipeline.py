@@ -294,7 +294,7 @@ class Pipeline:
     def _template(self, send: PreparedSend) -> OutgoingTemplate | None:
         """What D7 needs of the approved template the send names (None: free text); ``Refused`` when the policy
         no longer has it."""
-        use = send.request.template
+        use = send.checked.template
         if use is None:
             return None
         sender = self.admission.policy.senders.get(send.sender)

@@ -99,6 +99,7 @@ sends = sa.Table(
     sa.Column("dry_run", sa.Boolean()),  # D7_API_TOKEN was not set: nothing really went out
     # added by 0008
     sa.Column("template", sa.JSON()),  # WhatsApp: {alias, values} of the approved template the request names
+    sa.Column("sent_template", sa.JSON()),  # ... and the one checking decided (an alert's: from its rule)
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

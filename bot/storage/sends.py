@@ -106,6 +106,9 @@ def _checked_columns(record: SendRecord) -> dict[str, Any]:
     }
     if record.alert is not None:  # the text came from the rule's template; who was held back or not reached
         columns |= {"sent_text": checked.text, "held": record.held, "problems": list(checked.unreached)}
+    if checked.template is not None:  # the text is the WhatsApp template filled in
+        use = checked.template
+        columns |= {"sent_text": checked.text, "sent_template": {"alias": use.alias, "values": list(use.values)}}
     return columns
 
 
@@ -170,8 +173,12 @@ def _request_of(m: Any) -> SendRequest:
         sender=m["requested_sender"],
         schedule_time=_in_zone(m["schedule_time"], m["schedule_tz"]),
         alert=_alert_of(m["alert"]),
-        template=TemplateUse(m["template"]["alias"], tuple(m["template"]["values"])) if m["template"] else None,
+        template=_template_of(m["template"]),
     )
+
+
+def _template_of(data: dict[str, Any] | None) -> TemplateUse | None:
+    return TemplateUse(data["alias"], tuple(data["values"])) if data else None
 
 
 def _checked_of(m: Any, request: SendRequest) -> Checked | None:
@@ -188,6 +195,7 @@ def _checked_of(m: Any, request: SendRequest) -> Checked | None:
         names=m["names"] or {},
         held=tuple(PhoneNumber(n) for n in held),
         unreached=tuple(m["problems"] or ()) if alert and not m["refusal_kind"] else (),
+        template=_template_of(m["sent_template"]),
     )
 
 

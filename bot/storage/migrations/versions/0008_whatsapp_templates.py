@@ -1,4 +1,5 @@
-"""WhatsApp templates: the approved template a request names, and its parameter values (``sends.template``).
+"""WhatsApp templates: the approved template a request names and its values (``sends.template``), and the one
+checking decided (``sends.sent_template``: a command's, or an alert's from its rule).
 
 Revision ID: 0008
 Revises: 0007
@@ -18,8 +19,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("sends") as batch:
         batch.add_column(sa.Column("template", sa.JSON()))
+        batch.add_column(sa.Column("sent_template", sa.JSON()))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sends") as batch:
+        batch.drop_column("sent_template")
         batch.drop_column("template")
