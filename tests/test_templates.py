@@ -20,6 +20,8 @@ from tests.fakes.d7 import TOKEN, FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, event_callback, running_app
 from tests.test_alerts import _make_due
+from tests.test_compose import block, block_action, interact, opened_view, preview, submission
+from tests.test_compose import state as compose_state
 
 WA = "/whatsapp/v2/send"
 
@@ -372,3 +374,68 @@ async def test_a_whatsapp_alert_rules_summary_goes_in_the_same_template(
     assert values["0"].endswith("CRITICAL: db-2 down")
     assert "\n" not in values["0"]
     assert values["1"] == "#alerts"
+
+
+# ---------------------------------------------------------------- the compose form
+
+
+def form_state(
+    *, kind: str, sender: str = "support-wa", numbers: str = "+971501234568", params: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    values = compose_state(via="whatsapp", sender=None, numbers=numbers)
+    values["kind"] = {"kind": {"type": "static_select", "selected_option": {"value": kind}}}
+    block = "sender-whatsapp" if kind == "free" else f"sender-whatsapp-t-{kind}"
+    values[block] = {"sender": {"type": "static_select", "selected_option": {"value": sender}}}
+    for i, value in enumerate(params):
+        values[f"param-{kind}-{i}"] = {"param": {"type": "plain_text_input", "value": value}}
+    return values
+
+
+async def test_the_form_offers_templates_shows_one_input_per_parameter_and_a_live_preview(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    slack.add_channel("C0OPS", users=["U0ALICE"])
+    await app.command("/whatsapp", "")
+    opened = await opened_view(app, slack)
+    view = opened["view"]
+    kind = block(view, "kind")
+    assert [o["value"] for o in kind["element"]["options"]] == ["free", "shift_alert"]  # what rule 'support' allows
+    assert block(view, "message")  # free text first
+
+    await interact(app, block_action(view, form_state(kind="shift_alert"), "kind"))
+    await app.settle()
+    view = slack.views[view["id"]]
+    labels = [b["label"]["text"] for b in view["blocks"] if b.get("block_id", "").startswith("param-")]
+    assert labels == ["{{1}} title", "{{2}} link"]
+    assert block(view, "param-shift_alert-0")["hint"]["text"] == "what happened"
+    assert not any(b.get("block_id") == "message" for b in view["blocks"])
+    assert preview(view).startswith("Preview: Alert: {{title}} - details {{link}}\n")
+
+    await interact(app, block_action(view, form_state(kind="shift_alert", params=("DB down",)), "param"))
+    await app.settle()
+    view = slack.views[view["id"]]
+    assert preview(view) == (
+        "Preview: Alert: DB down - details {{link}}\n33 characters · WhatsApp template · 1 recipient"
+    )
+
+    bad = await interact(app, submission(view, form_state(kind="shift_alert", params=("DB\tdown", "https://x"))))
+    assert bad.json() == {
+        "response_action": "errors",
+        "errors": {
+            "param-shift_alert-0": "the template parameter 'title' has a line break or tab; WhatsApp allows neither in a parameter"
+        },
+    }
+    ok = await interact(app, submission(view, form_state(kind="shift_alert", params=("DB down", "https://x"))))
+    assert ok.status_code == 200
+    assert ok.content in (b"", b"{}")
+    await app.settle()
+    records = await app.relay.storage.sends.audit()
+    assert [(r.state.value, r.refusal) for r in records] == [("accepted", None)]
+    (body,) = fake_d7.bodies(WA)
+    assert body["messages"][0]["content"]["template"] == {
+        "template_id": "shift_alert_v2",
+        "language": "en",
+        "body_parameter_values": {"0": "DB down", "1": "https://x"},
+    }
+    (announcement,) = [p for p in slack.of("chat.postMessage") if not p.get("thread_ts")]
+    assert announcement["blocks"][1]["elements"][0]["elements"][0]["text"] == "Alert: DB down - details https://x"

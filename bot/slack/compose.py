@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.domain.models import Origin, Surface, Via
+from bot.domain.templates import PARAM_LIMIT
 from bot.slack import messages
 
 CALLBACK_ID = "compose"
@@ -25,15 +26,23 @@ CONTACTS = "contacts"
 MESSAGE = "message"
 WHEN = "when"
 PREVIEW = "preview"
-INPUT_ACTIONS = (VIA, NUMBERS, PEOPLE, CONTACTS, MESSAGE)  # each of these refreshes the preview
+KIND = "kind"  # WhatsApp: free text or one of the approved templates
+PARAM = "param"  # a template parameter's input (block ids: param-<alias>-<index>)
+FREE = "free"
+INPUT_ACTIONS = (VIA, NUMBERS, PEOPLE, CONTACTS, MESSAGE, KIND, PARAM)  # each of these refreshes the preview
 MESSAGE_MAX = 3000  # Slack's limit for a plain_text_input
 TITLE = "Send a text"
 
 View = dict[str, Any]
 
 
-def sender_block(via: Via) -> str:
-    return f"sender-{via.value}"
+def sender_block(via: Via, template: str | None = None) -> str:
+    """The sender choice's block: a new id per via and per template, so a new choice starts afresh."""
+    return f"sender-{via.value}" if template is None else f"sender-{via.value}-t-{template}"
+
+
+def param_block(alias: str, index: int) -> str:
+    return f"param-{alias}-{index}"
 
 
 # A form's own response_url is used for its story only when the form was submitted within this many seconds of
@@ -98,6 +107,16 @@ class SenderOption:
 
 
 @dataclass(frozen=True)
+class TemplateOption:
+    """An approved WhatsApp template this user may send here."""
+
+    alias: str
+    senders: tuple[str, ...]  # the allowed senders that have it
+    params: tuple[tuple[str, str], ...]  # (name, description) in order
+    text: str | None  # with {{1}}… placeholders
+
+
+@dataclass(frozen=True)
 class ComposeForm:
     """What the modal offers."""
 
@@ -107,6 +126,9 @@ class ComposeForm:
     contacts: dict[str, int] = field(default_factory=dict)  # contact group → how many numbers
     text: str = ""  # prefilled message
     preview: str = ""
+    templates: dict[str, TemplateOption] = field(default_factory=dict)  # alias → what it needs (WhatsApp)
+    template: str | None = None  # the chosen one (None: free text)
+    numbers: str = ""  # prefilled phone numbers
 
     @property
     def vias(self) -> list[Via]:
@@ -125,6 +147,8 @@ class ComposeValues:
     contacts: list[str]
     text: str
     when: int | None  # unix seconds
+    template: str | None = None  # the chosen WhatsApp template's alias (None: free text)
+    params: tuple[str, ...] = ()  # its values, in order
 
 
 def _plain(text: str) -> dict[str, Any]:
@@ -242,12 +266,32 @@ def compose_view(form: ComposeForm) -> View:
             },
         }
     )
-    senders = [s for s in form.senders if s.via is form.via]
+    template = form.templates.get(form.template) if form.template is not None and form.via is Via.WHATSAPP else None
+    if form.via is Via.WHATSAPP and form.templates:
+        kinds = [_option("Free text (only people who wrote in the last 24 hours)", FREE)]
+        kinds += [_option(f"Template: {alias}", alias) for alias in list(form.templates)[:99]]
+        chosen = next((k for k in kinds if template is not None and k["value"] == template.alias), kinds[0])
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": KIND,
+                "dispatch_action": True,
+                "label": _plain("Message type"),
+                "hint": _plain("WhatsApp delivers free text only inside the 24-hour window; else use a template"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": KIND,
+                    "options": kinds,
+                    "initial_option": chosen,
+                },
+            }
+        )
+    senders = [s for s in form.senders if s.via is form.via and (template is None or s.name in template.senders)]
     sender_options = [_option(f"{s.name} — {s.originator}", s.name) for s in senders]
     blocks.append(
         {
             "type": "input",
-            "block_id": sender_block(form.via),
+            "block_id": sender_block(form.via, template.alias if template else None),
             "label": _plain("Sender"),
             "element": {
                 "type": "static_select",
@@ -270,6 +314,7 @@ def compose_view(form: ComposeForm) -> View:
                 "action_id": NUMBERS,
                 "placeholder": _plain("+14155550100"),
                 "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
+                **({"initial_value": form.numbers} if form.numbers else {}),
             },
         }
     )
@@ -298,25 +343,10 @@ def compose_view(form: ComposeForm) -> View:
                 },
             }
         )
-    message: dict[str, Any] = {
-        "type": "plain_text_input",
-        "action_id": MESSAGE,
-        "multiline": True,
-        "max_length": MESSAGE_MAX,
-        "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
-    }
-    if form.text:
-        message["initial_value"] = fit_to_field(form.text)[0]
-    message_block: dict[str, Any] = {
-        "type": "input",
-        "block_id": MESSAGE,
-        "dispatch_action": True,
-        "label": _plain("Message"),
-        "element": message,
-    }
-    if form.context.cut_from is not None:
-        message_block["hint"] = _plain(cut_notice(form.context.cut_from))
-    blocks.append(message_block)
+    if template is not None:
+        blocks += _param_blocks(template)
+    else:
+        blocks.append(_message_block(form))
     blocks.append(
         {"type": "context", "block_id": PREVIEW, "elements": [{"type": "plain_text", "text": form.preview or " "}]}
     )
@@ -340,6 +370,50 @@ def compose_view(form: ComposeForm) -> View:
     }
 
 
+def _param_blocks(template: TemplateOption) -> list[dict[str, Any]]:
+    """One input per template parameter, in order (WhatsApp: one line, at most 1,024 characters)."""
+    blocks = []
+    for i, (name, description) in enumerate(template.params[:40]):
+        block: dict[str, Any] = {
+            "type": "input",
+            "block_id": param_block(template.alias, i),
+            "dispatch_action": True,
+            "label": _plain(f"{{{{{i + 1}}}}} {name}"[:2000]),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": PARAM,
+                "max_length": PARAM_LIMIT,
+                "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
+            },
+        }
+        if description:
+            block["hint"] = _plain(description[:2000])
+        blocks.append(block)
+    return blocks
+
+
+def _message_block(form: ComposeForm) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": MESSAGE,
+        "multiline": True,
+        "max_length": MESSAGE_MAX,
+        "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
+    }
+    if form.text:
+        message["initial_value"] = fit_to_field(form.text)[0]
+    message_block: dict[str, Any] = {
+        "type": "input",
+        "block_id": MESSAGE,
+        "dispatch_action": True,
+        "label": _plain("Message"),
+        "element": message,
+    }
+    if form.context.cut_from is not None:
+        message_block["hint"] = _plain(cut_notice(form.context.cut_from))
+    return message_block
+
+
 def read_values(values: Mapping[str, Any]) -> ComposeValues:
     """The user's entries from the view's ``state.values``; missing or malformed parts read as empty."""
 
@@ -349,11 +423,21 @@ def read_values(values: Mapping[str, Any]) -> ComposeValues:
 
     via_value = (get(VIA, VIA).get("selected_option") or {}).get("value")
     via = Via(via_value) if isinstance(via_value, str) and via_value in {v.value for v in Via} else None
+    kind = (get(KIND, KIND).get("selected_option") or {}).get("value")
+    template = kind if isinstance(kind, str) and kind != FREE and via is Via.WHATSAPP else None
     sender = None
     for v in Via:
-        chosen = (get(sender_block(v), "sender").get("selected_option") or {}).get("value")
+        chosen = (
+            get(sender_block(v, template if v is Via.WHATSAPP else None), "sender").get("selected_option") or {}
+        ).get("value")
         if chosen and (via is None or v is via):
             sender = chosen
+    params: list[str] = []
+    if template is not None:
+        i = 0
+        while param_block(template, i) in values:
+            params.append(get(param_block(template, i), PARAM).get("value") or "")
+            i += 1
     when = get(WHEN, WHEN).get("selected_date_time")
     return ComposeValues(
         conversation=get(CONVERSATION, CONVERSATION).get("selected_conversation"),
@@ -364,4 +448,6 @@ def read_values(values: Mapping[str, Any]) -> ComposeValues:
         contacts=[o["value"] for o in get(CONTACTS, CONTACTS).get("selected_options") or [] if "value" in o],
         text=get(MESSAGE, MESSAGE).get("value") or "",
         when=int(when) if isinstance(when, int | float) else None,
+        template=template,
+        params=tuple(params),
     )

@@ -36,6 +36,7 @@ from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import Policy
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
+from bot.domain.templates import Template
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -214,6 +215,17 @@ class SizeLine(Enum):
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def template_preview(template: Template, alias: str, values: Sequence[str], recipients: int) -> str:
+    """The compose form's preview of a template: its text with what is typed so far (``{{name}}`` where nothing
+    is), its length and the recipients. Plain text: shown as typed."""
+    filled = [
+        v.strip() or f"{{{{{p.name}}}}}"
+        for p, v in zip(template.params, [*values, *[""] * len(template.params)], strict=False)
+    ]
+    text = template.render(filled, alias)
+    return fit(f"Preview: {text}\n{len(text)} characters · WhatsApp template · {_count(recipients, 'recipient')}", 2000)
 
 
 def text_size(text: str, via: Via, recipients: int, line: SizeLine) -> str:

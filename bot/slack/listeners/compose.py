@@ -26,10 +26,19 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
-from bot.domain.policy import Dimension, SendRequestFacts, allowed_senders, groups_to_look_up, why_nothing_allowed
+from bot.domain.policy import (
+    Dimension,
+    SendRequestFacts,
+    allowed_senders,
+    allowed_templates,
+    groups_to_look_up,
+    template_refused,
+    why_nothing_allowed,
+)
+from bot.domain.templates import Template, TemplateUse, param_problem
 from bot.sending.admission import Resolution, look_up_each
 from bot.slack import compose, messages
-from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption
+from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption, TemplateOption
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.listeners import Deps
 from bot.slack.markup import escape
@@ -57,6 +66,9 @@ async def build_view(
     typed: str | None = None,
     recipients: int = 0,
     groups: frozenset[str] | None = None,
+    template: str | None = None,
+    params: Sequence[str] = (),
+    numbers: str = "",
 ) -> dict[str, Any]:
     """The modal for this user here, or the reason they may not send.
 
@@ -75,15 +87,41 @@ async def build_view(
     vias = [v for v in Via if any(s.via is v for s in senders)]
     chosen = via if via in vias else vias[0]
     in_field = compose.fit_to_field(prefill)[0]
+    templates = _template_options(deps, allowed_templates(policy, context.user_id, context.channel_id, groups), names)
+    template = template if chosen is Via.WHATSAPP and template in templates else None
+    if template is not None:
+        preview = messages.template_preview(policy_template(deps, templates[template]), template, params, recipients)
+    else:
+        preview = messages.text_size(
+            in_field if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW
+        )
     form = ComposeForm(
         context=context,
         senders=senders,
         via=chosen,
-        contacts={name: len(numbers) for name, numbers in policy.contacts.items()},
+        contacts={name: len(members) for name, members in policy.contacts.items()},
         text=in_field,
-        preview=messages.text_size(in_field if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW),
+        preview=preview,
+        templates=templates,
+        template=template,
+        numbers=numbers,
     )
     return compose.compose_view(form)
+
+
+def _template_options(deps: Deps, allowed: Mapping[str, str], senders: Sequence[str]) -> dict[str, TemplateOption]:
+    """The templates this user may send here, each with the allowed senders that have it."""
+    options = {}
+    for alias in allowed:
+        having = tuple(s for s in senders if alias in deps.policy.senders[s].templates)
+        template = deps.policy.senders[having[0]].templates[alias]
+        params = tuple((p.name, p.description) for p in template.params)
+        options[alias] = TemplateOption(alias, having, params, template.text)
+    return options
+
+
+def policy_template(deps: Deps, option: TemplateOption) -> Template:
+    return deps.policy.senders[option.senders[0]].templates[option.alias]
 
 
 async def open_compose(
@@ -211,7 +249,13 @@ def register(app: AsyncApp, deps: Deps) -> None:
         values = compose.read_values(view.state.values)
         # No prefill: Slack keeps what was typed in blocks whose ids did not change.
         fresh = await build_view(
-            deps, context, values.via, typed=values.text, recipients=_recipient_count(deps, values)
+            deps,
+            context,
+            values.via,
+            typed=values.text,
+            recipients=_recipient_count(deps, values),
+            template=values.template,
+            params=values.params,
         )
         try:
             await client.views_update(view_id=view.id, hash=view.hash, view=fresh)
@@ -299,8 +343,8 @@ async def _check(
         + [RecipientRef(RefKind.USER, u) for u in values.people]
         + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
     )
-    errors = _form_errors(deps, via, channel, values.sender, text) | _time_errors(values.when)
-    if refused := _refused_before_look_ups(deps, context, via, channel, values.sender):
+    errors = _form_errors(deps, via, channel, values, text) | _time_errors(values.when)
+    if refused := _refused_before_look_ups(deps, context, via, channel, values.sender, values.template):
         return refused | errors, None
     picked = context.channel_id is None
     looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within, picked)
@@ -329,13 +373,16 @@ async def _check(
     )
     decision = deps.admission.decide(facts)
     if not decision.allowed:
-        errors[_blame(deps, decision.dimension, context, via, facts, found)] = decision.reason
+        errors[_blame(deps, decision.dimension, context, via, facts, found, values.template)] = decision.reason
         return errors, None
+    refusal = template_refused(deps.policy, decision.rule or "", values.template) if values.template else None
+    if refusal:
+        return {compose.KIND: refusal}, None
     return {}, _request(context, values, channel, response_url, refs, view_id, zone)
 
 
 def _refused_before_look_ups(
-    deps: Deps, context: ComposeContext, via: Via, channel: str | None, sender: str | None
+    deps: Deps, context: ComposeContext, via: Via, channel: str | None, sender: str | None, template: str | None
 ) -> dict[str, str]:
     """What the policy refuses whatever the recipients, when deciding it needs no look-up (no policy user group
     could change it): then nobody is looked up. When the user's groups are needed, they are asked at the same time
@@ -354,7 +401,7 @@ def _refused_before_look_ups(
     early = deps.admission.decide_before_recipients(facts)
     if early.allowed:
         return {}
-    return {_blame(deps, early.dimension, context, via, facts, Resolution()): early.reason}
+    return {_blame(deps, early.dimension, context, via, facts, Resolution(), template): early.reason}
 
 
 async def _look_up(
@@ -399,11 +446,16 @@ def _request(
     view_id: str,
     zone: tzinfo,
 ) -> SendRequest:
+    text, template = values.text.strip(), None
+    if values.template is not None:
+        template = TemplateUse(values.template, tuple(v.strip() for v in values.params))
+        text = " | ".join((f"template:{template.alias}", *template.values))  # the outbox fills it in
     return SendRequest(
         via=values.via or Via.SMS,
         origin=context.submitted_in(channel, response_url),
         recipients=tuple(refs),
-        text=values.text.strip(),
+        text=text,
+        template=template,
         idempotency_key=f"view:{view_id}",
         sender=values.sender,
         # The instant the user picked; the zone only says how it is written (a zone not looked up: UTC).
@@ -411,13 +463,23 @@ def _request(
     )
 
 
-def _form_errors(deps: Deps, via: Via, channel: str | None, sender: str | None, text: str) -> dict[str, str]:
-    """The conversation, sender and message fields."""
+def _form_errors(deps: Deps, via: Via, channel: str | None, values: ComposeValues, text: str) -> dict[str, str]:
+    """The conversation, sender and message fields (a template's: each of its parameters)."""
     errors: dict[str, str] = {}
+    sender = values.sender
     if not channel:
         errors[compose.CONVERSATION] = messages.form_pick_conversation()
     if not sender:
-        errors[compose.sender_block(via)] = messages.form_pick_sender()
+        errors[compose.sender_block(via, values.template)] = messages.form_pick_sender()
+    if values.template is not None:
+        template = deps.policy.senders[sender].templates.get(values.template) if sender in deps.policy.senders else None
+        if sender and template is None:
+            errors[compose.KIND] = f"sender '{sender}' has no template '{values.template}'"
+        names = [p.name for p in template.params] if template is not None else []
+        for i, (name, value) in enumerate(zip(names, values.params, strict=False)):
+            if problem := param_problem(name, value.strip()):
+                errors[compose.param_block(values.template, i)] = problem
+        return errors
     try:
         deps.admission.check_text(via, text)
     except InputError as exc:
@@ -454,6 +516,7 @@ def _blame(
     via: Via,
     facts: SendRequestFacts,
     found: Resolution,
+    template: str | None = None,
 ) -> str:
     """The block of the field that made the policy say no."""
     if dimension is Dimension.CHANNEL and context.channel_id is None:
@@ -465,7 +528,7 @@ def _blame(
                 return _BLOCK_OF[found.sources[number.e164].kind]
     if dimension is Dimension.COUNT:
         return compose.NUMBERS
-    return compose.sender_block(via)
+    return compose.sender_block(via, template)
 
 
 async def _user_zone(deps: Deps, user_id: str) -> tzinfo:
