@@ -460,6 +460,9 @@ class MemoryDeliveryLog:
             if recipient in recipients:
                 status.notified = True
 
+    async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        return []  # the memory world keeps no times of statuses (the SQL log is tested end to end)
+
 
 class MemorySettings:
     """``SettingsStore`` in memory: the first writer wins."""

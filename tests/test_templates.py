@@ -4,6 +4,8 @@ strict as Meta about them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from bot.domain.policy import parse_policy
 from bot.domain.templates import TemplateParam, TemplateUse, fit_param, param_problem
 from bot.slack.grammar import Compose, parse_command
 from tests.fakes.d7 import TOKEN, FakeD7
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import App, event_callback, running_app
 from tests.test_alerts import _make_due
 from tests.test_compose import block, block_action, interact, opened_view, preview, submission
@@ -439,3 +441,85 @@ async def test_the_form_offers_templates_shows_one_input_per_parameter_and_a_liv
     }
     (announcement,) = [p for p in slack.of("chat.postMessage") if not p.get("thread_ts")]
     assert announcement["blocks"][1]["elements"][0]["elements"][0]["text"] == "Alert: DB down - details https://x"
+
+
+# ---------------------------------------------------------------- the 24-hour window
+
+SECRET = "report-path-secret-0123456789abcdef"
+
+
+async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_a_button_to_send_one(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0OPS", users=["U0ALICE"])
+    fake_d7.window_closed = {"+971501234568"}
+    async with running_app(
+        slack, fake_d7, tmp_path, policy=POLICY, PUBLIC_URL="https://relay.example.com", D7_REPORT_SECRET=SECRET
+    ) as app:
+        fake_d7.report_to = app.url
+        await app.command("/whatsapp", "+971501234568 +971501234569 your ticket T-42 is solved")
+        await app.settle()
+        for _ in range(100):  # the report comes after the send's answer
+            if fake_d7.reports_posted:
+                break
+            await asyncio.sleep(0.05)
+        await app.settle()
+        assert [r["answered"] for r in fake_d7.reports_posted] == [200]
+
+        replies = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") and "not delivered" in p["text"]]
+        (reply,) = replies
+        texts = [b["text"]["text"] for b in reply["blocks"] if b["type"] == "section"]
+        assert texts[0].startswith(
+            ":rotating_light: <@U0ALICE> your WhatsApp message was not delivered to +971 50 ••• 4568: :x: failed ("
+        )
+        assert "131047: Re-engagement message" in texts[0]  # D7's own words kept
+        assert texts[1] == (
+            ":hourglass: WhatsApp's 24-hour window is closed for +971 50 ••• 4568: they have not written to "
+            "+971501234567 in the last 24 hours, so WhatsApp delivers only approved templates. "
+            "Send one instead: `shift_alert`."
+        )
+        (button,) = reply["blocks"][-1]["elements"]
+        assert json.loads(button["value"]) == {"s": "support-wa", "t": "shift_alert", "n": ["+971501234568"]}
+
+        # A form for free text to that number now warns that it will not reach them.
+        await app.command("/whatsapp", "")
+        form = (await opened_view(app, slack))["view"]
+        typed = form_state(kind="free", numbers="+971 50 123 4568, +971501234569")
+        await interact(app, block_action(form, typed, "numbers"))
+        await app.settle()
+        assert preview(slack.views[form["id"]]).endswith(
+            "\n⚠ Free text did not reach +971 50 ••• 4568 in the last 24 hours: WhatsApp's window is closed until "
+            "they write to you. Choose a template under Message type."
+        )
+
+        # The button opens the form for that template, to those not reached, answering in the same thread.
+        click = {
+            "type": "block_actions",
+            "team": {"id": TEAM_ID},
+            "user": {"id": "U0ALICE"},
+            "api_app_id": "A0APP",
+            "trigger_id": "1337.9.tmpl",
+            "channel": {"id": "C0OPS"},
+            "message": {"ts": "1700000009.000100", "thread_ts": reply["thread_ts"]},
+            "container": {"type": "message", "channel_id": "C0OPS", "message_ts": "1700000009.000100"},
+            "actions": [{"action_id": "template_instead", "block_id": "b", "type": "button", "value": button["value"]}],
+        }
+        await interact(app, click)
+        opened = await opened_view(app, slack, 2)
+        view = opened["view"]
+        assert [b["block_id"] for b in view["blocks"] if b.get("block_id", "").startswith("param-")] == [
+            "param-shift_alert-0",
+            "param-shift_alert-1",
+        ]
+        assert block(view, "numbers")["element"]["initial_value"] == "+971501234568"
+        assert block(view, "kind")["element"]["initial_option"]["value"] == "shift_alert"
+        ok = await interact(app, submission(view, form_state(kind="shift_alert", params=("T-42 solved", "https://x"))))
+        assert ok.status_code == 200
+        await app.settle()
+        records = await app.relay.storage.sends.audit()
+
+    assert [r.state.value for r in records] == ["accepted", "accepted"]
+    assert records[1].request.origin.thread_ts == reply["thread_ts"]
+    template_body = fake_d7.bodies(WA)[-1]["messages"][0]
+    assert template_body["content"]["message_type"] == "TEMPLATE"
+    assert [r["recipient"] for r in template_body["recipients"]] == ["+971501234568"]

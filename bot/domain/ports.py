@@ -136,8 +136,15 @@ class Conversation(Protocol):
     ) -> None: ...
 
     async def undelivered(
-        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
-    ) -> None: ...
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        failures: Sequence[RecipientDelivery],
+        templates: Sequence[str] = (),
+    ) -> None:
+        """Some phones were not reached. ``templates``: free WhatsApp text failed because the 24-hour window was
+        closed, and these approved templates of its sender may be sent instead."""
+        ...
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None: ...
 
@@ -302,6 +309,10 @@ class DeliveryLog(Protocol):
     async def statuses(self, send_id: str) -> list[RecipientDelivery]: ...
 
     async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None: ...
+
+    async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        """(recipient, status, reason, when) of WhatsApp sends to these numbers whose status changed since."""
+        ...
 
 
 class SettingsStore(Protocol):

@@ -21,6 +21,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 _SPACES = re.compile(r" {5,}")
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
+# D7's reason when Meta refused free text outside the 24-hour window: its code 131047, "Re-engagement message".
+_WINDOW_CLOSED = re.compile(r"\b131047\b|re-?engagement|24[- ]?hours? (?:have )?passed", re.IGNORECASE)
 
 TemplateId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
 
@@ -130,3 +132,8 @@ def fit_param(value: str, limit: int = PARAM_LIMIT) -> str:
     if len(flat) > limit:
         flat = flat[: limit - 1].rstrip() + "…"
     return flat or "-"
+
+
+def window_closed(reason: str | None) -> bool:
+    """Whether a failed WhatsApp message failed because the person had not written in the last 24 hours."""
+    return bool(reason and _WINDOW_CLOSED.search(reason))

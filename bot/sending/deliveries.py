@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -30,7 +30,10 @@ from bot.domain.errors import D7Error, kind_of
 from bot.domain.models import StatusReport
 from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendStore
 from bot.domain.sends import SendRecord, SendState
+from bot.domain.templates import window_closed
 from bot.sending.telling import Teller
+
+WINDOW = timedelta(hours=24)  # WhatsApp's customer-service window
 
 log = logging.getLogger("bot.deliveries")
 
@@ -67,6 +70,20 @@ class Deliveries:
     _waiting: set[str] = field(default_factory=set, init=False)
     _ready: set[str] = field(default_factory=set, init=False)
     _statuses: dict[str, tuple[float, StatusReport]] = field(default_factory=dict, init=False)  # /sms status
+
+    async def window_closed(self, numbers: Sequence[str], at: datetime) -> set[str]:
+        """Numbers whose free WhatsApp text failed for a closed 24-hour window in the last 24 hours, with nothing
+        delivered to them since (a reply opens the window again, but only a later delivery shows the bot that)."""
+        if not numbers:
+            return set()
+        closed: dict[str, datetime] = {}
+        reached: dict[str, datetime] = {}
+        for recipient, status, reason, when in await self.reports.recent(numbers, at - WINDOW):
+            if window_closed(reason):
+                closed[recipient] = max(when, closed.get(recipient, when))
+            elif delivery_of(status) in (Delivery.DELIVERED, Delivery.READ):
+                reached[recipient] = max(when, reached.get(recipient, when))
+        return {n for n, when in closed.items() if n not in reached or reached[n] < when}
 
     # ------------------------------------------------------------ the report endpoint
 

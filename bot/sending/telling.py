@@ -10,11 +10,15 @@ rewritten.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.clock import Clock, utc_now
+from bot.domain.delivery import RecipientDelivery
+from bot.domain.models import Via
 from bot.domain.phone import NumberDisplay
+from bot.domain.policy import rule_templates
 from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
@@ -26,6 +30,7 @@ from bot.domain.sends import (
     SendState,
     prepared,
 )
+from bot.domain.templates import window_closed
 from bot.sending.alerts import AlertDesk
 
 log = logging.getLogger("bot.sending")
@@ -104,6 +109,20 @@ class Teller:
             return
         await self.sends.told(record, result_ts)
 
+    def _instead(self, send: PreparedSend, failures: Sequence[RecipientDelivery]) -> list[str]:
+        """Free WhatsApp text that failed for a closed 24-hour window: the templates its sender has that its rule
+        allows (they reach people outside the window)."""
+        if send.via is not Via.WHATSAPP or send.checked.template is not None:
+            return []
+        if not any(window_closed(f.reason) for f in failures):
+            return []
+        policy = self.alerts.policy
+        sender, rule = policy.senders.get(send.sender), policy.rule(send.rule)
+        if sender is None or rule is None:
+            return []
+        allowed = rule_templates(policy, rule)
+        return [alias for alias in sender.templates if alias in allowed]
+
     async def show_statuses(self, record: SendRecord, conversation: Conversation) -> None:
         """New delivery statuses: rewrite the result message, and say so in the thread when a phone was not
         reached. The reply does not wait for the card: a card Slack refuses never hides a failure."""
@@ -123,7 +142,7 @@ class Teller:
         failures = [s for s in statuses if s.delivery.failed and not s.notified]
         if failures:
             try:
-                await conversation.undelivered(send, record.placement, failures)
+                await conversation.undelivered(send, record.placement, failures, self._instead(send, failures))
             except LeaseLost:
                 raise
             except CannotTell as exc:

@@ -461,10 +461,14 @@ class SlackConversation:
             raise
 
     async def undelivered(
-        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        failures: Sequence[RecipientDelivery],
+        templates: Sequence[str] = (),
     ) -> None:
-        text = messages.undelivered(send, failures)
-        await self._reply(placement, text, [messages.section(text)])
+        text, blocks = messages.undelivered_blocks(send, failures, templates)
+        await self._reply(placement, text, blocks)
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
         text = messages.unknown_note(send, created_at)

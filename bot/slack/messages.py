@@ -6,6 +6,7 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -36,7 +37,7 @@ from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import Policy
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
-from bot.domain.templates import Template
+from bot.domain.templates import Template, window_closed
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -226,6 +227,15 @@ def template_preview(template: Template, alias: str, values: Sequence[str], reci
     ]
     text = template.render(filled, alias)
     return fit(f"Preview: {text}\n{len(text)} characters · WhatsApp template · {_count(recipients, 'recipient')}", 2000)
+
+
+def window_closed_warning(shown: Sequence[str]) -> str:
+    """The compose form's warning (plain text) for numbers free WhatsApp text will not reach."""
+    who = listing(list(shown), 600)
+    return (
+        f"⚠ Free text did not reach {who} in the last 24 hours: WhatsApp's window is closed until they write to "
+        "you. Choose a template under Message type."
+    )
 
 
 def text_size(text: str, via: Via, recipients: int, line: SizeLine) -> str:
@@ -485,6 +495,48 @@ def undelivered(send: PreparedSend, failures: Sequence[RecipientDelivery]) -> st
         return f":rotating_light: *Not reached:* {who}. This alert did not get to them: page them another way."
     what = "SMS" if send.via is Via.SMS else "WhatsApp message"
     return f":rotating_light: <@{send.request.user_id}> your {what} was not delivered to {who}."
+
+
+TEMPLATE_INSTEAD = "template_instead"  # the button that opens the form for a template send to those not reached
+
+
+def undelivered_blocks(
+    send: PreparedSend, failures: Sequence[RecipientDelivery], templates: Sequence[str] = ()
+) -> tuple[str, list[Block]]:
+    """``undelivered``, and when free WhatsApp text failed for a closed 24-hour window, why in plain words, the
+    approved templates that would reach them, and a button that opens the form for one."""
+    text = undelivered(send, failures)
+    blocks = [section(text)]
+    closed = [f.recipient for f in failures if window_closed(f.reason)]
+    if not closed:
+        return text, blocks
+    who = listing([_one(send, n) for n in closed], LIST_BUDGET)
+    if not templates:
+        why = (
+            f":hourglass: WhatsApp's 24-hour window is closed for {who}: they have not written to "
+            f"{escape(send.originator)} in the last 24 hours, so WhatsApp delivers only approved templates, and "
+            f"sender `{escape(send.sender)}` has none this rule allows. An admin can add one to the policy."
+        )
+        return f"{text} {why}", [*blocks, section(why)]
+    names = ", ".join(f"`{escape(t)}`" for t in templates[:20])
+    why = (
+        f":hourglass: WhatsApp's 24-hour window is closed for {who}: they have not written to "
+        f"{escape(send.originator)} in the last 24 hours, so WhatsApp delivers only approved templates. "
+        f"Send one instead: {names}."
+    )
+    numbers: list[str] = []
+    for number in closed:  # the button's value holds at most 2,000 characters
+        if len(json.dumps({"s": send.sender, "t": templates[0], "n": [*numbers, number]})) > 1900:
+            break
+        numbers.append(number)
+    value = json.dumps({"s": send.sender, "t": templates[0], "n": numbers}, separators=(",", ":"))
+    button = {
+        "type": "button",
+        "action_id": TEMPLATE_INSTEAD,
+        "text": {"type": "plain_text", "text": "Send a template…"},
+        "value": value,
+    }
+    return f"{text} {why}", [*blocks, section(why), {"type": "actions", "elements": [button]}]
 
 
 def unknown_note(send: PreparedSend, created_at: datetime) -> str:

@@ -138,6 +138,28 @@ class ViewSubmission(_Payload):
         return None
 
 
+class ClickedAction(_Payload):
+    action_id: str
+    value: str = ""
+
+
+class ClickedIn(_Payload):
+    ts: str = Field(min_length=1)
+    thread_ts: str | None = None
+
+
+class ButtonClick(_Payload):
+    """A button on one of the bot's messages (``block_actions`` from a message, not a modal)."""
+
+    trigger_id: str = Field(min_length=1)
+    team: Ref
+    user: Ref
+    channel: Ref
+    message: ClickedIn
+    actions: list[ClickedAction] = Field(min_length=1)
+    response_url: str | None = None
+
+
 class BlockActions(_Payload):
     """Typing or choosing in the compose modal (``block_actions`` from a ``dispatch_action`` input)."""
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.storage.database import Database, now
-from bot.storage.schema import delivery_reports, recipient_statuses
+from bot.storage.schema import UTCDateTime, delivery_reports, recipient_statuses, sends
 
 # Reports for request ids the bot does not know (yet) are kept this long.
 REPORT_KEEP = timedelta(days=2)
@@ -91,3 +91,15 @@ class SqlDeliveryLog:
         s = recipient_statuses.c
         statement = recipient_statuses.update().where(s.send_id == send_id, s.recipient.in_(list(recipients)))
         await self._db.write(statement.values(notified=True))
+
+    async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
+        """(recipient, status, reason, when) of WhatsApp sends to these numbers since ``since``."""
+        r, c = recipient_statuses.c, sends.c
+        query = (
+            sa.select(r.recipient, r.status, r.reason, r.updated_at)
+            .join(sends, c.id == r.send_id)
+            .where(r.recipient.in_(list(recipients)), r.updated_at >= sa.literal(since, UTCDateTime()))
+            .where(c.via == "whatsapp")
+        )
+        async with self._db.connect() as conn:
+            return [(x.recipient, x.status, x.reason, x.updated_at) for x in (await conn.execute(query)).all()]

@@ -16,12 +16,14 @@ import asyncio
 import json
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakes.server import LoopbackServer, run_as_process
@@ -86,6 +88,11 @@ class _Send:
     via: str
     recipients: list[str]
     statuses: dict[str, str]
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+# What D7 reports when Meta refuses a free-form message outside the 24-hour customer-service window.
+WINDOW_CLOSED_REASON = "Message failed to send because more than 24 hours have passed since the customer last replied to this number. (131047: Re-engagement message)"
 
 
 class FakeD7(LoopbackServer):
@@ -106,6 +113,12 @@ class FakeD7(LoopbackServer):
         self.token = token
         self.registered_whatsapp = set(registered_whatsapp)
         self.templates = APPROVED_TEMPLATES if templates is None else templates
+        # Numbers that have not written to the business in 24 hours: a free-form WhatsApp text to them is accepted,
+        # then fails with Meta's 131047 (reported to the message's report_url, and in the status look-up).
+        self.window_closed: set[str] = set()
+        self.reports_posted: list[dict[str, Any]] = []
+        # Where reports really go: report_url's path on this base (the bot's PUBLIC_URL is not this loopback port).
+        self.report_to: str | None = None
         self.delay = delay
         self.record = record
         self.credit = True
@@ -239,7 +252,42 @@ class FakeD7(LoopbackServer):
         if any(m["originator"] not in self.registered_whatsapp for m in body["messages"]):
             return web.json_response(BAD_ORIGINATOR, status=404)
         recipients = [r["recipient"] for m in body["messages"] for r in m["recipients"]]
-        return self._accept("whatsapp", recipients)
+        answer = self._accept("whatsapp", recipients)
+        if answer.status == 200:
+            request_id = json.loads(answer.text or "{}")["request_id"]
+            for m in body["messages"]:
+                if m["content"]["message_type"] == "TEXT":
+                    self._close_window(request_id, m)
+        return answer
+
+    def _close_window(self, request_id: str, message: dict[str, Any]) -> None:
+        """Free text to numbers outside their window: failed, reported as D7 reports it."""
+        send = self.sends[request_id]
+        for r in message["recipients"]:
+            number = r["recipient"]
+            if number not in self.window_closed:
+                continue
+            send.statuses[number], send.reasons[number] = "failed", WINDOW_CLOSED_REASON
+            if message.get("report_url"):
+                event = {
+                    "event_type": "DELIVERY_EVENTS",
+                    "request_id": request_id,
+                    "msg_id": f"wamid-{uuid.uuid4().hex[:8]}",
+                    "recipient": number,
+                    "status": "failed",
+                    "reason": WINDOW_CLOSED_REASON,
+                    "cust_ref": (r.get("reference") or {}).get("cust_ref"),
+                    "originator": message["originator"],
+                    "timestamp": int(time.time() * 1000),
+                }
+                asyncio.get_running_loop().create_task(self._report(message["report_url"], event))
+
+    async def _report(self, url: str, event: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)  # after the send's answer, as D7's reports come
+        if self.report_to is not None:
+            url = self.report_to.rstrip("/") + "/" + url.split("://", 1)[-1].split("/", 1)[-1]
+        async with aiohttp.ClientSession() as session, session.post(url, json=event) as answer:
+            self.reports_posted.append(event | {"answered": answer.status})
 
     async def _sms_status(self, request: web.Request) -> web.StreamResponse:
         _, early = await self._intake(request)
@@ -284,7 +332,7 @@ class FakeD7(LoopbackServer):
                 "request_id": request.match_info["request_id"],
                 "request_stage": "processed",
                 "messages": [
-                    {"msg_id": f"wamid-{i}", "recipient": r, "status": send.statuses[r], "reason": None}
+                    {"msg_id": f"wamid-{i}", "recipient": r, "status": send.statuses[r], "reason": send.reasons.get(r)}
                     for i, r in enumerate(send.recipients)
                 ],
             }

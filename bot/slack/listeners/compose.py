@@ -10,6 +10,8 @@ the outbox checks it again anyway and tells the sender privately, in the same wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -24,8 +26,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import InputError, ServiceUnavailable
+from bot.domain.clock import utc_now
+from bot.domain.errors import InputError, InvalidPhoneNumber, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
     Dimension,
     SendRequestFacts,
@@ -42,7 +46,7 @@ from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, Sender
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.listeners import Deps
 from bot.slack.markup import escape
-from bot.slack.payloads import BlockActions, MessageShortcut, ViewSubmission
+from bot.slack.payloads import BlockActions, ButtonClick, MessageShortcut, ViewSubmission
 
 log = logging.getLogger("bot.slack")
 
@@ -69,6 +73,7 @@ async def build_view(
     template: str | None = None,
     params: Sequence[str] = (),
     numbers: str = "",
+    typed_numbers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The modal for this user here, or the reason they may not send.
 
@@ -95,6 +100,8 @@ async def build_view(
         preview = messages.text_size(
             in_field if typed is None else typed, chosen, recipients, messages.SizeLine.PREVIEW
         )
+        if chosen is Via.WHATSAPP and typed_numbers:
+            preview += await _closed_windows(deps, typed_numbers)
     form = ComposeForm(
         context=context,
         senders=senders,
@@ -120,6 +127,22 @@ def _template_options(deps: Deps, allowed: Mapping[str, str], senders: Sequence[
     return options
 
 
+async def _closed_windows(deps: Deps, typed: Sequence[str]) -> str:
+    """A warning for numbers free WhatsApp text will not reach: it failed for them in the last 24 hours because
+    the window was closed (nothing delivered since). Empty when none, or when the log cannot say."""
+    numbers: list[PhoneNumber] = []
+    for raw in typed[:50]:
+        with contextlib.suppress(InvalidPhoneNumber):
+            numbers.append(parse_phone(raw, deps.policy.defaults.region))
+    try:
+        closed = await deps.deliveries.window_closed([n.e164 for n in numbers], utc_now())
+    except Exception as exc:  # only a warning: the form goes on without it
+        log.warning("could not look up closed WhatsApp windows (%s)", type(exc).__name__)
+        return ""
+    shown = [n.display(deps.policy.defaults.show_numbers) for n in numbers if n.e164 in closed]
+    return f"\n{messages.window_closed_warning(shown)}" if shown else ""
+
+
 def policy_template(deps: Deps, option: TemplateOption) -> Template:
     return deps.policy.senders[option.senders[0]].templates[option.alias]
 
@@ -131,8 +154,12 @@ async def open_compose(
     context: ComposeContext,
     via: Via | None,
     message: Mapping[str, Any] | None = None,
+    *,
+    template: str | None = None,
+    numbers: str = "",
 ) -> None:
-    """Open the form within the trigger's 3 s; ``message``: the one "Text this message" prefills it with.
+    """Open the form within the trigger's 3 s; ``message``: the one "Text this message" prefills it with;
+    ``template`` and ``numbers``: a WhatsApp template send to these numbers (offered after a closed window).
 
     A form that needs no look-up opens as it is. Otherwise the look-ups start, "Loading…" opens at once beside
     them, and the form (or, if Slack did not answer them, why it cannot be shown) replaces it.
@@ -140,9 +167,13 @@ async def open_compose(
     context = replace(context, opened_at=int(time.time()))
     mentioned = sorted(mentioned_users(message)) if message is not None else []
     if not mentioned and not groups_to_look_up(deps.policy, context.user_id, context.channel_id):
-        await _views_open(client, trigger_id, await _prepared(deps, context, via, message, mentioned))
+        await _views_open(
+            client, trigger_id, await _prepared(deps, context, via, message, mentioned, template, numbers)
+        )
         return
-    preparing = asyncio.create_task(_prepared(deps, context, via, message, mentioned), name="prepare-compose")
+    preparing = asyncio.create_task(
+        _prepared(deps, context, via, message, mentioned, template, numbers), name="prepare-compose"
+    )
     try:
         opened = await _views_open(client, trigger_id, compose.loading_view())
     except BaseException:
@@ -185,7 +216,13 @@ async def _views_update(client: AsyncWebClient, opened: dict[str, Any], view: di
 
 
 async def _prepared(
-    deps: Deps, context: ComposeContext, via: Via | None, message: Mapping[str, Any] | None, mentioned: Sequence[str]
+    deps: Deps,
+    context: ComposeContext,
+    via: Via | None,
+    message: Mapping[str, Any] | None,
+    mentioned: Sequence[str],
+    template: str | None = None,
+    numbers: str = "",
 ) -> dict[str, Any]:
     """The form, its look-ups made at once and within OPEN_LOOKUPS_WITHIN; or the notice that says why not."""
     try:
@@ -208,7 +245,10 @@ async def _prepared(
             context = replace(context, cut_from=cut_from)
         else:
             text = ""
-        return await build_view(deps, context, via, prefill=text, groups=groups)
+        count = len(compose.split_numbers(numbers))
+        return await build_view(
+            deps, context, via, prefill=text, groups=groups, template=template, numbers=numbers, recipients=count
+        )
     except ServiceUnavailable as exc:
         log.warning("compose form not prepared: %s", exc)
         return compose.notice_view(compose.cannot_show_form(escape(str(exc))))
@@ -256,6 +296,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
             recipients=_recipient_count(deps, values),
             template=values.template,
             params=values.params,
+            typed_numbers=values.numbers,
         )
         try:
             await client.views_update(view_id=view.id, hash=view.hash, view=fresh)
@@ -265,6 +306,30 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
     for action in compose.INPUT_ACTIONS:
         app.action(action)(refresh)
+
+    @app.action(messages.TEMPLATE_INSTEAD)
+    async def template_instead(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """ "Send a template…" under a closed-window failure: the form for a WhatsApp template send to those not
+        reached, answering in the same thread (whoever clicks sends as themselves, under the policy)."""
+        await ack()
+        try:
+            click = ButtonClick.model_validate(body)
+            offer = json.loads(click.actions[0].value)
+            template, numbers = str(offer["t"]), [str(n) for n in offer["n"]]
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            log.warning("malformed template_instead click: %s", type(exc).__name__)
+            return
+        context = ComposeContext(
+            surface=Surface.MESSAGE,
+            team_id=click.team.id,
+            user_id=click.user.id,
+            channel_id=click.channel.id,
+            thread_ts=click.message.thread_ts or click.message.ts,
+            response_url=click.response_url,
+        )
+        await open_compose(
+            deps, client, click.trigger_id, context, Via.WHATSAPP, template=template, numbers=", ".join(numbers)
+        )
 
     @app.view(compose.CALLBACK_ID)
     async def submit(ack: AsyncAck, body: dict[str, Any]) -> None:
