@@ -83,7 +83,9 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
     lines.append(f"admins: {', '.join(policy.admins) if policy.admins else '(none)'}")
     lines.append(f"workspace budgets: {_limits(d.limits.per_user, d.limits.per_channel, d.limits.workspace)}")
     lines.append(f"senders ({len(policy.senders)}):")
-    lines += [f"  {name}: {s.via.label} as {s.originator}" for name, s in policy.senders.items()]
+    for name, sender in policy.senders.items():
+        templates = f"; templates {', '.join(sender.templates)}" if sender.templates else ""
+        lines.append(f"  {name}: {sender.via.label} as {sender.originator}{templates}")
     lines.append(f"contact groups ({len(policy.contacts)}):")
     lines += [f"  {name}: {len(numbers)} number(s)" for name, numbers in policy.contacts.items()]
     lines.append(f"rules ({len(policy.rules)}):")
@@ -92,6 +94,8 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         limit = f"; at most {most} recipients" + ("" if r.max_recipients else " (defaults.max_recipients)")
         types = f"; also {', '.join(r.allow_number_types)} numbers" if r.allow_number_types else ""
         budgets = _limits(r.limits.per_user, r.limits.per_channel)
+        if r.templates is not None:
+            types += f"; templates {', '.join(r.templates) or 'none'}"
         lines.append(
             f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "
             f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}{types}; budgets {budgets}"
@@ -103,6 +107,8 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         limit = f"; at most {cap.count} per phone per {describe_window(cap.per)}" if cap else ""
         if a.limits.per_rule is not None:
             limit += f"; budget {describe_budget(a.limits.per_rule)}"
+        if a.whatsapp_template is not None:
+            limit += f"; WhatsApp template {a.whatsapp_template}"
         lines.append(
             f"  {i}. {a.name}: channels {', '.join(a.slack_channels)}; from {who}; match {a.match}; "
             f"sender {a.sender}; to {', '.join(a.to)}; dedupe {describe_window(a.dedupe_window)}{limit}"

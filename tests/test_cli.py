@@ -37,10 +37,12 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     assert lines[0] == "settings: OK"
     assert "D7: DRY RUN: D7_API_TOKEN is not set, nothing will be sent" in lines
     assert "  ops-sms: SMS as OpsAlert" in lines
-    assert "  support-wa: WhatsApp as +971501234567" in lines
+    assert "  support-wa: WhatsApp as +971501234567; templates ticket_update, page" in lines
     assert "rules (2):" in lines
-    assert "alert rules (1):" in lines
-    assert lines[-1] == (
+    assert "alert rules (2):" in lines
+    assert lines[-1].endswith("; sender support-wa; to group:oncall-db; dedupe 10m; WhatsApp template page")
+    assert "; templates ticket_update; budgets 100 messages per 1d per user" in lines[lines.index("rules (2):") + 2]
+    assert lines[-2] == (
         r"  1. prod critical: channels C0ALERTS; from bots; match (?i)\b(critical|firing)\b; sender ops-sms; "
         "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h; budget 100 messages per 1h"
     )
