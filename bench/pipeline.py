@@ -1,13 +1,15 @@
 """Benchmark: sends through the full pipeline — signed request → intent → outbox worker → D7 → Slack post.
 
     python -m bench.pipeline [--sends 1000] [--rate 200 | --rate 0 --concurrency 50] [--d7-delay 0.05]
-                             [--database sqlite|postgresql]
+                             [--database sqlite|postgresql] [--budgets]
 
 The bot runs as its own process (`python -m bot`); the fake D7 (answering after --d7-delay) and the fake Slack
 Web API run as two more; the load generator sends signed /sms requests at --rate per second (open loop, like
 real traffic), or keeps --concurrency in flight (closed loop, to find the ceiling). Reports acks/s,
 ack p50/p99, end-to-end sends/s (first request → last result posted in its thread), and the bot's peak RSS.
 PostgreSQL uses TEST_DATABASE_URL (its tables are dropped first). Bounded by --sends and a 120 s deadline.
+--budgets gives the rule per-user and per-channel budgets and the workspace one (none ever reached): every send
+is then counted against three budgets before D7 is called, which is what it measures.
 """
 
 from __future__ import annotations
@@ -78,6 +80,17 @@ async def fire(base: str, slack_url: str, sends: int, concurrency: int, rate: fl
     }
 
 
+def with_budgets(policy: Path) -> None:
+    """The test policy with budgets no benchmark reaches: the rule's per user and per channel, the workspace's."""
+    text = policy.read_text()
+    budgets = "    limits: {per_user: {messages: 1000000, per: 1h}, per_channel: {messages: 1000000, per: 1d}}\n"
+    text = text.replace("    max_recipients: 5\n", "    max_recipients: 5\n" + budgets, 1)
+    text = text.replace("defaults: {", "defaults: {limits: {workspace: {messages: 1000000, per: 1d}}, ", 1)
+    if "per_user: {messages: 1000000" not in text or "workspace:" not in text:
+        raise SystemExit("the test policy changed: cannot add budgets to it")
+    policy.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sends", type=int, default=1000)
@@ -85,8 +98,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight when --rate is 0")
     parser.add_argument("--d7-delay", type=float, default=0.05)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--budgets", action="store_true", help="count every send against three budgets")
     args = parser.parse_args()
     with loopback_fakes(args.d7_delay) as (work, slack_url, d7_url):
+        if args.budgets:
+            with_budgets(work / "policy.yml")
         url = database_url(args.database, work)
         env = bot_env(slack_url, d7_url, work / "policy.yml", url)
         with bot_process(env, work) as (base, pid):
@@ -95,7 +111,7 @@ def main() -> None:
             result["bot_cpu_s"] = round(cpu_seconds(pid) - cpu, 2)
             result["bot_peak_rss_mb"] = round(peak_rss_mb(pid) or 0, 1)
     load = {"rate_per_s": args.rate} if args.rate else {"concurrency": args.concurrency}
-    summary = {"database": args.database, "sends": args.sends, **load, **result}
+    summary = {"database": args.database, "budgets": args.budgets, "sends": args.sends, **load, **result}
     print(json.dumps({"d7_delay_s": args.d7_delay, **summary}, indent=2))
 
 

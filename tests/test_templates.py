@@ -15,12 +15,15 @@ import pytest
 import yaml
 
 from bot.domain.errors import PolicyFileError
+from bot.domain.models import Origin, SendRequest, Surface, Via
 from bot.domain.policy import parse_policy
 from bot.domain.templates import TemplateParam, TemplateUse, fit_param, param_problem
+from bot.sending.admission import Admission, Refused
 from bot.slack.grammar import Compose, parse_command
 from tests.fakes.d7 import TOKEN, FakeD7
 from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import App, event_callback, running_app
+from tests.memory import FakeDirectory
 from tests.test_alerts import _make_due
 from tests.test_compose import block, block_action, interact, opened_view, preview, submission
 from tests.test_compose import state as compose_state
@@ -222,7 +225,8 @@ async def test_help_lists_the_templates_with_their_parameters(app: App, slack: F
     assert (
         "• `template:shift_alert <recipients> | <title> | <link>` (support-wa) “Alert: {{1}} - details {{2}}”" in text
     )
-    assert "• `template:hello <recipients>` (sales-wa) “Hello from Acme”" in text
+    assert "follow_up" not in text  # the rule for this channel narrows its sender's templates to shift_alert
+    assert "hello" not in text  # no rule for this channel has sales-wa
 
 
 # ---------------------------------------------------------------- the fake D7 is as strict as Meta
@@ -385,7 +389,8 @@ def form_state(
     *, kind: str, sender: str = "support-wa", numbers: str = "+971501234568", params: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     values = compose_state(via="whatsapp", sender=None, numbers=numbers)
-    values["kind"] = {"kind": {"type": "static_select", "selected_option": {"value": kind}}}
+    chosen = "free" if kind == "free" else f"t:{kind}"
+    values["kind"] = {"kind": {"type": "static_select", "selected_option": {"value": chosen}}}
     block = "sender-whatsapp" if kind == "free" else f"sender-whatsapp-t-{kind}"
     values[block] = {"sender": {"type": "static_select", "selected_option": {"value": sender}}}
     for i, value in enumerate(params):
@@ -401,7 +406,7 @@ async def test_the_form_offers_templates_shows_one_input_per_parameter_and_a_liv
     opened = await opened_view(app, slack)
     view = opened["view"]
     kind = block(view, "kind")
-    assert [o["value"] for o in kind["element"]["options"]] == ["free", "shift_alert"]  # what rule 'support' allows
+    assert [o["value"] for o in kind["element"]["options"]] == ["free", "t:shift_alert"]  # what 'support' allows
     assert block(view, "message")  # free text first
 
     await interact(app, block_action(view, form_state(kind="shift_alert"), "kind"))
@@ -479,7 +484,8 @@ async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_
             "Send one instead: `shift_alert`."
         )
         (button,) = reply["blocks"][-1]["elements"]
-        assert json.loads(button["value"]) == {"s": "support-wa", "t": "shift_alert", "n": ["+971501234568"]}
+        (first,) = await app.relay.storage.sends.audit()
+        assert json.loads(button["value"]) == {"id": first.id, "t": "shift_alert"}  # no numbers for all to read
 
         # A form for free text to that number now warns that it will not reach them.
         await app.command("/whatsapp", "")
@@ -504,15 +510,19 @@ async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_
             "container": {"type": "message", "channel_id": "C0OPS", "message_ts": "1700000009.000100"},
             "actions": [{"action_id": "template_instead", "block_id": "b", "type": "button", "value": button["value"]}],
         }
+        # Anyone in the channel may click; only the sender (or an admin) gets the numbers filled in.
+        await interact(app, click | {"user": {"id": "U0BOB"}, "trigger_id": "1337.9.bob"})
+        bobs = (await opened_view(app, slack, 2))["view"]
+        assert "initial_value" not in block(bobs, "numbers")["element"]
         await interact(app, click)
-        opened = await opened_view(app, slack, 2)
+        opened = await opened_view(app, slack, 3)
         view = opened["view"]
         assert [b["block_id"] for b in view["blocks"] if b.get("block_id", "").startswith("param-")] == [
             "param-shift_alert-0",
             "param-shift_alert-1",
         ]
         assert block(view, "numbers")["element"]["initial_value"] == "+971501234568"
-        assert block(view, "kind")["element"]["initial_option"]["value"] == "shift_alert"
+        assert block(view, "kind")["element"]["initial_option"]["value"] == "t:shift_alert"
         ok = await interact(app, submission(view, form_state(kind="shift_alert", params=("T-42 solved", "https://x"))))
         assert ok.status_code == 200
         await app.settle()
@@ -523,3 +533,39 @@ async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_
     template_body = fake_d7.bodies(WA)[-1]["messages"][0]
     assert template_body["content"]["message_type"] == "TEMPLATE"
     assert [r["recipient"] for r in template_body["recipients"]] == ["+971501234568"]
+
+
+# ---------------------------------------------------------------- which rule, which sender
+
+
+def request(text: str, *, sender: str | None = None, user: str = "U0ALICE") -> SendRequest:
+    parsed = parse_command(text)
+    assert isinstance(parsed, Compose)
+    return SendRequest(
+        via=Via.WHATSAPP,
+        origin=Origin(Surface.COMMAND, "T0TEAM", user, "C0OPS"),
+        recipients=parsed.recipients,
+        text=parsed.text,
+        idempotency_key=text,
+        sender=sender,
+        template=parsed.template,
+    )
+
+
+async def test_a_template_is_allowed_by_the_rule_that_allows_it_even_when_an_earlier_rule_does_not() -> None:
+    data = yaml.safe_load(POLICY)
+    follow_ups = data["rules"][0] | {"name": "support follow-ups", "templates": ["follow_up"]}
+    data["rules"] = [follow_ups, data["rules"][0]]  # the first rule for C0OPS does not allow shift_alert
+    admission = Admission(parse_policy(data), FakeDirectory())
+
+    send = await admission.admit("s1", request("template:shift_alert +971501234568 | DB down | https://x"))
+    assert (send.rule, send.text) == ("support", "Alert: DB down - details https://x")
+    other = await admission.admit("s2", request("template:follow_up +971501234568 | T-1"))
+    assert other.rule == "support follow-ups"
+
+
+async def test_a_template_request_naming_a_sender_the_policy_no_longer_has_is_refused() -> None:
+    admission = Admission(parse_policy(yaml.safe_load(POLICY)), FakeDirectory())
+    with pytest.raises(Refused) as refused:
+        await admission.admit("s1", request("template:shift_alert +971501234568 | a | b", sender="gone-wa"))
+    assert refused.value.refusal.problems == ("unknown sender 'gone-wa'",)

@@ -546,6 +546,7 @@ class SendRequestFacts:
     user_groups: frozenset[str] = frozenset()
     channel_label: str | None = None  # "#ops" when known; the ID otherwise
     user_label: str | None = None
+    template: str | None = None  # WhatsApp: the approved template the send names (None: free text)
 
 
 class Dimension(StrEnum):
@@ -555,6 +556,7 @@ class Dimension(StrEnum):
     CHANNEL = "channel"
     USER = "user"
     SENDER = "sender"
+    TEMPLATE = "template"
     RECIPIENT = "recipient"
     COUNT = "count"
     RULE = "rule"  # the policy has no rules at all
@@ -588,8 +590,9 @@ _DEPTH = {
     Dimension.CHANNEL: 1,
     Dimension.USER: 2,
     Dimension.SENDER: 3,
-    Dimension.RECIPIENT: 4,
-    Dimension.COUNT: 5,
+    Dimension.TEMPLATE: 4,
+    Dimension.RECIPIENT: 5,
+    Dimension.COUNT: 6,
 }
 
 
@@ -643,6 +646,10 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
             Dimension.SENDER,
             f"sender '{sender}' is not allowed for {user} in {channel} (allowed: {', '.join(usable)})",
         )
+    if facts.template is not None and facts.template not in rule_templates(policy, rule):
+        allowed = ", ".join(rule_templates(policy, rule)) or "none"
+        reason = f"rule '{rule.name}' does not allow the template '{facts.template}' (it allows: {allowed})"
+        return _Attempt(rule, Dimension.TEMPLATE, reason)
     if _DEPTH[through] < _DEPTH[Dimension.RECIPIENT]:
         return _Attempt(rule, None, sender=sender)
     for number in facts.recipients:
@@ -676,13 +683,13 @@ def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
 
 
 def evaluate_before_recipients(policy: Policy, facts: SendRequestFacts) -> Decision:
-    """Decide what needs no recipients (via, channel, user, sender); ``facts.recipients`` is not looked at.
+    """Decide what needs no recipients (via, channel, user, sender, template); ``facts.recipients`` is not looked at.
 
     The same rules checked the same way as ``evaluate``, stopping before the recipients: a refusal here is the one
     ``evaluate`` gives whatever recipients there turn out to be (each rule fails on the same check, so the furthest
     is the same rule), and resolving them would be wasted look-ups. Allowed only means some rule may allow it.
     """
-    return _evaluate(policy, facts, Dimension.SENDER)
+    return _evaluate(policy, facts, Dimension.TEMPLATE)
 
 
 def _evaluate(policy: Policy, facts: SendRequestFacts, through: Dimension) -> Decision:
@@ -798,12 +805,3 @@ def rule_templates(policy: Policy, rule: Rule) -> list[str]:
     if rule.templates is not None:
         return list(rule.templates)
     return list(dict.fromkeys(t for s in rule.senders for t in policy.senders[s].templates))
-
-
-def template_refused(policy: Policy, rule_name: str, alias: str) -> str | None:
-    """Why the rule that allows a template request does not allow its template; None when it does."""
-    rule = policy.rule(rule_name)
-    if rule is None or alias in rule_templates(policy, rule):
-        return None
-    allowed = ", ".join(rule_templates(policy, rule)) or "none"
-    return f"rule '{rule.name}' does not allow the template '{alias}' (it allows: {allowed})"

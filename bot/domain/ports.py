@@ -311,7 +311,8 @@ class DeliveryLog(Protocol):
     async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None: ...
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
-        """(recipient, status, reason, when) of WhatsApp sends to these numbers whose status changed since."""
+        """(recipient, status, reason, when) of free-text WhatsApp sends to these numbers whose status changed since
+        (a template delivered says nothing of the window)."""
         ...
 
 

@@ -29,7 +29,6 @@ from bot.domain.policy import (
     evaluate_before_recipients,
     groups_to_look_up,
     is_admin,
-    template_refused,
 )
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
@@ -303,6 +302,7 @@ class Admission:
             user_groups=user_groups,
             channel_label=conversation_label(request.channel_id),
             user_label=f"<@{request.user_id}>",
+            template=request.template.alias if request.template is not None else None,
         )
         early = self.decide_before_recipients(facts)
         if not early.allowed:
@@ -315,10 +315,6 @@ class Admission:
         decision = self.decide(replace(facts, recipients=found.numbers))
         if not decision.allowed or decision.sender is None or decision.rule is None:
             raise Refused.denied(decision.reason)
-        if request.template is not None and (
-            refusal := template_refused(self.policy, decision.rule, request.template.alias)
-        ):
-            raise Refused.denied(refusal)
         sender = decision.sender
         checked = Checked(
             rule=decision.rule,
@@ -340,7 +336,9 @@ class Admission:
             raise Refused.invalid("templates are for WhatsApp: use /whatsapp")
         if request.sender is not None:
             sender = self.policy.senders.get(request.sender)
-            if sender is not None and alias not in sender.templates:
+            if sender is None:
+                raise Refused.denied(f"unknown sender '{request.sender}'")
+            if alias not in sender.templates:
                 raise Refused.invalid(f"sender '{request.sender}' has no template '{inert(alias)}'")
             return request.sender
         mine = allowed_templates(self.policy, request.user_id, request.channel_id, user_groups)

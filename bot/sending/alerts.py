@@ -203,12 +203,13 @@ class AlertDesk:
         template = summary_template(len(held), channels, held[0].created_at)
         via = record.request.via
         latest_text = latest.text_as_sent
-        if latest.checked is not None and latest.checked.template is not None and latest.checked.template.values:
-            latest_text = latest.checked.template.values[0]  # its first parameter, not the template around it
+        if latest.checked is not None and latest.checked.template is not None:
+            latest_text = _alert_value(rule, latest.checked.template.values) or latest_text
         text = fit(template, {"text": latest_text.strip()}, via, rule.max_segments).text
         use = None
         if rule.whatsapp_template is not None:  # the same approved template as the alerts, the summary in it
-            fields = {"text": text, "title": text, "channel": ", ".join(channels), "link": ""}
+            title = f"+{len(held)} more alert{'s' if len(held) != 1 else ''}"
+            fields = {"text": text, "title": title, "channel": ", ".join(channels), "link": ""}
             text, use = self._text(rule, fields, via)
         number = PhoneNumber(alert.phone)
         return Checked(
@@ -262,6 +263,16 @@ class AlertDesk:
             return NotSent(record.state, window=rule.dedupe_window if rule else None, first=first)
         limit = rule.max_per_phone if rule else None
         return NotSent(record.state, window=limit.per if limit else None, limit=limit.count if limit else None)
+
+
+def _alert_value(rule: AlertRule, values: tuple[str, ...]) -> str | None:
+    """Of a template alert's values, the one holding the alert itself (filled from ``{text}``, else ``{title}``)."""
+    names = list(rule.params)
+    for field_name in ("{text}", "{title}"):
+        for i, name in enumerate(names):
+            if field_name in rule.params[name] and i < len(values):
+                return values[i]
+    return None
 
 
 def _alert_of(record: SendRecord) -> AlertInfo:

@@ -69,7 +69,11 @@ class Intake:
 
 
 def _clean(request: SendRequest) -> SendRequest:
-    """Without NUL characters, which PostgreSQL refuses in text and no phone can show."""
+    """Without NUL characters, which PostgreSQL refuses in text and no phone can show (a template's values too)."""
+    template = request.template
+    if template is not None and any("\x00" in v for v in template.values):
+        values = tuple(v.replace("\x00", "") for v in template.values)
+        request = replace(request, template=replace(template, values=values))
     if "\x00" not in request.text:
         return request
     return replace(request, text=request.text.replace("\x00", ""))

@@ -126,7 +126,7 @@ class Pipeline:
                 send = checked
             else:  # checked before D7 was unavailable: as it was
                 send = self.teller.prepared(record)
-            self._template(send)  # still in the policy (it may have changed while the send waited)
+            template = self._template(send)  # as the policy has it now (it may have changed while the send waited)
             placement = await self._place(record, send, conversation)
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):
@@ -138,7 +138,7 @@ class Pipeline:
         if started is None:
             log.warning("lost the lease before sending send_id=%s; another worker has it", record.id)
             return replace(record, state=SendState.SENDING), None
-        return await self._send(started, send, conversation), send
+        return await self._send(started, send, conversation, template), send
 
     async def _not_now(self, record: SendRecord, error: Exception) -> SendRecord:
         """A step before D7 failed for a reason that may pass: try again later, or refuse at the deadline."""
@@ -235,11 +235,13 @@ class Pipeline:
             log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(exc).__name__)
             return record.placement
 
-    async def _send(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> SendRecord:
+    async def _send(
+        self, record: SendRecord, send: PreparedSend, conversation: Conversation, template: OutgoingTemplate | None
+    ) -> SendRecord:
         on_retry = self._retry_hook(record, send, conversation)
         began = time.perf_counter()
         try:
-            result = await self._attempt(send, on_retry)
+            result = await self._attempt(send, template, on_retry)
         except asyncio.CancelledError:
             wait = self.waits.end(record.id)
             if wait is not None and wait.asleep():  # stopped between two attempts: nothing is at D7
@@ -278,7 +280,7 @@ class Pipeline:
 
         return on_retry
 
-    async def _attempt(self, send: PreparedSend, on_retry: RetryHook) -> SendResult:
+    async def _attempt(self, send: PreparedSend, template: OutgoingTemplate | None, on_retry: RetryHook) -> SendResult:
         text = OutgoingText(
             via=send.via,
             recipients=tuple(n.e164 for n in send.recipients),
@@ -287,7 +289,7 @@ class Pipeline:
             report_url=self.report_url,
             schedule_time=send.request.schedule_time,
             cust_ref=send.send_id if send.via is Via.WHATSAPP else None,
-            template=self._template(send),
+            template=template,
         )
         return await self.gateway.send(text, on_retry)
 
@@ -301,6 +303,11 @@ class Pipeline:
         template = sender.templates.get(use.alias) if sender is not None else None
         if template is None:
             raise Refused.denied(f"sender '{send.sender}' no longer has the template '{use.alias}' in the policy")
+        if len(template.params) != len(use.values):
+            raise Refused.denied(
+                f"the template '{use.alias}' changed in the policy: it takes {len(template.params)} parameters now, "
+                f"this send has {len(use.values)}"
+            )
         return OutgoingTemplate(template.template_id, template.language, use.values)
 
     async def _on_error(

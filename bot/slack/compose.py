@@ -29,6 +29,7 @@ PREVIEW = "preview"
 KIND = "kind"  # WhatsApp: free text or one of the approved templates
 PARAM = "param"  # a template parameter's input (block ids: param-<alias>-<index>)
 FREE = "free"
+TEMPLATE_OPTION = "t:"  # + alias: a template in the message type choice (an alias may be "free" too)
 INPUT_ACTIONS = (VIA, NUMBERS, PEOPLE, CONTACTS, MESSAGE, KIND, PARAM)  # each of these refreshes the preview
 MESSAGE_MAX = 3000  # Slack's limit for a plain_text_input
 TITLE = "Send a text"
@@ -269,8 +270,9 @@ def compose_view(form: ComposeForm) -> View:
     template = form.templates.get(form.template) if form.template is not None and form.via is Via.WHATSAPP else None
     if form.via is Via.WHATSAPP and form.templates:
         kinds = [_option("Free text (only people who wrote in the last 24 hours)", FREE)]
-        kinds += [_option(f"Template: {alias}", alias) for alias in list(form.templates)[:99]]
-        chosen = next((k for k in kinds if template is not None and k["value"] == template.alias), kinds[0])
+        kinds += [_option(f"Template: {alias}", TEMPLATE_OPTION + alias) for alias in list(form.templates)[:99]]
+        picked = TEMPLATE_OPTION + template.alias if template is not None else FREE
+        chosen = next((k for k in kinds if k["value"] == picked), kinds[0])
         blocks.append(
             {
                 "type": "input",
@@ -424,7 +426,9 @@ def read_values(values: Mapping[str, Any]) -> ComposeValues:
     via_value = (get(VIA, VIA).get("selected_option") or {}).get("value")
     via = Via(via_value) if isinstance(via_value, str) and via_value in {v.value for v in Via} else None
     kind = (get(KIND, KIND).get("selected_option") or {}).get("value")
-    template = kind if isinstance(kind, str) and kind != FREE and via is Via.WHATSAPP else None
+    template = None
+    if isinstance(kind, str) and kind.startswith(TEMPLATE_OPTION) and via is Via.WHATSAPP:
+        template = kind.removeprefix(TEMPLATE_OPTION)
     sender = None
     for v in Via:
         chosen = (

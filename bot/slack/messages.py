@@ -34,7 +34,7 @@ from bot.domain.errors import (
 )
 from bot.domain.models import RefKind, StatusReport, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
-from bot.domain.policy import Policy
+from bot.domain.policy import Policy, rule_templates
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
 from bot.domain.templates import Template, window_closed
@@ -93,15 +93,22 @@ def shown_markup(text: str, *, groups: bool = True) -> str:
     return _SHOWN_GROUP.sub(lambda m: m.group(2) or f"the user group `{m.group(1)}`", shown)
 
 
-def template_lines(policy: Policy) -> list[str]:
-    """One line per approved WhatsApp template in the policy: its alias, parameters and text, for ``help``."""
+def template_lines(policy: Policy, channel_id: str) -> list[str]:
+    """For ``help``: one line per approved WhatsApp template a rule for this channel allows, with its parameters
+    and text (whether the asker may use it is decided when they send)."""
     lines = []
-    for name, sender in policy.senders.items():
-        for alias, template in sender.templates.items():
-            params = " | ".join(f"<{p.name}>" for p in template.params)
-            shown = f" “{template.text}”" if template.text else ""
-            lines.append(f"• `template:{alias} <recipients>{' | ' + params if params else ''}` ({name}){shown}")
-    return lines
+    for rule in policy.rules:
+        if "*" not in rule.slack_channels and channel_id not in rule.slack_channels:
+            continue
+        allowed = rule_templates(policy, rule)
+        for name in rule.senders:
+            for alias, template in policy.senders[name].templates.items():
+                if alias not in allowed:
+                    continue
+                params = " | ".join(f"<{p.name}>" for p in template.params)
+                shown = f" “{escape(template.text)}”" if template.text else ""
+                lines.append(f"• `template:{alias} <recipients>{' | ' + params if params else ''}` ({name}){shown}")
+    return list(dict.fromkeys(lines))
 
 
 def usage(command: str, templates: Sequence[str] = ()) -> str:
@@ -111,7 +118,7 @@ def usage(command: str, templates: Sequence[str] = ()) -> str:
     if templates:
         template_help = (
             "WhatsApp delivers free text only to people who wrote to the business number in the last 24 hours; "
-            "anyone else needs an approved template, its values in order, separated by `|`:\n"
+            "anyone else needs an approved template, its values in order, separated by `|` (a value cannot hold one):\n"
             + "\n".join(fit(line, 300) for line in templates[:20])
             + (f"\n… and {len(templates) - 20} more" if len(templates) > 20 else "")
             + "\n"
@@ -524,12 +531,8 @@ def undelivered_blocks(
         f"{escape(send.originator)} in the last 24 hours, so WhatsApp delivers only approved templates. "
         f"Send one instead: {names}."
     )
-    numbers: list[str] = []
-    for number in closed:  # the button's value holds at most 2,000 characters
-        if len(json.dumps({"s": send.sender, "t": templates[0], "n": [*numbers, number]})) > 1900:
-            break
-        numbers.append(number)
-    value = json.dumps({"s": send.sender, "t": templates[0], "n": numbers}, separators=(",", ":"))
+    # Which send and which template, not the numbers: anyone in the channel can read a button's value.
+    value = json.dumps({"id": send.send_id, "t": templates[0]}, separators=(",", ":"))
     button = {
         "type": "button",
         "action_id": TEMPLATE_INSTEAD,

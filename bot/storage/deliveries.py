@@ -93,13 +93,13 @@ class SqlDeliveryLog:
         await self._db.write(statement.values(notified=True))
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
-        """(recipient, status, reason, when) of WhatsApp sends to these numbers since ``since``."""
+        """(recipient, status, reason, when) of free-text WhatsApp sends to these numbers since ``since``."""
         r, c = recipient_statuses.c, sends.c
         query = (
             sa.select(r.recipient, r.status, r.reason, r.updated_at)
             .join(sends, c.id == r.send_id)
             .where(r.recipient.in_(list(recipients)), r.updated_at >= sa.literal(since, UTCDateTime()))
-            .where(c.via == "whatsapp")
+            .where(c.via == "whatsapp", c.sent_template.is_(None))  # free text: only it needs the window
         )
         async with self._db.connect() as conn:
             return [(x.recipient, x.status, x.reason, x.updated_at) for x in (await conn.execute(query)).all()]

@@ -160,6 +160,7 @@ recipient_statuses = sa.Table(
     sa.Column("reason", sa.Text()),
     sa.Column("notified", sa.Boolean(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_recipient_statuses_recipient", "recipient", "updated_at"),  # 0008: closed WhatsApp windows
 )
 
 # Delivery reports as D7 posted them, once per (message, status); applied when their send is known.

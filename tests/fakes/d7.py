@@ -423,7 +423,7 @@ def _check_template(template: Any, approved: dict[str, tuple[str, int]], loc: li
     for key, value in values.items():
         if not isinstance(value, str) or not value.strip() or len(value) > 1024:
             return ([*loc, "body_parameter_values", key], "invalid parameter")
-        if "\n" in value or "\t" in value or "     " in value:
+        if "\n" in value or "\r" in value or "\t" in value or "     " in value:
             return ([*loc, "body_parameter_values", key], "parameter has new lines, tabs or more than 4 spaces")
     return None
 

@@ -58,7 +58,8 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             return
         if isinstance(parsed, Help):
             if command.text.strip():  # "/sms help"
-                templates = messages.template_lines(deps.admission.policy) if via is Via.WHATSAPP else []
+                policy = deps.admission.policy
+                templates = messages.template_lines(policy, command.channel_id) if via is Via.WHATSAPP else []
                 await ack(text=messages.usage(command.command, templates), response_type="ephemeral")
                 return
             await ack()  # a bare "/sms": the compose modal

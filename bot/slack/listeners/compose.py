@@ -36,10 +36,9 @@ from bot.domain.policy import (
     allowed_senders,
     allowed_templates,
     groups_to_look_up,
-    template_refused,
     why_nothing_allowed,
 )
-from bot.domain.templates import Template, TemplateUse, param_problem
+from bot.domain.templates import Template, TemplateUse, param_problem, window_closed
 from bot.sending.admission import Resolution, look_up_each
 from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption, TemplateOption
@@ -125,6 +124,28 @@ def _template_options(deps: Deps, allowed: Mapping[str, str], senders: Sequence[
         params = tuple((p.name, p.description) for p in template.params)
         options[alias] = TemplateOption(alias, having, params, template.text)
     return options
+
+
+async def _not_reached(deps: Deps, send_id: str, user_id: str) -> list[str]:
+    """The numbers a send's free WhatsApp text did not reach for a closed window, to prefill the template form:
+    only for its sender (or an admin), and only the numbers they typed themselves (a profile's phone or a contact
+    group's numbers are shown to them masked). Empty when the send or its statuses cannot be read."""
+    try:
+        record = await deps.deliveries.sends.get(send_id)
+        if record is None:
+            return []
+        if record.request.user_id != user_id and not await deps.admission.is_admin(user_id):
+            return []
+        statuses = await deps.deliveries.reports.statuses(send_id)
+    except Exception as exc:  # the form opens without them
+        log.warning("could not read who send_id=%s did not reach (%s)", send_id, type(exc).__name__)
+        return []
+    typed = set()
+    for ref in record.request.recipients:
+        if ref.kind is RefKind.NUMBER:
+            with contextlib.suppress(InvalidPhoneNumber):
+                typed.add(parse_phone(ref.value, deps.policy.defaults.region).e164)
+    return [s.recipient for s in statuses if window_closed(s.reason) and s.recipient in typed]
 
 
 async def _closed_windows(deps: Deps, typed: Sequence[str]) -> str:
@@ -315,10 +336,11 @@ def register(app: AsyncApp, deps: Deps) -> None:
         try:
             click = ButtonClick.model_validate(body)
             offer = json.loads(click.actions[0].value)
-            template, numbers = str(offer["t"]), [str(n) for n in offer["n"]]
+            send_id, template = str(offer["id"]), str(offer["t"])
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             log.warning("malformed template_instead click: %s", type(exc).__name__)
             return
+        numbers = await _not_reached(deps, send_id, click.user.id)
         context = ComposeContext(
             surface=Surface.MESSAGE,
             team_id=click.team.id,
@@ -435,14 +457,12 @@ async def _check(
         user_groups=groups,
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
+        template=values.template,
     )
     decision = deps.admission.decide(facts)
     if not decision.allowed:
         errors[_blame(deps, decision.dimension, context, via, facts, found, values.template)] = decision.reason
         return errors, None
-    refusal = template_refused(deps.policy, decision.rule or "", values.template) if values.template else None
-    if refusal:
-        return {compose.KIND: refusal}, None
     return {}, _request(context, values, channel, response_url, refs, view_id, zone)
 
 
@@ -462,6 +482,7 @@ def _refused_before_look_ups(
         sender=sender,
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
+        template=template,
     )
     early = deps.admission.decide_before_recipients(facts)
     if early.allowed:
@@ -593,6 +614,8 @@ def _blame(
                 return _BLOCK_OF[found.sources[number.e164].kind]
     if dimension is Dimension.COUNT:
         return compose.NUMBERS
+    if dimension is Dimension.TEMPLATE:
+        return compose.KIND
     return compose.sender_block(via, template)
 
 

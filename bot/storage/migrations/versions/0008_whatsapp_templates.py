@@ -1,5 +1,6 @@
 """WhatsApp templates: the approved template a request names and its values (``sends.template``), and the one
-checking decided (``sends.sent_template``: a command's, or an alert's from its rule).
+checking decided (``sends.sent_template``: a command's, or an alert's from its rule); recipient statuses indexed by
+recipient.
 
 Revision ID: 0008
 Revises: 0007
@@ -20,9 +21,12 @@ def upgrade() -> None:
     with op.batch_alter_table("sends") as batch:
         batch.add_column(sa.Column("template", sa.JSON()))
         batch.add_column(sa.Column("sent_template", sa.JSON()))
+    # The compose form asks, as people type numbers, whether free WhatsApp text failed for them lately.
+    op.create_index("ix_recipient_statuses_recipient", "recipient_statuses", ["recipient", "updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_recipient_statuses_recipient", "recipient_statuses")
     with op.batch_alter_table("sends") as batch:
         batch.drop_column("sent_template")
         batch.drop_column("template")
