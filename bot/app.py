@@ -15,7 +15,7 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,6 +37,7 @@ from bot import __version__, logs
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
+from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import Balance, MessageGateway, SettingsStore
@@ -45,6 +46,7 @@ from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
 from bot.sending.balance import BalanceWatcher, Post
 from bot.sending.deliveries import Deliveries
+from bot.sending.home import HomeDesk
 from bot.sending.intake import Intake
 from bot.sending.outbox import Outbox
 from bot.sending.pipeline import SEND_RETRY, Pipeline
@@ -53,6 +55,7 @@ from bot.slack import messages
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import PACED_METHODS, SlackConversations
 from bot.slack.directory import SlackDirectory
+from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import Deps, register_all
 from bot.slack.retry import CappedRateLimitRetryHandler
@@ -284,7 +287,12 @@ class SendingCore:
 
 
 def wire_sending(
-    settings: Settings, policy: Policy, resources: Resources, directory: SlackDirectory, metrics: Metrics
+    settings: Settings,
+    policy: Policy,
+    resources: Resources,
+    directory: SlackDirectory,
+    metrics: Metrics,
+    changed: Callable[[str], None] | None = None,  # a person's send changed (their home tab refreshes)
 ) -> SendingCore:
     """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
     outbox that runs it. No I/O."""
@@ -308,6 +316,8 @@ def wire_sending(
         conversations=conversations,
         show_numbers=policy.defaults.show_numbers,
     )
+    if changed is not None:
+        teller = replace(teller, changed=changed)
     deliveries = Deliveries(
         sends=storage.sends,
         reports=storage.deliveries,
@@ -356,7 +366,19 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     metrics = Metrics()
     tasks = BackgroundTasks()
     directory = SlackDirectory(slack)
-    core = wire_sending(settings, policy, resources, directory, metrics)
+    home = HomeTabs(slack, tasks)
+    core = wire_sending(settings, policy, resources, directory, metrics, changed=home.changed)
+    home.desk = HomeDesk(
+        policy=policy,
+        admission=core.admission,
+        sends=resources.storage.sends,
+        reports=resources.storage.deliveries,
+        directory=directory,
+        budgets=resources.storage.budgets,
+        policy_file=str(settings.bot_policy),
+        policy_loaded_at=utc_now(),
+        balance=core.balance.health,
+    )
     bolt = make_bolt(settings, slack, auth)
     deps = Deps(
         policy=policy,
@@ -368,6 +390,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         metrics=metrics,
         bot_user_id=auth.get("user_id"),
         bot_id=auth.get("bot_id"),
+        home=home,
     )
     register_all(bolt, deps)
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)

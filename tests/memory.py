@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.clock import Clock
-from bot.domain.delivery import RecipientDelivery, StoredReport
+from bot.domain.delivery import RecipientDelivery, StoredReport, delivery_of
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
 from bot.domain.ports import RetryHook
@@ -310,6 +310,12 @@ class MemorySendStore:
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
         return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
 
+    async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
+        mine = [
+            r for r in self._rows.values() if r.record.request.user_id == user_id and r.record.request.alert is None
+        ]
+        return list(reversed(_oldest_first(mine)))[:limit]
+
 
 # ------------------------------------------------------------ alert dedup and per-phone limits
 
@@ -462,6 +468,14 @@ class MemoryDeliveryLog:
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
         return []  # the memory world keeps no times of statuses (the SQL log is tested end to end)
+
+    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
+        return [
+            (send_id, RecipientDelivery(recipient, s.status, s.reason, s.notified))
+            for send_id, statuses in self._statuses.items()
+            for recipient, s in statuses.items()
+            if delivery_of(s.status).failed
+        ]
 
 
 class MemorySettings:

@@ -239,6 +239,10 @@ class SendStore(Protocol):
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]: ...
 
+    async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
+        """The user's latest sends (not alerts), newest first."""
+        ...
+
 
 class AlertLedger(Protocol):
     """Alert dedup and per-phone limits, shared by every replica."""
@@ -309,6 +313,10 @@ class DeliveryLog(Protocol):
     async def statuses(self, send_id: str) -> list[RecipientDelivery]: ...
 
     async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None: ...
+
+    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
+        """(send_id, the recipient's status) of recipients not reached whose status changed since ``since``."""
+        ...
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
         """(recipient, status, reason, when) of free-text WhatsApp sends to these numbers whose status changed since

@@ -10,7 +10,7 @@ rewritten.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,6 +44,10 @@ CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=600.0, max_attempts=None, ma
 CARD_GIVE_UP = timedelta(hours=72)
 
 
+def _nobody(user_id: str) -> None:
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Teller:
     """Tells outcomes through the request's ``Conversation`` and records that they were told."""
@@ -56,6 +60,7 @@ class Teller:
     retry: RetryPolicy = TELL_RETRY
     card_retry: RetryPolicy = CARD_RETRY
     clock: Clock = utc_now
+    changed: Callable[[str], None] = _nobody  # a person's send changed (its outcome told, statuses shown)
 
     def prepared(self, record: SendRecord) -> PreparedSend:
         """The checked send, as the record keeps it (an alert repeat keeps only its rule and text)."""
@@ -108,6 +113,7 @@ class Teller:
             await self.sends.later(record, self.clock() + timedelta(seconds=delay))
             return
         await self.sends.told(record, result_ts)
+        self.changed(record.request.user_id)
 
     def _instead(self, send: PreparedSend, failures: Sequence[RecipientDelivery]) -> list[str]:
         """Free WhatsApp text that failed for a closed 24-hour window: the templates its sender has that its rule
@@ -139,6 +145,7 @@ class Teller:
                 log.error("cannot show delivery statuses on the result of send_id=%s: %s", record.id, exc)
             except Exception as exc:
                 again = exc
+        self.changed(record.request.user_id)  # the home tab shows statuses too, whatever Slack says here
         failures = [s for s in statuses if s.delivery.failed and not s.notified]
         if failures:
             try:

@@ -92,6 +92,18 @@ class SqlDeliveryLog:
         statement = recipient_statuses.update().where(s.send_id == send_id, s.recipient.in_(list(recipients)))
         await self._db.write(statement.values(notified=True))
 
+    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
+        r = recipient_statuses.c
+        query = (
+            sa.select(r.send_id, r.recipient, r.status, r.reason, r.notified)
+            .where(r.updated_at >= sa.literal(since, UTCDateTime()))
+            .order_by(r.updated_at.desc())
+        )
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found = [(x.send_id, RecipientDelivery(x.recipient, x.status, x.reason, bool(x.notified))) for x in rows]
+        return [(send_id, d) for send_id, d in found if d.delivery.failed]
+
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
         """(recipient, status, reason, when) of free-text WhatsApp sends to these numbers since ``since``."""
         r, c = recipient_statuses.c, sends.c

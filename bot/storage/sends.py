@@ -487,6 +487,17 @@ class SqlSendStore:
         async with self._db.connect() as conn:
             return [_record_of(r) for r in (await conn.execute(query)).all()]
 
+    async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
+        c = sends.c
+        query = (
+            sa.select(sends)
+            .where(c.user_id == user_id, c.surface.not_in([Surface.ALERT.value, Surface.SUMMARY.value]))
+            .order_by(c.created_at.desc())
+            .limit(limit)
+        )
+        async with self._db.connect() as conn:
+            return [_record_of(r) for r in (await conn.execute(query)).all()]
+
     async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
         at = now()
         c = sends.c

@@ -19,11 +19,12 @@ from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
+from bot.slack.home import HomeTabs
 from bot.tasks import BackgroundTasks
 
 COMMANDS = ("/sms", "/whatsapp")
 SHORTCUTS = ("send_text", "text_this_message")  # global "Send a text"; message "Text this message"
-EVENTS = ("message",)
+EVENTS = ("message", "app_home_opened")  # alerts; the Home tab
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,15 @@ class Deps:
     bot_user_id: str | None = None
     bot_id: str | None = None  # B…: the app's own posts carry it
     status_asked: dict[str, deque[float]] = field(default_factory=dict)  # /sms status look-ups per person
+    home: HomeTabs | None = None  # the App Home tab (None: not published)
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:
-    from bot.slack.listeners import commands, compose, events, shortcuts
+    from bot.slack.listeners import commands, compose, events, home, shortcuts
 
     commands.register(app, deps)
     compose.register(app, deps)
     shortcuts.register(app, deps)
     events.register(app, deps)
+    if deps.home is not None:
+        home.register(app, deps, deps.home)
