@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
 from bot.domain.models import Via
@@ -61,6 +69,14 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+# ``30s``, ``10m``, ``1h``, ``2d`` in the file; a timedelta once read.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,12 +85,7 @@ class Budget(_Model):
     """At most ``messages`` billed messages (recipients x SMS segments; one per WhatsApp recipient) per ``per``."""
 
     messages: int = Field(ge=1)
-    per: timedelta
-
-    @field_validator("per", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
+    per: Duration
 
 
 class RuleLimits(_Model):
@@ -167,12 +178,7 @@ class PerPhoneLimit(_Model):
     """At most ``count`` texts to one phone per ``per``."""
 
     count: int = Field(ge=1)
-    per: timedelta
-
-    @field_validator("per", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
+    per: Duration
 
 
 class AlertRule(_Model):
@@ -188,7 +194,7 @@ class AlertRule(_Model):
     to: list[str] = Field(min_length=1)
     template: str = "{text}"
     max_segments: int = Field(1, ge=1, le=50)
-    dedupe_window: timedelta = timedelta(minutes=10)
+    dedupe_window: Duration = timedelta(minutes=10)
     max_per_phone: PerPhoneLimit | None = None
     limits: AlertLimits = AlertLimits()  # over it, an alert is not texted and its thread says so
     # A WhatsApp sender texts people outside the 24-hour window only with an approved template: which one, and
@@ -196,11 +202,6 @@ class AlertRule(_Model):
     whatsapp_template: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
-
-    @field_validator("dedupe_window", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("match")
     @classmethod
