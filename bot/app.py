@@ -366,7 +366,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     metrics = Metrics()
     tasks = BackgroundTasks()
     directory = SlackDirectory(slack)
-    home = HomeTabs(slack, tasks)
+    home = HomeTabs(slack, tasks, settings=resources.storage.settings)
     core = wire_sending(settings, policy, resources, directory, metrics, changed=home.changed)
     home.desk = HomeDesk(
         policy=policy,

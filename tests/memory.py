@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.domain.alerts import AlertActivity
 from bot.domain.clock import Clock
 from bot.domain.delivery import RecipientDelivery, StoredReport, delivery_of
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
@@ -310,6 +311,35 @@ class MemorySendStore:
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
         return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
 
+    async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
+        counts = Counter(
+            (r.request.channel_id, r.state.value)
+            for r in await self.audit(since)
+            if r.request.origin.surface != "summary"
+        )
+        return [(channel, state, n) for (channel, state), n in counts.items()]
+
+    async def needing_a_person(self, since: datetime, limit: int) -> list[SendRecord]:
+        states = (SendState.UNKNOWN, SendState.REJECTED, SendState.FAILED)
+        return [r for r in reversed(await self.audit(since)) if r.state in states][:limit]
+
+    async def alert_activity(self, since: datetime) -> list[AlertActivity]:
+        by_rule: dict[str, list[SendRecord]] = {}
+        for r in await self.audit(since):
+            if r.request.alert is not None and r.request.origin.surface == "alert":
+                by_rule.setdefault(r.request.alert.rule, []).append(r)
+        return [
+            AlertActivity(
+                rule,
+                max(r.created_at for r in records),
+                sum(r.state is SendState.ACCEPTED for r in records),
+                sum(len(r.held) for r in records),
+                sum(r.state is SendState.DEDUPLICATED for r in records),
+                sum(r.state in (SendState.DENIED, SendState.REJECTED, SendState.FAILED) for r in records),
+            )
+            for rule, records in by_rule.items()
+        ]
+
     async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
         mine = [
             r for r in self._rows.values() if r.record.request.user_id == user_id and r.record.request.alert is None
@@ -469,13 +499,14 @@ class MemoryDeliveryLog:
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
         return []  # the memory world keeps no times of statuses (the SQL log is tested end to end)
 
-    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
-        return [
-            (send_id, RecipientDelivery(recipient, s.status, s.reason, s.notified))
+    async def failures_since(self, since: datetime, limit: int) -> list[tuple[str, RecipientDelivery, datetime]]:
+        found = [
+            (send_id, RecipientDelivery(recipient, s.status, s.reason, s.notified), self.clock())
             for send_id, statuses in self._statuses.items()
             for recipient, s in statuses.items()
             if delivery_of(s.status).failed
         ]
+        return found[:limit]  # the memory world keeps no times of statuses: all are "now"
 
 
 class MemorySettings:

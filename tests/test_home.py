@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.home import HomeTabs
+from bot.storage import Storage
+from bot.tasks import BackgroundTasks
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, event_callback, running_app
@@ -113,9 +117,9 @@ async def test_a_user_in_two_rules_sees_both_with_channels_senders_recipients_bu
         "*ops may page on-call*",
         "From <#C0OPS> · SMS as `ops-sms` (OpsAlert)",
         "To numbers in US, contact group oncall-db (2 numbers) · at most 5 per send",
-        "Budgets: your budget in rule 'ops may page on-call': 50 messages per 1h; nothing used; the workspace's "
-        "budget: 1000 messages per 1d; nothing used; the budget of each channel in rule 'ops may page on-call': "
-        "500 messages per 1d",
+        "Budgets: your budget in rule 'ops may page on-call': 50 messages per 1h; nothing used; the budget of "
+        "<#C0OPS> in rule 'ops may page on-call': 500 messages per 1d; nothing used; the workspace's budget: "
+        "1000 messages per 1d; nothing used",
     ]
     assert rules[1].splitlines() == [
         "*support agents on WhatsApp*",
@@ -217,3 +221,24 @@ rules:
     assert len(view["blocks"]) <= 100
     assert "… and 15 more rules admit you" in shown(view)
     assert len([t for t in texts(view) if "*accepted* · request_id" in t]) == 10  # the last 10 sends
+
+
+async def test_a_tab_opened_on_one_replica_is_refreshed_by_another_when_a_send_changes(tmp_path: Path) -> None:
+    async with await Storage.open(f"sqlite:///{tmp_path / 'bot.db'}") as storage:
+        tasks = BackgroundTasks()
+        here, there = (HomeTabs(AsyncWebClient(token="xoxb-unused"), tasks, settings=storage.settings) for _ in "ab")
+        published: list[str] = []
+
+        async def publish(user_id: str) -> None:
+            published.append(user_id)
+
+        here.publish = publish  # type: ignore[method-assign]
+        there.publish = publish  # type: ignore[method-assign]
+        there.changed("U0ALICE")  # never opened anywhere: nothing to refresh
+        await asyncio.sleep(0.1)
+        assert published == []
+        here.opened("U0ALICE")
+        await asyncio.sleep(0.1)
+        there.changed("U0ALICE")  # the send was told by the other replica
+        await asyncio.sleep(0.1)
+        assert published == ["U0ALICE", "U0ALICE"]

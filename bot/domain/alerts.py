@@ -242,3 +242,15 @@ def describe_window(window: timedelta) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class AlertActivity:
+    """What one alert rule did in a period: its last match, and its alerts by outcome."""
+
+    rule: str
+    last_match: datetime | None
+    texted: int
+    held: int  # phones held back by a per-phone limit (in a summary instead)
+    repeats: int  # not texted again within the dedupe window
+    refused: int

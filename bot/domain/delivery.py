@@ -96,3 +96,9 @@ class StoredReport:
     recipient: str  # E.164
     status: str
     reason: str | None = None
+
+
+def failed_words() -> frozenset[str]:
+    """D7's status words (lower case, with ``_``, ``-`` or a space between words) that mean not reached."""
+    words = [k for k, v in _ALIASES.items() if v.failed]
+    return frozenset(w.replace("_", sep) for w in words for sep in ("_", "-", " "))

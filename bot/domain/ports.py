@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Overrun, Usage
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error
@@ -243,6 +244,18 @@ class SendStore(Protocol):
         """The user's latest sends (not alerts), newest first."""
         ...
 
+    async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
+        """(channel, state, sends) of sends and alerts (not summaries) recorded since ``since``."""
+        ...
+
+    async def needing_a_person(self, since: datetime, limit: int) -> list[SendRecord]:
+        """The latest sends since ``since`` whose outcome is unknown, or that D7 rejected or failed; newest first."""
+        ...
+
+    async def alert_activity(self, since: datetime) -> list[AlertActivity]:
+        """Per alert rule with alerts since ``since``: the last, and how many were texted, held, repeats, refused."""
+        ...
+
 
 class AlertLedger(Protocol):
     """Alert dedup and per-phone limits, shared by every replica."""
@@ -314,8 +327,8 @@ class DeliveryLog(Protocol):
 
     async def mark_notified(self, send_id: str, recipients: Sequence[str]) -> None: ...
 
-    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
-        """(send_id, the recipient's status) of recipients not reached whose status changed since ``since``."""
+    async def failures_since(self, since: datetime, limit: int) -> list[tuple[str, RecipientDelivery, datetime]]:
+        """(send_id, the recipient's status, when) of the latest recipients not reached since ``since``."""
         ...
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any
 
+from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Usage, budgets_of
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber
-from bot.domain.policy import Policy, Rule, policy_warnings, rule_templates, rules_for
+from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
 from bot.domain.ports import BudgetLedger, DeliveryLog, Directory, SendStore
 from bot.domain.sends import SendRecord, SendState
 from bot.sending.admission import Admission
@@ -29,6 +30,7 @@ log = logging.getLogger("bot.sending")
 
 RECENT = 10  # sends shown under "Your recent sends"
 NEED_A_PERSON = 10  # failures listed for admins
+LINKS_KEPT = 5_000  # thread permalinks remembered (they never change)
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,6 @@ class RecentSend:
 
 
 @dataclass(frozen=True)
-class AlertActivity:
-    rule: str
-    last_match: datetime | None
-    texted: int
-    held: int  # held back by a per-phone limit (in a summary instead)
-    repeats: int  # not texted again within the dedupe window
-    refused: int
-
-
-@dataclass(frozen=True)
 class AdminView:
     balance: Mapping[str, Any] | None
     since: datetime  # "today": midnight UTC
@@ -78,6 +70,7 @@ class HomePage:
     admins: tuple[str, ...]  # whom to ask (user and user group IDs)
     recent: tuple[RecentSend, ...]
     admin: AdminView | None = None
+    problems: tuple[str, ...] = ()  # parts that could not be read just now
 
 
 def _nobody_knows() -> Mapping[str, Any] | None:
@@ -101,27 +94,48 @@ class HomeDesk:
     _links: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # permalinks never change
 
     async def page(self, user_id: str) -> HomePage:
-        groups = await self.admission.user_groups(user_id)
+        """Each part on its own: one that cannot be read (Slack or the database failing) is replaced by a note,
+        and the rest is still shown."""
+        problems: list[str] = []
+        try:
+            groups = await self.admission.user_groups(user_id)
+        except Exception as exc:
+            log.warning("home tab: user groups of %s not looked up (%s)", user_id, type(exc).__name__)
+            problems.append("Slack did not say which user groups you are in: rules for groups are left out")
+            groups = frozenset()
         rules = rules_for(self.policy, user_id, None, groups)
         views = [await self._rule_view(rule, user_id) for rule in rules]
-        recent = await self._recent(user_id)
-        admin = await self._admin() if await self.admission.is_admin(user_id) else None
-        return HomePage(user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin)
+        recent: list[RecentSend] = []
+        try:
+            recent = await self._recent(user_id)
+        except Exception as exc:
+            log.warning("home tab: recent sends of %s not read (%s)", user_id, type(exc).__name__)
+            problems.append("your recent sends could not be read just now")
+        admin = None
+        try:
+            if await self.admission.is_admin(user_id):
+                admin = await self._admin()
+        except Exception as exc:
+            log.warning("home tab: admin view for %s not built (%s)", user_id, type(exc).__name__)
+            problems.append("the admin view could not be read just now")
+        return HomePage(user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin, tuple(problems))
 
     async def _rule_view(self, rule: Rule, user_id: str) -> RuleView:
         vias = tuple(dict.fromkeys(self.policy.senders[s].via for s in rule.senders))
-        channel = rule.slack_channels[0]
-        charges = budgets_of(self.policy, rule.name, user_id, channel, "a channel", "your")
-        own = [c for c in charges if c.scope in ("rule_per_user", "per_user", "workspace")]
-        shared = tuple(c for c in charges if c.scope in ("rule_per_channel", "per_channel"))
+        one = rule.slack_channels[0] if len(rule.slack_channels) == 1 and rule.slack_channels[0] != WILDCARD else None
+        label = f"<#{one}>" if one is not None else "each channel"
+        charges = budgets_of(self.policy, rule.name, user_id, one or "", label, "your")
+        # Per channel budgets are shown with what is used only where the rule has one channel to count.
+        counted = [c for c in charges if one is not None or c.scope not in ("rule_per_channel", "per_channel")]
+        shared = tuple(c for c in charges if c not in counted)
         usage: Mapping[str, Usage] = {}
-        if self.budgets is not None and own:
+        if self.budgets is not None and counted:
             try:
-                usage = await self.budgets.usage([c.key for c in own])
+                usage = await self.budgets.usage([c.key for c in counted])
             except Exception as exc:  # shown without what is used
                 log.warning("could not read budgets for the home tab (%s)", type(exc).__name__)
         templates = tuple(rule_templates(self.policy, rule))
-        return RuleView(rule, vias, templates, tuple((c, usage.get(c.key)) for c in own), shared)
+        return RuleView(rule, vias, templates, tuple((c, usage.get(c.key)) for c in counted), shared)
 
     async def _recent(self, user_id: str) -> list[RecentSend]:
         recent = []
@@ -136,43 +150,46 @@ class HomeDesk:
             return None
         key = (record.request.channel_id, thread)
         if key not in self._links:
+            if len(self._links) >= LINKS_KEPT:
+                self._links.clear()
             try:
                 self._links[key] = await self.directory.permalink(*key)
-            except Exception as exc:  # the send is shown without its link
+            except Exception as exc:  # the send is shown without its link (and asked again next time)
                 log.info("no permalink for %s (%s)", key, type(exc).__name__)
                 return None
         return self._links[key]
 
     async def _admin(self) -> AdminView:
+        """Counted by the database (a busy day is 100,000 sends: none of them is read here one by one)."""
         at = self.clock()
         since = datetime.combine(at.date(), time(0), tzinfo=at.tzinfo)
-        today = await self.sends.audit(since)
         by_channel: dict[str, Counter[str]] = {}
-        for record in today:
-            if record.request.origin.surface == "summary":
-                continue
-            by_channel.setdefault(record.request.channel_id, Counter())[record.state.value] += 1
-        need: list[tuple[SendRecord, str]] = []
-        for record in reversed(today):
+        for channel, state, count in await self.sends.counts_since(since):
+            by_channel.setdefault(channel, Counter())[state] += count
+        need: list[tuple[datetime, SendRecord, str]] = []
+        for record in await self.sends.needing_a_person(since, NEED_A_PERSON):
             why = _needs_a_person(record)
             if why is not None:
-                need.append((record, why))
-        failures = await self.reports.failures_since(since)
-        known = {r.id: r for r in today}
-        for send_id, failure in failures:
-            found = known.get(send_id) or await self.sends.get(send_id)
+                need.append((record.created_at, record, why))
+        show = self.policy.defaults.show_numbers
+        for send_id, failure, when in await self.reports.failures_since(since, NEED_A_PERSON):
+            found = await self.sends.get(send_id)
             if found is not None:
-                shown = PhoneNumber(failure.recipient).display(self.policy.defaults.show_numbers)
-                need.append((found, f"not delivered to {shown}: {failure.status}"))
+                shown = PhoneNumber(failure.recipient).display(show)
+                need.append((when, found, f"not delivered to {shown}: {failure.status}"))
+        need.sort(key=lambda n: n[0], reverse=True)
+        activity = {a.rule: a for a in await self.sends.alert_activity(since)}
         return AdminView(
             balance=self.balance(),
             since=since,
             by_channel=by_channel,
-            need_a_person=tuple(need[:NEED_A_PERSON]),
+            need_a_person=tuple((record, why) for _, record, why in need[:NEED_A_PERSON]),
             policy_file=self.policy_file,
             policy_loaded_at=self.policy_loaded_at,
             warnings=tuple(str(w) for w in policy_warnings(self.policy)),
-            alerts=tuple(_alert_activity(self.policy, today)),
+            alerts=tuple(
+                activity.get(rule.name, AlertActivity(rule.name, None, 0, 0, 0, 0)) for rule in self.policy.alerts
+            ),
         )
 
 
@@ -186,23 +203,3 @@ def _needs_a_person(record: SendRecord) -> str | None:
         error = record.outcome.error if record.outcome is not None else None
         return "D7 failed it" + (f" ({error.kind})" if error is not None else "")
     return None
-
-
-def _alert_activity(policy: Policy, today: list[SendRecord]) -> list[AlertActivity]:
-    activity = []
-    for rule in policy.alerts:
-        mine = [r for r in today if r.request.alert is not None and r.request.alert.rule == rule.name]
-        alerts = [r for r in mine if r.request.origin.surface != "summary"]
-        states = Counter(r.state for r in alerts)
-        held = sum(len(r.held) for r in alerts)
-        activity.append(
-            AlertActivity(
-                rule=rule.name,
-                last_match=max((r.created_at for r in alerts), default=None),
-                texted=states[SendState.ACCEPTED],
-                held=held,
-                repeats=states[SendState.DEDUPLICATED],
-                refused=states[SendState.DENIED] + states[SendState.REJECTED] + states[SendState.FAILED],
-            )
-        )
-    return activity

@@ -99,12 +99,14 @@ class Teller:
         except CannotTell as exc:
             log.error("cannot tell Slack the outcome of send_id=%s, and never will: %s", record.id, exc)
             await self.sends.told(record, None)
+            self.changed(record.request.user_id)  # the home tab is then the one place that shows it
             return
         except Exception as exc:
             failing_for = self._failing_for(record)
             if failing_for > TELL_GIVE_UP:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
+                self.changed(record.request.user_id)
                 return
             # By time since the outcome: the attempt counter also counts D7 calls and look-ups.
             delay = self.retry.since(failing_for.total_seconds())

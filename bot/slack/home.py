@@ -17,9 +17,10 @@ from bot.domain.budgets import describe_budget, usage_line
 from bot.domain.clock import utc_now
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule
+from bot.domain.ports import SettingsStore
 from bot.sending.home import AdminView, HomeDesk, HomePage, RecentSend, RuleView
 from bot.slack.markup import escape
-from bot.slack.messages import Block, context, delivery_text, fit, listing, section
+from bot.slack.messages import Block, context, delivery_text, fit, listing, section, shown_markup
 from bot.tasks import BackgroundTasks
 
 log = logging.getLogger("bot.slack")
@@ -27,7 +28,8 @@ log = logging.getLogger("bot.slack")
 SEND_BUTTON = "home_send_text"  # opens the compose form, like the "Send a text" shortcut
 RULES_SHOWN = 25  # rule sections; the rest are counted (a view holds 100 blocks)
 EVERY = 5.0  # seconds: at most one views.publish per person this often
-RULE_TEXT = 1500  # characters of one rule's section
+SEEN_KEPT = 50_000  # people remembered in memory (the database remembers the rest)
+RULE_TEXT = 2900  # characters of one rule's section (25 of them fit a view)
 LINE = 400  # characters of one line inside it
 
 
@@ -35,6 +37,8 @@ def home_view(page: HomePage, policy: Policy) -> dict[str, Any]:
     """The Home tab for ``page``; at most 100 blocks, every text within its limit, whatever the policy's size."""
     show = policy.defaults.show_numbers
     blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": "D7 Relay: texts from Slack"}}]
+    if page.problems:
+        blocks.append(context(":warning: " + "; ".join(page.problems) + ". Open the tab again in a moment."))
     blocks.append(section("*What you can send*"))
     if not page.rules:
         blocks.append(section(nothing_allowed(page.admins)))
@@ -87,7 +91,10 @@ def recipients_in_words(policy: Policy, rule: Rule, show: NumberDisplay) -> str:
             count = len(policy.contacts.get(name, []))
             words.append(f"contact group {escape(name)} ({count} number{'s' if count != 1 else ''})")
         elif pattern.endswith(WILDCARD):
-            words.append(f"numbers starting {pattern[:-1]}")
+            prefix = pattern[:-1]
+            if show is NumberDisplay.MASKED and len(prefix) > 5:  # a long prefix is most of a number
+                prefix = prefix[:5] + "…"
+            words.append(f"numbers starting {prefix}")
         else:
             words.append(PhoneNumber(pattern).display(show))
     return listing(words, LINE)
@@ -114,7 +121,7 @@ def _rule_text(policy: Policy, view: RuleView) -> str:
         for charge in view.shared
     ]
     if budgets:
-        lines.append("Budgets: " + listing([escape(b) for b in budgets], LINE, sep="; "))
+        lines.append("Budgets: " + listing(budgets, 2 * LINE, sep="; "))
     if view.templates:
         lines.append("WhatsApp templates: " + listing([f"`{escape(t)}`" for t in view.templates], LINE))
     return fit("\n".join(lines), RULE_TEXT)
@@ -142,7 +149,7 @@ def _recent_text(recent: RecentSend, show: NumberDisplay) -> str:
     if people:
         lines.append(listing(people, 1200, sep="\n"))
     if record.refusal is not None:
-        lines.append(fit("Not sent: " + "; ".join(record.refusal.problems), 600))
+        lines.append(fit("Not sent: " + "; ".join(shown_markup(p) for p in record.refusal.problems), 600))
     return fit("\n".join(lines), 2900)
 
 
@@ -194,25 +201,55 @@ def _admin_texts(admin: AdminView, show: NumberDisplay) -> list[str]:
 
 
 class HomeTabs:
-    """Publishes people's Home tabs: when they open it, and (debounced) after their sends change."""
+    """Publishes people's Home tabs: when they open it, and (debounced) after their sends change.
 
-    def __init__(self, client: AsyncWebClient, tasks: BackgroundTasks, every: float = EVERY) -> None:
+    Who has opened their tab is kept in the database (``kv``), so the replica that tells a send's outcome
+    refreshes the tab even when another replica saw it opened, and after a restart."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        tasks: BackgroundTasks,
+        every: float = EVERY,
+        settings: SettingsStore | None = None,
+    ) -> None:
         self.client = client
         self.tasks = tasks
         self.every = every
+        self.settings = settings
         self.desk: HomeDesk | None = None  # set by the composition root once the sending core exists
-        self.seen: set[str] = set()  # people who opened their tab since this process started
+        self.seen: set[str] = set()  # people known to have opened their tab
         self._last: dict[str, float] = {}
         self._pending: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def opened(self, user_id: str) -> None:
-        self.seen.add(user_id)
+        if user_id not in self.seen and self.settings is not None:
+            self.tasks.spawn(self._remember(user_id), "home-opened")
+        self._see(user_id)
         self._schedule(user_id)
 
     def changed(self, user_id: str) -> None:
-        """A send of this person's changed: refresh their tab if they have looked at it."""
+        """A send of this person's changed: refresh their tab if they have looked at it (here or elsewhere)."""
         if user_id in self.seen:
             self._schedule(user_id)
+        elif self.settings is not None:
+            self.tasks.spawn(self._changed_elsewhere(user_id), "home-changed")
+
+    async def _remember(self, user_id: str) -> None:
+        assert self.settings is not None  # noqa: S101 - only spawned with settings
+        await self.settings.put_once(_opened_key(user_id), "1")
+
+    async def _changed_elsewhere(self, user_id: str) -> None:
+        assert self.settings is not None  # noqa: S101 - only spawned with settings
+        if await self.settings.get(_opened_key(user_id)) is not None:
+            self._see(user_id)
+            self._schedule(user_id)
+
+    def _see(self, user_id: str) -> None:
+        if len(self.seen) >= SEEN_KEPT:
+            self.seen.clear()  # forgotten ones are read back from the database when their sends change
+        self.seen.add(user_id)
 
     def _schedule(self, user_id: str) -> None:
         if user_id in self._pending:
@@ -226,8 +263,13 @@ class HomeTabs:
             await asyncio.sleep(delay)
         finally:
             self._pending.discard(user_id)
-        self._last[user_id] = time.monotonic()
-        await self.publish(user_id)
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:  # one at a time per person: an older page never lands after a newer one
+            self._last[user_id] = time.monotonic()
+            await self.publish(user_id)
+        if not lock.locked() and len(self._locks) > SEEN_KEPT:
+            self._locks.clear()
+            self._last.clear()
 
     async def publish(self, user_id: str) -> None:
         if self.desk is None:
@@ -237,3 +279,7 @@ class HomeTabs:
             await self.client.views_publish(user_id=user_id, view=home_view(page, self.desk.policy))
         except SlackApiError as exc:
             log.warning("could not publish the home tab of %s: %s", user_id, exc.response.get("error"))
+
+
+def _opened_key(user_id: str) -> str:
+    return f"home-opened:{user_id}"[:64]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from bot.domain.delivery import RecipientDelivery, StoredReport
+from bot.domain.delivery import RecipientDelivery, StoredReport, failed_words
 from bot.storage.database import Database, now
 from bot.storage.schema import UTCDateTime, delivery_reports, recipient_statuses, sends
 
@@ -92,17 +92,22 @@ class SqlDeliveryLog:
         statement = recipient_statuses.update().where(s.send_id == send_id, s.recipient.in_(list(recipients)))
         await self._db.write(statement.values(notified=True))
 
-    async def failures_since(self, since: datetime) -> list[tuple[str, RecipientDelivery]]:
+    async def failures_since(self, since: datetime, limit: int) -> list[tuple[str, RecipientDelivery, datetime]]:
         r = recipient_statuses.c
         query = (
-            sa.select(r.send_id, r.recipient, r.status, r.reason, r.notified)
-            .where(r.updated_at >= sa.literal(since, UTCDateTime()))
+            sa.select(r.send_id, r.recipient, r.status, r.reason, r.notified, r.updated_at)
+            .where(
+                r.updated_at >= sa.literal(since, UTCDateTime()), sa.func.lower(r.status).in_(sorted(failed_words()))
+            )
             .order_by(r.updated_at.desc())
+            .limit(limit)
         )
         async with self._db.connect() as conn:
             rows = (await conn.execute(query)).all()
-        found = [(x.send_id, RecipientDelivery(x.recipient, x.status, x.reason, bool(x.notified))) for x in rows]
-        return [(send_id, d) for send_id, d in found if d.delivery.failed]
+        return [
+            (x.send_id, RecipientDelivery(x.recipient, x.status, x.reason, bool(x.notified)), x.updated_at)
+            for x in rows
+        ]
 
     async def recent(self, recipients: Sequence[str], since: datetime) -> list[tuple[str, str, str | None, datetime]]:
         """(recipient, status, reason, when) of free-text WhatsApp sends to these numbers since ``since``."""

@@ -105,6 +105,7 @@ sends = sa.Table(
     sa.Index("ix_sends_created_at", "created_at"),
     sa.Index("ix_sends_fingerprint", "fingerprint"),
     sa.Index("ix_sends_card_due_at", "card_due_at"),
+    sa.Index("ix_sends_user_created_at", "user_id", "created_at"),  # 0008: a person's recent sends (App Home)
 )
 
 kv = sa.Table(
@@ -161,6 +162,7 @@ recipient_statuses = sa.Table(
     sa.Column("notified", sa.Boolean(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_recipient_statuses_recipient", "recipient", "updated_at"),  # 0008: closed WhatsApp windows
+    sa.Index("ix_recipient_statuses_updated_at", "updated_at"),  # 0008: today's failures (App Home)
 )
 
 # Delivery reports as D7 posted them, once per (message, status); applied when their send is known.

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
+from bot.domain.alerts import AlertActivity
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, d7_error
 from bot.domain.models import (
     AlertInfo,
@@ -33,7 +34,7 @@ from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, LeaseLost, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
 from bot.domain.templates import TemplateUse
 from bot.storage.database import Database, now
-from bot.storage.schema import sends
+from bot.storage.schema import UTCDateTime, alert_deliveries, sends
 
 log = logging.getLogger("bot.storage")
 
@@ -497,6 +498,63 @@ class SqlSendStore:
         )
         async with self._db.connect() as conn:
             return [_record_of(r) for r in (await conn.execute(query)).all()]
+
+    async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
+        c = sends.c
+        query = (
+            sa.select(c.channel_id, c.state, sa.func.count())
+            .where(c.created_at >= sa.literal(since, UTCDateTime()), c.surface != Surface.SUMMARY.value)
+            .group_by(c.channel_id, c.state)
+        )
+        async with self._db.connect() as conn:
+            return [(str(ch), str(st), int(n)) for ch, st, n in (await conn.execute(query)).all()]
+
+    async def needing_a_person(self, since: datetime, limit: int) -> list[SendRecord]:
+        c = sends.c
+        states = [SendState.UNKNOWN.value, SendState.REJECTED.value, SendState.FAILED.value]
+        query = (
+            sa.select(sends)
+            .where(c.created_at >= sa.literal(since, UTCDateTime()), c.state.in_(states))
+            .order_by(c.created_at.desc())
+            .limit(limit)
+        )
+        async with self._db.connect() as conn:
+            return [_record_of(r) for r in (await conn.execute(query)).all()]
+
+    async def alert_activity(self, since: datetime) -> list[AlertActivity]:
+        c, d = sends.c, alert_deliveries.c
+        at = sa.literal(since, UTCDateTime())
+        rule = c.alert["rule"].as_string()
+
+        def count(*states: SendState) -> Any:
+            return sa.func.sum(sa.case((c.state.in_([s.value for s in states]), 1), else_=0))
+
+        query = (
+            sa.select(
+                rule,
+                sa.func.max(c.created_at),
+                count(SendState.ACCEPTED),
+                count(SendState.DEDUPLICATED),
+                count(SendState.DENIED, SendState.REJECTED, SendState.FAILED),
+            )
+            .where(c.created_at >= at, c.surface == Surface.ALERT.value)
+            .group_by(rule)
+        )
+        held = sa.select(d.rule, sa.func.count()).where(d.created_at >= at, d.held.is_(True)).group_by(d.rule)
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            holds = {str(r): int(n) for r, n in (await conn.execute(held)).all()}
+        return [
+            AlertActivity(
+                rule=str(name),
+                last_match=UTCDateTime().process_result_value(last, self._db.engine.dialect),
+                texted=int(texted or 0),
+                held=holds.get(str(name), 0),
+                repeats=int(repeats or 0),
+                refused=int(refused or 0),
+            )
+            for name, last, texted, repeats, refused in rows
+        ]
 
     async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
         at = now()
