@@ -40,7 +40,7 @@ from bot.d7.reports import parse_report
 from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
 from bot.domain.policy import Policy, load_policy
-from bot.domain.ports import Balance, MessageGateway, SettingsStore
+from bot.domain.ports import Balance, MessageGateway, SettingsStore, Steps
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
@@ -59,6 +59,7 @@ from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import Deps, register_all
 from bot.slack.retry import CappedRateLimitRetryHandler
+from bot.slack.steps import SlackSteps
 from bot.storage import Storage
 from bot.storage.engine import ping
 from bot.tasks import BackgroundTasks
@@ -293,6 +294,7 @@ def wire_sending(
     directory: SlackDirectory,
     metrics: Metrics,
     changed: Callable[[str], None] | None = None,  # a person's send changed (their home tab refreshes)
+    steps: Steps | None = None,  # workflow steps, completed with their send's outcome
 ) -> SendingCore:
     """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
     outbox that runs it. No I/O."""
@@ -318,6 +320,8 @@ def wire_sending(
     )
     if changed is not None:
         teller = replace(teller, changed=changed)
+    if steps is not None:
+        teller = replace(teller, steps=steps)
     deliveries = Deliveries(
         sends=storage.sends,
         reports=storage.deliveries,
@@ -367,7 +371,8 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     tasks = BackgroundTasks()
     directory = SlackDirectory(slack)
     home = HomeTabs(slack, tasks, settings=resources.storage.settings)
-    core = wire_sending(settings, policy, resources, directory, metrics, changed=home.changed)
+    steps = SlackSteps(slack)
+    core = wire_sending(settings, policy, resources, directory, metrics, changed=home.changed, steps=steps)
     home.desk = HomeDesk(
         policy=policy,
         admission=core.admission,
@@ -391,6 +396,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         bot_user_id=auth.get("user_id"),
         bot_id=auth.get("bot_id"),
         home=home,
+        steps=steps,
     )
     register_all(bolt, deps)
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)

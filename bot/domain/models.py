@@ -129,6 +129,7 @@ class Surface(StrEnum):
     MODAL = "modal"  # the compose form, submitted
     ALERT = "alert"  # an alert a monitoring tool posted, forwarded by an alert rule
     SUMMARY = "summary"  # the end-of-window summary of alerts held back by a per-phone limit
+    WORKFLOW = "workflow"  # the "Send a text with D7" step of a Workflow Builder workflow
 
     @property
     def is_alert(self) -> bool:
@@ -177,6 +178,7 @@ class SendRequest:
     schedule_time: datetime | None = None
     alert: AlertInfo | None = None
     template: TemplateUse | None = None  # WhatsApp: an approved template and its values (``text``: as rendered)
+    step: str | None = None  # a workflow step's function_execution_id: completed once D7 has answered
 
     @property
     def user_id(self) -> str:

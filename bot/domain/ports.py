@@ -158,6 +158,18 @@ class Conversations(Protocol):
         ...
 
 
+class Steps(Protocol):
+    """Workflow Builder steps (Slack's custom steps): each completed once, when its send's outcome is known."""
+
+    async def complete(self, execution_id: str, outputs: Mapping[str, Any]) -> None:
+        """The step succeeded with these outputs (one already completed, or gone, is left as it is)."""
+        ...
+
+    async def fail(self, execution_id: str, error: str) -> None:
+        """The step failed, for this reason in plain words (one already completed, or gone, is left as it is)."""
+        ...
+
+
 class SendStore(Protocol):
     """The send log and outbox. Transitions take the record as the worker holds it (``claimed_by``) and apply only
     while that worker still holds it; each returns the changed record, or raises ``LeaseLost`` when another worker

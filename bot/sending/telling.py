@@ -10,6 +10,7 @@ rewritten.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from bot.domain.delivery import RecipientDelivery
 from bot.domain.models import Via
 from bot.domain.phone import NumberDisplay
 from bot.domain.policy import rule_templates
-from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendStore
+from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendStore, Steps
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     Checked,
@@ -48,6 +49,14 @@ def _nobody(user_id: str) -> None:
     return None
 
 
+_MENTION = re.compile(r"<[@#!](?:subteam\^)?([A-Z0-9]+)(?:\|([^>]*))?>")
+
+
+def step_words(text: str) -> str:
+    """A step's error as Workflow Builder shows it (plain text): Slack mentions as their labels or IDs."""
+    return _MENTION.sub(lambda m: m.group(2) or m.group(1), text)[:1000]
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Teller:
     """Tells outcomes through the request's ``Conversation`` and records that they were told."""
@@ -61,6 +70,7 @@ class Teller:
     card_retry: RetryPolicy = CARD_RETRY
     clock: Clock = utc_now
     changed: Callable[[str], None] = _nobody  # a person's send changed (its outcome told, statuses shown)
+    steps: Steps | None = None  # workflow steps, completed with their send's outcome
 
     def prepared(self, record: SendRecord) -> PreparedSend:
         """The checked send, as the record keeps it (an alert repeat keeps only its rule and text)."""
@@ -82,6 +92,9 @@ class Teller:
         """Tell the final state once; ``send``: as checked just now (else rebuilt from the record)."""
         result_ts: str | None = None
         try:
+            if record.request.step is not None and self.steps is not None:
+                # First: the workflow goes on at once. Completing again after a retry is refused by Slack, harmlessly.
+                await self._finish_step(record.request.step, record, send or self.prepared(record))
             if record.state is SendState.DENIED:
                 await conversation.refuse(record.why_refused)
             elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
@@ -116,6 +129,27 @@ class Teller:
             return
         await self.sends.told(record, result_ts)
         self.changed(record.request.user_id)
+
+    async def _finish_step(self, execution_id: str, record: SendRecord, send: PreparedSend) -> None:
+        """Complete the workflow step with the send's outcome: outputs when D7 took it (or may have: unknown, or it
+        said rejected), a failure in plain words when it was refused or D7 failed it."""
+        assert self.steps is not None  # noqa: S101 - asked only with steps
+        if record.state is SendState.DENIED:
+            await self.steps.fail(execution_id, step_words("Not sent: " + "; ".join(record.why_refused.problems)))
+            return
+        if record.state is SendState.FAILED:
+            error = record.outcome.error if record.outcome is not None else None
+            await self.steps.fail(execution_id, step_words(f"D7 did not send it: {error or 'it failed'}"))
+            return
+        await self.steps.complete(
+            execution_id,
+            {
+                "request_id": record.request_id or "",
+                "status": record.state.value,  # accepted, rejected or unknown
+                "recipients_count": len(send.recipients),
+                "segments": send.sms.segments if send.sms is not None else 1,
+            },
+        )
 
     def _instead(self, send: PreparedSend, failures: Sequence[RecipientDelivery]) -> list[str]:
         """Free WhatsApp text that failed for a closed 24-hour window: the templates its sender has that its rule

@@ -100,6 +100,8 @@ sends = sa.Table(
     # added by 0008
     sa.Column("template", sa.JSON()),  # WhatsApp: {alias, values} of the approved template the request names
     sa.Column("sent_template", sa.JSON()),  # ... and the one checking decided (an alert's: from its rule)
+    # added by 0009
+    sa.Column("step", sa.String(64)),  # a workflow step's function_execution_id (completed once D7 answered)
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

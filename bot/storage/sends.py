@@ -75,6 +75,7 @@ def _intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime,
         "template": {"alias": request.template.alias, "values": list(request.template.values)}
         if request.template
         else None,
+        "step": request.step,
     }
 
 
@@ -175,6 +176,7 @@ def _request_of(m: Any) -> SendRequest:
         schedule_time=_in_zone(m["schedule_time"], m["schedule_tz"]),
         alert=_alert_of(m["alert"]),
         template=_template_of(m["template"]),
+        step=m["step"],
     )
 
 

@@ -100,7 +100,11 @@ METHOD_TIERS = {
     "views.push": 4,
     "views.update": 4,
     "views.publish": 4,
+    "functions.completeSuccess": 3,
+    "functions.completeError": 3,
 }
+# The send_text step's outputs Slack checks against the manifest (output_parameters.required).
+STEP_OUTPUTS = {"request_id": str, "status": str, "recipients_count": int, "segments": int}
 # Answers to a call Slack refused for what it carried: nothing was posted or opened, so of() leaves them out.
 REFUSALS = frozenset(
     {
@@ -113,6 +117,9 @@ REFUSALS = frozenset(
         "invalid_trigger_id",
         "exchanged_trigger_id",
         "user_not_in_channel",
+        "function_execution_not_found",
+        "execution_not_in_running_state",
+        "parameter_validation_failed",
     }
 )
 
@@ -285,6 +292,8 @@ class FakeSlack(LoopbackServer):
         self.refused: list[Refusal] = []
         self.views: dict[str, dict[str, Any]] = {}
         self.homes: dict[str, dict[str, Any]] = {}  # App Home tab view, by user
+        # Workflow steps running (function_execution_id → "running" / "completed"), as ``run_step`` started them.
+        self.steps: dict[str, str] = {}
         self._response_urls: dict[str, ResponseUrl] = {}  # by path
         self._triggers: dict[str, Trigger] = {}
         self._offset = 0.0  # advance()
@@ -859,6 +868,37 @@ class FakeSlack(LoopbackServer):
         view = {**p["view"], "id": current["id"], "hash": f"{current['id']}.{version}", "state": current["state"]}
         self.views[current["id"]] = view
         return {"ok": True, "view": view}
+
+    def run_step(self, execution_id: str) -> None:
+        """A workflow reached the app's step: it runs until completed once."""
+        self.steps[execution_id] = "running"
+
+    def _complete_step(self, p: dict[str, Any]) -> dict[str, Any] | None:
+        state = self.steps.get(str(p.get("function_execution_id", "")))
+        if state is None:
+            return {"ok": False, "error": "function_execution_not_found"}
+        if state != "running":
+            return {"ok": False, "error": "execution_not_in_running_state"}
+        return None
+
+    def m_functions_completeSuccess(self, p: dict[str, Any]) -> dict[str, Any]:
+        if (refused := self._complete_step(p)) is not None:
+            return refused
+        outputs = p.get("outputs")
+        if isinstance(outputs, str):
+            outputs = json.loads(outputs)
+        if not isinstance(outputs, dict) or any(not isinstance(outputs.get(k), t) for k, t in STEP_OUTPUTS.items()):
+            return {"ok": False, "error": "parameter_validation_failed"}
+        self.steps[p["function_execution_id"]] = "completed"
+        return {"ok": True}
+
+    def m_functions_completeError(self, p: dict[str, Any]) -> dict[str, Any]:
+        if (refused := self._complete_step(p)) is not None:
+            return refused
+        if not str(p.get("error") or "").strip():
+            return {"ok": False, "error": "invalid_arguments"}
+        self.steps[p["function_execution_id"]] = "completed"
+        return {"ok": True}
 
     def m_views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
         user = str(p.get("user_id", ""))

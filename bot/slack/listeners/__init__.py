@@ -20,11 +20,13 @@ from bot.sending.admission import Admission
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
 from bot.slack.home import HomeTabs
+from bot.slack.steps import SlackSteps
 from bot.tasks import BackgroundTasks
 
 COMMANDS = ("/sms", "/whatsapp")
 SHORTCUTS = ("send_text", "text_this_message")  # global "Send a text"; message "Text this message"
-EVENTS = ("message", "app_home_opened")  # alerts; the Home tab
+EVENTS = ("message", "app_home_opened", "function_executed")  # alerts; the Home tab; the workflow step
+FUNCTIONS = ("send_text",)  # Workflow Builder custom steps
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,11 @@ class Deps:
     bot_id: str | None = None  # B…: the app's own posts carry it
     status_asked: dict[str, deque[float]] = field(default_factory=dict)  # /sms status look-ups per person
     home: HomeTabs | None = None  # the App Home tab (None: not published)
+    steps: SlackSteps | None = None  # the Workflow Builder step (None: not offered)
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:
-    from bot.slack.listeners import commands, compose, events, home, shortcuts
+    from bot.slack.listeners import commands, compose, events, home, shortcuts, steps
 
     commands.register(app, deps)
     compose.register(app, deps)
@@ -53,3 +56,5 @@ def register_all(app: AsyncApp, deps: Deps) -> None:
     events.register(app, deps)
     if deps.home is not None:
         home.register(app, deps, deps.home)
+    if deps.steps is not None:
+        steps.register(app, deps, deps.steps)

@@ -1,0 +1,108 @@
+"""The Workflow Builder step "Send a text with D7" (a custom step: ``function_executed`` events for ``send_text``).
+
+``step_request`` turns the step's inputs into the same ``SendRequest`` a command builds (the runner as the user,
+the chosen channel as the channel), keyed by the ``function_execution_id`` so that Slack's redeliveries send once.
+``SlackSteps`` completes the step (``functions.completeSuccess`` / ``functions.completeError``) when the outbox knows
+the send's outcome; a step Slack says is no longer running was completed before (a retried telling) or timed out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.domain.errors import InputError
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.templates import TemplateUse
+
+log = logging.getLogger("bot.slack")
+
+CALLBACK_ID = "send_text"  # the function's callback_id in manifest.yml
+_GONE = frozenset({"execution_not_in_running_state", "function_execution_not_found"})
+_SPLIT = re.compile(r"[\s,;]+")
+_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def _words(value: Any) -> list[str]:
+    """A text input split on commas, semicolons and spaces, or an array input as it is."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [w for w in _SPLIT.split(str(value)) if w]
+
+
+def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
+    """The step's inputs as a request; ``InputError`` naming the input that is missing or wrong."""
+    execution_id = event.get("function_execution_id")
+    if not isinstance(execution_id, str) or not execution_id:
+        raise InputError("the step has no function_execution_id")
+    inputs = event.get("inputs") or {}
+    raw_via = str(inputs.get("via") or "sms").strip().lower()
+    if raw_via not in {v.value for v in Via}:
+        raise InputError(f"'Send by' must be sms or whatsapp, not '{raw_via}'")
+    channel = str(inputs.get("channel") or "")
+    if not _CHANNEL.match(channel):
+        raise InputError("choose the channel where the result is posted ('Post the result in')")
+    runner = str(inputs.get("runner") or "")
+    if not _USER.match(runner):
+        raise InputError("'Who runs it' must be a person (the workflow's 'Person who used this workflow')")
+    refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"))]
+    refs += [RecipientRef(RefKind.USER, u) for u in _words(inputs.get("people")) if _USER.match(u)]
+    refs += [RecipientRef(RefKind.CONTACTS, g.removeprefix("group:")) for g in _words(inputs.get("contact_groups"))]
+    if not refs:
+        raise InputError("name who to text: phone numbers, people or contact groups")
+    template = None
+    alias = str(inputs.get("template") or "").strip()
+    message = str(inputs.get("message") or "").strip()
+    if alias:
+        values = inputs.get("template_values")
+        parts = [str(v).strip() for v in values] if isinstance(values, list) else str(values or "").split("|")
+        template = TemplateUse(alias, tuple(p.strip() for p in parts if p.strip() or len(parts) > 1))
+        message = " | ".join((f"template:{alias}", *template.values))
+    elif not message:
+        raise InputError("the message is empty")
+    sender = str(inputs.get("sender") or "").strip() or None
+    return SendRequest(
+        via=Via(raw_via),
+        origin=Origin(Surface.WORKFLOW, team_id, runner, channel),
+        recipients=tuple(dict.fromkeys(refs)),
+        text=message,
+        idempotency_key=f"step:{execution_id}",
+        sender=sender,
+        template=template,
+        step=execution_id,
+    )
+
+
+class SlackSteps:
+    """``Steps`` on Slack's Web API (the bot token: completing the app's own steps needs no scope)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+
+    async def complete(self, execution_id: str, outputs: Mapping[str, Any]) -> None:
+        try:
+            await self._client.functions_completeSuccess(function_execution_id=execution_id, outputs=dict(outputs))
+        except SlackApiError as exc:
+            self._unless_gone(exc, execution_id)
+
+    async def fail(self, execution_id: str, error: str) -> None:
+        try:
+            await self._client.functions_completeError(function_execution_id=execution_id, error=error)
+        except SlackApiError as exc:
+            self._unless_gone(exc, execution_id)
+
+    @staticmethod
+    def _unless_gone(exc: SlackApiError, execution_id: str) -> None:
+        error = exc.response.get("error")
+        if error in _GONE:  # completed before (a retried telling), or Slack gave up on the step
+            log.info("workflow step %s was not running any more (%s)", execution_id, error)
+            return
+        raise exc
