@@ -91,7 +91,7 @@ async def test_a_step_sends_under_the_policy_posts_the_result_and_completes_with
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:
     slack.run_step("Fx0001")
-    answer = await app.event(step_event("Fx0001", numbers="+14155550100", people=["U0ALICE"], message="disk full"))
+    answer = await app.event(step_event("Fx0001", numbers="+1 415 555 0100", people=["U0ALICE"], message="disk full"))
     assert answer.status_code == 200
     await app.settle()
 
@@ -138,7 +138,7 @@ async def test_a_redelivered_step_sends_once_and_completes_once(app: App, slack:
             {"channel": "C0RANDOM", "numbers": "+14155550100", "message": "hi"},
             "Not sent: C0RANDOM is not allowed to send via SMS",
         ),
-        ({"numbers": "+1 555", "message": "hi"}, "Not sent: '+1' is not a valid phone number"),
+        ({"numbers": "+1 415 555 0100, +1 555", "message": "hi"}, "Not sent: '+1 555' is not a valid phone number"),
         ({"numbers": "+14155550100"}, "the message is empty"),
         ({"numbers": "+14155550100", "message": "hi", "runner": ""}, "'Who runs it' must be a person"),
     ],

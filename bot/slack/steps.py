@@ -25,17 +25,18 @@ log = logging.getLogger("bot.slack")
 CALLBACK_ID = "send_text"  # the function's callback_id in manifest.yml
 _GONE = frozenset({"execution_not_in_running_state", "function_execution_not_found"})
 _SPLIT = re.compile(r"[\s,;]+")
+_LIST = re.compile(r"[,;\n]+")  # phone numbers: "+1 415 555 0100, +44 20 7946 0000" (spaces stay inside one)
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
-def _words(value: Any) -> list[str]:
-    """A text input split on commas, semicolons and spaces, or an array input as it is."""
+def _words(value: Any, split: re.Pattern[str] = _SPLIT) -> list[str]:
+    """A text input split (by default on commas, semicolons and spaces), or an array input as it is."""
     if value is None:
         return []
     if isinstance(value, list):
         return [str(v).strip() for v in value if str(v).strip()]
-    return [w for w in _SPLIT.split(str(value)) if w]
+    return [w.strip() for w in split.split(str(value)) if w.strip()]
 
 
 def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
@@ -53,7 +54,7 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
     runner = str(inputs.get("runner") or "")
     if not _USER.match(runner):
         raise InputError("'Who runs it' must be a person (the workflow's 'Person who used this workflow')")
-    refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"))]
+    refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"), _LIST)]
     refs += [RecipientRef(RefKind.USER, u) for u in _words(inputs.get("people")) if _USER.match(u)]
     refs += [RecipientRef(RefKind.CONTACTS, g.removeprefix("group:")) for g in _words(inputs.get("contact_groups"))]
     if not refs:
