@@ -9,6 +9,7 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import httpx
 import pytest
 import yaml
 
+from bot.sending.intake import Intake, NotRecorded
 from bot.slack.listeners import FUNCTIONS
+from bot.slack.steps import step_request
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import POLICY, App, running_app, sign
@@ -57,6 +60,7 @@ def step_event(execution_id: str, **inputs: Any) -> bytes:
 def slack(slack: FakeSlack) -> FakeSlack:
     slack.add_user("U0ALICE", "alice", "+1 415 555 0150")
     slack.add_channel("C0RANDOM")
+    slack.add_channel("C0PRIVATE", public=False, users=["U0BOB"])  # the policy allows it; the runner is not in it
     return slack
 
 
@@ -141,6 +145,11 @@ async def test_a_redelivered_step_sends_once_and_completes_once(app: App, slack:
         ({"numbers": "+1 415 555 0100, +1 555", "message": "hi"}, "Not sent: '+1 555' is not a valid phone number"),
         ({"numbers": "+14155550100"}, "the message is empty"),
         ({"numbers": "+14155550100", "message": "hi", "runner": ""}, "'Who runs it' must be a person"),
+        (
+            {"numbers": "+14155550100", "message": "hi", "channel": "C0PRIVATE"},
+            "Not sent: you are not a member of C0PRIVATE",
+        ),
+        ({"people": ["alice"], "message": "hi"}, "'People' must hold Slack users, not 'alice'"),
     ],
 )
 async def test_a_refused_step_fails_with_the_reason_and_sends_nothing(
@@ -185,3 +194,16 @@ def test_a_restart_between_the_ack_and_d7s_answer_completes_the_step_once(slack:
     assert len(d7.bodies(SMS)) == 1
     ((kind, call),) = completions(slack)
     assert (kind, call["outputs"]["status"]) == ("success", "unknown")
+
+
+async def test_a_step_the_database_did_not_keep_is_left_for_slack_to_deliver_again() -> None:
+    class Down:
+        async def record(self, request: Any, deadline: Any) -> None:
+            raise ConnectionRefusedError("the database is down (test)")
+
+    intake = Intake(Down(), timedelta(minutes=15), lambda: None)  # type: ignore[arg-type]
+    request = step_request(json.loads(step_event("Fx0005", numbers="+14155550100", message="hi"))["event"], TEAM_ID)
+    with pytest.raises(NotRecorded):
+        await intake.record(request)
+    # Not abandoned: the redelivered event records it and it is sent (a person would have been told "not recorded").
+    assert not intake.abandoned(request)

@@ -307,7 +307,9 @@ class Admission:
         early = self.decide_before_recipients(facts)
         if not early.allowed:
             raise Refused.denied(early.reason)
-        if request.origin.surface is Surface.MODAL and not await self.is_in(request.user_id, request.channel_id):
+        # A form or a workflow step names its channel: its sender (the step's runner) must be in it.
+        picked = request.origin.surface in (Surface.MODAL, Surface.WORKFLOW)
+        if picked and not await self.is_in(request.user_id, request.channel_id):
             raise Refused.denied(not_a_member(request.channel_id))
         found = await self.resolve(request.recipients)
         if found.problems:

@@ -48,7 +48,8 @@ class Intake:
             async with asyncio.timeout(self.within):
                 record = await self.sends.record(request, self.deadline)
         except Exception as exc:
-            if request.alert is None:  # a person is told "not recorded"; an alert's event is retried by Slack
+            # A person is told "not recorded"; an alert's event and a workflow step are delivered again by Slack.
+            if request.alert is None and request.step is None:
                 self._abandon(request.idempotency_key)
             log.error("intent not recorded key=%s (%s)", request.idempotency_key, kind_of(exc))
             raise NotRecorded(kind_of(exc)) from None

@@ -32,7 +32,7 @@ from bot.domain.errors import (
     MessageTooLong,
     ServiceUnavailable,
 )
-from bot.domain.models import RefKind, StatusReport, Via
+from bot.domain.models import RefKind, StatusReport, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import Policy, rule_templates
 from bot.domain.ports import Balance
@@ -282,6 +282,8 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     )
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
+    if req.origin.surface is Surface.WORKFLOW:
+        head += " (a workflow's step)"
     what = "An SMS" if send.via is Via.SMS else "A WhatsApp message"
     if req.template is not None:
         what = f"The WhatsApp template {escape(req.template.alias)}"

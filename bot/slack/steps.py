@@ -19,11 +19,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.errors import InputError
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.templates import TemplateUse
+from bot.slack.markup import to_plain_text
 
 log = logging.getLogger("bot.slack")
 
 CALLBACK_ID = "send_text"  # the function's callback_id in manifest.yml
 _GONE = frozenset({"execution_not_in_running_state", "function_execution_not_found"})
+# Answers that will not change by asking again: logged as errors, and the result is still posted in the channel.
+_FOR_GOOD = frozenset(
+    {"parameter_validation_failed", "invalid_arguments", "invalid_auth", "not_authed", "account_inactive"}
+)
 _SPLIT = re.compile(r"[\s,;]+")
 _LIST = re.compile(r"[,;\n]+")  # phone numbers: "+1 415 555 0100, +44 20 7946 0000" (spaces stay inside one)
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
@@ -55,7 +60,10 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
     if not _USER.match(runner):
         raise InputError("'Who runs it' must be a person (the workflow's 'Person who used this workflow')")
     refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"), _LIST)]
-    refs += [RecipientRef(RefKind.USER, u) for u in _words(inputs.get("people")) if _USER.match(u)]
+    people = _words(inputs.get("people"))
+    if wrong := [u for u in people if not _USER.match(u)]:
+        raise InputError(f"'People' must hold Slack users, not '{wrong[0][:40]}'")
+    refs += [RecipientRef(RefKind.USER, u) for u in people]
     refs += [RecipientRef(RefKind.CONTACTS, g.removeprefix("group:")) for g in _words(inputs.get("contact_groups"))]
     if not refs:
         raise InputError("name who to text: phone numbers, people or contact groups")
@@ -95,15 +103,19 @@ class SlackSteps:
             self._unless_gone(exc, execution_id)
 
     async def fail(self, execution_id: str, error: str) -> None:
+        plain = to_plain_text(error).replace("*", "").replace("`", "")[:1000]  # Workflow Builder shows plain text
         try:
-            await self._client.functions_completeError(function_execution_id=execution_id, error=error)
+            await self._client.functions_completeError(function_execution_id=execution_id, error=plain)
         except SlackApiError as exc:
             self._unless_gone(exc, execution_id)
 
     @staticmethod
     def _unless_gone(exc: SlackApiError, execution_id: str) -> None:
         error = exc.response.get("error")
-        if error in _GONE:  # completed before (a retried telling), or Slack gave up on the step
-            log.info("workflow step %s was not running any more (%s)", execution_id, error)
+        if error in _GONE:  # completed before (a retried telling), or Slack gave up on the step (timed out)
+            log.warning("workflow step %s was not running any more (%s): not completed now", execution_id, error)
             return
-        raise exc
+        if error in _FOR_GOOD:
+            log.error("workflow step %s cannot be completed (%s); its result is still posted", execution_id, error)
+            return
+        raise exc  # Slack failing or rate-limiting: telling is tried again
