@@ -109,6 +109,8 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
             limit += f"; budget {describe_budget(a.limits.per_rule)}"
         if a.whatsapp_template is not None:
             limit += f"; WhatsApp template {a.whatsapp_template}"
+        if a.resolve is not None:
+            limit += f"; resolved by {a.resolve}"
         lines.append(
             f"  {i}. {a.name}: channels {', '.join(a.slack_channels)}; from {who}; match {a.match}; "
             f"sender {a.sender}; to {', '.join(a.to)}; dedupe {describe_window(a.dedupe_window)}{limit}"

@@ -22,7 +22,17 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.clock import Clock
 from bot.domain.delivery import RecipientDelivery, StoredReport, delivery_of
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
-from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, SendStatus, StatusReport, Via
+from bot.domain.models import (
+    Origin,
+    OutgoingText,
+    Person,
+    SendRequest,
+    SendResult,
+    SendStatus,
+    StatusReport,
+    Surface,
+    Via,
+)
 from bot.domain.ports import RetryHook
 from bot.domain.sends import (
     Checked,
@@ -310,6 +320,24 @@ class MemorySendStore:
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
         return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
+
+    async def by_key(self, idempotency_key: str) -> SendRecord | None:
+        return next(
+            (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None
+        )
+
+    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
+        found = [
+            r.record
+            for r in self._rows.values()
+            if (a := r.record.request.alert) is not None
+            and a.rule == rule
+            and a.identity == identity
+            and a.kind is Surface.ALERT
+            and r.record.state is SendState.ACCEPTED
+            and r.record.created_at >= since
+        ]
+        return max(found, key=lambda r: r.created_at, default=None)
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
         counts = Counter(

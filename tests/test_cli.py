@@ -44,7 +44,8 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     assert "; templates ticket_update; budgets 100 messages per 1d per user" in lines[lines.index("rules (2):") + 2]
     assert lines[-2] == (
         r"  1. prod critical: channels C0ALERTS; from bots; match (?i)\b(critical|firing)\b; sender ops-sms; "
-        "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h; budget 100 messages per 1h"
+        "to group:oncall-db; dedupe 10m; at most 5 per phone per 1h; budget 100 messages per 1h; "
+        r"resolved by (?i)\bresolved\b"
     )
     assert "workspace budgets: 200 messages per 1d per user, 5000 messages per 1d for the workspace" in lines
     assert lines[lines.index("rules (2):") + 1].endswith(

@@ -119,6 +119,44 @@ def _why_not(rule: AlertRule, facts: AlertFacts) -> str | None:
     return None
 
 
+def _resolves(rule: AlertRule, facts: AlertFacts) -> bool:
+    """Whether this post resolves an alert of ``rule``: in its channels, from whom it takes alerts, matching its
+    ``resolve`` (a reply in an alert's thread counts whatever ``thread_replies`` says: tools post resolutions there)."""
+    if rule.resolve is None or facts.channel_id not in rule.slack_channels:
+        return False
+    if rule.from_ == "bots" and not facts.author.is_bot:
+        return False
+    if isinstance(rule.from_, list) and not (facts.author.ids & set(rule.from_)):
+        return False
+    return re.search(rule.resolve, facts.text) is not None
+
+
+def match_resolution(policy: Policy, facts: AlertFacts) -> AlertRule | None:
+    """The first alert rule this post resolves an alert of, or None. Asked before ``match_alert``: a resolved
+    notice often still says "critical"."""
+    for rule in policy.alerts:
+        if _resolves(rule, facts):
+            return rule
+    return None
+
+
+# The words that say an alert's state, not what it is about: "[FIRING:2]", "[RESOLVED]", "OK", "Triggered"…
+_STATE = re.compile(
+    r"\[?\b(?:firing|resolved|recovered|triggered|alerting|ok|problem|re-?triggered)\b(?::\s*\d+)?\]?", re.IGNORECASE
+)
+
+
+def identity(rule_name: str, title: str) -> str:
+    """What an alert is about, equal for its firing post and its resolved one: its title without state words,
+    numbers, dates and times (``[FIRING:2] InstanceDown (prod)`` and ``[RESOLVED] InstanceDown (prod)``)."""
+    return fingerprint(rule_name, _STATE.sub(" ", title))
+
+
+def without_state(title: str) -> str:
+    """``[RESOLVED] InstanceDown (prod)`` → ``InstanceDown (prod)``: for the RESOLVED text."""
+    return re.sub(r"\s+", " ", _STATE.sub(" ", title)).strip(" -:")
+
+
 def match_alert(policy: Policy, facts: AlertFacts) -> AlertRule | None:
     """The first alert rule that takes this message, or None."""
     for rule in policy.alerts:

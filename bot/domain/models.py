@@ -130,11 +130,12 @@ class Surface(StrEnum):
     ALERT = "alert"  # an alert a monitoring tool posted, forwarded by an alert rule
     SUMMARY = "summary"  # the end-of-window summary of alerts held back by a per-phone limit
     WORKFLOW = "workflow"  # the "Send a text with D7" step of a Workflow Builder workflow
+    RESOLVED = "resolved"  # a post that resolves a forwarded alert: "RESOLVED" to the phones that got it
 
     @property
     def is_alert(self) -> bool:
         """Alerts and summaries: nobody asked, so their whole story goes in the alert's thread."""
-        return self in (Surface.ALERT, Surface.SUMMARY)
+        return self in (Surface.ALERT, Surface.SUMMARY, Surface.RESOLVED)
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,16 @@ class AlertInfo:
     message: dict[str, Any] | None = None  # alert: the Slack message as posted (text, attachments, blocks)
     phone: str | None = None  # summary: the phone (E.164) whose held alerts it sums up
     window_start: datetime | None = None  # summary: the per-phone window it closes
+    identity: str | None = None  # alert and resolution: what they are about, firing/resolved words left out
+    resolves: str | None = None  # resolution in a thread or by an edit: the idempotency key of the alert it ends
 
     @property
     def is_summary(self) -> bool:
         return self.kind is Surface.SUMMARY
+
+    @property
+    def is_resolution(self) -> bool:
+        return self.kind is Surface.RESOLVED
 
 
 @dataclass(frozen=True)

@@ -202,10 +202,13 @@ class AlertRule(_Model):
     whatsapp_template: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
+    resolve: str | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
 
-    @field_validator("match")
+    @field_validator("match", "resolve")
     @classmethod
-    def _regex(cls, value: str) -> str:
+    def _regex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             re.compile(value)
         except re.error as exc:

@@ -256,6 +256,14 @@ class SendStore(Protocol):
         """The user's latest sends (not alerts), newest first."""
         ...
 
+    async def by_key(self, idempotency_key: str) -> SendRecord | None:
+        """The send recorded under this key (an alert: ``alert:<channel>:<ts>``)."""
+        ...
+
+    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
+        """The latest alert of ``rule`` with this identity texted (accepted) since ``since``."""
+        ...
+
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
         """(channel, state, sends) of sends and alerts (not summaries) recorded since ``since``."""
         ...

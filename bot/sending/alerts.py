@@ -7,12 +7,14 @@ same alert was texted within the dedupe window (``Repeat``), or nothing now beca
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from bot.domain.alerts import fit, summary_template
+from bot.domain.alerts import fit, summary_template, without_state
+from bot.domain.clock import utc_now
 from bot.domain.errors import inert
 from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
@@ -25,6 +27,7 @@ from bot.sending.admission import Admission, Refused
 log = logging.getLogger("bot.sending.alerts")
 
 SUMMARIES_REMEMBERED = 10_000
+RESOLVES_WITHIN = timedelta(days=7)  # how far back a resolving post looks for the alert it ends
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class AlertDesk:
         alert, rule = _alert_of(record), self.rule_of(record)
         if alert.is_summary:
             return Text(await self._summary(record, rule))
+        if alert.is_resolution:
+            return await self._resolution(record, rule)
         if alert.fingerprint is not None:
             leader = await self.ledger.lead(alert.fingerprint, record.id, rule.dedupe_window)
             if leader != record.id:
@@ -165,6 +170,50 @@ class AlertDesk:
         except Exception as exc:
             log.warning("cannot read the name of %s (is channels:read granted?): %s", channel_id, exc)
             return channel_id
+
+    # ------------------------------------------------------------ resolutions
+
+    async def _resolution(self, record: SendRecord, rule: AlertRule) -> Verdict:
+        """ "RESOLVED: <what it was about>" to exactly the phones the alert it ends was texted to (not those held
+        back or not reached), in one SMS segment; once per alert, however many resolving posts follow."""
+        alert = _alert_of(record)
+        if alert.resolves is not None:  # a reply in the alert's thread, or the alert's own post edited
+            firing = await self.sends.by_key(alert.resolves)
+        elif alert.identity is not None:
+            firing = await self.sends.latest_alert(rule.name, alert.identity, utc_now() - RESOLVES_WITHIN)
+        else:
+            firing = None
+        if firing is None or firing.state is not SendState.ACCEPTED or firing.checked is None:
+            raise Refused.denied(f"no alert texted by rule '{rule.name}' matches this resolution, so nobody was told")
+        if not firing.checked.recipients:
+            raise Refused.denied("the alert it resolves reached no phone, so nobody was told")
+        key = hashlib.sha256(f"resolved:{firing.id}".encode()).hexdigest()[:40]
+        leader = await self.ledger.lead(key, record.id, RESOLVES_WITHIN)
+        if leader != record.id:
+            return Repeat(leader)
+        message = (firing.request.alert.message if firing.request.alert else None) or {}
+        title = firing.request.text.splitlines()[0] if firing.request.text else ""
+        if self.reader is not None and message:
+            title = (await self.reader.read(message))[1] or title
+        words = f"RESOLVED: {without_state(title)}"
+        via = record.request.via
+        if rule.whatsapp_template is not None:
+            fields = {"text": words, "title": words, "channel": f"#{record.request.channel_id}", "link": ""}
+            text, use = self._text(rule, fields, via)
+        else:
+            text, use = fit("{text}", {"text": words}, via, 1).text, None  # one segment, whatever the rule says
+        texted = firing.checked.recipients
+        return Text(
+            Checked(
+                rule=rule.name,
+                sender=rule.sender,
+                originator=self.policy.senders[rule.sender].originator,
+                recipients=texted,
+                text=text,
+                names={k: v for k, v in firing.checked.names.items() if k in {n.e164 for n in texted}},
+                template=use,
+            )
+        )
 
     # ------------------------------------------------------------ summaries
 

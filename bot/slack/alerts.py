@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from bot.domain.alerts import AlertFacts, Author, fingerprint, match_alert
+from bot.domain.alerts import AlertFacts, Author, fingerprint, identity, match_alert, match_resolution
 from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface
 from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
 from bot.domain.ports import Directory
@@ -78,7 +78,11 @@ def alert_request(
 
     ``own_ids``: the bot's own user and bot IDs; its own posts (results in alert threads) never loop back.
     """
-    if event.type != "message" or event.subtype not in NEW_POST_SUBTYPES or event.hidden:
+    if event.type != "message":
+        return None
+    if event.subtype == "message_changed":  # hidden, as Slack sends edits: only a firing post edited to resolved
+        return _edited_to_resolved(event, team_id, policy, own_ids)
+    if event.subtype not in NEW_POST_SUBTYPES or event.hidden:
         return None
     channel, ts = event.channel, event.ts
     if not channel or not ts:
@@ -91,11 +95,16 @@ def alert_request(
     if not any(channel in rule.slack_channels for rule in policy.alerts):
         return None  # cheap exit for the channels no rule watches
     facts = facts_of(seen, channel)
+    message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
+    if (resolving := match_resolution(policy, facts)) is not None:
+        # A reply in the alert's thread ends that alert; a top-level post ends the latest alert it is about.
+        thread = event.thread_ts if event.thread_ts and event.thread_ts != ts else None
+        ends = f"alert:{channel}:{thread}" if thread else None
+        return resolving, _resolution(resolving, policy, team_id, channel, ts, facts.text, message, ends)
     rule = match_alert(policy, facts)
     if rule is None:
         return None
     sender = policy.senders[rule.sender]
-    message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
     request = SendRequest(
         via=sender.via,
         origin=Origin(
@@ -109,9 +118,69 @@ def alert_request(
         text=facts.text,
         idempotency_key=f"alert:{channel}:{ts}",
         sender=rule.sender,
-        alert=AlertInfo(rule=rule.name, fingerprint=fingerprint(rule.name, facts.text), message=message),
+        alert=AlertInfo(
+            rule=rule.name,
+            fingerprint=fingerprint(rule.name, facts.text),
+            message=message,
+            identity=identity(rule.name, title_of(message, facts.text)) if rule.resolve else None,
+        ),
     )
     return rule, request
+
+
+def _resolution(
+    rule: AlertRule,
+    policy: Policy,
+    team_id: str,
+    channel: str,
+    ts: str,
+    text: str,
+    message: dict[str, Any],
+    ends: str | None,
+) -> SendRequest:
+    """The intent of a resolving post: "RESOLVED" to the phones that got the alert it ends (found when checked)."""
+    key = f"resolved:{ends}" if ends and ends.startswith("edit:") else f"resolved:{channel}:{ts}"
+    author = author_of(message)
+    return SendRequest(
+        via=policy.senders[rule.sender].via,
+        origin=Origin(
+            surface=Surface.RESOLVED,
+            team_id=team_id,
+            user_id=author.bot_id or author.user_id or "unknown",
+            channel_id=channel,
+            thread_ts=message.get("thread_ts") or ts,
+        ),
+        recipients=(),
+        text=text,
+        idempotency_key=key[:255],
+        sender=rule.sender,
+        alert=AlertInfo(
+            rule=rule.name,
+            kind=Surface.RESOLVED,
+            message=message,
+            identity=identity(rule.name, title_of(message, text)),
+            resolves=ends.removeprefix("edit:") if ends else None,
+        ),
+    )
+
+
+def _edited_to_resolved(
+    event: MessageEvent, team_id: str, policy: Policy, own_ids: frozenset[str]
+) -> tuple[AlertRule, SendRequest] | None:
+    """A firing post edited into a resolved one (``message_changed``): it resolves the alert it was."""
+    edited, channel = event.message or {}, event.channel
+    ts = edited.get("ts")
+    if not channel or not isinstance(ts, str) or not any(channel in r.slack_channels for r in policy.alerts):
+        return None
+    seen = {k: edited[k] for k in (*KEPT_FIELDS, "bot_profile") if k in edited}
+    if author_of(seen).ids & own_ids:
+        return None
+    facts = facts_of(seen, channel)
+    rule = match_resolution(policy, facts)
+    if rule is None:
+        return None
+    message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
+    return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, f"edit:alert:{channel}:{ts}")
 
 
 def title_of(message: Mapping[str, Any], text: str) -> str:

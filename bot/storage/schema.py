@@ -102,12 +102,14 @@ sends = sa.Table(
     sa.Column("sent_template", sa.JSON()),  # ... and the one checking decided (an alert's: from its rule)
     # added by 0009
     sa.Column("step", sa.String(64)),  # a workflow step's function_execution_id (completed once D7 answered)
+    sa.Column("identity", sa.String(40)),  # an alert's identity: what a resolving post is matched on
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),
     sa.Index("ix_sends_fingerprint", "fingerprint"),
     sa.Index("ix_sends_card_due_at", "card_due_at"),
     sa.Index("ix_sends_user_created_at", "user_id", "created_at"),  # 0008: a person's recent sends (App Home)
+    sa.Index("ix_sends_identity", "identity"),  # 0009: the alert a resolving post ends
 )
 
 kv = sa.Table(

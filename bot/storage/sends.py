@@ -72,6 +72,7 @@ def _intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime,
         "retry_notice_posted": False,
         "alert": _alert_json(alert),
         "fingerprint": alert.fingerprint if alert else None,
+        "identity": alert.identity if alert else None,
         "template": {"alias": request.template.alias, "values": list(request.template.values)}
         if request.template
         else None,
@@ -89,6 +90,8 @@ def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
         "message": alert.message,
         "phone": alert.phone,
         "window_start": alert.window_start.isoformat() if alert.window_start else None,
+        "identity": alert.identity,
+        "resolves": alert.resolves,
     }
 
 
@@ -155,6 +158,8 @@ def _alert_of(data: dict[str, Any] | None) -> AlertInfo | None:
         message=data.get("message"),
         phone=data.get("phone"),
         window_start=datetime.fromisoformat(start) if start else None,
+        identity=data.get("identity"),
+        resolves=data.get("resolves"),
     )
 
 
@@ -500,6 +505,33 @@ class SqlSendStore:
         )
         async with self._db.connect() as conn:
             return [_record_of(r) for r in (await conn.execute(query)).all()]
+
+    async def by_key(self, idempotency_key: str) -> SendRecord | None:
+        async with self._db.connect() as conn:
+            row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == idempotency_key))).first()
+        return _record_of(row) if row is not None else None
+
+    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
+        c = sends.c
+        query = (
+            sa.select(sends)
+            .where(
+                c.identity == identity,
+                c.surface == Surface.ALERT.value,
+                c.created_at >= sa.literal(since, UTCDateTime()),
+            )
+            .where(c.state == SendState.ACCEPTED.value)
+            .order_by(c.created_at.desc())
+            .limit(1)
+        )
+        async with self._db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        record = _record_of(row) if row is not None else None
+        return (
+            record
+            if record is not None and record.request.alert is not None and record.request.alert.rule == rule
+            else None
+        )
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
         c = sends.c

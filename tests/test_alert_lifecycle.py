@@ -1,0 +1,174 @@
+"""Alerts with a lifecycle, part one: resolved follow-ups. A post matching a rule's ``resolve`` that is about a
+forwarded alert (its title without the firing/resolved words, a reply in its thread, or the alert's own post edited)
+texts "RESOLVED: …" to exactly the phones that got the alert, once, in one segment. Grafana's and Alertmanager's
+Slack formats, end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.d7 import FakeD7
+from tests.fakes.slack import FakeSlack
+from tests.harness import App, event_callback, running_app
+
+SMS = "/messages/v1/send"
+PAYLOADS = Path(__file__).parent / "payloads" / "alerts"
+ONCALL_DB = ["+14155550100", "+14155550101"]
+
+POLICY = """
+version: 1
+defaults: {region: US}
+senders:
+  ops-sms: {via: sms, originator: OpsAlert}
+contacts:
+  oncall-db: ["+14155550100", "+14155550101"]
+alerts:
+  - name: prod critical
+    slack_channels: [C0ALERTS]
+    match: "(?i)\\\\b(critical|firing)\\\\b"
+    from: bots
+    sender: ops-sms
+    to: ["group:oncall-db"]
+    resolve: "(?i)\\\\bresolved\\\\b"
+  - name: on-call group
+    slack_channels: [C0STORM]
+    match: "(?i)firing"
+    sender: ops-sms
+    to: [S0ONCALL]
+    max_per_phone: {count: 1, per: 1h}
+    resolve: "(?i)resolved"
+"""
+
+
+def payload(name: str, **changes: Any) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads((PAYLOADS / f"{name}.json").read_text())
+    return message | changes
+
+
+def grafana_resolved(ts: str = "1763800300.000100") -> dict[str, Any]:
+    firing = payload("grafana")
+    attachment = firing["attachments"][0] | {
+        "fallback": "[RESOLVED] HighCPU db-1",
+        "color": "#36A64F",
+        "title": "[RESOLVED] HighCPU (db-1)",
+        "text": "CPU at 21% on <https://grafana.example.com/d/abc|db-1>",
+    }
+    return firing | {"ts": ts, "attachments": [attachment]}
+
+
+@pytest.fixture
+def slack(slack: FakeSlack) -> FakeSlack:
+    slack.add_channel("C0ALERTS", name="alerts")
+    slack.add_channel("C0STORM", name="storm")
+    slack.add_user("U0ANA", "ana", "+1 415 555 0110")
+    slack.add_user("U0BEN", "ben", "+1 415 555 0111")
+    slack.state.usergroups["S0ONCALL"] = ["U0ANA"]
+    return slack
+
+
+@pytest.fixture
+async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
+    async with running_app(slack, fake_d7, tmp_path, policy=POLICY) as running:
+        yield running
+
+
+def texts(fake_d7: FakeD7) -> list[tuple[str, list[str]]]:
+    return [(b["messages"][0]["content"], b["messages"][0]["recipients"]) for b in fake_d7.bodies(SMS)]
+
+
+def replies(slack: FakeSlack, thread_ts: str) -> list[str]:
+    return [c["text"] for c in slack.of("chat.postMessage") if c.get("thread_ts") == thread_ts]
+
+
+async def post(app: App, message: dict[str, Any], channel: str = "C0ALERTS") -> None:
+    assert (await app.event(event_callback(message, channel=channel))).status_code == 200
+    await app.settle()
+
+
+async def test_grafanas_resolved_post_texts_resolved_to_the_phones_that_got_the_alert(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await post(app, payload("grafana"))
+    await post(app, grafana_resolved())
+
+    (fired, resolved) = texts(fake_d7)
+    assert fired[1] == ONCALL_DB
+    assert resolved == ("RESOLVED: HighCPU (db-1)", ONCALL_DB)
+    (told,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == "1763800300.000100"]
+    assert "RESOLVED: HighCPU (db-1)" in json.dumps(told["blocks"])  # in the resolving post's thread
+
+
+async def test_alertmanagers_resolved_notice_ends_its_firing_alert_in_one_segment(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await post(app, payload("alertmanager"))
+    await post(app, payload("resolved"))  # "[RESOLVED] InstanceDown (prod node-exporter)", still says `warning`
+
+    resolved = texts(fake_d7)[-1]
+    assert resolved == ("RESOLVED: InstanceDown (prod node-exporter)", ONCALL_DB)
+    assert len(resolved[0]) <= 160
+
+
+async def test_only_phones_that_got_the_alert_are_told_it_is_resolved(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    slack.add_user("U0CARL", "carl")  # no phone in his profile: not reached
+    slack.state.usergroups["S0ONCALL"] = ["U0ANA", "U0BEN", "U0CARL"]
+    firing = {"type": "message", "bot_id": "B0GRAFANA", "subtype": "bot_message"}
+    await post(app, firing | {"text": "[FIRING:1] Disk full db-1", "ts": "1763800001.000100"}, "C0STORM")
+    await post(app, firing | {"text": "[FIRING:1] Disk full db-2", "ts": "1763800002.000100"}, "C0STORM")
+    await post(app, firing | {"text": "[RESOLVED] Disk full db-1", "ts": "1763800003.000100"}, "C0STORM")
+    await post(app, firing | {"text": "[RESOLVED] Disk full db-2", "ts": "1763800004.000100"}, "C0STORM")
+
+    assert texts(fake_d7) == [
+        ("[FIRING:1] Disk full db-1", ["+14155550110", "+14155550111"]),  # db-2: both held (1 per hour)
+        ("RESOLVED: Disk full db-1", ["+14155550110", "+14155550111"]),  # not carl, who was not reached
+    ]
+    (said,) = replies(slack, "1763800004.000100")
+    assert "nobody was told" in said  # db-2 reached no phone: its resolution texts nobody
+
+
+async def test_a_resolution_in_the_alerts_thread_and_an_edit_to_resolved_each_end_their_alert(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    first = payload("grafana")
+    await post(app, first)
+    reply = payload("resolved") | {"bot_id": "B0GRAFANA", "ts": "1763800010.000100", "thread_ts": first["ts"]}
+    await post(app, reply)  # the tool answers in the alert's thread (a different title: the thread decides)
+    second = payload("alertmanager", ts="1763800020.000100")
+    await post(app, second)
+    edited = {
+        "type": "message",
+        "subtype": "message_changed",
+        "hidden": True,
+        "ts": "1763800030.000100",
+        "message": payload("resolved") | {"ts": second["ts"]},  # the firing post itself, now resolved
+    }
+    await post(app, edited)
+
+    assert [t for t, _ in texts(fake_d7)] == [
+        texts(fake_d7)[0][0],
+        "RESOLVED: HighCPU (db-1)",
+        texts(fake_d7)[2][0],
+        "RESOLVED: InstanceDown (prod node-exporter)",
+    ]
+
+
+async def test_a_resolution_nothing_was_texted_for_says_so_and_a_second_one_texts_nothing(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    await post(app, grafana_resolved("1763800100.000100"))  # nothing fired before
+    (said,) = replies(slack, "1763800100.000100")
+    assert "no alert texted by rule 'prod critical' matches this resolution, so nobody was told" in said
+
+    await post(app, payload("grafana"))
+    await post(app, grafana_resolved("1763800200.000100"))
+    await post(app, grafana_resolved("1763800201.000100"))  # the tool says it again
+    assert [t for t, _ in texts(fake_d7)].count("RESOLVED: HighCPU (db-1)") == 1
+    (again,) = replies(slack, "1763800201.000100")
+    assert "Not texted again" in again
