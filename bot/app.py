@@ -285,6 +285,7 @@ class SendingCore:
     deliveries: Deliveries
     outbox: Outbox
     balance: BalanceWatcher
+    alerts: AlertDesk
 
 
 def wire_sending(
@@ -360,7 +361,7 @@ def wire_sending(
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox, balance)
+    return SendingCore(admission, intake, deliveries, outbox, balance, alerts)
 
 
 def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
@@ -397,6 +398,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         bot_id=auth.get("bot_id"),
         home=home,
         steps=steps,
+        alerts=core.alerts,
     )
     register_all(bolt, deps)
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)

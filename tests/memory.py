@@ -321,6 +321,35 @@ class MemorySendStore:
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
         return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
 
+    async def acknowledge(self, idempotency_key: str, user_id: str) -> SendRecord | None:
+        for row in self._rows.values():
+            r = row.record
+            if r.request.idempotency_key == idempotency_key and r.request.origin.surface is Surface.ALERT:
+                if r.acked_by is not None or r.resolved_at is not None:
+                    return None
+                row.record = replace(r, acked_by=user_id)
+                return row.record
+        return None
+
+    async def mark_resolved(self, send_id: str) -> None:
+        row = self._rows.get(send_id)
+        if row is not None and row.record.resolved_at is None:
+            row.record = replace(row.record, resolved_at=self.clock())
+
+    async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
+        found = [
+            r.record
+            for r in self._rows.values()
+            if (a := r.record.request.alert) is not None
+            and a.rule == rule
+            and a.fingerprint == fingerprint
+            and a.kind is Surface.ALERT
+            and r.record.acked_by is not None
+            and r.record.resolved_at is None
+            and r.record.created_at >= since
+        ]
+        return max(found, key=lambda r: r.created_at, default=None)
+
     async def by_key(self, idempotency_key: str) -> SendRecord | None:
         return next(
             (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None

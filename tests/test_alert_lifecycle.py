@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.storage.schema import alert_dedupe
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, event_callback, running_app
@@ -172,3 +173,72 @@ async def test_a_resolution_nothing_was_texted_for_says_so_and_a_second_one_text
     assert [t for t, _ in texts(fake_d7)].count("RESOLVED: HighCPU (db-1)") == 1
     (again,) = replies(slack, "1763800201.000100")
     assert "Not texted again" in again
+
+
+# ---------------------------------------------------------------- acknowledgement
+
+
+def reaction(user: str, emoji: str, ts: str, channel: str = "C0ALERTS") -> dict[str, Any]:
+    return {
+        "type": "reaction_added",
+        "user": user,
+        "reaction": emoji,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "item_user": "U0GRAFANA",
+        "event_ts": "1763800999.000100",
+    }
+
+
+async def expire_dedupe(app: App) -> None:
+    """The dedupe window has passed (as time would have it)."""
+    async with app.relay.storage.database.begin() as conn:
+        await conn.execute(alert_dedupe.delete())
+
+
+async def test_a_reaction_acknowledges_an_alert_and_its_repeats_are_not_texted_until_it_is_resolved(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    first = payload("grafana")
+    await post(app, first)
+    await post(app, reaction("U0ANA", "heart", first["ts"]))  # not an acknowledging reaction
+    await post(app, reaction("U0ANA", "white_check_mark", first["ts"]))
+    await post(app, reaction("U0BEN", "eyes", first["ts"]))  # acknowledged before: said once
+
+    acks = [t for t in replies(slack, first["ts"]) if "Acknowledged" in t]
+    assert acks == [":white_check_mark: *Acknowledged* by <@U0ANA>: no more texts for this alert until it is resolved."]
+
+    await expire_dedupe(app)  # later than the dedupe window: a repeat would be texted, but ana has it
+    repeat = payload("grafana", ts="1763801000.000100")
+    await post(app, repeat)
+    assert len(texts(fake_d7)) == 1
+    (held,) = replies(slack, repeat["ts"])
+    assert "<@U0ANA> acknowledged this alert" in held
+
+    await post(app, grafana_resolved("1763801100.000100"))
+    await expire_dedupe(app)
+    await post(app, payload("grafana", ts="1763801200.000100"))  # resolved, then firing again: texted
+    assert [t for t, _ in texts(fake_d7)][1:] == ["RESOLVED: HighCPU (db-1)", texts(fake_d7)[0][0]]
+
+
+async def test_a_persons_reply_in_the_alerts_thread_acknowledges_it_and_a_bots_does_not(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    first = payload("grafana")
+    await post(app, first)
+    bot_reply = {
+        "type": "message",
+        "subtype": "bot_message",
+        "bot_id": "B0OTHER",
+        "text": "note",
+        "thread_ts": first["ts"],
+    }
+    await post(app, bot_reply | {"ts": "1763800001.000200"})
+    assert not [t for t in replies(slack, first["ts"]) if "Acknowledged" in t]
+    await post(
+        app, {"type": "message", "user": "U0BEN", "text": "on it", "ts": "1763800002.000200", "thread_ts": first["ts"]}
+    )
+    assert [t for t in replies(slack, first["ts"]) if "Acknowledged" in t] == [
+        ":white_check_mark: *Acknowledged* by <@U0BEN>: no more texts for this alert until it is resolved."
+    ]
+    (record,) = [r for r in await app.relay.storage.sends.audit() if r.request.idempotency_key.endswith(first["ts"])]
+    assert record.acked_by == "U0BEN"

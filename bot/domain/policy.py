@@ -203,6 +203,8 @@ class AlertRule(_Model):
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
     resolve: str | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
+    # A person's reaction with one of these (or their reply in the alert's thread) acknowledges it.
+    ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
 
     @field_validator("match", "resolve")
     @classmethod

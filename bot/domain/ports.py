@@ -260,6 +260,20 @@ class SendStore(Protocol):
         """The send recorded under this key (an alert: ``alert:<channel>:<ts>``)."""
         ...
 
+    async def acknowledge(self, idempotency_key: str, user_id: str) -> SendRecord | None:
+        """Mark the alert under this key acknowledged by this person; the alert when this call did (the first
+        acknowledgement of an alert not resolved yet), else None."""
+        ...
+
+    async def mark_resolved(self, send_id: str) -> None:
+        """A resolving post ended this alert."""
+        ...
+
+    async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
+        """The latest alert of ``rule`` with this fingerprint since ``since`` that a person acknowledged and that
+        was not resolved: its repeats are not texted."""
+        ...
+
     async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
         """The latest alert of ``rule`` with this identity texted (accepted) since ``since``."""
         ...

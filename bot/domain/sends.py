@@ -198,6 +198,8 @@ class SendRecord:
     result_ts: str | None = None  # the result message in the thread (updated in place with statuses)
     card_due_at: datetime | None = None  # statuses changed since the result message was last written
     reconciled_at: datetime | None = None  # last status look-up (or unknown-outcome note)
+    acked_by: str | None = None  # alerts: the person who acknowledged it in Slack (no more pages for it)
+    resolved_at: datetime | None = None  # alerts: when a resolving post ended it
 
     # ------------------------------------------------------------ transitions
 

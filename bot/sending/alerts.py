@@ -28,6 +28,7 @@ log = logging.getLogger("bot.sending.alerts")
 
 SUMMARIES_REMEMBERED = 10_000
 RESOLVES_WITHIN = timedelta(days=7)  # how far back a resolving post looks for the alert it ends
+ACKED_HOLDS = timedelta(days=1)  # an acknowledged alert's repeats are held back this long at most (unless resolved)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class AlertDesk:
         if alert.is_resolution:
             return await self._resolution(record, rule)
         if alert.fingerprint is not None:
+            # A person has it: its repeats are not texted until it is resolved (a day at most).
+            acked = await self.sends.acked_repeat(rule.name, alert.fingerprint, utc_now() - ACKED_HOLDS)
+            if acked is not None and acked.id != record.id:
+                return Repeat(acked.id)
             leader = await self.ledger.lead(alert.fingerprint, record.id, rule.dedupe_window)
             if leader != record.id:
                 return Repeat(leader)
@@ -171,6 +176,17 @@ class AlertDesk:
             log.warning("cannot read the name of %s (is channels:read granted?): %s", channel_id, exc)
             return channel_id
 
+    # ------------------------------------------------------------ acknowledgement
+
+    def acknowledges(self, channel_id: str, reaction: str | None) -> bool:
+        """Whether a reaction (None: a person's reply in the thread) in this channel acknowledges an alert."""
+        rules = [r for r in self.policy.alerts if channel_id in r.slack_channels]
+        return bool(rules) and (reaction is None or any(reaction in r.ack_reactions for r in rules))
+
+    async def acknowledge(self, channel_id: str, ts: str, user_id: str) -> SendRecord | None:
+        """A person has the alert posted at ``ts``: the alert when this acknowledged it (the first time)."""
+        return await self.sends.acknowledge(f"alert:{channel_id}:{ts}", user_id)
+
     # ------------------------------------------------------------ resolutions
 
     async def _resolution(self, record: SendRecord, rule: AlertRule) -> Verdict:
@@ -191,6 +207,7 @@ class AlertDesk:
         leader = await self.ledger.lead(key, record.id, RESOLVES_WITHIN)
         if leader != record.id:
             return Repeat(leader)
+        await self.sends.mark_resolved(firing.id)  # its escalations and the hold on its repeats end
         message = (firing.request.alert.message if firing.request.alert else None) or {}
         title = firing.request.text.splitlines()[0] if firing.request.text else ""
         if self.reader is not None and message:

@@ -421,6 +421,12 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
         where = ""
         if first is not None:
             where = f" at {_date(first.created_at)} in <#{first.request.channel_id}>"
+        if first is not None and first.acked_by is not None and first.resolved_at is None:
+            line = (
+                f":white_check_mark: *Not texted again:* <@{first.acked_by}> acknowledged this alert{where}; "
+                f"it is not texted again until it is resolved (rule *{escape(send.rule)}*)."
+            )
+            return line, [section(line)]
         line = (
             f":repeat: *Not texted again:* the same alert was forwarded{where}. "
             f"Repeats within {window} are not texted (rule *{escape(send.rule)}*)."
@@ -728,3 +734,8 @@ def low_balance_warning(balance: Balance, low: float) -> str:
         "every text: top up the D7 account. This is said once; again only if the balance goes back above "
         f"{money(low, balance.currency)} and drops below it again."
     )
+
+
+def acknowledged(user_id: str) -> str:
+    """The reply in an alert's thread when a person acknowledged it."""
+    return f":white_check_mark: *Acknowledged* by <@{user_id}>: no more texts for this alert until it is resolved."

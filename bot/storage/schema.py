@@ -103,6 +103,9 @@ sends = sa.Table(
     # added by 0009
     sa.Column("step", sa.String(64)),  # a workflow step's function_execution_id (completed once D7 answered)
     sa.Column("identity", sa.String(40)),  # an alert's identity: what a resolving post is matched on
+    sa.Column("acked_by", sa.String(32)),  # who acknowledged the alert (a reaction or a reply in its thread)
+    sa.Column("acked_at", UTCDateTime()),
+    sa.Column("resolved_at", UTCDateTime()),  # when a resolving post ended the alert
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

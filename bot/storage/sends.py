@@ -250,6 +250,8 @@ def _record_of(row: sa.Row[Any]) -> SendRecord:
         result_ts=m["result_ts"],
         card_due_at=m["card_due_at"],
         reconciled_at=m["reconciled_at"],
+        acked_by=m["acked_by"],
+        resolved_at=m["resolved_at"],
     )
 
 
@@ -505,6 +507,37 @@ class SqlSendStore:
         )
         async with self._db.connect() as conn:
             return [_record_of(r) for r in (await conn.execute(query)).all()]
+
+    async def acknowledge(self, idempotency_key: str, user_id: str) -> SendRecord | None:
+        c = sends.c
+        statement = (
+            sends.update()
+            .where(c.idempotency_key == idempotency_key, c.surface == Surface.ALERT.value)
+            .where(c.acked_at.is_(None), c.resolved_at.is_(None))
+            .values(acked_by=user_id, acked_at=now())
+        )
+        async with self._db.begin() as conn:
+            if (await conn.execute(statement)).rowcount != 1:
+                return None  # not an alert, or acknowledged (or resolved) before: the first one counts
+        return await self.by_key(idempotency_key)
+
+    async def mark_resolved(self, send_id: str) -> None:
+        statement = sends.update().where(sends.c.id == send_id, sends.c.resolved_at.is_(None))
+        await self._db.write(statement.values(resolved_at=now()))
+
+    async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
+        c = sends.c
+        query = (
+            sa.select(sends)
+            .where(c.fingerprint == fingerprint, c.surface == Surface.ALERT.value, c.acked_at.is_not(None))
+            .where(c.resolved_at.is_(None), c.created_at >= sa.literal(since, UTCDateTime()))
+            .order_by(c.created_at.desc())
+            .limit(1)
+        )
+        async with self._db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        record = _record_of(row) if row is not None else None
+        return record if record is not None and record.request.alert and record.request.alert.rule == rule else None
 
     async def by_key(self, idempotency_key: str) -> SendRecord | None:
         async with self._db.connect() as conn:

@@ -17,6 +17,7 @@ from bot.domain.policy import Policy
 from bot.domain.ports import Directory
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
+from bot.sending.alerts import AlertDesk
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
 from bot.slack.home import HomeTabs
@@ -25,7 +26,8 @@ from bot.tasks import BackgroundTasks
 
 COMMANDS = ("/sms", "/whatsapp")
 SHORTCUTS = ("send_text", "text_this_message")  # global "Send a text"; message "Text this message"
-EVENTS = ("message", "app_home_opened", "function_executed")  # alerts; the Home tab; the workflow step
+# Alerts (and replies acknowledging them); the Home tab; the workflow step; reactions acknowledging alerts.
+EVENTS = ("message", "app_home_opened", "function_executed", "reaction_added")
 FUNCTIONS = ("send_text",)  # Workflow Builder custom steps
 
 
@@ -45,6 +47,7 @@ class Deps:
     status_asked: dict[str, deque[float]] = field(default_factory=dict)  # /sms status look-ups per person
     home: HomeTabs | None = None  # the App Home tab (None: not published)
     steps: SlackSteps | None = None  # the Workflow Builder step (None: not offered)
+    alerts: AlertDesk | None = None  # acknowledging forwarded alerts (None: reactions and replies do nothing)
 
 
 def register_all(app: AsyncApp, deps: Deps) -> None:

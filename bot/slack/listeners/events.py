@@ -13,10 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack import messages
 from bot.slack.alerts import alert_request
 from bot.slack.listeners import Deps
-from bot.slack.payloads import MessageEventCallback
+from bot.slack.payloads import MessageEvent, MessageEventCallback
 
 log = logging.getLogger("bot.slack.events")
 
@@ -25,7 +27,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
     own_ids = frozenset(i for i in (deps.bot_user_id, deps.bot_id) if i)
 
     @app.event("message")
-    async def on_message(body: dict[str, Any]) -> None:
+    async def on_message(body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
             callback = MessageEventCallback.model_validate(body)
         except ValidationError as exc:
@@ -34,6 +36,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         found = alert_request(callback.event, callback.team_id, deps.policy, own_ids)
         if found is None:
+            await _reply_acknowledges(deps, client, callback.event, own_ids)
             return
         rule, request = found
         record = await deps.intake.record(request)  # raises when the database is down: Slack will retry
@@ -45,3 +48,38 @@ def register(app: AsyncApp, deps: Deps) -> None:
                 callback.event_id,
                 extra={"send_id": record.id},
             )
+
+    @app.event("reaction_added")
+    async def on_reaction(body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A person's ✅ (or the rule's ``ack_reactions``) on a forwarded alert acknowledges it."""
+        event = body.get("event") or {}
+        item = event.get("item") or {}
+        user, reaction = str(event.get("user") or ""), str(event.get("reaction") or "")
+        channel, ts = str(item.get("channel") or ""), str(item.get("ts") or "")
+        if not (user and reaction and channel and ts) or user in own_ids:
+            return
+        if deps.alerts is None or not deps.alerts.acknowledges(channel, reaction):
+            return
+        await _acknowledge(deps, client, channel, ts, user)
+
+
+async def _reply_acknowledges(deps: Deps, client: AsyncWebClient, event: MessageEvent, own_ids: frozenset[str]) -> None:
+    """A person's reply in a forwarded alert's thread acknowledges it (bots' replies do not)."""
+    channel, thread, user = event.channel, event.thread_ts, event.user
+    if deps.alerts is None or not channel or not thread or thread == event.ts or not user or event.bot_id:
+        return
+    if event.subtype is not None or user in own_ids or not deps.alerts.acknowledges(channel, None):
+        return
+    await _acknowledge(deps, client, channel, thread, user)
+
+
+async def _acknowledge(deps: Deps, client: AsyncWebClient, channel: str, ts: str, user: str) -> None:
+    assert deps.alerts is not None  # noqa: S101 - asked only with alerts
+    record = await deps.alerts.acknowledge(channel, ts, user)  # raises when the database fails: Slack retries
+    if record is None:
+        return  # not a forwarded alert, or acknowledged before
+    log.info("alert acknowledged send_id=%s by=%s", record.id, user, extra={"send_id": record.id})
+    try:
+        await client.chat_postMessage(channel=channel, thread_ts=ts, text=messages.acknowledged(user))
+    except Exception as exc:  # acknowledged all the same; only the note is missing
+        log.warning("could not say in %s that an alert was acknowledged (%s)", channel, type(exc).__name__)
