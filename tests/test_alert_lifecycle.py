@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from bot.storage.schema import alert_dedupe
+from bot.domain.clock import utc_now
+from bot.storage.schema import alert_dedupe, sends
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, event_callback, running_app
@@ -242,3 +244,87 @@ async def test_a_persons_reply_in_the_alerts_thread_acknowledges_it_and_a_bots_d
     ]
     (record,) = [r for r in await app.relay.storage.sends.audit() if r.request.idempotency_key.endswith(first["ts"])]
     assert record.acked_by == "U0BEN"
+
+
+# ---------------------------------------------------------------- escalation
+
+ESCALATING = (
+    POLICY
+    + """  - name: escalating
+    slack_channels: [C0PAGE]
+    match: "(?i)critical"
+    from: any
+    sender: ops-sms
+    to: ["+14155550100"]
+    escalate:
+      - {after: 5m, to: ["+14155550120"]}
+      - {after: 15m, to: [S0LEADS]}
+"""
+)
+
+
+async def make_due(app: App, key: str) -> None:
+    """The escalation step under ``key`` is due now (as if its minutes had passed)."""
+    async with app.relay.storage.database.begin() as conn:
+        await conn.execute(sends.update().where(sends.c.idempotency_key == key).values(next_attempt_at=utc_now()))
+    app.relay.outbox.wakeup.set()
+
+
+async def escalations(app: App) -> list[Any]:
+    return [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "escalation"]
+
+
+async def test_nobody_acknowledges_escalation_texts_each_step_and_an_acknowledgement_stops_the_rest(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    slack.add_user("U0LEAD", "lead", "+1 415 555 0130")
+    slack.state.usergroups["S0LEADS"] = ["U0LEAD"]
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763800500.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=ESCALATING) as app:
+        await post(app, alert, "C0PAGE")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        steps = await escalations(app)
+        assert [r.state.value for r in steps] == ["pending", "pending"]
+        async with app.relay.storage.database.connect() as conn:
+            due = dict((await conn.execute(sa.select(sends.c.idempotency_key, sends.c.next_attempt_at))).all())
+        assert [round((due[f"escalate:{fired.id}:{i}"] - fired.created_at).total_seconds()) for i in (0, 1)] == [
+            300,
+            900,
+        ]
+
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+        await post(app, reaction("U0ANA", "eyes", alert["ts"], "C0PAGE"))
+        await make_due(app, f"escalate:{fired.id}:1")
+        await app.settle()
+
+    assert texts(fake_d7) == [
+        ("CRITICAL: payments down", ["+14155550100"]),
+        ("ESCALATED, nobody acknowledged in 5m: CRITICAL: payments down", ["+14155550120"]),
+    ]  # the leads (step 2) were not paged: ana had it by then
+    thread = replies(slack, alert["ts"])
+    assert any(t.startswith(":white_check_mark: *Escalation step 1 texted* to +1 415 ••• 0120") for t in thread)
+    assert ":white_check_mark: *Escalation step 2 not sent:* <@U0ANA> acknowledged the alert." in thread
+
+
+async def test_a_restart_in_the_middle_of_an_escalation_neither_repeats_nor_skips_a_step(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    slack.add_user("U0LEAD", "lead", "+1 415 555 0130")
+    slack.state.usergroups["S0LEADS"] = ["U0LEAD"]
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763800600.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=ESCALATING) as app:
+        await post(app, alert, "C0PAGE")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+    async with running_app(slack, fake_d7, tmp_path, policy=ESCALATING) as app:  # the bot restarted
+        await post(app, alert, "C0PAGE")  # Slack delivers the alert again: recorded before, nothing new
+        await make_due(app, f"escalate:{fired.id}:1")
+        await app.settle()
+        steps = await escalations(app)
+
+    assert [r.state.value for r in steps] == ["accepted", "accepted"]
+    assert [r for _, r in texts(fake_d7)] == [["+14155550100"], ["+14155550120"], ["+14155550130"]]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.encoding import Encoding, analyze
-from bot.domain.models import Via
-from bot.domain.policy import AlertRule, Policy
+from bot.domain.models import RecipientRef, RefKind, Via
+from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
 
 WHATSAPP_MAX_CHARS = 4096
 WORD_BACKOFF = 15  # a cut may move back this many characters to end at a word
@@ -292,3 +292,17 @@ class AlertActivity:
     held: int  # phones held back by a per-phone limit (in a summary instead)
     repeats: int  # not texted again within the dedupe window
     refused: int
+
+
+def targets_as_refs(targets: Sequence[str]) -> tuple[RecipientRef, ...]:
+    """An alert rule's ``to`` (or an escalation step's), already normalised by the policy (E.164, group:NAME or
+    S…), as recipient references."""
+    refs = []
+    for target in targets:
+        if target.startswith(GROUP_PREFIX):
+            refs.append(RecipientRef(RefKind.CONTACTS, target.removeprefix(GROUP_PREFIX)))
+        elif USERGROUP_ID.match(target):
+            refs.append(RecipientRef(RefKind.USERGROUP, target))
+        else:
+            refs.append(RecipientRef(RefKind.NUMBER, target))
+    return tuple(refs)

@@ -131,11 +131,12 @@ class Surface(StrEnum):
     SUMMARY = "summary"  # the end-of-window summary of alerts held back by a per-phone limit
     WORKFLOW = "workflow"  # the "Send a text with D7" step of a Workflow Builder workflow
     RESOLVED = "resolved"  # a post that resolves a forwarded alert: "RESOLVED" to the phones that got it
+    ESCALATION = "escalation"  # an alert nobody acknowledged in time: the next step of its rule's escalation
 
     @property
     def is_alert(self) -> bool:
         """Alerts and summaries: nobody asked, so their whole story goes in the alert's thread."""
-        return self in (Surface.ALERT, Surface.SUMMARY, Surface.RESOLVED)
+        return self in (Surface.ALERT, Surface.SUMMARY, Surface.RESOLVED, Surface.ESCALATION)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class AlertInfo:
     window_start: datetime | None = None  # summary: the per-phone window it closes
     identity: str | None = None  # alert and resolution: what they are about, firing/resolved words left out
     resolves: str | None = None  # resolution in a thread or by an edit: the idempotency key of the alert it ends
+    escalates: str | None = None  # escalation: the idempotency key of the alert nobody acknowledged
+    step: int | None = None  # escalation: which of the rule's steps (0-based)
 
     @property
     def is_summary(self) -> bool:
@@ -170,6 +173,10 @@ class AlertInfo:
     @property
     def is_resolution(self) -> bool:
         return self.kind is Surface.RESOLVED
+
+    @property
+    def is_escalation(self) -> bool:
+        return self.kind is Surface.ESCALATION
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,13 @@ class PerPhoneLimit(_Model):
     per: Duration
 
 
+class EscalationStep(_Model):
+    """If nobody acknowledged the alert ``after`` it was texted, text these too."""
+
+    after: Duration
+    to: list[str] = Field(min_length=1)
+
+
 class AlertRule(_Model):
     """Messages posted in these channels that match are forwarded to phones."""
 
@@ -205,6 +212,7 @@ class AlertRule(_Model):
     resolve: str | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
     # A person's reaction with one of these (or their reply in the alert's thread) acknowledges it.
     ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
+    escalate: list[EscalationStep] = Field(default_factory=list)  # stops on acknowledgement or resolution
 
     @field_validator("match", "resolve")
     @classmethod
@@ -393,6 +401,16 @@ class _Normaliser:
             rules.append(rule.model_copy(update={"recipients": [p for p in patterns if p is not None]}))
         return rules
 
+    def alert_targets(self, raw: Sequence[str], where: str) -> list[str]:
+        """An alert's ``to`` (or an escalation step's): numbers, group:NAME or S… groups, normalised."""
+        targets = [self.recipient_pattern(value, f"{where}[{i}]", True) for i, value in enumerate(raw)]
+        for i, target in enumerate(targets):
+            if target is not None and (
+                target == WILDCARD or target.endswith(WILDCARD) or target.startswith(REGION_PREFIX)
+            ):
+                self.problem(f"{where}[{i}]", "alerts go to numbers, group:NAME or S… groups")
+        return [t for t in targets if t is not None]
+
     def alert_template(self, alert: AlertRule, base: str) -> AlertRule:
         """A WhatsApp alert rule names an approved template of its sender and fills each of its parameters (from
         ``params``, or the alert field of the parameter's name); an SMS rule has neither."""
@@ -454,13 +472,14 @@ class _Normaliser:
             for i, who in enumerate(alert.from_ if isinstance(alert.from_, list) else ()):
                 if not (_BOT_ID.match(who) or _USER_ID.match(who)):
                     self.problem(f"{base}.from[{i}]", f"'{who}' is not a bot (B…) or user (U…) ID")
-            to = [self.recipient_pattern(raw, f"{base}.to[{i}]", True) for i, raw in enumerate(alert.to)]
-            for i, target in enumerate(to):
-                if target is not None and (
-                    target == WILDCARD or target.endswith(WILDCARD) or target.startswith(REGION_PREFIX)
-                ):
-                    self.problem(f"{base}.to[{i}]", "alerts go to numbers, group:NAME or S… groups")
-            alerts.append(alert.model_copy(update={"to": [t for t in to if t is not None]}))
+            to = self.alert_targets(alert.to, f"{base}.to")
+            steps = []
+            for s, step in enumerate(alert.escalate):
+                where = f"{base}.escalate[{s}]"
+                if s and step.after <= alert.escalate[s - 1].after:
+                    self.problem(f"{where}.after", "each step comes after the one before it")
+                steps.append(step.model_copy(update={"to": self.alert_targets(step.to, f"{where}.to")}))
+            alerts.append(alert.model_copy(update={"to": to, "escalate": steps}))
         return alerts
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from bot.domain.alerts import fit, summary_template, without_state
+from bot.domain.alerts import describe_window, fit, summary_template, targets_as_refs, without_state
 from bot.domain.clock import utc_now
 from bot.domain.errors import inert
 from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface, Via
@@ -83,6 +83,8 @@ class AlertDesk:
             return Text(await self._summary(record, rule))
         if alert.is_resolution:
             return await self._resolution(record, rule)
+        if alert.is_escalation:
+            return await self._escalation(record, rule)
         if alert.fingerprint is not None:
             # A person has it: its repeats are not texted until it is resolved (a day at most).
             acked = await self.sends.acked_repeat(rule.name, alert.fingerprint, utc_now() - ACKED_HOLDS)
@@ -108,6 +110,7 @@ class AlertDesk:
             unreached=unreached,
             template=template,
         )
+        await self._schedule_escalations(record, rule)
         return Text(checked) if checked.recipients else Bundle(checked)
 
     def _unsafe_profile_phones(self, numbers: list[PhoneNumber], names: Mapping[str, str]) -> tuple[str, ...]:
@@ -186,6 +189,69 @@ class AlertDesk:
     async def acknowledge(self, channel_id: str, ts: str, user_id: str) -> SendRecord | None:
         """A person has the alert posted at ``ts``: the alert when this acknowledged it (the first time)."""
         return await self.sends.acknowledge(f"alert:{channel_id}:{ts}", user_id)
+
+    # ------------------------------------------------------------ escalation
+
+    async def _schedule_escalations(self, record: SendRecord, rule: AlertRule) -> None:
+        """One intent per step of the rule's escalation, due ``after`` the alert came in; recorded once (a
+        restart records none again) and checked when due: acknowledged or resolved by then, it texts nobody."""
+        for i, step in enumerate(rule.escalate):
+            request = SendRequest(
+                via=record.request.via,
+                origin=replace(record.request.origin, surface=Surface.ESCALATION, response_url=None),
+                recipients=targets_as_refs(step.to),
+                text="",
+                idempotency_key=f"escalate:{record.id}:{i}",
+                sender=record.request.sender,
+                alert=AlertInfo(
+                    rule=rule.name, kind=Surface.ESCALATION, escalates=record.request.idempotency_key, step=i
+                ),
+            )
+            due = record.created_at + step.after
+            if await self.sends.record(request, self.deadline, not_before=due) is not None:
+                log.info("escalation %d scheduled rule=%s at=%s", i + 1, rule.name, due.isoformat())
+
+    async def _escalation(self, record: SendRecord, rule: AlertRule) -> Verdict:
+        """A step of the escalation, now due: nothing when a person acknowledged the alert or it was resolved
+        (the thread says so), else the alert's text, marked escalated, to the step's recipients."""
+        alert = _alert_of(record)
+        firing = await self.sends.by_key(alert.escalates) if alert.escalates else None
+        if firing is None:
+            raise Refused.denied("the alert this escalation is for is no longer in the log")
+        if firing.acked_by is not None or firing.resolved_at is not None:
+            return Repeat(firing.id)
+        step = alert.step if alert.step is not None else -1
+        if not 0 <= step < len(rule.escalate):
+            raise Refused.denied(f"rule '{rule.name}' has no escalation step {step + 1} any more")
+        found = await self.admission.resolve(record.request.recipients)
+        unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
+        if not found.numbers:
+            raise Refused.invalid(*(unreached or ("no recipients",)))
+        after = describe_window(rule.escalate[step].after)
+        body = firing.text_as_sent.strip()
+        words = f"ESCALATED, nobody acknowledged in {after}: {body}"
+        if rule.whatsapp_template is not None:
+            fields = {
+                "text": words,
+                "title": f"ESCALATED: {body.splitlines()[0] if body else ''}",
+                "channel": "",
+                "link": "",
+            }
+            text, use = self._text(rule, fields, record.request.via)
+        else:
+            text, use = fit("{text}", {"text": words}, record.request.via, rule.max_segments).text, None
+        return Text(
+            Checked(
+                rule=rule.name,
+                sender=rule.sender,
+                originator=self.policy.senders[rule.sender].originator,
+                recipients=tuple(found.numbers),
+                text=text,
+                names=found.names,
+                unreached=unreached,
+                template=use,
+            )
+        )
 
     # ------------------------------------------------------------ resolutions
 

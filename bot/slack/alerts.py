@@ -15,9 +15,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from bot.domain.alerts import AlertFacts, Author, fingerprint, identity, match_alert, match_resolution
-from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface
-from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
+from bot.domain.alerts import AlertFacts, Author, fingerprint, identity, match_alert, match_resolution, targets_as_refs
+from bot.domain.models import AlertInfo, Origin, RecipientRef, SendRequest, Surface
+from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import Directory
 from bot.slack.flatten import flatten, mentioned_users
 from bot.slack.markup import strip_mrkdwn, to_plain_text
@@ -57,15 +57,7 @@ def facts_of(event: Mapping[str, Any], channel_id: str | None = None) -> AlertFa
 
 def recipient_refs(rule: AlertRule) -> tuple[RecipientRef, ...]:
     """The rule's ``to`` (already normalised by the policy: E.164, group:NAME or S…) as recipient references."""
-    refs = []
-    for target in rule.to:
-        if target.startswith(GROUP_PREFIX):
-            refs.append(RecipientRef(RefKind.CONTACTS, target.removeprefix(GROUP_PREFIX)))
-        elif USERGROUP_ID.match(target):
-            refs.append(RecipientRef(RefKind.USERGROUP, target))
-        else:
-            refs.append(RecipientRef(RefKind.NUMBER, target))
-    return tuple(refs)
+    return targets_as_refs(rule.to)
 
 
 def alert_request(

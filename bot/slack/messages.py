@@ -386,6 +386,8 @@ def alert_outcome(
     """The reply in an alert's thread: texted (to whom, request_id, the exact text), or why not."""
     summary = send.alert is not None and send.alert.is_summary
     what = "Summary" if summary else "Alert"
+    if send.alert is not None and send.alert.is_escalation:
+        what = f"Escalation step {(send.alert.step or 0) + 1}"
     rule = f"rule *{escape(send.rule)}*"
     if result.error is not None:
         line = explain(result.error, send)
@@ -416,6 +418,13 @@ def alert_outcome(
 def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
     """The reply in an alert's thread when it was not texted on purpose: a repeat, or every phone over its limit."""
     window = describe_window(why.window) if why.window else "the window"
+    if why.state is SendState.DEDUPLICATED and send.alert is not None and send.alert.is_escalation:
+        first, n = why.first, (send.alert.step or 0) + 1
+        if first is not None and first.acked_by is not None:
+            line = f":white_check_mark: *Escalation step {n} not sent:* <@{first.acked_by}> acknowledged the alert."
+        else:
+            line = f":white_check_mark: *Escalation step {n} not sent:* the alert was resolved."
+        return line, [section(line)]
     if why.state is SendState.DEDUPLICATED:
         first = why.first
         where = ""

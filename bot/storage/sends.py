@@ -92,6 +92,8 @@ def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
         "window_start": alert.window_start.isoformat() if alert.window_start else None,
         "identity": alert.identity,
         "resolves": alert.resolves,
+        "escalates": alert.escalates,
+        "step": alert.step,
     }
 
 
@@ -160,6 +162,8 @@ def _alert_of(data: dict[str, Any] | None) -> AlertInfo | None:
         window_start=datetime.fromisoformat(start) if start else None,
         identity=data.get("identity"),
         resolves=data.get("resolves"),
+        escalates=data.get("escalates"),
+        step=data.get("step"),
     )
 
 
