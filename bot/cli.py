@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -226,7 +227,7 @@ def _read_message(file: str) -> dict[str, Any]:
 
 
 def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
-    from bot.domain.alerts import explain_match, fit
+    from bot.domain.alerts import explain_match, fit, match_resolution, without_state
     from bot.domain.encoding import analyze
     from bot.slack.alerts import NEW_POST_SUBTYPES, facts_of, title_of
 
@@ -243,6 +244,16 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     if message.get("subtype") not in NEW_POST_SUBTYPES:
         print(f"NOT FORWARDED: a '{message.get('subtype')}' event is not a new post", file=out)
         return EXIT_DENIED
+    try:
+        _at(args)
+    except ValueError:
+        print(f"error: --at: '{args.at}' is not a time like 2026-12-01T23:30", file=sys.stderr)
+        return EXIT_CONFIG
+    if (resolving := match_resolution(policy, facts)) is not None:
+        title = without_state(title_of(message, facts.text))
+        print(f"RESOLUTION for rule '{resolving.name}': texts \"RESOLVED: {title}\" to the phones that got", file=out)
+        print("the alert it is about (a reply in its thread, or the same title without FIRING/RESOLVED)", file=out)
+        return EXIT_OK
     lines = explain_match(policy, facts)
     for rule, why in lines:
         print(f"  rule '{rule.name}': {why or 'matches'}", file=out)
@@ -293,7 +304,46 @@ def _alert_notes(args: argparse.Namespace, rule: AlertRule, shown: str, matched:
     )
     notes.append(f"repeats within {describe_window(rule.dedupe_window)} are not texted again{limit}")
     notes.append(f"fingerprint {fingerprint(rule.name, matched)[:12]}")
+    return notes + _lifecycle_notes(args, rule, matched)
+
+
+def _lifecycle_notes(args: argparse.Namespace, rule: AlertRule, matched: str) -> list[str]:
+    """Which of resolve, acknowledgement, escalation and quiet hours apply to this alert at ``--at``."""
+    at = _at(args)
+    notes = []
+    if rule.resolve:
+        notes.append(f"a post matching /{rule.resolve}/ about it texts RESOLVED to the phones that got it")
+    reactions = ", ".join(f":{r}:" for r in rule.ack_reactions)
+    notes.append(f"a person's reaction ({reactions}) or reply in its thread acknowledges it")
+    for i, step in enumerate(rule.escalate, 1):
+        notes.append(
+            f"escalation step {i}: not acknowledged after {describe_window(step.after)} "
+            f"({(at + step.after):%Y-%m-%d %H:%M} UTC), texted to {', '.join(step.to)}"
+        )
+    quiet = rule.quiet_hours
+    if quiet is not None:
+        hours = f"quiet hours {quiet.from_}-{quiet.to} {quiet.tz}"
+        window = quiet.window(at)
+        if window is None:
+            notes.append(f"{hours}: at {at:%Y-%m-%d %H:%M} UTC it is not quiet, texted at once")
+        elif quiet.critical(matched):
+            notes.append(f"{hours}: at {at:%Y-%m-%d %H:%M} UTC it is quiet, but it matches except: texted at once")
+        else:
+            notes.append(
+                f"{hours}: at {at:%Y-%m-%d %H:%M} UTC it is HELD, in one summary text per phone at "
+                f"{window[1]:%Y-%m-%d %H:%M} UTC"
+            )
     return notes
+
+
+def _at(args: argparse.Namespace) -> datetime:
+    """``--at`` as an aware time (a time without zone is UTC); now when not given."""
+    from bot.domain.clock import utc_now
+
+    if not getattr(args, "at", None):
+        return utc_now()
+    at = datetime.fromisoformat(str(args.at).replace("Z", "+00:00"))
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 async def _audit(args: argparse.Namespace, out: TextIO) -> int:
@@ -355,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     alert.add_argument("--channel-name", help="the channel's name, for {channel} (default: the ID)")
     alert.add_argument("--link", help="the message's permalink, for {link} (default: an example)")
     alert.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
+    alert.add_argument("--at", help="the time it is posted, like 2026-12-01T23:30 (UTC unless it says; default now)")
 
     audit = sub.add_parser("audit", help="export the send log, or prune it (audit prune --older-than 90d)")
     audit.add_argument("action", nargs="?", choices=["export", "prune"], default="export")

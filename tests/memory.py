@@ -468,6 +468,11 @@ class MemoryAlertLedger:
             if not taken.held and window is not None and window.start == taken.window_start and window.sent > 0:
                 window.sent -= 1
 
+    async def hold(self, send_id: str, rule: str, phones: Sequence[str], window_start: datetime) -> None:
+        answered = self.taken.setdefault(send_id, {})
+        for phone in phones:
+            answered.setdefault(phone, _Taken(rule, True, window_start))
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         return {phone: t.window_start for phone, t in self.taken.get(send_id, {}).items() if t.held}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from bot.storage.schema import alert_dedupe, sends
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, event_callback, running_app
+from tests.test_cli import run
 
 SMS = "/messages/v1/send"
 PAYLOADS = Path(__file__).parent / "payloads" / "alerts"
@@ -328,3 +330,90 @@ async def test_a_restart_in_the_middle_of_an_escalation_neither_repeats_nor_skip
 
     assert [r.state.value for r in steps] == ["accepted", "accepted"]
     assert [r for _, r in texts(fake_d7)] == [["+14155550100"], ["+14155550120"], ["+14155550130"]]
+
+
+# ---------------------------------------------------------------- quiet hours
+
+
+def quiet_policy() -> str:
+    """A rule whose quiet hours are now (an hour either side, whatever the time of the test)."""
+    now = utc_now()
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=1)).strftime("%H:%M")
+    return (
+        POLICY
+        + f"""  - name: quiet
+    slack_channels: [C0QUIET]
+    match: "(?i)(warning|critical)"
+    from: any
+    sender: ops-sms
+    to: ["group:oncall-db"]
+    quiet_hours: {{from: "{start}", to: "{end}", tz: UTC, except: "(?i)critical"}}
+"""
+    )
+
+
+async def test_quiet_hours_hold_a_warning_pass_a_critical_then_one_summary_per_phone(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0QUIET", name="quiet")
+    warning = {"type": "message", "user": "U0BEN", "text": "WARNING: disk 85% on db-3", "ts": "1763800700.000100"}
+    critical = {"type": "message", "user": "U0BEN", "text": "CRITICAL: db-3 down", "ts": "1763800701.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=quiet_policy()) as app:
+        await post(app, warning, "C0QUIET")
+        await post(app, critical, "C0QUIET")
+        assert texts(fake_d7) == [("CRITICAL: db-3 down", ONCALL_DB)]  # the critical one at once
+        (held,) = replies(slack, warning["ts"])
+        assert held.startswith(":crescent_moon: *Not texted now:* quiet hours of rule *quiet* until <!date^")
+        summaries = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "summary"]
+        assert sorted(r.request.recipients[0].value for r in summaries) == ONCALL_DB
+        async with app.relay.storage.database.connect() as conn:
+            due = (await conn.execute(sa.select(sends.c.next_attempt_at).where(sends.c.surface == "summary"))).scalars()
+            assert {round((d - utc_now()).total_seconds() / 60) for d in due} == {60}  # at the end of the quiet time
+        async with app.relay.storage.database.begin() as conn:
+            await conn.execute(sends.update().where(sends.c.surface == "summary").values(next_attempt_at=utc_now()))
+        app.relay.outbox.wakeup.set()
+        await app.settle()
+
+    summary_texts = texts(fake_d7)[1:]
+    assert sorted(r for _, r in summary_texts) == [[ONCALL_DB[0]], [ONCALL_DB[1]]]  # one text per phone
+    for text, _ in summary_texts:
+        assert text.startswith("+1 more alert in #quiet since ")
+        assert text.endswith("WARNING: disk 85% on db-3")
+
+
+@pytest.mark.parametrize(
+    ("at", "quiet"),
+    [
+        (
+            "2026-12-01T23:30",
+            "at 2026-12-01 23:30 UTC it is HELD, in one summary text per phone at 2026-12-02 07:00 UTC",
+        ),
+        ("2026-12-01T12:00", "at 2026-12-01 12:00 UTC it is not quiet, texted at once"),
+    ],
+)
+def test_explain_alert_says_what_of_the_lifecycle_applies_at_a_given_time(tmp_path: Path, at: str, quiet: str) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(
+        POLICY
+        + """    escalate: [{after: 5m, to: ["+14155550102"]}]
+    quiet_hours: {from: "22:00", to: "07:00", tz: Europe/London, except: "(?i)\\\\bcritical\\\\b"}
+"""
+    )
+    message = tmp_path / "m.json"
+    message.write_text(
+        json.dumps(
+            payload("alertmanager")
+            | {
+                "attachments": [
+                    payload("alertmanager")["attachments"][0]
+                    | {"text": "disk 85%", "title": "[FIRING:1] Disk (db-3) firing"}
+                ]
+            }
+        )
+    )
+    result = run("explain-alert", "--channel", "C0STORM", "--file", str(message), "--policy", str(policy), "--at", at)
+    assert result.returncode == 0, result.stderr
+    notes = [line.removeprefix("note: ") for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert "a post matching /(?i)resolved/ about it texts RESOLVED to the phones that got it" in notes
+    assert "a person's reaction (:white_check_mark:, :eyes:) or reply in its thread acknowledges it" in notes
+    assert f"quiet hours 22:00-07:00 Europe/London: {quiet}" in notes

@@ -88,7 +88,8 @@ def test_explain_alert_prints_the_rule_and_the_exact_text(tmp_path: Path) -> Non
 
 
 def test_explain_alert_says_why_nothing_matches(tmp_path: Path) -> None:
-    body = {"type": "event_callback", "event": json.loads((ALERTS / "resolved.json").read_text())}
+    event = json.loads((ALERTS / "resolved.json").read_text().replace("[RESOLVED]", "[OK]"))
+    body = {"type": "event_callback", "event": event}
     file = tmp_path / "event.json"
     file.write_text(json.dumps(body))
 
@@ -97,7 +98,20 @@ def test_explain_alert_says_why_nothing_matches(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "rule 'prod critical': its match /(?i)\\b(critical|firing)\\b/ does not match" in result.stdout
     assert "NOT FORWARDED: no alert rule takes this message" in result.stdout
-    assert "  | [RESOLVED] InstanceDown (prod node-exporter)" in result.stdout
+    assert "  | [OK] InstanceDown (prod node-exporter)" in result.stdout
+
+
+def test_explain_alert_recognises_a_resolving_post(tmp_path: Path) -> None:
+    file = tmp_path / "event.json"
+    file.write_text((ALERTS / "resolved.json").read_text())
+
+    result = run("explain-alert", "--channel", "C0ALERTS", "--file", str(file), env={"BOT_POLICY": EXAMPLE})
+
+    assert result.returncode == 0
+    assert (
+        "RESOLUTION for rule 'prod critical': texts \"RESOLVED: InstanceDown (prod node-exporter)\" to the phones"
+        in result.stdout
+    )
 
 
 def test_explain_alert_rejects_a_file_that_is_not_a_message(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import re
 import string
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -181,6 +182,70 @@ class PerPhoneLimit(_Model):
     per: Duration
 
 
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class QuietHours(_Model):
+    """Between ``from`` and ``to`` (local time in ``tz``; across midnight when ``from`` is later), alerts are held and
+    summed up at the end of the quiet time, one text per phone; alerts matching ``except`` are texted at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    tz: str = "UTC"
+    except_: str | None = Field(None, alias="except")
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"'{value}' is not a time like 22:00")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use names like Europe/London)") from None
+        return value
+
+    @field_validator("except_")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression: {exc}") from None
+        return value
+
+    def window(self, at: datetime) -> tuple[datetime, datetime] | None:
+        """The quiet time ``at`` falls in (its start and end, in UTC), or None when ``at`` is not in one."""
+        zone = ZoneInfo(self.tz)
+        local = at.astimezone(zone)
+        start_t, end_t = (time(int(v[:2]), int(v[3:])) for v in (self.from_, self.to))
+        day = local.date()
+        if start_t == end_t:
+            return None
+        if start_t < end_t:  # within one day
+            if not start_t <= local.time() < end_t:
+                return None
+            start, end = datetime.combine(day, start_t, zone), datetime.combine(day, end_t, zone)
+        elif local.time() >= start_t:  # across midnight, before it
+            start, end = datetime.combine(day, start_t, zone), datetime.combine(day + timedelta(days=1), end_t, zone)
+        elif local.time() < end_t:  # across midnight, after it
+            start, end = datetime.combine(day - timedelta(days=1), start_t, zone), datetime.combine(day, end_t, zone)
+        else:
+            return None
+        return start.astimezone(UTC), end.astimezone(UTC)
+
+    def critical(self, text: str) -> bool:
+        return self.except_ is not None and re.search(self.except_, text) is not None
+
+
 class EscalationStep(_Model):
     """If nobody acknowledged the alert ``after`` it was texted, text these too."""
 
@@ -213,6 +278,7 @@ class AlertRule(_Model):
     # A person's reaction with one of these (or their reply in the alert's thread) acknowledges it.
     ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
     escalate: list[EscalationStep] = Field(default_factory=list)  # stops on acknowledgement or resolution
+    quiet_hours: QuietHours | None = None  # hold non-critical alerts at night, one summary per phone after
 
     @field_validator("match", "resolve")
     @classmethod

@@ -315,6 +315,11 @@ class AlertLedger(Protocol):
         (in windows still open) and it is no longer held for any summary."""
         ...
 
+    async def hold(self, send_id: str, rule: str, phones: Sequence[str], window_start: datetime) -> None:
+        """Hold this alert back for these phones (quiet hours): it goes in their summary of the window that
+        started at ``window_start``. Asked again for the same send, nothing changes."""
+        ...
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         """For each phone this alert was held back for: the start of that window."""
         ...

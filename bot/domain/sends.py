@@ -331,3 +331,4 @@ class NotSent:
     window: timedelta | None = None  # the dedupe window, or the per-phone limit's window
     first: SendRecord | None = None  # deduplicated: the send that texted the alert
     limit: int | None = None  # bundled: texts per phone per window
+    quiet_until: datetime | None = None  # bundled in quiet hours: when they end (and the summaries go)

@@ -98,6 +98,24 @@ class AlertDesk:
         unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))
+        quiet = self._quiet(record, rule)
+        if quiet is not None:  # quiet hours: every phone gets it in one summary when they end
+            start, end = quiet
+            await self.ledger.hold(record.id, rule.name, [n.e164 for n in found.numbers], start)
+            for number in found.numbers:
+                await self._schedule_summary(record, rule.name, number.e164, start, end)
+            held_all = Checked(
+                rule=rule.name,
+                sender=rule.sender,
+                originator=self.policy.senders[rule.sender].originator,
+                recipients=(),
+                text=text,
+                names=found.names,
+                held=tuple(found.numbers),
+                unreached=unreached,
+                template=template,
+            )
+            return Bundle(held_all)
         held = await self._over_limit(record, rule, found.numbers)
         checked = Checked(
             rule=rule.name,
@@ -127,6 +145,13 @@ class AlertDesk:
                 "only when they are mobile, landline, toll-free or VoIP numbers"
             )
         return tuple(problems)
+
+    def _quiet(self, record: SendRecord, rule: AlertRule) -> tuple[datetime, datetime] | None:
+        """The quiet time this alert came in (start, end), unless it is critical (the rule's ``except``)."""
+        quiet = rule.quiet_hours
+        if quiet is None or quiet.critical(record.request.text):
+            return None
+        return quiet.window(record.created_at)
 
     async def _over_limit(self, record: SendRecord, rule: AlertRule, numbers: list[PhoneNumber]) -> list[PhoneNumber]:
         """The phones over the rule's per-phone limit; each gets a summary at the end of its window."""
@@ -375,17 +400,32 @@ class AlertDesk:
         except Exception as exc:  # at worst a phone's window counts a text it never got
             log.warning("could not give back the per-phone counts of send_id=%s (%s)", record.id, type(exc).__name__)
 
-    async def with_holds(self, send: PreparedSend) -> PreparedSend:
-        """The send with when its held-back phones get their summary (for the thread reply)."""
+    async def with_holds(self, send: PreparedSend, created_at: datetime | None = None) -> PreparedSend:
+        """The send with when its held-back phones get their summary (for the thread reply); ``created_at``: when
+        the alert came in (quiet hours are decided by it)."""
         alert = send.alert
         if not send.held or alert is None:
             return send
         rule = self.policy.alert_rule(alert.rule)
-        if rule is None or rule.max_per_phone is None:
+        if rule is None:
+            return send
+        if (quiet := self._quiet_of(send.request, rule, created_at)) is not None:
+            return replace(send, held_until=quiet[1])
+        if rule.max_per_phone is None:
             return send
         starts = await self.ledger.held_windows(send.send_id)
         ends = [starts[n.e164] + rule.max_per_phone.per for n in send.held if n.e164 in starts]
         return replace(send, held_until=min(ends)) if ends else send
+
+    @staticmethod
+    def _quiet_of(
+        request: SendRequest, rule: AlertRule, created_at: datetime | None
+    ) -> tuple[datetime, datetime] | None:
+        """The quiet time a held alert was held for (none for summaries and per-phone holds)."""
+        alert, quiet = request.alert, rule.quiet_hours
+        if alert is None or alert.kind is not Surface.ALERT or quiet is None or created_at is None:
+            return None
+        return None if quiet.critical(request.text) else quiet.window(created_at)
 
     async def not_sent(self, record: SendRecord) -> NotSent:
         """Why an alert was not texted on purpose, for its thread."""
@@ -394,7 +434,13 @@ class AlertDesk:
             first = await self.sends.get(record.duplicate_of) if record.duplicate_of else None
             return NotSent(record.state, window=rule.dedupe_window if rule else None, first=first)
         limit = rule.max_per_phone if rule else None
-        return NotSent(record.state, window=limit.per if limit else None, limit=limit.count if limit else None)
+        quiet = self._quiet_of(record.request, rule, record.created_at) if rule else None
+        return NotSent(
+            record.state,
+            window=limit.per if limit else None,
+            limit=limit.count if limit else None,
+            quiet_until=quiet[1] if quiet else None,
+        )
 
 
 def _alert_value(rule: AlertRule, values: tuple[str, ...]) -> str | None:

@@ -98,10 +98,10 @@ class Teller:
             if record.state is SendState.DENIED:
                 await conversation.refuse(record.why_refused)
             elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
-                shown = await self.alerts.with_holds(send or self.prepared(record))
+                shown = await self.alerts.with_holds(send or self.prepared(record), record.created_at)
                 await conversation.not_sent(shown, record.placement, await self.alerts.not_sent(record))
             else:
-                shown = await self.alerts.with_holds(send or self.prepared(record))
+                shown = await self.alerts.with_holds(send or self.prepared(record), record.created_at)
                 if record.unannounced:  # Slack did not take the announcement in time: first it, then the result
                     record = await self.sends.place(record, await conversation.announce(shown))
                 statuses = await self.deliveries.statuses(record.id) if record.request_id else []
@@ -170,7 +170,7 @@ class Teller:
         reached. The reply does not wait for the card: a card Slack refuses never hides a failure."""
         due = record.card_due_at
         statuses = await self.deliveries.statuses(record.id)
-        send = await self.alerts.with_holds(self.prepared(record))
+        send = await self.alerts.with_holds(self.prepared(record), record.created_at)
         again: Exception | None = None
         if record.result_ts is not None:
             try:

@@ -441,6 +441,12 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
             f"Repeats within {window} are not texted (rule *{escape(send.rule)}*)."
         )
         return line, [section(line)]
+    if why.quiet_until is not None:
+        line = (
+            f":crescent_moon: *Not texted now:* quiet hours of rule *{escape(send.rule)}* until "
+            f"{_date(why.quiet_until)}. {recipients_text(send, send.held)} get it then, in one summary text each."
+        )
+        return line, [section(line), quote(send.text)] if send.text else [section(line)]
     limit = f"{why.limit} alert texts" if why.limit else "their limit of alert texts"
     when = f" at {_date(send.held_until)}" if send.held_until else " at the end of the window"
     line = (

@@ -107,6 +107,20 @@ class SqlAlertLedger:
                     .values(sent=w.sent - 1)
                 )
 
+    async def hold(self, send_id: str, rule: str, phones: Sequence[str], window_start: datetime) -> None:
+        if not phones:
+            return
+        at = now()
+        rows = [
+            {"send_id": send_id, "phone": p, "rule": rule, "window_start": window_start, "held": True, "created_at": at}
+            for p in sorted(set(phones))
+        ]
+        statement = (
+            self._db.insert(alert_deliveries).values(rows).on_conflict_do_nothing(index_elements=["send_id", "phone"])
+        )
+        async with self._db.begin() as conn:
+            await conn.execute(statement)
+
     async def held_windows(self, send_id: str) -> dict[str, datetime]:
         d = alert_deliveries.c
         query = sa.select(d.phone, d.window_start).where(d.send_id == send_id, d.held.is_(True))
