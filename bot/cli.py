@@ -249,7 +249,7 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError:
         print(f"error: --at: '{args.at}' is not a time like 2026-12-01T23:30", file=sys.stderr)
         return EXIT_CONFIG
-    if (resolving := match_resolution(policy, facts)) is not None:
+    if (resolving := match_resolution(policy, facts, title_of(message, facts.text))) is not None:
         title = without_state(title_of(message, facts.text))
         print(f"RESOLUTION for rule '{resolving.name}': texts \"RESOLVED: {title}\" to the phones that got", file=out)
         print("the alert it is about (a reply in its thread, or the same title without FIRING/RESOLVED)", file=out)
@@ -343,7 +343,7 @@ def _at(args: argparse.Namespace) -> datetime:
     if not getattr(args, "at", None):
         return utc_now()
     at = datetime.fromisoformat(str(args.at).replace("Z", "+00:00"))
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 async def _audit(args: argparse.Namespace, out: TextIO) -> int:

@@ -355,15 +355,15 @@ class MemorySendStore:
             (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None
         )
 
-    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
+    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
         found = [
             r.record
             for r in self._rows.values()
             if (a := r.record.request.alert) is not None
-            and a.rule == rule
+            and r.record.request.channel_id == channel_id
             and a.identity == identity
             and a.kind is Surface.ALERT
-            and r.record.state is SendState.ACCEPTED
+            and r.record.duplicate_of is None
             and r.record.created_at >= since
         ]
         return max(found, key=lambda r: r.created_at, default=None)

@@ -119,37 +119,42 @@ def _why_not(rule: AlertRule, facts: AlertFacts) -> str | None:
     return None
 
 
-def _resolves(rule: AlertRule, facts: AlertFacts) -> bool:
-    """Whether this post resolves an alert of ``rule``: in its channels, from whom it takes alerts, matching its
-    ``resolve`` (a reply in an alert's thread counts whatever ``thread_replies`` says: tools post resolutions there)."""
+def _resolves(rule: AlertRule, facts: AlertFacts, title: str) -> bool:
+    """Whether this post resolves an alert of ``rule``: in its channels, posted by a bot the rule takes alerts from
+    (or someone in its ``from`` list: people's chatter never resolves), its title matching ``resolve`` and saying
+    no firing word (Grafana's firing posts can carry a "Resolved" section for the recovered part of a group)."""
     if rule.resolve is None or facts.channel_id not in rule.slack_channels:
         return False
-    if rule.from_ == "bots" and not facts.author.is_bot:
+    if isinstance(rule.from_, list):
+        if not (facts.author.ids & set(rule.from_)):
+            return False
+    elif not facts.author.is_bot:
         return False
-    if isinstance(rule.from_, list) and not (facts.author.ids & set(rule.from_)):
-        return False
-    return re.search(rule.resolve, facts.text) is not None
+    return re.search(rule.resolve, title) is not None and _FIRING.search(title) is None
 
 
-def match_resolution(policy: Policy, facts: AlertFacts) -> AlertRule | None:
+def match_resolution(policy: Policy, facts: AlertFacts, title: str) -> AlertRule | None:
     """The first alert rule this post resolves an alert of, or None. Asked before ``match_alert``: a resolved
     notice often still says "critical"."""
     for rule in policy.alerts:
-        if _resolves(rule, facts):
+        if _resolves(rule, facts, title):
             return rule
     return None
 
 
-# The words that say an alert's state, not what it is about: "[FIRING:2]", "[RESOLVED]", "OK", "Triggered"…
+# The words that say an alert's state, not what it is about: "[FIRING:2]", "[RESOLVED]", "Triggered"…
 _STATE = re.compile(
-    r"\[?\b(?:firing|resolved|recovered|triggered|alerting|ok|problem|re-?triggered)\b(?::\s*\d+)?\]?", re.IGNORECASE
+    r"\[?\b(?:firing|resolved|recovered|triggered|alerting|re-?triggered)\b(?::\s*\d+)?\]?", re.IGNORECASE
 )
+_FIRING = re.compile(r"\b(?:firing|triggered|alerting|re-?triggered)\b", re.IGNORECASE)
 
 
-def identity(rule_name: str, title: str) -> str:
-    """What an alert is about, equal for its firing post and its resolved one: its title without state words,
-    numbers, dates and times (``[FIRING:2] InstanceDown (prod)`` and ``[RESOLVED] InstanceDown (prod)``)."""
-    return fingerprint(rule_name, _STATE.sub(" ", title))
+def identity(title: str) -> str:
+    """What an alert is about, equal for its firing post and its resolved one: its title without the state words
+    and their counts, case and spacing (``[FIRING:2] InstanceDown (prod)`` and ``[RESOLVED] InstanceDown (prod)``);
+    numbers in it stay (``node 5`` is not ``node 7``)."""
+    about = re.sub(r"\s+", " ", _STATE.sub(" ", title)).strip(" -:").lower()
+    return hashlib.sha256(about.encode()).hexdigest()[:40]
 
 
 def without_state(title: str) -> str:

@@ -27,6 +27,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
@@ -221,6 +222,12 @@ class QuietHours(_Model):
             except re.error as exc:
                 raise ValueError(f"bad regular expression: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.from_ == self.to:
+            raise ValueError("from and to are the same time: no quiet time at all (remove quiet_hours)")
+        return self
 
     def window(self, at: datetime) -> tuple[datetime, datetime] | None:
         """The quiet time ``at`` falls in (its start and end, in UTC), or None when ``at`` is not in one."""

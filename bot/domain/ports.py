@@ -274,8 +274,8 @@ class SendStore(Protocol):
         was not resolved: its repeats are not texted."""
         ...
 
-    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
-        """The latest alert of ``rule`` with this identity texted (accepted) since ``since``."""
+    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
+        """The latest alert (not a repeat) with this identity posted in this channel since ``since``."""
         ...
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:

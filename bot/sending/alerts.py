@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from bot.domain.alerts import describe_window, fit, summary_template, targets_as_refs, without_state
 from bot.domain.clock import utc_now
-from bot.domain.errors import inert
+from bot.domain.errors import ServiceUnavailable, inert
 from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
 from bot.domain.policy import AlertRule, Policy
@@ -128,8 +128,10 @@ class AlertDesk:
             unreached=unreached,
             template=template,
         )
+        if not checked.recipients:
+            return Bundle(checked)  # held for the summaries: nobody is paged, so nobody is escalated to
         await self._schedule_escalations(record, rule)
-        return Text(checked) if checked.recipients else Bundle(checked)
+        return Text(checked)
 
     def _unsafe_profile_phones(self, numbers: list[PhoneNumber], names: Mapping[str, str]) -> tuple[str, ...]:
         """Phones from Slack profiles (anyone may edit theirs) of a type that costs more or is worth money to
@@ -212,8 +214,18 @@ class AlertDesk:
         return bool(rules) and (reaction is None or any(reaction in r.ack_reactions for r in rules))
 
     async def acknowledge(self, channel_id: str, ts: str, user_id: str) -> SendRecord | None:
-        """A person has the alert posted at ``ts``: the alert when this acknowledged it (the first time)."""
-        return await self.sends.acknowledge(f"alert:{channel_id}:{ts}", user_id)
+        """A person has the alert posted at ``ts`` (or the alert a repeat posted there repeats): the alert when this
+        acknowledged it (the first time)."""
+        posted = await self._leader(await self.sends.by_key(f"alert:{channel_id}:{ts}"))
+        if posted is None:
+            return None
+        return await self.sends.acknowledge(posted.request.idempotency_key, user_id)
+
+    async def _leader(self, record: SendRecord | None) -> SendRecord | None:
+        """The alert itself when ``record`` is a repeat of it (not texted again), else ``record``."""
+        if record is not None and record.duplicate_of is not None:
+            return await self.sends.get(record.duplicate_of) or record
+        return record
 
     # ------------------------------------------------------------ escalation
 
@@ -285,20 +297,25 @@ class AlertDesk:
         back or not reached), in one SMS segment; once per alert, however many resolving posts follow."""
         alert = _alert_of(record)
         if alert.resolves is not None:  # a reply in the alert's thread, or the alert's own post edited
-            firing = await self.sends.by_key(alert.resolves)
+            firing = await self._leader(await self.sends.by_key(alert.resolves))
         elif alert.identity is not None:
-            firing = await self.sends.latest_alert(rule.name, alert.identity, utc_now() - RESOLVES_WITHIN)
+            since = utc_now() - RESOLVES_WITHIN
+            firing = await self.sends.latest_alert(record.request.channel_id, alert.identity, since)
         else:
             firing = None
-        if firing is None or firing.state is not SendState.ACCEPTED or firing.checked is None:
+        if firing is None:
             raise Refused.denied(f"no alert texted by rule '{rule.name}' matches this resolution, so nobody was told")
-        if not firing.checked.recipients:
+        if not firing.state.final:  # still being sent (D7 asked to retry): the resolution waits for it
+            raise ServiceUnavailable("the alert it resolves is still being sent")
+        await self.sends.mark_resolved(firing.id)  # its escalations and the hold on its repeats end, texted or not
+        if firing.state is not SendState.ACCEPTED or firing.checked is None or not firing.checked.recipients:
             raise Refused.denied("the alert it resolves reached no phone, so nobody was told")
+        own = self.policy.alert_rule(firing.request.alert.rule) if firing.request.alert else None
+        rule = own or rule  # the alert's own rule: its sender and template
         key = hashlib.sha256(f"resolved:{firing.id}".encode()).hexdigest()[:40]
         leader = await self.ledger.lead(key, record.id, RESOLVES_WITHIN)
         if leader != record.id:
             return Repeat(leader)
-        await self.sends.mark_resolved(firing.id)  # its escalations and the hold on its repeats end
         message = (firing.request.alert.message if firing.request.alert else None) or {}
         title = firing.request.text.splitlines()[0] if firing.request.text else ""
         if self.reader is not None and message:
@@ -310,13 +327,17 @@ class AlertDesk:
             text, use = self._text(rule, fields, via)
         else:
             text, use = fit("{text}", {"text": words}, via, 1).text, None  # one segment, whatever the rule says
-        texted = firing.checked.recipients
+        texted = list(firing.checked.recipients)
+        for i in range(len(rule.escalate)):  # those paged by its escalation hear it is over too
+            step = await self.sends.by_key(f"escalate:{firing.id}:{i}")
+            if step is not None and step.state is SendState.ACCEPTED and step.checked is not None:
+                texted += [n for n in step.checked.recipients if n not in texted]
         return Text(
             Checked(
                 rule=rule.name,
                 sender=rule.sender,
                 originator=self.policy.senders[rule.sender].originator,
-                recipients=texted,
+                recipients=tuple(texted),
                 text=text,
                 names={k: v for k, v in firing.checked.names.items() if k in {n.e164 for n in texted}},
                 template=use,

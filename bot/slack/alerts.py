@@ -88,7 +88,7 @@ def alert_request(
         return None  # cheap exit for the channels no rule watches
     facts = facts_of(seen, channel)
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
-    if (resolving := match_resolution(policy, facts)) is not None:
+    if (resolving := match_resolution(policy, facts, title_of(message, facts.text))) is not None:
         # A reply in the alert's thread ends that alert; a top-level post ends the latest alert it is about.
         thread = event.thread_ts if event.thread_ts and event.thread_ts != ts else None
         ends = f"alert:{channel}:{thread}" if thread else None
@@ -114,7 +114,7 @@ def alert_request(
             rule=rule.name,
             fingerprint=fingerprint(rule.name, facts.text),
             message=message,
-            identity=identity(rule.name, title_of(message, facts.text)) if rule.resolve else None,
+            identity=identity(title_of(message, facts.text)),
         ),
     )
     return rule, request
@@ -150,7 +150,7 @@ def _resolution(
             rule=rule.name,
             kind=Surface.RESOLVED,
             message=message,
-            identity=identity(rule.name, title_of(message, text)),
+            identity=identity(title_of(message, text)),
             resolves=ends.removeprefix("edit:") if ends else None,
         ),
     )
@@ -168,9 +168,16 @@ def _edited_to_resolved(
     if author_of(seen).ids & own_ids:
         return None
     facts = facts_of(seen, channel)
-    rule = match_resolution(policy, facts)
+    rule = match_resolution(policy, facts, title_of(seen, facts.text))
     if rule is None:
         return None
+    # Slack also sends message_changed for unfurls, reply counts and re-edits: only a post that said something else
+    # before (a firing alert) and says resolved now ends one.
+    before = event.previous_message or {}
+    if before:
+        earlier = {k: before[k] for k in (*KEPT_FIELDS, "bot_profile") if k in before}
+        if match_resolution(policy, facts_of(earlier, channel), title_of(earlier, facts_of(earlier, channel).text)):
+            return None
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
     return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, f"edit:alert:{channel}:{ts}")
 

@@ -388,6 +388,8 @@ def alert_outcome(
     what = "Summary" if summary else "Alert"
     if send.alert is not None and send.alert.is_escalation:
         what = f"Escalation step {(send.alert.step or 0) + 1}"
+    if send.alert is not None and send.alert.is_resolution:
+        what = "RESOLVED"
     rule = f"rule *{escape(send.rule)}*"
     if result.error is not None:
         line = explain(result.error, send)
@@ -424,6 +426,9 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
             line = f":white_check_mark: *Escalation step {n} not sent:* <@{first.acked_by}> acknowledged the alert."
         else:
             line = f":white_check_mark: *Escalation step {n} not sent:* the alert was resolved."
+        return line, [section(line)]
+    if why.state is SendState.DEDUPLICATED and send.alert is not None and send.alert.is_resolution:
+        line = ":repeat: *Not texted again:* RESOLVED was already texted for this alert."
         return line, [section(line)]
     if why.state is SendState.DEDUPLICATED:
         first = why.first

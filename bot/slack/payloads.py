@@ -188,6 +188,7 @@ class MessageEvent(_Payload):
     attachments: list[dict[str, Any]] | None = None
     blocks: list[dict[str, Any]] | None = None
     message: dict[str, Any] | None = None  # message_changed: the message as it is now
+    previous_message: dict[str, Any] | None = None  # message_changed: as it was
 
     def sent_fields(self, names: Iterable[str]) -> dict[str, Any]:
         """The named fields that Slack sent (those it left out stay out), as plain JSON values, in ``names``' order."""

@@ -505,7 +505,7 @@ class SqlSendStore:
         c = sends.c
         query = (
             sa.select(sends)
-            .where(c.user_id == user_id, c.surface.not_in([Surface.ALERT.value, Surface.SUMMARY.value]))
+            .where(c.user_id == user_id, c.surface.not_in([s.value for s in Surface if s.is_alert]))
             .order_by(c.created_at.desc())
             .limit(limit)
         )
@@ -548,27 +548,18 @@ class SqlSendStore:
             row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == idempotency_key))).first()
         return _record_of(row) if row is not None else None
 
-    async def latest_alert(self, rule: str, identity: str, since: datetime) -> SendRecord | None:
+    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
         c = sends.c
         query = (
             sa.select(sends)
-            .where(
-                c.identity == identity,
-                c.surface == Surface.ALERT.value,
-                c.created_at >= sa.literal(since, UTCDateTime()),
-            )
-            .where(c.state == SendState.ACCEPTED.value)
+            .where(c.identity == identity, c.channel_id == channel_id, c.surface == Surface.ALERT.value)
+            .where(c.created_at >= sa.literal(since, UTCDateTime()), c.duplicate_of.is_(None))
             .order_by(c.created_at.desc())
             .limit(1)
         )
         async with self._db.connect() as conn:
             row = (await conn.execute(query)).first()
-        record = _record_of(row) if row is not None else None
-        return (
-            record
-            if record is not None and record.request.alert is not None and record.request.alert.rule == rule
-            else None
-        )
+        return _record_of(row) if row is not None else None
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
         c = sends.c

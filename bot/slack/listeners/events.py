@@ -68,7 +68,11 @@ async def _reply_acknowledges(deps: Deps, client: AsyncWebClient, event: Message
     channel, thread, user = event.channel, event.thread_ts, event.user
     if deps.alerts is None or not channel or not thread or thread == event.ts or not user or event.bot_id:
         return
-    if event.subtype is not None or user in own_ids or not deps.alerts.acknowledges(channel, None):
+    if (
+        event.subtype not in (None, "thread_broadcast")
+        or user in own_ids
+        or not deps.alerts.acknowledges(channel, None)
+    ):
         return
     await _acknowledge(deps, client, channel, thread, user)
 
