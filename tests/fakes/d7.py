@@ -401,7 +401,8 @@ def _check_sms(body: dict[str, Any]) -> Problem | None:
             return ([*loc, "data_coding"], "unexpected value; permitted: 'text', 'unicode', 'auto'")
         if m.get("msg_type", "text") != "text":
             return ([*loc, "msg_type"], "unexpected value; permitted: 'text'")
-    return _check_globals(body, {"originator", "report_url", "schedule_time"})
+    # "tag": the client's reference; the official SDK always sends it (null when unset), so D7 takes it.
+    return _check_globals(body, {"originator", "report_url", "schedule_time", "tag"})
 
 
 def _check_template(template: Any, approved: dict[str, tuple[str, int]], loc: list[str | int]) -> Problem | None:
