@@ -139,6 +139,7 @@ class D7Client(TextGateway):
     ) -> None:
         self._retry = retry or CLIENT_RETRY
         self._sleep = sleep
+        self._urls: dict[str, httpx.URL] = {}
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             auth=_BearerAuth(token),
@@ -260,6 +261,14 @@ class D7Client(TextGateway):
         )
         return SendResult(request_id=answer.request_id, status=SendStatus(answer.status), created_at=answer.created_at)
 
+    def _url(self, path: str) -> httpx.URL:
+        """The endpoint's absolute URL, parsed once: httpx parses a relative one against base_url on every request
+        (a tenth of the client's CPU per send, measured with bench.vs_sdk under cProfile)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(str(self._http.base_url).rstrip("/") + path)
+        return url
+
     async def _request(
         self,
         method: str,
@@ -274,7 +283,7 @@ class D7Client(TextGateway):
             attempt += 1
             error: E.D7Error
             try:
-                response = await self._http.request(method, path, json=payload)
+                response = await self._http.request(method, self._url(path), json=payload)
             except _NOT_SENT as exc:
                 error = E.D7UnavailableError(f"could not connect to D7 ({type(exc).__name__})")
                 error.__cause__ = exc
