@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -77,6 +78,18 @@ def _duration(value: Any) -> Any:
 
 # ``30s``, ``10m``, ``1h``, ``2d`` in the file; a timedelta once read.
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression: {exc}") from None
+    return value
+
+
+# A regular expression, checked when the policy is read.
+Regex = Annotated[str, AfterValidator(_regex)]
 
 
 class _Model(BaseModel):
@@ -195,7 +208,7 @@ class QuietHours(_Model):
     from_: str = Field(alias="from")
     to: str
     tz: str = "UTC"
-    except_: str | None = Field(None, alias="except")
+    except_: Regex | None = Field(None, alias="except")
 
     @field_validator("from_", "to")
     @classmethod
@@ -211,16 +224,6 @@ class QuietHours(_Model):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone '{value}' (use names like Europe/London)") from None
-        return value
-
-    @field_validator("except_")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression: {exc}") from None
         return value
 
     @model_validator(mode="after")
@@ -267,7 +270,7 @@ class AlertRule(_Model):
 
     name: Name
     slack_channels: list[str] = Field(min_length=1)
-    match: str
+    match: Regex
     from_: Literal["bots", "any"] | list[str] = Field("bots", alias="from")
     sender: str
     to: list[str] = Field(min_length=1)
@@ -281,22 +284,11 @@ class AlertRule(_Model):
     whatsapp_template: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
-    resolve: str | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
+    resolve: Regex | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
     # A person's reaction with one of these (or their reply in the alert's thread) acknowledges it.
     ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
     escalate: list[EscalationStep] = Field(default_factory=list)  # stops on acknowledgement or resolution
     quiet_hours: QuietHours | None = None  # hold non-critical alerts at night, one summary per phone after
-
-    @field_validator("match", "resolve")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression: {exc}") from None
-        return value
 
     @field_validator("template")
     @classmethod

@@ -98,7 +98,7 @@ class AlertDesk:
         unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))
-        quiet = self._quiet(record, rule)
+        quiet = self._quiet_of(record.request, rule, record.created_at)
         if quiet is not None:  # quiet hours: every phone gets it in one summary when they end
             start, end = quiet
             await self.ledger.hold(record.id, rule.name, [n.e164 for n in found.numbers], start)
@@ -147,13 +147,6 @@ class AlertDesk:
                 "only when they are mobile, landline, toll-free or VoIP numbers"
             )
         return tuple(problems)
-
-    def _quiet(self, record: SendRecord, rule: AlertRule) -> tuple[datetime, datetime] | None:
-        """The quiet time this alert came in (start, end), unless it is critical (the rule's ``except``)."""
-        quiet = rule.quiet_hours
-        if quiet is None or quiet.critical(record.request.text):
-            return None
-        return quiet.window(record.created_at)
 
     async def _over_limit(self, record: SendRecord, rule: AlertRule, numbers: list[PhoneNumber]) -> list[PhoneNumber]:
         """The phones over the rule's per-phone limit; each gets a summary at the end of its window."""
@@ -442,7 +435,8 @@ class AlertDesk:
     def _quiet_of(
         request: SendRequest, rule: AlertRule, created_at: datetime | None
     ) -> tuple[datetime, datetime] | None:
-        """The quiet time a held alert was held for (none for summaries and per-phone holds)."""
+        """The quiet time an alert came in (start, end), when it is held for it: none for a critical one (the rule's
+        ``except``), for summaries and other alert-like sends, or outside quiet hours."""
         alert, quiet = request.alert, rule.quiet_hours
         if alert is None or alert.kind is not Surface.ALERT or quiet is None or created_at is None:
             return None

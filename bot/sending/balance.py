@@ -76,7 +76,6 @@ class BalanceWatcher:
         self.offered: bool | None = None  # None: not asked yet
         self.failure: str | None = None  # why the last read failed (None: it worked)
         self.settings = settings  # where "warned" is kept for restarts and replicas (None: in memory only)
-        self.warned = False  # told, as far as this process knows
         self._state: str | None = None  # without settings: the state kept in memory
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -189,7 +188,6 @@ class BalanceWatcher:
         if self.settings is not None and not await self.settings.swap(WARNED, old, new):
             return False
         self._state = new
-        self.warned = new == YES
         return True
 
     # ------------------------------------------------------------ the background loop

@@ -19,7 +19,6 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Usage, budgets_of
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
-from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
 from bot.domain.ports import BudgetLedger, DeliveryLog, Directory, SendStore
@@ -38,7 +37,6 @@ class RuleView:
     """One rule that admits the user: what it lets them send, and their budgets under it."""
 
     rule: Rule
-    vias: tuple[Via, ...]
     templates: tuple[str, ...]
     budgets: tuple[tuple[Charge, Usage | None], ...]  # the user's own budgets (per user, workspace)
     shared: tuple[Charge, ...]  # budgets shared with others (per channel: one per channel, not shown as used)
@@ -121,7 +119,6 @@ class HomeDesk:
         return HomePage(user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin, tuple(problems))
 
     async def _rule_view(self, rule: Rule, user_id: str) -> RuleView:
-        vias = tuple(dict.fromkeys(self.policy.senders[s].via for s in rule.senders))
         one = rule.slack_channels[0] if len(rule.slack_channels) == 1 and rule.slack_channels[0] != WILDCARD else None
         label = f"<#{one}>" if one is not None else "each channel"
         charges = budgets_of(self.policy, rule.name, user_id, one or "", label, "your")
@@ -135,7 +132,7 @@ class HomeDesk:
             except Exception as exc:  # shown without what is used
                 log.warning("could not read budgets for the home tab (%s)", type(exc).__name__)
         templates = tuple(rule_templates(self.policy, rule))
-        return RuleView(rule, vias, templates, tuple((c, usage.get(c.key)) for c in counted), shared)
+        return RuleView(rule, templates, tuple((c, usage.get(c.key)) for c in counted), shared)
 
     async def _recent(self, user_id: str) -> list[RecentSend]:
         recent = []

@@ -176,7 +176,8 @@ def _edited_to_resolved(
     before = event.previous_message or {}
     if before:
         earlier = {k: before[k] for k in (*KEPT_FIELDS, "bot_profile") if k in before}
-        if match_resolution(policy, facts_of(earlier, channel), title_of(earlier, facts_of(earlier, channel).text)):
+        was = facts_of(earlier, channel)
+        if match_resolution(policy, was, title_of(earlier, was.text)):
             return None
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
     return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, f"edit:alert:{channel}:{ts}")
