@@ -30,6 +30,8 @@ from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from starlette.applications import Starlette
@@ -63,7 +65,7 @@ from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.slack.steps import SlackSteps
 from bot.storage import Storage
 from bot.storage.engine import ping
-from bot.tasks import BackgroundTasks
+from bot.tasks import BackgroundTasks, RightOfWay
 from bot.web import create_web_app
 
 REPORT_SECRET_KEY = "d7_report_secret"  # noqa: S105 - the name of the kv row that holds it, not a secret
@@ -184,6 +186,7 @@ class Relay:
     web: Starlette
     bot_user_id: str | None
     team_id: str | None
+    right_of_way: RightOfWay
 
     def background(self) -> list[AbstractAsyncContextManager[Any]]:
         """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
@@ -300,6 +303,7 @@ def wire_sending(
     metrics: Metrics,
     changed: Callable[[str], None] | None = None,  # a person's send changed (their home tab refreshes)
     steps: Steps | None = None,  # workflow steps, completed with their send's outcome
+    right_of_way: RightOfWay | None = None,  # Slack's requests before the outbox's work
 ) -> SendingCore:
     """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
     outbox that runs it. No I/O."""
@@ -361,6 +365,7 @@ def wire_sending(
         billed=balance.soon,
         budgets=storage.budgets,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
+        give_way=(right_of_way or RightOfWay()).give_way,
     )
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
@@ -377,7 +382,10 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     directory = SlackDirectory(slack)
     home = HomeTabs(slack, tasks, settings=resources.storage.settings)
     steps = SlackSteps(slack)
-    core = wire_sending(settings, policy, resources, directory, metrics, changed=home.changed, steps=steps)
+    right_of_way = RightOfWay()
+    core = wire_sending(
+        settings, policy, resources, directory, metrics, changed=home.changed, steps=steps, right_of_way=right_of_way
+    )
     home.desk = HomeDesk(
         policy=policy,
         admission=core.admission,
@@ -408,7 +416,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)
     bolt_over_http = None if settings.socket_mode else bolt
     deliveries = core.deliveries
-    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries)
+    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries, right_of_way=right_of_way)
     return Relay(
         settings=settings,
         policy=policy,
@@ -425,6 +433,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         web=web,
         bot_user_id=auth.get("user_id"),
         team_id=auth.get("team_id"),
+        right_of_way=right_of_way,
     )
 
 
@@ -477,7 +486,22 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
     token = relay.settings.slack_app_token
     if token is None:
         return None
-    return AsyncSocketModeHandler(relay.bolt, token.get_secret_value())
+    return _SlackFirstSocket(relay.bolt, token.get_secret_value(), right_of_way=relay.right_of_way)
+
+
+class _SlackFirstSocket(AsyncSocketModeHandler):
+    """Socket Mode's envelopes, like HTTP requests (``web.SlackFirst``), go before background work until acked."""
+
+    def __init__(self, app: AsyncApp, app_token: str, *, right_of_way: RightOfWay) -> None:
+        self.right_of_way = right_of_way
+        super().__init__(app, app_token)
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        self.right_of_way.arrived()
+        try:
+            await super().handle(client, req)
+        finally:
+            self.right_of_way.answered()
 
 
 async def run(settings: Settings) -> None:

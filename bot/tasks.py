@@ -1,9 +1,11 @@
-"""Background work that must not be lost on shutdown: every task is tracked until it ends."""
+"""Background work that must not be lost on shutdown (every task is tracked until it ends), and that steps aside
+while Slack waits for an answer (``RightOfWay``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
@@ -54,3 +56,74 @@ class BackgroundTasks:
         if pending:
             log.error("%d task(s) still running at shutdown; their outcome was not reported", len(pending))
         return len(pending)
+
+
+class RightOfWay:
+    """Slack's requests go before background work.
+
+    Slack gives a request 3 seconds and the person who typed it is watching; a send already recorded can wait a few
+    milliseconds more. While any request waits for its answer (``arrived`` … ``answered``), ``give_way`` holds
+    background steps (the outbox's claims and its sends between two steps), letting one through every ``trickle``
+    seconds so that none is starved under a steady stream of requests. The way opens (all of them go) once no
+    request has waited for ``quiet`` seconds: a burst's answers often leave none waiting for a moment before the
+    next requests come, and opening at each such moment let the held work take the loop from them. With the way
+    open ``give_way`` returns at once.
+    """
+
+    def __init__(self, trickle: float = 0.02, quiet: float = 0.005) -> None:
+        self.trickle = trickle
+        self.quiet = quiet
+        self._requests = 0
+        self._held: deque[asyncio.Future[None]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
+        self._opening: asyncio.TimerHandle | None = None
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    @property
+    def open(self) -> bool:
+        return not self._requests and self._opening is None
+
+    def arrived(self) -> None:
+        self._requests += 1
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+
+    def answered(self) -> None:
+        self._requests = max(0, self._requests - 1)
+        if not self._requests and self._opening is None:
+            self._opening = asyncio.get_running_loop().call_later(self.quiet, self._open)
+
+    async def give_way(self) -> None:
+        if self.open:
+            return
+        held = asyncio.get_running_loop().create_future()
+        self._held.append(held)
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._pace(), name="right-of-way")
+        await held  # cancelled with its task: the pacer skips it
+
+    def _open(self) -> None:
+        self._opening = None
+        while self._release():
+            pass
+
+    def _release(self) -> bool:
+        while self._held:
+            held = self._held.popleft()
+            if not held.done():
+                held.set_result(None)
+                return True
+        return False
+
+    async def _pace(self) -> None:
+        while self._held:
+            await asyncio.sleep(self.trickle)
+            self._release()

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.sending.deliveries import Received
+from bot.tasks import RightOfWay
 
 log = logging.getLogger("bot.web")
 
@@ -93,6 +94,36 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class SlackFirst:
+    """Tells the right of way when a Slack request arrives and when its answer starts, so background work waits
+    while Slack does (only ``/slack/events``: D7's reports and the probes are not in a hurry)."""
+
+    def __init__(self, app: ASGIApp, right_of_way: RightOfWay | None = None) -> None:
+        self.app = app
+        self.right_of_way = right_of_way
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        way = self.right_of_way
+        if way is None or scope["type"] != "http" or scope["path"] != "/slack/events":
+            await self.app(scope, receive, send)
+            return
+        way.arrived()
+        pending = True
+
+        async def answering(message: Message) -> None:
+            nonlocal pending
+            if pending and message["type"] == "http.response.start":
+                pending = False
+                way.answered()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answering)
+        finally:
+            if pending:
+                way.answered()
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -108,9 +139,11 @@ def create_web_app(
     health: Health,
     metrics: Metrics,
     reports: ReportEndpoint | None = None,
+    right_of_way: RightOfWay | None = None,
 ) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
-    served in both modes (D7 posts them to ``PUBLIC_URL``)."""
+    served in both modes (D7 posts them to ``PUBLIC_URL``). While a Slack request waits for its answer, background
+    work gives ``right_of_way`` to it."""
     routes = []
     if reports is not None:
         endpoint = reports
@@ -151,4 +184,6 @@ def create_web_app(
 
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
-    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)])
+    return Starlette(
+        routes=routes, middleware=[Middleware(SlackFirst, right_of_way=right_of_way), Middleware(BodyLimit)]
+    )

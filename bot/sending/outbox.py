@@ -102,6 +102,7 @@ class Outbox:
             claimed: list[SendRecord] = []
             free = self.concurrency - len(self._running)
             if free > 0:
+                await self.pipeline.give_way()  # Slack's requests first: the intents are kept, they can wait
                 try:
                     claimed = await self.sends.claim(self.worker_id, free, self.lease)
                 except Exception as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
@@ -76,6 +76,10 @@ def _nothing() -> None:
     return None
 
 
+async def _go_ahead() -> None:
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Pipeline:
     """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
@@ -93,6 +97,7 @@ class Pipeline:
     abandoned: Callable[[SendRequest], bool] = _never  # its sender was told it was not recorded
     billed: Callable[[], None] = _nothing  # D7 accepted a send that costs money (the balance watcher looks soon)
     budgets: BudgetLedger | None = None  # the policy's budgets (None: not counted)
+    give_way: Callable[[], Awaitable[None]] = _go_ahead  # waits while Slack requests wait for their answer
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -105,10 +110,12 @@ class Pipeline:
         conversation = self.conversations.open(record.request.origin, record.created_at)
         send: PreparedSend | None = None
         try:
+            await self.give_way()
             if record.state is SendState.PENDING:
                 record, send = await self._advance(record, conversation)
                 if not record.state.final:
                     return  # waiting to retry, or lost the lease
+            await self.give_way()
             if record.state.final and record.posted_at is None:
                 await self.teller.tell(record, conversation, send)
             elif record.state.final and record.card_due_at is not None:
@@ -127,6 +134,7 @@ class Pipeline:
             else:  # checked before D7 was unavailable: as it was
                 send = self.teller.prepared(record)
             template = self._template(send)  # as the policy has it now (it may have changed while the send waited)
+            await self.give_way()
             placement = await self._place(record, send, conversation)
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):
