@@ -7,12 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 
+from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.storage import Storage
+from bot.storage.database import Database
+from bot.storage.engine import create_engine, migrate
 from bot.storage.schema import sends
 from bot.tasks import RightOfWay
 from tests.fakes.d7 import FakeD7
@@ -116,3 +121,48 @@ async def test_a_send_waits_while_another_slack_request_waits_for_its_answer(
     announcement, result = slack.of("chat.postMessage")
     assert "Disk full on db-1" in announcement["text"]
     assert result["thread_ts"] == "1763800000.000001"
+
+
+def request(key: str) -> SendRequest:
+    return SendRequest(
+        via=Via.SMS,
+        origin=Origin(Surface.COMMAND, "T0TEAM", "U0ALICE", "C0OPS", response_url="https://hooks.example/r"),
+        recipients=(RecipientRef(RefKind.NUMBER, "+14155550100"),),
+        text="hello",
+        idempotency_key=key,
+    )
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'bot.db'}")
+    await migrate(engine)
+    db = Database(engine)
+    try:
+        yield db
+    finally:
+        await db.aclose()
+
+
+async def test_intents_arriving_while_the_database_is_busy_share_a_commit(database: Database) -> None:
+    commits: list[int] = []
+    assert database._sync is not None
+    sa.event.listen(database._sync, "commit", lambda conn: commits.append(1))
+    store = Storage.on(database).sends
+
+    async def record(n: int) -> bool:
+        return await store.record(request(f"key-{n}"), timedelta(minutes=15)) is not None
+
+    assert await record(0)  # an idle bot commits at once, alone
+    assert len(commits) == 1
+
+    # A burst: each request on a loop turn of its own (as uvicorn hands them over), all within the linger.
+    async def arriving(n: int) -> bool:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return await record(n)
+
+    assert all(await asyncio.gather(*(arriving(n) for n in range(1, 21))))
+    assert len(commits) - 1 <= 2  # without the linger: one commit each
+    async with database.engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(sends))).scalar() == 21

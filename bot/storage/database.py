@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,12 @@ log = logging.getLogger("bot.storage")
 # less (their ack cannot wait).
 LOCK_WAIT = 30.0
 INTAKE_WAIT = 2.0
+# Group commit that groups: under a burst of requests each one arrived on its own loop turn, so every intent had a
+# commit of its own (804 commits for 806 intents, bench.vs_bare_bolt) and the commit was 40 % of the ack's CPU.
+# While the last commit ended less than GROUP_BUSY ago, the next waits GROUP_LINGER for the requests arriving
+# meanwhile; an idle bot commits at once.
+GROUP_BUSY = 0.01
+GROUP_LINGER = 0.002
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
@@ -88,6 +95,7 @@ class _Batch:
     def __init__(self) -> None:
         self.items: _Items = []
         self.flusher: asyncio.Task[None] | None = None
+        self.last_flush = -math.inf  # loop time the last group commit ended
 
 
 class Database:
@@ -252,15 +260,20 @@ class Database:
 
     @staticmethod
     async def _flush(batch: _Batch, flush: _Flush) -> None:
+        loop = asyncio.get_running_loop()
         while batch.items:
+            if loop.time() - batch.last_flush < GROUP_BUSY:
+                await asyncio.sleep(GROUP_LINGER)
             items, batch.items = batch.items, []
             try:
                 results = await flush(items)
             except Exception as exc:
+                batch.last_flush = loop.time()
                 for _, done in items:
                     if not done.done():
                         done.set_exception(exc)
                 continue
+            batch.last_flush = loop.time()
             for (_, done), result in zip(items, results, strict=True):
                 if not done.done():
                     done.set_result(result)
