@@ -417,7 +417,9 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)
     bolt_over_http = None if settings.socket_mode else bolt
     deliveries = core.deliveries
-    web = create_web_app(bolt_over_http, health, metrics, reports=deliveries, right_of_way=right_of_way)
+    web = create_web_app(
+        bolt_over_http, health, metrics, reports=deliveries, right_of_way=None if settings.socket_mode else right_of_way
+    )
     return Relay(
         settings=settings,
         policy=policy,
@@ -498,11 +500,11 @@ class _SlackFirstSocket(AsyncSocketModeHandler):
         super().__init__(app, app_token)
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        self.right_of_way.arrived()
+        answered = self.right_of_way.arrived()
         try:
             await super().handle(client, req)
         finally:
-            self.right_of_way.answered()
+            answered()
 
 
 async def run(settings: Settings) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -62,17 +62,19 @@ class RightOfWay:
     """Slack's requests go before background work.
 
     Slack gives a request 3 seconds and the person who typed it is watching; a send already recorded can wait a few
-    milliseconds more. While any request waits for its answer (``arrived`` … ``answered``), ``give_way`` holds
-    background steps (the outbox's claims and its sends between two steps), letting one through every ``trickle``
-    seconds so that none is starved under a steady stream of requests. The way opens (all of them go) once no
-    request has waited for ``quiet`` seconds: a burst's answers often leave none waiting for a moment before the
-    next requests come, and opening at each such moment let the held work take the loop from them. With the way
-    open ``give_way`` returns at once.
+    milliseconds more. While any request waits for its answer (``arrived`` until the callable it returns is called),
+    ``give_way`` holds background steps (the outbox's claims and its sends between two steps), letting one through
+    every ``trickle`` seconds so that none is starved under a steady stream of requests. The way opens (all of them
+    go) once no request has waited for ``quiet`` seconds: a burst's answers often leave none waiting for a moment
+    before the next requests come, and opening at each such moment let the held work take the loop from them. A
+    request holds the way for ``hold_at_most`` seconds at most (a listener that waits on Slack, a client that
+    stalls). With the way open ``give_way`` returns at once.
     """
 
-    def __init__(self, trickle: float = 0.02, quiet: float = 0.005) -> None:
+    def __init__(self, trickle: float = 0.02, quiet: float = 0.005, hold_at_most: float = 1.0) -> None:
         self.trickle = trickle
         self.quiet = quiet
+        self.hold_at_most = hold_at_most
         self._requests = 0
         self._held: deque[asyncio.Future[None]] = deque()
         self._pacer: asyncio.Task[None] | None = None
@@ -90,14 +92,26 @@ class RightOfWay:
     def open(self) -> bool:
         return not self._requests and self._opening is None
 
-    def arrived(self) -> None:
+    def arrived(self) -> Callable[[], None]:
+        """A request waits for its answer; call what this returns when it is answered (once is enough)."""
         self._requests += 1
         if self._opening is not None:
             self._opening.cancel()
             self._opening = None
+        waiting = True
 
-    def answered(self) -> None:
-        self._requests = max(0, self._requests - 1)
+        def answered() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                expiry.cancel()
+                self._answered()
+
+        expiry = asyncio.get_running_loop().call_later(self.hold_at_most, answered)
+        return answered
+
+    def _answered(self) -> None:
+        self._requests -= 1
         if not self._requests and self._opening is None:
             self._opening = asyncio.get_running_loop().call_later(self.quiet, self._open)
 

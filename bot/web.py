@@ -95,8 +95,9 @@ class BodyLimit:
 
 
 class SlackFirst:
-    """Tells the right of way when a Slack request arrives and when its answer starts, so background work waits
-    while Slack does (only ``/slack/events``: D7's reports and the probes are not in a hurry)."""
+    """Tells the right of way when a Slack request has arrived (its whole body is in: a client that stalls mid-body
+    holds nothing) and when its answer starts, so background work waits while Slack does. Only ``/slack/events``:
+    D7's reports and the probes are not in a hurry."""
 
     def __init__(self, app: ASGIApp, right_of_way: RightOfWay | None = None) -> None:
         self.app = app
@@ -107,21 +108,25 @@ class SlackFirst:
         if way is None or scope["type"] != "http" or scope["path"] != "/slack/events":
             await self.app(scope, receive, send)
             return
-        way.arrived()
-        pending = True
+        answered: Callable[[], None] | None = None
+
+        async def arriving() -> Message:
+            nonlocal answered
+            message = await receive()
+            if answered is None and message["type"] == "http.request" and not message.get("more_body", False):
+                answered = way.arrived()
+            return message
 
         async def answering(message: Message) -> None:
-            nonlocal pending
-            if pending and message["type"] == "http.response.start":
-                pending = False
-                way.answered()
+            if answered is not None and message["type"] == "http.response.start":
+                answered()
             await send(message)
 
         try:
-            await self.app(scope, receive, answering)
+            await self.app(scope, arriving, answering)
         finally:
-            if pending:
-                way.answered()
+            if answered is not None:
+                answered()
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
+from slack_bolt.async_app import AsyncAck
 
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.storage import Storage
+from bot.storage import database as database_module
 from bot.storage.database import Database
 from bot.storage.engine import create_engine, migrate
 from bot.storage.schema import sends
@@ -41,14 +43,16 @@ async def test_the_way_is_open_when_no_request_waits() -> None:
 
 async def test_held_while_a_request_waits_one_let_through_per_trickle_all_once_quiet() -> None:
     way = RightOfWay(trickle=0.3, quiet=0.05)
-    way.arrived()
+    answered = way.arrived()
     waiting = [asyncio.create_task(way.give_way()) for _ in range(4)]
     assert await done_within(waiting, 0.1) == 0  # held
     assert way.held == 4
     assert await done_within(waiting, 0.3) == 1  # the first trickle: one, the oldest
     assert waiting[0].done()
 
-    way.answered()
+    answered()
+    answered()  # once is enough: a second call changes nothing
+    assert way.requests == 0
     assert await done_within(waiting, 0.02) == 1  # not yet: a request may come right after the answer
     assert await done_within(waiting, 1.0) == 4  # quiet for 50 ms: all of them
     assert way.open
@@ -56,13 +60,22 @@ async def test_held_while_a_request_waits_one_let_through_per_trickle_all_once_q
 
 async def test_a_request_arriving_right_after_an_answer_keeps_the_way_closed() -> None:
     way = RightOfWay(trickle=10.0, quiet=0.05)
-    way.arrived()
+    first = way.arrived()
     waiting = [asyncio.create_task(way.give_way()) for _ in range(2)]
-    way.answered()
-    way.arrived()  # the next request of the burst, before the way opened
+    first()
+    second = way.arrived()  # the next request of the burst, before the way opened
     assert await done_within(waiting, 0.2) == 0
-    way.answered()
+    second()
     assert await done_within(waiting, 1.0) == 2
+
+
+async def test_a_request_never_answered_holds_the_way_for_a_bounded_time() -> None:
+    way = RightOfWay(trickle=10.0, quiet=0.01, hold_at_most=0.2)
+    way.arrived()  # its answer never comes (a listener stuck on Slack)
+    waiting = asyncio.create_task(way.give_way())
+    assert await done_within([waiting], 0.1) == 0
+    assert await done_within([waiting], 1.0) == 1
+    assert way.requests == 0
 
 
 async def test_a_cancelled_waiter_does_not_take_a_turn() -> None:
@@ -86,10 +99,48 @@ async def test_a_send_waits_while_another_slack_request_waits_for_its_answer(
 ) -> None:
     way = app.relay.right_of_way
     way.trickle = 60.0  # nothing trickles through during the test
+    way.hold_at_most = 60.0
+    # A Slack request that waits for its answer (a listener on a slow look-up; here, until the test lets it go).
+    released = asyncio.Event()
+
+    @app.relay.bolt.command("/wait")
+    async def slow(ack: AsyncAck) -> None:
+        await released.wait()
+        await ack()
+
+    waiting = asyncio.create_task(app.command("/wait", ""))
+    try:
+        async with asyncio.timeout(5):
+            while way.requests != 1:  # noqa: ASYNC110 - the request is on its way
+                await asyncio.sleep(0.005)
+        assert (await app.http.get(f"{app.url}/healthz")).status_code == 200  # not a Slack request: not counted
+        assert way.requests == 1
+
+        response = await app.command("/sms", "+14155550100 Disk full on db-1")
+        assert response.status_code == 200  # acked at once: the intent is recorded
+        await asyncio.sleep(0.3)
+        assert fake_d7.bodies(SMS) == []  # ...and waits: nothing announced, nothing at D7
+        assert slack.of("chat.postMessage") == []
+        async with app.relay.storage.database.engine.connect() as conn:
+            assert (await conn.execute(sa.select(sends.c.state))).scalars().all() == ["pending"]
+        assert not waiting.done()
+    finally:
+        released.set()
+    assert (await waiting).status_code == 200  # answered: the way opens
+    await app.settle()
+    assert way.requests == 0
+    assert [body["messages"][0]["content"] for body in fake_d7.bodies(SMS)] == ["Disk full on db-1"]
+    announcement, result = slack.of("chat.postMessage")
+    assert "Disk full on db-1" in announcement["text"]
+    assert result["thread_ts"] == "1763800000.000001"
+
+
+async def test_a_client_that_stalls_mid_body_holds_nothing(app: App, fake_d7: FakeD7) -> None:
+    way = app.relay.right_of_way
+    way.trickle = 60.0
     url = urlsplit(app.url)
     assert url.hostname is not None
     assert url.port is not None
-    # A Slack request that has arrived and waits: its headers are in, its body is still coming.
     _, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
         writer.write(
@@ -99,28 +150,14 @@ async def test_a_send_waits_while_another_slack_request_waits_for_its_answer(
             % int(time.time())
         )
         await writer.drain()
-        async with asyncio.timeout(5):
-            while way.requests != 1:  # noqa: ASYNC110 - the server takes it in on its own time
-                await asyncio.sleep(0.005)
-        assert (await app.http.get(f"{app.url}/healthz")).status_code == 200  # not a Slack request: not counted
-        assert way.requests == 1
-
         response = await app.command("/sms", "+14155550100 Disk full on db-1")
-        assert response.status_code == 200  # acked at once: the intent is recorded
-        await asyncio.sleep(0.5)
-        assert fake_d7.bodies(SMS) == []  # ...and waits: nothing announced, nothing at D7
-        assert slack.of("chat.postMessage") == []
-        async with app.relay.storage.database.engine.connect() as conn:
-            assert (await conn.execute(sa.select(sends.c.state))).scalars().all() == ["pending"]
+        await app.settle()  # not held: settling would time out
+        assert response.status_code == 200
+        assert way.requests == 0
+        assert [body["messages"][0]["content"] for body in fake_d7.bodies(SMS)] == ["Disk full on db-1"]
     finally:
-        writer.close()  # the waiting request goes away unanswered: the way opens all the same
+        writer.close()
         await writer.wait_closed()
-    await app.settle()
-    assert way.requests == 0
-    assert [body["messages"][0]["content"] for body in fake_d7.bodies(SMS)] == ["Disk full on db-1"]
-    announcement, result = slack.of("chat.postMessage")
-    assert "Disk full on db-1" in announcement["text"]
-    assert result["thread_ts"] == "1763800000.000001"
 
 
 def request(key: str) -> SendRequest:
@@ -144,7 +181,9 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         await db.aclose()
 
 
-async def test_intents_arriving_while_the_database_is_busy_share_a_commit(database: Database) -> None:
+async def test_intents_arriving_while_the_database_is_busy_share_a_commit(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     commits: list[int] = []
     assert database._sync is not None
     sa.event.listen(database._sync, "commit", lambda conn: commits.append(1))
@@ -162,6 +201,7 @@ async def test_intents_arriving_while_the_database_is_busy_share_a_commit(databa
             await asyncio.sleep(0)
         return await record(n)
 
+    monkeypatch.setattr(database_module, "GROUP_LINGER", 0.1)  # a pause of the test machine does not split it
     assert all(await asyncio.gather(*(arriving(n) for n in range(1, 21))))
     assert len(commits) - 1 <= 2  # without the linger: one commit each
     async with database.engine.connect() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,10 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.app import make_socket_handler, open_relay
 from tests.fakes.d7 import TOKEN as D7_TOKEN
@@ -173,3 +177,30 @@ async def test_http_mode_builds_no_socket_handler(slack: FakeSlack, tmp_path: Pa
     policy.write_text(POLICY)
     async with open_relay(settings_for(slack, None, policy, tmp_path)) as relay:
         assert make_socket_handler(relay) is None
+
+
+async def test_socket_mode_envelopes_hold_background_work_until_acked(slack: FakeSlack, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
+    async with open_relay(settings) as relay:
+        handler = make_socket_handler(relay)
+        assert handler is not None
+        seen: list[int] = []
+
+        @relay.bolt.command("/wait")
+        async def wait(ack: AsyncAck) -> None:
+            seen.append(relay.right_of_way.requests)  # counted while the envelope waits for its ack
+            await ack()
+
+        payload = dict(parse_qsl(slash_command("/wait", "").decode()))
+        envelope = SocketModeRequest(type="slash_commands", envelope_id="e-1", payload=payload)
+        try:
+            # Not connected: the ack cannot go out, and the envelope stops holding the way all the same.
+            with contextlib.suppress(Exception):
+                await handler.client.socket_mode_request_listeners[0](handler.client, envelope)
+        finally:
+            await handler.client.close()  # type: ignore[no-untyped-call]
+
+    assert seen == [1]
+    assert relay.right_of_way.requests == 0

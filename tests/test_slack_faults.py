@@ -449,6 +449,8 @@ async def test_post_message_answering_after_45_s_holds_no_text_and_the_stories_f
         second_sent = await until(lambda: len(fake_d7.bodies(SMS)) == 2, WAIT_SENT, "the second text at D7")
         health = await app.http.get(f"{app.url}/healthz")
         records = await app.relay.storage.sends.audit()
+        # The second send's telling post follows its result's write (a group commit that may linger under load).
+        await until(lambda: len(slack.attempts("chat.postMessage")) >= 4, 2, "the second send's telling post")
         tries = len(slack.attempts("chat.postMessage"))
     recovered = time.monotonic()  # Slack answers again, and dropped the calls it had left hanging
     told = await until(lambda: len(posted(slack)) == 4, WAIT_TOLD, "both stories")

@@ -103,6 +103,8 @@ class Outbox:
             free = self.concurrency - len(self._running)
             if free > 0:
                 await self.pipeline.give_way()  # Slack's requests first: the intents are kept, they can wait
+                if self._stopping:
+                    break
                 try:
                     claimed = await self.sends.claim(self.worker_id, free, self.lease)
                 except Exception as exc:
