@@ -99,13 +99,13 @@ class SlackFirst:
     holds nothing) and when its answer starts, so background work waits while Slack does. Only ``/slack/events``:
     D7's reports and the probes are not in a hurry."""
 
-    def __init__(self, app: ASGIApp, right_of_way: RightOfWay | None = None) -> None:
+    def __init__(self, app: ASGIApp, right_of_way: RightOfWay) -> None:
         self.app = app
         self.right_of_way = right_of_way
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         way = self.right_of_way
-        if way is None or scope["type"] != "http" or scope["path"] != "/slack/events":
+        if scope["type"] != "http" or scope["path"] != "/slack/events":
             await self.app(scope, receive, send)
             return
         answered: Callable[[], None] | None = None
@@ -189,6 +189,7 @@ def create_web_app(
 
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
-    return Starlette(
-        routes=routes, middleware=[Middleware(SlackFirst, right_of_way=right_of_way), Middleware(BodyLimit)]
-    )
+    middleware = [Middleware(BodyLimit)]
+    if right_of_way is not None:
+        middleware.insert(0, Middleware(SlackFirst, right_of_way=right_of_way))
+    return Starlette(routes=routes, middleware=middleware)

@@ -20,6 +20,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.app import make_socket_handler, open_relay
+from bot.config import Settings
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
@@ -149,11 +150,14 @@ def test_sigterm_lets_the_send_in_flight_finish(slack: FakeSlack, tmp_path: Path
     assert "stopped" in output
 
 
-async def test_socket_mode_handler_is_built_and_http_events_route_is_off(slack: FakeSlack, tmp_path: Path) -> None:
+def socket_mode_settings(slack: FakeSlack, tmp_path: Path) -> Settings:
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
-    async with open_relay(settings) as relay:
+    return settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
+
+
+async def test_socket_mode_handler_is_built_and_http_events_route_is_off(slack: FakeSlack, tmp_path: Path) -> None:
+    async with open_relay(socket_mode_settings(slack, tmp_path)) as relay:
         handler = make_socket_handler(relay)
         try:
             transport = httpx.ASGITransport(app=relay.web)
@@ -180,10 +184,7 @@ async def test_http_mode_builds_no_socket_handler(slack: FakeSlack, tmp_path: Pa
 
 
 async def test_socket_mode_envelopes_hold_background_work_until_acked(slack: FakeSlack, tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN="xapp-1-test", SLACK_SIGNING_SECRET=None)
-    async with open_relay(settings) as relay:
+    async with open_relay(socket_mode_settings(slack, tmp_path)) as relay:
         handler = make_socket_handler(relay)
         assert handler is not None
         seen: list[int] = []

@@ -110,8 +110,8 @@ class Pipeline:
         conversation = self.conversations.open(record.request.origin, record.created_at)
         send: PreparedSend | None = None
         try:
-            await self.give_way()
             if record.state is SendState.PENDING:
+                await self.give_way()
                 record, send = await self._advance(record, conversation)
                 if not record.state.final:
                     return  # waiting to retry, or lost the lease

@@ -268,12 +268,12 @@ class Database:
             try:
                 results = await flush(items)
             except Exception as exc:
-                batch.last_flush = loop.time()
                 for _, done in items:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            batch.last_flush = loop.time()
+            finally:
+                batch.last_flush = loop.time()
             for (_, done), result in zip(items, results, strict=True):
                 if not done.done():
                     done.set_result(result)
