@@ -43,6 +43,7 @@ from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
 from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
+from bot.domain.models import Organisation
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import Balance, MessageGateway, SettingsStore, Steps
 from bot.metrics import Metrics
@@ -320,6 +321,7 @@ def wire_sending(
         directory=directory,
         reader=SlackMessageReader(directory),
         deadline=settings.send_retry_deadline,
+        organisation=Organisation(resources.auth.get("team_id"), resources.auth.get("enterprise_id")),
     )
     teller = Teller(
         sends=storage.sends,

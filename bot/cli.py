@@ -27,10 +27,12 @@ from bot.domain.errors import ConfigError, InvalidPhoneNumber
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
+    DEFAULT_PER_USER,
     GROUP_PREFIX,
     AlertRule,
     Budget,
     Policy,
+    PolicySurface,
     SendRequestFacts,
     evaluate,
     load_policy,
@@ -82,7 +84,16 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         balance = f"warn below {d.low_balance:g}" if d.low_balance is not None else "no low-balance warning"
         lines.append(f"admin channel: {d.admin_channel or '(none)'}; D7 balance: {balance}")
     lines.append(f"admins: {', '.join(policy.admins) if policy.admins else '(none)'}")
-    lines.append(f"workspace budgets: {_limits(d.limits.per_user, d.limits.per_channel, d.limits.workspace)}")
+    lines.append(f"workspace budgets: {_limits(d.limits.user_budget, d.limits.per_channel, d.limits.workspace)}")
+    if d.limits.per_user is None:
+        lines.append(
+            f"  (per user: the default, {describe_budget(DEFAULT_PER_USER)}; set defaults.limits.per_user, or none)"
+        )
+    countries = ", ".join(d.allowed_countries)
+    whence = (
+        "defaults.countries" if d.countries is not None else f"the country of region {d.region}; defaults.countries"
+    )
+    lines.append(f"countries: texts go only to numbers in {countries} ({whence})")
     lines.append(f"senders ({len(policy.senders)}):")
     for name, sender in policy.senders.items():
         templates = f"; templates {', '.join(sender.templates)}" if sender.templates else ""
@@ -99,6 +110,7 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
             types += f"; templates {', '.join(r.templates) or 'none'}"
         lines.append(
             f"  {i}. {r.name}: channels {', '.join(r.slack_channels)}; users {', '.join(r.users)}; "
+            f"from {', '.join(r.surfaces)}; "
             f"senders {', '.join(r.senders)}; recipients {', '.join(r.recipients)}{limit}{types}; budgets {budgets}"
         )
     lines.append(f"alert rules ({len(policy.alerts)}):")
@@ -164,6 +176,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         recipients=recipients,
         sender=args.sender,
         user_groups=frozenset(_csv(args.groups or "")),
+        surface=PolicySurface(args.surface),
     )
     decision = evaluate(policy, facts)
     shown = ", ".join(n.display(policy.defaults.show_numbers) for n in recipients)
@@ -314,7 +327,12 @@ def _lifecycle_notes(args: argparse.Namespace, rule: AlertRule, matched: str) ->
     if rule.resolve:
         notes.append(f"a post matching /{rule.resolve}/ about it texts RESOLVED to the phones that got it")
     reactions = ", ".join(f":{r}:" for r in rule.ack_reactions)
-    notes.append(f"a person's reaction ({reactions}) or reply in its thread acknowledges it")
+    ways = [f"a reaction ({reactions}) by a person of this workspace"] if "reactions" in rule.ack_by else []
+    if "replies" in rule.ack_by:
+        ways.append("a reply in its thread by a person of this workspace")
+    else:
+        ways.append("a reply in its thread by one of its own people (in its or its escalation steps' user groups)")
+    notes.append(" or ".join(ways) + " acknowledges it")
     for i, step in enumerate(rule.escalate, 1):
         notes.append(
             f"escalation step {i}: not acknowledged after {describe_window(step.after)} "
@@ -397,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--to", required=True, action="append", help="numbers or group:NAME, comma separated")
     explain.add_argument("--sender", help="sender name from the policy (default: the rule's first)")
     explain.add_argument("--groups", help="user group IDs the user belongs to, comma separated (S…,S…)")
+    explain.add_argument(
+        "--surface",
+        choices=[s.value for s in PolicySurface],
+        default=PolicySurface.COMMANDS.value,
+        help="how the send starts: commands (default), forms or workflows",
+    )
     explain.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")
 
     alert = sub.add_parser("explain-alert", help="would this Slack message be forwarded as an alert, and as what text")

@@ -35,7 +35,7 @@ from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack
 
 POLICY = """
 version: 1
-defaults: {region: US, max_segments: 3, show_numbers: masked}
+defaults: {region: US, max_segments: 3, show_numbers: masked, countries: [US, GB]}
 senders:
   ops-sms:    {via: sms, originator: OpsAlert}
   support-wa: {via: whatsapp, originator: "+971501234567"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -355,11 +355,14 @@ class MemorySendStore:
             (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None
         )
 
-    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
+    async def latest_alert(
+        self, channel_id: str, identity: str, since: datetime, rules: Collection[str]
+    ) -> SendRecord | None:
         found = [
             r.record
             for r in self._rows.values()
             if (a := r.record.request.alert) is not None
+            and a.rule in rules
             and r.record.request.channel_id == channel_id
             and a.identity == identity
             and a.kind is Surface.ALERT

@@ -13,8 +13,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from bot.domain.clock import utc_now
+from bot.domain.errors import PolicyFileError
+from bot.domain.models import Organisation, Person
+from bot.domain.policy import parse_policy
+from bot.domain.sends import SendRecord
 from bot.storage.schema import alert_dedupe, sends
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
@@ -40,6 +45,7 @@ alerts:
     sender: ops-sms
     to: ["group:oncall-db"]
     resolve: "(?i)\\\\bresolved\\\\b"
+    ack_by: [reactions, replies]
   - name: on-call group
     slack_channels: [C0STORM]
     match: "(?i)firing"
@@ -418,7 +424,10 @@ def test_explain_alert_says_what_of_the_lifecycle_applies_at_a_given_time(tmp_pa
     assert result.returncode == 0, result.stderr
     notes = [line.removeprefix("note: ") for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert "a post matching /(?i)resolved/ about it texts RESOLVED to the phones that got it" in notes
-    assert "a person's reaction (:white_check_mark:, :eyes:) or reply in its thread acknowledges it" in notes
+    assert (
+        "a reaction (:white_check_mark:, :eyes:) by a person of this workspace or a reply in its thread by one of its "
+        "own people (in its or its escalation steps' user groups) acknowledges it"
+    ) in notes
     assert f"quiet hours 22:00-07:00 Europe/London: {quiet}" in notes
 
 
@@ -470,4 +479,222 @@ async def test_resolved_reaches_those_paged_by_the_escalation_and_an_ack_on_a_re
         ("CRITICAL: payments down", ["+14155550100"]),
         ("ESCALATED, nobody acknowledged in 5m: CRITICAL: payments down", ["+14155550120"]),
         ("RESOLVED: CRITICAL: payments down", ["+14155550100", "+14155550120"]),  # the step-1 lead too, not step 2
+    ]
+
+
+# ---------------------------------------------------------------- alerts answer to their own rule
+
+
+async def reread(app: App, send_id: str) -> SendRecord:
+    record = await app.relay.storage.sends.get(send_id)
+    assert record is not None
+    return record
+
+
+SHARED = """
+version: 1
+defaults: {region: US}
+senders:
+  ops-sms: {via: sms, originator: OpsAlert}
+alerts:
+  - name: grafana only
+    slack_channels: [C0SHARED]
+    match: "(?i)firing"
+    from: [B0GRAFANA]
+    sender: ops-sms
+    to: ["+14155550100"]
+    resolve: "(?i)resolved"
+    escalate: [{after: 5m, to: ["+14155550120"]}]
+  - name: any bot
+    slack_channels: [C0SHARED]
+    match: "(?i)firing"
+    sender: ops-sms
+    to: ["+14155550101"]
+    resolve: "(?i)resolved"
+"""
+
+
+async def test_another_integrations_resolution_texts_nobody_and_the_escalation_still_goes_out(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0SHARED", name="shared")
+    grafana = {"type": "message", "subtype": "bot_message", "bot_id": "B0GRAFANA"}
+    spoof = {"type": "message", "subtype": "bot_message", "bot_id": "B0SPOOF"}  # any bot: rule "any bot" takes it
+    firing = grafana | {"text": "[FIRING:1] HighCPU db-1", "ts": "1763801500.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=SHARED) as app:
+        await post(app, firing, "C0SHARED")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        await post(app, spoof | {"text": "[RESOLVED] HighCPU db-1", "ts": "1763801501.000100"}, "C0SHARED")
+        thread_spoof = {"text": "[RESOLVED] HighCPU db-1", "ts": "1763801502.000100", "thread_ts": firing["ts"]}
+        await post(app, spoof | thread_spoof, "C0SHARED")  # in the alert's own thread
+        assert len(fake_d7.bodies(SMS)) == 1  # the alert alone: no RESOLVED to grafana's on-call
+        assert (await reread(app, fired.id)).resolved_at is None
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+        await post(app, grafana | {"text": "[RESOLVED] HighCPU db-1", "ts": "1763801600.000100"}, "C0SHARED")
+
+    assert texts(fake_d7) == [
+        ("[FIRING:1] HighCPU db-1", ["+14155550100"]),
+        ("ESCALATED, nobody acknowledged in 5m: [FIRING:1] HighCPU db-1", ["+14155550120"]),
+        ("RESOLVED: HighCPU db-1", ["+14155550100", "+14155550120"]),  # Grafana's own resolution still ends it
+    ]
+    nobody = "no alert texted by rule 'any bot' matches this resolution, so nobody was told"
+    (top,) = replies(slack, "1763801501.000100")
+    assert nobody in top
+    thread = replies(slack, firing["ts"])
+    assert any(nobody in t for t in thread)  # the spoof in the alert's thread is answered there
+    assert any(t.startswith(":white_check_mark: *Escalation step 1 texted* to +1 415 ••• 0120") for t in thread)
+
+
+def thread_reply(user: str, ts: str, thread_ts: str, text: str = "is anyone looking at this?") -> dict[str, Any]:
+    return {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": thread_ts}
+
+
+@pytest.mark.parametrize("replies_acknowledge", [False, True])
+async def test_a_bystanders_reply_acknowledges_only_when_the_rule_lets_replies_acknowledge(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path, replies_acknowledge: bool
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    slack.add_user("U0LEAD", "lead", "+1 415 555 0130")
+    slack.state.usergroups["S0LEADS"] = ["U0LEAD"]
+    policy = ESCALATING + ("    ack_by: [reactions, replies]\n" if replies_acknowledge else "")
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763801700.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=policy) as app:
+        await post(app, alert, "C0PAGE")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        await post(app, thread_reply("U0ANA", "1763801701.000100", alert["ts"]), "C0PAGE")  # in no group of it
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+        acked_by = (await reread(app, fired.id)).acked_by
+
+    thread = replies(slack, alert["ts"])
+    acks = [t for t in thread if "Acknowledged" in t]
+    if replies_acknowledge:
+        assert acked_by == "U0ANA"
+        assert acks == [
+            ":white_check_mark: *Acknowledged* by <@U0ANA>: no more texts for this alert until it is resolved."
+        ]
+        assert ":white_check_mark: *Escalation step 1 not sent:* <@U0ANA> acknowledged the alert." in thread
+        assert texts(fake_d7) == [("CRITICAL: payments down", ["+14155550100"])]
+    else:
+        assert acked_by is None
+        assert acks == []
+        assert any(t.startswith(":white_check_mark: *Escalation step 1 texted* to +1 415 ••• 0120") for t in thread)
+        assert texts(fake_d7) == [
+            ("CRITICAL: payments down", ["+14155550100"]),
+            ("ESCALATED, nobody acknowledged in 5m: CRITICAL: payments down", ["+14155550120"]),
+        ]
+
+
+async def test_a_reply_from_the_alerts_own_people_acknowledges_without_replies_in_ack_by(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    firing = {"type": "message", "bot_id": "B0GRAFANA", "subtype": "bot_message"}
+    alert = firing | {"text": "[FIRING:1] Disk full db-9", "ts": "1763801800.000100"}
+    await post(app, alert, "C0STORM")  # rule "on-call group": to S0ONCALL (ana), ack_by left as it is
+    await post(app, thread_reply("U0BEN", "1763801801.000100", alert["ts"]), "C0STORM")
+    assert not [t for t in replies(slack, alert["ts"]) if "Acknowledged" in t]  # ben is in no group of the alert
+    await post(app, thread_reply("U0ANA", "1763801802.000100", alert["ts"], "mine"), "C0STORM")
+
+    assert texts(fake_d7) == [("[FIRING:1] Disk full db-9", ["+14155550110"])]  # ana was texted
+    assert [t for t in replies(slack, alert["ts"]) if "Acknowledged" in t] == [
+        ":white_check_mark: *Acknowledged* by <@U0ANA>: no more texts for this alert until it is resolved."
+    ]
+
+
+async def test_a_reply_from_a_later_escalation_steps_people_acknowledges_and_stops_the_escalation(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    slack.add_user("U0LEAD", "lead", "+1 415 555 0130")
+    slack.state.usergroups["S0LEADS"] = ["U0LEAD"]  # escalation step 2 of rule "escalating"
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763801900.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=ESCALATING) as app:
+        await post(app, alert, "C0PAGE")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        await post(app, thread_reply("U0LEAD", "1763801901.000100", alert["ts"], "on it"), "C0PAGE")
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+
+    assert texts(fake_d7) == [("CRITICAL: payments down", ["+14155550100"])]
+    thread = replies(slack, alert["ts"])
+    assert ":white_check_mark: *Escalation step 1 not sent:* <@U0LEAD> acknowledged the alert." in thread
+
+
+async def test_without_reactions_in_ack_by_a_reaction_does_not_acknowledge(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    policy = ESCALATING + "    ack_by: [replies]\n"
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763802000.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=policy) as app:
+        await post(app, alert, "C0PAGE")
+        await post(app, reaction("U0ANA", "white_check_mark", alert["ts"], "C0PAGE"))
+        assert not [t for t in replies(slack, alert["ts"]) if "Acknowledged" in t]
+        await post(app, thread_reply("U0ANA", "1763802001.000100", alert["ts"], "mine"), "C0PAGE")
+
+    assert [t for t in replies(slack, alert["ts"]) if "Acknowledged" in t] == [
+        ":white_check_mark: *Acknowledged* by <@U0ANA>: no more texts for this alert until it is resolved."
+    ]
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        {"team_id": "T0OTHER"},  # a person of another organisation, in a Slack Connect channel
+        {"team_id": "T0OTHER", "enterprise_id": "E0OTHER"},  # ... of another Enterprise Grid org
+        {"deleted": True},  # a deactivated account
+        {"is_bot": True},  # a bot user (a bot's reply carries bot_id; its reaction does not)
+    ],
+    ids=["other-organisation", "other-grid-org", "deactivated", "bot-user"],
+)
+async def test_a_reaction_or_reply_from_someone_slack_does_not_vouch_for_does_not_acknowledge(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path, who: dict[str, Any]
+) -> None:
+    slack.add_channel("C0PAGE", name="paging")
+    slack.add_user("U0EVE", "eve", "+1 415 555 0140", **who)
+    policy = ESCALATING + "    ack_by: [reactions, replies]\n"  # even where any person's reply acknowledges
+    alert = {"type": "message", "user": "U0BEN", "text": "CRITICAL: payments down", "ts": "1763802100.000100"}
+    async with running_app(slack, fake_d7, tmp_path, policy=policy) as app:
+        await post(app, alert, "C0PAGE")
+        (fired,) = [r for r in await app.relay.storage.sends.audit() if r.request.origin.surface == "alert"]
+        await post(app, reaction("U0EVE", "white_check_mark", alert["ts"], "C0PAGE"))
+        reply = thread_reply("U0EVE", "1763802101.000100", alert["ts"], "got it")
+        if "team_id" in who:  # as Slack sends a Slack Connect channel's messages
+            reply |= {"user_team": who["team_id"], "source_team": who["team_id"]}
+        await post(app, reply, "C0PAGE")
+        await post(app, thread_reply("U0EVE", "1763802102.000100", alert["ts"], "mine"), "C0PAGE")
+        await make_due(app, f"escalate:{fired.id}:0")
+        await app.settle()
+        acked_by = (await reread(app, fired.id)).acked_by
+
+    assert acked_by is None
+    thread = replies(slack, alert["ts"])
+    assert not [t for t in thread if "Acknowledged" in t]
+    assert any(t.startswith(":white_check_mark: *Escalation step 1 texted* to +1 415 ••• 0120") for t in thread)
+    assert [r for _, r in texts(fake_d7)] == [["+14155550100"], ["+14155550120"]]
+
+
+@pytest.mark.parametrize(
+    ("person", "organisation", "ours"),
+    [
+        (Person("U1", "a", team_id="T0A"), Organisation("T0A"), True),
+        (Person("U1", "a", team_id="T0B"), Organisation("T0A"), False),  # Slack Connect
+        (Person("U1", "a"), Organisation("T0A"), False),  # Slack named no team: not vouched for
+        (Person("U1", "a", team_id="T0B", enterprise_id="E0A"), Organisation("T0A", "E0A"), True),  # same Grid org
+        (Person("U1", "a", team_id="T0B", enterprise_id="E0B"), Organisation("T0A", "E0A"), False),
+        (Person("U1", "a", team_id="E0A", enterprise_id="E0A"), Organisation(None, "E0A"), True),  # org-wide install
+        (Person("U1", "a", team_id="T0A", is_bot=True), Organisation("T0A"), False),
+        (Person("U1", "a", team_id="T0A", deleted=True), Organisation("T0A"), False),
+    ],
+)
+def test_who_is_a_person_of_this_organisation(person: Person, organisation: Organisation, ours: bool) -> None:
+    assert organisation.includes(person) is ours
+
+
+def test_check_refuses_an_unknown_way_to_acknowledge_naming_its_path(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileError) as refused:
+        parse_policy(yaml.safe_load(POLICY.replace("ack_by: [reactions, replies]", "ack_by: [reactions, replys]")))
+    assert [str(p) for p in refused.value.problems] == [
+        "alerts[0].ack_by[1]: unknown way to acknowledge 'replys': use reactions or replies"
     ]

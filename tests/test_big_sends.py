@@ -23,7 +23,7 @@ NUMBERS = [f"+1415555{i:04d}" for i in range(200)]
 def policy_for(numbers: list[str]) -> str:
     return f"""
 version: 1
-defaults: {{region: US, max_segments: 3, show_numbers: full}}
+defaults: {{region: US, max_segments: 3, show_numbers: full, limits: {{per_user: none}}}}  # big sends, not budgets
 senders:
   ops-sms: {{via: sms, originator: OpsAlert}}
 contacts:

@@ -42,6 +42,7 @@ defaults:
   region: US
   max_segments: 5
   limits:
+    per_user: none  # the rules' budgets are the subject here
     workspace: {messages: 1000, per: 1d}
 senders:
   ops-sms: {via: sms, originator: OpsAlert}

@@ -251,6 +251,29 @@ async def test_an_event_from_another_workspace_is_refused_and_ours_still_go_thro
     assert (await app.event(ours)).status_code == 200
 
 
+async def test_an_event_from_another_orgs_org_wide_install_is_refused(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """The same app installed org-wide in another Enterprise Grid org: its events are signed with the app's secret
+    and name that org and no workspace (the authorization is the org's)."""
+    import json
+
+    from tests.harness import event_callback
+
+    slack.add_channel("C0ALERTS")
+    alert = {"type": "message", "bot_id": "B0GRAFANA", "text": "CRITICAL: disk", "ts": "1763800100.000200"}
+    body = json.loads(event_callback(alert))
+    body |= {"team_id": "T0THEIRS", "enterprise_id": "E0OTHER", "is_ext_shared_channel": False}
+    body["authorizations"] = [
+        {"enterprise_id": "E0OTHER", "team_id": None, "user_id": "U0BOT", "is_bot": True, "is_enterprise_install": True}
+    ]
+
+    assert (await app.event(json.dumps(body).encode())).status_code == 401
+    await app.settle()
+    assert fake_d7.requests == []
+    assert await app.relay.storage.sends.audit() == []
+
+
 def test_an_org_wide_install_is_matched_by_its_enterprise() -> None:
     from bot.slack.installation import ThisInstallationOnly
 
@@ -262,3 +285,6 @@ def test_an_org_wide_install_is_matched_by_its_enterprise() -> None:
     assert workspace.foreign("T0TWO", None)
     assert not workspace.foreign("T0ONE", "E0ORG")  # this workspace, since joined to an org
     assert not workspace.foreign(None, None)  # Slack's own requests name no team
+    # Another Enterprise Grid org's org-wide install of the same app: its requests name its enterprise and no team.
+    assert workspace.foreign(None, "E0OTHER")
+    assert ThisInstallationOnly("T0ONE", "E0ORG", enterprise_install=False).foreign(None, "E0ORG")

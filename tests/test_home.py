@@ -26,7 +26,7 @@ POLICY = """
 version: 1
 defaults:
   region: US
-  limits: {workspace: {messages: 1000, per: 1d}}
+  limits: {per_user: none, workspace: {messages: 1000, per: 1d}}
 admins: [U0ADMIN, S0ADMINS]
 senders:
   ops-sms: {via: sms, originator: OpsAlert}

@@ -73,7 +73,7 @@ ONCALL_DB = (PhoneNumber("+14155550100"), PhoneNumber("+14155550101"))
 POLICY = parse_policy(
     {
         "version": 1,
-        "defaults": {"region": "US", "max_segments": 3, "show_numbers": "masked"},
+        "defaults": {"region": "US", "max_segments": 3, "show_numbers": "masked", "countries": ["US", "GB"]},
         "senders": {
             "ops-sms": {"via": "sms", "originator": "OpsAlert"},
             "support-wa": {"via": "whatsapp", "originator": "+971501234567"},

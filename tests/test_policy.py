@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 POLICY = """
 version: 1
-defaults: {region: US, max_segments: 10, show_numbers: full}
+defaults: {region: US, max_segments: 10, show_numbers: full, countries: [US, GB, AE]}
 senders:
   ops-sms:    {via: sms, originator: OpsAlert}
   backup-sms: {via: sms, originator: "+14155550199"}

@@ -29,11 +29,21 @@ from tests.test_restart import bot_env, rows, start_bot, wait_until
 SMS = "/messages/v1/send"
 ROOT = Path(__file__).resolve().parent.parent
 _events = itertools.count(1)
+# Workflow steps send only under rules that opt in (surfaces); the rest of the harness's policy as it is.
+STEP_POLICY = POLICY.replace(
+    "    max_recipients: 5\n", "    max_recipients: 5\n    surfaces: [commands, forms, workflows]\n", 1
+)
+assert STEP_POLICY != POLICY
+
+
+def ran_by(user: str) -> dict[str, str]:
+    """A ``slack#/types/user_context`` value as Slack fills it in: the person and Slack's own proof of them."""
+    return {"id": user, "secret": f"NDE0NTIxNDg3MjQ{user}"}
 
 
 def step_event(execution_id: str, **inputs: Any) -> bytes:
     """The Events API body Slack posts when a workflow reaches the app's send_text step."""
-    values = {"via": "sms", "channel": "C0OPS", "runner": "U0ALICE"} | inputs
+    values = {"via": "sms", "channel": "C0OPS", "runner": ran_by("U0ALICE")} | inputs
     return json.dumps(
         {
             "token": "deprecated-verification-token",
@@ -66,7 +76,7 @@ def slack(slack: FakeSlack) -> FakeSlack:
 
 @pytest.fixture
 async def app(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> AsyncIterator[App]:
-    async with running_app(slack, fake_d7, tmp_path) as running:
+    async with running_app(slack, fake_d7, tmp_path, STEP_POLICY) as running:
         yield running
 
 
@@ -84,7 +94,8 @@ def test_the_manifest_declares_the_step_the_bot_serves() -> None:
     assert set(manifest["functions"]) == set(FUNCTIONS)
     step = manifest["functions"]["send_text"]
     assert set(step["output_parameters"]["properties"]) == {"request_id", "status", "recipients_count", "segments"}
-    assert step["input_parameters"]["properties"]["runner"]["type"] == "slack#/types/user_id"
+    # Only Slack fills in a user context: the workflow's author cannot name who the step sends as.
+    assert step["input_parameters"]["properties"]["runner"]["type"] == "slack#/types/user_context"
     assert step["input_parameters"]["properties"]["people"]["items"]["type"] == "slack#/types/user_id"
     assert manifest["settings"]["function_runtime"] == "remote"
     assert manifest["settings"]["org_deploy_enabled"] is True
@@ -144,7 +155,12 @@ async def test_a_redelivered_step_sends_once_and_completes_once(app: App, slack:
         ),
         ({"numbers": "+1 415 555 0100, +1 555", "message": "hi"}, "Not sent: '+1 555' is not a valid phone number"),
         ({"numbers": "+14155550100"}, "the message is empty"),
-        ({"numbers": "+14155550100", "message": "hi", "runner": ""}, "'Who runs it' must be a person"),
+        ({"numbers": "+14155550100", "message": "hi", "runner": None}, "the step needs 'Who runs it' set to"),
+        (
+            {"numbers": "+14155550100", "message": "hi", "runner": "U0ALICE"},
+            "'Who runs it' is a user ID the workflow's author chose",
+        ),
+        ({"numbers": "+14155550100", "message": "hi", "runner": {"id": "U0ALICE"}}, "the step needs 'Who runs it'"),
         (
             {"numbers": "+14155550100", "message": "hi", "channel": "C0PRIVATE"},
             "Not sent: you are not a member of C0PRIVATE",
@@ -168,7 +184,7 @@ async def test_a_refused_step_fails_with_the_reason_and_sends_nothing(
 
 
 def test_a_restart_between_the_ack_and_d7s_answer_completes_the_step_once(slack: FakeSlack, tmp_path: Path) -> None:
-    (tmp_path / "policy.yml").write_text(POLICY)
+    (tmp_path / "policy.yml").write_text(STEP_POLICY)
     slack.run_step("Fx0004")
     with FakeD7(delay=5.0) as d7:
         env = bot_env(slack, d7, tmp_path)
@@ -207,3 +223,88 @@ async def test_a_step_the_database_did_not_keep_is_left_for_slack_to_deliver_aga
         await intake.record(request)
     # Not abandoned: the redelivered event records it and it is sent (a person would have been told "not recorded").
     assert not intake.abandoned(request)
+
+
+async def test_a_step_whose_author_named_the_runner_sends_nothing_and_announces_nobody(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """The first red-team finding: a step with its 'Who runs it' fixed by the author to Alice sent as Alice. A user
+    ID is something an author types; only Slack's user context says who ran the workflow."""
+    slack.run_step("Fx0101")
+    event = step_event("Fx0101", numbers="+14155550100", message="as alice", runner="U0ALICE")
+    assert (await app.event(event)).status_code == 200
+    await app.settle()
+
+    assert fake_d7.requests == []
+    assert slack.of("chat.postMessage") == []  # nobody is announced as sending
+    assert await app.relay.storage.sends.audit() == []  # nothing recorded, nothing charged to Alice's budget
+    ((kind, call),) = completions(slack)
+    assert kind == "error"
+    assert "'Who runs it' is a user ID the workflow's author chose" in call["error"]
+
+
+async def test_a_step_sends_as_the_person_slack_says_ran_it_and_the_channel_is_told_the_run(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    slack.add_user("U0CAROL", "carol", "+1 415 555 0160")
+    slack.run_step("Fx0102")
+    event = step_event("Fx0102", numbers="+14155550100", message="hello", runner=ran_by("U0CAROL"))
+    assert (await app.event(event)).status_code == 200
+    await app.settle()
+
+    assert len(fake_d7.bodies(SMS)) == 1
+    (record,) = await app.relay.storage.sends.audit()
+    assert record.request.user_id == "U0CAROL"
+    announcement = next(p for p in slack.of("chat.postMessage") if not p.get("thread_ts"))
+    head = announcement["blocks"][0]["text"]["text"]
+    assert head.startswith(":outbox_tray: <@U0CAROL> is sending an SMS")
+    assert head.endswith("(a workflow's step, run `WxFx0102`)")
+
+
+async def test_a_step_under_a_rule_that_does_not_opt_in_workflows_is_refused(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    async with running_app(slack, fake_d7, tmp_path, POLICY) as app:  # the ops rule lists no surfaces: the default
+        slack.run_step("Fx0103")
+        assert (await app.event(step_event("Fx0103", numbers="+14155550100", message="hi"))).status_code == 200
+        await app.settle()
+
+    assert fake_d7.requests == []
+    ((kind, call),) = completions(slack)
+    assert kind == "error"
+    assert call["error"] == (
+        "Not sent: rule 'ops may page on-call' does not take sends from workflow steps "
+        "(its surfaces: commands, forms; an admin may add workflows)"
+    )
+
+
+async def test_a_step_from_a_private_channel_the_bot_cannot_see_is_refused(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """The policy allows C0NOTJOINED, a private channel the bot is not in: Slack answers its members with
+    channel_not_found, which is not membership."""
+    slack.add_channel("C0NOTJOINED", member=False, public=False)
+    slack.run_step("Fx0104")
+    event = step_event("Fx0104", channel="C0NOTJOINED", numbers="+14155550100", message="hi")
+    assert (await app.event(event)).status_code == 200
+    await app.settle()
+
+    assert fake_d7.requests == []
+    ((kind, call),) = completions(slack)
+    assert kind == "error"
+    assert call["error"].startswith("Not sent: the bot cannot see who is in C0NOTJOINED (it is not in it)")
+
+
+async def test_a_step_naming_more_people_than_any_rule_allows_is_refused_before_any_look_up(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    people = [f"U0P{i:04d}" for i in range(1000)]
+    slack.run_step("Fx0105")
+    assert (await app.event(step_event("Fx0105", people=people, message="hi"))).status_code == 200
+    await app.settle()
+
+    assert fake_d7.requests == []
+    assert slack.of("users.info") == []  # counted, not looked up
+    ((kind, call),) = completions(slack)
+    assert kind == "error"
+    assert call["error"] == "Not sent: 1000 recipients is more than the 5 rule 'ops may page on-call' allows"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.errors import D7AuthError, D7InsufficientCreditError, D7OutcomeUnknownError
-from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, Placement, SendState
 from bot.storage import Storage
@@ -70,9 +70,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0009"
+    assert await current_revision(engine) == head_revision() == "0010"
     await migrate(engine)
-    assert await current_revision(engine) == "0009"
+    assert await current_revision(engine) == "0010"
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
     assert {"sends", "kv", "alembic_version"} <= tables
@@ -116,6 +116,36 @@ async def test_concurrent_repeats_of_an_alert_agree_on_one_leader(engine: AsyncE
     assert await stores[0].lead("fp-1", "send-late", timedelta(milliseconds=1)) == "send-late"
     await asyncio.sleep(0.01)  # the window is over: the next repeat leads again
     assert await stores[0].lead("fp-1", "send-later", timedelta(minutes=10)) == "send-later"
+
+
+async def test_a_resolution_ends_the_latest_alert_of_its_own_rules_only(engine: AsyncEngine) -> None:
+    store = storage(engine).sends
+    origin = Origin(Surface.ALERT, "T0TEAM", "B0GRAFANA", "C0SHARED")
+
+    def alert(key: str, rule: str, kind: Surface = Surface.ALERT, rules: tuple[str, ...] = ()) -> SendRequest:
+        info = AlertInfo(rule=rule, kind=kind, identity="about-db-1", rules=rules)
+        return replace(request(key), origin=replace(origin, surface=kind), alert=info)
+
+    grafana = await store.record(alert("alert:C0SHARED:1", "grafana only"), timedelta(minutes=15))
+    other = await store.record(alert("alert:C0SHARED:2", "any bot"), timedelta(minutes=15))
+    assert grafana is not None
+    assert other is not None
+    await set_columns(engine, other.id, created_at=grafana.created_at + timedelta(seconds=1))  # the later one
+    since = grafana.created_at - timedelta(days=1)
+
+    async def latest(*rules: str) -> str | None:
+        found = await store.latest_alert("C0SHARED", "about-db-1", since, rules)
+        return found.id if found else None
+
+    assert await latest("grafana only") == grafana.id  # not the later alert of another rule
+    assert await latest("grafana only", "any bot") == other.id
+    assert await latest("quiet") is None
+    resolution = alert("resolved:C0SHARED:3", "any bot", Surface.RESOLVED, ("any bot", "grafana only"))
+    await store.record(resolution, timedelta(minutes=15))
+    kept = await store.by_key("resolved:C0SHARED:3")
+    assert kept is not None
+    assert kept.request.alert is not None
+    assert kept.request.alert.ends == ("any bot", "grafana only")
 
 
 async def test_per_phone_limit_holds_exactly_the_alerts_over_the_count(engine: AsyncEngine) -> None:

@@ -32,7 +32,7 @@ WA = "/whatsapp/v2/send"
 
 POLICY = """
 version: 1
-defaults: {region: US}
+defaults: {region: US, countries: [US, AE]}  # the customers are in the UAE
 senders:
   support-wa:
     via: whatsapp
@@ -265,7 +265,7 @@ def test_the_fake_d7_refuses_template_bodies_meta_would_refuse(
 
 ALERT_POLICY = """
 version: 1
-defaults: {region: US}
+defaults: {region: US, countries: [US, AE]}  # the customers are in the UAE
 senders:
   support-wa:
     via: whatsapp

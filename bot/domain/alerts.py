@@ -68,13 +68,18 @@ _JOINERS = frozenset({"\u200d", "\ufe0e", "\ufe0f", "\u20e3"})
 # "Numbers and timestamps ignored": dates and times first, then numbers that stand alone, with their unit if any
 # (counts, values, [FIRING:3], 97%, for 5m). Digits that are part of a name (db-1, host10, eu-west-2, v1.2) stay:
 # they say *which* thing is alerting.
+#
+# The patterns over alert text here stay ``re``: they read ``\d``, ``\s`` and ``\b`` as Unicode, which RE2 reads as
+# ASCII, and fingerprints and identities already stored must stay equal. Each runs in linear time in ``re`` too
+# (the text is capped first, ``bot.slack.flatten.MAX_TEXT``): no repeat inside a repeat, and what may fail after
+# an unbounded run (``[.,]\d+``, ``:\s*``) gives back one character a step, once per run. tests/test_hostile_text.py
+# times each on adversarial text. The number's look-behind, which RE2 lacks, is a scan (``_without_numbers``).
 _DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
     r"|\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[ap]m)?\b",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(r"(?<![\w.-])\d+(?:[.,]\d+)*[a-z%]*")  # with a unit: 97%, 5m, 12gb
-_SPACE = re.compile(r"\s+")
+_UNIT = frozenset("abcdefghijklmnopqrstuvwxyz%")  # after a number: 97%, 5m, 12gb
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,8 @@ def _resolves(rule: AlertRule, facts: AlertFacts, title: str) -> bool:
             return False
     elif not facts.author.is_bot:
         return False
-    return re.search(rule.resolve, title) is not None and _FIRING.search(title) is None
+    resolving = rule.resolve_pattern
+    return resolving is not None and resolving.search(title) is not None and _FIRING.search(title) is None
 
 
 def match_resolution(policy: Policy, facts: AlertFacts, title: str) -> AlertRule | None:
@@ -140,6 +146,12 @@ def match_resolution(policy: Policy, facts: AlertFacts, title: str) -> AlertRule
         if _resolves(rule, facts, title):
             return rule
     return None
+
+
+def resolving_rules(policy: Policy, facts: AlertFacts, title: str) -> tuple[str, ...]:
+    """The names of every alert rule this post resolves alerts of: only their alerts may it end, so a bot that one
+    rule takes alerts from cannot end another rule's (which takes alerts from another tool only)."""
+    return tuple(rule.name for rule in policy.alerts if _resolves(rule, facts, title))
 
 
 # The words that say an alert's state, not what it is about: "[FIRING:2]", "[RESOLVED]", "Triggered"…
@@ -153,13 +165,13 @@ def identity(title: str) -> str:
     """What an alert is about, equal for its firing post and its resolved one: its title without the state words
     and their counts, case and spacing (``[FIRING:2] InstanceDown (prod)`` and ``[RESOLVED] InstanceDown (prod)``);
     numbers in it stay (``node 5`` is not ``node 7``)."""
-    about = re.sub(r"\s+", " ", _STATE.sub(" ", title)).strip(" -:").lower()
+    about = " ".join(_STATE.sub(" ", title).split()).strip(" -:").lower()
     return hashlib.sha256(about.encode()).hexdigest()[:40]
 
 
 def without_state(title: str) -> str:
     """``[RESOLVED] InstanceDown (prod)`` → ``InstanceDown (prod)``: for the RESOLVED text."""
-    return re.sub(r"\s+", " ", _STATE.sub(" ", title)).strip(" -:")
+    return " ".join(_STATE.sub(" ", title).split()).strip(" -:")
 
 
 def match_alert(policy: Policy, facts: AlertFacts) -> AlertRule | None:
@@ -183,9 +195,28 @@ def explain_match(policy: Policy, facts: AlertFacts) -> list[tuple[AlertRule, st
 
 def normalise(text: str) -> str:
     """The text with what changes between repeats of one alert (numbers, dates, times, spacing, case) removed."""
-    text = _DATETIME.sub(" ", text.lower())
-    text = _NUMBER.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(_without_numbers(_DATETIME.sub(" ", text.lower())).split())
+
+
+def _without_numbers(text: str) -> str:
+    """Each number that stands alone, with its unit, as a space: ``re.sub(r"(?<![\\w.-])\\d+(?:[.,]\\d+)*[a-z%]*",
+    " ", text)`` in one pass (RE2 has no look-behind). A number starts at a digit after no word character, ``.`` or
+    ``-``; it takes its digits, each ``.`` or ``,`` followed by digits with them, then lowercase letters and ``%``."""
+    out: list[str] = []
+    done, i, n = 0, 0, len(text)
+    while i < n:
+        if not text[i].isdecimal() or (i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.-")):
+            i += 1
+            continue
+        end = i + 1
+        while end < n and (text[end].isdecimal() or (text[end] in ".," and end + 1 < n and text[end + 1].isdecimal())):
+            end += 1
+        while end < n and text[end] in _UNIT:
+            end += 1
+        out += (text[done:i], " ")
+        done = i = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def fingerprint(rule_name: str, text: str) -> str:

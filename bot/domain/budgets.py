@@ -118,7 +118,7 @@ def budgets_of(
             f"the budget of {channel_label} in rule '{rule_name}'",
             "rule_per_channel",
         ),
-        (limits.per_user, f"user:{user_id}", f"{whose} workspace-wide budget", "per_user"),
+        (limits.user_budget, f"user:{user_id}", f"{whose} workspace-wide budget", "per_user"),
         (limits.per_channel, f"channel:{channel_id}", f"the workspace-wide budget of {channel_label}", "per_channel"),
         (limits.workspace, WORKSPACE, "the workspace's budget", "workspace"),
     ]

@@ -118,6 +118,31 @@ class Person:
     tz: str | None = None
     is_bot: bool = False
     deleted: bool = False
+    team_id: str | None = None  # the workspace the user belongs to (another one's, in a Slack Connect channel)
+    enterprise_id: str | None = None  # their Enterprise Grid org, if any
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """The workspace (and Enterprise Grid org) the bot is installed in, as ``auth.test`` names it: its people may
+    acknowledge alerts; people of another organisation in a Slack Connect channel may not."""
+
+    team_id: str | None
+    enterprise_id: str | None = None
+
+    def includes(self, person: Person) -> bool:
+        """Whether ``person`` is one of its people, as Slack's ``users.info`` says: in this workspace, or in this
+        Grid org; never a bot or a deactivated account."""
+        if person.is_bot or person.deleted:
+            return False
+        if self.enterprise_id is not None and person.enterprise_id == self.enterprise_id:
+            return True
+        return self.team_id is not None and person.team_id == self.team_id
+
+    def outside(self, team_id: str) -> bool:
+        """Whether a message's ``user_team`` shows without a look-up that its author is of another organisation
+        (not decidable in a Grid org: each of its workspaces has a team ID of its own)."""
+        return self.enterprise_id is None and self.team_id is not None and team_id != self.team_id
 
 
 class Surface(StrEnum):
@@ -163,6 +188,9 @@ class AlertInfo:
     window_start: datetime | None = None  # summary: the per-phone window it closes
     identity: str | None = None  # alert and resolution: what they are about, firing/resolved words left out
     resolves: str | None = None  # resolution in a thread or by an edit: the idempotency key of the alert it ends
+    # resolution: every rule whose alerts it may end (each admits its author and its ``resolve`` matches; empty:
+    # ``rule`` alone, as recorded before there was this field)
+    rules: tuple[str, ...] = ()
     escalates: str | None = None  # escalation: the idempotency key of the alert nobody acknowledged
     step: int | None = None  # escalation: which of the rule's steps (0-based)
 
@@ -177,6 +205,11 @@ class AlertInfo:
     @property
     def is_escalation(self) -> bool:
         return self.kind is Surface.ESCALATION
+
+    @property
+    def ends(self) -> tuple[str, ...]:
+        """A resolution's rules: only their alerts may it end."""
+        return self.rules or (self.rule,)
 
 
 @dataclass(frozen=True)
@@ -193,6 +226,7 @@ class SendRequest:
     alert: AlertInfo | None = None
     template: TemplateUse | None = None  # WhatsApp: an approved template and its values (``text``: as rendered)
     step: str | None = None  # a workflow step's function_execution_id: completed once D7 has answered
+    workflow: str | None = None  # that step's workflow_execution_id: the run the channel is told sent it
 
     @property
     def user_id(self) -> str:

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.domain import patterns
 from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
 from bot.domain.models import Via
 from bot.domain.phone import (
@@ -81,14 +82,17 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression: {exc}") from None
+    patterns.compile(value)  # a PatternError (a ValueError) says why RE2 cannot run it
+    if patterns.nested_repetition(value):
+        raise ValueError(
+            "a repeat inside a repeat (like `(\\w+\\s?)+`) can take seconds on a short text in backtracking regex "
+            "engines; write it with one repeat (like `[\\w\\s]+`)"
+        )
     return value
 
 
-# A regular expression, checked when the policy is read.
+# A regular expression, compiled by RE2 when the policy is read (once: ``patterns.compile`` keeps it), so that it
+# runs in time linear in the text it reads; a pattern RE2 cannot compile is a problem of the file.
 Regex = Annotated[str, AfterValidator(_regex)]
 
 
@@ -96,11 +100,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MIN_BUDGET_WINDOW = timedelta(minutes=1)
+
+
 class Budget(_Model):
     """At most ``messages`` billed messages (recipients x SMS segments; one per WhatsApp recipient) per ``per``."""
 
     messages: int = Field(ge=1)
     per: Duration
+
+    @field_validator("per")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        # A window of 0 (or less, or a few milliseconds) never holds: every send finds it empty.
+        if value < MIN_BUDGET_WINDOW:
+            raise ValueError(
+                f"a budget's window must be at least 1 minute (like 1h or 1d), not {value.total_seconds():g} s"
+            )
+        return value
+
+
+# When ``defaults.limits`` sets no ``per_user``: one person cannot empty the D7 account in a burst (``none``: off).
+DEFAULT_PER_USER = Budget(messages=100, per=timedelta(hours=1))
+NO_BUDGET = "none"
 
 
 class RuleLimits(_Model):
@@ -111,11 +133,20 @@ class RuleLimits(_Model):
 
 
 class WorkspaceLimits(_Model):
-    """``defaults.limits``: each person and each channel over every rule, and the whole workspace (alerts too)."""
+    """``defaults.limits``: each person and each channel over every rule, and the whole workspace (alerts too).
 
-    per_user: Budget | None = None
+    ``per_user`` left out is ``DEFAULT_PER_USER``; ``none`` turns it off."""
+
+    per_user: Budget | Literal["none"] | None = None
     per_channel: Budget | None = None
     workspace: Budget | None = None
+
+    @property
+    def user_budget(self) -> Budget | None:
+        """Each person's workspace-wide budget in force."""
+        if self.per_user is None:
+            return DEFAULT_PER_USER
+        return None if self.per_user == NO_BUDGET else self.per_user  # type: ignore[return-value]
 
 
 class AlertLimits(_Model):
@@ -139,6 +170,26 @@ class Defaults(_Model):
     admin_channel: str | None = None  # where operators hear about the D7 account (e.g. a low balance)
     low_balance: float | None = Field(None, ge=0)  # warn in admin_channel when the D7 balance falls below this
     limits: WorkspaceLimits = WorkspaceLimits()
+    # Where texts may go at all (ISO regions, as libphonenumber assigns numbers: +1 876 is JM, +1 787 is PR);
+    # None: the country of ``region`` alone. A prefix like "+1*" spans 25 countries, so rules alone are not enough.
+    countries: list[str] | None = None
+
+    @field_validator("countries")
+    @classmethod
+    def _known_countries(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one country (like [US, CA]), or leave countries out")
+        codes = [str(code).strip().upper() for code in value]
+        if unknown := [c for c in codes if not is_region(c)]:
+            raise ValueError(f"unknown country '{unknown[0]}' (use two-letter codes such as US or GB)")
+        return list(dict.fromkeys(codes))
+
+    @property
+    def allowed_countries(self) -> tuple[str, ...]:
+        """The regions texts may go to."""
+        return tuple(self.countries) if self.countries is not None else (self.region,)
 
     @field_validator("admin_channel")
     @classmethod
@@ -171,6 +222,21 @@ class Sender(_Model):
         return value
 
 
+class PolicySurface(StrEnum):
+    """How a person starts a send, as a rule's ``surfaces`` names it."""
+
+    COMMANDS = "commands"  # /sms or /whatsapp with the message typed after it
+    FORMS = "forms"  # the compose form: /sms alone, the "Send a text" shortcut, "Text this message"
+    WORKFLOWS = "workflows"  # the "Send a text with D7" step: it runs without the person watching, so opt-in
+
+    @property
+    def label(self) -> str:
+        return {"commands": "slash commands", "forms": "the compose form", "workflows": "workflow steps"}[self.value]
+
+
+DEFAULT_SURFACES = (PolicySurface.COMMANDS, PolicySurface.FORMS)
+
+
 class Rule(_Model):
     """Who may send what, from where."""
 
@@ -184,6 +250,9 @@ class Rule(_Model):
     allow_number_types: list[NumberType] = Field(default_factory=list)
     limits: RuleLimits = RuleLimits()
     templates: list[str] | None = None  # WhatsApp templates this rule allows (None: all of its senders')
+    # Where its sends may start. A workflow's author chooses what its step sends and to whom, and anyone who runs
+    # the workflow sends it: an admin opts workflows in, rule by rule.
+    surfaces: list[PolicySurface] = Field(default_factory=lambda: list(DEFAULT_SURFACES), min_length=1)
 
     def allows_type(self, number_type: NumberType) -> bool:
         return number_type in SAFE_NUMBER_TYPES or number_type in self.allow_number_types
@@ -253,7 +322,7 @@ class QuietHours(_Model):
         return start.astimezone(UTC), end.astimezone(UTC)
 
     def critical(self, text: str) -> bool:
-        return self.except_ is not None and re.search(self.except_, text) is not None
+        return self.except_ is not None and patterns.compile(self.except_).search(text) is not None
 
 
 class EscalationStep(_Model):
@@ -261,6 +330,19 @@ class EscalationStep(_Model):
 
     after: Duration
     to: list[str] = Field(min_length=1)
+
+
+ACK_WAYS = ("reactions", "replies")
+
+
+def _ack_way(value: str) -> str:
+    if value not in ACK_WAYS:
+        raise ValueError(f"unknown way to acknowledge '{value}': use {' or '.join(ACK_WAYS)}")
+    return value
+
+
+# How people acknowledge an alert in Slack (``ack_by``), checked when the policy is read.
+AckWay = Annotated[str, AfterValidator(_ack_way)]
 
 
 class AlertRule(_Model):
@@ -285,8 +367,11 @@ class AlertRule(_Model):
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
     resolve: Regex | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
-    # A person's reaction with one of these (or their reply in the alert's thread) acknowledges it.
+    # A person's reaction with one of these acknowledges the alert (with ``reactions`` in ``ack_by``).
     ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
+    # reactions: any person of this organisation reacting; replies: any such person's reply in the alert's thread.
+    # A reply from the alert's own people (members of its groups, its escalation steps' too) acknowledges anyway.
+    ack_by: list[AckWay] = Field(default_factory=lambda: ["reactions"])
     escalate: list[EscalationStep] = Field(default_factory=list)  # stops on acknowledgement or resolution
     quiet_hours: QuietHours | None = None  # hold non-critical alerts at night, one summary per phone after
 
@@ -304,8 +389,12 @@ class AlertRule(_Model):
         return value
 
     @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile(self.match)
+    def pattern(self) -> patterns.Pattern:
+        return patterns.compile(self.match)
+
+    @property
+    def resolve_pattern(self) -> patterns.Pattern | None:
+        return None if self.resolve is None else patterns.compile(self.resolve)
 
 
 class Policy(_Model):
@@ -594,6 +683,10 @@ def policy_warnings(policy: Policy) -> list[PolicyProblem]:
     """What a checked policy allows or refuses that its author may not mean; ``check`` prints these, loading and
     sending ignore them."""
     warnings = []
+    for group in policy.contacts:
+        for i, number in enumerate(policy.contact_numbers(group)):
+            if (refusal := country_refusal(policy, number)) is not None:
+                warnings.append(PolicyProblem(f"contacts.{group}[{i}]", f"{refusal}, so texts to it are refused"))
     for r, rule in enumerate(policy.rules):
         for i, pattern in enumerate(rule.recipients):
             where = f"rules[{r}].recipients[{i}]"
@@ -637,12 +730,14 @@ class SendRequestFacts:
     channel_label: str | None = None  # "#ops" when known; the ID otherwise
     user_label: str | None = None
     template: str | None = None  # WhatsApp: the approved template the send names (None: free text)
+    surface: PolicySurface = PolicySurface.COMMANDS  # how the send was started
 
 
 class Dimension(StrEnum):
     """What a denial is about, in the order rules are checked: a rule that gets further explains better."""
 
     VIA = "via"
+    SURFACE = "surface"
     CHANNEL = "channel"
     USER = "user"
     SENDER = "sender"
@@ -677,12 +772,13 @@ class _Attempt:
 
 _DEPTH = {
     Dimension.VIA: 0,
-    Dimension.CHANNEL: 1,
-    Dimension.USER: 2,
-    Dimension.SENDER: 3,
-    Dimension.TEMPLATE: 4,
-    Dimension.RECIPIENT: 5,
-    Dimension.COUNT: 6,
+    Dimension.SURFACE: 1,
+    Dimension.CHANNEL: 2,
+    Dimension.USER: 3,
+    Dimension.SENDER: 4,
+    Dimension.TEMPLATE: 5,
+    Dimension.RECIPIENT: 6,
+    Dimension.COUNT: 7,
 }
 
 
@@ -714,6 +810,19 @@ def _type_refusal(rule: Rule, number: PhoneNumber, shown: str) -> str | None:
     )
 
 
+def country_refusal(policy: Policy, number: PhoneNumber) -> str | None:
+    """Why texts may not go to ``number`` at all (outside ``defaults.countries``), or None. Every surface asks this,
+    whatever rule or list named the number."""
+    allowed = policy.defaults.allowed_countries
+    region = number.region
+    if region in allowed:
+        return None
+    shown = number.display(policy.defaults.show_numbers)
+    where = f"a number in {region}" if region else "a number of no country"
+    whose = "defaults.countries" if policy.defaults.countries is not None else "defaults.region; add defaults.countries"
+    return f"{shown} is {where}; the policy texts only numbers in {', '.join(allowed)} ({whose})"
+
+
 def _a(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
@@ -725,6 +834,14 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
     usable = [s for s in rule.senders if policy.senders[s].via is facts.via]
     if not usable:
         return _Attempt(rule, Dimension.VIA, f"no rule allows sending via {via}")
+    if facts.surface not in rule.surfaces:
+        allowed = ", ".join(rule.surfaces)
+        return _Attempt(
+            rule,
+            Dimension.SURFACE,
+            f"rule '{rule.name}' does not take sends from {facts.surface.label} (its surfaces: {allowed}; "
+            f"an admin may add {facts.surface.value})",
+        )
     if WILDCARD not in rule.slack_channels and facts.channel_id not in rule.slack_channels:
         return _Attempt(rule, Dimension.CHANNEL, f"{channel} is not allowed to send via {via}")
     if WILDCARD not in rule.users and not (facts.user_id in rule.users or facts.user_groups.intersection(rule.users)):
@@ -752,15 +869,26 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
             )
         if (refusal := _type_refusal(rule, number, shown)) is not None:
             return _Attempt(rule, Dimension.RECIPIENT, refusal)
-    limit = rule.max_recipients if rule.max_recipients is not None else policy.defaults.max_recipients
-    if len(facts.recipients) > limit:
-        whose = (
-            f"rule '{rule.name}' allows"
-            if rule.max_recipients is not None
-            else f"the policy allows per send (defaults.max_recipients; rule '{rule.name}' sets no max_recipients)"
-        )
-        return _Attempt(rule, Dimension.COUNT, f"{len(facts.recipients)} recipients is more than the {limit} {whose}")
+    if (too_many := count_refusal(policy, rule, len(facts.recipients))) is not None:
+        return _Attempt(rule, Dimension.COUNT, too_many)
     return _Attempt(rule, None, sender=sender)
+
+
+def recipient_limit(policy: Policy, rule: Rule) -> int:
+    return rule.max_recipients if rule.max_recipients is not None else policy.defaults.max_recipients
+
+
+def count_refusal(policy: Policy, rule: Rule, count: int) -> str | None:
+    """Why ``rule`` refuses a send to ``count`` recipients, or None when it may."""
+    limit = recipient_limit(policy, rule)
+    if count <= limit:
+        return None
+    whose = (
+        f"rule '{rule.name}' allows"
+        if rule.max_recipients is not None
+        else f"the policy allows per send (defaults.max_recipients; rule '{rule.name}' sets no max_recipients)"
+    )
+    return f"{count} recipients is more than the {limit} {whose}"
 
 
 def evaluate(policy: Policy, facts: SendRequestFacts) -> Decision:
@@ -782,6 +910,15 @@ def evaluate_before_recipients(policy: Policy, facts: SendRequestFacts) -> Decis
     return _evaluate(policy, facts, Dimension.TEMPLATE)
 
 
+def too_many_named(policy: Policy, facts: SendRequestFacts, named: int) -> str | None:
+    """Why a request naming at least ``named`` recipients is refused whatever they turn out to be, or None: every
+    rule that may allow it (as ``evaluate_before_recipients`` decides) allows fewer. Asked before anyone is looked
+    up: a thousand people named would be a thousand users.info calls."""
+    rules = [r for r in policy.rules if _try_rule(policy, r, facts, Dimension.TEMPLATE).dimension is None]
+    widest = max(rules, key=lambda r: recipient_limit(policy, r), default=None)
+    return None if widest is None else count_refusal(policy, widest, named)
+
+
 def _evaluate(policy: Policy, facts: SendRequestFacts, through: Dimension) -> Decision:
     """``evaluate`` with the dimensions after ``through`` left out."""
     if facts.sender is not None:
@@ -801,6 +938,11 @@ def _evaluate(policy: Policy, facts: SendRequestFacts, through: Dimension) -> De
     for rule in policy.rules:
         attempt = _try_rule(policy, rule, facts, through)
         if attempt.depth == len(_DEPTH):
+            # The last word, whatever the rule's patterns admitted ("+1*" spans 25 countries).
+            if recipients_known and (
+                refusals := [r for n in facts.recipients if (r := country_refusal(policy, n)) is not None]
+            ):
+                return Decision(False, refusals[0], rule=rule.name, dimension=Dimension.RECIPIENT)
             verdict = f"allowed by rule '{rule.name}'" if recipients_known else f"rule '{rule.name}' may allow it"
             return Decision(True, verdict, rule=rule.name, sender=attempt.sender)
         if best is None or attempt.depth > best.depth:
@@ -843,33 +985,48 @@ def is_admin(policy: Policy, user_id: str, user_groups: Collection[str]) -> bool
 
 
 def rules_for(
-    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+    policy: Policy,
+    user_id: str,
+    channel_id: str | None,
+    user_groups: frozenset[str] = frozenset(),
+    surface: PolicySurface | None = None,
 ) -> list[Rule]:
-    """The rules that admit this user in this channel (any channel when ``channel_id`` is None)."""
+    """The rules that admit this user in this channel (any channel when ``channel_id`` is None), for sends started
+    on ``surface`` (any when None)."""
     return [
         rule
         for rule in policy.rules
         if (channel_id is None or WILDCARD in rule.slack_channels or channel_id in rule.slack_channels)
         and (WILDCARD in rule.users or user_id in rule.users or user_groups.intersection(rule.users))
+        and (surface is None or surface in rule.surfaces)
     ]
 
 
 def allowed_senders(
-    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+    policy: Policy,
+    user_id: str,
+    channel_id: str | None,
+    user_groups: frozenset[str] = frozenset(),
+    surface: PolicySurface | None = PolicySurface.FORMS,
 ) -> list[str]:
     """Senders some rule lets this user use from this channel (any channel when ``channel_id`` is None).
 
     What a form may offer; the send itself is still decided by ``evaluate`` with its recipients.
     """
-    return list(dict.fromkeys(s for rule in rules_for(policy, user_id, channel_id, user_groups) for s in rule.senders))
+    rules = rules_for(policy, user_id, channel_id, user_groups, surface)
+    return list(dict.fromkeys(s for rule in rules for s in rule.senders))
 
 
 def allowed_templates(
-    policy: Policy, user_id: str, channel_id: str | None, user_groups: frozenset[str] = frozenset()
+    policy: Policy,
+    user_id: str,
+    channel_id: str | None,
+    user_groups: frozenset[str] = frozenset(),
+    surface: PolicySurface | None = None,
 ) -> dict[str, str]:
     """The WhatsApp templates some rule lets this user send from this channel: alias → the sender that has it."""
     found: dict[str, str] = {}
-    for rule in rules_for(policy, user_id, channel_id, user_groups):
+    for rule in rules_for(policy, user_id, channel_id, user_groups, surface):
         allowed = rule_templates(policy, rule)
         for sender in rule.senders:
             for alias in policy.senders[sender].templates:

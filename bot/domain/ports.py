@@ -10,7 +10,7 @@ composition root.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -274,8 +274,11 @@ class SendStore(Protocol):
         was not resolved: its repeats are not texted."""
         ...
 
-    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
-        """The latest alert (not a repeat) with this identity posted in this channel since ``since``."""
+    async def latest_alert(
+        self, channel_id: str, identity: str, since: datetime, rules: Collection[str]
+    ) -> SendRecord | None:
+        """The latest alert (not a repeat) of one of ``rules`` with this identity posted in this channel since
+        ``since``."""
         ...
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:

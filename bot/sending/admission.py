@@ -22,6 +22,7 @@ from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
     Decision,
     Policy,
+    PolicySurface,
     SendRequestFacts,
     admin_groups,
     allowed_templates,
@@ -29,6 +30,7 @@ from bot.domain.policy import (
     evaluate_before_recipients,
     groups_to_look_up,
     is_admin,
+    too_many_named,
 )
 from bot.domain.ports import Directory
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
@@ -40,6 +42,15 @@ log = logging.getLogger("bot.sending")
 # per call, 0.2 s instead of 4 s: a form's submission has 0.5 s for them), and a request never bursts past what
 # Slack's Tier 4 (users.info, 100+ a minute) takes at once.
 LOOKUPS_AT_ONCE = 20
+
+# How the policy's rules name where a send started (``surfaces``); the forms' openers all submit the compose form.
+POLICY_SURFACES = {
+    Surface.COMMAND: PolicySurface.COMMANDS,
+    Surface.MODAL: PolicySurface.FORMS,
+    Surface.SHORTCUT: PolicySurface.FORMS,
+    Surface.MESSAGE: PolicySurface.FORMS,
+    Surface.WORKFLOW: PolicySurface.WORKFLOWS,
+}
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -118,6 +129,13 @@ def conversation_label(channel_id: str) -> str:
 
 def not_a_member(channel_id: str) -> str:
     return f"you are not a member of {conversation_label(channel_id)}: pick a conversation you are in"
+
+
+def unseen(channel_id: str) -> str:
+    return (
+        f"the bot cannot see who is in {conversation_label(channel_id)} (it is not in it): invite it there, "
+        "or pick a conversation it is in"
+    )
 
 
 def phone_of(person: Person, region: str) -> PhoneNumber:
@@ -263,13 +281,30 @@ class Admission:
                 continue
             found.add(number, ref, person.name)
 
+    def named_count(self, refs: Sequence[RecipientRef]) -> int:
+        """How many recipients ``refs`` name at least, before any look-up: distinct numbers (a contact group's
+        members counted), distinct people, and one for each user group (its members are only known once asked)."""
+        numbers: set[str] = set()
+        others = 0
+        for ref in {(r.kind, r.value): r for r in refs}.values():
+            if ref.kind is RefKind.NUMBER:
+                try:
+                    numbers.add(parse_phone(ref.value, self.policy.defaults.region).e164)
+                except InvalidPhoneNumber:
+                    numbers.add(ref.value)
+            elif ref.kind is RefKind.CONTACTS:
+                numbers.update(self.policy.contacts.get(ref.value, ()))
+            else:
+                others += 1
+        return len(numbers) + others
+
     def decide(self, facts: SendRequestFacts) -> Decision:
         return evaluate(self.policy, facts)
 
-    async def is_in(self, user_id: str, channel_id: str) -> bool:
-        """The policy's rules are about channels: a form may only send "from" a conversation its sender is in. One
-        whose members the bot cannot see (private, a DM) could only be picked by its members."""
-        return await self.directory.is_member(channel_id, user_id) is not False
+    async def is_in(self, user_id: str, channel_id: str) -> bool | None:
+        """The policy's rules are about channels: a form or a step may only send "from" a conversation its sender is
+        in. None: the bot cannot see its members (private, a DM it is not in)."""
+        return await self.directory.is_member(channel_id, user_id)
 
     def decide_before_recipients(self, facts: SendRequestFacts) -> Decision:
         """What the policy refuses whatever the recipients (``facts.recipients`` is not looked at)."""
@@ -288,10 +323,13 @@ class Admission:
                 raise Refused.invalid(str(exc)) from None
         if not request.recipients:
             raise Refused.invalid("no recipients")
+        surface = POLICY_SURFACES.get(request.origin.surface)
+        if surface is None:  # alerts are decided by their alert rules, never by admit
+            raise Refused.denied(f"a {request.origin.surface} send is not decided by the policy's rules")
         user_groups = await self.user_groups(request.user_id, request.channel_id, request.via)
         sender = request.sender
         if request.template is not None:
-            sender = self.template_sender(request, user_groups)
+            sender = self.template_sender(request, user_groups, surface)
             text = self.fill_in(request, sender)
         facts = SendRequestFacts(
             user_id=request.user_id,
@@ -303,14 +341,22 @@ class Admission:
             channel_label=conversation_label(request.channel_id),
             user_label=f"<@{request.user_id}>",
             template=request.template.alias if request.template is not None else None,
+            surface=surface,
         )
         early = self.decide_before_recipients(facts)
         if not early.allowed:
             raise Refused.denied(early.reason)
-        # A form or a workflow step names its channel: its sender (the step's runner) must be in it.
+        if (too_many := too_many_named(self.policy, facts, self.named_count(request.recipients))) is not None:
+            raise Refused.denied(too_many)
+        # A form or a workflow step names its channel: its sender (the step's runner) must be in it. A form's
+        # conversation picker lists only the private conversations its user is in, so one the bot cannot see is
+        # theirs; a workflow's channel is its author's choice, so there only what the bot sees counts.
         picked = request.origin.surface in (Surface.MODAL, Surface.WORKFLOW)
-        if picked and not await self.is_in(request.user_id, request.channel_id):
-            raise Refused.denied(not_a_member(request.channel_id))
+        if picked and (member := await self.is_in(request.user_id, request.channel_id)) is not True:
+            if member is False:
+                raise Refused.denied(not_a_member(request.channel_id))
+            if request.origin.surface is Surface.WORKFLOW:
+                raise Refused.denied(unseen(request.channel_id))
         found = await self.resolve(request.recipients)
         if found.problems:
             raise Refused.invalid(*(str(p) for p in found.problems))
@@ -329,7 +375,9 @@ class Admission:
         )
         return prepared(send_id, request, checked, self.policy.defaults.show_numbers)
 
-    def template_sender(self, request: SendRequest, user_groups: frozenset[str]) -> str:
+    def template_sender(
+        self, request: SendRequest, user_groups: frozenset[str], surface: PolicySurface | None = None
+    ) -> str:
         """The WhatsApp sender whose template the request names: the one asked for, else the first this user may
         use here that has it. ``Refused`` naming the templates they may use when there is none."""
         assert request.template is not None  # noqa: S101 - callers ask only for template requests
@@ -343,7 +391,7 @@ class Admission:
             if alias not in sender.templates:
                 raise Refused.invalid(f"sender '{request.sender}' has no template '{inert(alias)}'")
             return request.sender
-        mine = allowed_templates(self.policy, request.user_id, request.channel_id, user_groups)
+        mine = allowed_templates(self.policy, request.user_id, request.channel_id, user_groups, surface)
         if alias in mine:
             return mine[alias]
         known = f"templates you may use here: {', '.join(sorted(mine))}" if mine else "you may use no templates here"

@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 
 from bot.domain.alerts import describe_window, fit, summary_template, targets_as_refs, without_state
 from bot.domain.clock import utc_now
-from bot.domain.errors import ServiceUnavailable, inert
-from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.errors import InputError, ServiceUnavailable, inert
+from bot.domain.models import AlertInfo, Organisation, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
-from bot.domain.policy import AlertRule, Policy
+from bot.domain.policy import USERGROUP_ID, AlertRule, Policy, country_refusal
 from bot.domain.ports import AlertLedger, Directory, MessageReader, SendStore
 from bot.domain.sends import Checked, NotSent, PreparedSend, SendRecord, SendState
 from bot.domain.templates import TemplateUse, fit_param
-from bot.sending.admission import Admission, Refused
+from bot.sending.admission import Admission, Refused, Resolution
 
 log = logging.getLogger("bot.sending.alerts")
 
@@ -66,6 +66,7 @@ class AlertDesk:
     directory: Directory
     reader: MessageReader | None  # the alert as posted, as text (None: the request's text)
     deadline: timedelta  # of the summaries it schedules
+    organisation: Organisation | None = None  # whose people acknowledge alerts (None: nobody's)
     # Summary keys this process recorded already (saves an insert each).
     _summaries: set[str] = field(default_factory=set, init=False)
 
@@ -95,7 +96,7 @@ class AlertDesk:
                 return Repeat(leader)
         text, template = self._text(rule, await self._fields(record, rule), record.request.via)
         found = await self.admission.resolve(record.request.recipients)
-        unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
+        unreached = self._left_out(found)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))
         quiet = self._quiet_of(record.request, rule, record.created_at)
@@ -132,6 +133,18 @@ class AlertDesk:
             return Bundle(checked)  # held for the summaries: nobody is paged, so nobody is escalated to
         await self._schedule_escalations(record, rule)
         return Text(checked)
+
+    def _left_out(self, found: Resolution) -> tuple[str, ...]:
+        """Why each phone that will not get the alert is left out (taken out of ``found.numbers``): recipients that
+        could not be resolved, numbers outside ``defaults.countries`` and unsafe profile phones."""
+        outside = [(n, r) for n in found.numbers if (r := country_refusal(self.policy, n)) is not None]
+        for number, _ in outside:
+            found.numbers.remove(number)
+        return (
+            tuple(str(p) for p in found.problems)
+            + tuple(refusal for _, refusal in outside)
+            + self._unsafe_profile_phones(found.numbers, found.names)
+        )
 
     def _unsafe_profile_phones(self, numbers: list[PhoneNumber], names: Mapping[str, str]) -> tuple[str, ...]:
         """Phones from Slack profiles (anyone may edit theirs) of a type that costs more or is worth money to
@@ -202,17 +215,57 @@ class AlertDesk:
     # ------------------------------------------------------------ acknowledgement
 
     def acknowledges(self, channel_id: str, reaction: str | None) -> bool:
-        """Whether a reaction (None: a person's reply in the thread) in this channel acknowledges an alert."""
+        """Whether a reaction (None: a person's reply in the thread) in this channel may acknowledge an alert; asked
+        before anything is looked up."""
         rules = [r for r in self.policy.alerts if channel_id in r.slack_channels]
-        return bool(rules) and (reaction is None or any(reaction in r.ack_reactions for r in rules))
+        if reaction is None:
+            return bool(rules)  # the alert's own people's replies acknowledge whatever ``ack_by`` says
+        return any("reactions" in r.ack_by and reaction in r.ack_reactions for r in rules)
 
-    async def acknowledge(self, channel_id: str, ts: str, user_id: str) -> SendRecord | None:
-        """A person has the alert posted at ``ts`` (or the alert a repeat posted there repeats): the alert when this
-        acknowledged it (the first time)."""
+    async def acknowledge(self, channel_id: str, ts: str, user_id: str, reaction: str | None) -> SendRecord | None:
+        """A person has the alert posted at ``ts`` (or the alert a repeat posted there repeats), by ``reaction`` or
+        (None) by replying in its thread: the alert when this acknowledged it (the first time).
+
+        Only a person of this organisation acknowledges (Slack's ``users.info`` says), and by replying only when the
+        alert's rule has ``replies`` in ``ack_by`` or they are among the alert's own people: a bystander asking "is
+        anyone looking at this?" must not stop the escalation. The database is asked first, Slack last."""
         posted = await self._leader(await self.sends.by_key(f"alert:{channel_id}:{ts}"))
-        if posted is None:
+        if posted is None or posted.acked_by is not None or posted.resolved_at is not None:
+            return None  # not a forwarded alert, or acknowledged (or resolved) before
+        rule = self.policy.alert_rule(posted.request.alert.rule) if posted.request.alert else None
+        if rule is None:
+            return None
+        if reaction is not None and not ("reactions" in rule.ack_by and reaction in rule.ack_reactions):
+            return None
+        if reaction is None and "replies" not in rule.ack_by and not await self._among_its_people(rule, user_id):
+            return None
+        if not await self._of_this_organisation(user_id):
             return None
         return await self.sends.acknowledge(posted.request.idempotency_key, user_id)
+
+    async def _among_its_people(self, rule: AlertRule, user_id: str) -> bool:
+        """Whether the user is in a Slack user group the rule's alerts or escalation steps go to, as Slack says now
+        (cached briefly): the people on call. Numbers listed in the policy belong to nobody, and a profile phone
+        (anyone may edit theirs) says nothing about who someone is."""
+        targets = [*rule.to, *(t for step in rule.escalate for t in step.to)]
+        for group in dict.fromkeys(t for t in targets if USERGROUP_ID.match(t)):
+            try:
+                if user_id in await self.directory.group_members(group):
+                    return True
+            except InputError:  # the group is gone: nobody is in it
+                continue
+        return False
+
+    async def _of_this_organisation(self, user_id: str) -> bool:
+        """Whether the user is a person of the workspace (or Grid org) the bot is installed in: not a bot, not a
+        deactivated account, not someone of another organisation in a Slack Connect channel."""
+        if self.organisation is None:
+            return False
+        try:
+            person = await self.directory.person(user_id)
+        except InputError:  # Slack shows this workspace no such user
+            return False
+        return self.organisation.includes(person)
 
     async def _leader(self, record: SendRecord | None) -> SendRecord | None:
         """The alert itself when ``record`` is a repeat of it (not texted again), else ``record``."""
@@ -254,7 +307,7 @@ class AlertDesk:
         if not 0 <= step < len(rule.escalate):
             raise Refused.denied(f"rule '{rule.name}' has no escalation step {step + 1} any more")
         found = await self.admission.resolve(record.request.recipients)
-        unreached = tuple(str(p) for p in found.problems) + self._unsafe_profile_phones(found.numbers, found.names)
+        unreached = self._left_out(found)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))
         after = describe_window(rule.escalate[step].after)
@@ -289,11 +342,15 @@ class AlertDesk:
         """ "RESOLVED: <what it was about>" to exactly the phones the alert it ends was texted to (not those held
         back or not reached), in one SMS segment; once per alert, however many resolving posts follow."""
         alert = _alert_of(record)
+        # Only an alert of a rule that takes this post's author's resolutions: another integration in the channel
+        # (under a rule of its own) cannot end it.
         if alert.resolves is not None:  # a reply in the alert's thread, or the alert's own post edited
             firing = await self._leader(await self.sends.by_key(alert.resolves))
+            if firing is not None and (firing.request.alert is None or firing.request.alert.rule not in alert.ends):
+                firing = None
         elif alert.identity is not None:
             since = utc_now() - RESOLVES_WITHIN
-            firing = await self.sends.latest_alert(record.request.channel_id, alert.identity, since)
+            firing = await self.sends.latest_alert(record.request.channel_id, alert.identity, since, alert.ends)
         else:
             firing = None
         if firing is None:

@@ -10,11 +10,11 @@ rewritten.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot.domain import patterns
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.models import Via
@@ -49,7 +49,7 @@ def _nobody(user_id: str) -> None:
     return None
 
 
-_MENTION = re.compile(r"<[@#!](?:subteam\^)?([A-Z0-9]+)(?:\|([^>]*))?>")
+_MENTION = patterns.compile(r"<[@#!](?:subteam\^)?([A-Z0-9]+)(?:\|([^>]*))?>")  # linear time (RE2)
 
 
 def step_words(text: str) -> str:

@@ -15,11 +15,20 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from bot.domain.alerts import AlertFacts, Author, fingerprint, identity, match_alert, match_resolution, targets_as_refs
+from bot.domain.alerts import (
+    AlertFacts,
+    Author,
+    fingerprint,
+    identity,
+    match_alert,
+    match_resolution,
+    resolving_rules,
+    targets_as_refs,
+)
 from bot.domain.models import AlertInfo, Origin, RecipientRef, SendRequest, Surface
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import Directory
-from bot.slack.flatten import flatten, mentioned_users
+from bot.slack.flatten import capped, flatten, mentioned_users
 from bot.slack.markup import strip_mrkdwn, to_plain_text
 from bot.slack.payloads import MessageEvent
 
@@ -42,7 +51,8 @@ def is_thread_reply(event: Mapping[str, Any]) -> bool:
 
 
 def alert_text(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
-    """The message as an alert text: flattened, without mrkdwn marks, lines trimmed."""
+    """The message as an alert text: flattened (at most ``flatten.MAX_TEXT`` characters, cut before any pattern reads
+    it), without mrkdwn marks, lines trimmed."""
     return strip_mrkdwn(flatten(message, names))
 
 
@@ -88,11 +98,14 @@ def alert_request(
         return None  # cheap exit for the channels no rule watches
     facts = facts_of(seen, channel)
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
-    if (resolving := match_resolution(policy, facts, title_of(message, facts.text))) is not None:
-        # A reply in the alert's thread ends that alert; a top-level post ends the latest alert it is about.
+    title = title_of(message, facts.text)
+    if (resolving := match_resolution(policy, facts, title)) is not None:
+        # A reply in the alert's thread ends that alert; a top-level post ends the latest alert it is about; either
+        # only when the alert's own rule takes this author's resolutions.
         thread = event.thread_ts if event.thread_ts and event.thread_ts != ts else None
         ends = f"alert:{channel}:{thread}" if thread else None
-        return resolving, _resolution(resolving, policy, team_id, channel, ts, facts.text, message, ends)
+        rules = resolving_rules(policy, facts, title)
+        return resolving, _resolution(resolving, policy, team_id, channel, ts, facts.text, message, ends, rules)
     rule = match_alert(policy, facts)
     if rule is None:
         return None
@@ -114,7 +127,7 @@ def alert_request(
             rule=rule.name,
             fingerprint=fingerprint(rule.name, facts.text),
             message=message,
-            identity=identity(title_of(message, facts.text)),
+            identity=identity(title),
         ),
     )
     return rule, request
@@ -129,8 +142,10 @@ def _resolution(
     text: str,
     message: dict[str, Any],
     ends: str | None,
+    rules: tuple[str, ...],
 ) -> SendRequest:
-    """The intent of a resolving post: "RESOLVED" to the phones that got the alert it ends (found when checked)."""
+    """The intent of a resolving post: "RESOLVED" to the phones that got the alert it ends (found when checked),
+    which must be an alert of one of ``rules`` (those that take the post's author's resolutions)."""
     key = f"resolved:{ends}" if ends and ends.startswith("edit:") else f"resolved:{channel}:{ts}"
     author = author_of(message)
     return SendRequest(
@@ -152,6 +167,7 @@ def _resolution(
             message=message,
             identity=identity(title_of(message, text)),
             resolves=ends.removeprefix("edit:") if ends else None,
+            rules=rules,
         ),
     )
 
@@ -168,7 +184,8 @@ def _edited_to_resolved(
     if author_of(seen).ids & own_ids:
         return None
     facts = facts_of(seen, channel)
-    rule = match_resolution(policy, facts, title_of(seen, facts.text))
+    title = title_of(seen, facts.text)
+    rule = match_resolution(policy, facts, title)
     if rule is None:
         return None
     # Slack also sends message_changed for unfurls, reply counts and re-edits: only a post that said something else
@@ -180,7 +197,9 @@ def _edited_to_resolved(
         if match_resolution(policy, was, title_of(earlier, was.text)):
             return None
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
-    return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, f"edit:alert:{channel}:{ts}")
+    rules = resolving_rules(policy, facts, title)
+    ends = f"edit:alert:{channel}:{ts}"
+    return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, ends, rules)
 
 
 def title_of(message: Mapping[str, Any], text: str) -> str:
@@ -188,10 +207,10 @@ def title_of(message: Mapping[str, Any], text: str) -> str:
     (the message as ``alert_text`` read it)."""
     for attachment in message.get("attachments") or []:
         if isinstance(attachment, Mapping) and attachment.get("title"):
-            return strip_mrkdwn(to_plain_text(str(attachment["title"]))).strip()
+            return strip_mrkdwn(to_plain_text(capped(str(attachment["title"])))).strip()
     for block in message.get("blocks") or []:
         if isinstance(block, Mapping) and block.get("type") == "header" and isinstance(block.get("text"), Mapping):
-            return strip_mrkdwn(to_plain_text(str(block["text"].get("text", "")))).strip()
+            return strip_mrkdwn(to_plain_text(capped(str(block["text"].get("text", ""))))).strip()
     return text.splitlines()[0].strip() if text else ""
 
 

@@ -88,6 +88,8 @@ def _person(user: dict[str, Any]) -> Person:
         tz=user.get("tz"),
         is_bot=bool(user.get("is_bot")) and user["id"] != "USLACKBOT",
         deleted=bool(user.get("deleted")),
+        team_id=user.get("team_id") or None,
+        enterprise_id=(user.get("enterprise_user") or {}).get("enterprise_id") or None,
     )
 
 

@@ -6,13 +6,37 @@ text. Slack markup is made readable: ``<@U…>`` → ``@name``, ``<url|label>`` 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bot.domain import patterns
 from bot.slack.markup import to_plain_text
 
-_BARE_USER = re.compile(r"<@([UW][A-Z0-9]+)>")
+# Posted text is cut to this many characters before any pattern reads it: each part (text, an attachment's field, a
+# block) and the message in all. An alert is texted in at most 50 SMS parts (about 7,650 characters) or one WhatsApp
+# message (4,096), so a phone loses nothing of it; whatever was posted (Slack takes 40,000 characters of text alone,
+# more in attachments and blocks), matching, flattening and fingerprints then read at most this much.
+MAX_TEXT = 8_000
+
+_BARE_USER = patterns.compile(r"<@([UW][A-Z0-9]+)>")
+_BLANK_LINES = patterns.compile(r"\n{3,}")
+
+
+def capped(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, readable by every pattern (a lone surrogate as U+FFFD)."""
+    return patterns.readable(text[:limit])
+
+
+def _capped_parts(parts: Iterable[str]) -> str:
+    """The parts, each capped, joined by newlines, and capped in all: no more than ``MAX_TEXT`` is ever built."""
+    kept: list[str] = []
+    room = MAX_TEXT
+    for part in parts:
+        if room <= 0:
+            break
+        kept.append(part[:room])
+        room -= len(kept[-1]) + 1
+    return capped("\n".join(kept))
 
 
 def mentioned_users(message: Mapping[str, Any]) -> set[str]:
@@ -28,7 +52,7 @@ def _raw_text(message: Mapping[str, Any]) -> str:
     for attachment in message.get("attachments") or []:
         parts += [str(attachment.get(k) or "") for k in ("pretext", "title", "text", "fallback")]
         parts += [str(f.get("value") or "") for f in attachment.get("fields") or []]
-    return "\n".join(parts)
+    return _capped_parts(parts)
 
 
 def _rich_elements(node: Any) -> Iterable[Mapping[str, Any]]:
@@ -101,7 +125,7 @@ def flatten(message: Mapping[str, Any], names: Mapping[str, str] | None = None) 
     for attachment in message.get("attachments") or []:
         if isinstance(attachment, Mapping):
             parts += _attachment_text(attachment)
-    raw = "\n".join(p.strip() for p in parts if p and p.strip())
+    raw = _capped_parts(p.strip() for p in parts if p and p.strip())
     raw = _BARE_USER.sub(lambda m: f"<@{m.group(1)}|{names[m.group(1)]}>" if m.group(1) in names else m.group(0), raw)
     text = to_plain_text(raw)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return capped(_BLANK_LINES.sub(lambda m: "\n\n", text).strip())  # names may have made it longer

@@ -21,7 +21,9 @@ _TOKEN = re.compile(r"[^\s,]+")
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|([^>]*))?>$")
 _USERGROUP = re.compile(r"^<!subteam\^(S[A-Z0-9]+)(?:\|([^>]*))?>$")
 _CONTACTS = re.compile(r"^group:([\w.\-]+)$")
-_INTERNATIONAL = re.compile(r"^\+[\d().\-/]*\d[\d().\-/]*$")
+# "+", then digits and ( ) . - / with at least one digit; the first digit is the one required, so there is one way to
+# read a token and a long one that fails (a typed "+111…1x") fails in linear time, not quadratic.
+_INTERNATIONAL = re.compile(r"^\+[().\-/]*\d[\d().\-/]*$")
 _LOCAL = re.compile(r"^\(?\d[\d().\-/]*$")
 _MIN_LOCAL_DIGITS = 7
 _TEMPLATE = re.compile(r"^template:(\S*)$", re.IGNORECASE)

@@ -3,8 +3,9 @@ signed request may come from another workspace (or another Enterprise Grid org) 
 
 Those are refused with 401 before any listener runs, and each foreign workspace is logged once (a burst from it
 does not flood the log). An org-wide install is matched by its enterprise ID (its workspaces differ); a workspace
-install by its team ID (and, when both name one, the enterprise ID). A request that names neither (Slack's own,
-such as ``app_rate_limited``) goes through.
+install by its team ID (and, when both name one, the enterprise ID); a request naming an enterprise but no team
+comes from an org-wide install, never a workspace install's. A request that names neither (Slack's own, such as
+``app_rate_limited``) goes through.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ class ThisInstallationOnly:
             return enterprise_id is not None and enterprise_id != self.enterprise_id
         if enterprise_id is not None and self.enterprise_id is not None and enterprise_id != self.enterprise_id:
             return True
-        return team_id is not None and self.team_id is not None and team_id != self.team_id
+        if team_id is None:
+            # An org-wide install (of this app, in any org) speaks for its enterprise and names no workspace: never
+            # this workspace install's. Only Slack's own requests name neither.
+            return enterprise_id is not None
+        return self.team_id is not None and team_id != self.team_id
 
     async def __call__(
         self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]

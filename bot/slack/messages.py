@@ -7,12 +7,12 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from bot.domain import patterns
 from bot.domain.alerts import describe_window
 from bot.domain.delivery import Delivery, RecipientDelivery, delivery_of, e164_of
 from bot.domain.encoding import analyze
@@ -46,8 +46,8 @@ SECTION_LIMIT = 3000  # Slack's limit for a section's text (and each field): ove
 TEXT_LIMIT = 3000  # the top-level ``text`` we send: a notification's fallback (Slack refuses 40,000+)
 LIST_BUDGET = 1500  # characters a list of people or numbers may take inside one line before "and N more"
 
-_SHOWN_MENTION = re.compile(r"&lt;(@[UW][A-Z0-9]{2,}|#[CG][A-Z0-9]{2,})&gt;")
-_SHOWN_GROUP = re.compile(r"&lt;!subteam\^(S[A-Z0-9]{2,})(?:\|([^&]*))?&gt;")
+_SHOWN_MENTION = patterns.compile(r"&lt;(@[UW][A-Z0-9]{2,}|#[CG][A-Z0-9]{2,})&gt;")
+_SHOWN_GROUP = patterns.compile(r"&lt;!subteam\^(S[A-Z0-9]{2,})(?:\|([^&]*))?&gt;")
 
 
 def fit(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -87,7 +87,7 @@ def shown_markup(text: str, *, groups: bool = True) -> str:
     typed reaches a problem only made ``inert`` (``bot.domain.errors``), so it never matches. ``groups=False`` (posts
     everyone in a channel sees): a user group shows by its handle or ID instead, as its mention would notify every
     member."""
-    shown = _SHOWN_MENTION.sub(r"<\1>", escape(text))
+    shown = _SHOWN_MENTION.sub(lambda m: f"<{m.group(1)}>", escape(text))
     if groups:
         return _SHOWN_GROUP.sub(lambda m: f"<!subteam^{m.group(1)}>", shown)
     return _SHOWN_GROUP.sub(lambda m: m.group(2) or f"the user group `{m.group(1)}`", shown)
@@ -283,7 +283,8 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
     if req.origin.surface is Surface.WORKFLOW:
-        head += " (a workflow's step)"
+        # The person is the one who ran it, as Slack says; the run tells an admin which workflow (its activity log).
+        head += f" (a workflow's step, run `{escape(req.workflow)}`)" if req.workflow else " (a workflow's step)"
     what = "An SMS" if send.via is Via.SMS else "A WhatsApp message"
     if req.template is not None:
         what = f"The WhatsApp template {escape(req.template.alias)}"

@@ -180,6 +180,7 @@ class MessageEvent(_Payload):
     ts: str | None = None
     thread_ts: str | None = None
     user: str | None = None
+    user_team: str | None = None  # the author's workspace: another one's in a Slack Connect channel
     bot_id: str | None = None
     bot_profile: BotProfile | None = None
     username: str | None = None

@@ -2,6 +2,9 @@
 
 ``step_request`` turns the step's inputs into the same ``SendRequest`` a command builds (the runner as the user,
 the chosen channel as the channel), keyed by the ``function_execution_id`` so that Slack's redeliveries send once.
+The runner is the one input the workflow's author cannot type: a ``slack#/types/user_context`` (or the interactor
+of a ``slack#/types/interactivity``), which only Slack fills in with the person who ran the workflow. A user ID the
+author picked would let anyone who builds workflows send as anyone the policy trusts.
 ``SlackSteps`` completes the step (``functions.completeSuccess`` / ``functions.completeError``) when the outbox knows
 the send's outcome; a step Slack says is no longer running was completed before (a retried telling) or timed out.
 """
@@ -56,9 +59,7 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
     channel = str(inputs.get("channel") or "")
     if not _CHANNEL.match(channel):
         raise InputError("choose the channel where the result is posted ('Post the result in')")
-    runner = str(inputs.get("runner") or "")
-    if not _USER.match(runner):
-        raise InputError("'Who runs it' must be a person (the workflow's 'Person who used this workflow')")
+    runner = runner_of(inputs)
     refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"), _LIST)]
     people = _words(inputs.get("people"))
     if wrong := [u for u in people if not _USER.match(u)]:
@@ -87,7 +88,38 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
         sender=sender,
         template=template,
         step=execution_id,
+        workflow=_workflow_run(event),
     )
+
+
+def runner_of(inputs: Mapping[str, Any]) -> str:
+    """The person who ran the workflow, as Slack vouches for them; ``InputError`` when the step has no such input."""
+    context = inputs.get("runner")
+    if context is None:  # a step wired to a click's interactivity instead
+        context = next(
+            (
+                v["interactor"]
+                for v in inputs.values()
+                if isinstance(v, Mapping) and isinstance(v.get("interactor"), Mapping)
+            ),
+            None,
+        )
+    if isinstance(context, Mapping):
+        user, secret = context.get("id"), context.get("secret")
+        if isinstance(user, str) and _USER.match(user) and isinstance(secret, str) and secret:
+            return user
+    if isinstance(context, str):
+        raise InputError(
+            "'Who runs it' is a user ID the workflow's author chose, so the step cannot tell who ran it: update the "
+            "app from manifest.yml (the input is now Slack's user context) and set it to "
+            "'Person who used this workflow'"
+        )
+    raise InputError("the step needs 'Who runs it' set to 'Person who used this workflow' (Slack's user context)")
+
+
+def _workflow_run(event: Mapping[str, Any]) -> str | None:
+    run = event.get("workflow_execution_id")
+    return run[:64] if isinstance(run, str) and run else None
 
 
 class SlackSteps:

@@ -102,6 +102,7 @@ sends = sa.Table(
     sa.Column("sent_template", sa.JSON()),  # ... and the one checking decided (an alert's: from its rule)
     # added by 0009
     sa.Column("step", sa.String(64)),  # a workflow step's function_execution_id (completed once D7 answered)
+    sa.Column("workflow", sa.String(64)),  # the workflow_execution_id of that step's run (told in the channel)
     sa.Column("identity", sa.String(40)),  # an alert's identity: what a resolving post is matched on
     sa.Column("acked_by", sa.String(32)),  # who acknowledged the alert (a reaction or a reply in its thread)
     sa.Column("acked_at", UTCDateTime()),

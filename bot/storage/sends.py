@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,6 +77,7 @@ def _intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime,
         if request.template
         else None,
         "step": request.step,
+        "workflow": request.workflow,
     }
 
 
@@ -92,6 +93,7 @@ def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
         "window_start": alert.window_start.isoformat() if alert.window_start else None,
         "identity": alert.identity,
         "resolves": alert.resolves,
+        "rules": list(alert.rules),
         "escalates": alert.escalates,
         "step": alert.step,
     }
@@ -162,6 +164,7 @@ def _alert_of(data: dict[str, Any] | None) -> AlertInfo | None:
         window_start=datetime.fromisoformat(start) if start else None,
         identity=data.get("identity"),
         resolves=data.get("resolves"),
+        rules=tuple(data.get("rules") or ()),
         escalates=data.get("escalates"),
         step=data.get("step"),
     )
@@ -186,6 +189,7 @@ def _request_of(m: Any) -> SendRequest:
         alert=_alert_of(m["alert"]),
         template=_template_of(m["template"]),
         step=m["step"],
+        workflow=m["workflow"],
     )
 
 
@@ -548,12 +552,15 @@ class SqlSendStore:
             row = (await conn.execute(sa.select(sends).where(sends.c.idempotency_key == idempotency_key))).first()
         return _record_of(row) if row is not None else None
 
-    async def latest_alert(self, channel_id: str, identity: str, since: datetime) -> SendRecord | None:
+    async def latest_alert(
+        self, channel_id: str, identity: str, since: datetime, rules: Collection[str]
+    ) -> SendRecord | None:
         c = sends.c
         query = (
             sa.select(sends)
             .where(c.identity == identity, c.channel_id == channel_id, c.surface == Surface.ALERT.value)
             .where(c.created_at >= sa.literal(since, UTCDateTime()), c.duplicate_of.is_(None))
+            .where(c.alert["rule"].as_string().in_(list(rules)))
             .order_by(c.created_at.desc())
             .limit(1)
         )

@@ -242,17 +242,29 @@ class User:
     tz: str = "America/Los_Angeles"
     is_bot: bool = False
     deleted: bool = False
+    team_id: str = TEAM_ID  # another workspace's: a person of another organisation (Slack Connect)
+    enterprise_id: str | None = None  # their Enterprise Grid org: users.info then has ``enterprise_user``
 
     def info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "id": self.id,
-            "team_id": TEAM_ID,
+            "team_id": self.team_id,
             "name": self.name,
             "deleted": self.deleted,
             "is_bot": self.is_bot,
             "tz": self.tz,
             "profile": {"real_name": self.name.title(), "display_name": self.name, "phone": self.phone},
         }
+        if self.enterprise_id is not None:
+            info["enterprise_user"] = {
+                "id": self.id,
+                "enterprise_id": self.enterprise_id,
+                "enterprise_name": self.enterprise_id.lower(),
+                "is_admin": False,
+                "is_owner": False,
+                "teams": [self.team_id],
+            }
+        return info
 
 
 def _default_rates() -> StrictRates:

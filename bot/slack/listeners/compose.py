@@ -32,6 +32,7 @@ from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import (
     Dimension,
+    PolicySurface,
     SendRequestFacts,
     allowed_senders,
     allowed_templates,
@@ -91,7 +92,9 @@ async def build_view(
     vias = [v for v in Via if any(s.via is v for s in senders)]
     chosen = via if via in vias else vias[0]
     in_field = compose.fit_to_field(prefill)[0]
-    templates = _template_options(deps, allowed_templates(policy, context.user_id, context.channel_id, groups), names)
+    templates = _template_options(
+        deps, allowed_templates(policy, context.user_id, context.channel_id, groups, PolicySurface.FORMS), names
+    )
     template = template if chosen is Via.WHATSAPP and template in templates else None
     if template is not None:
         preview = messages.template_preview(policy_template(deps, templates[template]), template, params, recipients)
@@ -444,7 +447,7 @@ async def _check(
         return {}, _request(context, values, channel, response_url, refs, view_id, UTC)
     found, groups, zone, is_in = looked_up
     errors |= _recipient_errors(found)
-    if not is_in and channel is not None:
+    if is_in is False and channel is not None:  # None: a private conversation only its members could pick
         errors[compose.CONVERSATION] = messages.form_not_a_member()
     if errors or channel is None:
         return errors, None
@@ -458,6 +461,7 @@ async def _check(
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
         template=values.template,
+        surface=PolicySurface.FORMS,
     )
     decision = deps.admission.decide(facts)
     if not decision.allowed:
@@ -483,6 +487,7 @@ def _refused_before_look_ups(
         channel_label=messages.form_channel_label(),
         user_label=messages.form_user_label(),
         template=template,
+        surface=PolicySurface.FORMS,
     )
     early = deps.admission.decide_before_recipients(facts)
     if early.allowed:
@@ -499,7 +504,7 @@ async def _look_up(
     when: int | None,
     within: float,
     picked: bool,
-) -> tuple[Resolution, frozenset[str], tzinfo, bool] | None:
+) -> tuple[Resolution, frozenset[str], tzinfo, bool | None] | None:
     """The recipients resolved, the user's policy groups here, their time zone and (``picked``: the conversation
     was chosen in the form) whether they are in it, asked of Slack at once; None when not all answered within
     ``within`` seconds. ``ServiceUnavailable`` when Slack answered with a failure."""
@@ -510,7 +515,7 @@ async def _look_up(
     async def zone() -> tzinfo:
         return await _user_zone(deps, user_id) if when is not None else UTC
 
-    async def member() -> bool:
+    async def member() -> bool | None:
         return await deps.admission.is_in(user_id, channel) if channel and picked else True
 
     try:

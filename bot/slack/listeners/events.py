@@ -51,7 +51,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
     @app.event("reaction_added")
     async def on_reaction(body: dict[str, Any], client: AsyncWebClient) -> None:
-        """A person's ✅ (or the rule's ``ack_reactions``) on a forwarded alert acknowledges it."""
+        """A person's ✅ (or the rule's ``ack_reactions``) on a forwarded alert acknowledges it (``ack_by``)."""
         event = body.get("event") or {}
         item = event.get("item") or {}
         user, reaction = str(event.get("user") or ""), str(event.get("reaction") or "")
@@ -60,26 +60,32 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         if deps.alerts is None or not deps.alerts.acknowledges(channel, reaction):
             return
-        await _acknowledge(deps, client, channel, ts, user)
+        await _acknowledge(deps, client, channel, ts, user, reaction)
 
 
 async def _reply_acknowledges(deps: Deps, client: AsyncWebClient, event: MessageEvent, own_ids: frozenset[str]) -> None:
-    """A person's reply in a forwarded alert's thread acknowledges it (bots' replies do not)."""
+    """A person's reply in a forwarded alert's thread may acknowledge it (``ack_by``); bots' replies, and replies
+    by people of another organisation in a Slack Connect channel, do not."""
     channel, thread, user = event.channel, event.thread_ts, event.user
-    if deps.alerts is None or not channel or not thread or thread == event.ts or not user or event.bot_id:
+    alerts = deps.alerts
+    if alerts is None or not channel or not thread or thread == event.ts or not user or event.bot_id:
         return
     if (
         event.subtype not in (None, "thread_broadcast")
         or user in own_ids
-        or not deps.alerts.acknowledges(channel, None)
+        or not alerts.acknowledges(channel, None)
+        or (event.user_team and alerts.organisation and alerts.organisation.outside(event.user_team))
     ):
         return
-    await _acknowledge(deps, client, channel, thread, user)
+    await _acknowledge(deps, client, channel, thread, user, None)
 
 
-async def _acknowledge(deps: Deps, client: AsyncWebClient, channel: str, ts: str, user: str) -> None:
+async def _acknowledge(
+    deps: Deps, client: AsyncWebClient, channel: str, ts: str, user: str, reaction: str | None
+) -> None:
     assert deps.alerts is not None  # noqa: S101 - asked only with alerts
-    record = await deps.alerts.acknowledge(channel, ts, user)  # raises when the database fails: Slack retries
+    # Raises when the database fails, or Slack's users.info does: Slack retries.
+    record = await deps.alerts.acknowledge(channel, ts, user, reaction)
     if record is None:
         return  # not a forwarded alert, or acknowledged before
     log.info("alert acknowledged send_id=%s by=%s", record.id, user, extra={"send_id": record.id})
