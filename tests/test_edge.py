@@ -280,6 +280,8 @@ def test_an_org_wide_install_is_matched_by_its_enterprise() -> None:
     org = ThisInstallationOnly("T0ONE", "E0ORG", enterprise_install=True)
     assert not org.foreign("T0TWO", "E0ORG")  # another workspace of the same org
     assert org.foreign("T0ONE", "E0OTHER")
+    assert org.foreign("T0NOTGRID", None)  # a workspace outside any Grid org that installed the same app
+    assert not org.foreign(None, None)
     workspace = ThisInstallationOnly("T0ONE", None, enterprise_install=False)
     assert not workspace.foreign("T0ONE", None)
     assert workspace.foreign("T0TWO", None)

@@ -196,8 +196,41 @@ def test_check_shows_the_countries_and_the_default_budget(tmp_path: Path) -> Non
     assert "  (per user: the default, 100 messages per 1h; set defaults.limits.per_user, or none)" in lines
     assert "countries: texts go only to numbers in US (the country of region US; defaults.countries)" in lines
     assert any(line.startswith("warning: contacts.oncall[1]: +1 876") for line in lines)
-    policy.write_text(POLICY.replace("max_segments: 3,", "max_segments: 3, limits: {per_user: {messages: 1, per: 0}},"))
+    policy.write_text(
+        POLICY.replace("max_segments: 3,", "max_segments: 3, limits: {per_user: {messages: 1, per: 0.001}},")
+    )
     refused = run("check", env=env, cwd=tmp_path)
     assert refused.returncode != 0
     assert "defaults.limits.per_user" in refused.stderr
     assert "at least 1 minute" in refused.stderr
+
+
+def test_check_warns_that_ascii_classes_never_match_other_alphabets() -> None:
+    alert = {"name": "a", "slack_channels": ["C0A"], "sender": "s", "to": ["+14155550100"]}
+    policy = parse_policy(
+        base()
+        | {
+            "alerts": [
+                alert | {"name": "ru", "match": r"(?i)\bошибка\b"},
+                alert | {"name": "en", "match": r"(?i)\bcritical\b"},
+                alert | {"name": "escaped", "match": r"café \\b"},  # a backslash, then the letter b
+            ]
+        }
+    )
+    assert [w.path for w in policy_warnings(policy) if w.path.startswith("alerts")] == ["alerts[0].match"]
+
+
+@pytest.mark.parametrize(
+    ("alert", "path"),
+    [
+        ({"dedupe_window": 0}, "alerts[0].dedupe_window"),
+        ({"max_per_phone": {"count": 5, "per": -3600}}, "alerts[0].max_per_phone.per"),
+        ({"max_per_phone": {"count": 5, "per": "30s"}}, "alerts[0].max_per_phone.per"),
+        ({"escalate": [{"after": 0, "to": ["+14155550101"]}]}, "alerts[0].escalate[0].after"),
+    ],
+)
+def test_windows_that_never_hold_are_refused_wherever_they_are(alert: dict[str, Any], path: str) -> None:
+    rule = {"name": "a", "slack_channels": ["C0A"], "match": "x", "sender": "s", "to": ["+14155550100"]}
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policy(base() | {"alerts": [rule | alert]})
+    assert path in str(caught.value)

@@ -117,35 +117,57 @@ def compile(pattern: str) -> Pattern:
 
 
 def nested_repetition(pattern: str) -> bool:
-    """Whether ``pattern`` repeats an unbounded repeat (``(\\w+\\s?)+``, ``(a*)*``; ``(https?://)+`` is fine).
+    """Whether ``pattern`` repeats a group that can split one run of text many ways: a group that opens with an
+    unbounded repeat and needs nothing after it (``(\\w+\\s?)+``, ``(a*)*``, ``(\\d+\\.?)+``), itself repeated
+    without bound. ``v\\d+(\\.\\d+)*`` and ``([A-Z]+-\\d+)+`` are fine: something fixed marks each turn.
 
     RE2 runs such a pattern in linear time like any other; the policy refuses it anyway, because it is the shape that
     takes exponential time in a backtracking engine (``re``, PCRE, JavaScript: 12 s on a 28-character post), and a
     policy's patterns are read and tried by people and tools other than the bot."""
     try:
         parsed = _sre_parser.parse(pattern)
+        return _splits(list(parsed), parsed.state)
     except (re.error, RecursionError, OverflowError):
-        return False  # RE2 refuses what ``re`` cannot parse, with its own reason
-    return _repeats_a_repeat(list(parsed), inside=False)
+        return False  # RE2 refuses what ``re`` cannot parse (or nests this deep), with its own reason
 
 
-def _repeats_a_repeat(items: list[tuple[Any, Any]], inside: bool) -> bool:
-    """Whether an unbounded repeat stands in ``items`` while ``inside`` one already, or inside one of them."""
+def _splits(items: list[tuple[Any, Any]], state: Any) -> bool:
+    """Whether an unbounded repeat in ``items`` (or nested in them) repeats a group that can split its text."""
     for op, av in items:
         if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
-            unbounded = av[1] is _sre.MAXREPEAT
-            if unbounded and inside:
+            body = _unwrap(list(av[2]))
+            if av[1] is _sre.MAXREPEAT and body and _opens_with_a_run(body, state):
                 return True
-            parts, inside_them = [av[2]], inside or unbounded
+            parts = [av[2]]
         elif op is _sre.SUBPATTERN:
-            parts, inside_them = [av[-1]], inside
+            parts = [av[-1]]
         elif op is _sre.BRANCH:
-            parts, inside_them = av[1], inside
+            parts = av[1]
         else:
             continue
-        if any(_repeats_a_repeat(list(part), inside_them) for part in parts):
+        if any(_splits(list(part), state) for part in parts):
             return True
     return False
+
+
+def _unwrap(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """A group's items, through groups that hold only a group."""
+    while len(items) == 1 and items[0][0] is _sre.SUBPATTERN:
+        items = list(items[0][1][-1])
+    return items
+
+
+def _opens_with_a_run(items: list[tuple[Any, Any]], state: Any) -> bool:
+    """Whether ``items`` open with an unbounded repeat and everything after it may match nothing (in one of its
+    alternatives, for a choice: ``(x+|y)+``)."""
+    first = _unwrap([items[0]])
+    op, av = first[0] if len(first) == 1 else items[0]
+    if op is _sre.BRANCH and len(items) == 1:
+        return any(alt and _opens_with_a_run(_unwrap(list(alt)), state) for alt in av[1])
+    if op not in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) or av[1] is not _sre.MAXREPEAT:
+        return False
+    rest = _sre_parser.SubPattern(state, items[1:])
+    return bool(rest.getwidth()[0] == 0)
 
 
 def _why_not(pattern: str, exc: re2.error) -> str:

@@ -59,6 +59,8 @@ _PREFIX = re.compile(r"^\+\d{1,14}\*$")
 _ALPHA_ORIGINATOR = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
 _NUMERIC_ORIGINATOR = re.compile(r"^\+?\d{3,15}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
+# \b, \B, \w, \W, \d, \D in a pattern's text (not escaped backslashes): ASCII only in RE2.
+_ASCII_CLASSES = re.compile(r"(?<!\\)(?:\\\\)*\\[bBwWdD]")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -77,8 +79,15 @@ def _duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str) else value
 
 
-# ``30s``, ``10m``, ``1h``, ``2d`` in the file; a timedelta once read.
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _positive(value: timedelta) -> timedelta:
+    # 0 or less never holds: a dedupe window, a per-phone limit or an escalation step of 0 does nothing.
+    if value <= timedelta(0):
+        raise ValueError(f"'{value.total_seconds():g}' seconds is not a duration: use one like 30s, 10m, 1h or 2d")
+    return value
+
+
+# ``30s``, ``10m``, ``1h``, ``2d`` in the file; a timedelta once read, longer than nothing.
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 
 
 def _regex(value: str) -> str:
@@ -263,6 +272,11 @@ class PerPhoneLimit(_Model):
 
     count: int = Field(ge=1)
     per: Duration
+
+    @field_validator("per")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        return Budget._window(value)  # the same reason: a window under a minute hardly holds
 
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -683,6 +697,18 @@ def policy_warnings(policy: Policy) -> list[PolicyProblem]:
     """What a checked policy allows or refuses that its author may not mean; ``check`` prints these, loading and
     sending ignore them."""
     warnings = []
+    for a, alert in enumerate(policy.alerts):
+        named = [("match", alert.match), ("resolve", alert.resolve)]
+        named.append(("quiet_hours.except", alert.quiet_hours.except_ if alert.quiet_hours else None))
+        for key, pattern in named:
+            if pattern is not None and not pattern.isascii() and _ASCII_CLASSES.search(pattern):
+                warnings.append(
+                    PolicyProblem(
+                        f"alerts[{a}].{key}",
+                        "\\b, \\w and \\d are ASCII only (RE2), so they never match next to or inside "
+                        "'é' or 'ошибка': use \\pL for a letter, or drop the \\b",
+                    )
+                )
     for group in policy.contacts:
         for i, number in enumerate(policy.contact_numbers(group)):
             if (refusal := country_refusal(policy, number)) is not None:

@@ -377,11 +377,16 @@ class AlertDesk:
             text, use = self._text(rule, fields, via)
         else:
             text, use = fit("{text}", {"text": words}, via, 1).text, None  # one segment, whatever the rule says
-        texted = list(firing.checked.recipients)
+        # The phones that got it, as far as the policy still lets texts go there (its countries may have narrowed).
+        texted = [n for n in firing.checked.recipients if country_refusal(self.policy, n) is None]
         for i in range(len(rule.escalate)):  # those paged by its escalation hear it is over too
             step = await self.sends.by_key(f"escalate:{firing.id}:{i}")
             if step is not None and step.state is SendState.ACCEPTED and step.checked is not None:
-                texted += [n for n in step.checked.recipients if n not in texted]
+                texted += [
+                    n for n in step.checked.recipients if n not in texted and country_refusal(self.policy, n) is None
+                ]
+        if not texted:
+            raise Refused.denied("the phones it reached are outside the policy's countries now, so nobody was told")
         return Text(
             Checked(
                 rule=rule.name,
@@ -440,6 +445,8 @@ class AlertDesk:
             fields = {"text": text, "title": title, "channel": ", ".join(channels), "link": ""}
             text, use = self._text(rule, fields, via)
         number = PhoneNumber(alert.phone)
+        if (refusal := country_refusal(self.policy, number)) is not None:  # held before the countries narrowed
+            raise Refused.invalid(refusal)
         return Checked(
             rule=rule.name,
             sender=rule.sender,

@@ -31,7 +31,8 @@ class ThisInstallationOnly:
     def foreign(self, team_id: str | None, enterprise_id: str | None) -> bool:
         """Whether a request naming ``team_id`` / ``enterprise_id`` comes from outside this installation."""
         if self.enterprise_install:
-            return enterprise_id is not None and enterprise_id != self.enterprise_id
+            # Any workspace of this org; a request naming a team and no enterprise is a workspace outside Grid.
+            return (team_id is not None or enterprise_id is not None) and enterprise_id != self.enterprise_id
         if enterprise_id is not None and self.enterprise_id is not None and enterprise_id != self.enterprise_id:
             return True
         if team_id is None:
