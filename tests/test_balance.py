@@ -22,9 +22,10 @@ from tests.harness import POLICY, running_app
 
 ADMIN = "C0ADMIN"
 WITH_LOW_BALANCE = POLICY.replace(
-    "defaults: {region: US, max_segments: 3, show_numbers: masked}",
-    f"defaults: {{region: US, max_segments: 3, show_numbers: masked, admin_channel: {ADMIN}, low_balance: 10}}",
+    "defaults: {region: US, max_segments: 3, show_numbers: masked,",
+    f"defaults: {{region: US, max_segments: 3, show_numbers: masked, admin_channel: {ADMIN}, low_balance: 10,",
 )
+assert WITH_LOW_BALANCE != POLICY  # the harness's defaults line changed under this once, silently
 
 
 @pytest.fixture
