@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.slack_ids import CHANNEL_ID, USER_ID
 from bot.domain.templates import TemplateUse
 from bot.slack.markup import to_plain_text
 
@@ -34,8 +35,6 @@ _FOR_GOOD = frozenset(
 )
 _SPLIT = re.compile(r"[\s,;]+")
 _LIST = re.compile(r"[,;\n]+")  # phone numbers: "+1 415 555 0100, +44 20 7946 0000" (spaces stay inside one)
-_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
-_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 def _words(value: Any, split: re.Pattern[str] = _SPLIT) -> list[str]:
@@ -57,12 +56,12 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
     if raw_via not in {v.value for v in Via}:
         raise InputError(f"'Send by' must be sms or whatsapp, not '{raw_via}'")
     channel = str(inputs.get("channel") or "")
-    if not _CHANNEL.match(channel):
+    if not CHANNEL_ID.match(channel):
         raise InputError("choose the channel where the result is posted ('Post the result in')")
     runner = runner_of(inputs)
     refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"), _LIST)]
     people = _words(inputs.get("people"))
-    if wrong := [u for u in people if not _USER.match(u)]:
+    if wrong := [u for u in people if not USER_ID.match(u)]:
         raise InputError(f"'People' must hold Slack users, not '{wrong[0][:40]}'")
     refs += [RecipientRef(RefKind.USER, u) for u in people]
     refs += [RecipientRef(RefKind.CONTACTS, g.removeprefix("group:")) for g in _words(inputs.get("contact_groups"))]
@@ -106,7 +105,7 @@ def runner_of(inputs: Mapping[str, Any]) -> str:
         )
     if isinstance(context, Mapping):
         user, secret = context.get("id"), context.get("secret")
-        if isinstance(user, str) and _USER.match(user) and isinstance(secret, str) and secret:
+        if isinstance(user, str) and USER_ID.match(user) and isinstance(secret, str) and secret:
             return user
     if isinstance(context, str):
         raise InputError(
