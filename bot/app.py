@@ -1,51 +1,44 @@
 """Composition root: the one place that turns settings into a running bot.
 
 ``open_resources`` opens and checks what the bot talks to (Slack's ``auth.test``, the database and its migrations,
-D7, the report secret); ``wire`` builds every part from them, with no I/O; ``open_relay`` runs the background parts
-in one ``AsyncExitStack`` and stops them in the order ``Relay.background`` declares. Collaborators can be passed
-in (tests pass clients pointed at loopback fakes). ``serve`` runs it: HTTP with uvicorn, or Socket Mode (with the
-same HTTP server for ``/healthz``), until SIGTERM/SIGINT, then lets sends in flight finish.
+D7, the report secret); ``wire`` builds every part from them, with no I/O, and subscribes the parts that react to
+the sending core's events (``bot.domain.events``); ``open_relay`` runs the background parts in one
+``AsyncExitStack`` and stops them in the order ``Relay.background`` declares. Collaborators can be passed in (tests
+pass clients pointed at loopback fakes). ``bot.serving`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import os
 import secrets
-import signal
-import sys
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
-import uvicorn
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
-from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from starlette.applications import Starlette
 
-from bot import __version__, logs
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
 from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
+from bot.domain.events import Billed, Bus, RequestIdKnown, SendChanged
 from bot.domain.models import Organisation
 from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import Balance, MessageGateway, SettingsStore, Steps
+from bot.health import HealthCheck
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
@@ -59,14 +52,14 @@ from bot.sending.telling import Teller
 from bot.slack import messages
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import PACED_METHODS, SlackConversations
+from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
 from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
-from bot.slack.listeners import Deps, register_all
+from bot.slack.listeners import register_all
 from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.slack.steps import SlackSteps
 from bot.storage import Storage
-from bot.storage.engine import ping
 from bot.tasks import BackgroundTasks, RightOfWay
 from bot.web import create_web_app
 
@@ -76,15 +69,6 @@ log = logging.getLogger("bot")
 
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 SLACK_RATE_LIMIT_RETRIES = 3
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM after its own shutdown, which would kill us before sends in flight finish;
-    ``run`` handles the signals instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class _SkipTokenWarning(logging.Filter):
@@ -125,48 +109,6 @@ class Resources:
     storage: Storage
     report_secret: str
     report_url: str | None
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    """``GET /healthz``: does the database answer, how much is waiting, how much is in flight; the D7 balance as
-    last read (never a reason to be unhealthy: D7 may not offer it)."""
-
-    settings: Settings
-    storage: Storage
-    gateway: MessageGateway
-    outbox: Outbox
-    metrics: Metrics
-    balance: BalanceWatcher
-
-    async def __call__(self) -> tuple[bool, dict[str, Any]]:
-        db = self.storage.database
-        database = await ping(db.engine)
-        backlog: int | None = None
-        stuck: int | None = None
-        if database:
-            try:
-                backlog = await self.storage.sends.backlog()
-                stuck = await self.storage.sends.stuck()
-                self.metrics.outbox_depth.set(backlog)
-            except Exception:
-                database = False
-        # Reads can work while writes do not (a read-only or full disk, a lock held by another process).
-        writes = "failing" if db.writes.failing else "ok" if database and await db.can_write() else "locked"
-        healthy = database and writes == "ok"
-        return healthy, {
-            "status": "ok" if healthy else "degraded",
-            "version": __version__,
-            "mode": "socket" if self.settings.socket_mode else "http",
-            "dry_run": self.gateway.dry_run,
-            "database": "ok" if database else "unreachable",
-            "database_writes": writes if database else "unknown",
-            "last_write_error": db.writes.failure if db.writes.failing else None,
-            "outbox_backlog": backlog,
-            "sends_stuck_sending": stuck,
-            "sends_in_flight": self.outbox.in_flight,
-            "d7_balance": self.balance.health(),
-        }
 
 
 @dataclass(frozen=True)
@@ -303,12 +245,12 @@ def wire_sending(
     resources: Resources,
     directory: SlackDirectory,
     metrics: Metrics,
-    changed: Callable[[str], None] | None = None,  # a person's send changed (their home tab refreshes)
+    events: Bus,
     steps: Steps | None = None,  # workflow steps, completed with their send's outcome
     right_of_way: RightOfWay | None = None,  # Slack's requests before the outbox's work
 ) -> SendingCore:
     """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
-    outbox that runs it. No I/O."""
+    outbox that runs it; what it tells the rest of the process goes on ``events``. No I/O."""
     storage, gateway = resources.storage, resources.gateway
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     conversations = SlackConversations(resources.slack, metrics)
@@ -329,11 +271,9 @@ def wire_sending(
         alerts=alerts,
         conversations=conversations,
         show_numbers=policy.defaults.show_numbers,
+        events=events,
+        steps=steps,
     )
-    if changed is not None:
-        teller = replace(teller, changed=changed)
-    if steps is not None:
-        teller = replace(teller, steps=steps)
     deliveries = Deliveries(
         sends=storage.sends,
         reports=storage.deliveries,
@@ -353,6 +293,8 @@ def wire_sending(
         admin_channel=policy.defaults.admin_channel,
         settings=storage.settings,
     )
+    events.subscribe(RequestIdKnown, lambda e: deliveries.request_id_known(e.request_id))
+    events.subscribe(Billed, lambda _: balance.soon())
     pipeline = Pipeline(
         sends=storage.sends,
         admission=admission,
@@ -363,12 +305,11 @@ def wire_sending(
         metrics=metrics,
         deadline=settings.send_retry_deadline,
         report_url=resources.report_url,
-        on_request_id=deliveries.request_id_known,
-        abandoned=intake.abandoned,
-        billed=balance.soon,
+        events=events,
+        intake=intake,
         budgets=storage.budgets,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
-        give_way=(right_of_way or RightOfWay()).give_way,
+        right_of_way=right_of_way,
     )
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
@@ -382,14 +323,12 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     slack, auth = resources.slack, resources.auth
     metrics = Metrics()
     tasks = BackgroundTasks()
+    events = Bus()
     directory = SlackDirectory(slack)
-    home = HomeTabs(slack, tasks, settings=resources.storage.settings)
     steps = SlackSteps(slack)
     right_of_way = RightOfWay()
-    core = wire_sending(
-        settings, policy, resources, directory, metrics, changed=home.changed, steps=steps, right_of_way=right_of_way
-    )
-    home.desk = HomeDesk(
+    core = wire_sending(settings, policy, resources, directory, metrics, events, steps, right_of_way)
+    desk = HomeDesk(
         policy=policy,
         admission=core.admission,
         sends=resources.storage.sends,
@@ -398,8 +337,10 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         budgets=resources.storage.budgets,
         policy_file=str(settings.bot_policy),
         policy_loaded_at=utc_now(),
-        balance=core.balance.health,
+        balance=core.balance,
     )
+    home = HomeTabs(slack, tasks, settings=resources.storage.settings, desk=desk)
+    events.subscribe(SendChanged, lambda e: home.changed(e.user_id))
     bolt = make_bolt(settings, slack, auth)
     deps = Deps(
         policy=policy,
@@ -418,9 +359,12 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     register_all(bolt, deps)
     health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)
     bolt_over_http = None if settings.socket_mode else bolt
-    deliveries = core.deliveries
     web = create_web_app(
-        bolt_over_http, health, metrics, reports=deliveries, right_of_way=None if settings.socket_mode else right_of_way
+        bolt_over_http,
+        health,
+        metrics,
+        reports=core.deliveries,
+        right_of_way=None if settings.socket_mode else right_of_way,
     )
     return Relay(
         settings=settings,
@@ -430,7 +374,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         storage=resources.storage,
         metrics=metrics,
         tasks=tasks,
-        deliveries=deliveries,
+        deliveries=core.deliveries,
         outbox=core.outbox,
         balance=core.balance,
         health=health,
@@ -484,100 +428,3 @@ async def open_relay(
         for part in relay.background():
             await stack.enter_async_context(part)
         yield relay
-
-
-def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
-    """The Socket Mode connection (aiohttp) when ``SLACK_APP_TOKEN`` is set; None in HTTP mode."""
-    token = relay.settings.slack_app_token
-    if token is None:
-        return None
-    return _SlackFirstSocket(relay.bolt, token.get_secret_value(), right_of_way=relay.right_of_way)
-
-
-class _SlackFirstSocket(AsyncSocketModeHandler):
-    """Socket Mode's envelopes, like HTTP requests (``web.SlackFirst``), go before background work until acked."""
-
-    def __init__(self, app: AsyncApp, app_token: str, *, right_of_way: RightOfWay) -> None:
-        self.right_of_way = right_of_way
-        super().__init__(app, app_token)
-
-    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        answered = self.right_of_way.arrived()
-        try:
-            await super().handle(client, req)
-        finally:
-            answered()
-
-
-async def run(settings: Settings) -> None:
-    started = False
-    try:
-        async with open_relay(settings) as relay:
-            started = True
-            await _serve(relay, settings)
-    finally:
-        if started:
-            log.info("stopped")
-
-
-async def _serve(relay: Relay, settings: Settings) -> None:
-    """HTTP (and Socket Mode, when configured) until SIGTERM or SIGINT."""
-    server = _Server(
-        uvicorn.Config(
-            relay.web, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
-        )
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # First signal: stop taking requests, finish the sends in flight. A second SIGINT: stop at once.
-        loop.add_signal_handler(sig, server.handle_exit, sig, None)
-    socket = make_socket_handler(relay)
-    try:
-        if socket is not None:
-            await socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("connected to Slack in Socket Mode; /healthz on %s:%d", settings.host, settings.port)
-        else:
-            log.info("serving Slack over HTTP on %s:%d (POST /slack/events)", settings.host, settings.port)
-        log.info(
-            "policy %s: %d sender(s), %d rule(s), %d alert rule(s); D7 %s; delivery reports %s",
-            settings.bot_policy,
-            len(relay.policy.senders),
-            len(relay.policy.rules),
-            len(relay.policy.alerts),
-            "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
-            f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
-        )
-        _settle_heap()
-        await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
-    finally:
-        if socket is not None:
-            await socket.close_async()  # type: ignore[no-untyped-call]
-
-
-def _settle_heap() -> None:
-    """What start-up built lives as long as the process (modules, the policy, SQLAlchemy's and Slack's clients:
-    ~140,000 objects): keep it out of the garbage collector's full passes. Without this a full pass took 30–50 ms
-    in the middle of a burst of requests, the slowest acks of ``bench.vs_bare_bolt`` (gc callbacks, loop lag)."""
-    gc.collect()
-    gc.freeze()
-
-
-def _fast_event_loop() -> None:
-    """uvloop when installed: about 2x the asyncio throughput on the ack path (docs/performance.md)."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def serve(settings: Settings) -> int:
-    """Run the bot until it is told to stop; 0 on a clean stop, 2 when it cannot start."""
-    logs.configure(settings.log_level.value, settings.log_format.value)
-    _fast_event_loop()
-    try:
-        asyncio.run(run(settings))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return cmd_explain_alert(args, out)
         if args.command == "audit":
             return cmd_audit(args, out)
-        from bot.app import serve  # late: the policy tools need none of the serving stack
+        from bot.serving import serve  # late: the policy tools need none of the serving stack
 
         return serve(load_settings())
     except ConfigError as exc:

@@ -83,5 +83,32 @@ class Metrics:
             registry=self.registry,
         )
 
+    # ``SendMetrics``: what the sending core counts, in its words.
+
+    def send_ended(self, via: str, outcome: str) -> None:
+        self.sends.labels(via, outcome).inc()
+
+    def d7_answered(self, via: str, seconds: float) -> None:
+        self.d7_latency.labels(via).observe(seconds)
+
+    def d7_retried(self, via: str, reason: str) -> None:
+        self.d7_retries.labels(via, reason).inc()
+
+    def count_billed(self, via: str, rule: str, channel: str, messages: int) -> None:
+        self.billed.labels(via, rule, channel).inc(messages)
+
+    def refused_over_budget(self, scope: str) -> None:
+        self.over_budget.labels(scope).inc()
+
+    def backlog(self, depth: int) -> None:
+        self.outbox_depth.set(depth)
+
+    def balance_read(self, amount: float | None, currency: str | None, at: float) -> None:
+        self.d7_balance.clear()  # a single series, also if the currency changes
+        if amount is None:
+            return
+        self.d7_balance.labels(currency or "unknown").set(amount)
+        self.d7_balance_read.set(at)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

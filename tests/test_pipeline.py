@@ -23,6 +23,7 @@ from bot.domain.errors import (
     D7RateLimitedError,
     D7UnavailableError,
 )
+from bot.domain.events import Bus, RequestIdKnown
 from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import parse_policy
@@ -200,6 +201,8 @@ def world() -> World:
         show_numbers=MASKED,
         clock=clock,
     )
+    events = Bus()  # the request_ids D7 answered, as delivery reports would hear them
+    events.subscribe(RequestIdKnown, lambda e: request_ids.append(e.request_id))
     pipeline = Pipeline(
         sends=sends,
         admission=admission,
@@ -210,7 +213,7 @@ def world() -> World:
         metrics=metrics,
         deadline=DEADLINE,
         report_url=REPORT_URL,
-        on_request_id=request_ids.append,
+        events=events,
         clock=clock,
     )
     return World(clock, sends, ledger, gateway, conversations, directory, metrics, pipeline, request_ids)
@@ -1128,9 +1131,7 @@ async def test_an_intent_that_lands_after_its_sender_was_told_it_was_not_recorde
         await intake.record(command())  # the ack says "could not record, nothing was sent"
     await asyncio.sleep(0.2)  # ... and then the insert lands
     (late,) = await world.sends.audit()
-    await replace(world.pipeline, abandoned=intake.abandoned).handle(
-        (await world.sends.claim("worker-1", 10, CLAIM_LEASE))[0]
-    )
+    await replace(world.pipeline, intake=intake).handle((await world.sends.claim("worker-1", 10, CLAIM_LEASE))[0])
 
     assert world.gateway.calls == []
     stored = await world.stored(late.id)

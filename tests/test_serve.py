@@ -19,8 +19,9 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.socket_mode.request import SocketModeRequest
 
-from bot.app import make_socket_handler, open_relay
+from bot.app import open_relay
 from bot.config import Settings
+from bot.serving import make_socket_handler
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack

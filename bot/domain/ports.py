@@ -392,3 +392,46 @@ class SettingsStore(Protocol):
         """Set ``key`` to ``new`` if it holds ``old`` (None: no value yet), atomically; whether it did (of replicas
         racing from the same ``old``, one wins)."""
         ...
+
+
+class SendMetrics(Protocol):
+    """What the sending core counts; ``bot.metrics.Metrics`` exports it to Prometheus (``GET /metrics``)."""
+
+    def send_ended(self, via: str, outcome: str) -> None:
+        """An intent ended: accepted, rejected, failed, unknown, denied, deduplicated, bundled…"""
+
+    def d7_answered(self, via: str, seconds: float) -> None:
+        """D7 answered a send (or failed to) after ``seconds``, retries inside the client included."""
+
+    def d7_retried(self, via: str, reason: str) -> None:
+        """A D7 call that provably did not send is tried again."""
+
+    def count_billed(self, via: str, rule: str, channel: str, messages: int) -> None:
+        """D7 accepted ``messages`` billed messages of a send allowed by ``rule`` from ``channel``."""
+
+    def refused_over_budget(self, scope: str) -> None:
+        """A send or alert was refused for a budget of this scope."""
+
+    def backlog(self, depth: int) -> None:
+        """Intents not yet sent, or whose outcome is not yet told."""
+
+    def balance_read(self, amount: float | None, currency: str | None, at: float) -> None:
+        """The D7 balance as read at ``at`` (Unix time); ``amount`` None: D7 does not offer it."""
+
+
+class Abandonments(Protocol):
+    """Intents whose sender was told they were not recorded (their insert missed its deadline): never sent."""
+
+    def abandoned(self, request: SendRequest) -> bool: ...
+
+
+class RightOfWay(Protocol):
+    """Slack's requests before background work: a step of the outbox waits here while a request waits."""
+
+    async def give_way(self) -> None: ...
+
+
+class BalanceView(Protocol):
+    """The D7 balance as last read, for people who look (App Home): None when it never was."""
+
+    def health(self) -> Mapping[str, Any] | None: ...

@@ -15,9 +15,8 @@ from typing import Any, Self
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.policy import Policy
-from bot.domain.ports import Balance, MessageGateway, SettingsStore
+from bot.domain.ports import Balance, MessageGateway, SendMetrics, SettingsStore
 from bot.domain.retry import RetryPolicy
-from bot.metrics import Metrics
 
 log = logging.getLogger("bot.balance")
 
@@ -49,7 +48,7 @@ class BalanceWatcher:
     def __init__(
         self,
         gateway: MessageGateway,
-        metrics: Metrics,
+        metrics: SendMetrics,
         *,
         post: Post,
         low: float | None = None,
@@ -115,12 +114,10 @@ class BalanceWatcher:
             if self.offered is not False and not self.gateway.dry_run:
                 log.info("D7 does not offer the account balance (GET /messages/v1/balance); not shown")
             self.offered, self.last, self.read_at = False, None, None
-            self.metrics.d7_balance.clear()
+            self.metrics.balance_read(None, None, self.clock().timestamp())
             return None
         self.offered, self.last, self.read_at = True, balance, self.clock()
-        self.metrics.d7_balance.clear()  # a single series, also if the currency changes
-        self.metrics.d7_balance.labels(balance.currency or "unknown").set(balance.amount)
-        self.metrics.d7_balance_read.set(self.read_at.timestamp())
+        self.metrics.balance_read(balance.amount, balance.currency, self.read_at.timestamp())
         await self._judge(balance)
         return balance
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any
@@ -21,7 +21,7 @@ from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
-from bot.domain.ports import BudgetLedger, DeliveryLog, Directory, SendStore
+from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, SendStore
 from bot.domain.sends import SendRecord, SendState
 from bot.sending.admission import Admission
 
@@ -71,10 +71,6 @@ class HomePage:
     problems: tuple[str, ...] = ()  # parts that could not be read just now
 
 
-def _nobody_knows() -> Mapping[str, Any] | None:
-    return None
-
-
 @dataclass(kw_only=True, eq=False)
 class HomeDesk:
     """Builds ``HomePage`` for a user; one per process."""
@@ -87,7 +83,7 @@ class HomeDesk:
     budgets: BudgetLedger | None
     policy_file: str
     policy_loaded_at: datetime
-    balance: Callable[[], Mapping[str, Any] | None] = _nobody_knows
+    balance: BalanceView | None = None  # the D7 balance as last read (None: not shown)
     clock: Clock = utc_now
     _links: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # permalinks never change
 
@@ -177,7 +173,7 @@ class HomeDesk:
         need.sort(key=lambda n: n[0], reverse=True)
         activity = {a.rule: a for a in await self.sends.alert_activity(since)}
         return AdminView(
-            balance=self.balance(),
+            balance=self.balance.health() if self.balance is not None else None,
             since=since,
             by_channel=by_channel,
             need_a_person=tuple((record, why) for _, record, why in need[:NEED_A_PERSON]),

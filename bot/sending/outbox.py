@@ -22,10 +22,9 @@ from typing import Self
 
 from bot.domain.clock import utc_now
 from bot.domain.errors import kind_of
-from bot.domain.ports import SendStore
+from bot.domain.ports import SendMetrics, SendStore
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
-from bot.metrics import Metrics
 from bot.sending.pipeline import Pipeline
 
 log = logging.getLogger("bot.outbox")
@@ -49,7 +48,7 @@ class Outbox:
     sends: SendStore
     pipeline: Pipeline
     wakeup: asyncio.Event  # set by whoever records an intent or makes one due
-    metrics: Metrics
+    metrics: SendMetrics
     single_process: bool  # SQLite: whatever is 'sending' at start was left by a dead process
     concurrency: int = DEFAULT_CONCURRENCY
     lease: timedelta = CLAIM_LEASE
@@ -155,6 +154,6 @@ class Outbox:
                     if recovered:
                         log.warning("%d send(s) of a stopped replica marked outcome unknown", recovered)
                         self.wakeup.set()  # their threads are told now, not at the next poll
-                self.metrics.outbox_depth.set(await self.sends.backlog())
+                self.metrics.backlog(await self.sends.backlog())
             except Exception as exc:  # the database is down: the next beat tries again (and the claim loop says so)
                 log.warning("outbox heartbeat failed (%s)", kind_of(exc))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
@@ -27,8 +26,19 @@ from functools import cached_property
 from bot.domain.budgets import billed_messages, charges, cost_in_words, overrun_reason, refill_words
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
-from bot.domain.models import OutgoingText, SendRequest, SendResult, Via
-from bot.domain.ports import BudgetLedger, Conversation, Conversations, MessageGateway, RetryHook, SendStore
+from bot.domain.events import Billed, Bus, Events, RequestIdKnown
+from bot.domain.models import OutgoingText, SendResult, Via
+from bot.domain.ports import (
+    Abandonments,
+    BudgetLedger,
+    Conversation,
+    Conversations,
+    MessageGateway,
+    RetryHook,
+    RightOfWay,
+    SendMetrics,
+    SendStore,
+)
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     LeaseLost,
@@ -42,7 +52,6 @@ from bot.domain.sends import (
     prepared,
 )
 from bot.domain.templates import OutgoingTemplate
-from bot.metrics import Metrics
 from bot.sending.admission import Admission, Refused, conversation_label
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
 from bot.sending.balance import named_channels
@@ -64,22 +73,6 @@ ANNOUNCE_WITHIN = 3.0
 CRASHED = "an internal error interrupted the send; it may or may not have gone out"
 
 
-def _nobody_waits(request_id: str) -> None:
-    return None
-
-
-def _never(request: SendRequest) -> bool:
-    return False
-
-
-def _nothing() -> None:
-    return None
-
-
-async def _go_ahead() -> None:
-    return None
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Pipeline:
     """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
@@ -90,14 +83,13 @@ class Pipeline:
     teller: Teller
     gateway: MessageGateway
     conversations: Conversations
-    metrics: Metrics
+    metrics: SendMetrics
     deadline: timedelta  # safe failures are retried until this long after the request
     report_url: str | None = None  # where D7 posts delivery reports (None: no reports)
-    on_request_id: Callable[[str], None] = _nobody_waits  # reports that came first may be waiting for it
-    abandoned: Callable[[SendRequest], bool] = _never  # its sender was told it was not recorded
-    billed: Callable[[], None] = _nothing  # D7 accepted a send that costs money (the balance watcher looks soon)
+    events: Events = field(default_factory=Bus)  # request_ids known, sends billed (nobody listens by default)
+    intake: Abandonments | None = None  # intents whose sender was told they were not recorded (None: none are)
     budgets: BudgetLedger | None = None  # the policy's budgets (None: not counted)
-    give_way: Callable[[], Awaitable[None]] = _go_ahead  # waits while Slack requests wait for their answer
+    right_of_way: RightOfWay | None = None  # Slack's requests first (None: the outbox never waits for them)
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -123,6 +115,11 @@ class Pipeline:
         except LeaseLost:
             # This worker was presumed stopped and another took the intent over: its verdict is the one told.
             log.warning("send_id=%s was taken over by another worker; leaving it", record.id, extra=_ids(record))
+
+    async def give_way(self) -> None:
+        """Wait while Slack's requests wait for their answer (the outbox asks too, before it claims)."""
+        if self.right_of_way is not None:
+            await self.right_of_way.give_way()
 
     async def _advance(self, record: SendRecord, conversation: Conversation) -> tuple[SendRecord, PreparedSend | None]:
         try:
@@ -156,8 +153,11 @@ class Pipeline:
         if until >= record.deadline_at:
             log.error("send_id=%s not sent: %s until its deadline", record.id, why, extra=_ids(record))
             return await self._deny(record, Refusal(RefusalKind.UNAVAILABLE, (why,)))
-        if record.attempts == 0:  # once per send, not once per try
-            log.warning("send_id=%s waits: %s; trying again in %.0fs", record.id, why, delay, extra=_ids(record))
+        if record.attempts == 0:  # once per send, not once per try; an unexpected error with its traceback
+            trace = None if isinstance(error, ServiceUnavailable) else error
+            log.warning(
+                "send_id=%s waits: %s; trying again in %.0fs", record.id, why, delay, extra=_ids(record), exc_info=trace
+            )
         return await self.sends.later(record, until)
 
     async def _check(self, record: SendRecord) -> PreparedSend | SendRecord:
@@ -165,7 +165,7 @@ class Pipeline:
         kept at once: it is final)."""
         via = record.request.via.value
         try:
-            if self.abandoned(record.request):
+            if self.intake is not None and self.intake.abandoned(record.request):
                 raise Refused(Refusal(RefusalKind.UNRECORDED, ("the bot's database did not answer in time",)))
             if record.request.alert is None:
                 send = await self.admission.admit(record.id, record.request)
@@ -173,12 +173,12 @@ class Pipeline:
                 verdict = await self.alerts.check(record)
                 if isinstance(verdict, Repeat):
                     record = await self.sends.deduplicate(record, verdict.first_id)
-                    self.metrics.sends.labels(via, "deduplicated").inc()
+                    self.metrics.send_ended(via, "deduplicated")
                     log.info("alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra=_ids(record))
                     return record
                 if isinstance(verdict, Bundle):
                     record = await self.sends.bundle(record, verdict.checked)
-                    self.metrics.sends.labels(via, "bundled").inc()
+                    self.metrics.send_ended(via, "bundled")
                     log.info(
                         "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record)
                     )
@@ -196,7 +196,7 @@ class Pipeline:
         await self.alerts.release(record)
         await self.alerts.give_back(record)
         await self._refund(record)
-        self.metrics.sends.labels(record.request.via.value, "denied").inc()
+        self.metrics.send_ended(record.request.via.value, "denied")
         log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra=_ids(record))
         return record
 
@@ -211,7 +211,7 @@ class Pipeline:
         overrun = await self.budgets.charge(send.send_id, budgets, billed_messages(send))
         if overrun is None:
             return
-        self.metrics.over_budget.labels(overrun.charge.scope).inc()
+        self.metrics.refused_over_budget(overrun.charge.scope)
         log.info("over budget send_id=%s budget=%s", send.send_id, overrun.charge.key, extra={"send_id": send.send_id})
         refill = refill_words(overrun.refills_at, self.clock()) if overrun.refills_at is not None else ""
         reason = overrun_reason(overrun, cost_in_words(send), refill, alert=send.alert is not None)
@@ -257,13 +257,13 @@ class Pipeline:
                 await asyncio.shield(keep("its deferral", record, lambda: self.sends.defer(record, until, wait.error)))
             raise
         except D7Error as exc:
-            self.metrics.d7_latency.labels(send.via.value).observe(time.perf_counter() - began)
+            self.metrics.d7_answered(send.via.value, time.perf_counter() - began)
             return await self._on_error(record, send, exc, on_retry)
         except Exception:
             log.exception("send crashed send_id=%s", record.id)
             return await self._finish(record, send, Outcome(error=D7OutcomeUnknownError(CRASHED)))
         elapsed = time.perf_counter() - began
-        self.metrics.d7_latency.labels(send.via.value).observe(elapsed)
+        self.metrics.d7_answered(send.via.value, elapsed)
         return await self._on_result(record, send, result, elapsed)
 
     def _retry_hook(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> RetryHook:
@@ -273,7 +273,7 @@ class Pipeline:
         async def on_retry(error: D7Error, attempt: int, delay: float) -> None:
             nonlocal told
             self.waits.start(record.id, delay, error)
-            self.metrics.d7_retries.labels(send.via.value, type(error).__name__).inc()
+            self.metrics.d7_retried(send.via.value, type(error).__name__)
             if told:
                 return
             told = True
@@ -382,8 +382,8 @@ class Pipeline:
         """Count what D7 will charge for, by rule and channel (a channel the policy does not name is "other")."""
         channel = send.request.origin.channel_id
         label = channel if channel in self._channels else "other"
-        self.metrics.billed.labels(send.via.value, send.rule, label).inc(billed_messages(send))
-        self.billed()
+        self.metrics.count_billed(send.via.value, send.rule, label, billed_messages(send))
+        self.events.publish(Billed())
 
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
         self.waits.end(record.id)
@@ -393,8 +393,8 @@ class Pipeline:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
             await self._refund(record)
         if outcome.request_id is not None:
-            self.on_request_id(outcome.request_id)
-        self.metrics.sends.labels(send.via.value, record.state.value).inc()
+            self.events.publish(RequestIdKnown(outcome.request_id))
+        self.metrics.send_ended(send.via.value, record.state.value)
         return record
 
 

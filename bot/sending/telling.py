@@ -10,13 +10,14 @@ rewritten.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.domain import patterns
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
+from bot.domain.events import Bus, Events, SendChanged
 from bot.domain.models import Via
 from bot.domain.phone import NumberDisplay
 from bot.domain.policy import rule_templates
@@ -45,10 +46,6 @@ CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=600.0, max_attempts=None, ma
 CARD_GIVE_UP = timedelta(hours=72)
 
 
-def _nobody(user_id: str) -> None:
-    return None
-
-
 _MENTION = patterns.compile(r"<[@#!](?:subteam\^)?([A-Z0-9]+)(?:\|([^>]*))?>")  # linear time (RE2)
 
 
@@ -69,7 +66,7 @@ class Teller:
     retry: RetryPolicy = TELL_RETRY
     card_retry: RetryPolicy = CARD_RETRY
     clock: Clock = utc_now
-    changed: Callable[[str], None] = _nobody  # a person's send changed (its outcome told, statuses shown)
+    events: Events = field(default_factory=Bus)  # a person's send changed (its outcome told, statuses shown)
     steps: Steps | None = None  # workflow steps, completed with their send's outcome
 
     def prepared(self, record: SendRecord) -> PreparedSend:
@@ -112,14 +109,14 @@ class Teller:
         except CannotTell as exc:
             log.error("cannot tell Slack the outcome of send_id=%s, and never will: %s", record.id, exc)
             await self.sends.told(record, None)
-            self.changed(record.request.user_id)  # the home tab is then the one place that shows it
+            self.events.publish(SendChanged(record.request.user_id))  # the home tab is then the one place that shows it
             return
         except Exception as exc:
             failing_for = self._failing_for(record)
             if failing_for > TELL_GIVE_UP:
                 log.error("gave up telling Slack the outcome of send_id=%s after 24 h: %s", record.id, exc)
                 await self.sends.told(record, None)
-                self.changed(record.request.user_id)
+                self.events.publish(SendChanged(record.request.user_id))
                 return
             # By time since the outcome: the attempt counter also counts D7 calls and look-ups.
             delay = self.retry.since(failing_for.total_seconds())
@@ -128,7 +125,7 @@ class Teller:
             await self.sends.later(record, self.clock() + timedelta(seconds=delay))
             return
         await self.sends.told(record, result_ts)
-        self.changed(record.request.user_id)
+        self.events.publish(SendChanged(record.request.user_id))
 
     async def _finish_step(self, execution_id: str, record: SendRecord, send: PreparedSend) -> None:
         """Complete the workflow step with the send's outcome: outputs when D7 took it (or may have: unknown, or it
@@ -181,7 +178,8 @@ class Teller:
                 log.error("cannot show delivery statuses on the result of send_id=%s: %s", record.id, exc)
             except Exception as exc:
                 again = exc
-        self.changed(record.request.user_id)  # the home tab shows statuses too, whatever Slack says here
+        # The home tab shows statuses too, whatever Slack says here.
+        self.events.publish(SendChanged(record.request.user_id))
         failures = [s for s in statuses if s.delivery.failed and not s.notified]
         if failures:
             try:

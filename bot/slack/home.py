@@ -212,12 +212,13 @@ class HomeTabs:
         tasks: BackgroundTasks,
         every: float = EVERY,
         settings: SettingsStore | None = None,
+        desk: HomeDesk | None = None,
     ) -> None:
         self.client = client
         self.tasks = tasks
         self.every = every
         self.settings = settings
-        self.desk: HomeDesk | None = None  # set by the composition root once the sending core exists
+        self.desk = desk  # what a tab shows (None: nothing is published)
         self.seen: set[str] = set()  # people known to have opened their tab
         self._last: dict[str, float] = {}
         self._pending: set[str] = set()

@@ -17,9 +17,10 @@ from bot.domain.models import SendRequest, Via
 from bot.domain.sends import Refusal, RefusalKind, SendRecord
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
+from bot.slack.deps import Deps
 from bot.slack.grammar import Help, Status, parse_command
-from bot.slack.listeners import COMMANDS, Deps
 from bot.slack.listeners.compose import open_compose
+from bot.slack.listeners.ids import COMMANDS
 from bot.slack.payloads import SlashCommand
 
 log = logging.getLogger("bot.slack")

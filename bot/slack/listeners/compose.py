@@ -43,8 +43,8 @@ from bot.domain.templates import Template, TemplateUse, param_problem, window_cl
 from bot.sending.admission import Resolution, look_up_each
 from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption, TemplateOption
+from bot.slack.deps import Deps
 from bot.slack.flatten import flatten, mentioned_users
-from bot.slack.listeners import Deps
 from bot.slack.markup import escape
 from bot.slack.payloads import BlockActions, ButtonClick, MessageShortcut, ViewSubmission
 

@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import messages
 from bot.slack.alerts import alert_request
-from bot.slack.listeners import Deps
+from bot.slack.deps import Deps
 from bot.slack.payloads import MessageEvent, MessageEventCallback
 
 log = logging.getLogger("bot.slack.events")

@@ -11,8 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.models import Surface
 from bot.slack.compose import ComposeContext
+from bot.slack.deps import Deps
 from bot.slack.home import SEND_BUTTON, HomeTabs
-from bot.slack.listeners import Deps
 from bot.slack.listeners.compose import open_compose
 
 log = logging.getLogger("bot.slack")

@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.models import Surface
 from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext
-from bot.slack.listeners import Deps
+from bot.slack.deps import Deps
 from bot.slack.listeners.compose import forward_message, open_compose
 from bot.slack.payloads import GlobalShortcut, MessageShortcut, Trigger
 

@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.domain.errors import InputError
-from bot.slack.listeners import Deps
+from bot.slack.deps import Deps
 from bot.slack.steps import CALLBACK_ID, SlackSteps, step_request
 
 log = logging.getLogger("bot.slack")
