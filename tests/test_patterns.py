@@ -272,7 +272,7 @@ def test_policy_patterns_are_compiled_once_when_the_policy_is_read() -> None:
 
 
 def test_re2_reads_ascii_classes_where_re_read_unicode() -> None:
-    """What README tells a policy's author: ``\\w``, ``\\d``, ``\\b`` are ASCII in RE2; ``\\pL`` is any letter."""
+    """docs/alerts.md tells a policy's author: ``\\w``, ``\\d``, ``\\b`` are ASCII in RE2; ``\\pL`` is any letter."""
     assert patterns.compile(r"^\w+$").search("naïve") is None
     assert patterns.compile(r"^\pL+$").search("naïve") is not None
     assert patterns.compile(r"(?i)résolu").search("RÉSOLU") is not None

@@ -7,7 +7,7 @@ price is that it has no look-arounds or back-references (nor atomic groups, poss
 and refuses them when a pattern is compiled. So a policy that ``check`` accepts cannot hang the bot, and a pattern
 it refuses is named with the reason in plain words.
 
-Where RE2 reads differently from ``re`` (for a policy's author; README says so too): ``\w``, ``\d``, ``\s`` and
+Where RE2 reads differently from ``re`` (for a policy's author; docs/alerts.md says so too): ``\w``, ``\d``, ``\s`` and
 ``\b`` are ASCII only (``\pL`` is any letter), ``$`` is the end of the text only (not also before a final newline;
 ``(?m)`` for lines) and ``\Z`` is written ``\z``.
 """
