@@ -237,6 +237,7 @@ class SendingCore:
     outbox: Outbox
     balance: BalanceWatcher
     alerts: AlertDesk
+    conversations: SlackConversations
 
 
 def wire_sending(
@@ -255,16 +256,7 @@ def wire_sending(
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     conversations = SlackConversations(resources.slack, metrics)
     admission = Admission(policy, directory)
-    alerts = AlertDesk(
-        policy=policy,
-        admission=admission,
-        ledger=storage.alerts,
-        sends=storage.sends,
-        directory=directory,
-        reader=SlackMessageReader(directory),
-        deadline=settings.send_retry_deadline,
-        organisation=Organisation(resources.auth.get("team_id"), resources.auth.get("enterprise_id")),
-    )
+    alerts = _alert_desk(settings, policy, resources, directory, admission)
     teller = Teller(
         sends=storage.sends,
         deliveries=storage.deliveries,
@@ -285,14 +277,7 @@ def wire_sending(
         reconcile_after=settings.reconcile_after,
     )
     intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
-    balance = BalanceWatcher(
-        gateway,
-        metrics,
-        post=slack_poster(resources.slack),
-        low=policy.defaults.low_balance,
-        admin_channel=policy.defaults.admin_channel,
-        settings=storage.settings,
-    )
+    balance = _balance_watcher(policy, resources, metrics)
     events.subscribe(RequestIdKnown, lambda e: deliveries.request_id_known(e.request_id))
     events.subscribe(Billed, lambda _: balance.soon())
     pipeline = Pipeline(
@@ -314,7 +299,34 @@ def wire_sending(
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox, balance, alerts)
+    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations)
+
+
+def _balance_watcher(policy: Policy, resources: Resources, metrics: Metrics) -> BalanceWatcher:
+    return BalanceWatcher(
+        resources.gateway,
+        metrics,
+        post=slack_poster(resources.slack),
+        low=policy.defaults.low_balance,
+        admin_channel=policy.defaults.admin_channel,
+        settings=resources.storage.settings,
+    )
+
+
+def _alert_desk(
+    settings: Settings, policy: Policy, resources: Resources, directory: SlackDirectory, admission: Admission
+) -> AlertDesk:
+    return AlertDesk(
+        policy=policy,
+        admission=admission,
+        ledger=resources.storage.alerts,
+        sends=resources.storage.sends,
+        alert_log=resources.storage.sends,
+        directory=directory,
+        reader=SlackMessageReader(directory),
+        deadline=settings.send_retry_deadline,
+        organisation=Organisation(resources.auth.get("team_id"), resources.auth.get("enterprise_id")),
+    )
 
 
 def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
@@ -342,22 +354,18 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     home = HomeTabs(slack, tasks, settings=resources.storage.settings, desk=desk)
     events.subscribe(SendChanged, lambda e: home.changed(e.user_id))
     bolt = make_bolt(settings, slack, auth)
-    deps = Deps(
-        policy=policy,
-        admission=core.admission,
-        intake=core.intake,
-        directory=directory,
-        tasks=tasks,
-        deliveries=core.deliveries,
-        metrics=metrics,
-        bot_user_id=auth.get("user_id"),
-        bot_id=auth.get("bot_id"),
-        home=home,
-        steps=steps,
-        alerts=core.alerts,
+    deps = Deps(policy, core.admission, core.intake, directory, tasks, core.deliveries, metrics, core.conversations)
+    ours = replace(deps, bot_user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
+    register_all(bolt, replace(ours, home=home, steps=steps, alerts=core.alerts))
+    health = HealthCheck(
+        settings,
+        resources.storage.database,
+        resources.storage.sends,
+        resources.gateway,
+        core.outbox,
+        metrics,
+        core.balance,
     )
-    register_all(bolt, deps)
-    health = HealthCheck(settings, resources.storage, resources.gateway, core.outbox, metrics, core.balance)
     bolt_over_http = None if settings.socket_mode else bolt
     web = create_web_app(
         bolt_over_http,

@@ -7,10 +7,10 @@ from typing import Any
 
 from bot import __version__
 from bot.config import Settings
-from bot.domain.ports import MessageGateway, SendMetrics
+from bot.domain.ports import MessageGateway, SendMetrics, SendQueue
 from bot.sending.balance import BalanceWatcher
 from bot.sending.outbox import Outbox
-from bot.storage import Storage
+from bot.storage.database import Database
 from bot.storage.engine import ping
 
 
@@ -20,21 +20,22 @@ class HealthCheck:
     last read (never a reason to be unhealthy: D7 may not offer it)."""
 
     settings: Settings
-    storage: Storage
+    database: Database
+    sends: SendQueue  # how much is waiting, how much is stuck
     gateway: MessageGateway
     outbox: Outbox
     metrics: SendMetrics
     balance: BalanceWatcher
 
     async def __call__(self) -> tuple[bool, dict[str, Any]]:
-        db = self.storage.database
+        db = self.database
         database = await ping(db.engine)
         backlog: int | None = None
         stuck: int | None = None
         if database:
             try:
-                backlog = await self.storage.sends.backlog()
-                stuck = await self.storage.sends.stuck()
+                backlog = await self.sends.backlog()
+                stuck = await self.sends.stuck()
                 self.metrics.backlog(backlog)
             except Exception:
                 database = False

@@ -1,6 +1,7 @@
-"""In-memory twins of the stores (``SendStore``, ``AlertLedger``, ``DeliveryLog``, ``SettingsStore``) with the SQL
-stores' rules, and small fakes of the other ports, so the sending core runs in milliseconds with time in the test's
-hands.
+"""In-memory twins of the stores (``SendQueue``, ``SendViews`` and ``AlertLog``, together ``MemorySendStore``;
+``AlertLedger``, ``DeliveryLog``, ``SettingsStore``) with the SQL stores' rules, and small fakes of the other ports,
+so the sending core runs in milliseconds with time in the test's hands. ``tests/test_store_contract.py`` proves the
+send-log twins behave as the SQL stores do.
 
 The stores follow ``bot/storage``: a unique idempotency key, leases that never hand one intent to two workers, a
 transition that applies only while the worker still holds the row (``start`` only from ``pending``), recovery to
@@ -83,8 +84,8 @@ def _oldest_first(rows: Sequence[_Row]) -> list[SendRecord]:
     return [r.record for r in sorted(rows, key=lambda r: (r.record.created_at, r.seq))]
 
 
-class MemorySendStore:
-    """``SendStore`` in memory, with ``SqlSendStore``'s rules."""
+class _SendRows:
+    """The table the three send-log twins share: rows by id, the keys taken, the clock."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -105,7 +106,35 @@ class MemorySendStore:
         """These intents, oldest first (SQL: ``ORDER BY created_at``)."""
         return _oldest_first([self._rows[i] for i in send_ids])
 
-    # ------------------------------------------------------------ intake
+    # ------------------------------------------------------------ shared
+
+    async def get(self, send_id: str) -> SendRecord | None:
+        row = self._rows.get(send_id)
+        return row.record if row is not None else None
+
+    def _since(self, since: datetime | None) -> list[_Row]:
+        return [r for r in self._rows.values() if since is None or r.record.created_at >= since]
+
+    def _held(self, record: SendRecord) -> _Row | None:
+        """The row, while the worker that passed ``record`` still holds it (SQL: ``claimed_by = :claimed_by``)."""
+        row = self._rows.get(record.id)
+        return row if row is not None and row.record.claimed_by == record.claimed_by else None
+
+    def _holder(self, record: SendRecord) -> _Row:
+        """``_held``, or ``LeaseLost`` (SQL: the UPDATE changed no row)."""
+        row = self._held(record)
+        if row is None:
+            raise LeaseLost(record.id)
+        return row
+
+    @staticmethod
+    def _unlease(row: _Row) -> None:
+        row.record = replace(row.record, claimed_by=None)
+        row.lease_until = None
+
+
+class MemorySendQueue(_SendRows):
+    """``SendQueue`` in memory, with ``SqlSendQueue``'s rules."""
 
     async def record(
         self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
@@ -161,22 +190,54 @@ class MemorySendStore:
                 self._unlease(row)
         return recovered
 
-    def _held(self, record: SendRecord) -> _Row | None:
-        """The row, while the worker that passed ``record`` still holds it (SQL: ``claimed_by = :claimed_by``)."""
-        row = self._rows.get(record.id)
-        return row if row is not None and row.record.claimed_by == record.claimed_by else None
+    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
+        at = self.clock()
 
-    def _holder(self, record: SendRecord) -> _Row:
-        """``_held``, or ``LeaseLost`` (SQL: the UPDATE changed no row)."""
-        row = self._held(record)
-        if row is None:
-            raise LeaseLost(record.id)
-        return row
+        def stale(row: _Row) -> bool:
+            r = row.record
+            dry_run = r.outcome is not None and r.outcome.result is not None and r.outcome.result.dry_run
+            accepted = (
+                r.state is SendState.ACCEPTED
+                and r.request_id is not None
+                and not dry_run
+                and not row.delivery_final
+                and (r.reconciled_at is None or r.reconciled_at < at - again)
+            )
+            unknown = r.state is SendState.UNKNOWN and r.reconciled_at is None
+            return (
+                (accepted or unknown)
+                and r.posted_at is not None
+                and (r.finished_at or r.created_at) < at - after
+                and (r.finished_at or r.created_at) > at - STALE_GIVE_UP
+            )
 
-    @staticmethod
-    def _unlease(row: _Row) -> None:
-        row.record = replace(row.record, claimed_by=None)
-        row.lease_until = None
+        taken = sorted((r for r in self._rows.values() if stale(r)), key=lambda r: (r.record.created_at, r.seq))
+        for row in taken[:limit]:
+            row.record = replace(row.record, reconciled_at=at)
+        return [r.record for r in taken[:limit]]
+
+    async def backlog(self) -> int:
+        return sum(
+            1
+            for r in self._rows.values()
+            if r.record.state in (SendState.PENDING, SendState.SENDING) or r.record.posted_at is None
+        )
+
+    async def stuck(self) -> int:
+        at = self.clock()
+        return sum(
+            1
+            for r in self._rows.values()
+            if r.record.state is SendState.SENDING and r.lease_until is not None and r.lease_until < at
+        )
+
+    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
+        wanted = set(request_ids)
+        return {
+            r.record.request_id: r.record
+            for r in self._rows.values()
+            if r.record.request_id is not None and r.record.request_id in wanted
+        }
 
     # ------------------------------------------------------------ transitions
 
@@ -247,135 +308,46 @@ class MemorySendStore:
         row.lease_until = None
         return record.later()
 
-    async def card_due(self, send_id: str, *, final: bool) -> None:
-        row = self._rows.get(send_id)
-        if row is not None:
-            row.record = replace(row.record, card_due_at=self.clock())
+    async def card_due(self, record: SendRecord, *, final: bool) -> SendRecord:
+        at = self.clock()
+        if (row := self._rows.get(record.id)) is not None:  # whoever holds it
+            row.record = row.record.card_due(at)
             row.delivery_final = final
+        return record.card_due(at)
 
-    async def card_shown(self, record: SendRecord, due_at: datetime) -> None:
+    async def card_shown(self, record: SendRecord, due_at: datetime) -> SendRecord:
         row = self._held(record)
-        if row is not None and row.record.card_due_at == due_at:
-            row.record = replace(row.record, card_due_at=None)
+        if row is None or row.record.card_due_at != due_at:  # a newer status keeps it due
+            return record
+        row.record = row.record.card_shown()
+        return record.card_shown()
 
-    async def card_later(self, record: SendRecord, until: datetime) -> None:
+    async def card_later(self, record: SendRecord, until: datetime) -> SendRecord:
         row = self._holder(record)
-        row.record = replace(row.record, card_due_at=until)
-        self._unlease(row)
+        row.record = row.record.card_later(until)
+        row.lease_until = None
+        return record.card_later(until)
 
-    # ------------------------------------------------------------ reading
 
-    async def get(self, send_id: str) -> SendRecord | None:
-        row = self._rows.get(send_id)
-        return row.record if row is not None else None
-
-    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
-        wanted = set(request_ids)
-        return {
-            r.record.request_id: r.record
-            for r in self._rows.values()
-            if r.record.request_id is not None and r.record.request_id in wanted
-        }
-
-    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
-        at = self.clock()
-
-        def stale(row: _Row) -> bool:
-            r = row.record
-            dry_run = r.outcome is not None and r.outcome.result is not None and r.outcome.result.dry_run
-            accepted = (
-                r.state is SendState.ACCEPTED
-                and r.request_id is not None
-                and not dry_run
-                and not row.delivery_final
-                and (r.reconciled_at is None or r.reconciled_at < at - again)
-            )
-            unknown = r.state is SendState.UNKNOWN and r.reconciled_at is None
-            return (
-                (accepted or unknown)
-                and r.posted_at is not None
-                and (r.finished_at or r.created_at) < at - after
-                and (r.finished_at or r.created_at) > at - STALE_GIVE_UP
-            )
-
-        taken = sorted((r for r in self._rows.values() if stale(r)), key=lambda r: (r.record.created_at, r.seq))
-        for row in taken[:limit]:
-            row.record = replace(row.record, reconciled_at=at)
-        return [r.record for r in taken[:limit]]
-
-    async def backlog(self) -> int:
-        return sum(
-            1
-            for r in self._rows.values()
-            if r.record.state in (SendState.PENDING, SendState.SENDING) or r.record.posted_at is None
-        )
-
-    async def stuck(self) -> int:
-        at = self.clock()
-        return sum(
-            1
-            for r in self._rows.values()
-            if r.record.state is SendState.SENDING and r.lease_until is not None and r.lease_until < at
-        )
+class MemorySendViews(_SendRows):
+    """``SendViews`` in memory, with ``SqlSendViews``'s rules."""
 
     async def audit(self, since: datetime | None = None) -> list[SendRecord]:
-        return _oldest_first([r for r in self._rows.values() if since is None or r.record.created_at >= since])
+        return _oldest_first(self._since(since))
 
-    async def acknowledge(self, idempotency_key: str, user_id: str) -> SendRecord | None:
-        for row in self._rows.values():
-            r = row.record
-            if r.request.idempotency_key == idempotency_key and r.request.origin.surface is Surface.ALERT:
-                if r.acked_by is not None or r.resolved_at is not None:
-                    return None
-                row.record = replace(r, acked_by=user_id)
-                return row.record
-        return None
-
-    async def mark_resolved(self, send_id: str) -> None:
-        row = self._rows.get(send_id)
-        if row is not None and row.record.resolved_at is None:
-            row.record = replace(row.record, resolved_at=self.clock())
-
-    async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
-        found = [
-            r.record
+    async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
+        mine = [
+            r
             for r in self._rows.values()
-            if (a := r.record.request.alert) is not None
-            and a.rule == rule
-            and a.fingerprint == fingerprint
-            and a.kind is Surface.ALERT
-            and r.record.acked_by is not None
-            and r.record.resolved_at is None
-            and r.record.created_at >= since
+            if r.record.request.user_id == user_id and not r.record.request.origin.surface.is_alert
         ]
-        return max(found, key=lambda r: r.created_at, default=None)
-
-    async def by_key(self, idempotency_key: str) -> SendRecord | None:
-        return next(
-            (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None
-        )
-
-    async def latest_alert(
-        self, channel_id: str, identity: str, since: datetime, rules: Collection[str]
-    ) -> SendRecord | None:
-        found = [
-            r.record
-            for r in self._rows.values()
-            if (a := r.record.request.alert) is not None
-            and a.rule in rules
-            and r.record.request.channel_id == channel_id
-            and a.identity == identity
-            and a.kind is Surface.ALERT
-            and r.record.duplicate_of is None
-            and r.record.created_at >= since
-        ]
-        return max(found, key=lambda r: r.created_at, default=None)
+        return list(reversed(_oldest_first(mine)))[:limit]
 
     async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
         counts = Counter(
             (r.request.channel_id, r.state.value)
             for r in await self.audit(since)
-            if r.request.origin.surface != "summary"
+            if r.request.origin.surface is not Surface.SUMMARY
         )
         return [(channel, state, n) for (channel, state), n in counts.items()]
 
@@ -384,9 +356,10 @@ class MemorySendStore:
         return [r for r in reversed(await self.audit(since)) if r.state in states][:limit]
 
     async def alert_activity(self, since: datetime) -> list[AlertActivity]:
+        """Held: the phones each alert was held back for (SQL counts the alert ledger's rows of them)."""
         by_rule: dict[str, list[SendRecord]] = {}
         for r in await self.audit(since):
-            if r.request.alert is not None and r.request.origin.surface == "alert":
+            if r.request.alert is not None and r.request.origin.surface is Surface.ALERT:
                 by_rule.setdefault(r.request.alert.rule, []).append(r)
         return [
             AlertActivity(
@@ -400,11 +373,68 @@ class MemorySendStore:
             for rule, records in by_rule.items()
         ]
 
-    async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
-        mine = [
-            r for r in self._rows.values() if r.record.request.user_id == user_id and r.record.request.alert is None
+
+class MemoryAlertLog(_SendRows):
+    """``AlertLog`` in memory, with ``SqlAlertLog``'s rules."""
+
+    async def by_key(self, idempotency_key: str) -> SendRecord | None:
+        return next(
+            (r.record for r in self._rows.values() if r.record.request.idempotency_key == idempotency_key), None
+        )
+
+    async def acknowledge(self, record: SendRecord, user_id: str) -> SendRecord | None:
+        row = self._rows.get(record.id)
+        if row is None or not row.record.acknowledgeable:  # the first acknowledgement counts
+            return None
+        at = self.clock()
+        row.record = row.record.acknowledge(user_id, at)
+        return record.acknowledge(user_id, at)
+
+    async def mark_resolved(self, record: SendRecord) -> SendRecord | None:
+        row = self._rows.get(record.id)
+        if row is None or row.record.resolved_at is not None:
+            return None
+        at = self.clock()
+        row.record = row.record.resolve(at)
+        return record.resolve(at)
+
+    async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
+        # As SQL: the latest acknowledged alert with the fingerprint, then only if it is of this rule.
+        found = [
+            r
+            for r in self._since(since)
+            if (a := r.record.request.alert) is not None
+            and a.fingerprint == fingerprint
+            and r.record.request.origin.surface is Surface.ALERT
+            and r.record.acked_at is not None
+            and r.record.resolved_at is None
         ]
-        return list(reversed(_oldest_first(mine)))[:limit]
+        latest = _newest(found)
+        return latest if latest is not None and latest.alert is not None and latest.alert.rule == rule else None
+
+    async def latest_alert(
+        self, channel_id: str, identity: str, since: datetime, rules: Collection[str]
+    ) -> SendRecord | None:
+        return _newest(
+            [
+                r
+                for r in self._since(since)
+                if (a := r.record.request.alert) is not None
+                and a.rule in rules
+                and r.record.request.channel_id == channel_id
+                and a.identity == identity
+                and r.record.request.origin.surface is Surface.ALERT
+                and r.record.duplicate_of is None
+            ]
+        )
+
+
+def _newest(rows: Sequence[_Row]) -> SendRecord | None:
+    return _oldest_first(rows)[-1] if rows else None
+
+
+class MemorySendStore(MemorySendQueue, MemorySendViews, MemoryAlertLog):
+    """``SendStore`` in memory: the three twins on one table, as ``SqlSendStore`` is the three on one database."""
 
 
 # ------------------------------------------------------------ alert dedup and per-phone limits

@@ -189,6 +189,7 @@ def world() -> World:
         admission=admission,
         ledger=ledger,
         sends=sends,
+        alert_log=sends,
         directory=directory,
         reader=None,
         deadline=DEADLINE,

@@ -19,6 +19,7 @@ import yaml
 
 from bot.sending.intake import Intake, NotRecorded
 from bot.slack.listeners import FUNCTIONS
+from bot.slack.payloads import StepExecuted
 from bot.slack.steps import step_request
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import TEAM_ID, FakeSlack
@@ -218,7 +219,8 @@ async def test_a_step_the_database_did_not_keep_is_left_for_slack_to_deliver_aga
             raise ConnectionRefusedError("the database is down (test)")
 
     intake = Intake(Down(), timedelta(minutes=15), lambda: None)  # type: ignore[arg-type]
-    request = step_request(json.loads(step_event("Fx0005", numbers="+14155550100", message="hi"))["event"], TEAM_ID)
+    event = StepExecuted.model_validate(json.loads(step_event("Fx0005", numbers="+14155550100", message="hi"))["event"])
+    request = step_request(event, TEAM_ID)
     with pytest.raises(NotRecorded):
         await intake.record(request)
     # Not abandoned: the redelivered event records it and it is sent (a person would have been told "not recorded").

@@ -223,7 +223,7 @@ async def test_statuses_never_go_backwards_and_stale_sends_are_claimed_once(engi
         *(storage(engine).sends.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) for _ in range(5))
     )
     assert sorted(len(batch) for batch in racing) == [0, 0, 0, 0, 1]
-    await store.sends.card_due(record.id, final=True)
+    await store.sends.card_due(record, final=True)
     await set_columns(engine, record.id, reconciled_at=old - timedelta(hours=2))
     assert await store.sends.claim_stale(10, timedelta(minutes=10), timedelta(hours=1)) == []  # final: no look-ups
 

@@ -3,8 +3,9 @@ composition root.
 
 - ``MessageGateway``: D7 (or its dry-run twin). ``Directory`` and ``MessageReader``: people, groups, channels and
   alert messages (Slack). ``Conversations``: where each request's story is told (Slack).
-- ``SendStore``, ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in
-  memory in tests). Their methods take and give domain values; every change of a send is a named transition of
+- ``SendQueue`` (the outbox), ``SendViews`` (the send log as people read it), ``AlertLog`` (alerts acknowledged and
+  resolved), ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in memory in
+  tests). Their methods take and give domain values; every change of a send is a named transition of
   ``SendRecord``.
 """
 
@@ -149,6 +150,9 @@ class Conversation(Protocol):
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None: ...
 
+    async def acknowledged(self, user_id: str) -> None:
+        """Say in the alert's thread (the conversation's) that this person has it."""
+
 
 class Conversations(Protocol):
     """Opens the conversation of a stored origin (also after a restart)."""
@@ -170,10 +174,11 @@ class Steps(Protocol):
         ...
 
 
-class SendStore(Protocol):
-    """The send log and outbox. Transitions take the record as the worker holds it (``claimed_by``) and apply only
-    while that worker still holds it; each returns the changed record, or raises ``LeaseLost`` when another worker
-    holds it now (``start``: returns None)."""
+class SendQueue(Protocol):
+    """The outbox: intents recorded once, leased to one worker at a time, and moved on by ``SendRecord``'s named
+    transitions. A transition takes the record as the worker holds it (``claimed_by``) and applies only while that
+    worker still holds it; it returns the changed record, or raises ``LeaseLost`` when another worker holds it now
+    (``start``: returns None). ``card_due`` is the one change made without the lease (a delivery report)."""
 
     async def record(
         self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
@@ -183,10 +188,13 @@ class SendStore(Protocol):
         ...
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
-        """Lease up to ``limit`` due intents to this worker; never one intent to two workers."""
+        """Lease up to ``limit`` due intents to this worker, the longest due first; never one intent to two
+        workers. Oldest first."""
         ...
 
-    async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None: ...
+    async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None:
+        """Extend the leases this worker still holds."""
+        ...
 
     async def release(self, record: SendRecord) -> None:
         """Let another worker (or this one, later) take it."""
@@ -195,6 +203,19 @@ class SendStore(Protocol):
     async def recover(self, *, everything: bool) -> int:
         """``sending`` intents of a dead process become ``unknown`` (never resent); how many.
         ``everything``: this is the only process, so every ``sending`` intent is orphaned."""
+        ...
+
+    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
+        """Sends due a status look-up (accepted, some recipient not final) or an unknown-outcome note, each marked
+        looked-up in the same step so that replicas never take one twice."""
+        ...
+
+    async def backlog(self) -> int:
+        """Intents not yet sent, plus outcomes not yet told."""
+        ...
+
+    async def stuck(self) -> int:
+        """Intents left ``sending`` by a worker whose lease ran out (recovery has not settled them yet)."""
         ...
 
     async def deny(self, record: SendRecord, refusal: Refusal) -> SendRecord: ...
@@ -223,50 +244,70 @@ class SendStore(Protocol):
         """Try again at ``until`` (counted as an attempt; the lease is let go)."""
         ...
 
-    async def card_due(self, send_id: str, *, final: bool) -> None:
-        """The result message must show new statuses (``final``: every recipient's status is final)."""
+    async def card_due(self, record: SendRecord, *, final: bool) -> SendRecord:
+        """The result message must show new statuses (``final``: every recipient's status is final); whoever holds
+        the send."""
         ...
 
-    async def card_shown(self, record: SendRecord, due_at: datetime) -> None:
-        """The result message shows the statuses as of ``due_at`` (a newer change keeps it due)."""
+    async def card_shown(self, record: SendRecord, due_at: datetime) -> SendRecord:
+        """The result message shows the statuses as of ``due_at``; the record as it stands then (a newer change
+        keeps it due)."""
         ...
 
-    async def card_later(self, record: SendRecord, until: datetime) -> None: ...
+    async def card_later(self, record: SendRecord, until: datetime) -> SendRecord:
+        """Show the statuses again at ``until`` (by any worker: the lease is let go)."""
+        ...
 
     async def get(self, send_id: str) -> SendRecord | None: ...
 
-    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]: ...
-
-    async def claim_stale(self, limit: int, after: timedelta, again: timedelta) -> list[SendRecord]:
-        """Sends due a status look-up (accepted, some recipient not final) or an unknown-outcome note, each marked
-        looked-up in the same step so that replicas never take one twice."""
+    async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
+        """The sends D7 gave these request ids (a delivery report names only that)."""
         ...
 
-    async def backlog(self) -> int:
-        """Intents not yet sent, plus outcomes not yet told."""
-        ...
 
-    async def stuck(self) -> int:
-        """Intents left ``sending`` by a worker whose lease ran out (recovery has not settled them yet)."""
-        ...
+class SendViews(Protocol):
+    """The send log as people read it: App Home and ``python -m bot audit``."""
 
-    async def audit(self, since: datetime | None = None) -> list[SendRecord]: ...
+    async def get(self, send_id: str) -> SendRecord | None: ...
+
+    async def audit(self, since: datetime | None = None) -> list[SendRecord]:
+        """Every send recorded since ``since`` (None: ever), oldest first."""
+        ...
 
     async def recent_of(self, user_id: str, limit: int) -> list[SendRecord]:
         """The user's latest sends (not alerts), newest first."""
         ...
 
+    async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
+        """(channel, state, sends) of sends and alerts (not summaries) recorded since ``since``, in no order."""
+        ...
+
+    async def needing_a_person(self, since: datetime, limit: int) -> list[SendRecord]:
+        """The latest sends since ``since`` whose outcome is unknown, or that D7 rejected or failed; newest first."""
+        ...
+
+    async def alert_activity(self, since: datetime) -> list[AlertActivity]:
+        """Per alert rule with alerts since ``since``: the last, and how many were texted, held, repeats, refused
+        (in no order)."""
+        ...
+
+
+class AlertLog(Protocol):
+    """Forwarded alerts as kept in the send log: found by key or identity, acknowledged once, resolved once.
+    ``acknowledge`` and ``mark_resolved`` are ``SendRecord`` transitions that need no lease (a person in Slack, a
+    resolving post): each applies only while its own condition holds."""
+
     async def by_key(self, idempotency_key: str) -> SendRecord | None:
         """The send recorded under this key (an alert: ``alert:<channel>:<ts>``)."""
         ...
 
-    async def acknowledge(self, idempotency_key: str, user_id: str) -> SendRecord | None:
-        """Mark the alert under this key acknowledged by this person; the alert when this call did (the first
-        acknowledgement of an alert not resolved yet), else None."""
+    async def acknowledge(self, record: SendRecord, user_id: str) -> SendRecord | None:
+        """This person has the alert: the alert acknowledged when this call did (the first acknowledgement of an
+        alert not resolved yet), else None."""
         ...
 
-    async def mark_resolved(self, send_id: str) -> None:
-        """A resolving post ended this alert."""
+    async def mark_resolved(self, record: SendRecord) -> SendRecord | None:
+        """A resolving post ended this alert: the alert resolved when this call did (the first time), else None."""
         ...
 
     async def acked_repeat(self, rule: str, fingerprint: str, since: datetime) -> SendRecord | None:
@@ -281,17 +322,10 @@ class SendStore(Protocol):
         ``since``."""
         ...
 
-    async def counts_since(self, since: datetime) -> list[tuple[str, str, int]]:
-        """(channel, state, sends) of sends and alerts (not summaries) recorded since ``since``."""
-        ...
 
-    async def needing_a_person(self, since: datetime, limit: int) -> list[SendRecord]:
-        """The latest sends since ``since`` whose outcome is unknown, or that D7 rejected or failed; newest first."""
-        ...
-
-    async def alert_activity(self, since: datetime) -> list[AlertActivity]:
-        """Per alert rule with alerts since ``since``: the last, and how many were texted, held, repeats, refused."""
-        ...
+class SendStore(SendQueue, SendViews, AlertLog, Protocol):
+    """The send log as one object: the queue, its read models and the alert log (each store implements all three;
+    each part of the core asks only for the one it uses)."""
 
 
 class AlertLedger(Protocol):

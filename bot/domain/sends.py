@@ -22,7 +22,7 @@ from functools import cached_property
 
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import D7Error, D7OutcomeUnknownError
-from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Via
+from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.templates import TemplateUse
 
@@ -199,6 +199,7 @@ class SendRecord:
     card_due_at: datetime | None = None  # statuses changed since the result message was last written
     reconciled_at: datetime | None = None  # last status look-up (or unknown-outcome note)
     acked_by: str | None = None  # alerts: the person who acknowledged it in Slack (no more pages for it)
+    acked_at: datetime | None = None
     resolved_at: datetime | None = None  # alerts: when a resolving post ended it
 
     # ------------------------------------------------------------ transitions
@@ -238,7 +239,38 @@ class SendRecord:
         """Not now: a step failed for a reason that may pass (Slack or the database); counted as an attempt."""
         return replace(self, attempts=self.attempts + 1, claimed_by=None)
 
+    # The result message (its "card"): due when delivery statuses change, until it shows them. These need no lease
+    # to be due (a report may come while any worker holds the send); shown or put off by the worker holding it.
+
+    def card_due(self, at: datetime) -> SendRecord:
+        """New delivery statuses since ``at``: the result message must show them."""
+        return replace(self, card_due_at=at)
+
+    def card_shown(self) -> SendRecord:
+        """The result message shows the statuses (the store keeps it due if they changed again meanwhile)."""
+        return replace(self, card_due_at=None)
+
+    def card_later(self, until: datetime) -> SendRecord:
+        """Slack did not take the new statuses: shown again at ``until``, by any worker."""
+        return replace(self, card_due_at=until, claimed_by=None)
+
+    # An alert's life after it was texted, by people and posts in Slack (no lease: the outbox may hold it).
+
+    def acknowledge(self, user_id: str, at: datetime) -> SendRecord:
+        """A person has the alert: no more pages for it (its escalation stops, its repeats are held). Kept only
+        while ``acknowledgeable``: the first acknowledgement wins."""
+        return replace(self, acked_by=user_id, acked_at=at)
+
+    def resolve(self, at: datetime) -> SendRecord:
+        """A resolving post ended the alert; kept only the first time (``resolved_at`` says when)."""
+        return replace(self, resolved_at=at)
+
     # ------------------------------------------------------------ reading
+
+    @property
+    def acknowledgeable(self) -> bool:
+        """A forwarded alert nobody acknowledged and no post resolved yet."""
+        return self.request.origin.surface is Surface.ALERT and self.acked_at is None and self.resolved_at is None
 
     @property
     def alert(self) -> AlertInfo | None:

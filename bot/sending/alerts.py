@@ -19,9 +19,10 @@ from bot.domain.errors import InputError, ServiceUnavailable, inert
 from bot.domain.models import AlertInfo, Organisation, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
 from bot.domain.policy import USERGROUP_ID, AlertRule, Policy, country_refusal
-from bot.domain.ports import AlertLedger, Directory, MessageReader, SendStore
+from bot.domain.ports import AlertLedger, AlertLog, Directory, MessageReader, SendQueue
 from bot.domain.sends import Checked, NotSent, PreparedSend, SendRecord, SendState
 from bot.domain.templates import TemplateUse, fit_param
+from bot.sending import texts
 from bot.sending.admission import Admission, Refused, Resolution
 
 log = logging.getLogger("bot.sending.alerts")
@@ -62,7 +63,8 @@ class AlertDesk:
     policy: Policy
     admission: Admission
     ledger: AlertLedger
-    sends: SendStore
+    sends: SendQueue  # summaries and escalation steps recorded, a repeat's alert read
+    alert_log: AlertLog  # alerts found, acknowledged, resolved
     directory: Directory
     reader: MessageReader | None  # the alert as posted, as text (None: the request's text)
     deadline: timedelta  # of the summaries it schedules
@@ -88,7 +90,7 @@ class AlertDesk:
             return await self._escalation(record, rule)
         if alert.fingerprint is not None:
             # A person has it: its repeats are not texted until it is resolved (a day at most).
-            acked = await self.sends.acked_repeat(rule.name, alert.fingerprint, utc_now() - ACKED_HOLDS)
+            acked = await self.alert_log.acked_repeat(rule.name, alert.fingerprint, utc_now() - ACKED_HOLDS)
             if acked is not None and acked.id != record.id:
                 return Repeat(acked.id)
             leader = await self.ledger.lead(alert.fingerprint, record.id, rule.dedupe_window)
@@ -229,7 +231,7 @@ class AlertDesk:
         Only a person of this organisation acknowledges (Slack's ``users.info`` says), and by replying only when the
         alert's rule has ``replies`` in ``ack_by`` or they are among the alert's own people: a bystander asking "is
         anyone looking at this?" must not stop the escalation. The database is asked first, Slack last."""
-        posted = await self._leader(await self.sends.by_key(f"alert:{channel_id}:{ts}"))
+        posted = await self._leader(await self.alert_log.by_key(f"alert:{channel_id}:{ts}"))
         if posted is None or posted.acked_by is not None or posted.resolved_at is not None:
             return None  # not a forwarded alert, or acknowledged (or resolved) before
         rule = self.policy.alert_rule(posted.request.alert.rule) if posted.request.alert else None
@@ -241,7 +243,7 @@ class AlertDesk:
             return None
         if not await self._of_this_organisation(user_id):
             return None
-        return await self.sends.acknowledge(posted.request.idempotency_key, user_id)
+        return await self.alert_log.acknowledge(posted, user_id)
 
     async def _among_its_people(self, rule: AlertRule, user_id: str) -> bool:
         """Whether the user is in a Slack user group the rule's alerts or escalation steps go to, as Slack says now
@@ -298,7 +300,7 @@ class AlertDesk:
         """A step of the escalation, now due: nothing when a person acknowledged the alert or it was resolved
         (the thread says so), else the alert's text, marked escalated, to the step's recipients."""
         alert = _alert_of(record)
-        firing = await self.sends.by_key(alert.escalates) if alert.escalates else None
+        firing = await self.alert_log.by_key(alert.escalates) if alert.escalates else None
         if firing is None:
             raise Refused.denied("the alert this escalation is for is no longer in the log")
         if firing.acked_by is not None or firing.resolved_at is not None:
@@ -312,11 +314,11 @@ class AlertDesk:
             raise Refused.invalid(*(unreached or ("no recipients",)))
         after = describe_window(rule.escalate[step].after)
         body = firing.text_as_sent.strip()
-        words = f"ESCALATED, nobody acknowledged in {after}: {body}"
+        words = texts.escalated(after, body)
         if rule.whatsapp_template is not None:
             fields = {
                 "text": words,
-                "title": f"ESCALATED: {body.splitlines()[0] if body else ''}",
+                "title": texts.escalated_title(body),
                 "channel": "",
                 "link": "",
             }
@@ -345,19 +347,19 @@ class AlertDesk:
         # Only an alert of a rule that takes this post's author's resolutions: another integration in the channel
         # (under a rule of its own) cannot end it.
         if alert.resolves is not None:  # a reply in the alert's thread, or the alert's own post edited
-            firing = await self._leader(await self.sends.by_key(alert.resolves))
+            firing = await self._leader(await self.alert_log.by_key(alert.resolves))
             if firing is not None and (firing.request.alert is None or firing.request.alert.rule not in alert.ends):
                 firing = None
         elif alert.identity is not None:
             since = utc_now() - RESOLVES_WITHIN
-            firing = await self.sends.latest_alert(record.request.channel_id, alert.identity, since, alert.ends)
+            firing = await self.alert_log.latest_alert(record.request.channel_id, alert.identity, since, alert.ends)
         else:
             firing = None
         if firing is None:
             raise Refused.denied(f"no alert texted by rule '{rule.name}' matches this resolution, so nobody was told")
         if not firing.state.final:  # still being sent (D7 asked to retry): the resolution waits for it
             raise ServiceUnavailable("the alert it resolves is still being sent")
-        await self.sends.mark_resolved(firing.id)  # its escalations and the hold on its repeats end, texted or not
+        await self.alert_log.mark_resolved(firing)  # its escalations and the hold on its repeats end, texted or not
         if firing.state is not SendState.ACCEPTED or firing.checked is None or not firing.checked.recipients:
             raise Refused.denied("the alert it resolves reached no phone, so nobody was told")
         own = self.policy.alert_rule(firing.request.alert.rule) if firing.request.alert else None
@@ -370,7 +372,7 @@ class AlertDesk:
         title = firing.request.text.splitlines()[0] if firing.request.text else ""
         if self.reader is not None and message:
             title = (await self.reader.read(message))[1] or title
-        words = f"RESOLVED: {without_state(title)}"
+        words = texts.resolved(without_state(title))
         via = record.request.via
         if rule.whatsapp_template is not None:
             fields = {"text": words, "title": words, "channel": f"#{record.request.channel_id}", "link": ""}
@@ -380,7 +382,7 @@ class AlertDesk:
         # The phones that got it, as far as the policy still lets texts go there (its countries may have narrowed).
         texted = [n for n in firing.checked.recipients if country_refusal(self.policy, n) is None]
         for i in range(len(rule.escalate)):  # those paged by its escalation hear it is over too
-            step = await self.sends.by_key(f"escalate:{firing.id}:{i}")
+            step = await self.alert_log.by_key(f"escalate:{firing.id}:{i}")
             if step is not None and step.state is SendState.ACCEPTED and step.checked is not None:
                 texted += [
                     n for n in step.checked.recipients if n not in texted and country_refusal(self.policy, n) is None

@@ -28,7 +28,7 @@ from typing import Self
 from bot.domain.delivery import Delivery, delivery_of, e164_of
 from bot.domain.errors import D7Error, kind_of
 from bot.domain.models import StatusReport
-from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendStore
+from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendQueue
 from bot.domain.sends import SendRecord, SendState
 from bot.domain.templates import window_closed
 from bot.sending.telling import Teller
@@ -55,7 +55,7 @@ class Received:
 class Deliveries:
     """Receives reports, applies them, reconciles stale sends; ``async with`` runs its loop in a task group."""
 
-    sends: SendStore
+    sends: SendQueue
     reports: DeliveryLog
     gateway: MessageGateway
     teller: Teller
@@ -157,7 +157,7 @@ class Deliveries:
             sent_to = record.checked.recipients if record.checked is not None else ()
             statuses = {s.recipient: s for s in await self.reports.statuses(record.id)}
             final = all(n.e164 in statuses and statuses[n.e164].delivery.final for n in sent_to)
-            await self.sends.card_due(record.id, final=final)
+            await self.sends.card_due(record, final=final)
         if records:
             self.wake()
 

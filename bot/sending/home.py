@@ -21,8 +21,9 @@ from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
-from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, SendStore
+from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, SendViews
 from bot.domain.sends import SendRecord, SendState
+from bot.sending import texts
 from bot.sending.admission import Admission
 
 log = logging.getLogger("bot.sending")
@@ -77,7 +78,7 @@ class HomeDesk:
 
     policy: Policy
     admission: Admission
-    sends: SendStore
+    sends: SendViews
     reports: DeliveryLog
     directory: Directory
     budgets: BudgetLedger | None
@@ -95,7 +96,7 @@ class HomeDesk:
             groups = await self.admission.user_groups(user_id)
         except Exception as exc:
             log.warning("home tab: user groups of %s not looked up (%s)", user_id, type(exc).__name__)
-            problems.append("Slack did not say which user groups you are in: rules for groups are left out")
+            problems.append(texts.home_groups_unknown())
             groups = frozenset()
         rules = rules_for(self.policy, user_id, None, groups)
         views = [await self._rule_view(rule, user_id) for rule in rules]
@@ -104,14 +105,14 @@ class HomeDesk:
             recent = await self._recent(user_id)
         except Exception as exc:
             log.warning("home tab: recent sends of %s not read (%s)", user_id, type(exc).__name__)
-            problems.append("your recent sends could not be read just now")
+            problems.append(texts.home_recent_unread())
         admin = None
         try:
             if await self.admission.is_admin(user_id):
                 admin = await self._admin()
         except Exception as exc:
             log.warning("home tab: admin view for %s not built (%s)", user_id, type(exc).__name__)
-            problems.append("the admin view could not be read just now")
+            problems.append(texts.home_admin_unread())
         return HomePage(user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin, tuple(problems))
 
     async def _rule_view(self, rule: Rule, user_id: str) -> RuleView:
@@ -169,7 +170,7 @@ class HomeDesk:
             found = await self.sends.get(send_id)
             if found is not None:
                 shown = PhoneNumber(failure.recipient).display(show)
-                need.append((when, found, f"not delivered to {shown}: {failure.status}"))
+                need.append((when, found, texts.not_delivered_to(shown, failure.status)))
         need.sort(key=lambda n: n[0], reverse=True)
         activity = {a.rule: a for a in await self.sends.alert_activity(since)}
         return AdminView(
@@ -189,10 +190,10 @@ class HomeDesk:
 def _needs_a_person(record: SendRecord) -> str | None:
     """Why a person should look at this send: its outcome is unknown, or D7 refused or failed it."""
     if record.state is SendState.UNKNOWN:
-        return "outcome unknown: D7 may or may not have sent it"
+        return texts.outcome_unknown()
     if record.state is SendState.REJECTED:
-        return "rejected by D7"
+        return texts.rejected_by_d7()
     if record.state is SendState.FAILED:
         error = record.outcome.error if record.outcome is not None else None
-        return "D7 failed it" + (f" ({error.kind})" if error is not None else "")
+        return texts.d7_failed_it(error.kind if error is not None else None)
     return None

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from bot.domain.errors import kind_of
 from bot.domain.models import SendRequest
-from bot.domain.ports import SendStore
+from bot.domain.ports import SendQueue
 from bot.domain.sends import SendRecord
 
 log = logging.getLogger("bot.sending")
@@ -34,7 +34,7 @@ class NotRecorded(Exception):
 class Intake:
     """What every surface calls before its ack: the intent is durable once ``record`` returns."""
 
-    sends: SendStore
+    sends: SendQueue
     deadline: timedelta  # safe failures are retried until this long after the request
     wake: Callable[[], None]  # the outbox looks at once
     within: float = DEADLINE

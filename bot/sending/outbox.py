@@ -22,7 +22,7 @@ from typing import Self
 
 from bot.domain.clock import utc_now
 from bot.domain.errors import kind_of
-from bot.domain.ports import SendMetrics, SendStore
+from bot.domain.ports import SendMetrics, SendQueue
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
 from bot.sending.pipeline import Pipeline
@@ -45,7 +45,7 @@ WORK_RETRY = RetryPolicy(base_delay=2.0, max_delay=60.0, max_attempts=None, max_
 class Outbox:
     """Claims due intents and runs them through the pipeline, ``concurrency`` at a time."""
 
-    sends: SendStore
+    sends: SendQueue
     pipeline: Pipeline
     wakeup: asyncio.Event  # set by whoever records an intent or makes one due
     metrics: SendMetrics

@@ -37,7 +37,7 @@ from bot.domain.ports import (
     RetryHook,
     RightOfWay,
     SendMetrics,
-    SendStore,
+    SendQueue,
 )
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
@@ -52,6 +52,7 @@ from bot.domain.sends import (
     prepared,
 )
 from bot.domain.templates import OutgoingTemplate
+from bot.sending import texts
 from bot.sending.admission import Admission, Refused, conversation_label
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
 from bot.sending.balance import named_channels
@@ -77,7 +78,7 @@ CRASHED = "an internal error interrupted the send; it may or may not have gone o
 class Pipeline:
     """Moves intents through their states; the outbox worker calls ``handle`` for each one it leases."""
 
-    sends: SendStore
+    sends: SendQueue
     admission: Admission
     alerts: AlertDesk
     teller: Teller
@@ -166,7 +167,7 @@ class Pipeline:
         via = record.request.via.value
         try:
             if self.intake is not None and self.intake.abandoned(record.request):
-                raise Refused(Refusal(RefusalKind.UNRECORDED, ("the bot's database did not answer in time",)))
+                raise Refused(Refusal(RefusalKind.UNRECORDED, (texts.database_did_not_answer(),)))
             if record.request.alert is None:
                 send = await self.admission.admit(record.id, record.request)
             else:
@@ -310,12 +311,9 @@ class Pipeline:
         sender = self.admission.policy.senders.get(send.sender)
         template = sender.templates.get(use.alias) if sender is not None else None
         if template is None:
-            raise Refused.denied(f"sender '{send.sender}' no longer has the template '{use.alias}' in the policy")
+            raise Refused.denied(texts.no_such_template(send.sender, use.alias))
         if len(template.params) != len(use.values):
-            raise Refused.denied(
-                f"the template '{use.alias}' changed in the policy: it takes {len(template.params)} parameters now, "
-                f"this send has {len(use.values)}"
-            )
+            raise Refused.denied(texts.template_changed(use.alias, len(template.params), len(use.values)))
         return OutgoingTemplate(template.template_id, template.language, use.values)
 
     async def _on_error(

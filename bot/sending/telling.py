@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.domain import patterns
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.events import Bus, Events, SendChanged
 from bot.domain.models import Via
 from bot.domain.phone import NumberDisplay
 from bot.domain.policy import rule_templates
-from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendStore, Steps
+from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendQueue, Steps
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     Checked,
@@ -33,7 +32,9 @@ from bot.domain.sends import (
     prepared,
 )
 from bot.domain.templates import window_closed
+from bot.sending import texts
 from bot.sending.alerts import AlertDesk
+from bot.sending.texts import step_words as step_words  # where it was first defined: still importable here
 
 log = logging.getLogger("bot.sending")
 
@@ -46,19 +47,11 @@ CARD_RETRY = RetryPolicy(base_delay=60.0, max_delay=600.0, max_attempts=None, ma
 CARD_GIVE_UP = timedelta(hours=72)
 
 
-_MENTION = patterns.compile(r"<[@#!](?:subteam\^)?([A-Z0-9]+)(?:\|([^>]*))?>")  # linear time (RE2)
-
-
-def step_words(text: str) -> str:
-    """A step's error as Workflow Builder shows it (plain text): Slack mentions as their labels or IDs."""
-    return _MENTION.sub(lambda m: m.group(2) or m.group(1), text)[:1000]
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Teller:
     """Tells outcomes through the request's ``Conversation`` and records that they were told."""
 
-    sends: SendStore
+    sends: SendQueue
     deliveries: DeliveryLog
     alerts: AlertDesk
     conversations: Conversations
@@ -132,11 +125,11 @@ class Teller:
         said rejected), a failure in plain words when it was refused or D7 failed it."""
         assert self.steps is not None  # noqa: S101 - asked only with steps
         if record.state is SendState.DENIED:
-            await self.steps.fail(execution_id, step_words("Not sent: " + "; ".join(record.why_refused.problems)))
+            await self.steps.fail(execution_id, texts.step_refused(record.why_refused.problems))
             return
         if record.state is SendState.FAILED:
             error = record.outcome.error if record.outcome is not None else None
-            await self.steps.fail(execution_id, step_words(f"D7 did not send it: {error or 'it failed'}"))
+            await self.steps.fail(execution_id, texts.step_failed(error))
             return
         await self.steps.complete(
             execution_id,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from bot.domain import keys
 from bot.domain.alerts import (
     AlertFacts,
     Author,
@@ -103,70 +105,74 @@ def alert_request(
         # A reply in the alert's thread ends that alert; a top-level post ends the latest alert it is about; either
         # only when the alert's own rule takes this author's resolutions.
         thread = event.thread_ts if event.thread_ts and event.thread_ts != ts else None
-        ends = f"alert:{channel}:{thread}" if thread else None
+        ends = keys.alert(channel, thread) if thread else None
         rules = resolving_rules(policy, facts, title)
-        return resolving, _resolution(resolving, policy, team_id, channel, ts, facts.text, message, ends, rules)
+        post = Post(team_id, channel, ts, facts.text, message, author_of(message))
+        return resolving, _resolution(resolving, policy, post, keys.resolution(channel, ts), ends, rules)
     rule = match_alert(policy, facts)
     if rule is None:
         return None
-    sender = policy.senders[rule.sender]
-    request = SendRequest(
-        via=sender.via,
-        origin=Origin(
-            surface=Surface.ALERT,
-            team_id=team_id,
-            user_id=author.bot_id or author.user_id or "unknown",
-            channel_id=channel,
-            thread_ts=event.thread_ts or ts,  # the result goes in the alert's thread
-        ),
+    return rule, _firing(rule, policy, Post(team_id, channel, ts, facts.text, message, author), event.thread_ts, title)
+
+
+@dataclass(frozen=True)
+class Post:
+    """The message an intent comes from: where, when, as read (``text``) and as kept (``message``)."""
+
+    team_id: str
+    channel: str
+    ts: str
+    text: str
+    message: dict[str, Any]
+    author: Author
+
+    def origin(self, surface: Surface, thread_ts: str | None) -> Origin:
+        return Origin(
+            surface=surface,
+            team_id=self.team_id,
+            user_id=self.author.bot_id or self.author.user_id or "unknown",
+            channel_id=self.channel,
+            thread_ts=thread_ts or self.ts,  # the result goes in the alert's thread
+        )
+
+
+def _firing(rule: AlertRule, policy: Policy, post: Post, thread_ts: str | None, title: str) -> SendRequest:
+    """The intent of a firing alert: the rule's phones, under the key of the post."""
+    return SendRequest(
+        via=policy.senders[rule.sender].via,
+        origin=post.origin(Surface.ALERT, thread_ts),
         recipients=recipient_refs(rule),
-        text=facts.text,
-        idempotency_key=f"alert:{channel}:{ts}",
+        text=post.text,
+        idempotency_key=keys.alert(post.channel, post.ts),
         sender=rule.sender,
         alert=AlertInfo(
             rule=rule.name,
-            fingerprint=fingerprint(rule.name, facts.text),
-            message=message,
+            fingerprint=fingerprint(rule.name, post.text),
+            message=post.message,
             identity=identity(title),
         ),
     )
-    return rule, request
 
 
 def _resolution(
-    rule: AlertRule,
-    policy: Policy,
-    team_id: str,
-    channel: str,
-    ts: str,
-    text: str,
-    message: dict[str, Any],
-    ends: str | None,
-    rules: tuple[str, ...],
+    rule: AlertRule, policy: Policy, post: Post, key: str, ends: str | None, rules: tuple[str, ...]
 ) -> SendRequest:
-    """The intent of a resolving post: "RESOLVED" to the phones that got the alert it ends (found when checked),
-    which must be an alert of one of ``rules`` (those that take the post's author's resolutions)."""
-    key = f"resolved:{ends}" if ends and ends.startswith("edit:") else f"resolved:{channel}:{ts}"
-    author = author_of(message)
+    """The intent of a resolving post: "RESOLVED" to the phones that got the alert it ends (``ends``: that alert's
+    key, when known; else found by title when checked), which must be an alert of one of ``rules`` (those that take
+    the post's author's resolutions)."""
     return SendRequest(
         via=policy.senders[rule.sender].via,
-        origin=Origin(
-            surface=Surface.RESOLVED,
-            team_id=team_id,
-            user_id=author.bot_id or author.user_id or "unknown",
-            channel_id=channel,
-            thread_ts=message.get("thread_ts") or ts,
-        ),
+        origin=post.origin(Surface.RESOLVED, post.message.get("thread_ts")),
         recipients=(),
-        text=text,
-        idempotency_key=key[:255],
+        text=post.text,
+        idempotency_key=key,
         sender=rule.sender,
         alert=AlertInfo(
             rule=rule.name,
             kind=Surface.RESOLVED,
-            message=message,
-            identity=identity(title_of(message, text)),
-            resolves=ends.removeprefix("edit:") if ends else None,
+            message=post.message,
+            identity=identity(title_of(post.message, post.text)),
+            resolves=ends,
             rules=rules,
         ),
     )
@@ -198,8 +204,9 @@ def _edited_to_resolved(
             return None
     message = {k: seen[k] for k in KEPT_FIELDS if k in seen}
     rules = resolving_rules(policy, facts, title)
-    ends = f"edit:alert:{channel}:{ts}"
-    return rule, _resolution(rule, policy, team_id, channel, ts, facts.text, message, ends, rules)
+    alert_key = keys.alert(channel, ts)
+    post = Post(team_id, channel, ts, facts.text, message, author_of(message))
+    return rule, _resolution(rule, policy, post, keys.edited_resolution(alert_key), alert_key, rules)
 
 
 def title_of(message: Mapping[str, Any], text: str) -> str:

@@ -32,7 +32,6 @@ FREE = "free"
 TEMPLATE_OPTION = "t:"  # + alias: a template in the message type choice (an alias may be "free" too)
 INPUT_ACTIONS = (VIA, NUMBERS, PEOPLE, CONTACTS, MESSAGE, KIND, PARAM)  # each of these refreshes the preview
 MESSAGE_MAX = 3000  # Slack's limit for a plain_text_input
-TITLE = "Send a text"
 
 View = dict[str, Any]
 
@@ -160,31 +159,6 @@ def _option(text: str, value: str) -> dict[str, Any]:
     return {"text": _plain(text[:75]), "value": value}
 
 
-def loading() -> str:
-    return "Loading…"
-
-
-def cannot_show_form(reason: str) -> str:
-    """The form could not be built (Slack did not answer a look-up): said instead of leaving "Loading…"."""
-    return f":warning: The form cannot be shown: {reason}. Nothing was sent. Close this and try again in a minute."
-
-
-def slack_too_slow() -> str:
-    return "Slack did not answer in time"
-
-
-def form_went_wrong() -> str:
-    return ":warning: Something went wrong while preparing the form. Nothing was sent. Close this and try again."
-
-
-def cut_notice(original: int) -> str:
-    """Under the message field, when the forwarded message did not fit in it."""
-    return (
-        f"The message was {original:,} characters; the first {MESSAGE_MAX:,} are in the field — "
-        f"{original - MESSAGE_MAX:,} were cut."
-    )
-
-
 def fit_to_field(text: str) -> tuple[str, int | None]:
     """The text as the message field holds it (Slack refuses a longer ``initial_value``), and its length when it
     had to be cut (None when it fits)."""
@@ -203,8 +177,8 @@ def nothing_allowed_view(context: ComposeContext, reason: str) -> View:
         "type": "modal",
         "callback_id": CALLBACK_ID,
         "private_metadata": context.to_metadata(),
-        "title": _plain(TITLE),
-        "close": _plain("Close"),
+        "title": _plain(messages.FORM_TITLE),
+        "close": _plain(messages.FORM_CLOSE),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": messages.cannot_send_here(reason)}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": messages.ask_an_admin()}]},
@@ -217,8 +191,8 @@ def notice_view(text: str) -> View:
     be prepared."""
     return {
         "type": "modal",
-        "title": _plain(TITLE),
-        "close": _plain("Close"),
+        "title": _plain(messages.FORM_TITLE),
+        "close": _plain(messages.FORM_CLOSE),
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
     }
 
@@ -227,9 +201,9 @@ def loading_view() -> View:
     """What ``views.open`` shows at once, inside the trigger's 3 seconds, while the form's look-ups run."""
     return {
         "type": "modal",
-        "title": _plain(TITLE),
-        "close": _plain("Cancel"),
-        "blocks": [{"type": "section", "text": _plain(loading())}],
+        "title": _plain(messages.FORM_TITLE),
+        "close": _plain(messages.FORM_CANCEL),
+        "blocks": [{"type": "section", "text": _plain(messages.loading())}],
     }
 
 
@@ -241,7 +215,7 @@ def compose_view(form: ComposeForm) -> View:
             {
                 "type": "input",
                 "block_id": CONVERSATION,
-                "label": _plain("Post the result in"),
+                "label": _plain(messages.FORM_CONVERSATION),
                 "element": {
                     "type": "conversations_select",
                     "action_id": CONVERSATION,
@@ -258,7 +232,7 @@ def compose_view(form: ComposeForm) -> View:
             "type": "input",
             "block_id": VIA,
             "dispatch_action": True,
-            "label": _plain("Send by"),
+            "label": _plain(messages.FORM_VIA),
             "element": {
                 "type": "static_select",
                 "action_id": VIA,
@@ -269,8 +243,11 @@ def compose_view(form: ComposeForm) -> View:
     )
     template = form.templates.get(form.template) if form.template is not None and form.via is Via.WHATSAPP else None
     if form.via is Via.WHATSAPP and form.templates:
-        kinds = [_option("Free text (only people who wrote in the last 24 hours)", FREE)]
-        kinds += [_option(f"Template: {alias}", TEMPLATE_OPTION + alias) for alias in list(form.templates)[:99]]
+        kinds = [_option(messages.FORM_FREE_TEXT, FREE)]
+        kinds += [
+            _option(messages.form_template_option(alias), TEMPLATE_OPTION + alias)
+            for alias in list(form.templates)[:99]
+        ]
         picked = TEMPLATE_OPTION + template.alias if template is not None else FREE
         chosen = next((k for k in kinds if k["value"] == picked), kinds[0])
         blocks.append(
@@ -278,8 +255,8 @@ def compose_view(form: ComposeForm) -> View:
                 "type": "input",
                 "block_id": KIND,
                 "dispatch_action": True,
-                "label": _plain("Message type"),
-                "hint": _plain("WhatsApp delivers free text only inside the 24-hour window; else use a template"),
+                "label": _plain(messages.FORM_KIND),
+                "hint": _plain(messages.FORM_KIND_HINT),
                 "element": {
                     "type": "static_select",
                     "action_id": KIND,
@@ -289,12 +266,12 @@ def compose_view(form: ComposeForm) -> View:
             }
         )
     senders = [s for s in form.senders if s.via is form.via and (template is None or s.name in template.senders)]
-    sender_options = [_option(f"{s.name} — {s.originator}", s.name) for s in senders]
+    sender_options = [_option(messages.form_sender_option(s.name, s.originator), s.name) for s in senders]
     blocks.append(
         {
             "type": "input",
             "block_id": sender_block(form.via, template.alias if template else None),
-            "label": _plain("Sender"),
+            "label": _plain(messages.FORM_SENDER),
             "element": {
                 "type": "static_select",
                 "action_id": "sender",
@@ -309,12 +286,12 @@ def compose_view(form: ComposeForm) -> View:
             "block_id": NUMBERS,
             "optional": True,
             "dispatch_action": True,
-            "label": _plain("Phone numbers"),
-            "hint": _plain("Comma separated, with country code: +14155550100, +442079460000"),
+            "label": _plain(messages.FORM_NUMBERS),
+            "hint": _plain(messages.FORM_NUMBERS_HINT),
             "element": {
                 "type": "plain_text_input",
                 "action_id": NUMBERS,
-                "placeholder": _plain("+14155550100"),
+                "placeholder": _plain(messages.FORM_NUMBERS_PLACEHOLDER),
                 "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
                 **({"initial_value": form.numbers} if form.numbers else {}),
             },
@@ -326,7 +303,7 @@ def compose_view(form: ComposeForm) -> View:
             "block_id": PEOPLE,
             "optional": True,
             "dispatch_action": True,
-            "label": _plain("People (the phone in their Slack profile)"),
+            "label": _plain(messages.FORM_PEOPLE),
             "element": {"type": "multi_users_select", "action_id": PEOPLE},
         }
     )
@@ -337,11 +314,14 @@ def compose_view(form: ComposeForm) -> View:
                 "block_id": CONTACTS,
                 "optional": True,
                 "dispatch_action": True,
-                "label": _plain("Contact groups"),
+                "label": _plain(messages.FORM_CONTACTS),
                 "element": {
                     "type": "multi_static_select",
                     "action_id": CONTACTS,
-                    "options": [_option(f"{name} ({n})", name) for name, n in list(form.contacts.items())[:100]],
+                    "options": [
+                        _option(messages.form_contacts_option(name, n), name)
+                        for name, n in list(form.contacts.items())[:100]
+                    ],
                 },
             }
         )
@@ -357,7 +337,7 @@ def compose_view(form: ComposeForm) -> View:
             "type": "input",
             "block_id": WHEN,
             "optional": True,
-            "label": _plain("Send later (optional)"),
+            "label": _plain(messages.FORM_WHEN),
             "element": {"type": "datetimepicker", "action_id": WHEN},
         }
     )
@@ -365,9 +345,9 @@ def compose_view(form: ComposeForm) -> View:
         "type": "modal",
         "callback_id": CALLBACK_ID,
         "private_metadata": form.context.to_metadata(),
-        "title": _plain(TITLE),
-        "submit": _plain("Send"),
-        "close": _plain("Cancel"),
+        "title": _plain(messages.FORM_TITLE),
+        "submit": _plain(messages.FORM_SUBMIT),
+        "close": _plain(messages.FORM_CANCEL),
         "blocks": blocks,
     }
 
@@ -380,7 +360,7 @@ def _param_blocks(template: TemplateOption) -> list[dict[str, Any]]:
             "type": "input",
             "block_id": param_block(template.alias, i),
             "dispatch_action": True,
-            "label": _plain(f"{{{{{i + 1}}}}} {name}"[:2000]),
+            "label": _plain(messages.form_param_label(i, name)[:2000]),
             "element": {
                 "type": "plain_text_input",
                 "action_id": PARAM,
@@ -408,11 +388,11 @@ def _message_block(form: ComposeForm) -> dict[str, Any]:
         "type": "input",
         "block_id": MESSAGE,
         "dispatch_action": True,
-        "label": _plain("Message"),
+        "label": _plain(messages.FORM_MESSAGE),
         "element": message,
     }
     if form.context.cut_from is not None:
-        message_block["hint"] = _plain(cut_notice(form.context.cut_from))
+        message_block["hint"] = _plain(messages.cut_notice(form.context.cut_from, MESSAGE_MAX))
     return message_block
 
 

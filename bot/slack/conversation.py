@@ -470,6 +470,9 @@ class SlackConversation:
         text, blocks = messages.undelivered_blocks(send, failures, templates)
         await self._reply(placement, text, blocks)
 
+    async def acknowledged(self, user_id: str) -> None:
+        await self._reply(Placement(self.origin.thread_ts), messages.acknowledged(user_id), None)
+
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
         text = messages.unknown_note(send, created_at)
         await self._reply(placement, text, [messages.section(text)])

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bot.domain.policy import Policy
-from bot.domain.ports import Directory
+from bot.domain.ports import Conversations, Directory
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
@@ -29,6 +29,7 @@ class Deps:
     tasks: BackgroundTasks
     deliveries: Deliveries  # /sms status
     metrics: Metrics
+    conversations: Conversations  # where the bot posts what a listener has to say later (an acknowledgement)
     bot_user_id: str | None = None
     bot_id: str | None = None  # B…: the app's own posts carry it
     status_asked: dict[str, deque[float]] = field(default_factory=dict)  # /sms status look-ups per person

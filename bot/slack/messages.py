@@ -14,6 +14,8 @@ from typing import Any
 
 from bot.domain import patterns
 from bot.domain.alerts import describe_window
+from bot.domain.budgets import describe_budget, usage_line
+from bot.domain.clock import utc_now
 from bot.domain.delivery import Delivery, RecipientDelivery, delivery_of, e164_of
 from bot.domain.encoding import analyze
 from bot.domain.errors import (
@@ -34,10 +36,11 @@ from bot.domain.errors import (
 )
 from bot.domain.models import RefKind, StatusReport, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
-from bot.domain.policy import Policy, rule_templates
+from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule, channel_templates
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
 from bot.domain.templates import Template, window_closed
+from bot.sending.home import AdminView, RecentSend, RuleView
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -97,18 +100,12 @@ def template_lines(policy: Policy, channel_id: str) -> list[str]:
     """For ``help``: one line per approved WhatsApp template a rule for this channel allows, with its parameters
     and text (whether the asker may use it is decided when they send)."""
     lines = []
-    for rule in policy.rules:
-        if "*" not in rule.slack_channels and channel_id not in rule.slack_channels:
-            continue
-        allowed = rule_templates(policy, rule)
-        for name in rule.senders:
-            for alias, template in policy.senders[name].templates.items():
-                if alias not in allowed:
-                    continue
-                params = " | ".join(f"<{p.name}>" for p in template.params)
-                shown = f" “{escape(template.text)}”" if template.text else ""
-                lines.append(f"• `template:{alias} <recipients>{' | ' + params if params else ''}` ({name}){shown}")
-    return list(dict.fromkeys(lines))
+    for name, alias in channel_templates(policy, channel_id):
+        template = policy.senders[name].templates[alias]
+        params = " | ".join(f"<{p.name}>" for p in template.params)
+        shown = f" “{escape(template.text)}”" if template.text else ""
+        lines.append(f"• `template:{alias} <recipients>{' | ' + params if params else ''}` ({name}){shown}")
+    return lines
 
 
 def usage(command: str, templates: Sequence[str] = ()) -> str:
@@ -738,6 +735,224 @@ def cannot_send_here(reason: str) -> str:
 
 def ask_an_admin() -> str:
     return "Ask an admin to change the bot's policy file if you need to."
+
+
+# ------------------------------------------------------------ the compose form: its labels and notices
+
+FORM_TITLE = "Send a text"
+FORM_SUBMIT = "Send"
+FORM_CANCEL = "Cancel"
+FORM_CLOSE = "Close"
+FORM_CONVERSATION = "Post the result in"
+FORM_VIA = "Send by"
+FORM_KIND = "Message type"
+FORM_KIND_HINT = "WhatsApp delivers free text only inside the 24-hour window; else use a template"
+FORM_FREE_TEXT = "Free text (only people who wrote in the last 24 hours)"
+FORM_SENDER = "Sender"
+FORM_NUMBERS = "Phone numbers"
+FORM_NUMBERS_HINT = "Comma separated, with country code: +14155550100, +442079460000"
+FORM_NUMBERS_PLACEHOLDER = "+14155550100"
+FORM_PEOPLE = "People (the phone in their Slack profile)"
+FORM_CONTACTS = "Contact groups"
+FORM_MESSAGE = "Message"
+FORM_WHEN = "Send later (optional)"
+
+
+def form_template_option(alias: str) -> str:
+    return f"Template: {alias}"
+
+
+def form_sender_option(name: str, originator: str) -> str:
+    return f"{name} — {originator}"
+
+
+def form_contacts_option(name: str, numbers: int) -> str:
+    return f"{name} ({numbers})"
+
+
+def form_param_label(index: int, name: str) -> str:
+    """A template parameter's input: its placeholder as the template writes it, then its name."""
+    return f"{{{{{index + 1}}}}} {name}"
+
+
+def loading() -> str:
+    return "Loading…"
+
+
+def cannot_show_form(reason: str) -> str:
+    """The form could not be built (Slack did not answer a look-up): said instead of leaving "Loading…"."""
+    return f":warning: The form cannot be shown: {reason}. Nothing was sent. Close this and try again in a minute."
+
+
+def slack_too_slow() -> str:
+    return "Slack did not answer in time"
+
+
+def form_went_wrong() -> str:
+    return ":warning: Something went wrong while preparing the form. Nothing was sent. Close this and try again."
+
+
+def cut_notice(original: int, kept: int) -> str:
+    """Under the message field, when the forwarded message did not fit in it."""
+    return (
+        f"The message was {original:,} characters; the first {kept:,} are in the field — {original - kept:,} were cut."
+    )
+
+
+# ------------------------------------------------------------ the App Home tab
+
+HOME_TITLE = "D7 Relay: texts from Slack"
+HOME_WHAT_YOU_CAN_SEND = "*What you can send*"
+HOME_RECENT = "*Your recent sends*"
+HOME_SEND_BUTTON = "Send a text"
+HOME_NOTHING_SENT = "Nothing sent yet. `/sms`, `/whatsapp` or the button above."
+HOME_ADMINS = "The relay (admins)"
+HOME_RULE_TEXT = 2900  # characters of one rule's section (25 of them fit a view)
+HOME_LINE = 400  # characters of one line inside it
+
+
+def home_problems(problems: Sequence[str]) -> str:
+    """What the tab could not show this time."""
+    return ":warning: " + "; ".join(problems) + ". Open the tab again in a moment."
+
+
+def home_more_rules(more: int) -> str:
+    return f"… and {more} more rules admit you; `python -m bot explain` decides any send."
+
+
+def home_nothing_allowed(admins: Sequence[str]) -> str:
+    """What a person no rule admits reads, and whom to ask."""
+    if not admins:
+        return "Nothing is allowed for you here yet: the bot's policy has no rule for you. Ask your Slack admins."
+    who = ", ".join(f"<!subteam^{a}>" if USERGROUP_ID.match(a) else f"<@{a}>" for a in admins[:10])
+    return f"Nothing is allowed for you here yet: no rule of the bot's policy admits you. Ask {who}."
+
+
+def recipients_in_words(policy: Policy, rule: Rule, show: NumberDisplay) -> str:
+    """``numbers in US, CA``, ``contact group oncall-db (2 numbers)``, ``numbers starting +44``, ``any number``."""
+    words = []
+    for pattern in rule.recipients:
+        if pattern == WILDCARD:
+            words.append("any number")
+        elif pattern.startswith(REGION_PREFIX):
+            words.append(f"numbers in {pattern.removeprefix(REGION_PREFIX).replace(',', ', ')}")
+        elif pattern.startswith(GROUP_PREFIX):
+            name = pattern.removeprefix(GROUP_PREFIX)
+            count = len(policy.contacts.get(name, []))
+            words.append(f"contact group {escape(name)} ({count} number{'s' if count != 1 else ''})")
+        elif pattern.endswith(WILDCARD):
+            prefix = pattern[:-1]
+            if show is NumberDisplay.MASKED and len(prefix) > 5:  # a long prefix is most of a number
+                prefix = prefix[:5] + "…"
+            words.append(f"numbers starting {prefix}")
+        else:
+            words.append(PhoneNumber(pattern).display(show))
+    return listing(words, HOME_LINE)
+
+
+def home_rule(policy: Policy, view: RuleView) -> str:
+    """One rule that admits the person: where from, as whom, to whom, its budgets and templates."""
+    rule = view.rule
+    channels = (
+        "any channel"
+        if WILDCARD in rule.slack_channels
+        else listing([f"<#{c}>" for c in rule.slack_channels], HOME_LINE)
+    )
+    senders = ", ".join(
+        f"{policy.senders[s].via.label} as `{escape(s)}` ({escape(policy.senders[s].originator)})" for s in rule.senders
+    )
+    most = rule.max_recipients or policy.defaults.max_recipients
+    lines = [
+        f"*{escape(rule.name)}*",
+        f"From {channels} · {fit(senders, HOME_LINE)}",
+        f"To {recipients_in_words(policy, rule, policy.defaults.show_numbers)} · at most {most} per send",
+    ]
+    at = utc_now()
+    budgets = [usage_line(charge, usage, at) for charge, usage in view.budgets]
+    budgets += [
+        f"{charge.name.replace('a channel', 'each channel')}: {describe_budget(charge.budget)}"
+        for charge in view.shared
+    ]
+    if budgets:
+        lines.append("Budgets: " + listing(budgets, 2 * HOME_LINE, sep="; "))
+    if view.templates:
+        lines.append("WhatsApp templates: " + listing([f"`{escape(t)}`" for t in view.templates], HOME_LINE))
+    return fit("\n".join(lines), HOME_RULE_TEXT)
+
+
+def home_recent(recent: RecentSend, show: NumberDisplay) -> str:
+    """One of the person's recent sends: where, when, how it ended, each phone's status."""
+    record = recent.record
+    request = record.request
+    stamp = f"{record.created_at:%Y-%m-%d %H:%M} UTC"
+    when = f"<!date^{int(record.created_at.timestamp())}^{{date_short_pretty}} {{time}}|{stamp}>"
+    where = "a direct message" if request.channel_id.startswith("D") else f"<#{request.channel_id}>"
+    head = [where, when, request.via.label, f"*{record.state.value}*"]
+    if record.request_id:
+        head.append(f"request_id `{escape(record.request_id)}`")
+    if recent.link:
+        head.append(f"<{recent.link}|thread>")
+    statuses = {s.recipient: s for s in recent.statuses}
+    numbers = record.recipients or []
+    people = []
+    for number in numbers:
+        shown = PhoneNumber(number).display(show)
+        status = statuses.get(number)
+        people.append(f"{shown}: {delivery_text(status.status, status.reason)}" if status else shown)
+    lines = [" · ".join(head)]
+    if people:
+        lines.append(listing(people, 1200, sep="\n"))
+    if record.refusal is not None:
+        lines.append(fit("Not sent: " + "; ".join(shown_markup(p) for p in record.refusal.problems), 600))
+    return fit("\n".join(lines), 2900)
+
+
+def home_admin(admin: AdminView, show: NumberDisplay) -> list[str]:
+    """The admins' part: the balance, today's sends, what needs a person, the policy, the alert rules."""
+    texts = []
+    balance = admin.balance
+    if balance is None:
+        texts.append("*D7 balance:* not known (D7 does not offer it, or it was not read yet)")
+    else:
+        low = " · :warning: below the warning level" if balance.get("below_warning_level") else ""
+        texts.append(
+            f"*D7 balance:* {balance['amount']:.2f} {escape(str(balance.get('currency') or ''))} "
+            f"(read {escape(str(balance['read_at']))}){low}"
+        )
+    since = f"{admin.since:%Y-%m-%d} (UTC)"
+    if admin.by_channel:
+        rows = []
+        for channel, outcomes in sorted(admin.by_channel.items(), key=lambda kv: -sum(kv[1].values())):
+            counts = ", ".join(f"{n} {state}" for state, n in outcomes.most_common())
+            rows.append(f"<#{channel}>: {counts}")
+        texts.append(f"*Sends on {since}:*\n" + listing(rows, 2500, sep="\n"))
+    else:
+        texts.append(f"*Sends on {since}:* none")
+    if admin.need_a_person:
+        rows = []
+        for record, why in admin.need_a_person:
+            ref = f"request_id `{escape(record.request_id)}`" if record.request_id else f"send `{record.id[:8]}`"
+            rows.append(f"<#{record.request.channel_id}> · {ref} · <@{record.request.user_id}> · {escape(why)}")
+        texts.append("*Needs a person:*\n" + listing(rows, 2500, sep="\n"))
+    else:
+        texts.append("*Needs a person:* nothing today")
+    policy = (
+        f"*Policy:* `{escape(admin.policy_file)}` loaded {admin.policy_loaded_at:%Y-%m-%d %H:%M} UTC · "
+        f"`check`: {len(admin.warnings)} warning{'s' if len(admin.warnings) != 1 else ''}"
+    )
+    if admin.warnings:
+        policy += "\n" + listing([escape(w) for w in admin.warnings], 2000, sep="\n")
+    texts.append(policy)
+    if admin.alerts:
+        rows = []
+        for a in admin.alerts:
+            last = f"last match {a.last_match:%H:%M} UTC" if a.last_match else "no match today"
+            rows.append(
+                f"{escape(a.rule)}: {last} · {a.texted} texted · {a.held} held back · {a.repeats} repeats · "
+                f"{a.refused} not texted"
+            )
+        texts.append("*Alert rules today:*\n" + listing(rows, 2500, sep="\n"))
+    return [fit(t, 2900) for t in texts]
 
 
 # ------------------------------------------------------------ the admin channel

@@ -203,3 +203,60 @@ class MessageEventCallback(_Payload):
     team_id: str = ""
     event_id: str | None = None
     event: MessageEvent
+
+
+class ReactedItem(_Payload):
+    """What a reaction was added to: a message (``type: message``) in a channel."""
+
+    type: str = "message"
+    channel: str = Field(min_length=1)
+    ts: str = Field(min_length=1)
+
+
+class ReactionAdded(_Payload):
+    """A ``reaction_added`` event: ``user`` added ``reaction`` (an emoji's name) to ``item``."""
+
+    user: str = Field(min_length=1)
+    reaction: str = Field(min_length=1)
+    item: ReactedItem
+
+
+class ReactionCallback(_Payload):
+    """The Events API envelope around a ``reaction_added`` event."""
+
+    event: ReactionAdded
+
+
+class HomeOpened(_Payload):
+    """An ``app_home_opened`` event: ``tab`` is ``home`` (or absent, from older clients) or ``messages``."""
+
+    user: str = Field(min_length=1)
+    tab: str | None = None
+
+
+class HomeOpenedCallback(_Payload):
+    event: HomeOpened
+
+
+class HomeButtonClick(_Payload):
+    """The App Home's "Send a text…" button (``block_actions`` from the Home tab: no channel, no message)."""
+
+    trigger_id: str = Field(min_length=1)
+    team: Ref
+    user: Ref
+
+
+class StepExecuted(_Payload):
+    """A ``function_executed`` event for the app's workflow step: its inputs stay as Slack sent them, read (and
+    refused with a reason the workflow shows) by ``steps.step_request``."""
+
+    function_execution_id: str = Field(min_length=1)
+    workflow_execution_id: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepCallback(_Payload):
+    """The Events API envelope around a ``function_executed`` event."""
+
+    team_id: str = ""
+    event: StepExecuted

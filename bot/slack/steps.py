@@ -19,11 +19,13 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain import keys
 from bot.domain.errors import InputError
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.slack_ids import CHANNEL_ID, USER_ID
 from bot.domain.templates import TemplateUse
 from bot.slack.markup import to_plain_text
+from bot.slack.payloads import StepExecuted
 
 log = logging.getLogger("bot.slack")
 
@@ -46,12 +48,9 @@ def _words(value: Any, split: re.Pattern[str] = _SPLIT) -> list[str]:
     return [w.strip() for w in split.split(str(value)) if w.strip()]
 
 
-def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
+def step_request(event: StepExecuted, team_id: str) -> SendRequest:
     """The step's inputs as a request; ``InputError`` naming the input that is missing or wrong."""
-    execution_id = event.get("function_execution_id")
-    if not isinstance(execution_id, str) or not execution_id:
-        raise InputError("the step has no function_execution_id")
-    inputs = event.get("inputs") or {}
+    execution_id, inputs = event.function_execution_id, event.inputs
     raw_via = str(inputs.get("via") or "sms").strip().lower()
     if raw_via not in {v.value for v in Via}:
         raise InputError(f"'Send by' must be sms or whatsapp, not '{raw_via}'")
@@ -83,11 +82,11 @@ def step_request(event: Mapping[str, Any], team_id: str) -> SendRequest:
         origin=Origin(Surface.WORKFLOW, team_id, runner, channel),
         recipients=tuple(dict.fromkeys(refs)),
         text=message,
-        idempotency_key=f"step:{execution_id}",
+        idempotency_key=keys.step(execution_id),
         sender=sender,
         template=template,
         step=execution_id,
-        workflow=_workflow_run(event),
+        workflow=event.workflow_execution_id[:64] if event.workflow_execution_id else None,
     )
 
 
@@ -114,11 +113,6 @@ def runner_of(inputs: Mapping[str, Any]) -> str:
             "'Person who used this workflow'"
         )
     raise InputError("the step needs 'Who runs it' set to 'Person who used this workflow' (Slack's user context)")
-
-
-def _workflow_run(event: Mapping[str, Any]) -> str | None:
-    run = event.get("workflow_execution_id")
-    return run[:64] if isinstance(run, str) and run else None
 
 
 class SlackSteps:

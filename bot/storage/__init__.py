@@ -1,9 +1,9 @@
 """Persistence: SQLAlchemy 2 (async) on a SQLite file by default, PostgreSQL via DATABASE_URL.
 
 ``Storage`` is the database (``database.py``: engines, transactions, group commit) and the stores on it, one job
-each: ``sends.py`` (the send log and outbox), ``alerts.py`` (dedup and per-phone limits), ``budgets.py``
-(the policy's budgets), ``deliveries.py``
-(reports and statuses), ``settings.py`` (what the bot keeps for itself).
+each: ``sends/`` (the send log: its queue, read models and alert log), ``alerts.py`` (dedup and per-phone limits),
+``budgets.py`` (the policy's budgets), ``deliveries.py`` (reports and statuses), ``settings.py`` (what the bot keeps
+for itself).
 """
 
 from __future__ import annotations

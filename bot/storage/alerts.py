@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from bot.domain.sends import SendRecord
 from bot.storage.database import Database, now
 from bot.storage.schema import UTCDateTime, alert_dedupe, alert_deliveries, alert_windows, sends
-from bot.storage.sends import _record_of
+from bot.storage.sends import record_of
 
 
 class SqlAlertLedger:
@@ -136,4 +136,4 @@ class SqlAlertLedger:
             .order_by(sends.c.created_at)
         )
         async with self._db.connect() as conn:
-            return [_record_of(r) for r in (await conn.execute(query)).all()]
+            return [record_of(r) for r in (await conn.execute(query)).all()]

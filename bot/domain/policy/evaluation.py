@@ -349,6 +349,20 @@ def why_nothing_allowed(policy: Policy, channel_id: str | None, channel_label: s
     return f"no rule of the policy lets you send texts{where}"
 
 
+def channel_templates(policy: Policy, channel_id: str) -> list[tuple[str, str]]:
+    """``(sender, alias)`` of each approved WhatsApp template a rule for this channel allows, in the policy's order:
+    what ``help`` lists (whether the asker may use one is decided when they send)."""
+    found: list[tuple[str, str]] = []
+    for rule in policy.rules:
+        if WILDCARD not in rule.slack_channels and channel_id not in rule.slack_channels:
+            continue
+        allowed = rule_templates(policy, rule)
+        found += [
+            (name, alias) for name in rule.senders for alias in policy.senders[name].templates if alias in allowed
+        ]
+    return list(dict.fromkeys(found))
+
+
 def rule_templates(policy: Policy, rule: Rule) -> list[str]:
     """The WhatsApp templates a rule allows: its ``templates``, else every template of its senders."""
     if rule.templates is not None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain import keys
 from bot.domain.errors import D7Error, D7NotFoundError, InputError, ServiceUnavailable
 from bot.domain.models import SendRequest, Via
 from bot.domain.sends import Refusal, RefusalKind, SendRecord
@@ -72,7 +73,7 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             origin=command.origin(),
             recipients=parsed.recipients,
             text=parsed.text,
-            idempotency_key=f"trigger:{command.trigger_id}",
+            idempotency_key=keys.command(command.trigger_id),
             template=parsed.template,
         )
         try:

@@ -26,21 +26,16 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain import keys
 from bot.domain.clock import utc_now
 from bot.domain.errors import InputError, InvalidPhoneNumber, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber, parse_phone
-from bot.domain.policy import (
-    Dimension,
-    PolicySurface,
-    SendRequestFacts,
-    allowed_senders,
-    allowed_templates,
-    groups_to_look_up,
-    why_nothing_allowed,
-)
-from bot.domain.templates import Template, TemplateUse, param_problem, window_closed
-from bot.sending.admission import Resolution, look_up_each
+from bot.domain.policy import Dimension
+from bot.domain.templates import Template, TemplateUse, window_closed
+from bot.sending.admission import Naming
+from bot.sending.problems import Part, Problem, Problems
+from bot.sending.recipients import look_up_each
 from bot.slack import compose, messages
 from bot.slack.compose import ComposeContext, ComposeForm, ComposeValues, SenderOption, TemplateOption
 from bot.slack.deps import Deps
@@ -84,17 +79,16 @@ async def build_view(
     policy = deps.policy
     if groups is None:
         groups = await deps.admission.user_groups(context.user_id, context.channel_id)
-    names = allowed_senders(policy, context.user_id, context.channel_id, groups)
-    if not names:
-        label = messages.channel_label(context.channel_id)
-        return compose.nothing_allowed_view(context, why_nothing_allowed(policy, context.channel_id, label))
+    label = messages.channel_label(context.channel_id)
+    offer = deps.admission.offer(context.user_id, context.channel_id, groups, label)
+    if not offer.senders:
+        return compose.nothing_allowed_view(context, offer.why_none)
+    names = offer.senders
     senders = [SenderOption(n, policy.senders[n].via, policy.senders[n].originator) for n in names]
     vias = [v for v in Via if any(s.via is v for s in senders)]
     chosen = via if via in vias else vias[0]
     in_field = compose.fit_to_field(prefill)[0]
-    templates = _template_options(
-        deps, allowed_templates(policy, context.user_id, context.channel_id, groups, PolicySurface.FORMS), names
-    )
+    templates = _template_options(deps, offer.templates, names)
     template = template if chosen is Via.WHATSAPP and template in templates else None
     if template is not None:
         preview = messages.template_preview(policy_template(deps, templates[template]), template, params, recipients)
@@ -190,7 +184,7 @@ async def open_compose(
     """
     context = replace(context, opened_at=int(time.time()))
     mentioned = sorted(mentioned_users(message)) if message is not None else []
-    if not mentioned and not groups_to_look_up(deps.policy, context.user_id, context.channel_id):
+    if not mentioned and not deps.admission.asks_slack(context.user_id, context.channel_id):
         await _views_open(
             client, trigger_id, await _prepared(deps, context, via, message, mentioned, template, numbers)
         )
@@ -234,7 +228,7 @@ async def _views_update(client: AsyncWebClient, opened: dict[str, Any], view: di
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # no answer: once more, with the notice
         log.warning("the compose form could not replace its loading view: %s", type(exc).__name__)
     try:
-        await client.views_update(view_id=opened["id"], view=compose.notice_view(compose.form_went_wrong()))
+        await client.views_update(view_id=opened["id"], view=compose.notice_view(messages.form_went_wrong()))
     except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("the compose form's loading view could not be replaced at all (%s)", type(exc).__name__)
 
@@ -275,13 +269,13 @@ async def _prepared(
         )
     except ServiceUnavailable as exc:
         log.warning("compose form not prepared: %s", exc)
-        return compose.notice_view(compose.cannot_show_form(escape(str(exc))))
+        return compose.notice_view(messages.cannot_show_form(escape(str(exc))))
     except TimeoutError:
         log.warning("compose form not prepared: Slack's look-ups took over %.0fs", OPEN_LOOKUPS_WITHIN)
-        return compose.notice_view(compose.cannot_show_form(compose.slack_too_slow()))
+        return compose.notice_view(messages.cannot_show_form(messages.slack_too_slow()))
     except Exception:
         log.exception("compose form not prepared")
-        return compose.notice_view(compose.form_went_wrong())
+        return compose.notice_view(messages.form_went_wrong())
 
 
 async def _fill_names(deps: Deps, user_ids: Sequence[str], names: dict[str, str]) -> None:
@@ -305,89 +299,100 @@ def register(app: AsyncApp, deps: Deps) -> None:
     async def refresh(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Typing or choosing: rebuild the preview (and, on a via change, the senders) without losing input."""
         await ack()  # a block action's ack carries no answer: a broken one is only logged
-        modal = _read_modal(BlockActions, body)
-        if modal is None:
-            return
-        action, context = modal
-        view = action.view
-        values = compose.read_values(view.state.values)
-        # No prefill: Slack keeps what was typed in blocks whose ids did not change.
-        fresh = await build_view(
-            deps,
-            context,
-            values.via,
-            typed=values.text,
-            recipients=_recipient_count(deps, values),
-            template=values.template,
-            params=values.params,
-            typed_numbers=values.numbers,
-        )
-        try:
-            await client.views_update(view_id=view.id, hash=view.hash, view=fresh)
-        except SlackApiError as exc:
-            if exc.response.get("error") != "hash_conflict":  # a newer update is already on its way: fine
-                raise
+        await _refresh(deps, body, client)
+
+    async def template_instead(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        await _template_instead(deps, body, client)
+
+    async def submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await _submit(deps, ack, body)
 
     for action in compose.INPUT_ACTIONS:
         app.action(action)(refresh)
+    app.action(messages.TEMPLATE_INSTEAD)(template_instead)
+    app.view(compose.CALLBACK_ID)(submit)
 
-    @app.action(messages.TEMPLATE_INSTEAD)
-    async def template_instead(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """ "Send a template…" under a closed-window failure: the form for a WhatsApp template send to those not
-        reached, answering in the same thread (whoever clicks sends as themselves, under the policy)."""
-        await ack()
-        try:
-            click = ButtonClick.model_validate(body)
-            offer = json.loads(click.actions[0].value)
-            send_id, template = str(offer["id"]), str(offer["t"])
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            log.warning("malformed template_instead click: %s", type(exc).__name__)
-            return
-        numbers = await _not_reached(deps, send_id, click.user.id)
-        context = ComposeContext(
-            surface=Surface.MESSAGE,
-            team_id=click.team.id,
-            user_id=click.user.id,
-            channel_id=click.channel.id,
-            thread_ts=click.message.thread_ts or click.message.ts,
-            response_url=click.response_url,
-        )
-        await open_compose(
-            deps, client, click.trigger_id, context, Via.WHATSAPP, template=template, numbers=", ".join(numbers)
-        )
 
-    @app.view(compose.CALLBACK_ID)
-    async def submit(ack: AsyncAck, body: dict[str, Any]) -> None:
-        started = time.perf_counter()
-        modal = _read_modal(ViewSubmission, body)
-        if modal is None:
-            await ack(response_action="errors", errors={compose.MESSAGE: messages.form_broken()})
-            return
-        submission, context = modal
-        view = submission.view
-        values = compose.read_values(view.state.values)
-        # Only a form that did not know its conversation has the picker, and so a response_url for the pick.
-        picked = None if context.channel_id else submission.response_url(compose.CONVERSATION, values.conversation)
-        try:
-            errors, request = await _check(deps, context, values, view.id, picked, _lookups_budget(deps))
-        except ServiceUnavailable as exc:  # Slack answered that it failed: the form stays open, nothing recorded
-            log.warning("compose submission not checked: %s", exc)
-            await ack(response_action="errors", errors={compose.MESSAGE: messages.form_slack_unavailable(exc)})
-            return
-        if errors or request is None:
-            await ack(response_action="errors", errors=errors)
-            return
-        try:
-            await deps.intake.record(request)  # durable before the modal closes
-        except Exception as exc:  # the database did not keep it in time (logged by the intake): nothing will be sent
-            log.warning("could not record a compose submission (%s)", type(exc).__name__)
-            await ack(
-                response_action="errors",
-                errors={compose.MESSAGE: messages.form_cannot_record()},
-            )
-            return
-        await ack()
-        deps.metrics.acks.labels("modal").observe(time.perf_counter() - started)
+async def _refresh(deps: Deps, body: dict[str, Any], client: AsyncWebClient) -> None:
+    modal = _read_modal(BlockActions, body)
+    if modal is None:
+        return
+    action, context = modal
+    view = action.view
+    values = compose.read_values(view.state.values)
+    # No prefill: Slack keeps what was typed in blocks whose ids did not change.
+    fresh = await build_view(
+        deps,
+        context,
+        values.via,
+        typed=values.text,
+        recipients=_recipient_count(deps, values),
+        template=values.template,
+        params=values.params,
+        typed_numbers=values.numbers,
+    )
+    try:
+        await client.views_update(view_id=view.id, hash=view.hash, view=fresh)
+    except SlackApiError as exc:
+        if exc.response.get("error") != "hash_conflict":  # a newer update is already on its way: fine
+            raise
+
+
+async def _template_instead(deps: Deps, body: dict[str, Any], client: AsyncWebClient) -> None:
+    """ "Send a template…" under a closed-window failure: the form for a WhatsApp template send to those not
+    reached, answering in the same thread (whoever clicks sends as themselves, under the policy)."""
+    try:
+        click = ButtonClick.model_validate(body)
+        offer = json.loads(click.actions[0].value)
+        send_id, template = str(offer["id"]), str(offer["t"])
+    except (ValidationError, ValueError, KeyError, TypeError) as exc:
+        log.warning("malformed template_instead click: %s", type(exc).__name__)
+        return
+    numbers = await _not_reached(deps, send_id, click.user.id)
+    context = ComposeContext(
+        surface=Surface.MESSAGE,
+        team_id=click.team.id,
+        user_id=click.user.id,
+        channel_id=click.channel.id,
+        thread_ts=click.message.thread_ts or click.message.ts,
+        response_url=click.response_url,
+    )
+    await open_compose(
+        deps, client, click.trigger_id, context, Via.WHATSAPP, template=template, numbers=", ".join(numbers)
+    )
+
+
+async def _submit(deps: Deps, ack: AsyncAck, body: dict[str, Any]) -> None:
+    """The form sent: its problems on their fields (the form stays open, nothing is recorded), or the request
+    recorded before the form closes."""
+    started = time.perf_counter()
+    modal = _read_modal(ViewSubmission, body)
+    if modal is None:
+        await ack(response_action="errors", errors={compose.MESSAGE: messages.form_broken()})
+        return
+    submission, context = modal
+    view = submission.view
+    values = compose.read_values(view.state.values)
+    # Only a form that did not know its conversation has the picker, and so a response_url for the pick.
+    picked = None if context.channel_id else submission.response_url(compose.CONVERSATION, values.conversation)
+    try:
+        errors, request = await _check(deps, context, values, view.id, picked, _lookups_budget(deps))
+    except ServiceUnavailable as exc:  # Slack answered that it failed: the form stays open, nothing recorded
+        log.warning("compose submission not checked: %s", exc)
+        await ack(response_action="errors", errors={compose.MESSAGE: messages.form_slack_unavailable(exc)})
+        return
+    if errors or request is None:
+        await ack(response_action="errors", errors=errors)
+        return
+    try:
+        await deps.intake.record(request)  # durable before the modal closes
+    except Exception as exc:  # the database did not keep it in time (logged by the intake): nothing will be sent
+        log.warning("could not record a compose submission (%s)", type(exc).__name__)
+        await ack(response_action="errors", errors={compose.MESSAGE: messages.form_cannot_record()})
+        return
+    await ack()
+    deps.metrics.acks.labels("modal").observe(time.perf_counter() - started)
 
 
 def _lookups_budget(deps: Deps) -> float:
@@ -417,115 +422,38 @@ async def _check(
     response_url: str | None,
     within: float,
 ) -> tuple[dict[str, str], SendRequest | None]:
-    """Every problem, keyed by the block at fault (in the words the pipeline uses); or the request to record.
+    """Every problem, keyed by the block at fault (in the words the outbox uses); or the request to record.
 
-    What needs no network is always checked. The look-ups (people, the user's groups and time zone) run at once,
-    within ``within`` seconds; when Slack has not answered by then, the form is answered without them: with the
-    problems found so far, or, if there are none, by recording the request as it is. The outbox checks every
-    request again before sending, and tells the sender privately what it refuses (the look-ups meanwhile go on,
-    and their answers are cached for it).
+    The form's own fields first (the conversation, the sender, the time), then ``Admission.check`` of the request
+    within ``within`` seconds, the user's time zone asked beside it. When Slack has not answered by then, the form
+    is answered with the problems found without look-ups, or, if there are none, by recording the request as it
+    is. The outbox checks every request again before sending, and tells the sender privately what it refuses (the
+    look-ups meanwhile go on, and their answers are cached for it).
     """
     via = values.via or Via.SMS
     channel = context.channel_id or values.conversation
-    text = values.text.strip()
-    refs = (
-        [RecipientRef(RefKind.NUMBER, n) for n in values.numbers]
-        + [RecipientRef(RefKind.USER, u) for u in values.people]
-        + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
+    errors = _form_errors(values, via, channel)
+    if channel is None:
+        return errors, None
+    request = _request(context, values, channel, response_url, view_id)
+    naming = Naming(messages.form_channel_label(), messages.form_user_label())
+    # A form opened in a conversation was opened by one of its members; a picked one is looked up.
+    member = True if context.channel_id else None
+    checked, zone = await asyncio.gather(
+        deps.admission.check(request, within=within, naming=naming, member=member),
+        _user_zone(deps, context.user_id, values.when, within),
     )
-    errors = _form_errors(deps, via, channel, values, text) | _time_errors(values.when)
-    if refused := _refused_before_look_ups(deps, context, via, channel, values.sender, values.template):
-        return refused | errors, None
-    picked = context.channel_id is None
-    looked_up = await _look_up(deps, context.user_id, channel, via, refs, values.when, within, picked)
-    if looked_up is None:
-        offline = await deps.admission.resolve([r for r in refs if r.kind is not RefKind.USER])  # no network
-        errors |= _recipient_errors(offline, expect_numbers=not values.people)
-        if errors or channel is None:
+    if isinstance(checked, Problems):
+        for block, problem in _field_errors(checked, context, via, values.template).items():
+            errors.setdefault(block, problem)
+        if errors or checked.in_time:
             return errors, None
         log.warning("compose submission recorded unchecked: Slack's look-ups took over %.1fs", within)
-        return {}, _request(context, values, channel, response_url, refs, view_id, UTC)
-    found, groups, zone, is_in = looked_up
-    errors |= _recipient_errors(found)
-    if is_in is False and channel is not None:  # None: a private conversation only its members could pick
-        errors[compose.CONVERSATION] = messages.form_not_a_member()
-    if errors or channel is None:
+    elif errors:
         return errors, None
-    facts = SendRequestFacts(
-        user_id=context.user_id,
-        channel_id=channel,
-        via=via,
-        recipients=found.numbers,
-        sender=values.sender,
-        user_groups=groups,
-        channel_label=messages.form_channel_label(),
-        user_label=messages.form_user_label(),
-        template=values.template,
-        surface=PolicySurface.FORMS,
-    )
-    decision = deps.admission.decide(facts)
-    if not decision.allowed:
-        errors[_blame(deps, decision.dimension, context, via, facts, found, values.template)] = decision.reason
-        return errors, None
-    return {}, _request(context, values, channel, response_url, refs, view_id, zone)
-
-
-def _refused_before_look_ups(
-    deps: Deps, context: ComposeContext, via: Via, channel: str | None, sender: str | None, template: str | None
-) -> dict[str, str]:
-    """What the policy refuses whatever the recipients, when deciding it needs no look-up (no policy user group
-    could change it): then nobody is looked up. When the user's groups are needed, they are asked at the same time
-    as the recipients instead, and decided with them: one round of look-ups fits the answer's 3 s better than two."""
-    if channel is None or groups_to_look_up(deps.policy, context.user_id, channel, via):
-        return {}
-    facts = SendRequestFacts(
-        user_id=context.user_id,
-        channel_id=channel,
-        via=via,
-        recipients=(),
-        sender=sender,
-        channel_label=messages.form_channel_label(),
-        user_label=messages.form_user_label(),
-        template=template,
-        surface=PolicySurface.FORMS,
-    )
-    early = deps.admission.decide_before_recipients(facts)
-    if early.allowed:
-        return {}
-    return {_blame(deps, early.dimension, context, via, facts, Resolution(), template): early.reason}
-
-
-async def _look_up(
-    deps: Deps,
-    user_id: str,
-    channel: str | None,
-    via: Via,
-    refs: Sequence[RecipientRef],
-    when: int | None,
-    within: float,
-    picked: bool,
-) -> tuple[Resolution, frozenset[str], tzinfo, bool | None] | None:
-    """The recipients resolved, the user's policy groups here, their time zone and (``picked``: the conversation
-    was chosen in the form) whether they are in it, asked of Slack at once; None when not all answered within
-    ``within`` seconds. ``ServiceUnavailable`` when Slack answered with a failure."""
-
-    async def groups() -> frozenset[str]:
-        return await deps.admission.user_groups(user_id, channel, via) if channel else frozenset()
-
-    async def zone() -> tzinfo:
-        return await _user_zone(deps, user_id) if when is not None else UTC
-
-    async def member() -> bool | None:
-        return await deps.admission.is_in(user_id, channel) if channel and picked else True
-
-    try:
-        async with asyncio.timeout(within):
-            found, in_groups, in_zone, is_in = await asyncio.gather(
-                deps.admission.resolve(refs), groups(), zone(), member()
-            )
-    except TimeoutError:
-        return None
-    return found, in_groups, in_zone, is_in
+    if request.schedule_time is not None:  # the instant the user picked; the zone only says how it is written
+        request = replace(request, schedule_time=request.schedule_time.astimezone(zone))
+    return {}, request
 
 
 def _request(
@@ -533,103 +461,103 @@ def _request(
     values: ComposeValues,
     channel: str,
     response_url: str | None,
-    refs: Sequence[RecipientRef],
     view_id: str,
-    zone: tzinfo,
 ) -> SendRequest:
+    """The request the form describes; a time to send it in UTC (the user's zone is asked beside the check)."""
     text, template = values.text.strip(), None
     if values.template is not None:
         template = TemplateUse(values.template, tuple(v.strip() for v in values.params))
         text = " | ".join((f"template:{template.alias}", *template.values))  # the outbox fills it in
+    refs = (
+        [RecipientRef(RefKind.NUMBER, n) for n in values.numbers]
+        + [RecipientRef(RefKind.USER, u) for u in values.people]
+        + [RecipientRef(RefKind.CONTACTS, c) for c in values.contacts]
+    )
     return SendRequest(
         via=values.via or Via.SMS,
         origin=context.submitted_in(channel, response_url),
         recipients=tuple(refs),
         text=text,
         template=template,
-        idempotency_key=f"view:{view_id}",
+        idempotency_key=keys.form(view_id),
         sender=values.sender,
-        # The instant the user picked; the zone only says how it is written (a zone not looked up: UTC).
-        schedule_time=None if values.when is None else datetime.fromtimestamp(values.when, zone),
+        schedule_time=None if values.when is None else datetime.fromtimestamp(values.when, UTC),
     )
 
 
-def _form_errors(deps: Deps, via: Via, channel: str | None, values: ComposeValues, text: str) -> dict[str, str]:
-    """The conversation, sender and message fields (a template's: each of its parameters)."""
+def _form_errors(values: ComposeValues, via: Via, channel: str | None) -> dict[str, str]:
+    """What only the form asks: a conversation and a sender picked, and a time to send that has not passed (or
+    is about to)."""
     errors: dict[str, str] = {}
-    sender = values.sender
     if not channel:
         errors[compose.CONVERSATION] = messages.form_pick_conversation()
-    if not sender:
+    if not values.sender:
         errors[compose.sender_block(via, values.template)] = messages.form_pick_sender()
-    if values.template is not None:
-        template = deps.policy.senders[sender].templates.get(values.template) if sender in deps.policy.senders else None
-        if sender and template is None:
-            errors[compose.KIND] = f"sender '{sender}' has no template '{values.template}'"
-        names = [p.name for p in template.params] if template is not None else []
-        for i, (name, value) in enumerate(zip(names, values.params, strict=False)):
-            if problem := param_problem(name, value.strip()):
-                errors[compose.param_block(values.template, i)] = problem
-        return errors
-    try:
-        deps.admission.check_text(via, text)
-    except InputError as exc:
-        errors[compose.MESSAGE] = messages.form_text_problem(exc)
+    if values.when is not None and values.when <= time.time() + 60:
+        errors[compose.WHEN] = messages.form_time_in_the_past()
     return errors
-
-
-def _recipient_errors(found: Resolution, *, expect_numbers: bool = True) -> dict[str, str]:
-    """The recipient fields: each one's unusable entries, or (``expect_numbers``) that there is nobody to text."""
-    errors: dict[str, str] = {}
-    for kind, block in _BLOCK_OF.items():
-        problems = [p.error for p in found.problems if p.ref.kind is kind]
-        if problems:
-            errors[block] = messages.form_recipient_problems(kind, problems)
-    if expect_numbers and not found.numbers and not found.problems:
-        errors[compose.NUMBERS] = messages.form_no_recipients()
-    return errors
-
-
-def _time_errors(when: int | None) -> dict[str, str]:
-    """The "send later" field: a time that has passed (or is about to) cannot be used."""
-    if when is not None and when <= time.time() + 60:
-        return {compose.WHEN: messages.form_time_in_the_past()}
-    return {}
 
 
 _BLOCK_OF = {RefKind.NUMBER: compose.NUMBERS, RefKind.USER: compose.PEOPLE, RefKind.CONTACTS: compose.CONTACTS}
 
 
-def _blame(
-    deps: Deps,
-    dimension: Dimension | None,
-    context: ComposeContext,
-    via: Via,
-    facts: SendRequestFacts,
-    found: Resolution,
-    template: str | None = None,
-) -> str:
+def _field_errors(problems: Problems, context: ComposeContext, via: Via, template: str | None) -> dict[str, str]:
+    """Each problem on the block of the field at fault (the first one a field gets is shown), in the form's own
+    words where it has them; a recipient field's unusable entries together."""
+    unusable: dict[RefKind, list[InputError]] = {}
+    for problem in problems.found:
+        if problem.part is Part.RECIPIENT and problem.ref is not None and problem.error is not None:
+            unusable.setdefault(problem.ref.kind, []).append(problem.error)
+    errors: dict[str, str] = {}
+    for problem in problems.found:
+        if problem.part is Part.RECIPIENT and problem.ref is not None and problem.ref.kind in unusable:
+            kind = problem.ref.kind
+            errors.setdefault(
+                _BLOCK_OF.get(kind, compose.PEOPLE), messages.form_recipient_problems(kind, unusable[kind])
+            )
+        else:
+            errors.setdefault(*_on_field(problem, context, via, template))
+    return errors
+
+
+def _on_field(problem: Problem, context: ComposeContext, via: Via, template: str | None) -> tuple[str, str]:
+    """The block ``problem`` is shown on, and its words there."""
+    if problem.part is Part.TEXT and problem.error is not None:
+        return compose.MESSAGE, messages.form_text_problem(problem.error)
+    if problem.part is Part.PARAMETER and template is not None and problem.index is not None:
+        return compose.param_block(template, problem.index), problem.text
+    if problem.part is Part.TEMPLATE:
+        return compose.KIND, problem.text
+    if problem.part is Part.RECIPIENTS:
+        return compose.NUMBERS, messages.form_no_recipients()
+    if problem.part is Part.CHANNEL:
+        return compose.CONVERSATION, messages.form_not_a_member()
+    return _blame(problem, context, via, template), problem.text
+
+
+def _blame(problem: Problem, context: ComposeContext, via: Via, template: str | None) -> str:
     """The block of the field that made the policy say no."""
-    if dimension is Dimension.CHANNEL and context.channel_id is None:
+    if problem.dimension is Dimension.CHANNEL and context.channel_id is None:
         return compose.CONVERSATION
-    if dimension is Dimension.RECIPIENT:
-        for number in facts.recipients:
-            alone = replace(facts, recipients=[number])
-            if deps.admission.decide(alone).dimension is Dimension.RECIPIENT:
-                return _BLOCK_OF[found.sources[number.e164].kind]
-    if dimension is Dimension.COUNT:
+    if problem.dimension is Dimension.RECIPIENT and problem.ref is not None:
+        return _BLOCK_OF.get(problem.ref.kind, compose.NUMBERS)
+    if problem.dimension is Dimension.COUNT:
         return compose.NUMBERS
-    if dimension is Dimension.TEMPLATE:
+    if problem.dimension is Dimension.TEMPLATE:
         return compose.KIND
     return compose.sender_block(via, template)
 
 
-async def _user_zone(deps: Deps, user_id: str) -> tzinfo:
-    """The user's time zone from their profile; UTC when Slack cannot say (the instant stays the same)."""
+async def _user_zone(deps: Deps, user_id: str, when: int | None, within: float) -> tzinfo:
+    """The user's time zone from their profile, for a time they picked; UTC when none was picked, or when Slack
+    cannot say within ``within`` seconds (the instant stays the same)."""
+    if when is None:
+        return UTC
     try:
-        tz = (await deps.directory.person(user_id)).tz
+        async with asyncio.timeout(within):
+            tz = (await deps.directory.person(user_id)).tz
         return ZoneInfo(tz) if tz else UTC
-    except (InputError, ServiceUnavailable, ZoneInfoNotFoundError, ValueError):
+    except (InputError, ServiceUnavailable, ZoneInfoNotFoundError, ValueError, TimeoutError):
         return UTC
 
 

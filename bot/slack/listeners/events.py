@@ -9,16 +9,15 @@ time, disable the app. If the intent cannot be recorded, the answer is an error 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import messages
 from bot.slack.alerts import alert_request
 from bot.slack.deps import Deps
-from bot.slack.payloads import MessageEvent, MessageEventCallback
+from bot.slack.payloads import MessageEvent, MessageEventCallback, ReactionCallback
 
 log = logging.getLogger("bot.slack.events")
 
@@ -27,7 +26,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
     own_ids = frozenset(i for i in (deps.bot_user_id, deps.bot_id) if i)
 
     @app.event("message")
-    async def on_message(body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_message(body: dict[str, Any]) -> None:
         try:
             callback = MessageEventCallback.model_validate(body)
         except ValidationError as exc:
@@ -36,7 +35,7 @@ def register(app: AsyncApp, deps: Deps) -> None:
             return
         found = alert_request(callback.event, callback.team_id, deps.policy, own_ids)
         if found is None:
-            await _reply_acknowledges(deps, client, callback.event, own_ids)
+            await _reply_acknowledges(deps, callback.event, own_ids)
             return
         rule, request = found
         record = await deps.intake.record(request)  # raises when the database is down: Slack will retry
@@ -50,20 +49,21 @@ def register(app: AsyncApp, deps: Deps) -> None:
             )
 
     @app.event("reaction_added")
-    async def on_reaction(body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_reaction(body: dict[str, Any]) -> None:
         """A person's ✅ (or the rule's ``ack_reactions``) on a forwarded alert acknowledges it (``ack_by``)."""
-        event = body.get("event") or {}
-        item = event.get("item") or {}
-        user, reaction = str(event.get("user") or ""), str(event.get("reaction") or "")
-        channel, ts = str(item.get("channel") or ""), str(item.get("ts") or "")
-        if not (user and reaction and channel and ts) or user in own_ids:
+        try:
+            event = ReactionCallback.model_validate(body).event
+        except ValidationError:  # a reaction to a file, or a payload the app cannot read: nothing to acknowledge
+            return
+        user, reaction, channel, ts = event.user, event.reaction, event.item.channel, event.item.ts
+        if event.item.type != "message" or user in own_ids:
             return
         if deps.alerts is None or not deps.alerts.acknowledges(channel, reaction):
             return
-        await _acknowledge(deps, client, channel, ts, user, reaction)
+        await _acknowledge(deps, channel, ts, user, reaction)
 
 
-async def _reply_acknowledges(deps: Deps, client: AsyncWebClient, event: MessageEvent, own_ids: frozenset[str]) -> None:
+async def _reply_acknowledges(deps: Deps, event: MessageEvent, own_ids: frozenset[str]) -> None:
     """A person's reply in a forwarded alert's thread may acknowledge it (``ack_by``); bots' replies, and replies
     by people of another organisation in a Slack Connect channel, do not."""
     channel, thread, user = event.channel, event.thread_ts, event.user
@@ -77,19 +77,18 @@ async def _reply_acknowledges(deps: Deps, client: AsyncWebClient, event: Message
         or (event.user_team and alerts.organisation and alerts.organisation.outside(event.user_team))
     ):
         return
-    await _acknowledge(deps, client, channel, thread, user, None)
+    await _acknowledge(deps, channel, thread, user, None)
 
 
-async def _acknowledge(
-    deps: Deps, client: AsyncWebClient, channel: str, ts: str, user: str, reaction: str | None
-) -> None:
+async def _acknowledge(deps: Deps, channel: str, ts: str, user: str, reaction: str | None) -> None:
     assert deps.alerts is not None  # noqa: S101 - asked only with alerts
     # Raises when the database fails, or Slack's users.info does: Slack retries.
     record = await deps.alerts.acknowledge(channel, ts, user, reaction)
     if record is None:
         return  # not a forwarded alert, or acknowledged before
     log.info("alert acknowledged send_id=%s by=%s", record.id, user, extra={"send_id": record.id})
+    in_thread = replace(record.request.origin, channel_id=channel, thread_ts=ts)  # where the person reacted
     try:
-        await client.chat_postMessage(channel=channel, thread_ts=ts, text=messages.acknowledged(user))
+        await deps.conversations.open(in_thread).acknowledged(user)
     except Exception as exc:  # acknowledged all the same; only the note is missing
         log.warning("could not say in %s that an alert was acknowledged (%s)", channel, type(exc).__name__)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.domain.errors import InputError
 from bot.slack.deps import Deps
+from bot.slack.payloads import StepCallback
 from bot.slack.steps import CALLBACK_ID, SlackSteps, step_request
 
 log = logging.getLogger("bot.slack")
@@ -19,15 +21,17 @@ log = logging.getLogger("bot.slack")
 def register(app: AsyncApp, deps: Deps, steps: SlackSteps) -> None:
     @app.function(CALLBACK_ID, auto_acknowledge=False)
     async def send_text_step(ack: AsyncAck, body: dict[str, Any]) -> None:
-        event = body.get("event") or {}
-        team_id = str(body.get("team_id") or "")
         try:
-            request = step_request(event, team_id)
+            callback = StepCallback.model_validate(body)
+        except ValidationError as exc:  # no execution to fail: nothing can be told
+            await ack()
+            log.warning("malformed workflow step: %s", exc.errors(include_input=False))
+            return
+        try:
+            request = step_request(callback.event, callback.team_id)
         except InputError as exc:
             await ack()
-            execution_id = event.get("function_execution_id")
-            if isinstance(execution_id, str) and execution_id:
-                await steps.fail(execution_id, str(exc))
+            await steps.fail(callback.event.function_execution_id, str(exc))
             log.info("workflow step refused: %s", exc)
             return
         # Raises when the database did not keep it: no ack, so Slack delivers the event again.

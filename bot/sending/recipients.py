@@ -1,0 +1,200 @@
+"""Recipients: references (numbers, people, user groups, contact groups) turned into phone numbers, every problem
+named and none fatal; Slack asked at once for all that need a look-up, a bounded number at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bot.domain.errors import InputError, InvalidPhoneNumber, inert
+from bot.domain.models import Person, RecipientRef, RefKind
+from bot.domain.phone import PhoneNumber, parse_phone
+from bot.domain.policy import Policy
+from bot.domain.ports import Directory
+from bot.sending import texts
+from bot.sending.problems import Problem
+
+# Slack look-ups one request makes at a time: 20 mentioned or picked people take one round, not twenty (with 200 ms
+# per call, 0.2 s instead of 4 s: a form's submission has 0.5 s for them), and a request never bursts past what
+# Slack's Tier 4 (users.info, 100+ a minute) takes at once.
+LOOKUPS_AT_ONCE = 20
+
+# References that need no look-up: a form out of time still checks them.
+OFFLINE = (RefKind.NUMBER, RefKind.CONTACTS)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+async def look_up_each(
+    keys: Iterable[_K], look_up: Callable[[_K], Awaitable[_V]], at_once: int = LOOKUPS_AT_ONCE
+) -> list[_V | Exception]:
+    """``look_up(key)`` for every key, ``at_once`` at a time, answers in the keys' order; a failure in its place."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(key: _K) -> _V:
+        async with gate:
+            return await look_up(key)
+
+    answers: list[_V | Exception] = []
+    for answer in await asyncio.gather(*(one(k) for k in keys), return_exceptions=True):
+        if isinstance(answer, Exception) or not isinstance(answer, BaseException):
+            answers.append(answer)
+        else:
+            raise answer  # cancelled, not failed
+    return answers
+
+
+@dataclass
+class Resolution:
+    """Phone numbers for recipient references, in order and without duplicates, and what could not be resolved."""
+
+    numbers: list[PhoneNumber] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
+    sources: dict[str, RecipientRef] = field(default_factory=dict)  # E.164 → the first reference that gave it
+    problems: list[Problem] = field(default_factory=list)  # each ``Part.RECIPIENT``
+
+    def add(self, number: PhoneNumber, ref: RecipientRef, name: str | None = None) -> None:
+        if number.e164 not in self.sources:
+            self.sources[number.e164] = ref
+            self.numbers.append(number)
+        if name is not None:
+            self.names.setdefault(number.e164, name)
+
+
+def phone_of(person: Person, region: str) -> PhoneNumber:
+    """The person's profile phone as a valid number, or an ``InputError`` that names them."""
+    if person.deleted:
+        raise InputError(texts.deactivated(person.name))
+    if person.is_bot:
+        raise InputError(texts.a_bot(person.name))
+    if not person.phone or not person.phone.strip():
+        raise InputError(texts.no_profile_phone(person.name))
+    try:
+        return parse_phone(person.phone, region)
+    except InvalidPhoneNumber as exc:
+        raise InputError(texts.unusable_profile_phone(person.name, exc)) from None
+
+
+class NoSuchContactGroup(InputError):
+    """A ``group:NAME`` that the policy does not define."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(texts.no_such_contact_group(name))
+
+
+class GroupTooLarge(InputError):
+    """A user group with more members than the policy's ``defaults.max_group_size``."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        super().__init__(texts.group_too_large(name, size, limit))
+
+
+def _raise_unless_input(exc: Exception) -> InputError:
+    """The requester's problem (an unknown user or group) back; anything else (Slack failed) raised."""
+    if isinstance(exc, InputError):
+        return exc
+    raise exc
+
+
+class Recipients:
+    """Resolves recipient references with the policy (its region, contact groups, group size) and the directory."""
+
+    def __init__(self, policy: Policy, directory: Directory) -> None:
+        self.policy = policy
+        self.directory = directory
+
+    async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
+        """Every reference resolved that can be; a ``Problem`` for each that cannot (nothing raised for them).
+
+        Slack is asked at once for every user group, then at once for every person (picked or a member of a group
+        no larger than ``defaults.max_group_size``: a larger one is a problem, its members never looked up); a
+        look-up Slack did not answer raises (not the requester's problem: the outbox tries again). Numbers and
+        contact groups alone need no look-up.
+        """
+        limit = self.policy.defaults.max_group_size
+        groups = list(dict.fromkeys(r.value for r in refs if r.kind is RefKind.USERGROUP))
+        members = dict(zip(groups, await look_up_each(groups, self.directory.group_members), strict=True))
+        wanted = [r.value for r in refs if r.kind is RefKind.USER]
+        for found_members in members.values():
+            if isinstance(found_members, Exception):
+                _raise_unless_input(found_members)
+            elif len(found_members) <= limit:
+                wanted += found_members
+        user_ids = list(dict.fromkeys(wanted))
+        people = dict(zip(user_ids, await look_up_each(user_ids, self.directory.person), strict=True))
+
+        found = Resolution()
+        for ref in refs:
+            if ref.kind is RefKind.NUMBER:
+                try:
+                    found.add(parse_phone(ref.value, self.policy.defaults.region), ref)
+                except InvalidPhoneNumber as exc:
+                    found.problems.append(Problem.unusable(ref, exc))
+            elif ref.kind is RefKind.CONTACTS:
+                if ref.value not in self.policy.contacts:
+                    found.problems.append(Problem.unusable(ref, NoSuchContactGroup(ref.value)))
+                    continue
+                for number in self.policy.contact_numbers(ref.value):
+                    found.add(number, ref)
+            elif ref.kind is RefKind.USER:
+                self._add_people(found, ref, [people[ref.value]])
+            else:
+                self._add_group(found, ref, members[ref.value], people)
+        return found
+
+    def _add_group(
+        self,
+        found: Resolution,
+        ref: RecipientRef,
+        group: list[str] | Exception,
+        people: dict[str, Person | Exception],
+    ) -> None:
+        if isinstance(group, Exception):
+            found.problems.append(Problem.unusable(ref, _raise_unless_input(group)))
+            return
+        name = _group_name(ref)
+        limit = self.policy.defaults.max_group_size
+        if len(group) > limit:
+            found.problems.append(Problem.unusable(ref, GroupTooLarge(name, len(group), limit)))
+            return
+        if not group:
+            found.problems.append(Problem.unusable(ref, InputError(texts.group_empty(name))))
+        self._add_people(found, ref, [people[u] for u in group])
+
+    def _add_people(self, found: Resolution, ref: RecipientRef, people: Sequence[Person | Exception]) -> None:
+        for person in people:
+            if isinstance(person, Exception):
+                found.problems.append(Problem.unusable(ref, _raise_unless_input(person)))
+                continue
+            try:
+                number = phone_of(person, self.policy.defaults.region)
+            except InputError as exc:
+                found.problems.append(Problem.unusable(ref, exc))
+                continue
+            found.add(number, ref, person.name)
+
+    def named_count(self, refs: Sequence[RecipientRef]) -> int:
+        """How many recipients ``refs`` name at least, before any look-up: distinct numbers (a contact group's
+        members counted), distinct people, and one for each user group (its members are only known once asked)."""
+        numbers: set[str] = set()
+        others = 0
+        for ref in {(r.kind, r.value): r for r in refs}.values():
+            if ref.kind is RefKind.NUMBER:
+                try:
+                    numbers.add(parse_phone(ref.value, self.policy.defaults.region).e164)
+                except InvalidPhoneNumber:
+                    numbers.add(ref.value)
+            elif ref.kind is RefKind.CONTACTS:
+                numbers.update(self.policy.contacts.get(ref.value, ()))
+            else:
+                others += 1
+        return len(numbers) + others
+
+
+def _group_name(ref: RecipientRef) -> str:
+    """How a problem names a user group: its handle as Slack gave it (made inert), else its mention."""
+    return inert(ref.label) if ref.label else f"<!subteam^{ref.value}>"
