@@ -329,6 +329,20 @@ def _alert_desk(
     )
 
 
+def _home_desk(settings: Settings, policy: Policy, resources: Resources, core: SendingCore) -> HomeDesk:
+    return HomeDesk(
+        policy=policy,
+        admission=core.admission,
+        sends=resources.storage.sends,
+        reports=resources.storage.deliveries,
+        directory=core.admission.directory,
+        budgets=resources.storage.budgets,
+        policy_file=str(settings.bot_policy),
+        policy_loaded_at=utc_now(),
+        balance=core.balance,
+    )
+
+
 def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     """Build every part from the opened resources. No I/O: nothing runs until the relay's background parts are
     entered."""
@@ -340,18 +354,9 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     steps = SlackSteps(slack)
     right_of_way = RightOfWay()
     core = wire_sending(settings, policy, resources, directory, metrics, events, steps, right_of_way)
-    desk = HomeDesk(
-        policy=policy,
-        admission=core.admission,
-        sends=resources.storage.sends,
-        reports=resources.storage.deliveries,
-        directory=directory,
-        budgets=resources.storage.budgets,
-        policy_file=str(settings.bot_policy),
-        policy_loaded_at=utc_now(),
-        balance=core.balance,
+    home = HomeTabs(
+        slack, tasks, settings=resources.storage.settings, desk=_home_desk(settings, policy, resources, core)
     )
-    home = HomeTabs(slack, tasks, settings=resources.storage.settings, desk=desk)
     events.subscribe(SendChanged, lambda e: home.changed(e.user_id))
     bolt = make_bolt(settings, slack, auth)
     deps = Deps(policy, core.admission, core.intake, directory, tasks, core.deliveries, metrics, core.conversations)

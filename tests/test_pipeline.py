@@ -1073,7 +1073,7 @@ async def test_a_summary_told_late_from_its_stored_record_still_names_its_phone_
 async def test_an_alert_checked_again_after_its_group_grew_is_still_texted(world: World) -> None:
     record = await world.submit(alert("FIRING: api down", ts="1700000100.000100", rule="storm"))
     (claimed,) = await world.sends.claim("worker-1", 10, CLAIM_LEASE)
-    await world.pipeline.alerts.check(claimed)  # worker-1 took the quota, then its process was killed
+    await world.pipeline.alerts.take(claimed)  # worker-1 took the quota, then its process was killed
     world.directory.groups["S0ONCALL"] = ["U0ANA", "U0BEN"]
     world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
 

@@ -357,10 +357,35 @@ class SendRecord:
 
 @dataclass(frozen=True)
 class NotSent:
-    """Why an alert was not texted although nothing went wrong: a repeat, or every phone over its limit."""
+    """Why an alert was not texted although nothing went wrong: a repeat, or every phone over its limit. ``reason``
+    says which, in one word a thread's text is looked up by; left out, it follows from the rest."""
 
     state: SendState  # DEDUPLICATED | BUNDLED
     window: timedelta | None = None  # the dedupe window, or the per-phone limit's window
     first: SendRecord | None = None  # deduplicated: the send that texted the alert
     limit: int | None = None  # bundled: texts per phone per window
     quiet_until: datetime | None = None  # bundled in quiet hours: when they end (and the summaries go)
+    reason: NotSentReason | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is None:
+            object.__setattr__(self, "reason", self._implied())
+
+    def _implied(self) -> NotSentReason:
+        if self.state is SendState.DEDUPLICATED:
+            first = self.first
+            held = first is not None and first.acked_by is not None and first.resolved_at is None
+            return NotSentReason.ACKNOWLEDGED if held else NotSentReason.REPEAT
+        return NotSentReason.QUIET_HOURS if self.quiet_until is not None else NotSentReason.OVER_LIMIT
+
+
+class NotSentReason(StrEnum):
+    """Why an alert send texted nobody, on purpose."""
+
+    REPEAT = "repeat"  # the same alert was texted within the rule's dedupe window
+    ACKNOWLEDGED = "acknowledged"  # a person has the alert: its repeats wait until it is resolved
+    RESOLUTION_TOLD = "resolution_told"  # RESOLVED was already texted for this alert
+    STEP_ACKNOWLEDGED = "step_acknowledged"  # an escalation step: a person acknowledged the alert in time
+    STEP_RESOLVED = "step_resolved"  # an escalation step: the alert was resolved in time
+    QUIET_HOURS = "quiet_hours"  # held for the summary at the end of the rule's quiet hours
+    OVER_LIMIT = "over_limit"  # every phone is over its per-phone limit: held for its summary

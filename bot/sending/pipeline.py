@@ -23,10 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
 
-from bot.domain.budgets import billed_messages, charges, cost_in_words, overrun_reason, refill_words
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
-from bot.domain.events import Billed, Bus, Events, RequestIdKnown
+from bot.domain.events import Bus, Events, RequestIdKnown
 from bot.domain.models import OutgoingText, SendResult, Via
 from bot.domain.ports import (
     Abandonments,
@@ -53,10 +52,10 @@ from bot.domain.sends import (
 )
 from bot.domain.templates import OutgoingTemplate
 from bot.sending import texts
-from bot.sending.admission import Admission, Refused, conversation_label
+from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
-from bot.sending.balance import named_channels
 from bot.sending.keeping import Waits, keep
+from bot.sending.spending import Spending
 from bot.sending.telling import Teller
 
 log = logging.getLogger("bot.sending")
@@ -117,6 +116,10 @@ class Pipeline:
             # This worker was presumed stopped and another took the intent over: its verdict is the one told.
             log.warning("send_id=%s was taken over by another worker; leaving it", record.id, extra=_ids(record))
 
+    @cached_property
+    def spending(self) -> Spending:
+        return Spending(self.admission.policy, self.budgets, self.metrics, self.events, self.clock)
+
     async def give_way(self) -> None:
         """Wait while Slack's requests wait for their answer (the outbox asks too, before it claims)."""
         if self.right_of_way is not None:
@@ -171,7 +174,7 @@ class Pipeline:
             if record.request.alert is None:
                 send = await self.admission.admit(record.id, record.request)
             else:
-                verdict = await self.alerts.check(record)
+                verdict = await self.alerts.take(record)
                 if isinstance(verdict, Repeat):
                     record = await self.sends.deduplicate(record, verdict.first_id)
                     self.metrics.send_ended(via, "deduplicated")
@@ -185,7 +188,7 @@ class Pipeline:
                     )
                     return record
                 send = prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
-            await self._charge(send)
+            await self.spending.charge(send)
         except Refused as refused:
             return await self._deny(record, refused.refusal)
         return send
@@ -196,37 +199,10 @@ class Pipeline:
         record = await self.sends.deny(record, refusal)
         await self.alerts.release(record)
         await self.alerts.give_back(record)
-        await self._refund(record)
+        await self.spending.refund(record)
         self.metrics.send_ended(record.request.via.value, "denied")
         log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra=_ids(record))
         return record
-
-    async def _charge(self, send: PreparedSend) -> None:
-        """Count the send against the policy's budgets (a send counted before a restart is not counted again);
-        ``Refused`` naming the budget, what is left and when it refills when it would overrun one."""
-        if self.budgets is None:
-            return
-        budgets = charges(self.admission.policy, send, conversation_label(send.request.channel_id))
-        if not budgets:
-            return
-        overrun = await self.budgets.charge(send.send_id, budgets, billed_messages(send))
-        if overrun is None:
-            return
-        self.metrics.refused_over_budget(overrun.charge.scope)
-        log.info("over budget send_id=%s budget=%s", send.send_id, overrun.charge.key, extra={"send_id": send.send_id})
-        refill = refill_words(overrun.refills_at, self.clock()) if overrun.refills_at is not None else ""
-        reason = overrun_reason(overrun, cost_in_words(send), refill, alert=send.alert is not None)
-        raise Refused(Refusal(RefusalKind.OVER_BUDGET, (reason,)))
-
-    async def _refund(self, record: SendRecord) -> None:
-        """Nothing went out: what the send counted against budgets is given back (a failure only logged: at worst a
-        budget counts a send that cost nothing until its window ends)."""
-        if self.budgets is None:
-            return
-        try:
-            await self.budgets.refund(record.id)
-        except Exception as exc:
-            log.warning("could not give back the budget of send_id=%s (%s)", record.id, type(exc).__name__)
 
     async def _place(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> Placement:
         """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending')."""
@@ -369,19 +345,8 @@ class Pipeline:
             extra={"send_id": record.id, "request_id": result.request_id},
         )
         if result.accepted and not result.dry_run:
-            self._bill(send)
+            self.spending.bill(send)
         return await self._finish(record, send, outcome)
-
-    @cached_property
-    def _channels(self) -> frozenset[str]:
-        return named_channels(self.admission.policy)
-
-    def _bill(self, send: PreparedSend) -> None:
-        """Count what D7 will charge for, by rule and channel (a channel the policy does not name is "other")."""
-        channel = send.request.origin.channel_id
-        label = channel if channel in self._channels else "other"
-        self.metrics.count_billed(send.via.value, send.rule, label, billed_messages(send))
-        self.events.publish(Billed())
 
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
         self.waits.end(record.id)
@@ -389,7 +354,7 @@ class Pipeline:
         record = await keep("D7's answer", record, lambda: self.sends.finish(answered, outcome))
         if record.state.nothing_went_out:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
-            await self._refund(record)
+            await self.spending.refund(record)
         if outcome.request_id is not None:
             self.events.publish(RequestIdKnown(outcome.request_id))
         self.metrics.send_ended(send.via.value, record.state.value)

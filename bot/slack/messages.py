@@ -7,7 +7,7 @@ User text is only ever shown inside ``rich_text`` elements (rendered literally) 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -38,7 +38,7 @@ from bot.domain.models import RefKind, StatusReport, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule, channel_templates
 from bot.domain.ports import Balance
-from bot.domain.sends import NotSent, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord, SendState
+from bot.domain.sends import NotSent, NotSentReason, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord
 from bot.domain.templates import Template, window_closed
 from bot.sending.home import AdminView, RecentSend, RuleView
 from bot.slack.markup import escape
@@ -417,46 +417,74 @@ def alert_outcome(
 
 def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
     """The reply in an alert's thread when it was not texted on purpose: a repeat, or every phone over its limit."""
+    line = _NOT_SENT[why.reason or NotSentReason.REPEAT](send, why)
+    held = why.reason in (NotSentReason.QUIET_HOURS, NotSentReason.OVER_LIMIT)
+    return line, [section(line), quote(send.text)] if held and send.text else [section(line)]
+
+
+def _step_acknowledged(send: PreparedSend, why: NotSent) -> str:
+    who = why.first.acked_by if why.first is not None else None
+    step = (send.alert.step if send.alert is not None else None) or 0
+    return f":white_check_mark: *Escalation step {step + 1} not sent:* <@{who}> acknowledged the alert."
+
+
+def _step_resolved(send: PreparedSend, why: NotSent) -> str:
+    step = (send.alert.step if send.alert is not None else None) or 0
+    return f":white_check_mark: *Escalation step {step + 1} not sent:* the alert was resolved."
+
+
+def _resolution_told(send: PreparedSend, why: NotSent) -> str:
+    return ":repeat: *Not texted again:* RESOLVED was already texted for this alert."
+
+
+def _first_where(why: NotSent) -> str:
+    first = why.first
+    return f" at {_date(first.created_at)} in <#{first.request.channel_id}>" if first is not None else ""
+
+
+def _acknowledged_repeat(send: PreparedSend, why: NotSent) -> str:
+    who = why.first.acked_by if why.first is not None else None
+    return (
+        f":white_check_mark: *Not texted again:* <@{who}> acknowledged this alert{_first_where(why)}; "
+        f"it is not texted again until it is resolved (rule *{escape(send.rule)}*)."
+    )
+
+
+def _repeat(send: PreparedSend, why: NotSent) -> str:
     window = describe_window(why.window) if why.window else "the window"
-    if why.state is SendState.DEDUPLICATED and send.alert is not None and send.alert.is_escalation:
-        first, n = why.first, (send.alert.step or 0) + 1
-        if first is not None and first.acked_by is not None:
-            line = f":white_check_mark: *Escalation step {n} not sent:* <@{first.acked_by}> acknowledged the alert."
-        else:
-            line = f":white_check_mark: *Escalation step {n} not sent:* the alert was resolved."
-        return line, [section(line)]
-    if why.state is SendState.DEDUPLICATED and send.alert is not None and send.alert.is_resolution:
-        line = ":repeat: *Not texted again:* RESOLVED was already texted for this alert."
-        return line, [section(line)]
-    if why.state is SendState.DEDUPLICATED:
-        first = why.first
-        where = ""
-        if first is not None:
-            where = f" at {_date(first.created_at)} in <#{first.request.channel_id}>"
-        if first is not None and first.acked_by is not None and first.resolved_at is None:
-            line = (
-                f":white_check_mark: *Not texted again:* <@{first.acked_by}> acknowledged this alert{where}; "
-                f"it is not texted again until it is resolved (rule *{escape(send.rule)}*)."
-            )
-            return line, [section(line)]
-        line = (
-            f":repeat: *Not texted again:* the same alert was forwarded{where}. "
-            f"Repeats within {window} are not texted (rule *{escape(send.rule)}*)."
-        )
-        return line, [section(line)]
-    if why.quiet_until is not None:
-        line = (
-            f":crescent_moon: *Not texted now:* quiet hours of rule *{escape(send.rule)}* until "
-            f"{_date(why.quiet_until)}. {recipients_text(send, send.held)} get it then, in one summary text each."
-        )
-        return line, [section(line), quote(send.text)] if send.text else [section(line)]
+    return (
+        f":repeat: *Not texted again:* the same alert was forwarded{_first_where(why)}. "
+        f"Repeats within {window} are not texted (rule *{escape(send.rule)}*)."
+    )
+
+
+def _quiet_hours(send: PreparedSend, why: NotSent) -> str:
+    until = _date(why.quiet_until) if why.quiet_until is not None else "the end of them"
+    return (
+        f":crescent_moon: *Not texted now:* quiet hours of rule *{escape(send.rule)}* until "
+        f"{until}. {recipients_text(send, send.held)} get it then, in one summary text each."
+    )
+
+
+def _over_limit(send: PreparedSend, why: NotSent) -> str:
+    window = describe_window(why.window) if why.window else "the window"
     limit = f"{why.limit} alert texts" if why.limit else "their limit of alert texts"
     when = f" at {_date(send.held_until)}" if send.held_until else " at the end of the window"
-    line = (
+    return (
         f":package: *Not texted now:* {recipients_text(send, send.held)} already had {limit} in this {window} window "
         f"(rule *{escape(send.rule)}*). This alert will be counted in their summary text{when}."
     )
-    return line, [section(line), quote(send.text)] if send.text else [section(line)]
+
+
+_NOT_SENT: dict[NotSentReason, Callable[[PreparedSend, NotSent], str]] = {
+    NotSentReason.STEP_ACKNOWLEDGED: _step_acknowledged,
+    NotSentReason.STEP_RESOLVED: _step_resolved,
+    NotSentReason.RESOLUTION_TOLD: _resolution_told,
+    NotSentReason.ACKNOWLEDGED: _acknowledged_repeat,
+    NotSentReason.REPEAT: _repeat,
+    NotSentReason.QUIET_HOURS: _quiet_hours,
+    NotSentReason.OVER_LIMIT: _over_limit,
+}
 
 
 # ------------------------------------------------------------ delivery

@@ -1,0 +1,31 @@
+"""What the alert work decides for one intent: text these phones now, nothing (a repeat), or nothing now (held)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.sends import Checked
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text these phones now (``checked.held``: the others, over their limit, get the summary)."""
+
+    checked: Checked
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """The same alert was texted within the rule's dedupe window, by ``first_id``."""
+
+    first_id: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Every phone is over its limit: nothing now, the summaries will say it."""
+
+    checked: Checked
+
+
+Verdict = Text | Repeat | Bundle
