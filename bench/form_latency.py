@@ -32,12 +32,12 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._bot import bot_env, bot_process, cpu_seconds, database_url, percentile
-from bench._fake import fake_d7_process
+from bench._fake import bench_policy, fake_d7_process
 from tests.fakes.slack import TEAM_ID, FakeSlack
 from tests.harness import POLICY, sign
 
 STEP_DEADLINE = 30.0
-BENCH_POLICY = POLICY.replace("max_recipients: 5", "max_recipients: 100") + (
+BENCH_POLICY = bench_policy(POLICY).replace("max_recipients: 5", "max_recipients: 100") + (
     """
   - name: leads on WhatsApp
     slack_channels: [C0OPS]

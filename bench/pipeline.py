@@ -85,7 +85,9 @@ def with_budgets(policy: Path) -> None:
     text = policy.read_text()
     budgets = "    limits: {per_user: {messages: 1000000, per: 1h}, per_channel: {messages: 1000000, per: 1d}}\n"
     text = text.replace("    max_recipients: 5\n", "    max_recipients: 5\n" + budgets, 1)
-    text = text.replace("defaults: {", "defaults: {limits: {workspace: {messages: 1000000, per: 1d}}, ", 1)
+    text = text.replace(
+        "limits: {per_user: none}", "limits: {per_user: none, workspace: {messages: 1000000, per: 1d}}", 1
+    )
     if "per_user: {messages: 1000000" not in text or "workspace:" not in text:
         raise SystemExit("the test policy changed: cannot add budgets to it")
     policy.write_text(text)

@@ -404,7 +404,7 @@ class MemoryAlertLog(_SendRows):
             r
             for r in self._since(since)
             if (a := r.record.request.alert) is not None
-            and a.fingerprint == fingerprint
+            and getattr(a, "fingerprint", None) == fingerprint  # as the column: only firing alerts have one
             and r.record.request.origin.surface is Surface.ALERT
             and r.record.acked_at is not None
             and r.record.resolved_at is None
@@ -422,7 +422,7 @@ class MemoryAlertLog(_SendRows):
                 if (a := r.record.request.alert) is not None
                 and a.rule in rules
                 and r.record.request.channel_id == channel_id
-                and a.identity == identity
+                and getattr(a, "identity", None) == identity
                 and r.record.request.origin.surface is Surface.ALERT
                 and r.record.duplicate_of is None
             ]

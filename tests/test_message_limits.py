@@ -13,7 +13,7 @@ import pytest
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7ValidationError
 from bot.domain.models import (
-    AlertInfo,
+    FiringAlert,
     Origin,
     RecipientStatus,
     SendRequest,
@@ -56,7 +56,7 @@ def a_send(n: int, *, alert: bool = False, names: bool = True, text: str = "Disk
         recipients=(),
         text=text,
         idempotency_key="k",
-        alert=AlertInfo(rule="db alerts") if alert else None,
+        alert=FiringAlert(rule="db alerts") if alert else None,
     )
     checked = Checked(
         rule="ops may page on-call",

@@ -24,7 +24,7 @@ from bot.domain.errors import (
     D7UnavailableError,
 )
 from bot.domain.events import Bus, RequestIdKnown
-from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.models import AlertSummary, FiringAlert, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import parse_policy
 from bot.domain.sends import (
@@ -246,7 +246,7 @@ def alert(text: str, ts: str, rule: str = "prod critical") -> SendRequest:
         text=text,
         idempotency_key=f"alert:{channel}:{ts}",
         sender="ops-sms",
-        alert=AlertInfo(rule=rule, fingerprint=fingerprint(rule, text), message={"ts": ts, "text": text}),
+        alert=FiringAlert(rule=rule, fingerprint=fingerprint(rule, text), message={"ts": ts, "text": text}),
     )
 
 
@@ -990,12 +990,12 @@ async def test_each_held_phone_gets_one_summary_intent_due_at_the_end_of_its_win
         text="",
         idempotency_key=f"summary:storm:{ANA.e164}:{START.isoformat()}",
         sender="ops-sms",
-        alert=AlertInfo(rule="storm", kind=Surface.SUMMARY, phone=ANA.e164, window_start=START),
+        alert=AlertSummary(rule="storm", phone=ANA.e164, window_start=START),
     )
     ben_window = START + timedelta(minutes=1)
     assert (for_ben.request.origin.thread_ts, for_ben.request.alert) == (
         a4.request.origin.thread_ts,
-        AlertInfo(rule="storm", kind=Surface.SUMMARY, phone=BEN.e164, window_start=ben_window),
+        AlertSummary(rule="storm", phone=BEN.e164, window_start=ben_window),
     )
     assert [(world.sends.next_attempt_at(s.id), s.deadline_at, s.state) for s in (for_ana, for_ben)] == [
         (START + timedelta(hours=1), START + timedelta(hours=1) + DEADLINE, SendState.PENDING),

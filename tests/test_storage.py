@@ -16,7 +16,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.errors import D7AuthError, D7InsufficientCreditError, D7OutcomeUnknownError
-from bot.domain.models import AlertInfo, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.models import (
+    AlertInfo,
+    AlertResolution,
+    FiringAlert,
+    Origin,
+    RecipientRef,
+    RefKind,
+    SendRequest,
+    Surface,
+    Via,
+)
 from bot.domain.phone import PhoneNumber
 from bot.domain.sends import Checked, Placement, SendState
 from bot.storage import Storage
@@ -123,7 +133,11 @@ async def test_a_resolution_ends_the_latest_alert_of_its_own_rules_only(engine: 
     origin = Origin(Surface.ALERT, "T0TEAM", "B0GRAFANA", "C0SHARED")
 
     def alert(key: str, rule: str, kind: Surface = Surface.ALERT, rules: tuple[str, ...] = ()) -> SendRequest:
-        info = AlertInfo(rule=rule, kind=kind, identity="about-db-1", rules=rules)
+        info: AlertInfo = (
+            AlertResolution(rule=rule, identity="about-db-1", rules=rules)
+            if kind is Surface.RESOLVED
+            else FiringAlert(rule=rule, identity="about-db-1")
+        )
         return replace(request(key), origin=replace(origin, surface=kind), alert=info)
 
     grafana = await store.record(alert("alert:C0SHARED:1", "grafana only"), timedelta(minutes=15))

@@ -22,6 +22,10 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.errors import D7AuthError, D7Error, D7OutcomeUnknownError, D7UnavailableError
 from bot.domain.models import (
     AlertInfo,
+    AlertResolution,
+    AlertSummary,
+    EscalationStep,
+    FiringAlert,
     Origin,
     RecipientRef,
     RefKind,
@@ -123,7 +127,13 @@ def alert(
     channel: str = "C0ALERTS",
     kind: Surface = Surface.ALERT,
 ) -> SendRequest:
-    info = AlertInfo(rule=rule, kind=kind, fingerprint=fingerprint, identity=identity, message={"ts": key})
+    info: AlertInfo = FiringAlert(rule=rule, fingerprint=fingerprint, identity=identity, message={"ts": key})
+    if kind is Surface.SUMMARY:
+        info = AlertSummary(rule=rule)
+    elif kind is Surface.RESOLVED:
+        info = AlertResolution(rule=rule, identity=identity, message={"ts": key})
+    elif kind is Surface.ESCALATION:
+        info = EscalationStep(rule=rule)
     origin = Origin(kind, "T0TEAM", "B0GRAFANA", channel)
     return replace(command(key), origin=origin, text="[FIRING] disk full on db-1", alert=info)
 
@@ -207,7 +217,7 @@ async def test_recording_is_idempotent_by_key_and_reads_back_as_asked(stores: St
 
 async def test_an_alert_request_reads_back_whole(stores: Stores) -> None:
     window = stores.clock() - timedelta(minutes=5)
-    summary = AlertInfo(rule="prod critical", kind=Surface.SUMMARY, phone=NUMBER.e164, window_start=window)
+    summary = AlertSummary(rule="prod critical", phone=NUMBER.e164, window_start=window)
     requests = [
         alert("alert:C0ALERTS:1"),
         replace(command("summary:1", surface=Surface.SUMMARY), alert=summary),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from bot.domain.templates import OutgoingTemplate, TemplateUse
 
@@ -177,39 +177,57 @@ class Origin:
 
 
 @dataclass(frozen=True)
-class AlertInfo:
-    """What makes a request an alert forward (``kind="alert"``) or a per-phone summary (``kind="summary"``)."""
+class FiringAlert:
+    """A monitoring tool's post that an alert rule took: texted to the rule's phones."""
 
+    kind: ClassVar[Surface] = Surface.ALERT
     rule: str  # the alert rule's name
-    kind: Surface = Surface.ALERT  # ALERT or SUMMARY
-    fingerprint: str | None = None  # alert: equal for repeats of the same alert
-    message: dict[str, Any] | None = None  # alert: the Slack message as posted (text, attachments, blocks)
-    phone: str | None = None  # summary: the phone (E.164) whose held alerts it sums up
-    window_start: datetime | None = None  # summary: the per-phone window it closes
-    identity: str | None = None  # alert and resolution: what they are about, firing/resolved words left out
-    resolves: str | None = None  # resolution in a thread or by an edit: the idempotency key of the alert it ends
-    # resolution: every rule whose alerts it may end (each admits its author and its ``resolve`` matches; empty:
-    # ``rule`` alone, as recorded before there was this field)
+    fingerprint: str | None = None  # equal for repeats of the same alert
+    message: dict[str, Any] | None = None  # the Slack message as posted (text, attachments, blocks)
+    identity: str | None = None  # what it is about, firing/resolved words left out (its resolution finds it by it)
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    """The end-of-window text for one phone: the alerts a per-phone limit or quiet hours held back."""
+
+    kind: ClassVar[Surface] = Surface.SUMMARY
+    rule: str
+    phone: str | None = None  # the phone (E.164) whose held alerts it sums up
+    window_start: datetime | None = None  # the window it closes
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """A step of an alert's escalation: texted when nobody acknowledged the alert in time."""
+
+    kind: ClassVar[Surface] = Surface.ESCALATION
+    rule: str
+    escalates: str | None = None  # the idempotency key of the alert nobody acknowledged
+    step: int | None = None  # which of the rule's steps (0-based)
+
+
+@dataclass(frozen=True)
+class AlertResolution:
+    """A post that resolves an alert: "RESOLVED" to the phones the alert reached."""
+
+    kind: ClassVar[Surface] = Surface.RESOLVED
+    rule: str
+    message: dict[str, Any] | None = None  # the resolving post as posted
+    identity: str | None = None  # what it is about: the alert it ends when ``resolves`` does not name it
+    resolves: str | None = None  # in a thread or by an edit: the idempotency key of the alert it ends
+    # Every rule whose alerts it may end (each admits its author and its ``resolve`` matches; empty: ``rule`` alone,
+    # as recorded before there was this field).
     rules: tuple[str, ...] = ()
-    escalates: str | None = None  # escalation: the idempotency key of the alert nobody acknowledged
-    step: int | None = None  # escalation: which of the rule's steps (0-based)
-
-    @property
-    def is_summary(self) -> bool:
-        return self.kind is Surface.SUMMARY
-
-    @property
-    def is_resolution(self) -> bool:
-        return self.kind is Surface.RESOLVED
-
-    @property
-    def is_escalation(self) -> bool:
-        return self.kind is Surface.ESCALATION
 
     @property
     def ends(self) -> tuple[str, ...]:
-        """A resolution's rules: only their alerts may it end."""
+        """Only these rules' alerts may it end."""
         return self.rules or (self.rule,)
+
+
+# What an alert send is, its surface the tag (``kind``): nobody asked for it, so its story goes in the alert's thread.
+AlertInfo = FiringAlert | AlertSummary | EscalationStep | AlertResolution
 
 
 @dataclass(frozen=True)

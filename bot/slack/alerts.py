@@ -27,7 +27,7 @@ from bot.domain.alerts import (
     resolving_rules,
     targets_as_refs,
 )
-from bot.domain.models import AlertInfo, Origin, RecipientRef, SendRequest, Surface
+from bot.domain.models import AlertResolution, FiringAlert, Origin, RecipientRef, SendRequest, Surface
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import Directory
 from bot.slack.flatten import capped, flatten, mentioned_users
@@ -145,7 +145,7 @@ def _firing(rule: AlertRule, policy: Policy, post: Post, thread_ts: str | None, 
         text=post.text,
         idempotency_key=keys.alert(post.channel, post.ts),
         sender=rule.sender,
-        alert=AlertInfo(
+        alert=FiringAlert(
             rule=rule.name,
             fingerprint=fingerprint(rule.name, post.text),
             message=post.message,
@@ -167,9 +167,8 @@ def _resolution(
         text=post.text,
         idempotency_key=key,
         sender=rule.sender,
-        alert=AlertInfo(
+        alert=AlertResolution(
             rule=rule.name,
-            kind=Surface.RESOLVED,
             message=post.message,
             identity=identity(title_of(post.message, post.text)),
             resolves=ends,

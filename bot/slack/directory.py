@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import InputError, ServiceUnavailable
 from bot.domain.models import Person
+from bot.slack import messages
 
 DEFAULT_TTL = 60.0
 MAX_MEMBER_PAGES = 20  # conversations.members pages of 1,000: a channel of 20,000 people is checked, no bigger
@@ -109,7 +110,7 @@ class SlackDirectory:
                 response = await self._client.users_info(user=user_id)
             except SlackApiError as exc:
                 if exc.response.get("error") == "user_not_found":
-                    raise InputError(f"<@{user_id}> is not a member of this workspace") from None
+                    raise InputError(messages.not_in_workspace(user_id)) from None
                 raise unavailable("users.info", exc) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise unavailable("users.info", exc) from None
@@ -123,7 +124,7 @@ class SlackDirectory:
                 response = await self._client.usergroups_users_list(usergroup=group_id)
             except SlackApiError as exc:
                 if exc.response.get("error") in ("no_such_subteam", "subteam_not_found"):
-                    raise InputError(f"<!subteam^{group_id}> is not a user group of this workspace") from None
+                    raise InputError(messages.not_a_user_group(group_id)) from None
                 raise unavailable("usergroups.users.list", exc) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise unavailable("usergroups.users.list", exc) from None

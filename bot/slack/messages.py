@@ -34,7 +34,7 @@ from bot.domain.errors import (
     MessageTooLong,
     ServiceUnavailable,
 )
-from bot.domain.models import RefKind, StatusReport, Surface, Via
+from bot.domain.models import AlertResolution, AlertSummary, EscalationStep, RefKind, StatusReport, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule, channel_templates
 from bot.domain.ports import Balance
@@ -382,11 +382,11 @@ def alert_outcome(
     send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDelivery] = ()
 ) -> tuple[str, list[Block]]:
     """The reply in an alert's thread: texted (to whom, request_id, the exact text), or why not."""
-    summary = send.alert is not None and send.alert.is_summary
+    summary = isinstance(send.alert, AlertSummary)
     what = "Summary" if summary else "Alert"
-    if send.alert is not None and send.alert.is_escalation:
+    if isinstance(send.alert, EscalationStep):
         what = f"Escalation step {(send.alert.step or 0) + 1}"
-    if send.alert is not None and send.alert.is_resolution:
+    if isinstance(send.alert, AlertResolution):
         what = "RESOLVED"
     rule = f"rule *{escape(send.rule)}*"
     if result.error is not None:
@@ -424,12 +424,12 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
 
 def _step_acknowledged(send: PreparedSend, why: NotSent) -> str:
     who = why.first.acked_by if why.first is not None else None
-    step = (send.alert.step if send.alert is not None else None) or 0
+    step = (send.alert.step if isinstance(send.alert, EscalationStep) else None) or 0
     return f":white_check_mark: *Escalation step {step + 1} not sent:* <@{who}> acknowledged the alert."
 
 
 def _step_resolved(send: PreparedSend, why: NotSent) -> str:
-    step = (send.alert.step if send.alert is not None else None) or 0
+    step = (send.alert.step if isinstance(send.alert, EscalationStep) else None) or 0
     return f":white_check_mark: *Escalation step {step + 1} not sent:* the alert was resolved."
 
 
@@ -1003,3 +1003,48 @@ def low_balance_warning(balance: Balance, low: float) -> str:
 def acknowledged(user_id: str) -> str:
     """The reply in an alert's thread when a person acknowledged it."""
     return f":white_check_mark: *Acknowledged* by <@{user_id}>: no more texts for this alert until it is resolved."
+
+
+# ------------------------------------------------------------ the workflow step's inputs (plain text: Workflow Builder)
+
+
+def step_bad_via(raw: str) -> str:
+    return f"'Send by' must be sms or whatsapp, not '{raw}'"
+
+
+def step_no_channel() -> str:
+    return "choose the channel where the result is posted ('Post the result in')"
+
+
+def step_not_people(value: str) -> str:
+    return f"'People' must hold Slack users, not '{value[:40]}'"
+
+
+def step_nobody() -> str:
+    return "name who to text: phone numbers, people or contact groups"
+
+
+def step_empty() -> str:
+    return "the message is empty"
+
+
+def step_runner_typed() -> str:
+    return (
+        "'Who runs it' is a user ID the workflow's author chose, so the step cannot tell who ran it: update the "
+        "app from manifest.yml (the input is now Slack's user context) and set it to 'Person who used this workflow'"
+    )
+
+
+def step_no_runner() -> str:
+    return "the step needs 'Who runs it' set to 'Person who used this workflow' (Slack's user context)"
+
+
+# ------------------------------------------------------------ Slack's directory
+
+
+def not_in_workspace(user_id: str) -> str:
+    return f"<@{user_id}> is not a member of this workspace"
+
+
+def not_a_user_group(group_id: str) -> str:
+    return f"<!subteam^{group_id}> is not a user group of this workspace"

@@ -24,6 +24,7 @@ from bot.domain.errors import InputError
 from bot.domain.models import Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.slack_ids import CHANNEL_ID, USER_ID
 from bot.domain.templates import TemplateUse
+from bot.slack import messages
 from bot.slack.markup import to_plain_text
 from bot.slack.payloads import StepExecuted
 
@@ -53,19 +54,19 @@ def step_request(event: StepExecuted, team_id: str) -> SendRequest:
     execution_id, inputs = event.function_execution_id, event.inputs
     raw_via = str(inputs.get("via") or "sms").strip().lower()
     if raw_via not in {v.value for v in Via}:
-        raise InputError(f"'Send by' must be sms or whatsapp, not '{raw_via}'")
+        raise InputError(messages.step_bad_via(raw_via))
     channel = str(inputs.get("channel") or "")
     if not CHANNEL_ID.match(channel):
-        raise InputError("choose the channel where the result is posted ('Post the result in')")
+        raise InputError(messages.step_no_channel())
     runner = runner_of(inputs)
     refs = [RecipientRef(RefKind.NUMBER, n) for n in _words(inputs.get("numbers"), _LIST)]
     people = _words(inputs.get("people"))
     if wrong := [u for u in people if not USER_ID.match(u)]:
-        raise InputError(f"'People' must hold Slack users, not '{wrong[0][:40]}'")
+        raise InputError(messages.step_not_people(wrong[0]))
     refs += [RecipientRef(RefKind.USER, u) for u in people]
     refs += [RecipientRef(RefKind.CONTACTS, g.removeprefix("group:")) for g in _words(inputs.get("contact_groups"))]
     if not refs:
-        raise InputError("name who to text: phone numbers, people or contact groups")
+        raise InputError(messages.step_nobody())
     template = None
     alias = str(inputs.get("template") or "").strip()
     message = str(inputs.get("message") or "").strip()
@@ -75,7 +76,7 @@ def step_request(event: StepExecuted, team_id: str) -> SendRequest:
         template = TemplateUse(alias, tuple(p.strip() for p in parts if p.strip() or len(parts) > 1))
         message = " | ".join((f"template:{alias}", *template.values))
     elif not message:
-        raise InputError("the message is empty")
+        raise InputError(messages.step_empty())
     sender = str(inputs.get("sender") or "").strip() or None
     return SendRequest(
         via=Via(raw_via),
@@ -107,12 +108,8 @@ def runner_of(inputs: Mapping[str, Any]) -> str:
         if isinstance(user, str) and USER_ID.match(user) and isinstance(secret, str) and secret:
             return user
     if isinstance(context, str):
-        raise InputError(
-            "'Who runs it' is a user ID the workflow's author chose, so the step cannot tell who ran it: update the "
-            "app from manifest.yml (the input is now Slack's user context) and set it to "
-            "'Person who used this workflow'"
-        )
-    raise InputError("the step needs 'Who runs it' set to 'Person who used this workflow' (Slack's user context)")
+        raise InputError(messages.step_runner_typed())
+    raise InputError(messages.step_no_runner())
 
 
 class SlackSteps:

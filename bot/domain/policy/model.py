@@ -83,21 +83,22 @@ class _Model(BaseModel):
 MIN_BUDGET_WINDOW = timedelta(minutes=1)
 
 
+def _window(value: timedelta) -> timedelta:
+    # A window of a few milliseconds (or none) never holds: every send finds it empty.
+    if value < MIN_BUDGET_WINDOW:
+        raise ValueError(f"a window must be at least 1 minute (like 1h or 1d), not {value.total_seconds():g} s")
+    return value
+
+
+# A budget's or a per-phone limit's window: a duration of a minute or more.
+Window = Annotated[Duration, AfterValidator(_window)]
+
+
 class Budget(_Model):
     """At most ``messages`` billed messages (recipients x SMS segments; one per WhatsApp recipient) per ``per``."""
 
     messages: int = Field(ge=1)
-    per: Duration
-
-    @field_validator("per")
-    @classmethod
-    def _window(cls, value: timedelta) -> timedelta:
-        # A window of 0 (or less, or a few milliseconds) never holds: every send finds it empty.
-        if value < MIN_BUDGET_WINDOW:
-            raise ValueError(
-                f"a budget's window must be at least 1 minute (like 1h or 1d), not {value.total_seconds():g} s"
-            )
-        return value
+    per: Window
 
 
 # When ``defaults.limits`` sets no ``per_user``: one person cannot empty the D7 account in a burst (``none``: off).
@@ -242,12 +243,7 @@ class PerPhoneLimit(_Model):
     """At most ``count`` texts to one phone per ``per``."""
 
     count: int = Field(ge=1)
-    per: Duration
-
-    @field_validator("per")
-    @classmethod
-    def _window(cls, value: timedelta) -> timedelta:
-        return Budget._window(value)  # the same reason: a window under a minute hardly holds
+    per: Window
 
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")

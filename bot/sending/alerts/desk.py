@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot.domain.models import Organisation, Surface
+from bot.domain.models import AlertResolution, AlertSummary, EscalationStep, FiringAlert, Organisation, Surface
 from bot.domain.policy import Policy
 from bot.domain.ports import AlertLedger, AlertLog, Directory, MessageReader, SendQueue
 from bot.domain.sends import NotSent, NotSentReason, PreparedSend, SendRecord, SendState
@@ -71,11 +71,11 @@ class AlertDesk:
         it decides (the dedup lead, per-phone counts, summaries' and escalation steps' intents); ``Refused`` when
         nobody can be texted."""
         alert, rule = alert_of(record), self.rendering.rule_of(record)
-        if alert.is_summary:
+        if isinstance(alert, AlertSummary):
             return Text(await self.summaries.text(record, rule))
-        if alert.is_resolution:
+        if isinstance(alert, AlertResolution):
             return await self.resolving.resolve(record, rule)
-        if alert.is_escalation:
+        if isinstance(alert, EscalationStep):
             return await self.escalation.step(record, rule)
         verdict = await self.gate.firing(record, rule)
         if isinstance(verdict, Text):
@@ -94,7 +94,7 @@ class AlertDesk:
     async def release(self, record: SendRecord) -> None:
         """Nothing went out: the next repeat of this alert may be texted."""
         alert = record.request.alert
-        if alert is None or alert.fingerprint is None:
+        if not isinstance(alert, FiringAlert) or alert.fingerprint is None:
             return
         try:
             await self.ledger.release(alert.fingerprint, record.id)

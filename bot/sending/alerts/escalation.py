@@ -9,13 +9,13 @@ from datetime import timedelta
 
 from bot.domain import keys
 from bot.domain.alerts import describe_window, targets_as_refs
-from bot.domain.models import AlertInfo, SendRequest, Surface
+from bot.domain.models import EscalationStep, SendRequest, Surface
 from bot.domain.policy import AlertRule
 from bot.domain.ports import AlertLog, SendQueue
 from bot.domain.sends import SendRecord
 from bot.sending import texts
 from bot.sending.admission import Refused
-from bot.sending.alerts.rendering import Rendering, alert_of
+from bot.sending.alerts.rendering import Rendering, alert_as
 from bot.sending.alerts.verdicts import Repeat, Text, Verdict
 
 log = logging.getLogger("bot.sending.alerts")
@@ -39,9 +39,7 @@ class Escalation:
                 text="",
                 idempotency_key=keys.escalation(record.id, i),
                 sender=record.request.sender,
-                alert=AlertInfo(
-                    rule=rule.name, kind=Surface.ESCALATION, escalates=record.request.idempotency_key, step=i
-                ),
+                alert=EscalationStep(rule=rule.name, escalates=record.request.idempotency_key, step=i),
             )
             due = record.created_at + step.after
             if await self.sends.record(request, self.deadline, not_before=due) is not None:
@@ -50,7 +48,7 @@ class Escalation:
     async def step(self, record: SendRecord, rule: AlertRule) -> Verdict:
         """A step of the escalation, now due: nothing when a person acknowledged the alert or it was resolved
         (the thread says so), else the alert's text, marked escalated, to the step's recipients."""
-        alert = alert_of(record)
+        alert = alert_as(record, EscalationStep)
         firing = await self.alert_log.by_key(alert.escalates) if alert.escalates else None
         if firing is None:
             raise Refused.denied("the alert this escalation is for is no longer in the log")

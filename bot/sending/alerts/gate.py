@@ -8,12 +8,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.domain.clock import utc_now
-from bot.domain.models import SendRequest, Surface
+from bot.domain.models import FiringAlert, SendRequest, Surface
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import AlertRule
 from bot.domain.ports import AlertLedger, AlertLog
 from bot.domain.sends import PreparedSend, SendRecord
-from bot.sending.alerts.rendering import Rendering, alert_of
+from bot.sending.alerts.rendering import Rendering, alert_as
 from bot.sending.alerts.summaries import Summaries
 from bot.sending.alerts.verdicts import Bundle, Repeat, Text, Verdict
 
@@ -52,7 +52,7 @@ class Gate:
 
     async def _repeat_of(self, record: SendRecord, rule: AlertRule) -> str | None:
         """The alert this one repeats, when it is not to be texted again; None when it is to be."""
-        alert = alert_of(record)
+        alert = alert_as(record, FiringAlert)
         if alert.fingerprint is None:
             return None
         # A person has it: its repeats are not texted until it is resolved (a day at most).

@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.domain.alerts import fit
 from bot.domain.errors import inert
-from bot.domain.models import AlertInfo, RecipientRef, Via
+from bot.domain.models import AlertInfo, AlertResolution, AlertSummary, EscalationStep, FiringAlert, RecipientRef, Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, PhoneNumber
 from bot.domain.policy import AlertRule, Policy, country_refusal
 from bot.domain.ports import Directory, MessageReader, SendQueue
@@ -19,6 +20,8 @@ from bot.domain.templates import TemplateUse, fit_param
 from bot.sending.admission import Admission, Refused, Resolution
 
 log = logging.getLogger("bot.sending.alerts")
+
+A = TypeVar("A", FiringAlert, AlertSummary, EscalationStep, AlertResolution)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -99,7 +102,7 @@ class Rendering:
     async def fields(self, record: SendRecord, rule: AlertRule) -> dict[str, str]:
         """The alert's ``{text}``, ``{title}``, ``{channel}`` and ``{link}`` as posted (the channel's name and the
         permalink only when the rule's template uses them)."""
-        message = alert_of(record).message or {}
+        message = alert_as(record, FiringAlert).message or {}
         if self.reader is not None:
             body, title = await self.reader.read(message)
         else:
@@ -154,3 +157,11 @@ def alert_of(record: SendRecord) -> AlertInfo:
     if record.request.alert is None:
         raise ValueError(f"send {record.id} is not an alert")
     return record.request.alert
+
+
+def alert_as(record: SendRecord, kind: type[A]) -> A:
+    """The record's alert, which must be of this kind."""
+    alert = alert_of(record)
+    if not isinstance(alert, kind):
+        raise ValueError(f"send {record.id} is a {alert.kind} alert, not a {kind.kind}")
+    return alert

@@ -11,13 +11,14 @@ from bot.domain import keys
 from bot.domain.alerts import without_state
 from bot.domain.clock import utc_now
 from bot.domain.errors import ServiceUnavailable
+from bot.domain.models import AlertResolution, FiringAlert
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import AlertRule, country_refusal
 from bot.domain.ports import AlertLedger, AlertLog, SendQueue
 from bot.domain.sends import SendRecord, SendState
 from bot.sending import texts
 from bot.sending.admission import Refused
-from bot.sending.alerts.rendering import Rendering, alert_of, leader
+from bot.sending.alerts.rendering import Rendering, alert_as, leader
 from bot.sending.alerts.verdicts import Repeat, Text, Verdict
 
 RESOLVES_WITHIN = timedelta(days=7)  # how far back a resolving post looks for the alert it ends
@@ -56,7 +57,7 @@ class Resolving:
         return Text(self.rendering.checked(rule, text, use, texted, names))
 
     async def _alert_ended_by(self, record: SendRecord) -> SendRecord | None:
-        alert = alert_of(record)
+        alert = alert_as(record, AlertResolution)
         if alert.resolves is not None:  # a reply in the alert's thread, or the alert's own post edited
             firing = await leader(self.sends, await self.alert_log.by_key(alert.resolves))
             if firing is not None and (firing.request.alert is None or firing.request.alert.rule not in alert.ends):
@@ -68,7 +69,8 @@ class Resolving:
         return None
 
     async def _title(self, firing: SendRecord) -> str:
-        message = (firing.request.alert.message if firing.request.alert else None) or {}
+        alert = firing.request.alert
+        message = (alert.message if isinstance(alert, FiringAlert) else None) or {}
         title = firing.request.text.splitlines()[0] if firing.request.text else ""
         if self.rendering.reader is not None and message:
             title = (await self.rendering.reader.read(message))[1] or title

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 from bot.domain import keys
 from bot.domain.alerts import fit, summary_template
-from bot.domain.models import AlertInfo, RecipientRef, RefKind, SendRequest, Surface
+from bot.domain.models import AlertSummary, RecipientRef, RefKind, SendRequest, Surface
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import AlertRule, country_refusal
 from bot.domain.ports import AlertLedger, SendQueue
 from bot.domain.sends import Checked, SendRecord
 from bot.sending.admission import Refused
-from bot.sending.alerts.rendering import Rendering, alert_of
+from bot.sending.alerts.rendering import Rendering, alert_as
 
 log = logging.getLogger("bot.sending.alerts")
 
@@ -47,7 +47,7 @@ class Summaries:
             text="",
             idempotency_key=key,
             sender=record.request.sender,
-            alert=AlertInfo(rule=rule, kind=Surface.SUMMARY, phone=phone, window_start=window_start),
+            alert=AlertSummary(rule=rule, phone=phone, window_start=window_start),
         )
         if await self.sends.record(request, self.deadline, not_before=window_end) is not None:
             log.info("summary scheduled rule=%s at=%s", rule, window_end.isoformat(), extra={"send_id": record.id})
@@ -57,7 +57,7 @@ class Summaries:
 
     async def text(self, record: SendRecord, rule: AlertRule) -> Checked:
         """One text for the phone: how many alerts were held back, where, since when, and the latest."""
-        alert = alert_of(record)
+        alert = alert_as(record, AlertSummary)
         if alert.phone is None or alert.window_start is None:
             raise Refused.denied("this summary lost its phone number or window; nothing to sum up")
         held = await self.ledger.held_alerts(rule.name, alert.phone, alert.window_start)

@@ -3,6 +3,7 @@ and D7's answer as the columns each transition writes, and a row read back as a 
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +13,10 @@ import sqlalchemy as sa
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, d7_error
 from bot.domain.models import (
     AlertInfo,
+    AlertResolution,
+    AlertSummary,
+    EscalationStep,
+    FiringAlert,
     Origin,
     RecipientRef,
     RefKind,
@@ -56,8 +61,8 @@ def intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime, 
         "private": False,
         "retry_notice_posted": False,
         "alert": _alert_json(alert),
-        "fingerprint": alert.fingerprint if alert else None,
-        "identity": alert.identity if alert else None,
+        "fingerprint": alert.fingerprint if isinstance(alert, FiringAlert) else None,
+        "identity": alert.identity if isinstance(alert, FiringAlert | AlertResolution) else None,
         "template": {"alias": request.template.alias, "values": list(request.template.values)}
         if request.template
         else None,
@@ -66,22 +71,21 @@ def intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime, 
     }
 
 
+# Every kind of alert is kept with every key (those it has not: null), as before they were told apart by type: a
+# row written by either version reads back in the other.
+_ALERT_KEYS = ("fingerprint", "message", "phone", "window_start", "identity", "resolves", "escalates", "step")
+
+
 def _alert_json(alert: AlertInfo | None) -> dict[str, Any] | None:
     if alert is None:
         return None
-    return {
-        "rule": alert.rule,
-        "kind": alert.kind.value,
-        "fingerprint": alert.fingerprint,
-        "message": alert.message,
-        "phone": alert.phone,
-        "window_start": alert.window_start.isoformat() if alert.window_start else None,
-        "identity": alert.identity,
-        "resolves": alert.resolves,
-        "rules": list(alert.rules),
-        "escalates": alert.escalates,
-        "step": alert.step,
-    }
+    data: dict[str, Any] = dict.fromkeys(_ALERT_KEYS) | {"rules": [], "kind": alert.kind.value}
+    for item in fields(alert):
+        value = getattr(alert, item.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        data[item.name] = list(value) if isinstance(value, tuple) else value
+    return data
 
 
 def checked_columns(record: SendRecord) -> dict[str, Any]:
@@ -139,20 +143,16 @@ def _in_zone(when: datetime | None, zone: str | None) -> datetime | None:
 def _alert_of(data: dict[str, Any] | None) -> AlertInfo | None:
     if not data:
         return None
-    start = data.get("window_start")
-    return AlertInfo(
-        rule=data["rule"],
-        kind=Surface(data.get("kind") or Surface.ALERT.value),
-        fingerprint=data.get("fingerprint"),
-        message=data.get("message"),
-        phone=data.get("phone"),
-        window_start=datetime.fromisoformat(start) if start else None,
-        identity=data.get("identity"),
-        resolves=data.get("resolves"),
-        rules=tuple(data.get("rules") or ()),
-        escalates=data.get("escalates"),
-        step=data.get("step"),
-    )
+    rule, kind = data["rule"], Surface(data.get("kind") or Surface.ALERT.value)
+    if kind is Surface.SUMMARY:
+        start = data.get("window_start")
+        return AlertSummary(rule, data.get("phone"), datetime.fromisoformat(start) if start else None)
+    if kind is Surface.ESCALATION:
+        return EscalationStep(rule, data.get("escalates"), data.get("step"))
+    if kind is Surface.RESOLVED:
+        rules = tuple(data.get("rules") or ())
+        return AlertResolution(rule, data.get("message"), data.get("identity"), data.get("resolves"), rules)
+    return FiringAlert(rule, data.get("fingerprint"), data.get("message"), data.get("identity"))
 
 
 def _request_of(m: Any) -> SendRequest:
