@@ -440,3 +440,49 @@ async def test_an_alert_text_not_delivered_says_who_was_not_reached(
     (update,) = slack.of("chat.update")  # the alert's result message, with the status
     assert update["ts"] == (await app.relay.storage.sends.get(record.id)).result_ts  # type: ignore[union-attr]
     assert ":x: undelivered" in json.dumps(update["blocks"], ensure_ascii=False)
+
+
+async def test_a_thread_broadcast_is_an_alert_post_like_any_and_its_result_goes_in_its_thread(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """ "Also send to #channel": Slack posts a thread reply with subtype thread_broadcast; the channel sees it as a
+    post, so the rule takes it (it skips only replies seen in their thread alone)."""
+    parent = "1763800000.000001"
+    broadcast = {
+        "type": "message",
+        "subtype": "thread_broadcast",
+        "bot_id": "B0CRON",
+        "text": "CRITICAL: replica lag on db-2",
+        "ts": "1763800100.000007",
+        "thread_ts": parent,
+    }
+    assert (await app.event(event_callback(broadcast))).status_code == 200
+    await app.settle()
+
+    assert texts(fake_d7) == [("CRITICAL: replica lag on db-2", ONCALL_DB)]
+    assert [c["thread_ts"] for c in slack.of("chat.postMessage")] == [parent]
+
+
+async def test_emoji_shortcodes_and_slacks_placeholder_never_reach_a_phone(
+    app: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """Sentry's attachment-only alert carries Slack's "[no preview available]" as its fallback; tools put
+    :red_circle: before a title. Neither is the alert's words, and an emoji would make the SMS UCS-2."""
+    alert = {
+        "type": "message",
+        "subtype": "bot_message",
+        "bot_id": "B0SENTRY",
+        "text": "",
+        "ts": "1763800100.000008",
+        "attachments": [
+            {"fallback": "[no preview available]", "title": ":red_circle: CRITICAL: checkout errors :fire:"},
+            {"fallback": "[no preview available]"},
+        ],
+    }
+    assert (await app.event(event_callback(alert))).status_code == 200
+    await app.settle()
+
+    ((text, to),) = texts(fake_d7)
+    assert (text, to) == ("CRITICAL: checkout errors", ONCALL_DB)
+    (body,) = fake_d7.bodies(SMS)
+    assert body["messages"][0]["data_coding"] == "text"  # GSM-7: nothing forced it to unicode

@@ -84,3 +84,19 @@ def test_why_nothing_allowed() -> None:
         why_nothing_allowed(POLICY, "C0RANDOM", "<#C0RANDOM>")
         == "no rule of the policy lets you send texts from <#C0RANDOM>"
     )
+
+
+def test_shortcodes_go_only_where_they_are_emoji() -> None:
+    from bot.slack.markup import without_shortcodes
+
+    assert without_shortcodes(":rotating_light: [FIRING] disk :fire:").strip() == "[FIRING] disk"
+    assert without_shortcodes("x :fire: y") == "x y"
+    assert without_shortcodes(":fire::fire: hot").strip() == "hot"
+    assert without_shortcodes(":warning:[FIRING] x") == "[FIRING] x"
+    for kept in ("db-1:5432 up", "error:timeout:retry", "at 10:30:00", "ratio 3:1"):
+        assert without_shortcodes(kept) == kept
+
+
+def test_slacks_placeholder_is_not_content() -> None:
+    message = {"text": "", "attachments": [{"fallback": "[no preview available]"}, {"text": "5000 events"}]}
+    assert flatten(message) == "5000 events"

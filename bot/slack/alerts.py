@@ -31,7 +31,7 @@ from bot.domain.models import AlertResolution, FiringAlert, Origin, RecipientRef
 from bot.domain.policy import AlertRule, Policy
 from bot.domain.ports import Directory
 from bot.slack.flatten import capped, flatten, mentioned_users
-from bot.slack.markup import strip_mrkdwn, to_plain_text
+from bot.slack.markup import strip_mrkdwn, to_plain_text, without_shortcodes
 from bot.slack.payloads import MessageEvent
 
 log = logging.getLogger("bot.slack.alerts")
@@ -48,14 +48,15 @@ def author_of(event: Mapping[str, Any]) -> Author:
 
 
 def is_thread_reply(event: Mapping[str, Any]) -> bool:
+    """A reply seen only in its thread; one also sent to the channel (``thread_broadcast``) is a post like any."""
     thread_ts = event.get("thread_ts")
-    return bool(thread_ts) and thread_ts != event.get("ts")
+    return bool(thread_ts) and thread_ts != event.get("ts") and event.get("subtype") != "thread_broadcast"
 
 
 def alert_text(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
     """The message as an alert text: flattened (at most ``flatten.MAX_TEXT`` characters, cut before any pattern reads
     it), without mrkdwn marks, lines trimmed."""
-    return strip_mrkdwn(flatten(message, names))
+    return strip_mrkdwn(without_shortcodes(flatten(message, names)))
 
 
 def facts_of(event: Mapping[str, Any], channel_id: str | None = None) -> AlertFacts:

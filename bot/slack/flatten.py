@@ -112,6 +112,10 @@ def _attachment_text(attachment: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+# What Slack shows in place of content it could not render: never the alert's words, so never a phone's.
+PLACEHOLDERS = frozenset({"[no preview available]"})
+
+
 def flatten(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
     """The message as plain text; ``names`` maps user IDs to names for bare ``<@U…>`` mentions."""
     names = names or {}
@@ -125,7 +129,7 @@ def flatten(message: Mapping[str, Any], names: Mapping[str, str] | None = None) 
     for attachment in message.get("attachments") or []:
         if isinstance(attachment, Mapping):
             parts += _attachment_text(attachment)
-    raw = _capped_parts(p.strip() for p in parts if p and p.strip())
+    raw = _capped_parts(p.strip() for p in parts if p and p.strip() and p.strip() not in PLACEHOLDERS)
     raw = _BARE_USER.sub(lambda m: f"<@{m.group(1)}|{names[m.group(1)]}>" if m.group(1) in names else m.group(0), raw)
     text = to_plain_text(raw)
     return capped(_BLANK_LINES.sub(lambda m: "\n\n", text).strip())  # names may have made it longer

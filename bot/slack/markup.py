@@ -47,6 +47,20 @@ def to_plain_text(text: str) -> str:
     return unescape(_ENTITY.sub(lambda m: _entity(m.group(1)), text))
 
 
+# Emoji shortcodes (``:red_circle:``, ``:fire::fire:``, and those rich text blocks are rendered as) at the start or
+# end of a word: a phone shows them as words, and one emoji instead would make a whole SMS UCS-2. A colon inside a
+# word (``db-1:5432``, ``error:timeout:retry``) or around digits (``10:30:00``) is not one.
+_SHORTCODE = r"(?::[a-z0-9_+'-]*[a-z][a-z0-9_+'-]*:)+"
+_LEADING_SHORTCODES = patterns.compile(rf"(^|\s){_SHORTCODE}[ \t]?")
+_TRAILING_SHORTCODES = patterns.compile(rf"[ \t]?{_SHORTCODE}(\s|$)")
+
+
+def without_shortcodes(text: str) -> str:
+    """``:rotating_light: [FIRING] disk :fire:`` → ``[FIRING] disk``."""
+    text = _TRAILING_SHORTCODES.sub(lambda m: m.group(1), text)  # first: each takes the space before it
+    return _LEADING_SHORTCODES.sub(lambda m: m.group(1), text)
+
+
 _CODE_BLOCK = patterns.compile(r"(?s)```\n?(.*?)\n?```")
 _CODE = patterns.compile(r"`([^`\n]+)`")
 _MARKS = "*_~"
