@@ -528,6 +528,17 @@ async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_
         await app.settle()
         records = await app.relay.storage.sends.audit()
 
+        # The same button in an ephemeral message (told privately when the bot cannot post in the channel): Slack
+        # sends no `message`. The form opens all the same, answering in the send's own thread (issue 27).
+        ephemeral = {k: v for k, v in click.items() if k != "message"} | {
+            "trigger_id": "1337.9.ephemeral",
+            "container": {"type": "message", "channel_id": "C0OPS", "message_ts": "1700000010.1", "is_ephemeral": True},
+        }
+        await interact(app, ephemeral)
+        again = (await opened_view(app, slack, 4))["view"]
+        assert block(again, "numbers")["element"]["initial_value"] == "+971501234568"
+        assert json.loads(again["private_metadata"])["thread_ts"] == reply["thread_ts"]
+
     assert [r.state.value for r in records] == ["accepted", "accepted"]
     assert records[1].request.origin.thread_ts == reply["thread_ts"]
     template_body = fake_d7.bodies(WA)[-1]["messages"][0]

@@ -149,15 +149,21 @@ class ClickedIn(_Payload):
 
 
 class ButtonClick(_Payload):
-    """A button on one of the bot's messages (``block_actions`` from a message, not a modal)."""
+    """A button on one of the bot's messages (``block_actions`` from a message, not a modal). On an ephemeral
+    message (what only its requester sees, when the bot could not post in the channel) Slack sends no ``message``."""
 
     trigger_id: str = Field(min_length=1)
     team: Ref
     user: Ref
     channel: Ref
-    message: ClickedIn
+    message: ClickedIn | None = None
     actions: list[ClickedAction] = Field(min_length=1)
     response_url: str | None = None
+
+    @property
+    def thread_ts(self) -> str | None:
+        """The thread of the message clicked in (None: an ephemeral message, which has none of its own)."""
+        return (self.message.thread_ts or self.message.ts) if self.message is not None else None
 
 
 class BlockActions(_Payload):

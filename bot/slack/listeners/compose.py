@@ -123,6 +123,17 @@ def _template_options(deps: Deps, allowed: Mapping[str, str], senders: Sequence[
     return options
 
 
+async def _thread_of(deps: Deps, send_id: str) -> str | None:
+    """The thread a send's story is told in (for a click on an ephemeral message, which has no thread of its own);
+    None when it has none, or it cannot be read: the form then answers in the channel."""
+    try:
+        record = await deps.deliveries.sends.get(send_id)
+    except Exception as exc:
+        log.warning("could not read the thread of send_id=%s (%s)", send_id, type(exc).__name__)
+        return None
+    return (record.placement.thread_ts or record.request.origin.thread_ts) if record is not None else None
+
+
 async def _not_reached(deps: Deps, send_id: str, user_id: str) -> list[str]:
     """The numbers a send's free WhatsApp text did not reach for a closed window, to prefill the template form:
     only for its sender (or an admin), and only the numbers they typed themselves (a profile's phone or a contact
@@ -355,7 +366,7 @@ async def _template_instead(deps: Deps, body: dict[str, Any], client: AsyncWebCl
         team_id=click.team.id,
         user_id=click.user.id,
         channel_id=click.channel.id,
-        thread_ts=click.message.thread_ts or click.message.ts,
+        thread_ts=click.thread_ts or await _thread_of(deps, send_id),
         response_url=click.response_url,
     )
     await open_compose(
