@@ -32,6 +32,7 @@ from bot.domain.errors import InputError, InvalidPhoneNumber, ServiceUnavailable
 from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import Dimension
+from bot.domain.sends import SendRecord
 from bot.domain.templates import Template, TemplateUse, window_closed
 from bot.sending.admission import Naming
 from bot.sending.problems import Part, Problem, Problems
@@ -123,25 +124,29 @@ def _template_options(deps: Deps, allowed: Mapping[str, str], senders: Sequence[
     return options
 
 
-async def _thread_of(deps: Deps, send_id: str) -> str | None:
-    """The thread a send's story is told in (for a click on an ephemeral message, which has no thread of its own);
-    None when it has none, or it cannot be read: the form then answers in the channel."""
+async def _sent(deps: Deps, send_id: str) -> SendRecord | None:
+    """The send a button is about; None when it cannot be read (the form opens without what it would tell)."""
     try:
-        record = await deps.deliveries.sends.get(send_id)
+        return await deps.deliveries.sends.get(send_id)
     except Exception as exc:
-        log.warning("could not read the thread of send_id=%s (%s)", send_id, type(exc).__name__)
+        log.warning("could not read send_id=%s (%s)", send_id, type(exc).__name__)
         return None
+
+
+def _thread_of(record: SendRecord | None) -> str | None:
+    """The thread a send's story is told in (for a click on an ephemeral message, which has no thread of its own);
+    None when it has none: the form then answers in the channel."""
     return (record.placement.thread_ts or record.request.origin.thread_ts) if record is not None else None
 
 
-async def _not_reached(deps: Deps, send_id: str, user_id: str) -> list[str]:
+async def _not_reached(deps: Deps, record: SendRecord | None, user_id: str) -> list[str]:
     """The numbers a send's free WhatsApp text did not reach for a closed window, to prefill the template form:
     only for its sender (or an admin), and only the numbers they typed themselves (a profile's phone or a contact
     group's numbers are shown to them masked). Empty when the send or its statuses cannot be read."""
+    if record is None:
+        return []
+    send_id = record.id
     try:
-        record = await deps.deliveries.sends.get(send_id)
-        if record is None:
-            return []
         if record.request.user_id != user_id and not await deps.admission.is_admin(user_id):
             return []
         statuses = await deps.deliveries.reports.statuses(send_id)
@@ -360,13 +365,14 @@ async def _template_instead(deps: Deps, body: dict[str, Any], client: AsyncWebCl
     except (ValidationError, ValueError, KeyError, TypeError) as exc:
         log.warning("malformed template_instead click: %s", type(exc).__name__)
         return
-    numbers = await _not_reached(deps, send_id, click.user.id)
+    record = await _sent(deps, send_id)
+    numbers = await _not_reached(deps, record, click.user.id)
     context = ComposeContext(
         surface=Surface.MESSAGE,
         team_id=click.team.id,
         user_id=click.user.id,
         channel_id=click.channel.id,
-        thread_ts=click.thread_ts or await _thread_of(deps, send_id),
+        thread_ts=click.thread_ts or _thread_of(record),
         response_url=click.response_url,
     )
     await open_compose(
