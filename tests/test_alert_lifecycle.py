@@ -110,8 +110,20 @@ async def test_grafanas_resolved_post_texts_resolved_to_the_phones_that_got_the_
     (fired, resolved) = texts(fake_d7)
     assert fired[1] == ONCALL_DB
     assert resolved == ("RESOLVED: HighCPU (db-1)", ONCALL_DB)
-    (told,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == "1763800300.000100"]
-    assert "RESOLVED: HighCPU (db-1)" in json.dumps(told["blocks"])  # in the resolving post's thread
+    # The alert's own thread tells its whole life: texted, then resolved (with the exact text, request_id)…
+    alert_thread = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == payload("grafana")["ts"]]
+    assert [p["text"].split(" to ")[0] for p in alert_thread] == [
+        ":white_check_mark: *Alert texted*",
+        ":white_check_mark: *RESOLVED texted*",
+    ]
+    assert "RESOLVED: HighCPU (db-1)" in json.dumps(alert_thread[1]["blocks"])
+    # …and the resolving post's thread says which alert it ended and where the outcome is.
+    (pointer,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == "1763800300.000100"]
+    assert pointer["text"] == (
+        ":white_check_mark: *Resolves an alert* posted "
+        "<!date^1763800000^{date_short_pretty} {time}|2025-11-22 08:26 UTC> in <#C0ALERTS>: RESOLVED goes to the "
+        "phones it reached (+1 415 ••• 0100, +1 415 ••• 0101). The outcome is told in that alert's thread."
+    )
 
 
 async def test_alertmanagers_resolved_notice_ends_its_firing_alert_in_one_segment(
@@ -478,7 +490,7 @@ async def test_resolved_reaches_those_paged_by_the_escalation_and_an_ack_on_a_re
     assert texts(fake_d7) == [
         ("CRITICAL: payments down", ["+14155550100"]),
         ("ESCALATED, nobody acknowledged in 5m: CRITICAL: payments down", ["+14155550120"]),
-        ("RESOLVED: CRITICAL: payments down", ["+14155550100", "+14155550120"]),  # the step-1 lead too, not step 2
+        ("RESOLVED: payments down", ["+14155550100", "+14155550120"]),  # the step-1 lead too, not step 2
     ]
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bot.domain.alerts import Fitted, fit, without_links
+from bot.domain.models import Via
 from bot.domain.policy import allowed_senders, parse_policy, why_nothing_allowed
 from bot.slack.flatten import flatten, mentioned_users
+from bot.slack.markup import to_plain_text
+from bot.slack.reading import for_phone
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -100,3 +104,70 @@ def test_shortcodes_go_only_where_they_are_emoji() -> None:
 def test_slacks_placeholder_is_not_content() -> None:
     message = {"text": "", "attachments": [{"fallback": "[no preview available]"}, {"text": "5000 events"}]}
     assert flatten(message) == "5000 events"
+
+
+def test_an_attachments_blocks_are_read_and_its_fallback_only_when_they_say_nothing() -> None:
+    # Sentry's metric alerts (src/sentry/integrations/slack/message_builder/incidents.py): the details in the
+    # attachment's blocks, the mention in a rich text block of the attachment.
+    message = {
+        "text": "<https://sentry.example/alerts/1|*Critical: Too many errors*>",
+        "attachments": [
+            {
+                "fallback": "[no preview available]",
+                "color": "#FA4747",
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": "5000 events in the last 10 minutes"}},
+                    {
+                        "type": "rich_text",
+                        "elements": [{"type": "rich_text_section", "elements": [{"type": "user", "user_id": "U0ANA"}]}],
+                    },
+                ],
+            },
+            {"fallback": "only a fallback", "blocks": [{"type": "divider"}]},
+        ],
+    }
+
+    assert mentioned_users(message) == {"U0ANA"}
+    assert flatten(message, {"U0ANA": "ana"}) == (
+        "*Critical: Too many errors* (https://sentry.example/alerts/1)\n5000 events in the last 10 minutes\n@ana\n"
+        "only a fallback"
+    )
+
+
+def test_slacks_date_tokens_become_a_date_and_a_utc_time() -> None:
+    assert to_plain_text("<!date^1765000080^Started: {date_pretty} at {time} | Sentry Incident>") == (
+        "Started: 2025-12-06 at 05:48 UTC"
+    )
+    assert to_plain_text("<!date^1765000080^{date_num} {time_secs}^https://x.example|x>") == "2025-12-06 05:48:00 UTC"
+    assert to_plain_text("<!date^1765000080^{ago}|an hour ago>") == "an hour ago"  # a token it cannot fill
+    assert to_plain_text("<!date^soon^{date}|some day>") == "some day"
+
+
+def test_a_phone_reads_the_summary_first_each_line_once_and_labels_with_their_values() -> None:
+    grafana = (
+        "[FIRING:1] HighCPU (db-1)\nFiring\n\nValue: A=97\nLabels:\n- alertname = HighCPU\nAnnotations:\n"
+        "- description = above 90% for 5m\n- runbook = https://r\n- summary = CPU on db-1 above 90%\nSource:"
+    )
+    assert for_phone(grafana) == (
+        "[FIRING:1] HighCPU (db-1)\nCPU on db-1 above 90%\nabove 90% for 5m\nValue: A=97\nLabels:\n"
+        "- alertname = HighCPU\nAnnotations:\n- runbook = https://r"
+    )
+    blocks = "T1 (https://x.example/1)\nT1\nStatus:\nTriggered\nMentions:"
+    assert for_phone(blocks) == "T1 (https://x.example/1)\nStatus: Triggered"
+    assert for_phone("Resolved\nFiring") == "Resolved"  # the title stays, whatever it says
+
+
+def test_a_text_too_long_loses_its_links_addresses_before_its_words() -> None:
+    body = (
+        "Too many errors (https://sentry.example/"
+        + "x" * 120
+        + ")\n5000 events in the last 10 minutes\nhttps://a.example/b"
+    )
+    assert fit("{text}", {"text": body}, Via.SMS, 1) == Fitted(
+        "Too many errors\n5000 events in the last 10 minutes", cut=True
+    )
+    short = "Disk full (https://d.example/1)"
+    assert fit("{text}", {"text": short}, Via.SMS, 1) == Fitted(short, cut=False)  # kept when it fits
+    assert (
+        without_links("Source: https://g.example/a\nSilence:\n- ann = x (https://y.example)") == "Silence:\n- ann = x"
+    )

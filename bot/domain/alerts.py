@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.domain import patterns
 from bot.domain.encoding import Encoding, analyze
 from bot.domain.models import RecipientRef, RefKind, Via
 from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
@@ -126,8 +127,9 @@ def _why_not(rule: AlertRule, facts: AlertFacts) -> str | None:
 
 def _resolves(rule: AlertRule, facts: AlertFacts, title: str) -> bool:
     """Whether this post resolves an alert of ``rule``: in its channels, posted by a bot the rule takes alerts from
-    (or someone in its ``from`` list: people's chatter never resolves), its title matching ``resolve`` and saying
-    no firing word (Grafana's firing posts can carry a "Resolved" section for the recovered part of a group)."""
+    (or someone in its ``from`` list: people's chatter never resolves), its title (or, with ``resolve_in: text``,
+    its text) matching ``resolve`` and its title saying no firing word (Grafana's firing posts can carry a
+    "Resolved" section for the recovered part of a group)."""
     if rule.resolve is None or facts.channel_id not in rule.slack_channels:
         return False
     if isinstance(rule.from_, list):
@@ -136,7 +138,8 @@ def _resolves(rule: AlertRule, facts: AlertFacts, title: str) -> bool:
     elif not facts.author.is_bot:
         return False
     resolving = rule.resolve_pattern
-    return resolving is not None and resolving.search(title) is not None and _FIRING.search(title) is None
+    where = facts.text if rule.resolve_in == "text" else title
+    return resolving is not None and resolving.search(where) is not None and _FIRING.search(title) is None
 
 
 def match_resolution(policy: Policy, facts: AlertFacts, title: str) -> AlertRule | None:
@@ -154,24 +157,48 @@ def resolving_rules(policy: Policy, facts: AlertFacts, title: str) -> tuple[str,
     return tuple(rule.name for rule in policy.alerts if _resolves(rule, facts, title))
 
 
-# The words that say an alert's state, not what it is about: "[FIRING:2]", "[RESOLVED]", "Triggered"…
+# The words that say an alert's state, not what it is about, in the tools' titles: "[FIRING:2]", "[RESOLVED]"
+# (Grafana, Alertmanager), "[Alerting]", "[OK]" (Grafana's legacy alerting), "Triggered", "Recovered" (Datadog),
+# "Critical:", "Warning:", "Resolved:" (Sentry's metric alerts), "Failed", "Succeeded", "failure", "success" (CI).
+# Each runs in linear time: no repeat inside a repeat (the title is capped, ``bot.slack.flatten.MAX_TEXT``).
 _STATE = re.compile(
-    r"\[?\b(?:firing|resolved|recovered|triggered|alerting|re-?triggered)\b(?::\s*\d+)?\]?", re.IGNORECASE
+    r"\[?\b(?:firing|resolved|recovered|triggered|alerting|re-?triggered|failed|failure|succeeded|success)\b"
+    r"(?:[:,]\s*\d+)?\]?"
+    r"|\[ok\]|^\s*(?:critical|warning|warn)\s*:",
+    re.IGNORECASE,
 )
+# CloudWatch's own words: "<alarm> state is now ALARM: <reason>", "The alarm <name> changed state to OK: <reason>";
+# the reason differs between the two (its numbers, its "not"), so the state and what follows are left out.
+_STATE_CHANGE = patterns.compile(r"(?i)\b(?:state is now|changed state (?:from \w+ )?to)\s+\w+\b.*")
 _FIRING = re.compile(r"\b(?:firing|triggered|alerting|re-?triggered)\b", re.IGNORECASE)
+# A link as the phone text shows it: "label (https://…)" (its target, when it has a label), or a bare address.
+_LINK_TARGET = patterns.compile(r"[ \t]*\((?:https?|mailto):[^\s()]*\)")
+_BARE_LINK = patterns.compile(r"[ \t]*\bhttps?://[^\s()]+")
 
 
 def identity(title: str) -> str:
     """What an alert is about, equal for its firing post and its resolved one: its title without the state words
     and their counts, case and spacing (``[FIRING:2] InstanceDown (prod)`` and ``[RESOLVED] InstanceDown (prod)``);
     numbers in it stay (``node 5`` is not ``node 7``)."""
-    about = " ".join(_STATE.sub(" ", title).split()).strip(" -:").lower()
-    return hashlib.sha256(about.encode()).hexdigest()[:40]
+    return hashlib.sha256(without_state(title).lower().encode()).hexdigest()[:40]
 
 
 def without_state(title: str) -> str:
-    """``[RESOLVED] InstanceDown (prod)`` → ``InstanceDown (prod)``: for the RESOLVED text."""
-    return " ".join(_STATE.sub(" ", title).split()).strip(" -:")
+    """``[RESOLVED] InstanceDown (prod)`` → ``InstanceDown (prod)``: for the RESOLVED text and the identity."""
+    about = _LINK_TARGET.sub("", _STATE_CHANGE.sub("", title))
+    return " ".join(_STATE.sub(" ", about).split()).strip(" -:.")
+
+
+def without_links(text: str) -> str:
+    """The text without the addresses of its links (``label (https://…)`` → ``label``; bare ones left out, with a
+    line that held only one, or only one and its label): what a phone can spare first when the text must be cut."""
+    kept = []
+    for line in text.split("\n"):
+        short = _BARE_LINK.sub("", _LINK_TARGET.sub("", line)).rstrip()
+        if short != line.rstrip() and (not short.strip() or short.endswith(":")):
+            continue  # nothing but a link was there, or its label ("Source: https://…")
+        kept.append(short)
+    return "\n".join(kept)
 
 
 def match_alert(policy: Policy, facts: AlertFacts) -> AlertRule | None:
@@ -242,6 +269,15 @@ def _cut(text: str, n: int) -> str:
     return text[:n].rstrip()
 
 
+def _tidy(head: str) -> str:
+    """A cut text's end made clean: no heading left with nothing under it (``Labels:``), no lone list marker, no
+    trailing punctuation before the ellipsis."""
+    lines = head.rstrip(" \n").split("\n")
+    while len(lines) > 1 and (lines[-1].strip() in ("-", "*", "•", "") or lines[-1].rstrip().endswith(":")):
+        lines.pop()
+    return "\n".join(lines).rstrip(" \n.,;:")
+
+
 def render(template: str, fields: Mapping[str, str]) -> str:
     return template.format_map(dict(fields)).strip()
 
@@ -256,7 +292,8 @@ def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int) -
     """The template rendered with ``fields``, the ``text`` field cut (with an ellipsis) until the result fits.
 
     SMS: typographic characters become GSM-7 look-alikes first, and the result is at most ``max_segments``
-    parts. WhatsApp: at most 4,096 characters. If even an empty body does not fit, the whole text is cut.
+    parts. WhatsApp: at most 4,096 characters. When the text does not fit, the addresses of its body's links are
+    left out first, then the body is cut. If even an empty body does not fit, the whole text is cut.
     """
     clean: Callable[[str], str] = gsm_safe if via is Via.SMS else (lambda s: s)
     values = {k: clean(v) for k, v in fields.items()}
@@ -273,9 +310,16 @@ def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int) -
     whole = render(template, values)
     if fits(whole):
         return Fitted(whole, cut=False)
+    if values.get("text") and "{text}" in template:
+        # Too long: the addresses of links in the body go first (a tool's links are long, and the words say more
+        # on a phone; a template's own {link} stays), then the body is cut.
+        values = {**values, "text": without_links(values["text"])}
+        whole = render(template, values)
+        if fits(whole):
+            return Fitted(whole, cut=True)
 
     def shortened(head: str, build: Callable[[str], str]) -> str:
-        head = head.rstrip(" \n.,;:")
+        head = _tidy(head)
         return build(head + ellipsis(build(head)))
 
     body = values.get("text", "")

@@ -33,6 +33,7 @@ from bot.domain.ports import Directory
 from bot.slack.flatten import capped, flatten, mentioned_users
 from bot.slack.markup import strip_mrkdwn, to_plain_text, without_shortcodes
 from bot.slack.payloads import MessageEvent
+from bot.slack.reading import for_phone
 
 log = logging.getLogger("bot.slack.alerts")
 
@@ -55,8 +56,8 @@ def is_thread_reply(event: Mapping[str, Any]) -> bool:
 
 def alert_text(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
     """The message as an alert text: flattened (at most ``flatten.MAX_TEXT`` characters, cut before any pattern reads
-    it), without mrkdwn marks, lines trimmed."""
-    return strip_mrkdwn(without_shortcodes(flatten(message, names)))
+    it), without mrkdwn marks and emoji shortcodes, lines trimmed, read as a phone should (``reading.for_phone``)."""
+    return for_phone(strip_mrkdwn(without_shortcodes(flatten(message, names))))
 
 
 def facts_of(event: Mapping[str, Any], channel_id: str | None = None) -> AlertFacts:
@@ -210,15 +211,21 @@ def _edited_to_resolved(
 
 
 def title_of(message: Mapping[str, Any], text: str) -> str:
-    """The alert's title: its first attachment's title, else its header block, else the first line of ``text``
-    (the message as ``alert_text`` read it)."""
-    for attachment in message.get("attachments") or []:
-        if isinstance(attachment, Mapping) and attachment.get("title"):
-            return strip_mrkdwn(to_plain_text(capped(str(attachment["title"])))).strip()
-    for block in message.get("blocks") or []:
-        if isinstance(block, Mapping) and block.get("type") == "header" and isinstance(block.get("text"), Mapping):
-            return strip_mrkdwn(to_plain_text(capped(str(block["text"].get("text", ""))))).strip()
+    """The alert's title: its first attachment's title, else its (or an attachment's) header block, else the first
+    line of ``text`` (the message as ``alert_text`` read it)."""
+    attachments = [a for a in message.get("attachments") or [] if isinstance(a, Mapping)]
+    for attachment in attachments:
+        if attachment.get("title"):
+            return _title(str(attachment["title"]))
+    for holder in (message, *attachments):
+        for block in holder.get("blocks") or []:
+            if isinstance(block, Mapping) and block.get("type") == "header" and isinstance(block.get("text"), Mapping):
+                return _title(str(block["text"].get("text", "")))
     return text.splitlines()[0].strip() if text else ""
+
+
+def _title(raw: str) -> str:
+    return strip_mrkdwn(without_shortcodes(to_plain_text(capped(raw)))).strip()
 
 
 class SlackMessageReader:

@@ -18,6 +18,9 @@ from bot.slack.markup import to_plain_text
 # more in attachments and blocks), matching, flattening and fingerprints then read at most this much.
 MAX_TEXT = 8_000
 
+# What Slack shows in place of content it could not render: never the alert's words, so never a phone's.
+PLACEHOLDERS = frozenset({"[no preview available]"})
+
 _BARE_USER = patterns.compile(r"<@([UW][A-Z0-9]+)>")
 _BLANK_LINES = patterns.compile(r"\n{3,}")
 
@@ -42,17 +45,27 @@ def _capped_parts(parts: Iterable[str]) -> str:
 def mentioned_users(message: Mapping[str, Any]) -> set[str]:
     """User IDs mentioned without a name, whose names the caller may look up for ``flatten``."""
     found = set(_BARE_USER.findall(_raw_text(message)))
-    for block in message.get("blocks") or []:
+    for block in [*_blocks(message), *(b for a in _attachments(message) for b in _blocks(a))]:
         found |= {e["user_id"] for e in _rich_elements(block) if e.get("type") == "user" and e.get("user_id")}
     return found
 
 
 def _raw_text(message: Mapping[str, Any]) -> str:
     parts = [str(message.get("text") or "")]
-    for attachment in message.get("attachments") or []:
+    for attachment in _attachments(message):
         parts += [str(attachment.get(k) or "") for k in ("pretext", "title", "text", "fallback")]
-        parts += [str(f.get("value") or "") for f in attachment.get("fields") or []]
+        parts += [str(f.get("value") or "") for f in attachment.get("fields") or [] if isinstance(f, Mapping)]
+        parts += [p for b in _blocks(attachment) for p in _block_text(b, {})]
     return _capped_parts(parts)
+
+
+def _attachments(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [a for a in message.get("attachments") or [] if isinstance(a, Mapping)]
+
+
+def _blocks(holder: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The blocks of a message, or of an attachment (Sentry puts its alerts' details there)."""
+    return [b for b in holder.get("blocks") or [] if isinstance(b, Mapping)]
 
 
 def _rich_elements(node: Any) -> Iterable[Mapping[str, Any]]:
@@ -102,33 +115,33 @@ def _block_text(block: Mapping[str, Any], names: Mapping[str, str]) -> list[str]
     return parts
 
 
-def _attachment_text(attachment: Mapping[str, Any]) -> list[str]:
+def _attachment_text(attachment: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """An attachment's words: pretext, title, text, fields, then its blocks; its ``fallback`` (the notification
+    text) only when it says nothing else."""
     parts = [str(attachment[k]) for k in ("pretext", "title", "text") if attachment.get(k)]
     for field in attachment.get("fields") or []:
+        if not isinstance(field, Mapping):
+            continue
         title, value = field.get("title"), field.get("value")
         parts.append(f"{title}: {value}" if title and value else str(title or value or ""))
-    if not parts and attachment.get("fallback"):
+    for block in _blocks(attachment):
+        parts += _block_text(block, names)
+    if not any(p.strip() and p.strip() not in PLACEHOLDERS for p in parts) and attachment.get("fallback"):
         parts.append(str(attachment["fallback"]))
     return parts
-
-
-# What Slack shows in place of content it could not render: never the alert's words, so never a phone's.
-PLACEHOLDERS = frozenset({"[no preview available]"})
 
 
 def flatten(message: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
     """The message as plain text; ``names`` maps user IDs to names for bare ``<@U…>`` mentions."""
     names = names or {}
     parts: list[str] = []
-    for block in message.get("blocks") or []:
-        if isinstance(block, Mapping):
-            parts += _block_text(block, names)
+    for block in _blocks(message):
+        parts += _block_text(block, names)
     if not any(p.strip() for p in parts) and message.get("text"):
         # With blocks, `text` is only the notification fallback; without them it is the message.
         parts.append(str(message["text"]))
-    for attachment in message.get("attachments") or []:
-        if isinstance(attachment, Mapping):
-            parts += _attachment_text(attachment)
+    for attachment in _attachments(message):
+        parts += _attachment_text(attachment, names)
     raw = _capped_parts(p.strip() for p in parts if p and p.strip() and p.strip() not in PLACEHOLDERS)
     raw = _BARE_USER.sub(lambda m: f"<@{m.group(1)}|{names[m.group(1)]}>" if m.group(1) in names else m.group(0), raw)
     text = to_plain_text(raw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bot.domain import patterns
 
 # Every pattern here runs on posted text: RE2, in time linear in it (``bot.domain.patterns``).
@@ -29,13 +31,42 @@ def _entity(body: str) -> str:
         special = target[1:]
         if special.startswith("subteam^"):  # <!subteam^S123|@oncall>
             return label or "@" + special.removeprefix("subteam^")
-        if special.startswith("date^"):  # <!date^1392734382^{date}|fallback>
-            return label
+        if special.startswith("date^"):  # <!date^1392734382^{date} at {time}^optional_link|fallback>
+            return _date(special, label)
         return _SPECIAL.get(special, label or f"@{special}")
     url = target.removeprefix("mailto:")
     if not label or label in (target, url, _SCHEME.sub("", target)):
         return url
     return f"{label} ({url})"
+
+
+# Slack's date tokens as a phone shows them: the date as numbers, the time in UTC (a phone's reader is anywhere).
+_DATE_TOKENS = {
+    "{date_num}": "%Y-%m-%d",
+    "{date}": "%Y-%m-%d",
+    "{date_short}": "%Y-%m-%d",
+    "{date_long}": "%Y-%m-%d",
+    "{date_pretty}": "%Y-%m-%d",
+    "{date_short_pretty}": "%Y-%m-%d",
+    "{date_long_pretty}": "%Y-%m-%d",
+    "{time}": "%H:%M UTC",
+    "{time_secs}": "%H:%M:%S UTC",
+}
+_DATE_TOKEN = patterns.compile(r"\{[a-z_]+\}")
+
+
+def _date(special: str, fallback: str) -> str:
+    """``date^<unix time>^<format>[^<link>]`` with its tokens filled in (in UTC), or the fallback when it cannot be:
+    an unknown token (``{ago}``), a time that is not one."""
+    _, stamp, *rest = special.split("^")
+    try:
+        when = datetime.fromtimestamp(int(stamp), UTC)
+    except (ValueError, OverflowError, OSError):
+        return fallback.strip()
+    form = rest[0] if rest else ""
+    if not form or any(t not in _DATE_TOKENS for t in _DATE_TOKEN.findall(form)):
+        return fallback.strip()
+    return _DATE_TOKEN.sub(lambda m: when.strftime(_DATE_TOKENS[m.group(0)]), form).strip()
 
 
 def to_plain_text(text: str) -> str:

@@ -348,6 +348,9 @@ class AlertRule(_Model):
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
     resolve: Regex | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
+    # Where ``resolve`` is searched: the post's title (the default), or its whole text, for tools that say the state
+    # only in a field or a line of their own (CloudWatch's "Current State: OK", Sentry's "Issue resolved by …").
+    resolve_in: Literal["title", "text"] = "title"
     # A person's reaction with one of these acknowledges the alert (with ``reactions`` in ``ack_by``).
     ack_reactions: list[str] = Field(default_factory=lambda: ["white_check_mark", "eyes"])
     # reactions: any person of this organisation reacting; replies: any such person's reply in the alert's thread.
