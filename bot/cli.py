@@ -226,17 +226,35 @@ async def _usage(url: str, keys: list[str]) -> tuple[dict[str, Usage], str]:
         return {}, f"; what is used is unknown: cannot read {_safe_database_url(url)} ({type(exc).__name__})"
 
 
-def _read_message(file: str) -> dict[str, Any]:
-    """A message as Slack delivers it: the event, an Events API body (its ``event``), or ``{"message": …}``."""
-    data = json.loads(Path(file).read_text(encoding="utf-8"))
+def _read_message(file: str, author: str | None = None) -> dict[str, Any]:
+    """A message as it is pasted: the event, an Events API body (its ``event``), ``{"message": …}`` (a
+    ``chat.postMessage`` answer, a ``message_changed`` event), ``{"messages": [...]}`` (``conversations.history``:
+    the first), or what a tool sends to a webhook (``text``, ``attachments``, ``blocks``). ``file`` ``-``: standard
+    input. ``author``: who posts it (B… a bot, U… a person), for a message that does not say."""
+    if file == "-" and sys.stdin.isatty():
+        print("paste the message's JSON, then Ctrl-D (or give --file)", file=sys.stderr)
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    data = json.loads(text)
     if isinstance(data, dict):
         for key in ("event", "message"):
             if isinstance(data.get(key), dict):
                 data = data[key]
                 break
+        else:
+            if isinstance(data.get("messages"), list) and data["messages"] and isinstance(data["messages"][0], dict):
+                data = data["messages"][0]
     if not isinstance(data, dict) or not any(k in data for k in ("text", "attachments", "blocks")):
         raise ValueError("not a Slack message: expected an object with text, attachments or blocks")
+    if author:
+        data = {k: v for k, v in data.items() if k not in ("user", "bot_id", "bot_profile")}
+        data |= {"bot_id": author} if author.startswith("B") else {"user": author}
+    elif not data.get("user") and not data.get("bot_id") and not (data.get("bot_profile") or {}).get("id"):
+        data = data | {"bot_id": WEBHOOK_AUTHOR}  # a tool's webhook body: Slack posts it as a bot
     return data
+
+
+# The author a pasted webhook body is taken to have: Slack posts what a tool sends to a webhook as a bot.
+WEBHOOK_AUTHOR = "B0WEBHOOK"
 
 
 def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
@@ -247,13 +265,16 @@ def cmd_explain_alert(args: argparse.Namespace, out: TextIO) -> int:
     policy_file = str(args.policy or load_policy_settings().bot_policy)
     policy = load_policy(policy_file)
     try:
-        message = _read_message(args.file)
+        message = _read_message(args.file, args.author)
     except (OSError, ValueError) as exc:
         print(f"error: --file: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     facts = facts_of(message, channel_id=args.channel)
     who = ", ".join(sorted(facts.author.ids)) or "unknown author"
-    print(f"message in {args.channel} from {who} ({'a bot' if facts.author.is_bot else 'a person'})", file=out)
+    kind = "a bot" if facts.author.is_bot else "a person"
+    if facts.author.bot_id == WEBHOOK_AUTHOR:
+        kind = "a bot: the message does not say who posts it, --from B… or U… to say"
+    print(f"message in {args.channel} from {who} ({kind})", file=out)
     if message.get("subtype") not in NEW_POST_SUBTYPES:
         print(f"NOT FORWARDED: a '{message.get('subtype')}' event is not a new post", file=out)
         return EXIT_DENIED
@@ -425,7 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     alert = sub.add_parser("explain-alert", help="would this Slack message be forwarded as an alert, and as what text")
     alert.add_argument("--channel", required=True, help="the channel ID it is posted in (C…)")
-    alert.add_argument("--file", required=True, help="the message as JSON (an event, or an Events API body)")
+    alert.add_argument(
+        "--file",
+        default="-",
+        help="the message as JSON: an event, an Events API body, a conversations.history answer or what a tool "
+        "sends to a webhook (default -: pasted on standard input)",
+    )
+    alert.add_argument(
+        "--from",
+        dest="author",
+        help="who posts it: a bot (B…) or a person (U…), for a message that does not say (default: a bot)",
+    )
     alert.add_argument("--channel-name", help="the channel's name, for {channel} (default: the ID)")
     alert.add_argument("--link", help="the message's permalink, for {link} (default: an example)")
     alert.add_argument("--policy", help="policy file (default: BOT_POLICY or policy.yml)")

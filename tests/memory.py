@@ -758,6 +758,9 @@ class FakeConversation:
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
         await self._say("still_unknown", send, placement, created_at)
 
+    async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
+        await self._say("points_to", send, thread_ts)
+
 
 @dataclass
 class FakeConversations:

@@ -14,12 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "policy.example.yml")
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
     return subprocess.run(  # noqa: S603 - our own module, fixed arguments
         [sys.executable, "-m", "bot", *args],
         env={**base, **(env or {})},
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -112,6 +115,46 @@ def test_explain_alert_recognises_a_resolving_post(tmp_path: Path) -> None:
         "RESOLUTION for rule 'prod critical': texts \"RESOLVED: InstanceDown (prod node-exporter)\" to the phones"
         in result.stdout
     )
+
+
+def test_explain_alert_reads_a_webhook_body_pasted_on_standard_input(tmp_path: Path) -> None:
+    # What a tool sends to an incoming webhook: no event around it, no author (Slack posts it as a bot).
+    event = json.loads((ALERTS / "grafana.json").read_text())
+    webhook = {k: event[k] for k in ("text", "attachments", "username")}
+
+    result = run(
+        "explain-alert", "--channel", "C0ALERTS", env={"BOT_POLICY": EXAMPLE}, cwd=tmp_path, stdin=json.dumps(webhook)
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0]
+        == "message in C0ALERTS from B0WEBHOOK (a bot: the message does not say who posts it, --from B… or U… to say)"
+    )
+    assert lines[2] == "FORWARDED by rule 'prod critical': SMS as OpsAlert (ops-sms)"
+    assert "  | [FIRING:1] HighCPU (db-1)" in lines
+
+
+def test_explain_alert_takes_the_author_it_is_told_and_a_conversations_history_answer(tmp_path: Path) -> None:
+    history = {"ok": True, "messages": [json.loads((ALERTS / "grafana.json").read_text())], "has_more": False}
+
+    result = run(
+        "explain-alert",
+        "--channel",
+        "C0ALERTS",
+        "--from",
+        "U0ANA",
+        env={"BOT_POLICY": EXAMPLE},
+        cwd=tmp_path,
+        stdin=json.dumps(history),
+    )
+
+    assert result.returncode == 1  # the rule takes bots' posts only
+    assert result.stdout.splitlines()[:2] == [
+        "message in C0ALERTS from U0ANA (a person)",
+        "  rule 'prod critical': it takes posts from bots only (from: bots) and a person posted this",
+    ]
 
 
 def test_explain_alert_rejects_a_file_that_is_not_a_message(tmp_path: Path) -> None:

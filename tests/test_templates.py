@@ -539,6 +539,20 @@ async def test_free_text_failing_for_the_closed_window_offers_the_templates_and_
         assert block(again, "numbers")["element"]["initial_value"] == "+971501234568"
         assert json.loads(again["private_metadata"])["thread_ts"] == reply["thread_ts"]
 
+        # And in the app's DM (where the story goes when neither the channel nor an ephemeral can take it): its
+        # channel is the DM, which no rule names; the form answers in the send's own channel and thread.
+        dm = click | {
+            "trigger_id": "1337.9.dm",
+            "channel": {"id": "D0ALICE"},
+            "message": {"ts": "1700000011.000100"},
+            "container": {"type": "message", "channel_id": "D0ALICE", "message_ts": "1700000011.000100"},
+        }
+        await interact(app, dm)
+        in_dm = (await opened_view(app, slack, 5))["view"]
+        assert block(in_dm, "numbers")["element"]["initial_value"] == "+971501234568"
+        context = json.loads(in_dm["private_metadata"])
+        assert (context["channel_id"], context["thread_ts"]) == ("C0OPS", reply["thread_ts"])
+
     assert [r.state.value for r in records] == ["accepted", "accepted"]
     assert records[1].request.origin.thread_ts == reply["thread_ts"]
     template_body = fake_d7.bodies(WA)[-1]["messages"][0]

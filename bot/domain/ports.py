@@ -153,6 +153,10 @@ class Conversation(Protocol):
     async def acknowledged(self, user_id: str) -> None:
         """Say in the alert's thread (the conversation's) that this person has it."""
 
+    async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
+        """Say in the request's thread that this send's story is told in another thread of the channel (a resolution
+        posted on its own: the alert it ends)."""
+
 
 class Conversations(Protocol):
     """Opens the conversation of a stored origin (also after a restart)."""

@@ -120,6 +120,8 @@ class PreparedSend:
     checked: Checked
     show_numbers: NumberDisplay
     held_until: datetime | None = None  # alerts: when the first held-back phone gets its summary
+    # Alerts: the thread the outcome goes in when not the request's own (a resolution posted on its own: the alert's).
+    in_thread: str | None = None
 
     @cached_property
     def sms(self) -> SmsInfo | None:
@@ -167,9 +169,11 @@ class PreparedSend:
         return self.checked.unreached
 
 
-def prepared(send_id: str, request: SendRequest, checked: Checked, show_numbers: NumberDisplay) -> PreparedSend:
+def prepared(
+    send_id: str, request: SendRequest, checked: Checked, show_numbers: NumberDisplay, in_thread: str | None = None
+) -> PreparedSend:
     """The one place a ``PreparedSend`` is made: at checking, and from a stored record after a restart."""
-    return PreparedSend(send_id, request, checked, show_numbers)
+    return PreparedSend(send_id, request, checked, show_numbers, in_thread=in_thread)
 
 
 @dataclass(frozen=True)

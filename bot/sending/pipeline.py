@@ -187,7 +187,8 @@ class Pipeline:
                         "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record)
                     )
                     return record
-                send = prepared(record.id, record.request, verdict.checked, self.admission.policy.defaults.show_numbers)
+                show = self.admission.policy.defaults.show_numbers
+                send = prepared(record.id, record.request, verdict.checked, show, in_thread=verdict.thread)
             await self.spending.charge(send)
         except Refused as refused:
             return await self._deny(record, refused.refusal)
@@ -210,7 +211,10 @@ class Pipeline:
             return record.placement  # announced before D7 was unavailable
         if record.request.origin.surface.is_alert:
             # No announcement: the outcome goes straight into the alert's thread (one reply per alert).
-            return Placement(record.request.origin.thread_ts)
+            if send.in_thread is None or send.in_thread == record.request.origin.thread_ts:
+                return Placement(record.request.origin.thread_ts)
+            await self._point(record, send, conversation)
+            return Placement(send.in_thread)
         try:
             # A crash between here and 'sending' means at worst a second announcement, never a second text.
             async with asyncio.timeout(self.announce_within):
@@ -219,6 +223,16 @@ class Pipeline:
             # The text does not wait for Slack: send now; the story is posted (announcement first) when Slack answers.
             log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(exc).__name__)
             return record.placement
+
+    async def _point(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> None:
+        """A resolution posted on its own: its thread says which alert it ends, whose thread tells the outcome. Like
+        an announcement, at most once more after a crash here; unlike one, never in the way of the text."""
+        assert send.in_thread is not None  # noqa: S101 - asked only with another thread
+        try:
+            async with asyncio.timeout(self.announce_within):
+                await conversation.points_to(send, send.in_thread)
+        except Exception as exc:
+            log.warning("could not say where send_id=%s is told (%s)", record.id, type(exc).__name__)
 
     async def _send(
         self, record: SendRecord, send: PreparedSend, conversation: Conversation, template: OutgoingTemplate | None

@@ -473,6 +473,10 @@ class SlackConversation:
     async def acknowledged(self, user_id: str) -> None:
         await self._reply(Placement(self.origin.thread_ts), messages.acknowledged(user_id), None)
 
+    async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
+        text = messages.resolves_alert(send, self.origin.channel_id, thread_ts)
+        await self._reply(Placement(self.origin.thread_ts), text, [messages.section(text)])
+
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
         text = messages.unknown_note(send, created_at)
         await self._reply(placement, text, [messages.section(text)])

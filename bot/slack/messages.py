@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -1003,6 +1003,19 @@ def low_balance_warning(balance: Balance, low: float) -> str:
 def acknowledged(user_id: str) -> str:
     """The reply in an alert's thread when a person acknowledged it."""
     return f":white_check_mark: *Acknowledged* by <@{user_id}>: no more texts for this alert until it is resolved."
+
+
+def resolves_alert(send: PreparedSend, channel_id: str, alert_ts: str) -> str:
+    """The reply in a resolving post's thread when the alert it ends was posted on its own: where the story is."""
+    try:
+        when = _date(datetime.fromtimestamp(float(alert_ts), UTC))
+    except (ValueError, OverflowError):
+        when = "earlier"
+    phones = recipients_text(send, send.recipients)
+    return (
+        f":white_check_mark: *Resolves an alert* posted {when} in <#{channel_id}>: RESOLVED goes to the phones "
+        f"it reached ({phones}). The outcome is told in that alert's thread."
+    )
 
 
 # ------------------------------------------------------------ the workflow step's inputs (plain text: Workflow Builder)

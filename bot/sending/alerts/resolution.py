@@ -54,7 +54,10 @@ class Resolving:
         if not texted:
             raise Refused.denied("the phones it reached are outside the policy's countries now, so nobody was told")
         names = {k: v for k, v in firing.checked.names.items() if k in {n.e164 for n in texted}}
-        return Text(self.rendering.checked(rule, text, use, texted, names))
+        checked = self.rendering.checked(rule, text, use, texted, names)
+        alert_thread = firing.request.origin.thread_ts
+        # The alert's thread tells its whole life: the outcome goes there; the resolving post's thread points to it.
+        return Text(checked, thread=alert_thread if alert_thread != record.request.origin.thread_ts else None)
 
     async def _alert_ended_by(self, record: SendRecord) -> SendRecord | None:
         alert = alert_as(record, AlertResolution)

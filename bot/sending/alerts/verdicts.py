@@ -9,9 +9,11 @@ from bot.domain.sends import Checked
 
 @dataclass(frozen=True)
 class Text:
-    """Text these phones now (``checked.held``: the others, over their limit, get the summary)."""
+    """Text these phones now (``checked.held``: the others, over their limit, get the summary). ``thread``: where
+    the outcome is told when not in the request's own thread (a resolution posted on its own: the alert's)."""
 
     checked: Checked
+    thread: str | None = None
 
 
 @dataclass(frozen=True)

@@ -134,8 +134,7 @@ async def _sent(deps: Deps, send_id: str) -> SendRecord | None:
 
 
 def _thread_of(record: SendRecord | None) -> str | None:
-    """The thread a send's story is told in (for a click on an ephemeral message, which has no thread of its own);
-    None when it has none: the form then answers in the channel."""
+    """The thread a send's story is told in; None when it has none: the form then answers in the channel."""
     return (record.placement.thread_ts or record.request.origin.thread_ts) if record is not None else None
 
 
@@ -367,12 +366,17 @@ async def _template_instead(deps: Deps, body: dict[str, Any], client: AsyncWebCl
         return
     record = await _sent(deps, send_id)
     numbers = await _not_reached(deps, record, click.user.id)
+    # Answered where the send's story is: its channel and thread, wherever the button was (its thread, an ephemeral
+    # message, which has no thread, or the app's DM, whose channel no rule names); as clicked when it is unknown.
+    channel, thread = click.channel.id, click.thread_ts
+    if record is not None and record.request.origin.channel_id:
+        channel, thread = record.request.origin.channel_id, _thread_of(record)
     context = ComposeContext(
         surface=Surface.MESSAGE,
         team_id=click.team.id,
         user_id=click.user.id,
-        channel_id=click.channel.id,
-        thread_ts=click.thread_ts or _thread_of(record),
+        channel_id=channel,
+        thread_ts=thread,
         response_url=click.response_url,
     )
     await open_compose(
