@@ -40,13 +40,17 @@ from bot.domain.policy import Policy, load_policy
 from bot.domain.ports import Balance, MessageGateway, SettingsStore, Steps
 from bot.health import HealthCheck
 from bot.metrics import Metrics
+from bot.pages import action_routes
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
 from bot.sending.balance import BalanceWatcher, Post
 from bot.sending.deliveries import Deliveries
 from bot.sending.home import HomeDesk
+from bot.sending.inbound import Inbox
 from bot.sending.intake import Intake
+from bot.sending.links import ActionLinks
 from bot.sending.outbox import Outbox
+from bot.sending.phone_texts import PhoneTexts
 from bot.sending.pipeline import SEND_RETRY, Pipeline
 from bot.sending.telling import Teller
 from bot.slack import messages
@@ -57,6 +61,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import register_all
+from bot.slack.phones import SlackPhoneNotes
 from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.slack.steps import SlackSteps
 from bot.storage import Storage
@@ -131,12 +136,14 @@ class Relay:
     bot_user_id: str | None
     team_id: str | None
     right_of_way: RightOfWay
+    inbox: Inbox | None = None  # texts phones send back (``POST /d7/inbound/<secret>``)
 
     def background(self) -> list[AbstractAsyncContextManager[Any]]:
         """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
         first (no new claims, sends in flight finish), then the balance watcher, delivery reports, and the
         listeners' tasks. The connections they use (database, D7, Slack) were opened before and close after them."""
-        return [self.tasks, self.deliveries, self.balance, self.outbox]
+        inbox = [self.inbox] if self.inbox is not None else []
+        return [self.tasks, self.deliveries, *inbox, self.balance, self.outbox]
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -238,6 +245,7 @@ class SendingCore:
     balance: BalanceWatcher
     alerts: AlertDesk
     conversations: SlackConversations
+    links: ActionLinks | None = None  # alert texts' action links (None without PUBLIC_URL)
 
 
 def wire_sending(
@@ -255,17 +263,14 @@ def wire_sending(
     storage, gateway = resources.storage, resources.gateway
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     conversations = SlackConversations(resources.slack, metrics)
-    admission = Admission(policy, directory)
-    alerts = _alert_desk(settings, policy, resources, directory, admission)
+    admission = Admission(policy, directory, resources.storage.optouts)
+    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
+    links = _action_links(settings, policy, resources, directory, conversations, intake)
+    alerts = _alert_desk(settings, policy, resources, directory, admission, links.room if links else "")
     teller = Teller(
-        sends=storage.sends,
-        deliveries=storage.deliveries,
-        alerts=alerts,
-        conversations=conversations,
-        show_numbers=policy.defaults.show_numbers,
-        events=events,
-        steps=steps,
-    )
+        sends=storage.sends, deliveries=storage.deliveries, alerts=alerts, conversations=conversations,
+        show_numbers=policy.defaults.show_numbers, events=events, steps=steps,
+    )  # fmt: skip
     deliveries = Deliveries(
         sends=storage.sends,
         reports=storage.deliveries,
@@ -276,7 +281,6 @@ def wire_sending(
         parse=parse_report,
         reconcile_after=settings.reconcile_after,
     )
-    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
     balance = _balance_watcher(policy, resources, metrics)
     events.subscribe(RequestIdKnown, lambda e: deliveries.request_id_known(e.request_id))
     events.subscribe(Billed, lambda _: balance.soon())
@@ -295,11 +299,36 @@ def wire_sending(
         budgets=storage.budgets,
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
         right_of_way=right_of_way,
+        links=links,
     )
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations)
+    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links)
+
+
+def _action_links(
+    settings: Settings,
+    policy: Policy,
+    resources: Resources,
+    directory: SlackDirectory,
+    conversations: SlackConversations,
+    intake: Intake,
+) -> ActionLinks | None:
+    """Alert texts end with each phone's action link when there is a public address to serve its page at."""
+    if settings.public_url is None:
+        return None
+    return ActionLinks(
+        store=resources.storage.links,
+        base=str(settings.public_url).rstrip("/"),
+        alert_log=resources.storage.sends,
+        sends=resources.storage.sends,
+        conversations=conversations,
+        show_numbers=policy.defaults.show_numbers,
+        policy=policy,
+        intake=intake,
+        directory=directory,
+    )
 
 
 def _balance_watcher(policy: Policy, resources: Resources, metrics: Metrics) -> BalanceWatcher:
@@ -314,7 +343,12 @@ def _balance_watcher(policy: Policy, resources: Resources, metrics: Metrics) -> 
 
 
 def _alert_desk(
-    settings: Settings, policy: Policy, resources: Resources, directory: SlackDirectory, admission: Admission
+    settings: Settings,
+    policy: Policy,
+    resources: Resources,
+    directory: SlackDirectory,
+    admission: Admission,
+    link_room: str = "",
 ) -> AlertDesk:
     return AlertDesk(
         policy=policy,
@@ -326,6 +360,7 @@ def _alert_desk(
         reader=SlackMessageReader(directory),
         deadline=settings.send_retry_deadline,
         organisation=Organisation(resources.auth.get("team_id"), resources.auth.get("enterprise_id")),
+        link_room=link_room,
     )
 
 
@@ -337,6 +372,8 @@ def _home_desk(settings: Settings, policy: Policy, resources: Resources, core: S
         reports=resources.storage.deliveries,
         directory=core.admission.directory,
         budgets=resources.storage.budgets,
+        inbound=resources.storage.inbound,
+        optouts=resources.storage.optouts,
         policy_file=str(settings.bot_policy),
         policy_loaded_at=utc_now(),
         balance=core.balance,
@@ -360,8 +397,9 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     events.subscribe(SendChanged, lambda e: home.changed(e.user_id))
     bolt = make_bolt(settings, slack, auth)
     deps = Deps(policy, core.admission, core.intake, directory, tasks, core.deliveries, metrics, core.conversations)
-    ours = replace(deps, bot_user_id=auth.get("user_id"), bot_id=auth.get("bot_id"))
-    register_all(bolt, replace(ours, home=home, steps=steps, alerts=core.alerts))
+    ours = replace(deps, bot_user_id=auth.get("user_id"), bot_id=auth.get("bot_id"), home=home, steps=steps)
+    inbox = _inbox(policy, resources, core, home)
+    register_all(bolt, replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log))
     health = HealthCheck(
         settings,
         resources.storage.database,
@@ -378,6 +416,8 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         metrics,
         reports=core.deliveries,
         right_of_way=None if settings.socket_mode else right_of_way,
+        inbound=inbox,
+        pages=action_routes(core.links) if core.links is not None else (),
     )
     return Relay(
         settings=settings,
@@ -396,6 +436,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         bot_user_id=auth.get("user_id"),
         team_id=auth.get("team_id"),
         right_of_way=right_of_way,
+        inbox=inbox,
     )
 
 
@@ -441,3 +482,23 @@ async def open_relay(
         for part in relay.background():
             await stack.enter_async_context(part)
         yield relay
+
+
+def _inbox(policy: Policy, resources: Resources, core: SendingCore, home: HomeTabs) -> Inbox:
+    """Texts phones send back, at ``/d7/inbound/<secret>`` (the delivery reports' secret)."""
+    storage = resources.storage
+    texts = PhoneTexts(
+        policy=policy,
+        optouts=storage.optouts,
+        history=storage.sends,
+        sends=storage.sends,
+        alert_log=storage.sends,
+        intake=core.intake,
+        notes=SlackPhoneNotes(resources.slack),
+        conversations=core.conversations,
+        settings=storage.settings,
+        team_id=resources.auth.get("team_id") or "",
+        bot_user_id=resources.auth.get("user_id") or "",
+        changed=home.changed,
+    )
+    return Inbox(log=storage.inbound, texts=texts, secret=resources.report_secret)

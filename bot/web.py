@@ -1,11 +1,12 @@
-"""The HTTP surface: ``POST /slack/events`` (Bolt), ``POST /d7/reports/{secret}``, ``GET /healthz`` and
-``GET /metrics``; request bodies are capped and malformed Slack timestamps refused before anything reads them."""
+"""The HTTP surface: ``POST /slack/events`` (Bolt), ``POST /d7/reports/{secret}``, ``POST /d7/inbound/{secret}``,
+``GET /healthz`` and ``GET /metrics``; request bodies are capped and malformed Slack timestamps refused before
+anything reads them."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler, to_starlette_response
@@ -45,6 +46,24 @@ class ReportEndpoint(Protocol):
     async def receive(self, secret: str, body: bytes) -> Received: ...
 
     def received(self, request_id: str) -> None: ...
+
+
+class InboundEndpoint(Protocol):
+    """What ``POST /d7/inbound/{secret}`` needs (``bot.sending.inbound.Inbox``)."""
+
+    def knows(self, secret: str) -> bool: ...
+
+    async def receive(self, body: bytes) -> Answer: ...
+
+
+class Answer(Protocol):
+    """An HTTP status and a short body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def detail(self) -> str: ...
 
 
 class BodyTooLarge(HTTPException):
@@ -139,12 +158,38 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+INBOUND_BODY_BYTES = 64 * 1024  # an inbound text is a few hundred bytes (``bot.sending.inbound.MAX_BODY``)
+
+
+def _inbound_route(inbox: InboundEndpoint) -> Callable[[Request], Awaitable[Response]]:
+    """Texts phones send back: a wrong secret is 404 before the body is read; a body kept is 200 (a duplicate, or one
+    the bot cannot read, too: D7 must not post it again)."""
+
+    async def d7_inbound(request: Request) -> Response:
+        if not inbox.knows(request.path_params["secret"]):
+            return PlainTextResponse("not found", status_code=404)
+        declared = _content_length(request.scope)
+        if declared is not None and declared > INBOUND_BODY_BYTES:  # said before it is sent: not read at all
+            return PlainTextResponse("payload too large", status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():  # read only as far as an inbound text can go
+            body += chunk
+            if len(body) > INBOUND_BODY_BYTES:
+                return PlainTextResponse("payload too large", status_code=413)
+        answer = await inbox.receive(bytes(body))
+        return PlainTextResponse(answer.detail, status_code=answer.status)
+
+    return d7_inbound
+
+
 def create_web_app(
     bolt: AsyncApp | None,
     health: Health,
     metrics: Metrics,
     reports: ReportEndpoint | None = None,
     right_of_way: RightOfWay | None = None,
+    pages: Sequence[Route] = (),
+    inbound: InboundEndpoint | None = None,
 ) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
     served in both modes (D7 posts them to ``PUBLIC_URL``). While a Slack request waits for its answer, background
@@ -166,6 +211,8 @@ def create_web_app(
             return PlainTextResponse(answer.detail, status_code=answer.status)
 
         routes.append(Route("/d7/reports/{secret}", d7_reports, methods=["POST"]))
+    if inbound is not None:
+        routes.append(Route("/d7/inbound/{secret}", _inbound_route(inbound), methods=["POST"]))
     if bolt is not None:
         handler = AsyncSlackRequestHandler(bolt)
 
@@ -187,6 +234,7 @@ def create_web_app(
         await health()  # refreshes the outbox depth
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    routes.extend(pages)  # the alert links' page (``bot.pages``)
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Route("/metrics", prometheus, methods=["GET"]))
     middleware = [Middleware(BodyLimit)]

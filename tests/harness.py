@@ -28,7 +28,7 @@ from bot.domain.clock import utc_now
 from bot.domain.ports import MessageGateway
 from bot.domain.sends import SendState
 from bot.storage.engine import create_engine
-from bot.storage.schema import UTCDateTime, delivery_reports, sends
+from bot.storage.schema import UTCDateTime, delivery_reports, inbound, metadata, sends
 from tests.fakes.d7 import TOKEN as D7_TOKEN
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack
@@ -232,8 +232,14 @@ class App:
             .select_from(delivery_reports.join(sends, c.request_id == r.request_id))
             .where(r.applied_at.is_(None))
         )
+        i = inbound.c  # texts phones sent back, not handled yet (or leased now)
+        texts = sa.select(sa.func.count()).where(sa.or_(i.next_attempt_at <= at, i.lease_until > at))
         async with self.relay.storage.database.connect() as conn:
-            return (await conn.execute(busy)).scalar_one() == 0 and (await conn.execute(unapplied)).scalar_one() == 0
+            return (
+                (await conn.execute(busy)).scalar_one() == 0
+                and (await conn.execute(unapplied)).scalar_one() == 0
+                and (await conn.execute(texts)).scalar_one() == 0
+            )
 
 
 def no_sleep_d7(d7: FakeD7) -> D7Client:
@@ -293,17 +299,9 @@ async def reset_postgres(url: str) -> None:
     """Drop the bot's tables from a PostgreSQL test database, so a test or benchmark starts from nothing."""
     engine = create_engine(url)
     async with engine.begin() as conn:
-        for table in (
-            "sends",
-            "kv",
-            "alert_dedupe",
-            "alert_windows",
-            "alert_deliveries",
-            "recipient_statuses",
-            "delivery_reports",
-            "budget_windows",
-            "budget_charges",
+        for table in [
+            *(t.name for t in reversed(metadata.sorted_tables)),
             "alembic_version",
-        ):
+        ]:  # every table, newest too
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     await engine.dispose()

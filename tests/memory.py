@@ -23,6 +23,8 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.clock import Clock
 from bot.domain.delivery import RecipientDelivery, StoredReport, delivery_of
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
+from bot.domain.inbound import InboundRecord, OptOut
+from bot.domain.inbound import Outcome as InboundOutcome
 from bot.domain.models import (
     Origin,
     OutgoingText,
@@ -433,8 +435,27 @@ def _newest(rows: Sequence[_Row]) -> SendRecord | None:
     return _oldest_first(rows)[-1] if rows else None
 
 
-class MemorySendStore(MemorySendQueue, MemorySendViews, MemoryAlertLog):
-    """``SendStore`` in memory: the three twins on one table, as ``SqlSendStore`` is the three on one database."""
+class MemorySendsToPhones(_SendRows):
+    """``SendsToPhones`` in memory."""
+
+    async def latest_to(
+        self, phone: str, since: datetime, surfaces: Collection[Surface] | None = None
+    ) -> SendRecord | None:
+        found = [
+            r.record
+            for r in self._since(since - timedelta(days=2))
+            if r.record.state is SendState.ACCEPTED
+            and (r.record.finished_at or r.record.created_at) >= since  # when it was texted, as the SQL store
+            and r.record.checked is not None
+            and any(n.e164 == phone for n in r.record.checked.recipients)
+            and (surfaces is None or r.record.request.origin.surface in surfaces)
+            and not r.record.request.idempotency_key.startswith("answer:")
+        ]
+        return max(found, key=lambda r: (r.finished_at or r.created_at, r.created_at)) if found else None
+
+
+class MemorySendStore(MemorySendQueue, MemorySendViews, MemoryAlertLog, MemorySendsToPhones):
+    """``SendStore`` in memory: the twins on one table, as ``SqlSendStore`` is on one database."""
 
 
 # ------------------------------------------------------------ alert dedup and per-phone limits
@@ -761,6 +782,12 @@ class FakeConversation:
     async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
         await self._say("points_to", send, thread_ts)
 
+    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
+        await self._say("acknowledged_by_phone", phone, name)
+
+    async def resolved_by_phone(self, phone: str, name: str | None) -> None:
+        await self._say("resolved_by_phone", phone, name)
+
 
 @dataclass
 class FakeConversations:
@@ -824,3 +851,87 @@ class FakeDirectory:
     async def is_member(self, channel_id: str, user_id: str) -> bool | None:
         members = self.members.get(channel_id)
         return None if members is None else user_id in members
+
+
+# ------------------------------------------------------------ texts phones send back, and the opt-out list
+
+
+class MemoryOptOuts:
+    """``OptOutList`` in memory."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, OptOut] = {}
+
+    async def opted_out(self, phones: Sequence[str]) -> dict[str, OptOut]:
+        return {p: self.entries[p] for p in phones if p in self.entries}
+
+    async def opt_out(self, entry: OptOut) -> bool:
+        if entry.phone in self.entries:
+            return False
+        self.entries[entry.phone] = entry
+        return True
+
+    async def opt_in(self, phone: str) -> bool:
+        return self.entries.pop(phone, None) is not None
+
+    async def listing(self, limit: int) -> list[OptOut]:
+        return sorted(self.entries.values(), key=lambda e: e.at, reverse=True)[:limit]
+
+
+@dataclass
+class _Inbound:
+    record: InboundRecord
+    digest: str | None  # while a copy would be a duplicate
+    due: datetime | None
+    lease_until: datetime | None = None
+
+
+class MemoryInboundLog:
+    """``InboundLog`` in memory, on the test's clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.rows: dict[str, _Inbound] = {}
+        self._ids = itertools.count(1)
+
+    async def receive(self, raw: bytes, digest: str, window: timedelta) -> InboundRecord | None:
+        at = self.clock()
+        for row in self.rows.values():
+            if row.digest == digest and row.record.received_at < at - window:
+                row.digest = None
+        duplicate = any(row.digest == digest for row in self.rows.values())
+        record = InboundRecord(id=f"in-{next(self._ids)}", received_at=at, raw=raw)
+        if duplicate:
+            self.rows[record.id] = _Inbound(replace(record, outcome=InboundOutcome.DUPLICATE), None, None)
+            return None
+        self.rows[record.id] = _Inbound(record, digest, at)
+        return record
+
+    async def claim(self, limit: int, lease: timedelta) -> list[InboundRecord]:
+        at = self.clock()
+        due = [
+            r
+            for r in self.rows.values()
+            if r.due is not None and r.due <= at and (r.lease_until is None or r.lease_until < at)
+        ]
+        due.sort(key=lambda r: r.due or at)
+        for row in due[:limit]:
+            row.lease_until = at + lease
+        return sorted((r.record for r in due[:limit]), key=lambda r: r.received_at)
+
+    async def keep(self, record: InboundRecord, due: datetime | None, *, working: bool = False) -> None:
+        row = self.rows[record.id]
+        row.record, row.due = record, due
+        if not working:
+            row.lease_until = None
+
+    async def get(self, inbound_id: str) -> InboundRecord | None:
+        row = self.rows.get(inbound_id)
+        return row.record if row is not None else None
+
+    async def replies_to(self, send_ids: Sequence[str]) -> dict[str, list[InboundRecord]]:
+        found: dict[str, list[InboundRecord]] = {}
+        for row in sorted(self.rows.values(), key=lambda r: r.record.received_at, reverse=True):
+            if row.record.send_id in send_ids and row.record.outcome is InboundOutcome.REPLIED:
+                found.setdefault(row.record.send_id, []).append(row.record)
+        return found

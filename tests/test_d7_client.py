@@ -25,7 +25,7 @@ from bot.domain.errors import (
     D7ValidationError,
     FieldError,
 )
-from bot.domain.models import SendStatus, Via
+from bot.domain.models import OutgoingText, SendStatus, Via
 from bot.domain.ports import Balance
 from bot.domain.retry import RetryPolicy
 from tests.conftest import Sleeps, timeout
@@ -598,3 +598,36 @@ async def test_dry_run_has_no_balance() -> None:
     gateway = DryRunGateway()
 
     assert await gateway.balance() is None
+
+
+async def test_each_recipients_own_ending_makes_one_message_object_each_in_one_request(
+    d7: D7Client, fake_d7: FakeD7
+) -> None:
+    # Action links (issue 28): the same words, each phone's own link after them.
+    links = {ALICE: "\nhttps://r.example/a/AAAAAAAAAAAAAAAA", BOB: "\nhttps://r.example/a/BBBBBBBBBBBBBBBB"}
+
+    await d7.send(OutgoingText(Via.SMS, (ALICE, BOB), "DB down", originator="OpsAlert", suffixes=links))
+    await d7.send(OutgoingText(Via.WHATSAPP, (ALICE, BOB), "DB down – é", originator=WA_SENDER, suffixes=links))
+
+    (sms,) = fake_d7.bodies("/messages/v1/send")
+    assert sms["messages"] == [
+        {
+            "channel": "sms",
+            "recipients": [ALICE],
+            "content": "DB down" + links[ALICE],
+            "msg_type": "text",
+            "data_coding": "text",
+        },
+        {
+            "channel": "sms",
+            "recipients": [BOB],
+            "content": "DB down" + links[BOB],
+            "msg_type": "text",
+            "data_coding": "text",
+        },
+    ]
+    (whatsapp,) = fake_d7.bodies(WA)
+    assert [(m["recipients"][0]["recipient"], m["content"]["text"]["body"]) for m in whatsapp["messages"]] == [
+        (ALICE, "DB down – é" + links[ALICE]),
+        (BOB, "DB down – é" + links[BOB]),
+    ]

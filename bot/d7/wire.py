@@ -211,19 +211,25 @@ def build_body(text: OutgoingText) -> SmsSendBody | WhatsAppSendBody:
 
 
 def build_sms_body(text: OutgoingText) -> SmsSendBody:
-    """One message object with every recipient; options in ``message_globals``."""
-    message = SmsMessage(
-        recipients=_check_recipients(text.recipients),
-        content=text.text,
-        data_coding=analyze(text.text).encoding.data_coding,
-    )
+    """One message object with every recipient (one per recipient when each text ends differently: its action
+    link); options in ``message_globals``."""
+    recipients = _check_recipients(text.recipients)
+    if text.suffixes:
+        contents = [(r, text.text + text.suffixes.get(r, "")) for r in recipients]
+        messages = [
+            SmsMessage(recipients=[r], content=c, data_coding=analyze(c).encoding.data_coding) for r, c in contents
+        ]
+    else:
+        messages = [
+            SmsMessage(recipients=recipients, content=text.text, data_coding=analyze(text.text).encoding.data_coding)
+        ]
     globals_ = SmsGlobals(
         originator=text.originator,
         report_url=text.report_url,
         schedule_time=format_schedule_time(text.schedule_time) if text.schedule_time else None,
     )
     empty = globals_ == SmsGlobals()
-    return SmsSendBody(messages=[message], message_globals=None if empty else globals_)
+    return SmsSendBody(messages=messages, message_globals=None if empty else globals_)
 
 
 def build_whatsapp_body(text: OutgoingText) -> WhatsAppSendBody:
@@ -232,20 +238,26 @@ def build_whatsapp_body(text: OutgoingText) -> WhatsAppSendBody:
     if not text.originator:
         raise ValueError("a WhatsApp send needs its originator (the registered number)")
     reference = WhatsAppReference(cust_ref=text.cust_ref) if text.cust_ref else None
-    content: WhatsAppContent | WhatsAppTemplateContent
-    if text.template is None:
-        content = WhatsAppContent(text=WhatsAppText(preview_url=text.preview_url, body=text.text))
-    else:
-        t = text.template
-        template = WhatsAppTemplate(
-            template_id=t.template_id, language=t.language, body_parameter_values=t.body_parameter_values()
+    recipients = _check_recipients(text.recipients)
+    groups = [([r], text.suffixes.get(r, "")) for r in recipients] if text.suffixes else [(recipients, "")]
+    messages = []
+    for group, ending in groups:  # one message object per recipient when each text ends with its own link
+        content: WhatsAppContent | WhatsAppTemplateContent
+        if text.template is None:
+            content = WhatsAppContent(text=WhatsAppText(preview_url=text.preview_url, body=text.text + ending))
+        else:
+            t = text.template
+            template = WhatsAppTemplate(
+                template_id=t.template_id, language=t.language, body_parameter_values=t.body_parameter_values()
+            )
+            content = WhatsAppTemplateContent(template=template)
+        messages.append(
+            WhatsAppMessage(
+                originator=text.originator,
+                content=content,
+                recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in group],
+                report_url=text.report_url,
+            )
         )
-        content = WhatsAppTemplateContent(template=template)
-    message = WhatsAppMessage(
-        originator=text.originator,
-        content=content,
-        recipients=[WhatsAppRecipient(recipient=r, reference=reference) for r in _check_recipients(text.recipients)],
-        report_url=text.report_url,
-    )
     globals_ = WhatsAppGlobals(schedule_time=format_schedule_time(text.schedule_time)) if text.schedule_time else None
-    return WhatsAppSendBody(messages=[message], message_globals=globals_)
+    return WhatsAppSendBody(messages=messages, message_globals=globals_)

@@ -288,12 +288,15 @@ class Fitted:
     cut: bool  # the body was shortened
 
 
-def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int) -> Fitted:
+def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int, suffix: str = "") -> Fitted:
     """The template rendered with ``fields``, the ``text`` field cut (with an ellipsis) until the result fits.
 
     SMS: typographic characters become GSM-7 look-alikes first, and the result is at most ``max_segments``
     parts. WhatsApp: at most 4,096 characters. When the text does not fit, the addresses of its body's links are
     left out first, then the body is cut. If even an empty body does not fit, the whole text is cut.
+
+    ``suffix``: what will follow the text on the phone (an action link), counted in the budget but not returned: the
+    words are shortened to keep it, never it.
     """
     clean: Callable[[str], str] = gsm_safe if via is Via.SMS else (lambda s: s)
     values = {k: clean(v) for k, v in fields.items()}
@@ -301,8 +304,8 @@ def fit(template: str, fields: Mapping[str, str], via: Via, max_segments: int) -
 
     def fits(text: str) -> bool:
         if via is Via.WHATSAPP:
-            return len(text) <= WHATSAPP_MAX_CHARS
-        return analyze(text).segments <= max_segments
+            return len(text + suffix) <= WHATSAPP_MAX_CHARS
+        return analyze(text + suffix).segments <= max_segments
 
     def ellipsis(text: str) -> str:
         return "…" if via is Via.WHATSAPP or analyze(text).encoding is Encoding.UCS2 else "..."

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.domain import keys
 from bot.domain.alerts import describe_window
 from bot.domain.models import Via
 from bot.domain.policy import Budget, Policy
@@ -86,7 +87,10 @@ def cost_in_words(send: PreparedSend) -> str:
 
 
 def charges(policy: Policy, send: PreparedSend, channel_label: str) -> list[Charge]:
-    """The budgets ``send`` counts against, the narrowest first (a refusal names the first it would overrun)."""
+    """The budgets ``send`` counts against, the narrowest first (a refusal names the first it would overrun). The
+    bot's answers to phones count against none: a STOP must be confirmed whatever the budgets say."""
+    if keys.is_answer(send.request.idempotency_key):
+        return []
     if send.alert is None:
         return budgets_of(policy, send.rule, send.request.user_id, send.request.channel_id, channel_label, "your")
     found: list[Charge] = []

@@ -6,7 +6,8 @@ Each message names the bad part in words a Slack user can act on; none ever carr
     ├── InputError                       what a user typed cannot be sent
     │   ├── InvalidPhoneNumber           a number that does not parse or is not a real number
     │   ├── EmptyMessage                 nothing to send
-    │   └── MessageTooLong               more SMS segments than the policy allows
+    │   ├── MessageTooLong               more SMS segments than the policy allows
+    │   └── OptedOut                     a phone on the opt-out list (it texted STOP, or an admin put it there)
     ├── ServiceUnavailable               Slack (or another service) failed a look-up: tried again later
     ├── ConfigError                      settings or policy file unusable; the bot must not start
     │   ├── SettingsError                environment / .env values (lists every problem)
@@ -72,6 +73,15 @@ class MessageTooLong(InputError):
         self.max_segments = max_segments
         self.encoding = encoding
         super().__init__(f"the message needs {segments} SMS segments ({encoding}); the limit is {max_segments}")
+
+
+class OptedOut(InputError):
+    """A phone on the opt-out list: it gets no texts. ``phone``: its E.164 number; the message names it as the
+    policy shows numbers."""
+
+    def __init__(self, phone: str, message: str) -> None:
+        self.phone = phone
+        super().__init__(message)
 
 
 class ServiceUnavailable(BotError):

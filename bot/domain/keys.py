@@ -43,6 +43,11 @@ def edited_resolution(alert_key: str) -> str:
     return f"resolved:edit:{alert_key}"[:MAX_KEY]
 
 
+def link_resolution(alert_key: str) -> str:
+    """An alert resolved from a phone, by its text's action link: once per alert, however often it is clicked."""
+    return f"resolved:link:{alert_key}"[:MAX_KEY]
+
+
 def escalation(alert_id: str, step_index: int) -> str:
     """Step ``step_index`` (0-based) of an alert's escalation."""
     return f"escalate:{alert_id}:{step_index}"[:MAX_KEY]
@@ -56,3 +61,16 @@ def summary(rule: str, phone: str, window_start: datetime) -> str:
 def told_resolved(alert_id: str) -> str:
     """The dedup lead of an alert's RESOLVED text: one per alert, whichever resolving post comes first."""
     return hashlib.sha256(f"resolved:{alert_id}".encode()).hexdigest()[:40]
+
+
+ANSWER = "answer:"
+
+
+def answer(inbound_id: str, what: str) -> str:
+    """The bot's one text answering what a phone sent (``what``: what it asked, and how): the inbound message."""
+    return f"{ANSWER}{inbound_id}:{what}"[:MAX_KEY]
+
+
+def is_answer(key: str) -> bool:
+    """Whether ``key`` is an answer's (``answer``)."""
+    return key.startswith(ANSWER)

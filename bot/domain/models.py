@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -35,6 +36,8 @@ class OutgoingText:
     cust_ref: str | None = None  # WhatsApp: our reference on every recipient (the send id)
     preview_url: bool = False  # WhatsApp: show a preview of the first link
     template: OutgoingTemplate | None = None  # WhatsApp: an approved template instead of free text (``text``: as shown)
+    # What ends each recipient's text (E.164 → its action link): then one message object per recipient.
+    suffixes: Mapping[str, str] = field(default_factory=dict)
 
 
 class SendStatus(StrEnum):

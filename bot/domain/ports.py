@@ -4,9 +4,9 @@ composition root.
 - ``MessageGateway``: D7 (or its dry-run twin). ``Directory`` and ``MessageReader``: people, groups, channels and
   alert messages (Slack). ``Conversations``: where each request's story is told (Slack).
 - ``SendQueue`` (the outbox), ``SendViews`` (the send log as people read it), ``AlertLog`` (alerts acknowledged and
-  resolved), ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``: what is kept (SQL; in memory in
-  tests). Their methods take and give domain values; every change of a send is a named transition of
-  ``SendRecord``.
+  resolved), ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``, ``InboundLog`` (texts phones
+  sent back) and ``OptOutList``: what is kept (SQL; in memory in tests). Their methods take and give domain
+  values; every change of a send is a named transition of ``SendRecord``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Overrun, Usage
 from bot.domain.delivery import RecipientDelivery, StoredReport
 from bot.domain.errors import D7Error
-from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Via
+from bot.domain.inbound import InboundRecord, OptOut, Unanswered
+from bot.domain.links import ActionLink
+from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Surface, Via
 from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
@@ -153,9 +155,34 @@ class Conversation(Protocol):
     async def acknowledged(self, user_id: str) -> None:
         """Say in the alert's thread (the conversation's) that this person has it."""
 
+    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
+        """Say in the alert's thread that the phone (as the policy shows numbers; ``name``: whose Slack profile has
+        it) acknowledged it from its text's link or by a reply."""
+
+    async def resolved_by_phone(self, phone: str, name: str | None) -> None:
+        """Say in the alert's thread that the phone resolved it from its text's link."""
+
     async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
         """Say in the request's thread that this send's story is told in another thread of the channel (a resolution
         posted on its own: the alert it ends)."""
+
+
+class PhoneNotes(Protocol):
+    """Where what phones text back is told in Slack: in the thread of the send that texted them, or in a channel
+    (``thread_ts`` None). ``phone``: as the policy shows numbers. Each raises ``CannotTell`` when it cannot be told
+    there and never will, and any other exception when it may work later."""
+
+    async def replied(self, channel_id: str, thread_ts: str | None, phone: str, text: str, inbound_id: str) -> str:
+        """Post a phone's reply, made inert, with a way to answer it (``inbound_id`` names it); the post's ts."""
+        ...
+
+    async def keyword(self, channel_id: str, thread_ts: str | None, phone: str, word: str, said: Unanswered) -> str:
+        """Say that the phone texted the keyword ``word`` and why the bot did not answer it; the post's ts."""
+        ...
+
+    async def unreadable(self, channel_id: str, why: str, keys: Sequence[str]) -> None:
+        """Tell an admin that an inbound body could not be read, and its keys (never its values)."""
+        ...
 
 
 class Conversations(Protocol):
@@ -327,6 +354,17 @@ class AlertLog(Protocol):
         ...
 
 
+class SendsToPhones(Protocol):
+    """The send log read by phone: where a phone that writes back was texted from."""
+
+    async def latest_to(
+        self, phone: str, since: datetime, surfaces: Collection[Surface] | None = None
+    ) -> SendRecord | None:
+        """The latest send D7 accepted for this phone (E.164; one held back for it does not count) since ``since``,
+        of these surfaces (None: any); the bot's own answers to phones are left out."""
+        ...
+
+
 class SendStore(SendQueue, SendViews, AlertLog, Protocol):
     """The send log as one object: the queue, its read models and the alert log (each store implements all three;
     each part of the core asks only for the one it uses)."""
@@ -417,6 +455,51 @@ class DeliveryLog(Protocol):
         ...
 
 
+class OptOutList(Protocol):
+    """Phones that get no texts (but the one confirming their STOP), shared by every replica."""
+
+    async def opted_out(self, phones: Sequence[str]) -> dict[str, OptOut]:
+        """Those of these phones (E.164) on the list, with how they came to be."""
+        ...
+
+    async def opt_out(self, entry: OptOut) -> bool:
+        """Put the phone on the list; False when it was on it already (then kept as it was)."""
+        ...
+
+    async def opt_in(self, phone: str) -> bool:
+        """Take the phone off the list; False when it was not on it."""
+        ...
+
+    async def listing(self, limit: int) -> list[OptOut]:
+        """The latest phones put on the list, newest first."""
+        ...
+
+
+class InboundLog(Protocol):
+    """Texts phones sent back: each kept as it came before it is answered, then handled once by one worker (a
+    lease, like the outbox's), and kept with what was done."""
+
+    async def receive(self, raw: bytes, digest: str, window: timedelta) -> InboundRecord | None:
+        """Keep a body as it came, due to be handled now; None when the same body (``digest``) came within
+        ``window``: then it is kept as a duplicate, already handled."""
+        ...
+
+    async def claim(self, limit: int, lease: timedelta) -> list[InboundRecord]:
+        """Lease up to ``limit`` messages due to be handled, oldest first; never one to two workers at once."""
+        ...
+
+    async def keep(self, record: InboundRecord, due: datetime | None, *, working: bool = False) -> None:
+        """Keep what is known of the message now (``InboundRecord``'s transitions); due again at ``due`` (None:
+        handled), its lease let go unless the worker is still ``working`` on it."""
+        ...
+
+    async def get(self, inbound_id: str) -> InboundRecord | None: ...
+
+    async def replies_to(self, send_ids: Sequence[str]) -> dict[str, list[InboundRecord]]:
+        """The replies posted in each send's thread, newest first."""
+        ...
+
+
 class SettingsStore(Protocol):
     """Settings the bot keeps for itself (the same for every replica)."""
 
@@ -473,3 +556,19 @@ class BalanceView(Protocol):
     """The D7 balance as last read, for people who look (App Home): None when it never was."""
 
     def health(self) -> Mapping[str, Any] | None: ...
+
+
+class ActionLinkStore(Protocol):
+    """Each phone's link to an alert (``bot.domain.links``), kept so the phone can act on it later."""
+
+    async def ensure(
+        self, send_id: str, alert_key: str, phones: Sequence[str], at: datetime, expires_at: datetime
+    ) -> dict[str, ActionLink]:
+        """Each phone's link for this send (E.164 → link): made now where missing, kept where made before."""
+        ...
+
+    async def of_send(self, send_id: str) -> dict[str, ActionLink]:
+        """The links a send's text carried (none: it carried none, or has not been sent)."""
+        ...
+
+    async def find(self, token: str) -> ActionLink | None: ...

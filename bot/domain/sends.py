@@ -122,11 +122,17 @@ class PreparedSend:
     held_until: datetime | None = None  # alerts: when the first held-back phone gets its summary
     # Alerts: the thread the outcome goes in when not the request's own (a resolution posted on its own: the alert's).
     in_thread: str | None = None
+    # Alerts: the alert (its key) the phones' action links act on, when checked just now; and what ends each phone's
+    # text (E.164 → its action link). How it is sent, not what: a send rebuilt from its record is the same send.
+    acts_on: str | None = field(default=None, compare=False)
+    endings: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @cached_property
     def sms(self) -> SmsInfo | None:
-        """The SMS encoding and segments (None for WhatsApp)."""
-        return analyze(self.text) if self.via is Via.SMS and self.text else None
+        """The SMS encoding and segments (None for WhatsApp), as a phone gets it: with its action link, when it has
+        one (every phone's is as long, and of the same characters)."""
+        ending = next(iter(self.endings.values()), "")
+        return analyze(self.text + ending) if self.via is Via.SMS and self.text else None
 
     @property
     def via(self) -> Via:
@@ -170,10 +176,15 @@ class PreparedSend:
 
 
 def prepared(
-    send_id: str, request: SendRequest, checked: Checked, show_numbers: NumberDisplay, in_thread: str | None = None
+    send_id: str,
+    request: SendRequest,
+    checked: Checked,
+    show_numbers: NumberDisplay,
+    in_thread: str | None = None,
+    acts_on: str | None = None,
 ) -> PreparedSend:
     """The one place a ``PreparedSend`` is made: at checking, and from a stored record after a restart."""
-    return PreparedSend(send_id, request, checked, show_numbers, in_thread=in_thread)
+    return PreparedSend(send_id, request, checked, show_numbers, in_thread=in_thread, acts_on=acts_on)
 
 
 @dataclass(frozen=True)

@@ -6,5 +6,7 @@
 - ``pipeline``: the state machine, D7 called once an intent is checked and announced;
 - ``telling``: outcomes told once, result messages kept up to date;
 - ``outbox``: the worker that leases intents and runs them through the pipeline;
-- ``deliveries``: delivery reports, status look-ups and reconciliation.
+- ``deliveries``: delivery reports, status look-ups and reconciliation;
+- ``inbound``, ``phone_texts``, ``answers``: what phones text back (STOP, START, HELP, ack words, replies) and the
+  bot's own answers to them, sent through the outbox.
 """

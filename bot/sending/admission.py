@@ -15,10 +15,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from bot.domain import keys
 from bot.domain.alerts import WHATSAPP_MAX_CHARS
 from bot.domain.encoding import SmsInfo, analyze
 from bot.domain.errors import EmptyMessage, InputError, MessageTooLong
-from bot.domain.models import RecipientRef, SendRequest, Surface, Via
+from bot.domain.models import RecipientRef, RefKind, SendRequest, Surface, Via
+from bot.domain.phone import PhoneNumber
 from bot.domain.policy import (
     Decision,
     Dimension,
@@ -35,9 +37,10 @@ from bot.domain.policy import (
     too_many_named,
     why_nothing_allowed,
 )
-from bot.domain.ports import Directory
+from bot.domain.ports import Directory, OptOutList
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
 from bot.sending import texts
+from bot.sending.answers import check_answer
 from bot.sending.problems import Part, Problem, Problems
 from bot.sending.recipients import LOOKUPS_AT_ONCE as LOOKUPS_AT_ONCE
 from bot.sending.recipients import OFFLINE, Recipients, look_up_each
@@ -110,13 +113,20 @@ _Early = tuple[SendRequestFacts, str] | list[Problem]
 class Admission:
     """The policy and the directory, asked the same way for every surface."""
 
-    def __init__(self, policy: Policy, directory: Directory) -> None:
+    def __init__(self, policy: Policy, directory: Directory, optouts: OptOutList | None = None) -> None:
         self.policy = policy
         self.directory = directory
-        self.recipients = Recipients(policy, directory)
+        self.optouts = optouts  # the opt-out list (None: none is kept)
+        self.recipients = Recipients(policy, directory, optouts)
 
     async def admit(self, send_id: str, request: SendRequest) -> PreparedSend:
-        """The outbox's check: the send as checked, or ``Refused`` naming every problem ``check`` found."""
+        """The outbox's check: the send as checked, or ``Refused`` naming every problem ``check`` found. The bot's
+        answers to phones are checked as answers (``bot.sending.answers``), not by the policy's rules."""
+        if keys.is_answer(request.idempotency_key):
+            answer = await check_answer(self.policy, self.optouts, request)
+            if isinstance(answer, Refusal):
+                raise Refused(answer)
+            return prepared(send_id, request, answer, self.policy.defaults.show_numbers)
         checked = await self.check(request)
         if isinstance(checked, Problems):
             raise Refused(checked.refusal)
@@ -155,8 +165,8 @@ class Admission:
         if (outside := self._membership(request, await self._is_member(request, member))) is not None:
             return Problems((outside,))
         found = await self.recipients.resolve(request.recipients)
-        if found.problems:
-            return Problems(tuple(found.problems))
+        if found.refusing:
+            return Problems(tuple(found.refusing))
         return self._decide(request, *early, found)
 
     async def _at_once(
@@ -178,10 +188,10 @@ class Admission:
                 )
         except TimeoutError:
             offline = await self.recipients.resolve([r for r in request.recipients if r.kind in OFFLINE])
-            return Problems((*problems, *offline.problems), in_time=False)
+            return Problems((*problems, *offline.refusing), in_time=False)
         if (outside := self._membership(request, is_in)) is not None:
             problems.append(outside)
-        problems += found.problems
+        problems += found.refusing
         if early is None:
             early = self._before_recipients(request, replace(facts, user_groups=groups), given)
         if isinstance(early, list):  # after what the look-ups found: a form shows those first
@@ -281,6 +291,7 @@ class Admission:
             recipients=tuple(found.numbers),
             text=text,
             names=found.names,
+            unreached=found.left_out,
             template=request.template,
         )
 
@@ -309,6 +320,16 @@ class Admission:
     async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
         """Every reference resolved that can be (``Recipients.resolve``)."""
         return await self.recipients.resolve(refs)
+
+    async def without_opted_out(self, numbers: Sequence[PhoneNumber]) -> tuple[list[PhoneNumber], tuple[str, ...]]:
+        """``numbers`` without those on the opt-out list, and why each left out is (for a thread): for texts that
+        go to phones already known (a summary's phone, RESOLVED to those an alert reached), not resolved again."""
+        refs = tuple(RecipientRef(RefKind.NUMBER, n.e164) for n in numbers)
+        found = Resolution()
+        for number, ref in zip(numbers, refs, strict=True):
+            found.add(number, ref)
+        await self.recipients.take_out_opted_out(found)
+        return found.numbers, tuple(p.text for p in found.problems)
 
     def offer(self, user_id: str, channel_id: str | None, groups: frozenset[str], channel_label: str) -> Offer:
         """What a form may offer this user here (any channel when None), ``groups``: their policy user groups;

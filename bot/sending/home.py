@@ -1,9 +1,9 @@
 """What a person's App Home shows, gathered from the policy and the stores (the Slack side renders it).
 
 "What you can send" comes from the same policy functions the bot decides with (``rules_for``, ``rule_templates``,
-``budgets_of``), not from a second copy of the rules. "Your recent sends" reads the send log and the recipients'
-statuses. Admins (``admins:`` in the policy) also see the relay: the D7 balance, today's sends by channel and
-outcome, what needs a person, the policy file, and the alert rules' activity.
+``budgets_of``), not from a second copy of the rules. "Your recent sends" reads the send log, the recipients'
+statuses and the phones' replies. Admins (``admins:`` in the policy) also see the relay: the D7 balance, today's
+sends by channel and outcome, what needs a person, the policy file, the alert rules' activity and the opt-out list.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Usage, budgets_of
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
+from bot.domain.inbound import OptOut
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
-from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, SendViews
+from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, InboundLog, OptOutList, SendViews
 from bot.domain.sends import SendRecord, SendState
 from bot.sending import texts
 from bot.sending.admission import Admission
@@ -30,6 +31,8 @@ log = logging.getLogger("bot.sending")
 
 RECENT = 10  # sends shown under "Your recent sends"
 NEED_A_PERSON = 10  # failures listed for admins
+OPTED_OUT = 20  # opted-out phones listed for admins
+REPLIES = 3  # replies shown under one send
 LINKS_KEPT = 5_000  # thread permalinks remembered (they never change)
 
 
@@ -48,6 +51,7 @@ class RecentSend:
     record: SendRecord
     statuses: tuple[RecipientDelivery, ...]
     link: str | None  # the thread, when the bot could post one
+    replies: tuple[tuple[str, str], ...] = ()  # what its phones texted back, newest first: (E.164, text)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class AdminView:
     policy_loaded_at: datetime
     warnings: tuple[str, ...]
     alerts: tuple[AlertActivity, ...]
+    opted_out: tuple[OptOut, ...] = ()  # the latest phones on the opt-out list
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class HomeDesk:
     policy_file: str
     policy_loaded_at: datetime
     balance: BalanceView | None = None  # the D7 balance as last read (None: not shown)
+    inbound: InboundLog | None = None  # what phones texted back (None: not shown)
+    optouts: OptOutList | None = None  # the opt-out list (None: not shown)
     clock: Clock = utc_now
     _links: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # permalinks never change
 
@@ -133,9 +140,12 @@ class HomeDesk:
 
     async def _recent(self, user_id: str) -> list[RecentSend]:
         recent = []
-        for record in await self.sends.recent_of(user_id, RECENT):
+        records = await self.sends.recent_of(user_id, RECENT)
+        replies = await self.inbound.replies_to([r.id for r in records]) if self.inbound is not None else {}
+        for record in records:
             statuses = await self.reports.statuses(record.id)
-            recent.append(RecentSend(record, tuple(statuses), await self._link(record)))
+            texted = tuple((r.phone or "", r.text or "") for r in replies.get(record.id, [])[:REPLIES])
+            recent.append(RecentSend(record, tuple(statuses), await self._link(record), texted))
         return recent
 
     async def _link(self, record: SendRecord) -> str | None:
@@ -184,6 +194,7 @@ class HomeDesk:
             alerts=tuple(
                 activity.get(rule.name, AlertActivity(rule.name, None, 0, 0, 0, 0)) for rule in self.policy.alerts
             ),
+            opted_out=tuple(await self.optouts.listing(OPTED_OUT)) if self.optouts is not None else (),
         )
 
 

@@ -55,6 +55,7 @@ from bot.sending import texts
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
 from bot.sending.keeping import Waits, keep
+from bot.sending.links import ActionLinks
 from bot.sending.spending import Spending
 from bot.sending.telling import Teller
 
@@ -90,6 +91,7 @@ class Pipeline:
     intake: Abandonments | None = None  # intents whose sender was told they were not recorded (None: none are)
     budgets: BudgetLedger | None = None  # the policy's budgets (None: not counted)
     right_of_way: RightOfWay | None = None  # Slack's requests first (None: the outbox never waits for them)
+    links: ActionLinks | None = None  # each phone's action link at the end of alert texts (None: no PUBLIC_URL)
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -135,6 +137,8 @@ class Pipeline:
             else:  # checked before D7 was unavailable: as it was
                 send = self.teller.prepared(record)
             template = self._template(send)  # as the policy has it now (it may have changed while the send waited)
+            if self.links is not None and not send.endings:  # checked before D7 was unavailable: its links again
+                send = await self.links.ending(send)
             await self.give_way()
             placement = await self._place(record, send, conversation)
             started = await self.sends.start(record, send.checked, placement, self.lease)
@@ -188,7 +192,11 @@ class Pipeline:
                     )
                     return record
                 show = self.admission.policy.defaults.show_numbers
-                send = prepared(record.id, record.request, verdict.checked, show, in_thread=verdict.thread)
+                send = prepared(
+                    record.id, record.request, verdict.checked, show, in_thread=verdict.thread, acts_on=verdict.acts_on
+                )
+                if self.links is not None:  # before it is charged: a link's characters are billed too
+                    send = await self.links.ending(send)
             await self.spending.charge(send)
         except Refused as refused:
             return await self._deny(record, refused.refusal)
@@ -213,7 +221,7 @@ class Pipeline:
             # No announcement: the outcome goes straight into the alert's thread (one reply per alert).
             if send.in_thread is None or send.in_thread == record.request.origin.thread_ts:
                 return Placement(record.request.origin.thread_ts)
-            await self._point(record, send, conversation)
+            await _point(record, send, conversation, self.announce_within)
             return Placement(send.in_thread)
         try:
             # A crash between here and 'sending' means at worst a second announcement, never a second text.
@@ -223,16 +231,6 @@ class Pipeline:
             # The text does not wait for Slack: send now; the story is posted (announcement first) when Slack answers.
             log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(exc).__name__)
             return record.placement
-
-    async def _point(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> None:
-        """A resolution posted on its own: its thread says which alert it ends, whose thread tells the outcome. Like
-        an announcement, at most once more after a crash here; unlike one, never in the way of the text."""
-        assert send.in_thread is not None  # noqa: S101 - asked only with another thread
-        try:
-            async with asyncio.timeout(self.announce_within):
-                await conversation.points_to(send, send.in_thread)
-        except Exception as exc:
-            log.warning("could not say where send_id=%s is told (%s)", record.id, type(exc).__name__)
 
     async def _send(
         self, record: SendRecord, send: PreparedSend, conversation: Conversation, template: OutgoingTemplate | None
@@ -289,6 +287,7 @@ class Pipeline:
             schedule_time=send.request.schedule_time,
             cust_ref=send.send_id if send.via is Via.WHATSAPP else None,
             template=template,
+            suffixes=send.endings,
         )
         return await self.gateway.send(text, on_retry)
 
@@ -373,6 +372,17 @@ class Pipeline:
             self.events.publish(RequestIdKnown(outcome.request_id))
         self.metrics.send_ended(send.via.value, record.state.value)
         return record
+
+
+async def _point(record: SendRecord, send: PreparedSend, conversation: Conversation, within: float) -> None:
+    """A resolution posted on its own: its thread says which alert it ends, whose thread tells the outcome. Like
+    an announcement, at most once more after a crash here; unlike one, never in the way of the text."""
+    assert send.in_thread is not None  # noqa: S101 - asked only with another thread
+    try:
+        async with asyncio.timeout(within):
+            await conversation.points_to(send, send.in_thread)
+    except Exception as exc:
+        log.warning("could not say where send_id=%s is told (%s)", record.id, type(exc).__name__)
 
 
 def _ids(record: SendRecord) -> dict[str, str]:

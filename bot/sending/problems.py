@@ -35,6 +35,9 @@ class Problem:
     ref: RecipientRef | None = None  # the recipient at fault, as the requester named it
     error: InputError | None = None  # the error behind the words, for a form that words it its own way
     index: int | None = None  # PARAMETER: which of the template's values
+    # RECIPIENT: a member of a group the request named (a contact group, a user group) that cannot be texted and is
+    # left out of the send, which goes to the others: no reason to refuse it, but its thread says so.
+    left_out: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -43,6 +46,12 @@ class Problem:
     def unusable(cls, ref: RecipientRef, error: InputError) -> Problem:
         """A recipient that cannot be texted: the reference as given and the error that names it."""
         return cls(Part.RECIPIENT, str(error), ref=ref, error=error)
+
+    @classmethod
+    def opted_out(cls, ref: RecipientRef, error: InputError, *, left_out: bool) -> Problem:
+        """A phone on the opt-out list: the request is refused when it named it (a number, a person), and sent to
+        the others when it came with a group (``left_out``)."""
+        return cls(Part.RECIPIENT, str(error), ref=ref, error=error, left_out=left_out)
 
     @classmethod
     def refused(cls, decision: Decision, ref: RecipientRef | None = None) -> Problem:
@@ -57,6 +66,11 @@ class Problems:
 
     found: tuple[Problem, ...]
     in_time: bool = True
+
+    @property
+    def refusing(self) -> tuple[Problem, ...]:
+        """The problems that refuse the request (group members left out do not)."""
+        return tuple(p for p in self.found if not p.left_out)
 
     @property
     def refusal(self) -> Refusal:

@@ -1,5 +1,6 @@
 """Recipients: references (numbers, people, user groups, contact groups) turned into phone numbers, every problem
-named and none fatal; Slack asked at once for all that need a look-up, a bounded number at a time."""
+named and none fatal; Slack asked at once for all that need a look-up, a bounded number at a time. Phones on the
+opt-out list are taken out, each with a problem: one a request named refuses it, a group's member is left out."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from bot.domain.errors import InputError, InvalidPhoneNumber, inert
+from bot.domain.errors import InputError, InvalidPhoneNumber, OptedOut, inert
 from bot.domain.models import Person, RecipientRef, RefKind
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import Policy
-from bot.domain.ports import Directory
+from bot.domain.ports import Directory, OptOutList
 from bot.sending import texts
 from bot.sending.problems import Problem
 
@@ -55,6 +56,17 @@ class Resolution:
     names: dict[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
     sources: dict[str, RecipientRef] = field(default_factory=dict)  # E.164 → the first reference that gave it
     problems: list[Problem] = field(default_factory=list)  # each ``Part.RECIPIENT``
+
+    @property
+    def refusing(self) -> list[Problem]:
+        """The problems that refuse a person's request: all but group members left out, unless nobody is left."""
+        kept = [p for p in self.problems if not p.left_out]
+        return kept if kept or self.numbers else list(self.problems)
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Why each group member left out of the send is (its thread says so)."""
+        return tuple(p.text for p in self.problems if p.left_out)
 
     def add(self, number: PhoneNumber, ref: RecipientRef, name: str | None = None) -> None:
         if number.e164 not in self.sources:
@@ -103,9 +115,10 @@ def _raise_unless_input(exc: Exception) -> InputError:
 class Recipients:
     """Resolves recipient references with the policy (its region, contact groups, group size) and the directory."""
 
-    def __init__(self, policy: Policy, directory: Directory) -> None:
+    def __init__(self, policy: Policy, directory: Directory, optouts: OptOutList | None = None) -> None:
         self.policy = policy
         self.directory = directory
+        self.optouts = optouts  # None: no opt-out list
 
     async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
         """Every reference resolved that can be; a ``Problem`` for each that cannot (nothing raised for them).
@@ -113,7 +126,8 @@ class Recipients:
         Slack is asked at once for every user group, then at once for every person (picked or a member of a group
         no larger than ``defaults.max_group_size``: a larger one is a problem, its members never looked up); a
         look-up Slack did not answer raises (not the requester's problem: the outbox tries again). Numbers and
-        contact groups alone need no look-up.
+        contact groups alone need no look-up. The opt-out list is read once for every number found (a database that
+        does not answer raises too).
         """
         limit = self.policy.defaults.max_group_size
         groups = list(dict.fromkeys(r.value for r in refs if r.kind is RefKind.USERGROUP))
@@ -144,7 +158,27 @@ class Recipients:
                 self._add_people(found, ref, [people[ref.value]])
             else:
                 self._add_group(found, ref, members[ref.value], people)
+        await self.take_out_opted_out(found)
         return found
+
+    async def take_out_opted_out(self, found: Resolution) -> None:
+        """Phones on the opt-out list out of ``found.numbers``, each with a problem that names it: one the request
+        named (a number, a person) refuses it; a member of a group it named is left out and the rest is sent."""
+        if self.optouts is None or not found.numbers:
+            return
+        listed = await self.optouts.opted_out([n.e164 for n in found.numbers])
+        for number in [n for n in found.numbers if n.e164 in listed]:
+            entry, ref = listed[number.e164], found.sources[number.e164]
+            found.numbers.remove(number)
+            in_group = ref.kind in (RefKind.CONTACTS, RefKind.USERGROUP)
+            name = found.names.get(number.e164)
+            words = texts.opted_out(
+                number.display(self.policy.defaults.show_numbers),
+                texts.opt_out_how(entry.way.value, entry.by),
+                person=f"@{inert(name)}" if name is not None else None,
+                group=(str(ref) if ref.kind is RefKind.CONTACTS else _group_name(ref)) if in_group else None,
+            )
+            found.problems.append(Problem.opted_out(ref, OptedOut(number.e164, words), left_out=in_group))
 
     def _add_group(
         self,

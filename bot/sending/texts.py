@@ -124,6 +124,37 @@ def template_changed(alias: str, takes: int, has: int) -> str:
     return f"the template '{alias}' changed in the policy: it takes {takes} parameters now, this send has {has}"
 
 
+def opted_out(shown: str, how: str, *, person: str | None = None, group: str | None = None) -> str:
+    """A phone on the opt-out list, as a refusal (or an alert's thread, or a group send's note) names it: ``shown``
+    as the policy shows numbers, ``how`` it got there (``opt_out_how``); ``person``: whose profile phone it is;
+    ``group``: the group the request named it with (then it is left out and the rest is sent; the thread's heading
+    says so)."""
+    whose = f"{person}'s phone {shown}" if person else shown
+    where = f" (in {group})" if group else ""
+    until = "it gets none until it texts START, or an admin runs `/sms optin`"
+    return f"{whose}{where} has opted out of texts ({how}): {until}"
+
+
+def opt_out_how(way: str, by: str | None) -> str:
+    """How a phone came onto the opt-out list, in a few words: ``it texted STOP``, ``<@U…> opted it out``."""
+    if way == "admin":
+        return f"<@{by}> opted it out" if by else "an admin opted it out"
+    return f"it texted {inert(by)}" if by else "it texted STOP"
+
+
+# ------------------------------------------------------------ what the bot texts phones that write to it
+
+
+def stop_confirmation() -> str:
+    """The one text a phone gets after it opted out."""
+    return "You will get no more texts from us. Reply START to opt back in."
+
+
+def start_confirmation() -> str:
+    """The text a phone gets after it opted back in."""
+    return "You will get texts from us again. Reply STOP to opt out."
+
+
 # ------------------------------------------------------------ what alerts text
 
 

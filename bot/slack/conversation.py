@@ -473,6 +473,12 @@ class SlackConversation:
     async def acknowledged(self, user_id: str) -> None:
         await self._reply(Placement(self.origin.thread_ts), messages.acknowledged(user_id), None)
 
+    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
+        await self._reply(Placement(self.origin.thread_ts), messages.acknowledged_by_phone(phone, name), None)
+
+    async def resolved_by_phone(self, phone: str, name: str | None) -> None:
+        await self._reply(Placement(self.origin.thread_ts), messages.resolved_by_phone(phone, name), None)
+
     async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
         text = messages.resolves_alert(send, self.origin.channel_id, thread_ts)
         await self._reply(Placement(self.origin.thread_ts), text, [messages.section(text)])

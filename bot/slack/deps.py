@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bot.domain.policy import Policy
-from bot.domain.ports import Conversations, Directory
+from bot.domain.ports import Conversations, Directory, InboundLog, OptOutList
 from bot.metrics import Metrics
 from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
@@ -36,3 +36,5 @@ class Deps:
     home: HomeTabs | None = None  # the App Home tab (None: not published)
     steps: SlackSteps | None = None  # the Workflow Builder step (None: not offered)
     alerts: AlertDesk | None = None  # acknowledging forwarded alerts (None: reactions and replies do nothing)
+    optouts: OptOutList | None = None  # /sms optout and optin (None: not offered)
+    inbound: InboundLog | None = None  # texts phones sent back: their Reply… button (None: not offered)

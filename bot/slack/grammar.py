@@ -1,5 +1,6 @@
 """The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``template:<alias> <recipients> | <value> |
-<value>…`` (an approved WhatsApp template, its parameters in order), ``status <request_id>``, ``help``, or nothing.
+<value>…`` (an approved WhatsApp template, its parameters in order), ``status <request_id>``, ``optout <number>``
+and ``optin <number>`` (admins: the opt-out list), ``help``, or nothing.
 
 Recipients are the leading tokens, separated by spaces or commas: phone numbers (``+14155550100``, or local
 numbers of at least 7 digits read in the policy's region), Slack users and user groups as Slack sends them with
@@ -45,6 +46,21 @@ class Status:
 
 
 @dataclass(frozen=True)
+class OptList:
+    """An admin puts a number on the opt-out list (``out``) or takes it off; ``number`` as typed."""
+
+    number: str
+    out: bool
+
+    @property
+    def word(self) -> str:
+        return "optout" if self.out else "optin"
+
+
+OPT_WORDS = {"optout": True, "optin": False}
+
+
+@dataclass(frozen=True)
 class Compose:
     """Send ``text`` to ``recipients``."""
 
@@ -74,12 +90,17 @@ def _recipient(token: str) -> RecipientRef | None:
     return None
 
 
-def parse_command(text: str) -> Help | Compose | Status:
+def parse_command(text: str) -> Help | Compose | Status | OptList:
     """Parse a command's text; raises ``InputError`` naming what is missing."""
     stripped = text.strip()
     if not stripped or stripped.lower() in HELP_WORDS:
         return Help()
     words = stripped.split()
+    if words[0].lower() in OPT_WORDS:
+        number = to_plain_text(" ".join(words[1:])).strip()
+        if not number or len(number) > 40:
+            raise InputError(f"give one phone number: {words[0].lower()} +14155550100")
+        return OptList(number, OPT_WORDS[words[0].lower()])
     if words[0].lower() == "status":
         if len(words) != 2 or not _REQUEST_ID.match(words[1].strip("`")):
             raise InputError("give one request_id: status <request_id> (it is in the send's result message)")

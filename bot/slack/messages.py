@@ -34,12 +34,14 @@ from bot.domain.errors import (
     MessageTooLong,
     ServiceUnavailable,
 )
+from bot.domain.inbound import OptOut, OptOutWay, Unanswered
 from bot.domain.models import AlertResolution, AlertSummary, EscalationStep, RefKind, StatusReport, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule, channel_templates
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, NotSentReason, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord
 from bot.domain.templates import Template, window_closed
+from bot.sending.answers import answering
 from bot.sending.home import AdminView, RecentSend, RuleView
 from bot.slack.markup import escape
 
@@ -131,6 +133,8 @@ def usage(command: str, templates: Sequence[str] = ()) -> str:
         f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
         f"Type `{command}` alone for a form that shows what the text will cost before you send it.\n"
         f"`{command} status <request_id>` asks D7 whether each phone got a text you sent.\n"
+        f"Admins: `{command} optout <number>` and `{command} optin <number>` keep a phone from texts, or let it be "
+        "texted again (phones opt out themselves by texting STOP).\n"
         f"{template_help}"
         "The result is posted in a thread under the message the bot posts in this channel."
     )
@@ -277,6 +281,8 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
         f":outbox_tray: <@{req.user_id}> is sending {_what(send)} as *{escape(send.originator)}* "
         f"(`{escape(send.sender)}`) to {recipients_text(send)}"
     )
+    if (answered := answering(req)) is not None:  # the bot answers a phone that texted it
+        head = phone_answer_head(send, answered[0].value, answered[1])
     if req.schedule_time is not None:
         head += f", scheduled for {_date(req.schedule_time)}"
     if req.origin.surface is Surface.WORKFLOW:
@@ -286,7 +292,15 @@ def announcement(send: PreparedSend) -> tuple[str, list[Block]]:
     if req.template is not None:
         what = f"The WhatsApp template {escape(req.template.alias)}"
     text = fit(f"{what} from <@{req.user_id}> to {len(send.recipients)} recipient(s): {escape(send.text)}", TEXT_LIMIT)
-    return text, [section(head), quote(send.text), context(sizing(send))]
+    return text, [section(head), quote(send.text), context(sizing(send)), *_left_out(send)]
+
+
+def _left_out(send: PreparedSend) -> list[Block]:
+    """A person's group send: the members it leaves out (opted out), and why."""
+    if not send.unreached or send.alert is not None:
+        return []
+    problems = [fit(shown_markup(p, groups=False), PROBLEM_LIMIT) for p in send.unreached]
+    return [section(":no_bell: *Left out:* " + listing(problems, sep="; "))]
 
 
 def _date(when: datetime) -> str:
@@ -411,8 +425,15 @@ def alert_outcome(
             f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`. Nobody was texted; "
             "check the numbers and the sender with your D7 account."
         )
-    blocks = [section(head), quote(send.text), context(f"{rule} · {sizing(send)}"), *_alert_notes(send)]
+    blocks = [section(head), quote(send.text), context(f"{rule} · {sizing(send)}{_linked(send)}"), *_alert_notes(send)]
     return head, [*blocks, *delivery_blocks(send, statuses)]
+
+
+def _linked(send: PreparedSend) -> str:
+    """Said under a text whose phones each got their own action link after it."""
+    if not send.endings:
+        return ""
+    return " · each phone's text ends with its own link to acknowledge the alert"
 
 
 def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
@@ -423,9 +444,9 @@ def alert_not_sent(send: PreparedSend, why: NotSent) -> tuple[str, list[Block]]:
 
 
 def _step_acknowledged(send: PreparedSend, why: NotSent) -> str:
-    who = why.first.acked_by if why.first is not None else None
+    who = acknowledger(why.first, send.show_numbers)
     step = (send.alert.step if isinstance(send.alert, EscalationStep) else None) or 0
-    return f":white_check_mark: *Escalation step {step + 1} not sent:* <@{who}> acknowledged the alert."
+    return f":white_check_mark: *Escalation step {step + 1} not sent:* {who} acknowledged the alert."
 
 
 def _step_resolved(send: PreparedSend, why: NotSent) -> str:
@@ -443,9 +464,9 @@ def _first_where(why: NotSent) -> str:
 
 
 def _acknowledged_repeat(send: PreparedSend, why: NotSent) -> str:
-    who = why.first.acked_by if why.first is not None else None
+    who = acknowledger(why.first, send.show_numbers)
     return (
-        f":white_check_mark: *Not texted again:* <@{who}> acknowledged this alert{_first_where(why)}; "
+        f":white_check_mark: *Not texted again:* {who} acknowledged this alert{_first_where(why)}; "
         f"it is not texted again until it is resolved (rule *{escape(send.rule)}*)."
     )
 
@@ -932,6 +953,8 @@ def home_recent(recent: RecentSend, show: NumberDisplay) -> str:
         lines.append(listing(people, 1200, sep="\n"))
     if record.refusal is not None:
         lines.append(fit("Not sent: " + "; ".join(shown_markup(p) for p in record.refusal.problems), 600))
+    if recent.replies:
+        lines.append(home_replies(recent.replies, show))
     return fit("\n".join(lines), 2900)
 
 
@@ -980,6 +1003,7 @@ def home_admin(admin: AdminView, show: NumberDisplay) -> list[str]:
                 f"{a.refused} not texted"
             )
         texts.append("*Alert rules today:*\n" + listing(rows, 2500, sep="\n"))
+    texts.append(home_opt_outs(admin.opted_out, show))
     return [fit(t, 2900) for t in texts]
 
 
@@ -1003,6 +1027,32 @@ def low_balance_warning(balance: Balance, low: float) -> str:
 def acknowledged(user_id: str) -> str:
     """The reply in an alert's thread when a person acknowledged it."""
     return f":white_check_mark: *Acknowledged* by <@{user_id}>: no more texts for this alert until it is resolved."
+
+
+def acknowledged_by_phone(phone: str, name: str | None) -> str:
+    """The reply in an alert's thread when a phone it was texted to acknowledged it."""
+    whose = f" ({escape(name)}'s phone)" if name else ""
+    return (
+        f":white_check_mark: *Acknowledged* from {escape(phone)}{whose}: no more texts for this alert until it is "
+        "resolved."
+    )
+
+
+def resolved_by_phone(phone: str, name: str | None) -> str:
+    """The reply in an alert's thread when a phone it was texted to resolved it by its text's link."""
+    whose = f" ({escape(name)}'s phone)" if name else ""
+    return f":white_check_mark: *Resolved* from {escape(phone)}{whose}, by the link in its text."
+
+
+def acknowledger(first: SendRecord | None, show: NumberDisplay) -> str:
+    """Who acknowledged an alert, as a thread shows it: a mention, or the phone (and whose it is)."""
+    who = first.acked_by if first is not None else None
+    if who is None:
+        return "someone"
+    if who.startswith("+"):
+        name = first.checked.names.get(who) if first is not None and first.checked else None
+        return escape(PhoneNumber(who).display(show)) + (f" ({escape(name)}'s phone)" if name else "")
+    return f"<@{who}>"
 
 
 def resolves_alert(send: PreparedSend, channel_id: str, alert_ts: str) -> str:
@@ -1061,3 +1111,111 @@ def not_in_workspace(user_id: str) -> str:
 
 def not_a_user_group(group_id: str) -> str:
     return f"<!subteam^{group_id}> is not a user group of this workspace"
+
+
+# ------------------------------------------------------------ texts phones send back (``bot.sending.inbound``)
+
+REPLY_BUTTON = "inbound_reply"  # under a phone's reply: opens the compose form for that number in that thread
+
+
+def phone_replied(phone: str, text: str, inbound_id: str) -> tuple[str, list[Block]]:
+    """A phone's reply, where the send that texted it is told (or in ``inbound.channel``): ``+1 415 ••• 0100
+    replied: …``, made inert (escaped where Slack reads markup, a literal quote in the blocks), with **Reply…**."""
+    said = text if text.strip() else "(an empty text)"
+    return fit(f"{escape(phone)} replied: {escape(said)}", TEXT_LIMIT), [
+        section(f":speech_balloon: *{escape(phone)} replied:*"),
+        quote(said),
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": REPLY_BUTTON,
+                    "text": {"type": "plain_text", "text": "Reply…"},
+                    "value": inbound_id,
+                }
+            ],
+        },
+    ]
+
+
+def phone_keyword(phone: str, word: str, why: Unanswered) -> str:
+    """A keyword the bot did not answer with a text, and why (what it did answer tells its own story)."""
+    who, said = escape(phone), f"*{escape(word)}*"
+    if why is Unanswered.ALREADY_OUT:
+        return f":no_bell: {who} texted {said} again: it had opted out already (and had its one confirmation)."
+    if why is Unanswered.NOT_OUT:
+        return f":bell: {who} texted {said}: it was not opted out, so nothing changed."
+    if why is Unanswered.OPTED_OUT:
+        return f":no_bell: {who} texted {said}: it has opted out of texts, so it was not answered."
+    return (
+        f":warning: {who} texted {said}: done, but not confirmed by text: the policy has no SMS sender to answer with."
+    )
+
+
+def phone_answer_head(send: PreparedSend, asked: str, word: str) -> str:
+    """The parent line of the bot's answer to a phone (``asked``: stop, start or help)."""
+    who = recipients_text(send)
+    by = f"as *{escape(send.originator)}* (`{escape(send.sender)}`)"
+    said = f"*{escape(word)}*"
+    if asked == "stop":
+        return f":no_bell: {who} texted {said}: it has opted out of texts. The bot confirms, {by}:"
+    if asked == "start":
+        return f":bell: {who} texted {said}: it has opted back in. The bot confirms, {by}:"
+    return f":information_source: {who} texted {said}. The bot answers with `inbound.help_text`, {by}:"
+
+
+def inbound_unreadable(why: str, keys: Sequence[str]) -> str:
+    """To the admin channel, once per shape of body: a callback the bot could not read, and its keys."""
+    shown = listing([f"`{escape(k)}`" for k in keys], 1500) if keys else "none"
+    return (
+        f":warning: *A text sent back to the bot could not be read* ({escape(why)}). It was kept, not answered. "
+        f"The keys D7 posted (never their values): {shown}.\nSet `inbound.fields` in the policy to the keys that "
+        "hold the phone number and the text (a dotted path for a nested one, like `data.msisdn`), then reload the "
+        "bot. This is said once for bodies of this shape."
+    )
+
+
+def home_replies(replies: Sequence[tuple[str, str]], show: NumberDisplay) -> str:
+    """A send's replies on App Home, newest first: (E.164, text)."""
+    lines = [f"{escape(PhoneNumber(p).display(show))} replied: {escape(fit(t, 300))}" for p, t in replies]
+    return listing(lines, 1200, sep="\n", rest="\n… and {n} more replies")
+
+
+def home_opt_outs(entries: Sequence[OptOut], show: NumberDisplay) -> str:
+    """The admins' list of opted-out phones: when, and how (a STOP text, or which admin)."""
+    if not entries:
+        return "*Opted out:* no phone"
+    rows = []
+    for entry in entries:
+        when = f"<!date^{int(entry.at.timestamp())}^{{date_short_pretty}} {{time}}|{entry.at:%Y-%m-%d %H:%M} UTC>"
+        how = f"texted {escape(entry.by or 'STOP')}" if entry.way is OptOutWay.TEXT else f"by <@{entry.by}>"
+        rows.append(f"{escape(PhoneNumber(entry.phone).display(show))} · {when} · {how}")
+    return "*Opted out* (`/sms optin <number>` takes one off):\n" + listing(rows, 2500, sep="\n")
+
+
+def opt_out_done(shown: str, out: bool, changed: bool) -> str:
+    """An admin's ``/sms optout`` or ``/sms optin``, answered privately."""
+    if out:
+        if changed:
+            return (
+                f":no_bell: {escape(shown)} is opted out: it gets no texts until it texts START or an admin runs "
+                "`/sms optin`."
+            )
+        return f"{escape(shown)} was opted out already; nothing changed."
+    if changed:
+        return f":bell: {escape(shown)} is opted back in: it can be texted again."
+    return f"{escape(shown)} was not opted out; nothing changed."
+
+
+def opt_out_not_admin(command: str) -> str:
+    return f":no_entry: Only the policy's admins may use `{escape(command)}`; nothing changed."
+
+
+def opt_out_unavailable(error: Exception) -> str:
+    why = str(error) if isinstance(error, ServiceUnavailable) else "the bot's database did not answer"
+    return f":x: Nothing changed: {escape(why)}. Try again in a minute."
+
+
+def opt_out_usage(command: str) -> str:
+    return f"Give one phone number: `{escape(command)} +14155550100`"

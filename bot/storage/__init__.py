@@ -2,8 +2,8 @@
 
 ``Storage`` is the database (``database.py``: engines, transactions, group commit) and the stores on it, one job
 each: ``sends/`` (the send log: its queue, read models and alert log), ``alerts.py`` (dedup and per-phone limits),
-``budgets.py`` (the policy's budgets), ``deliveries.py`` (reports and statuses), ``settings.py`` (what the bot keeps
-for itself).
+``budgets.py`` (the policy's budgets), ``deliveries.py`` (reports and statuses), ``inbound.py`` (texts phones sent
+back, and the opt-out list), ``settings.py`` (what the bot keeps for itself).
 """
 
 from __future__ import annotations
@@ -20,14 +20,18 @@ from bot.storage.budgets import SqlBudgetLedger
 from bot.storage.database import Database, now
 from bot.storage.deliveries import SqlDeliveryLog
 from bot.storage.engine import create_engine, migrate
+from bot.storage.inbound import SqlInboundLog, SqlOptOuts
+from bot.storage.links import SqlActionLinks
 from bot.storage.schema import (
     UTCDateTime,
+    action_links,
     alert_dedupe,
     alert_deliveries,
     alert_windows,
     budget_charges,
     budget_windows,
     delivery_reports,
+    inbound,
     recipient_statuses,
     sends,
 )
@@ -71,6 +75,21 @@ class Storage:
         return cls.on(Database(engine))
 
     @property
+    def links(self) -> SqlActionLinks:
+        """Each phone's link to an alert (stateless: one made per use is the same store)."""
+        return SqlActionLinks(self.database)
+
+    @property
+    def inbound(self) -> SqlInboundLog:
+        """Texts phones sent back (stateless, like ``links``)."""
+        return SqlInboundLog(self.database)
+
+    @property
+    def optouts(self) -> SqlOptOuts:
+        """The opt-out list (stateless)."""
+        return SqlOptOuts(self.database)
+
+    @property
     def single_process(self) -> bool:
         """SQLite: one process owns the file, so whatever is in flight at start was left by a dead process."""
         return not self.database.postgres
@@ -96,6 +115,11 @@ class Storage:
             await conn.execute(budget_charges.delete().where(budget_charges.c.send_id.in_(old)))
             result = await conn.execute(sends.delete().where(sends.c.id.in_(old)))
             await conn.execute(delivery_reports.delete().where(delivery_reports.c.received_at < before))
+            handled = sa.and_(inbound.c.received_at < before, inbound.c.next_attempt_at.is_(None))
+            await conn.execute(inbound.delete().where(handled))
+            await conn.execute(
+                action_links.delete().where(action_links.c.expires_at < sa.literal(before, UTCDateTime()))
+            )
             at = sa.literal(min(before, now()), UTCDateTime())
             await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
             await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))

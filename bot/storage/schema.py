@@ -209,3 +209,49 @@ budget_charges = sa.Table(
     sa.Column("messages", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+
+action_links = sa.Table(  # issue 28: one phone's link to one alert (``bot.domain.links``)
+    "action_links",
+    metadata,
+    sa.Column("token", sa.String(32), primary_key=True),
+    sa.Column("send_id", sa.String(36), nullable=False),
+    sa.Column("alert_key", sa.String(255), nullable=False),
+    sa.Column("phone", sa.String(20), nullable=False),
+    sa.Column("form_token", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("send_id", "phone", name="uq_action_links_send_phone"),
+)
+
+# Inbound (0011): every message a phone sent back, kept as it came, and what was done about it. ``dedupe_key`` is
+# the body's digest while a second copy would be a duplicate; ``next_attempt_at`` is set while it is to be handled.
+inbound = sa.Table(
+    "inbound",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("dedupe_key", sa.String(64), unique=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("text", sa.Text()),
+    sa.Column("send_id", sa.String(36)),
+    sa.Column("note_ts", sa.String(32)),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime()),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Index("ix_inbound_due", "next_attempt_at"),
+    sa.Index("ix_inbound_received_at", "received_at"),
+    sa.Index("ix_inbound_send_id", "send_id"),
+)
+
+# The opt-out list (0011): phones that get no texts but the one confirming their STOP.
+opt_outs = sa.Table(
+    "opt_outs",
+    metadata,
+    sa.Column("phone", sa.String(32), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("way", sa.String(16), nullable=False),
+    sa.Column("by", sa.String(64)),
+)

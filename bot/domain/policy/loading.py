@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from bot.domain.encoding import analyze
 from bot.domain.errors import InvalidPhoneNumber, PolicyFileError, PolicyProblem
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber, is_region, parse_phone, regions_of_country_code
@@ -103,8 +104,19 @@ class _Normaliser:
                 self.problem(f"senders.{name}.originator", problem)
             if sender.templates and sender.via is not Via.WHATSAPP:
                 self.problem(f"senders.{name}.templates", "only WhatsApp senders have templates")
+        self.inbound()
         update = {"contacts": self.contacts(), "rules": self.rules(), "alerts": self.alerts()}
         return self.policy.model_copy(update=update)
+
+    def inbound(self) -> None:
+        """The HELP answer is one text: it must fit in ``defaults.max_segments``."""
+        info = analyze(self.policy.inbound.help_text)
+        if info.segments > self.policy.defaults.max_segments:
+            self.problem(
+                "inbound.help_text",
+                f"needs {info.segments} SMS segments ({info.encoding.label}); defaults.max_segments is "
+                f"{self.policy.defaults.max_segments}: shorten it",
+            )
 
     def contacts(self) -> dict[str, list[str]]:
         contacts: dict[str, list[str]] = {}
@@ -313,7 +325,25 @@ def load_policy(path: str | Path) -> Policy:
 def policy_warnings(policy: Policy) -> list[PolicyProblem]:
     """What a checked policy allows or refuses that its author may not mean; ``check`` prints these, loading and
     sending ignore them."""
-    return [*_pattern_warnings(policy), *_contact_warnings(policy), *_recipient_warnings(policy)]
+    return [
+        *_pattern_warnings(policy),
+        *_contact_warnings(policy),
+        *_recipient_warnings(policy),
+        *_inbound_warnings(policy),
+    ]
+
+
+def _inbound_warnings(policy: Policy) -> list[PolicyProblem]:
+    """``inbound`` set up with nowhere to post replies that belong to no recent send."""
+    if "inbound" not in policy.model_fields_set or policy.inbound_channel is not None:
+        return []
+    return [
+        PolicyProblem(
+            "inbound.channel",
+            "not set, and no defaults.admin_channel: replies from phones texted more than 7 days ago (or never) "
+            "are kept but posted nowhere, and unreadable callbacks are only logged",
+        )
+    ]
 
 
 def _pattern_warnings(policy: Policy) -> list[PolicyProblem]:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from bot.domain import patterns
+from bot.domain.inbound import KEYWORDS as INBOUND_KEYWORDS
 from bot.domain.models import Via
 from bot.domain.phone import SAFE_NUMBER_TYPES, NumberDisplay, NumberType, PhoneNumber, is_region
 from bot.domain.slack_ids import CHANNEL_ID
@@ -347,6 +349,7 @@ class AlertRule(_Model):
     whatsapp_template: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     thread_replies: bool = False  # forward replies in threads too (by default only top-level posts)
+    links: bool = True  # with PUBLIC_URL set: each phone's text ends with its link to acknowledge (or resolve) it
     resolve: Regex | None = None  # a post matching this ends a forwarded alert: "RESOLVED" to the phones that got it
     # Where ``resolve`` is searched: the post's title (the default), or its whole text, for tools that say the state
     # only in a field or a line of their own (CloudWatch's "Current State: OK", Sentry's "Issue resolved by …").
@@ -381,6 +384,66 @@ class AlertRule(_Model):
         return None if self.resolve is None else patterns.compile(self.resolve)
 
 
+DEFAULT_HELP_TEXT = "This number sends texts from our team on Slack. Reply STOP to opt out, START to opt back in."
+# A dotted path into a posted body (``data.from``): keys without dots or spaces, joined by dots.
+_FIELD_PATH = re.compile(r"^[^.\s]{1,64}(\.[^.\s]{1,64}){0,5}$")
+
+
+def _field_path(value: str) -> str:
+    if not _FIELD_PATH.match(value):
+        raise ValueError(f"'{value}' is not a field's name or a dotted path like data.from")
+    return value
+
+
+FieldPath = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_field_path)]
+
+
+class InboundFields(_Model):
+    """Where the phone and the text are in what D7 posts (dotted paths); each left out is looked for under the
+    common names. ``from`` may stand for ``phone``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    phone: FieldPath | None = Field(None, validation_alias=AliasChoices("phone", "from"))
+    text: FieldPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_phone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "phone" in data and "from" in data:
+            raise ValueError("give the phone's field once: as phone or as from, not both")
+        return data
+
+
+class Inbound(_Model):
+    """Texts phones send back (``POST /d7/inbound/<secret>``): where their fields are, the HELP answer, the words
+    that acknowledge an alert, and where replies to no recent send go."""
+
+    fields: InboundFields = InboundFields()
+    help_text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] = (
+        DEFAULT_HELP_TEXT
+    )
+    ack_words: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]] = Field(
+        default_factory=lambda: ["ACK"]
+    )
+    channel: str | None = None  # default: ``defaults.admin_channel``
+
+    @field_validator("ack_words")
+    @classmethod
+    def _not_keywords(cls, value: list[str]) -> list[str]:
+        for word in value:
+            if word.upper() in INBOUND_KEYWORDS:
+                raise ValueError(f"'{word}' is a keyword phones use to opt out, opt in or ask for help; pick another")
+        return list({w.upper(): w for w in value}.values())
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not CHANNEL_ID.match(value):
+            raise ValueError(f"'{value}' is not a channel ID (C…/G…)")
+        return value
+
+
 class Policy(_Model):
     """The whole policy file, after checking."""
 
@@ -391,6 +454,12 @@ class Policy(_Model):
     contacts: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
+    inbound: Inbound = Inbound()
+
+    @property
+    def inbound_channel(self) -> str | None:
+        """Where replies that belong to no recent send are posted (None: nowhere; they are kept)."""
+        return self.inbound.channel or self.defaults.admin_channel
 
     def alert_rule(self, name: str) -> AlertRule | None:
         return next((a for a in self.alerts if a.name == name), None)

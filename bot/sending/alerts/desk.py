@@ -35,6 +35,7 @@ class AlertDesk:
     reader: MessageReader | None  # the alert as posted, as text (None: the request's text)
     deadline: timedelta  # of the summaries and escalation steps it schedules
     organisation: Organisation | None = None  # whose people acknowledge alerts (None: nobody's)
+    link_room: str = ""  # a stand-in of an action link, for its room in texts (``bot.domain.links.room``); "": none
     rendering: Rendering = field(init=False)
     gate: Gate = field(init=False)
     summaries: Summaries = field(init=False)
@@ -44,7 +45,11 @@ class AlertDesk:
 
     def __post_init__(self) -> None:
         self.rendering = Rendering(
-            policy=self.policy, admission=self.admission, directory=self.directory, reader=self.reader
+            policy=self.policy,
+            admission=self.admission,
+            directory=self.directory,
+            reader=self.reader,
+            link_room=self.link_room,
         )
         self.summaries = Summaries(
             rendering=self.rendering, ledger=self.ledger, sends=self.sends, deadline=self.deadline
@@ -72,7 +77,7 @@ class AlertDesk:
         nobody can be texted."""
         alert, rule = alert_of(record), self.rendering.rule_of(record)
         if isinstance(alert, AlertSummary):
-            return Text(await self.summaries.text(record, rule))
+            return await self.summaries.text(record, rule)
         if isinstance(alert, AlertResolution):
             return await self.resolving.resolve(record, rule)
         if isinstance(alert, EscalationStep):

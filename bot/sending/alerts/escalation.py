@@ -61,5 +61,6 @@ class Escalation:
         body = firing.text_as_sent.strip()
         words = texts.escalated(describe_window(rule.escalate[step].after), body)
         via, title = record.request.via, texts.escalated_title(body)
-        text, use = self.rendering.words(rule, words, via, rule.max_segments, title=title)
-        return Text(self.rendering.checked(rule, text, use, found.numbers, found.names, unreached=unreached))
+        text, use = self.rendering.words(rule, words, via, rule.max_segments, linked=True, title=title)
+        checked = self.rendering.checked(rule, text, use, found.numbers, found.names, unreached=unreached)
+        return Text(checked, acts_on=alert.escalates)

@@ -33,7 +33,8 @@ class Gate:
         """What a firing alert does: ``Repeat``, ``Bundle`` (nobody now: held for the summaries) or ``Text``."""
         if (repeat := await self._repeat_of(record, rule)) is not None:
             return Repeat(repeat)
-        text, template = self.rendering.text(rule, await self.rendering.fields(record, rule), record.request.via)
+        fields = await self.rendering.fields(record, rule)
+        text, template = self.rendering.text(rule, fields, record.request.via, linked=True)
         found, unreached = await self.rendering.reach(record.request.recipients)
         quiet = quiet_of(record.request, rule, record.created_at)
         if quiet is not None:  # quiet hours: every phone gets it in one summary when they end
@@ -48,7 +49,7 @@ class Gate:
         checked = self.rendering.checked(rule, text, template, reached, found.names, held=held, unreached=unreached)
         if not checked.recipients:
             return Bundle(checked)  # held for the summaries: nobody is paged, so nobody is escalated to
-        return Text(checked)
+        return Text(checked, acts_on=record.request.idempotency_key)
 
     async def _repeat_of(self, record: SendRecord, rule: AlertRule) -> str | None:
         """The alert this one repeats, when it is not to be texted again; None when it is to be."""

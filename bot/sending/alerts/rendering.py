@@ -32,6 +32,9 @@ class Rendering:
     admission: Admission
     directory: Directory
     reader: MessageReader | None  # the alert as posted, as text (None: the request's text)
+    # With action links (PUBLIC_URL set): a stand-in of the link that will end a text, of its length
+    # (``bot.domain.links.room``); the words are fitted with room for it. Empty: no links.
+    link_room: str = ""
 
     def rule_of(self, record: SendRecord) -> AlertRule:
         alert = alert_of(record)
@@ -119,24 +122,30 @@ class Rendering:
                 log.warning("no permalink for an alert in %s: %s", channel_id, exc)
         return fields
 
-    def text(self, rule: AlertRule, fields: dict[str, str], via: Via) -> tuple[str, TemplateUse | None]:
-        """The text from the rule's template, cut to its budget; for a WhatsApp rule, its approved template with
-        each parameter filled in and made valid (no line breaks or tabs, at most 4 spaces, 1,024 characters)."""
+    def text(
+        self, rule: AlertRule, fields: dict[str, str], via: Via, *, linked: bool = False
+    ) -> tuple[str, TemplateUse | None]:
+        """The text from the rule's template, cut to its budget (``linked``: with room for the action link that
+        will end it); for a WhatsApp rule, its approved template with each parameter filled in and made valid (no
+        line breaks or tabs, at most 4 spaces, 1,024 characters), and no link."""
         if rule.whatsapp_template is None:
+            room = self.link_room if linked and rule.links else ""
             # NUL: no phone shows it, and PostgreSQL refuses it in text (the alert as posted may carry one).
-            return fit(rule.template, fields, via, rule.max_segments).text.replace("\x00", ""), None
+            return fit(rule.template, fields, via, rule.max_segments, room).text.replace("\x00", ""), None
         template = self.policy.senders[rule.sender].templates[rule.whatsapp_template]
         values = tuple(fit_param(rule.params[p.name].format_map(fields).replace("\x00", "")) for p in template.params)
         return template.render(values, rule.whatsapp_template), TemplateUse(rule.whatsapp_template, values)
 
     def words(
-        self, rule: AlertRule, words: str, via: Via, segments: int, **fields: str
+        self, rule: AlertRule, words: str, via: Via, segments: int, *, linked: bool = False, **fields: str
     ) -> tuple[str, TemplateUse | None]:
-        """The bot's own words about an alert (ESCALATED, RESOLVED, a summary): plain, cut to ``segments``; for a
-        WhatsApp rule, in its approved template (``fields`` say what goes in it besides ``text``)."""
+        """The bot's own words about an alert (ESCALATED, RESOLVED, a summary): plain, cut to ``segments`` (with
+        room for an action link when ``linked``); for a WhatsApp rule, in its approved template (``fields`` say
+        what goes in it besides ``text``)."""
         if rule.whatsapp_template is not None:
             return self.text(rule, {"text": words, "title": words, "channel": "", "link": ""} | fields, via)
-        return fit("{text}", {"text": words}, via, segments).text, None
+        room = self.link_room if linked and rule.links else ""
+        return fit("{text}", {"text": words}, via, segments, room).text, None
 
     async def channel_name(self, channel_id: str) -> str:
         try:

@@ -53,8 +53,11 @@ class Resolving:
         texted = await self._texted(firing, rule)
         if not texted:
             raise Refused.denied("the phones it reached are outside the policy's countries now, so nobody was told")
+        texted, opted_out = await self.rendering.admission.without_opted_out(texted)  # STOP since the alert
+        if not texted:
+            raise Refused.invalid(*opted_out)
         names = {k: v for k, v in firing.checked.names.items() if k in {n.e164 for n in texted}}
-        checked = self.rendering.checked(rule, text, use, texted, names)
+        checked = self.rendering.checked(rule, text, use, texted, names, unreached=opted_out)
         alert_thread = firing.request.origin.thread_ts
         # The alert's thread tells its whole life: the outcome goes there; the resolving post's thread points to it.
         return Text(checked, thread=alert_thread if alert_thread != record.request.origin.thread_ts else None)

@@ -13,9 +13,10 @@ from bot.domain.models import AlertSummary, RecipientRef, RefKind, SendRequest, 
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import AlertRule, country_refusal
 from bot.domain.ports import AlertLedger, SendQueue
-from bot.domain.sends import Checked, SendRecord
+from bot.domain.sends import SendRecord
 from bot.sending.admission import Refused
 from bot.sending.alerts.rendering import Rendering, alert_as
+from bot.sending.alerts.verdicts import Text
 
 log = logging.getLogger("bot.sending.alerts")
 
@@ -55,8 +56,9 @@ class Summaries:
             self._recorded.clear()
         self._recorded.add(key)
 
-    async def text(self, record: SendRecord, rule: AlertRule) -> Checked:
-        """One text for the phone: how many alerts were held back, where, since when, and the latest."""
+    async def text(self, record: SendRecord, rule: AlertRule) -> Text:
+        """One text for the phone: how many alerts were held back, where, since when, and the latest (its action
+        link acts on the latest)."""
         alert = alert_as(record, AlertSummary)
         if alert.phone is None or alert.window_start is None:
             raise Refused.denied("this summary lost its phone number or window; nothing to sum up")
@@ -71,7 +73,8 @@ class Summaries:
         latest_text = latest.text_as_sent
         if latest.checked is not None and latest.checked.template is not None:
             latest_text = _alert_value(rule, latest.checked.template.values) or latest_text
-        text = fit(template, {"text": latest_text.strip()}, via, rule.max_segments).text
+        room = self.rendering.link_room if rule.links else ""
+        text = fit(template, {"text": latest_text.strip()}, via, rule.max_segments, room).text
         use = None
         if rule.whatsapp_template is not None:  # the same approved template as the alerts, the summary in it
             title = f"+{len(held)} more alert{'s' if len(held) != 1 else ''}"
@@ -80,8 +83,13 @@ class Summaries:
         number = PhoneNumber(alert.phone)
         if (refusal := country_refusal(self.rendering.policy, number)) is not None:  # held before they narrowed
             raise Refused.invalid(refusal)
+        kept, opted_out = await self.rendering.admission.without_opted_out([number])  # it wrote STOP since
+        if not kept:
+            raise Refused.invalid(*opted_out)
         names_of = {k: v for k, v in latest.names.items() if k == number.e164}
-        return self.rendering.checked(rule, text, use, (number,), names_of)
+        return Text(
+            self.rendering.checked(rule, text, use, (number,), names_of), acts_on=latest.request.idempotency_key
+        )
 
 
 def _alert_value(rule: AlertRule, values: tuple[str, ...]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.deps import Deps
-from bot.slack.listeners import commands, compose, events, home, shortcuts, steps
+from bot.slack.listeners import commands, compose, events, home, replies, shortcuts, steps
 from bot.slack.listeners.ids import COMMANDS, EVENTS, FUNCTIONS, SHORTCUTS
 
 __all__ = ["COMMANDS", "EVENTS", "FUNCTIONS", "SHORTCUTS", "register_all"]
@@ -20,6 +20,8 @@ def register_all(app: AsyncApp, deps: Deps) -> None:
     compose.register(app, deps)
     shortcuts.register(app, deps)
     events.register(app, deps)
+    if deps.inbound is not None:
+        replies.register(app, deps)
     if deps.home is not None:
         home.register(app, deps, deps.home)
     if deps.steps is not None:

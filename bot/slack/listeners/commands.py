@@ -13,13 +13,16 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain import keys
-from bot.domain.errors import D7Error, D7NotFoundError, InputError, ServiceUnavailable
+from bot.domain.clock import utc_now
+from bot.domain.errors import D7Error, D7NotFoundError, InputError, InvalidPhoneNumber, ServiceUnavailable
+from bot.domain.inbound import OptOut, OptOutWay
 from bot.domain.models import SendRequest, Via
+from bot.domain.phone import parse_phone
 from bot.domain.sends import Refusal, RefusalKind, SendRecord
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
 from bot.slack.deps import Deps
-from bot.slack.grammar import Help, Status, parse_command
+from bot.slack.grammar import Help, OptList, Status, parse_command
 from bot.slack.listeners.compose import open_compose
 from bot.slack.listeners.ids import COMMANDS
 from bot.slack.payloads import SlashCommand
@@ -52,6 +55,11 @@ def make_handler(deps: Deps, via: Via) -> Handler:
         except InputError as exc:
             text, blocks = messages.refusal(Refusal(RefusalKind.INVALID, (str(exc),)))
             await ack(text=text, blocks=blocks, response_type="ephemeral")
+            return
+        if isinstance(parsed, OptList):
+            await ack()  # an admin check may ask Slack: answered through the response_url
+            opting = change_opt_out(deps, respond, command.user_id, parsed, f"{command.command} {parsed.word}")
+            deps.tasks.spawn(opting, "opt-out")
             return
         if isinstance(parsed, Status):
             await ack()  # the look-up calls D7: answered through the response_url
@@ -140,3 +148,28 @@ async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, user_id: 
         return
     text, blocks = messages.status_report(record, report, deps.policy.defaults.show_numbers)
     await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+
+
+async def change_opt_out(deps: Deps, respond: AsyncRespond, user_id: str, asked: OptList, command: str) -> None:
+    """``/sms optout <number>`` and ``/sms optin <number>``: the opt-out list, for the policy's admins only (anyone
+    else is refused privately and nothing changes). Answered privately either way."""
+    policy = deps.admission.policy
+    try:
+        if deps.optouts is None or not await deps.admission.is_admin(user_id):
+            await respond(text=messages.opt_out_not_admin(command), response_type="ephemeral")
+            return
+        number = parse_phone(asked.number, policy.defaults.region)
+        if asked.out:
+            changed = await deps.optouts.opt_out(OptOut(number.e164, utc_now(), OptOutWay.ADMIN, user_id))
+        else:
+            changed = await deps.optouts.opt_in(number.e164)
+    except InvalidPhoneNumber as exc:
+        await respond(text=f"{exc}. {messages.opt_out_usage(command)}", response_type="ephemeral")
+        return
+    except Exception as exc:  # Slack's look-up or the database failed: nothing changed
+        log.warning("could not change the opt-out list (%s)", type(exc).__name__)
+        await respond(text=messages.opt_out_unavailable(exc), response_type="ephemeral")
+        return
+    shown = number.display(policy.defaults.show_numbers)
+    log.info("opt-out list: %s %s by %s (changed=%s)", number.display(), "out" if asked.out else "in", user_id, changed)
+    await respond(text=messages.opt_out_done(shown, asked.out, changed), response_type="ephemeral")

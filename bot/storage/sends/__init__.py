@@ -6,13 +6,15 @@
     transitions.py  ... its named transitions, each one UPDATE guarded by the lease
     views.py        SqlSendViews   (SendViews: App Home and the audit)
     alert_log.py    SqlAlertLog    (AlertLog: alerts found, acknowledged, resolved)
+    phones.py       SqlSendsToPhones (SendsToPhones: the latest send that texted a phone)
 
-``SqlSendStore`` is the three on one database (``Storage.sends``).
+``SqlSendStore`` is the four on one database (``Storage.sends``).
 """
 
 from __future__ import annotations
 
 from bot.storage.sends.alert_log import SqlAlertLog
+from bot.storage.sends.phones import SqlSendsToPhones
 from bot.storage.sends.queue import RECOVERED, STALE_GIVE_UP, SqlSendQueue
 from bot.storage.sends.rows import FINAL_STATES, record_of
 from bot.storage.sends.views import SqlSendViews
@@ -25,9 +27,10 @@ __all__ = [
     "SqlSendQueue",
     "SqlSendStore",
     "SqlSendViews",
+    "SqlSendsToPhones",
     "record_of",
 ]
 
 
-class SqlSendStore(SqlSendQueue, SqlSendViews, SqlAlertLog):
-    """``SendStore``: the queue, its read models and the alert log on one database."""
+class SqlSendStore(SqlSendQueue, SqlSendViews, SqlAlertLog, SqlSendsToPhones):
+    """``SendStore``: the queue, its read models, the alert log and the log read by phone on one database."""

@@ -104,6 +104,8 @@ def checked_columns(record: SendRecord) -> dict[str, Any]:
     }
     if record.alert is not None:  # the text came from the rule's template; who was held back or not reached
         columns |= {"sent_text": checked.text, "held": record.held, "problems": list(checked.unreached)}
+    elif checked.unreached:  # a person's group send: the members left out (opted out)
+        columns["problems"] = list(checked.unreached)
     if checked.template is not None:  # the text is the WhatsApp template filled in
         use = checked.template
         columns |= {"sent_text": checked.text, "sent_template": {"alias": use.alias, "values": list(use.values)}}
@@ -186,7 +188,6 @@ def _checked_of(m: Any, request: SendRequest) -> Checked | None:
     if m["recipients"] is None:  # not checked (or refused, or a repeat of an alert)
         return None
     held = list(m["held"] or [])
-    alert = request.alert is not None
     return Checked(
         rule=m["rule"] or "",
         sender=m["sender"] or "",
@@ -195,7 +196,7 @@ def _checked_of(m: Any, request: SendRequest) -> Checked | None:
         text=(m["sent_text"] if m["sent_text"] is not None else request.text).strip(),
         names=m["names"] or {},
         held=tuple(PhoneNumber(n) for n in held),
-        unreached=tuple(m["problems"] or ()) if alert and not m["refusal_kind"] else (),
+        unreached=tuple(m["problems"] or ()) if not m["refusal_kind"] else (),
         template=_template_of(m["sent_template"]),
     )
 
