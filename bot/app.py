@@ -49,6 +49,7 @@ from bot.sending.home import HomeDesk
 from bot.sending.inbound import Inbox
 from bot.sending.intake import Intake
 from bot.sending.links import ActionLinks
+from bot.sending.oncall import OnCall
 from bot.sending.outbox import Outbox
 from bot.sending.phone_texts import PhoneTexts
 from bot.sending.pipeline import SEND_RETRY, Pipeline
@@ -246,6 +247,7 @@ class SendingCore:
     alerts: AlertDesk
     conversations: SlackConversations
     links: ActionLinks | None = None  # alert texts' action links (None without PUBLIC_URL)
+    oncall: OnCall | None = None  # who is on call for the policy's schedules (/sms oncall)
 
 
 def wire_sending(
@@ -263,7 +265,8 @@ def wire_sending(
     storage, gateway = resources.storage, resources.gateway
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     conversations = SlackConversations(resources.slack, metrics)
-    admission = Admission(policy, directory, resources.storage.optouts)
+    oncall = OnCall(policy, directory, storage.oncall)
+    admission = Admission(policy, directory, storage.optouts, oncall)
     intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
     links = _action_links(settings, policy, resources, directory, conversations, intake)
     alerts = _alert_desk(settings, policy, resources, directory, admission, links.room if links else "")
@@ -304,7 +307,7 @@ def wire_sending(
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links)
+    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links, oncall)
 
 
 def _action_links(
@@ -399,7 +402,8 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     deps = Deps(policy, core.admission, core.intake, directory, tasks, core.deliveries, metrics, core.conversations)
     ours = replace(deps, bot_user_id=auth.get("user_id"), bot_id=auth.get("bot_id"), home=home, steps=steps)
     inbox = _inbox(policy, resources, core, home)
-    register_all(bolt, replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log))
+    oncall = core.admission.recipients.oncall
+    register_all(bolt, replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log, oncall=oncall))
     health = HealthCheck(
         settings,
         resources.storage.database,

@@ -73,6 +73,21 @@ def describe_settings(settings: Settings) -> list[str]:
     ]
 
 
+def _schedule_lines(policy: Policy) -> list[str]:
+    """The on-call schedules, one line each (none when the policy has none)."""
+    if not policy.schedules:
+        return []
+    lines = [f"schedules ({len(policy.schedules)}):"]
+    for name, schedule in policy.schedules.items():
+        who = f"the members of {schedule.group}" if schedule.group else ", ".join(schedule.people)
+        where = f"; changes announced in {schedule.channel}" if schedule.channel else ""
+        lines.append(
+            f"  {name}: {who} in turn, each for {describe_window(schedule.every)}, from {schedule.start} "
+            f"{schedule.tz}{where}"
+        )
+    return lines
+
+
 def describe_policy(policy: Policy, file: str) -> list[str]:
     """Human summary of a checked policy."""
     d = policy.defaults
@@ -100,6 +115,7 @@ def describe_policy(policy: Policy, file: str) -> list[str]:
         lines.append(f"  {name}: {sender.via.label} as {sender.originator}{templates}")
     lines.append(f"contact groups ({len(policy.contacts)}):")
     lines += [f"  {name}: {len(numbers)} number(s)" for name, numbers in policy.contacts.items()]
+    lines += _schedule_lines(policy)
     lines.append(f"rules ({len(policy.rules)}):")
     for i, r in enumerate(policy.rules, 1):
         most = r.max_recipients or policy.defaults.max_recipients

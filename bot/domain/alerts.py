@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from bot.domain import patterns
 from bot.domain.encoding import Encoding, analyze
 from bot.domain.models import RecipientRef, RefKind, Via
-from bot.domain.policy import GROUP_PREFIX, USERGROUP_ID, AlertRule, Policy
+from bot.domain.policy import GROUP_PREFIX, SCHEDULE_PREFIX, USERGROUP_ID, AlertRule, Policy
 
 WHATSAPP_MAX_CHARS = 4096
 WORD_BACKOFF = 15  # a cut may move back this many characters to end at a word
@@ -378,12 +378,14 @@ class AlertActivity:
 
 
 def targets_as_refs(targets: Sequence[str]) -> tuple[RecipientRef, ...]:
-    """An alert rule's ``to`` (or an escalation step's), already normalised by the policy (E.164, group:NAME or
-    S…), as recipient references."""
+    """An alert rule's ``to`` (or an escalation step's), already normalised by the policy (E.164, group:NAME,
+    schedule:NAME or S…), as recipient references."""
     refs = []
     for target in targets:
         if target.startswith(GROUP_PREFIX):
             refs.append(RecipientRef(RefKind.CONTACTS, target.removeprefix(GROUP_PREFIX)))
+        elif target.startswith(SCHEDULE_PREFIX):
+            refs.append(RecipientRef(RefKind.SCHEDULE, target.removeprefix(SCHEDULE_PREFIX)))
         elif USERGROUP_ID.match(target):
             refs.append(RecipientRef(RefKind.USERGROUP, target))
         else:

@@ -91,6 +91,7 @@ class RefKind(StrEnum):
     USER = "user"  # a Slack user: the phone in their profile
     USERGROUP = "usergroup"  # a Slack user group: each member's profile phone
     CONTACTS = "contacts"  # a contact group of the policy (group:NAME)
+    SCHEDULE = "schedule"  # whoever is on call for a schedule of the policy (schedule:NAME): their profile phone
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class RecipientRef:
     """One recipient as the requester named it."""
 
     kind: RefKind
-    value: str  # the number as typed, U…, S…, or the contact group name
+    value: str  # the number as typed, U…, S…, or the contact group's or schedule's name
     label: str | None = None  # how Slack named it (``alice``, ``@oncall``)
 
     def __str__(self) -> str:
@@ -108,6 +109,8 @@ class RecipientRef:
             return self.label or f"<!subteam^{self.value}>"
         if self.kind is RefKind.CONTACTS:
             return f"group:{self.value}"
+        if self.kind is RefKind.SCHEDULE:
+            return f"schedule:{self.value}"
         return self.value
 
 

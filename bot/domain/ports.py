@@ -23,6 +23,7 @@ from bot.domain.errors import D7Error
 from bot.domain.inbound import InboundRecord, OptOut, Unanswered
 from bot.domain.links import ActionLink
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Surface, Via
+from bot.domain.oncall import Override
 from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
@@ -472,6 +473,20 @@ class OptOutList(Protocol):
 
     async def listing(self, limit: int) -> list[OptOut]:
         """The latest phones put on the list, newest first."""
+        ...
+
+
+class OnCallOverrides(Protocol):
+    """Who took or was given a schedule's on-call from Slack, and when; shared by every replica and kept as history
+    (an override replaced is cut short, not forgotten), so a moment in the past always has the same answer."""
+
+    async def in_force(self, schedules: Sequence[str], at: datetime) -> dict[str, Override]:
+        """The override in force at ``at`` for each of these schedules that has one."""
+        ...
+
+    async def replace(self, override: Override) -> None:
+        """Keep ``override``: one of its schedule's still running when it starts ends then, and any starting from
+        then on is dropped."""
         ...
 
 

@@ -108,6 +108,7 @@ class Checked:
     names: Mapping[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
     held: tuple[PhoneNumber, ...] = ()  # alerts: held back by the rule's per-phone limit, in the summary instead
     unreached: tuple[str, ...] = ()  # alerts: recipients that could not be resolved, and why
+    on_call: Mapping[str, str] = field(default_factory=dict)  # schedule → the Slack name of who was on call for it
     template: TemplateUse | None = None  # WhatsApp: the approved template and its values (``text``: filled in)
 
 
@@ -173,6 +174,10 @@ class PreparedSend:
     @property
     def unreached(self) -> tuple[str, ...]:
         return self.checked.unreached
+
+    @property
+    def on_call(self) -> Mapping[str, str]:
+        return self.checked.on_call
 
 
 def prepared(

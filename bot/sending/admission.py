@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from bot.domain import keys
 from bot.domain.alerts import WHATSAPP_MAX_CHARS
@@ -41,6 +42,7 @@ from bot.domain.ports import Directory, OptOutList
 from bot.domain.sends import Checked, PreparedSend, Refusal, RefusalKind, prepared
 from bot.sending import texts
 from bot.sending.answers import check_answer
+from bot.sending.oncall import OnCall
 from bot.sending.problems import Part, Problem, Problems
 from bot.sending.recipients import LOOKUPS_AT_ONCE as LOOKUPS_AT_ONCE
 from bot.sending.recipients import OFFLINE, Recipients, look_up_each
@@ -113,21 +115,24 @@ _Early = tuple[SendRequestFacts, str] | list[Problem]
 class Admission:
     """The policy and the directory, asked the same way for every surface."""
 
-    def __init__(self, policy: Policy, directory: Directory, optouts: OptOutList | None = None) -> None:
+    def __init__(
+        self, policy: Policy, directory: Directory, optouts: OptOutList | None = None, oncall: OnCall | None = None
+    ) -> None:
         self.policy = policy
         self.directory = directory
         self.optouts = optouts  # the opt-out list (None: none is kept)
-        self.recipients = Recipients(policy, directory, optouts)
+        self.recipients = Recipients(policy, directory, optouts, oncall)
 
-    async def admit(self, send_id: str, request: SendRequest) -> PreparedSend:
+    async def admit(self, send_id: str, request: SendRequest, at: datetime | None = None) -> PreparedSend:
         """The outbox's check: the send as checked, or ``Refused`` naming every problem ``check`` found. The bot's
-        answers to phones are checked as answers (``bot.sending.answers``), not by the policy's rules."""
+        answers to phones are checked as answers (``bot.sending.answers``), not by the policy's rules. ``at``: when
+        the request was recorded (who is on call for a schedule it names is who was then)."""
         if keys.is_answer(request.idempotency_key):
             answer = await check_answer(self.policy, self.optouts, request)
             if isinstance(answer, Refusal):
                 raise Refused(answer)
             return prepared(send_id, request, answer, self.policy.defaults.show_numbers)
-        checked = await self.check(request)
+        checked = await self.check(request, at=at)
         if isinstance(checked, Problems):
             raise Refused(checked.refusal)
         return prepared(send_id, request, checked, self.policy.defaults.show_numbers)
@@ -139,6 +144,7 @@ class Admission:
         within: float | None = None,
         naming: Naming | None = None,
         member: bool | None = None,
+        at: datetime | None = None,
     ) -> Checked | Problems:
         """The send as checked, or every problem, each with the part of the request it is about.
 
@@ -164,7 +170,7 @@ class Admission:
             return Problems(tuple(early))
         if (outside := self._membership(request, await self._is_member(request, member))) is not None:
             return Problems((outside,))
-        found = await self.recipients.resolve(request.recipients)
+        found = await self.recipients.resolve(request.recipients, at)
         if found.refusing:
             return Problems(tuple(found.refusing))
         return self._decide(request, *early, found)
@@ -280,7 +286,7 @@ class Admission:
         self, request: SendRequest, facts: SendRequestFacts, text: str, found: Resolution
     ) -> Checked | Problems:
         """The policy's full decision, every recipient known."""
-        facts = replace(facts, recipients=found.numbers)
+        facts = replace(facts, recipients=found.numbers, on_call=found.through)
         decision = evaluate(self.policy, facts)
         if not decision.allowed or decision.sender is None or decision.rule is None:
             return Problems((Problem.refused(decision, self._refused_recipient(decision, facts, found)),))
@@ -293,6 +299,7 @@ class Admission:
             names=found.names,
             unreached=found.left_out,
             template=request.template,
+            on_call=found.on_call,
         )
 
     def _refused_recipient(self, decision: Decision, facts: SendRequestFacts, found: Resolution) -> RecipientRef | None:
@@ -317,9 +324,10 @@ class Admission:
             raise MessageTooLong(info.segments, self.policy.defaults.max_segments, info.encoding.label)
         return info
 
-    async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
-        """Every reference resolved that can be (``Recipients.resolve``)."""
-        return await self.recipients.resolve(refs)
+    async def resolve(self, refs: Sequence[RecipientRef], at: datetime | None = None) -> Resolution:
+        """Every reference resolved that can be (``Recipients.resolve``; a schedule's person: who was on call at
+        ``at``)."""
+        return await self.recipients.resolve(refs, at)
 
     async def without_opted_out(self, numbers: Sequence[PhoneNumber]) -> tuple[list[PhoneNumber], tuple[str, ...]]:
         """``numbers`` without those on the opt-out list, and why each left out is (for a thread): for texts that

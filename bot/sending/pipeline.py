@@ -176,7 +176,7 @@ class Pipeline:
             if self.intake is not None and self.intake.abandoned(record.request):
                 raise Refused(Refusal(RefusalKind.UNRECORDED, (texts.database_did_not_answer(),)))
             if record.request.alert is None:
-                send = await self.admission.admit(record.id, record.request)
+                send = await self.admission.admit(record.id, record.request, record.created_at)
             else:
                 verdict = await self.alerts.take(record)
                 if isinstance(verdict, Repeat):

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from bot.domain.errors import InputError, InvalidPhoneNumber, OptedOut, inert
 from bot.domain.models import Person, RecipientRef, RefKind
+from bot.domain.oncall import Shift
 from bot.domain.phone import PhoneNumber, parse_phone
 from bot.domain.policy import Policy
 from bot.domain.ports import Directory, OptOutList
 from bot.sending import texts
+from bot.sending.oncall import OnCall
 from bot.sending.problems import Problem
 
 # Slack look-ups one request makes at a time: 20 mentioned or picked people take one round, not twenty (with 200 ms
@@ -56,6 +60,8 @@ class Resolution:
     names: dict[str, str] = field(default_factory=dict)  # E.164 → Slack name, when it came from a profile
     sources: dict[str, RecipientRef] = field(default_factory=dict)  # E.164 → the first reference that gave it
     problems: list[Problem] = field(default_factory=list)  # each ``Part.RECIPIENT``
+    on_call: dict[str, str] = field(default_factory=dict)  # schedule → the Slack name of who was on call for it
+    through: dict[str, frozenset[str]] = field(default_factory=dict)  # E.164 → the schedules that gave it
 
     @property
     def refusing(self) -> list[Problem]:
@@ -98,6 +104,13 @@ class NoSuchContactGroup(InputError):
         super().__init__(texts.no_such_contact_group(name))
 
 
+class NoSuchSchedule(InputError):
+    """A ``schedule:NAME`` that the policy does not define."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(texts.no_such_schedule(name))
+
+
 class GroupTooLarge(InputError):
     """A user group with more members than the policy's ``defaults.max_group_size``."""
 
@@ -115,24 +128,43 @@ def _raise_unless_input(exc: Exception) -> InputError:
 class Recipients:
     """Resolves recipient references with the policy (its region, contact groups, group size) and the directory."""
 
-    def __init__(self, policy: Policy, directory: Directory, optouts: OptOutList | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        directory: Directory,
+        optouts: OptOutList | None = None,
+        oncall: OnCall | None = None,
+    ) -> None:
         self.policy = policy
         self.directory = directory
         self.optouts = optouts  # None: no opt-out list
+        self.oncall = oncall or OnCall(policy, directory, None)  # None: the rotations alone, no overrides
 
-    async def resolve(self, refs: Sequence[RecipientRef]) -> Resolution:
+    async def _on_call(self, refs: Sequence[RecipientRef], at: datetime | None) -> dict[str, Shift | Exception]:
+        """Who is on call at ``at`` (None: now) for each schedule the references name and the policy has."""
+        when = at or self.oncall.clock()
+        names = list(dict.fromkeys(r.value for r in refs if r.kind is RefKind.SCHEDULE and self.oncall.knows(r.value)))
+        shifts = await look_up_each(names, lambda name: self.oncall.shift(name, when))
+        for answer in shifts:
+            if isinstance(answer, Exception):
+                _raise_unless_input(answer)
+        return dict(zip(names, shifts, strict=True))
+
+    async def resolve(self, refs: Sequence[RecipientRef], at: datetime | None = None) -> Resolution:
         """Every reference resolved that can be; a ``Problem`` for each that cannot (nothing raised for them).
 
         Slack is asked at once for every user group, then at once for every person (picked or a member of a group
         no larger than ``defaults.max_group_size``: a larger one is a problem, its members never looked up); a
         look-up Slack did not answer raises (not the requester's problem: the outbox tries again). Numbers and
         contact groups alone need no look-up. The opt-out list is read once for every number found (a database that
-        does not answer raises too).
+        does not answer raises too). ``schedule:NAME``: whoever was on call at ``at`` (None: now).
         """
+        duties = await self._on_call(refs, at)
         limit = self.policy.defaults.max_group_size
         groups = list(dict.fromkeys(r.value for r in refs if r.kind is RefKind.USERGROUP))
         members = dict(zip(groups, await look_up_each(groups, self.directory.group_members), strict=True))
         wanted = [r.value for r in refs if r.kind is RefKind.USER]
+        wanted += [s.user_id for s in duties.values() if isinstance(s, Shift) and s.user_id is not None]
         for found_members in members.values():
             if isinstance(found_members, Exception):
                 _raise_unless_input(found_members)
@@ -156,6 +188,8 @@ class Recipients:
                     found.add(number, ref)
             elif ref.kind is RefKind.USER:
                 self._add_people(found, ref, [people[ref.value]])
+            elif ref.kind is RefKind.SCHEDULE:
+                self._add_on_call(found, ref, duties.get(ref.value), people)
             else:
                 self._add_group(found, ref, members[ref.value], people)
         await self.take_out_opted_out(found)
@@ -198,6 +232,31 @@ class Recipients:
         if not group:
             found.problems.append(Problem.unusable(ref, InputError(texts.group_empty(name))))
         self._add_people(found, ref, [people[u] for u in group])
+
+    def _add_on_call(
+        self,
+        found: Resolution,
+        ref: RecipientRef,
+        duty: Shift | Exception | None,
+        people: dict[str, Person | Exception],
+    ) -> None:
+        """Whoever is on call for the schedule: their profile phone, and their name for the thread."""
+        if duty is None:
+            found.problems.append(Problem.unusable(ref, NoSuchSchedule(ref.value)))
+            return
+        if isinstance(duty, Exception):
+            found.problems.append(Problem.unusable(ref, _raise_unless_input(duty)))
+            return
+        if duty.user_id is None:
+            found.problems.append(Problem.unusable(ref, InputError(texts.nobody_on_call(ref.value))))
+            return
+        person = people[duty.user_id]
+        found.on_call.setdefault(ref.value, person.name if isinstance(person, Person) else duty.user_id)
+        self._add_people(found, ref, [person])
+        if isinstance(person, Person) and person.phone:
+            with suppress(InputError):
+                e164 = phone_of(person, self.policy.defaults.region).e164
+                found.through[e164] = found.through.get(e164, frozenset()) | {ref.value}
 
     def _add_people(self, found: Resolution, ref: RecipientRef, people: Sequence[Person | Exception]) -> None:
         for person in people:

@@ -72,6 +72,14 @@ def no_such_contact_group(name: str) -> str:
     return f"there is no contact group '{inert(name)}' in the policy"
 
 
+def no_such_schedule(name: str) -> str:
+    return f"there is no schedule '{inert(name)}' in the policy"
+
+
+def nobody_on_call(name: str) -> str:
+    return f"nobody is on call for schedule '{inert(name)}' (its user group has no members)"
+
+
 def group_too_large(name: str, size: int, limit: int) -> str:
     return f"the user group {name} has {size} members; the policy allows at most {limit} per group"
 

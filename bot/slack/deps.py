@@ -13,6 +13,7 @@ from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
+from bot.sending.oncall import OnCall
 from bot.slack.home import HomeTabs
 from bot.slack.steps import SlackSteps
 from bot.tasks import BackgroundTasks
@@ -38,3 +39,4 @@ class Deps:
     alerts: AlertDesk | None = None  # acknowledging forwarded alerts (None: reactions and replies do nothing)
     optouts: OptOutList | None = None  # /sms optout and optin (None: not offered)
     inbound: InboundLog | None = None  # texts phones sent back: their Reply… button (None: not offered)
+    oncall: OnCall | None = None  # /sms oncall (None: not offered)

@@ -1,20 +1,24 @@
 """The ``/sms`` and ``/whatsapp`` grammar: ``<recipients> <message>``, ``template:<alias> <recipients> | <value> |
 <value>…`` (an approved WhatsApp template, its parameters in order), ``status <request_id>``, ``optout <number>``
-and ``optin <number>`` (admins: the opt-out list), ``help``, or nothing.
+and ``optin <number>`` (admins: the opt-out list), ``oncall [<schedule>]``, ``oncall take <schedule> [<duration>]``
+and ``oncall give <schedule> @person [<duration>]`` (on call), ``help``, or nothing.
 
 Recipients are the leading tokens, separated by spaces or commas: phone numbers (``+14155550100``, or local
 numbers of at least 7 digits read in the policy's region), Slack users and user groups as Slack sends them with
-escaping on (``<@U0123|alice>``, ``<!subteam^S0123|@oncall>``), and ``group:NAME``. The message is everything
-after the last recipient, exactly as typed.
+escaping on (``<@U0123|alice>``, ``<!subteam^S0123|@oncall>``), ``group:NAME`` and ``schedule:NAME``. The message
+is everything after the last recipient, exactly as typed.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
 
 from bot.domain.errors import EmptyMessage, InputError
 from bot.domain.models import RecipientRef, RefKind
+from bot.domain.policy import parse_duration
 from bot.domain.templates import TemplateUse
 from bot.slack.markup import to_plain_text
 
@@ -22,6 +26,7 @@ _TOKEN = re.compile(r"[^\s,]+")
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|([^>]*))?>$")
 _USERGROUP = re.compile(r"^<!subteam\^(S[A-Z0-9]+)(?:\|([^>]*))?>$")
 _CONTACTS = re.compile(r"^group:([\w.\-]+)$")
+_SCHEDULE = re.compile(r"^schedule:([\w.\-]+)$")
 # "+", then digits and ( ) . - / with at least one digit; the first digit is the one required, so there is one way to
 # read a token and a long one that fails (a typed "+111…1x") fails in linear time, not quadratic.
 _INTERNATIONAL = re.compile(r"^\+[().\-/]*\d[\d().\-/]*$")
@@ -59,6 +64,48 @@ class OptList:
 
 OPT_WORDS = {"optout": True, "optin": False}
 
+LONGEST_OVERRIDE = timedelta(weeks=4)  # longer than that is a new rotation, kept in the policy
+ONCALL_USAGE = (
+    "oncall lists every schedule; oncall <schedule> its next shifts; oncall take <schedule> [2h] puts you on call; "
+    "oncall give <schedule> @person [2h] puts them on call (until the next handoff unless a time is given)"
+)
+
+
+@dataclass(frozen=True)
+class OnCallAsk:
+    """``/sms oncall``: every schedule (``schedule`` None), one schedule's next shifts, or a change: ``take`` (the
+    person who typed it) or ``give`` (to ``person``), for ``duration`` (None: until the next handoff)."""
+
+    schedule: str | None = None
+    change: Literal["take", "give"] | None = None
+    person: str | None = None  # give: the user ID
+    duration: timedelta | None = None
+
+
+def _oncall(words: list[str]) -> OnCallAsk:
+    if not words:
+        return OnCallAsk()
+    action = words[0].lower()
+    if action not in ("take", "give"):
+        if len(words) != 1:
+            raise InputError(ONCALL_USAGE)
+        return OnCallAsk(words[0])
+    rest = words[1:]
+    person = None
+    if action == "give":
+        if len(rest) < 2 or not (m := _USER.match(rest[1])):
+            raise InputError(ONCALL_USAGE)
+        person, rest = m.group(1), [rest[0], *rest[2:]]
+    if not 1 <= len(rest) <= 2:
+        raise InputError(ONCALL_USAGE)
+    try:
+        duration = parse_duration(rest[1], weeks=True) if len(rest) == 2 else None
+    except ValueError as exc:
+        raise InputError(f"{exc}. {ONCALL_USAGE}") from None
+    if duration is not None and duration > LONGEST_OVERRIDE:
+        raise InputError(f"'{rest[1]}' is longer than an on-call change may last (4w); change the rotation instead")
+    return OnCallAsk(rest[0], "take" if action == "take" else "give", person, duration)
+
 
 @dataclass(frozen=True)
 class Compose:
@@ -73,7 +120,9 @@ class NoRecipients(InputError):
     """The text does not start with a recipient."""
 
     def __init__(self) -> None:
-        super().__init__("start with who to text: a phone number (+14155550100), @person, @user-group or group:NAME")
+        super().__init__(
+            "start with who to text: a phone number (+14155550100), @person, @user-group, group:NAME or schedule:NAME"
+        )
 
 
 def _recipient(token: str) -> RecipientRef | None:
@@ -83,6 +132,8 @@ def _recipient(token: str) -> RecipientRef | None:
         return RecipientRef(RefKind.USERGROUP, m.group(1), m.group(2) or None)
     if m := _CONTACTS.match(token):
         return RecipientRef(RefKind.CONTACTS, m.group(1))
+    if m := _SCHEDULE.match(token):
+        return RecipientRef(RefKind.SCHEDULE, m.group(1))
     if _INTERNATIONAL.match(token):
         return RecipientRef(RefKind.NUMBER, token)
     if _LOCAL.match(token) and sum(c.isdigit() for c in token) >= _MIN_LOCAL_DIGITS:
@@ -90,7 +141,7 @@ def _recipient(token: str) -> RecipientRef | None:
     return None
 
 
-def parse_command(text: str) -> Help | Compose | Status | OptList:
+def parse_command(text: str) -> Help | Compose | Status | OptList | OnCallAsk:
     """Parse a command's text; raises ``InputError`` naming what is missing."""
     stripped = text.strip()
     if not stripped or stripped.lower() in HELP_WORDS:
@@ -101,6 +152,8 @@ def parse_command(text: str) -> Help | Compose | Status | OptList:
         if not number or len(number) > 40:
             raise InputError(f"give one phone number: {words[0].lower()} +14155550100")
         return OptList(number, OPT_WORDS[words[0].lower()])
+    if words[0].lower() == "oncall":
+        return _oncall(words[1:])
     if words[0].lower() == "status":
         if len(words) != 2 or not _REQUEST_ID.match(words[1].strip("`")):
             raise InputError("give one request_id: status <request_id> (it is in the send's result message)")

@@ -36,13 +36,24 @@ from bot.domain.errors import (
 )
 from bot.domain.inbound import OptOut, OptOutWay, Unanswered
 from bot.domain.models import AlertResolution, AlertSummary, EscalationStep, RefKind, StatusReport, Surface, Via
+from bot.domain.oncall import Override, Shift
 from bot.domain.phone import NumberDisplay, PhoneNumber
-from bot.domain.policy import GROUP_PREFIX, REGION_PREFIX, USERGROUP_ID, WILDCARD, Policy, Rule, channel_templates
+from bot.domain.policy import (
+    GROUP_PREFIX,
+    REGION_PREFIX,
+    SCHEDULE_PREFIX,
+    USERGROUP_ID,
+    WILDCARD,
+    Policy,
+    Rule,
+    channel_templates,
+)
 from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, NotSentReason, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord
 from bot.domain.templates import Template, window_closed
 from bot.sending.answers import answering
 from bot.sending.home import AdminView, RecentSend, RuleView
+from bot.sending.oncall import Duty
 from bot.slack.markup import escape
 
 Block = dict[str, Any]
@@ -130,9 +141,12 @@ def usage(command: str, templates: Sequence[str] = ()) -> str:
         "• people: `@alice` (the phone in their Slack profile)\n"
         "• user groups: `@oncall` (each member's profile phone)\n"
         "• contact groups from the policy: `group:oncall-db`\n"
+        "• whoever is on call for a schedule of the policy: `schedule:db-primary`\n"
         f"Example: `{command} +14155550100 @alice Disk full on db-1, please check`\n"
         f"Type `{command}` alone for a form that shows what the text will cost before you send it.\n"
         f"`{command} status <request_id>` asks D7 whether each phone got a text you sent.\n"
+        f"`{command} oncall` shows who is on call; `{command} oncall <schedule>` its next shifts; "
+        f"`{command} oncall take <schedule> [2h]` and `{command} oncall give <schedule> @person [2h]` change it.\n"
         f"Admins: `{command} optout <number>` and `{command} optin <number>` keep a phone from texts, or let it be "
         "texted again (phones opt out themselves by texting STOP).\n"
         f"{template_help}"
@@ -378,8 +392,9 @@ def outcome(send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDel
 
 
 def _alert_notes(send: PreparedSend) -> list[Block]:
-    """Who an alert did not reach, and why: held back for the summary, or not resolvable."""
-    notes = []
+    """Who was on call for the schedules it went to; who an alert did not reach, and why: held back for the summary,
+    or not resolvable."""
+    notes = [on_call_note(schedule, name) for schedule, name in send.on_call.items()]
     if send.held:
         when = f" at {_date(send.held_until)}" if send.held_until else " at the end of their window"
         notes.append(
@@ -390,6 +405,11 @@ def _alert_notes(send: PreparedSend) -> list[Block]:
         problems = [fit(shown_markup(p, groups=False), PROBLEM_LIMIT) for p in send.unreached]
         notes.append(":warning: *Not reached:* " + listing(problems, sep="; "))
     return [section(n) for n in notes]
+
+
+def on_call_note(schedule: str, name: str) -> str:
+    """Who was on call for a schedule an alert went to (the thread names them)."""
+    return f":pager: On call for *{escape(schedule)}*: @{escape(name)}"
 
 
 def alert_outcome(
@@ -889,6 +909,8 @@ def recipients_in_words(policy: Policy, rule: Rule, show: NumberDisplay) -> str:
             name = pattern.removeprefix(GROUP_PREFIX)
             count = len(policy.contacts.get(name, []))
             words.append(f"contact group {escape(name)} ({count} number{'s' if count != 1 else ''})")
+        elif pattern.startswith(SCHEDULE_PREFIX):
+            words.append(f"whoever is on call for {escape(pattern.removeprefix(SCHEDULE_PREFIX))}")
         elif pattern.endswith(WILDCARD):
             prefix = pattern[:-1]
             if show is NumberDisplay.MASKED and len(prefix) > 5:  # a long prefix is most of a number
@@ -1219,3 +1241,81 @@ def opt_out_unavailable(error: Exception) -> str:
 
 def opt_out_usage(command: str) -> str:
     return f"Give one phone number: `{escape(command)} +14155550100`"
+
+
+# ---------------------------------------------------------------- /sms oncall
+
+ONCALL_LINES_BUDGET = 10_000  # characters of lines in one answer: under Slack's 12,000 for all blocks' text
+
+
+def _on_call_person(user_id: str | None) -> str:
+    return f"<@{user_id}>" if user_id else "nobody (its user group has no members)"
+
+
+def oncall_board(duties: Sequence[Duty]) -> tuple[str, list[Block]]:
+    """``/sms oncall``: each schedule with who is on call now and the next handoff, in sections under Slack's limits
+    (50 schedules take a few sections; beyond what fits, "and N more")."""
+    if not duties:
+        text = "The policy has no schedules (`schedules:` in policy.yml)."
+        return text, [section(text)]
+    lines = []
+    for duty in duties:
+        shift = duty.shift
+        taken = " (override)" if shift.override is not None else ""
+        who = _on_call_person(shift.user_id)
+        if duty.unread is not None and shift.user_id is None:
+            who = f"unknown (Slack did not give the members of user group {escape(duty.unread)}; try again)"
+        lines.append(f"• *{escape(duty.schedule)}*: {who}{taken}, next handoff {_date(shift.ends)}")
+    head = ":pager: *On call now*"
+    blocks, chunk, used = [section(head)], "", 0
+    for i, line in enumerate(lines):
+        if used + len(line) > ONCALL_LINES_BUDGET:
+            chunk += f"\n…and {len(lines) - i} more: `/sms oncall <schedule>` shows one"
+            break
+        if len(chunk) + len(line) + 1 > QUOTE_LIMIT:
+            blocks.append(section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+        used += len(line)
+    blocks.append(section(chunk))
+    return fit(head + "\n" + "\n".join(lines), TEXT_LIMIT), blocks
+
+
+def oncall_shifts(schedule: str, shifts: Sequence[Shift]) -> tuple[str, list[Block]]:
+    """``/sms oncall <schedule>``: its shift now and the next ones."""
+    lines = [
+        f"• {_on_call_person(s.user_id)} until {_date(s.ends)}{' (override)' if s.override is not None else ''}"
+        for s in shifts
+    ]
+    text = f":pager: *On call for {escape(schedule)}*, now and next:\n" + "\n".join(lines)
+    return fit(text, TEXT_LIMIT), [section(fit(text))]
+
+
+def oncall_unknown(schedule: str, known: Sequence[str]) -> str:
+    names = listing([f"`{escape(n)}`" for n in known]) if known else "none"
+    return f"There is no schedule `{escape(schedule)}` in the policy (its schedules: {names}); nothing changed."
+
+
+def oncall_not_allowed(schedule: str) -> str:
+    return (
+        f":no_entry: Only the people on the rotation of *{escape(schedule)}* and the policy's admins may take or "
+        "give its on-call; nothing changed."
+    )
+
+
+def oncall_changed(override: Override) -> str:
+    """The change, as the channel (and the person who made it) reads it."""
+    how = "took" if override.by == override.user_id else f"was given by <@{override.by}>"
+    return (
+        f":pager: <@{override.user_id}> {how} the on-call for *{escape(override.schedule)}*: on call from now "
+        f"until {_date(override.ends)}."
+    )
+
+
+def oncall_unavailable(error: Exception) -> str:
+    why = str(error) if isinstance(error, ServiceUnavailable) else "the bot's database did not answer"
+    return f":x: Could not read or change the on-call: {escape(why)}. Try again in a minute."
+
+
+def oncall_not_offered() -> str:
+    return "On call is not available here."

@@ -107,6 +107,8 @@ sends = sa.Table(
     sa.Column("acked_by", sa.String(32)),  # who acknowledged the alert (a reaction or a reply in its thread)
     sa.Column("acked_at", UTCDateTime()),
     sa.Column("resolved_at", UTCDateTime()),  # when a resolving post ended the alert
+    # added by 0013
+    sa.Column("on_call", sa.JSON()),  # schedule → the Slack name of who was on call for it (the thread names them)
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),
@@ -254,4 +256,18 @@ opt_outs = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("way", sa.String(16), nullable=False),
     sa.Column("by", sa.String(64)),
+)
+
+# On-call overrides (0013): who took or was given a schedule's on-call from Slack, from when until when. Kept as
+# history: a replaced override is cut short, so who was on call at a moment past never changes.
+oncall_overrides = sa.Table(
+    "oncall_overrides",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("schedule", sa.String(80), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("starts_at", UTCDateTime(), nullable=False),
+    sa.Column("ends_at", UTCDateTime(), nullable=False),
+    sa.Column("by", sa.String(32), nullable=False),
+    sa.Index("ix_oncall_overrides_schedule_ends", "schedule", "ends_at"),
 )

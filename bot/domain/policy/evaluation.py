@@ -3,13 +3,13 @@ person may send where (the senders, templates and user groups a form or an admis
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.domain.models import Via
 from bot.domain.phone import PhoneNumber
-from bot.domain.policy.model import GROUP_PREFIX, REGION_PREFIX, WILDCARD, Policy, PolicySurface, Rule
+from bot.domain.policy.model import GROUP_PREFIX, REGION_PREFIX, SCHEDULE_PREFIX, WILDCARD, Policy, PolicySurface, Rule
 from bot.domain.slack_ids import USERGROUP_ID
 
 
@@ -27,6 +27,7 @@ class SendRequestFacts:
     user_label: str | None = None
     template: str | None = None  # WhatsApp: the approved template the send names (None: free text)
     surface: PolicySurface = PolicySurface.COMMANDS  # how the send was started
+    on_call: Mapping[str, frozenset[str]] = field(default_factory=dict)  # E.164 → the schedules it is on call for
 
 
 class Dimension(StrEnum):
@@ -78,9 +79,14 @@ _DEPTH = {
 }
 
 
-def _recipient_allowed(policy: Policy, patterns: Sequence[str], number: PhoneNumber) -> bool:
+def _recipient_allowed(
+    policy: Policy, patterns: Sequence[str], number: PhoneNumber, on_call: frozenset[str] = frozenset()
+) -> bool:
+    """Whether one of ``patterns`` admits ``number``; ``on_call``: the schedules it was reached through."""
     for pattern in patterns:
         if pattern == WILDCARD:
+            return True
+        if pattern.startswith(SCHEDULE_PREFIX) and pattern.removeprefix(SCHEDULE_PREFIX) in on_call:
             return True
         if pattern.endswith(WILDCARD) and number.e164.startswith(pattern[:-1]):
             return True
@@ -163,7 +169,7 @@ def _try_recipients(policy: Policy, rule: Rule, facts: SendRequestFacts, sender:
     """The rest of ``_try_rule``, once the rule admits the rest of the send: each recipient, then how many."""
     for number in facts.recipients:
         shown = number.display(policy.defaults.show_numbers)
-        if not _recipient_allowed(policy, rule.recipients, number):
+        if not _recipient_allowed(policy, rule.recipients, number, facts.on_call.get(number.e164, frozenset())):
             return _Attempt(
                 rule,
                 Dimension.RECIPIENT,

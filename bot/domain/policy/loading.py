@@ -20,6 +20,7 @@ from bot.domain.policy.evaluation import country_refusal, type_refusal
 from bot.domain.policy.model import (
     GROUP_PREFIX,
     REGION_PREFIX,
+    SCHEDULE_PREFIX,
     TEMPLATE_FIELDS,
     WILDCARD,
     AlertRule,
@@ -31,6 +32,7 @@ from bot.domain.policy.model import (
 from bot.domain.slack_ids import BOT_ID, CONVERSATION_ID, USER_ID, USERGROUP_ID
 
 _PREFIX = re.compile(r"^\+\d{1,14}\*$")
+SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")  # one word in `/sms oncall <schedule>`
 _ALPHA_ORIGINATOR = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
 _NUMERIC_ORIGINATOR = re.compile(r"^\+?\d{3,15}$")
 # \b, \B, \w, \W, \d, \D in a pattern's text (not escaped backslashes): ASCII only in RE2.
@@ -105,6 +107,7 @@ class _Normaliser:
             if sender.templates and sender.via is not Via.WHATSAPP:
                 self.problem(f"senders.{name}.templates", "only WhatsApp senders have templates")
         self.inbound()
+        self.schedules()
         update = {"contacts": self.contacts(), "rules": self.rules(), "alerts": self.alerts()}
         return self.policy.model_copy(update=update)
 
@@ -117,6 +120,20 @@ class _Normaliser:
                 f"needs {info.segments} SMS segments ({info.encoding.label}); defaults.max_segments is "
                 f"{self.policy.defaults.max_segments}: shorten it",
             )
+
+    def schedules(self) -> None:
+        """Each schedule's people: users (U…/W…) in turn, or one user group (S…) whose members take turns."""
+        for name, schedule in self.policy.schedules.items():
+            if not SCHEDULE_NAME.match(name):
+                self.problem(f"schedules.{name}", "a schedule's name is letters, digits, '.', '_' or '-' (up to 40)")
+            if schedule.group is not None:
+                continue
+            for i, person in enumerate(schedule.people):
+                if not USER_ID.match(person):
+                    self.problem(
+                        f"schedules.{name}.people[{i}]",
+                        f"'{person}' is not a user (U…/W…); a user group (S…) must be the only one named",
+                    )
 
     def contacts(self) -> dict[str, list[str]]:
         contacts: dict[str, list[str]] = {}
@@ -139,6 +156,10 @@ class _Normaliser:
         if raw.startswith(GROUP_PREFIX):
             if raw.removeprefix(GROUP_PREFIX) not in self.policy.contacts:
                 self.problem(where, f"unknown contact group '{raw.removeprefix(GROUP_PREFIX)}'")
+            return raw
+        if raw.startswith(SCHEDULE_PREFIX):
+            if raw.removeprefix(SCHEDULE_PREFIX) not in self.policy.schedules:
+                self.problem(where, f"unknown schedule '{raw.removeprefix(SCHEDULE_PREFIX)}'")
             return raw
         if allow_usergroups and USERGROUP_ID.match(raw):
             return raw
@@ -186,7 +207,7 @@ class _Normaliser:
         return rule.model_copy(update={"recipients": [p for p in patterns if p is not None]})
 
     def alert_targets(self, raw: Sequence[str], where: str) -> list[str]:
-        """An alert's ``to`` (or an escalation step's): numbers, group:NAME or S… groups, normalised."""
+        """An alert's ``to`` (or an escalation step's): numbers, group:NAME, schedule:NAME or S… groups, normalised."""
         targets = [self.recipient_pattern(value, f"{where}[{i}]", True) for i, value in enumerate(raw)]
         for i, target in enumerate(targets):
             if target is not None and (

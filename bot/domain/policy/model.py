@@ -24,32 +24,39 @@ from pydantic import (
 from bot.domain import patterns
 from bot.domain.inbound import KEYWORDS as INBOUND_KEYWORDS
 from bot.domain.models import Via
+from bot.domain.oncall import START_FORMAT, Rotation
 from bot.domain.phone import SAFE_NUMBER_TYPES, NumberDisplay, NumberType, PhoneNumber, is_region
-from bot.domain.slack_ids import CHANNEL_ID
+from bot.domain.slack_ids import CHANNEL_ID, USERGROUP_ID
 from bot.domain.templates import Template
 
 WILDCARD = "*"
 GROUP_PREFIX = "group:"
+SCHEDULE_PREFIX = "schedule:"
 REGION_PREFIX = "region:"
 TEMPLATE_FIELDS = frozenset({"text", "title", "channel", "link"})
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhdw])\s*$")  # at most 999999 of a unit: no overflow
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30s``, ``10m``, ``1h``, ``2d`` → timedelta; anything else raises ``ValueError``."""
+def parse_duration(text: str, *, weeks: bool = False) -> timedelta:
+    """``30s``, ``10m``, ``1h``, ``2d`` (and ``1w`` with ``weeks``) → timedelta; anything else raises ``ValueError``."""
     match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"'{text}' is not a duration like 30s, 10m, 1h or 2d")
+    if not match or int(match.group(1)) == 0 or (match.group(2) == "w" and not weeks):
+        like = "30s, 10m, 1h, 2d or 1w" if weeks else "30s, 10m, 1h or 2d"
+        raise ValueError(f"'{text}' is not a duration like {like}")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def _duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str) else value
+
+
+def _shift_length(value: Any) -> Any:
+    return parse_duration(value, weeks=True) if isinstance(value, str) else value
 
 
 def _positive(value: timedelta) -> timedelta:
@@ -61,6 +68,8 @@ def _positive(value: timedelta) -> timedelta:
 
 # ``30s``, ``10m``, ``1h``, ``2d`` in the file; a timedelta once read, longer than nothing.
 Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
+# A schedule's shift: weeks too (``1w``).
+ShiftLength = Annotated[timedelta, BeforeValidator(_shift_length), AfterValidator(_positive)]
 
 
 def _regex(value: str) -> str:
@@ -248,6 +257,14 @@ class PerPhoneLimit(_Model):
     per: Window
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{value}' (use names like Europe/London)") from None
+    return value
+
+
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -272,11 +289,7 @@ class QuietHours(_Model):
     @field_validator("tz")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (use names like Europe/London)") from None
-        return value
+        return _time_zone(value)
 
     @model_validator(mode="after")
     def _not_empty(self) -> QuietHours:
@@ -444,6 +457,47 @@ class Inbound(_Model):
         return value
 
 
+class Schedule(_Model):
+    """An on-call rotation: ``people`` in turn, each for ``every``, the first from ``start`` (local time in ``tz``);
+    ``people`` may be one user group (S…), its members in Slack's order."""
+
+    people: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(min_length=1)
+    every: ShiftLength = Field(le=timedelta(weeks=52))  # a shift of more than a year is not a rotation
+    start: str
+    tz: str = "UTC"
+    channel: str | None = None  # where changes (takes, gives) are announced
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, START_FORMAT)
+        except ValueError:
+            raise ValueError(f"'{value}' is not a local time like \"2026-12-07 09:00\" (YYYY-MM-DD HH:MM)") from None
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _time_zone(value)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not CHANNEL_ID.match(value):
+            raise ValueError(f"'{value}' is not a channel ID (C…/G…)")
+        return value
+
+    @property
+    def rotation(self) -> Rotation:
+        return Rotation.of(self.every, self.start, self.tz)
+
+    @property
+    def group(self) -> str | None:
+        """The user group whose members take turns, when ``people`` names one."""
+        return self.people[0] if len(self.people) == 1 and USERGROUP_ID.match(self.people[0]) else None
+
+
 class Policy(_Model):
     """The whole policy file, after checking."""
 
@@ -455,6 +509,7 @@ class Policy(_Model):
     rules: list[Rule] = Field(default_factory=list)
     alerts: list[AlertRule] = Field(default_factory=list)
     inbound: Inbound = Inbound()
+    schedules: dict[Name, Schedule] = Field(default_factory=dict)
 
     @property
     def inbound_channel(self) -> str | None:

@@ -57,10 +57,15 @@ class Escalation:
         step = alert.step if alert.step is not None else -1
         if not 0 <= step < len(rule.escalate):
             raise Refused.denied(f"rule '{rule.name}' has no escalation step {step + 1} any more")
-        found, unreached = await self.rendering.reach(record.request.recipients)
+        # A schedule's person is whoever is on call when the step is due: counted from the alert's own recording
+        # time, so a restart, a retry or a late worker decide the same person.
+        due = firing.created_at + rule.escalate[step].after
+        found, unreached = await self.rendering.reach(record.request.recipients, due)
         body = firing.text_as_sent.strip()
         words = texts.escalated(describe_window(rule.escalate[step].after), body)
         via, title = record.request.via, texts.escalated_title(body)
         text, use = self.rendering.words(rule, words, via, rule.max_segments, linked=True, title=title)
-        checked = self.rendering.checked(rule, text, use, found.numbers, found.names, unreached=unreached)
+        checked = self.rendering.checked(
+            rule, text, use, found.numbers, found.names, unreached=unreached, on_call=found.on_call
+        )
         return Text(checked, acts_on=alert.escalates)

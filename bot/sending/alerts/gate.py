@@ -35,7 +35,7 @@ class Gate:
             return Repeat(repeat)
         fields = await self.rendering.fields(record, rule)
         text, template = self.rendering.text(rule, fields, record.request.via, linked=True)
-        found, unreached = await self.rendering.reach(record.request.recipients)
+        found, unreached = await self.rendering.reach(record.request.recipients, record.created_at)
         quiet = quiet_of(record.request, rule, record.created_at)
         if quiet is not None:  # quiet hours: every phone gets it in one summary when they end
             start, end = quiet
@@ -43,10 +43,15 @@ class Gate:
             for number in found.numbers:
                 await self.summaries.schedule(record, rule.name, number.e164, start, end)
             held = found.numbers
-            return Bundle(self.rendering.checked(rule, text, template, (), found.names, held=held, unreached=unreached))
+            checked = self.rendering.checked(
+                rule, text, template, (), found.names, held=held, unreached=unreached, on_call=found.on_call
+            )
+            return Bundle(checked)
         held = await self._over_limit(record, rule, found.numbers)
         reached = [n for n in found.numbers if n not in held]
-        checked = self.rendering.checked(rule, text, template, reached, found.names, held=held, unreached=unreached)
+        checked = self.rendering.checked(
+            rule, text, template, reached, found.names, held=held, unreached=unreached, on_call=found.on_call
+        )
         if not checked.recipients:
             return Bundle(checked)  # held for the summaries: nobody is paged, so nobody is escalated to
         return Text(checked, acts_on=record.request.idempotency_key)

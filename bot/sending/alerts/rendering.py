@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from bot.domain.alerts import fit
@@ -53,6 +54,7 @@ class Rendering:
         *,
         held: Sequence[PhoneNumber] = (),
         unreached: tuple[str, ...] = (),
+        on_call: Mapping[str, str] | None = None,
     ) -> Checked:
         """What an alert send texts, under the rule's sender."""
         return Checked(
@@ -65,11 +67,13 @@ class Rendering:
             held=tuple(held),
             unreached=unreached,
             template=template,
+            on_call=on_call or {},
         )
 
-    async def reach(self, refs: tuple[RecipientRef, ...]) -> tuple[Resolution, tuple[str, ...]]:
-        """The phones ``refs`` reach, and why each other one is left out; ``Refused`` when none is reached."""
-        found = await self.admission.resolve(refs)
+    async def reach(self, refs: tuple[RecipientRef, ...], at: datetime) -> tuple[Resolution, tuple[str, ...]]:
+        """The phones ``refs`` reach (a schedule's: whoever was on call at ``at``), and why each other one is left
+        out; ``Refused`` when none is reached."""
+        found = await self.admission.resolve(refs, at)
         unreached = self._left_out(found)
         if not found.numbers:
             raise Refused.invalid(*(unreached or ("no recipients",)))

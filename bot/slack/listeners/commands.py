@@ -22,9 +22,10 @@ from bot.domain.sends import Refusal, RefusalKind, SendRecord
 from bot.slack import messages
 from bot.slack.compose import ComposeContext
 from bot.slack.deps import Deps
-from bot.slack.grammar import Help, OptList, Status, parse_command
+from bot.slack.grammar import Help, OnCallAsk, OptList, Status, parse_command
 from bot.slack.listeners.compose import open_compose
 from bot.slack.listeners.ids import COMMANDS
+from bot.slack.listeners.oncall import answer_oncall
 from bot.slack.payloads import SlashCommand
 
 log = logging.getLogger("bot.slack")
@@ -60,6 +61,10 @@ def make_handler(deps: Deps, via: Via) -> Handler:
             await ack()  # an admin check may ask Slack: answered through the response_url
             opting = change_opt_out(deps, respond, command.user_id, parsed, f"{command.command} {parsed.word}")
             deps.tasks.spawn(opting, "opt-out")
+            return
+        if isinstance(parsed, OnCallAsk):
+            await ack()  # the overrides are in the database and a rotation may be a user group: the response_url
+            deps.tasks.spawn(answer_oncall(deps, respond, client, command.user_id, parsed), "oncall")
             return
         if isinstance(parsed, Status):
             await ack()  # the look-up calls D7: answered through the response_url

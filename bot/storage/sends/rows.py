@@ -99,6 +99,7 @@ def checked_columns(record: SendRecord) -> dict[str, Any]:
         "originator": checked.originator,
         "recipients": record.recipients,
         "names": dict(checked.names),
+        "on_call": dict(checked.on_call) or None,
         "encoding": record.encoding,
         "segments": record.segments,
     }
@@ -198,6 +199,7 @@ def _checked_of(m: Any, request: SendRequest) -> Checked | None:
         held=tuple(PhoneNumber(n) for n in held),
         unreached=tuple(m["problems"] or ()) if not m["refusal_kind"] else (),
         template=_template_of(m["sent_template"]),
+        on_call=m["on_call"] or {},
     )
 
 
