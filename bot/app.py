@@ -45,6 +45,7 @@ from bot.sending.admission import Admission
 from bot.sending.alerts import AlertDesk
 from bot.sending.balance import BalanceWatcher, Post
 from bot.sending.deliveries import Deliveries
+from bot.sending.handoffs import HandoffWatcher
 from bot.sending.home import HomeDesk
 from bot.sending.inbound import Inbox
 from bot.sending.intake import Intake
@@ -54,17 +55,21 @@ from bot.sending.outbox import Outbox
 from bot.sending.phone_texts import PhoneTexts
 from bot.sending.pipeline import SEND_RETRY, Pipeline
 from bot.sending.telling import Teller
+from bot.sending.verified_phones import Reminders, VerifiedPhones
+from bot.sending.verifying import PhoneVerifying
 from bot.slack import messages
 from bot.slack.alerts import SlackMessageReader
 from bot.slack.conversation import PACED_METHODS, SlackConversations
 from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
+from bot.slack.handoffs import SlackHandoffNotices
 from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import register_all
 from bot.slack.phones import SlackPhoneNotes
 from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.slack.steps import SlackSteps
+from bot.slack.verify import SlackVerifyNotes
 from bot.storage import Storage
 from bot.tasks import BackgroundTasks, RightOfWay
 from bot.web import create_web_app
@@ -138,13 +143,15 @@ class Relay:
     team_id: str | None
     right_of_way: RightOfWay
     inbox: Inbox | None = None  # texts phones send back (``POST /d7/inbound/<secret>``)
+    handoffs: HandoffWatcher | None = None  # on-call handoffs noticed (DMs, user groups)
 
     def background(self) -> list[AbstractAsyncContextManager[Any]]:
         """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
         first (no new claims, sends in flight finish), then the balance watcher, delivery reports, and the
         listeners' tasks. The connections they use (database, D7, Slack) were opened before and close after them."""
         inbox = [self.inbox] if self.inbox is not None else []
-        return [self.tasks, self.deliveries, *inbox, self.balance, self.outbox]
+        handoffs = [self.handoffs] if self.handoffs is not None else []
+        return [self.tasks, self.deliveries, *inbox, *handoffs, self.balance, self.outbox]
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -248,6 +255,7 @@ class SendingCore:
     conversations: SlackConversations
     links: ActionLinks | None = None  # alert texts' action links (None without PUBLIC_URL)
     oncall: OnCall | None = None  # who is on call for the policy's schedules (/sms oncall)
+    verifying: PhoneVerifying | None = None  # "Verify my phone" (None unless defaults.verified_phones)
 
 
 def wire_sending(
@@ -259,6 +267,7 @@ def wire_sending(
     events: Bus,
     steps: Steps | None = None,  # workflow steps, completed with their send's outcome
     right_of_way: RightOfWay | None = None,  # Slack's requests before the outbox's work
+    tasks: BackgroundTasks | None = None,  # where notes that need not hold up a send go (None: not sent)
 ) -> SendingCore:
     """The sending core on the opened resources: admission, alerts, telling, delivery reports, the pipeline and the
     outbox that runs it; what it tells the rest of the process goes on ``events``. No I/O."""
@@ -266,7 +275,7 @@ def wire_sending(
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
     conversations = SlackConversations(resources.slack, metrics)
     oncall = OnCall(policy, directory, storage.oncall)
-    admission = Admission(policy, directory, storage.optouts, oncall)
+    admission = Admission(policy, directory, storage.optouts, oncall, _verified_phones(policy, resources, tasks))
     intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
     links = _action_links(settings, policy, resources, directory, conversations, intake)
     alerts = _alert_desk(settings, policy, resources, directory, admission, links.room if links else "")
@@ -307,7 +316,32 @@ def wire_sending(
     outbox = Outbox(
         sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
     )
-    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links, oncall)
+    verifying = _verifying(policy, resources)
+    return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links, oncall, verifying)
+
+
+def _verified_phones(policy: Policy, resources: Resources, tasks: BackgroundTasks | None) -> VerifiedPhones | None:
+    """With ``defaults.verified_phones``: profile phones are texted once verified; their owners are told in their
+    DM with the app how to verify (at most once an hour each, in the background)."""
+    if not policy.defaults.verified_phones:
+        return None
+    store = resources.storage.verifications
+    notes = SlackVerifyNotes(resources.slack)
+    return VerifiedPhones(store, Reminders(store, notes, tasks.spawn) if tasks is not None else None)
+
+
+def _verifying(policy: Policy, resources: Resources) -> PhoneVerifying | None:
+    """The "Verify my phone" flow: D7 Verify texts the codes (none in a dry run: the button says so). The profile
+    is read anew at each click (a directory without a cache): what is verified is the number there now."""
+    if not policy.defaults.verified_phones:
+        return None
+    gateway = resources.gateway
+    return PhoneVerifying(
+        policy=policy,
+        directory=SlackDirectory(resources.slack, ttl=0.0),
+        store=resources.storage.verifications,
+        codes=gateway if isinstance(gateway, D7Client) else None,
+    )
 
 
 def _action_links(
@@ -380,6 +414,9 @@ def _home_desk(settings: Settings, policy: Policy, resources: Resources, core: S
         policy_file=str(settings.bot_policy),
         policy_loaded_at=utc_now(),
         balance=core.balance,
+        oncall=core.oncall,
+        verifications=resources.storage.verifications,
+        verifying=core.verifying,
     )
 
 
@@ -393,7 +430,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     directory = SlackDirectory(slack)
     steps = SlackSteps(slack)
     right_of_way = RightOfWay()
-    core = wire_sending(settings, policy, resources, directory, metrics, events, steps, right_of_way)
+    core = wire_sending(settings, policy, resources, directory, metrics, events, steps, right_of_way, tasks)
     home = HomeTabs(
         slack, tasks, settings=resources.storage.settings, desk=_home_desk(settings, policy, resources, core)
     )
@@ -403,15 +440,11 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     ours = replace(deps, bot_user_id=auth.get("user_id"), bot_id=auth.get("bot_id"), home=home, steps=steps)
     inbox = _inbox(policy, resources, core, home)
     oncall = core.admission.recipients.oncall
+    ours = replace(ours, verifying=core.verifying)
     register_all(bolt, replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log, oncall=oncall))
+    storage = resources.storage
     health = HealthCheck(
-        settings,
-        resources.storage.database,
-        resources.storage.sends,
-        resources.gateway,
-        core.outbox,
-        metrics,
-        core.balance,
+        settings, storage.database, storage.sends, resources.gateway, core.outbox, metrics, core.balance
     )
     bolt_over_http = None if settings.socket_mode else bolt
     web = create_web_app(
@@ -441,6 +474,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         team_id=auth.get("team_id"),
         right_of_way=right_of_way,
         inbox=inbox,
+        handoffs=_handoffs(policy, resources, core),
     )
 
 
@@ -486,6 +520,13 @@ async def open_relay(
         for part in relay.background():
             await stack.enter_async_context(part)
         yield relay
+
+
+def _handoffs(policy: Policy, resources: Resources, core: SendingCore) -> HandoffWatcher | None:
+    """On-call handoffs noticed in Slack (a DM, a user group kept equal), for schedules that ask for it."""
+    if core.oncall is None:
+        return None
+    return HandoffWatcher(policy, core.oncall, resources.storage.handoffs, SlackHandoffNotices(resources.slack))
 
 
 def _inbox(policy: Policy, resources: Resources, core: SendingCore, home: HomeTabs) -> Inbox:

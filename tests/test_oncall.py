@@ -8,6 +8,7 @@ rotation's math itself, DST and all, is tested in ``test_oncall_rotation.py``)."
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -307,3 +308,80 @@ def test_policy_errors_in_schedules_name_the_path(change: dict[str, Any], proble
     with pytest.raises(PolicyFileError) as info:
         parse_policy(data)
     assert any(str(p).startswith(problem) for p in info.value.problems), [str(p) for p in info.value.problems]
+
+
+def home_sections(view: dict[str, Any]) -> list[str]:
+    return [b["text"]["text"] for b in view["blocks"] if b["type"] == "section"]
+
+
+async def test_app_home_shows_a_persons_shifts_now_and_next(slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path) -> None:
+    async with running_app(slack, fake_d7, tmp_path, policy=policy(0, secondary_shift=0)) as app:
+        ana = home_sections(await open_home(app, slack, "U0ANA"))
+        ben = home_sections(await open_home(app, slack, "U0BEN"))
+        eve = home_sections(await open_home(app, slack, "U0EVE"))  # on secondary through S0SECOND
+        nobody = home_sections(await open_home(app, slack, "U0ADMIN"))
+
+    (mine,) = [s for s in ana if s.startswith(":pager: *Your on-call shifts*")]
+    assert mine.startswith(":pager: *Your on-call shifts*\n• *primary*: on call *now*, until <!date^")
+    assert "; next from <!date^" in mine  # three days on: ana's next turn
+    (bens,) = [s for s in ben if s.startswith(":pager: *Your on-call shifts*")]
+    assert bens.startswith(":pager: *Your on-call shifts*\n• *primary*: next from <!date^")
+    (eves,) = [s for s in eve if s.startswith(":pager: *Your on-call shifts*")]
+    assert eves.startswith(":pager: *Your on-call shifts*\n• *secondary*: next from <!date^")
+    assert not any(s.startswith(":pager: *Your on-call shifts*") for s in nobody)
+
+
+async def test_app_home_shows_admins_each_schedules_week_with_its_gaps(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_user("U0CAL", "cal", "")  # no phone in the profile: cal's shift is a gap
+    slack.state.usergroups["S0EMPTY"] = []
+    empty = f'  nobody-home: {{people: S0EMPTY, every: 1d, start: "{start_for(0, timedelta(days=1))}"}}'
+    async with running_app(slack, fake_d7, tmp_path, policy=policy(0, extra_schedules=empty)) as app:
+        view = await open_home(app, slack, "U0ADMIN")
+
+    (week,) = [s for s in home_sections(view) if s.startswith("*On call, the coming week:*")]
+    primary, nobody_home, secondary = week.split("\n")[1:]  # gaps first
+    assert primary.startswith("• *primary*: <@U0ANA> now, next handoff <!date^")
+    assert "— :warning: 2 gaps this week: from <!date^" in primary
+    assert "<@U0CAL>: no usable phone in their Slack profile" in primary  # every third day
+    assert nobody_home.startswith("• *nobody-home*: nobody now, next handoff <!date^")
+    assert nobody_home.endswith("— :warning: 1 gap this week: from " + nobody_home.split(" from ")[1])
+    assert nobody_home.endswith(" nobody: nobody is on it")  # the week's shifts with nobody, as one gap
+    assert secondary.startswith("• *secondary*: <@U0EVE> now, next handoff <!date^")
+    assert secondary.endswith("— :white_check_mark: covered all week")
+
+
+async def test_app_home_flags_people_without_a_verified_phone_when_phones_must_be_verified(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    verified = policy(0).replace("defaults: {region: US}", "defaults: {region: US, verified_phones: true}")
+    async with running_app(slack, fake_d7, tmp_path, policy=verified) as app:
+        view = await open_home(app, slack, "U0ADMIN")
+
+    (week,) = [s for s in home_sections(view) if s.startswith("*On call, the coming week:*")]
+    assert "<@U0ANA>: phone not verified" in week
+    assert "no verified phone: <@U0ANA>, <@U0BEN>, <@U0CAL>" in week
+    assert "no verified phone: <@U0DAN>, <@U0EVE>" in week
+
+
+async def test_app_home_coverage_of_fifty_schedules_stays_within_slacks_view_limits(
+    slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
+) -> None:
+    slack.add_user("U0CAL", "cal", "")  # every hourly rotation has gaps: the longest lines
+    start = start_for(0, timedelta(hours=1))
+    many = "\n".join(
+        f'  team-{i:02d}-database-primary-rotation: {{people: [U0ANA, U0BEN, U0CAL], every: 1h, start: "{start}"}}'
+        for i in range(48)
+    )
+    async with running_app(slack, fake_d7, tmp_path, policy=policy(0, extra_schedules=many)) as app:
+        view = await open_home(app, slack, "U0ADMIN")
+
+    assert not slack.refused
+    week = [s for s in home_sections(view) if "database-primary-rotation" in s or s.startswith("*On call")]
+    assert len(week) == 5
+    assert all(len(section) <= 3000 for section in week)
+    shown = sum(line.startswith("• *") for section in week for line in section.split("\n"))
+    more = re.search(r"…and (\d+) more schedules: `/sms oncall <schedule>` shows one$", week[-1])
+    assert more is not None
+    assert shown + int(more.group(1)) == 50

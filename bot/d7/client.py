@@ -24,10 +24,14 @@ from bot.d7.transport import D7Transport
 from bot.d7.wire import (
     BalanceAnswer,
     ErrorAnswer,
+    OtpChecked,
+    OtpSent,
+    OtpVerifyBody,
     SendAnswer,
     SmsLog,
     WhatsAppReport,
     build_body,
+    build_otp_body,
 )
 from bot.domain import errors as E
 from bot.domain.models import OutgoingText, RecipientStatus, SendResult, SendStatus, StatusReport, Via
@@ -46,6 +50,9 @@ WHATSAPP_SEND_PATH = "/whatsapp/v2/send"
 SMS_STATUS_PATH = "/report/v1/message-log/{request_id}"
 WHATSAPP_STATUS_PATH = "/whatsapp/v2/report/{request_id}"
 BALANCE_PATH = "/messages/v1/balance"
+OTP_SEND_PATH = "/verify/v1/otp/send-otp"
+OTP_CHECK_PATH = "/verify/v1/otp/verify-otp"
+INVALID_OTP_CODE = "INVALID_OTP_CODE"  # D7's code for a wrong or expired code
 # One try, no retries inside: the balance watcher has its own backoff, and nothing waits for the answer.
 BALANCE_WITHIN = 10.0
 # "Not offered": D7 lists the endpoint in its samples but may have retired it.
@@ -223,6 +230,41 @@ class D7Client(TextGateway):
             log.warning("d7 balance answer could not be read (HTTP %d); taken as not offered", response.status_code)
             return None
         return Balance(answer.balance, answer.currency.upper() if answer.currency else None)
+
+    async def send_code(self, phone: str, originator: str, content: str, expiry: int) -> str:
+        """D7 Verify (``OneTimeCodes``): text a code D7 makes to ``phone`` from ``originator`` (``content`` has
+        ``{}`` where the code goes; it expires after ``expiry`` seconds); D7's ``otp_id``. The body is the official
+        SDK's ``send_otp`` (direct7-python-sdk, ``src/direct7/verify.py``). It texts, so it is never resent: an
+        answer lost or unreadable is ``D7OutcomeUnknownError``."""
+        body = build_otp_body(phone, originator, content, expiry)
+        response = await self._request("POST", OTP_SEND_PATH, body.wire(), idempotent=False)
+        try:
+            answer = OtpSent.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise E.D7OutcomeUnknownError(
+                f"D7 answered HTTP {response.status_code} but the answer could not be read; "
+                "the code may have been sent",
+                http_status=response.status_code,
+                detail=response.text[:500],
+            ) from exc
+        log.info("d7 verify code sent otp_id=%s status=%s", answer.otp_id, answer.status)
+        return answer.otp_id
+
+    async def check_code(self, otp_id: str, code: str) -> bool:
+        """D7 Verify (``OneTimeCodes``): whether ``code`` is the code of ``otp_id`` (the SDK's ``verify_otp``).
+        ``INVALID_OTP_CODE`` (wrong, or expired) is False; an ``otp_id`` D7 does not know is ``D7NotFoundError``.
+        Not resent after a lost answer either: D7 may have counted the try, or used the code up."""
+        payload = OtpVerifyBody(otp_id=otp_id, otp_code=code).wire()
+        try:
+            response = await self._request("POST", OTP_CHECK_PATH, payload, idempotent=False)
+        except E.D7Error as exc:
+            if exc.code == INVALID_OTP_CODE:
+                return False
+            raise
+        answer = self._parse(OtpChecked, response)
+        if answer.status.upper() != "APPROVED":
+            raise E.D7Error(f"D7 answered the code check with status {answer.status!r}", http_status=200)
+        return True
 
     # ------------------------------------------------------------ internals
 

@@ -104,6 +104,27 @@ class WhatsAppSendBody(_Body):
     message_globals: WhatsAppGlobals | None = None
 
 
+# ---------------------------------------------------------------- D7 Verify: POST /verify/v1/otp/send-otp, verify-otp
+# As D7's official Python SDK sends them (github.com/d7networks/direct7-python-sdk, ``src/direct7/verify.py``:
+# ``send_otp`` posts originator, recipient, content (``{}`` where the code goes), expiry (seconds) and data_coding;
+# ``verify_otp`` posts otp_id and otp_code). Answers as D7's API reference shows them: ``{"otp_id", "status":
+# "OPEN", "expiry"}`` and ``{"status": "APPROVED"}``; a wrong or expired code is ``{"detail": {"code":
+# "INVALID_OTP_CODE", "message"}}``.
+
+
+class OtpSendBody(_Body):
+    originator: str = Field(min_length=1)
+    recipient: str
+    content: str = Field(min_length=3)
+    expiry: int = Field(gt=0)
+    data_coding: Literal["text", "unicode", "auto"]
+
+
+class OtpVerifyBody(_Body):
+    otp_id: str = Field(min_length=1)
+    otp_code: str = Field(min_length=1)
+
+
 # ---------------------------------------------------------------- answers
 
 
@@ -155,6 +176,20 @@ class WhatsAppReport(_Answer):
     request_id: str
     request_stage: str | None = None
     messages: list[WhatsAppReportEntry] = Field(default_factory=list)
+
+
+class OtpSent(_Answer):
+    """200 answer of ``POST /verify/v1/otp/send-otp``."""
+
+    otp_id: str = Field(min_length=1)
+    status: str | None = None
+    expiry: int | None = None
+
+
+class OtpChecked(_Answer):
+    """200 answer of ``POST /verify/v1/otp/verify-otp``: ``APPROVED`` when the code was right."""
+
+    status: str
 
 
 class ErrorItem(_Answer):
@@ -261,3 +296,13 @@ def build_whatsapp_body(text: OutgoingText) -> WhatsAppSendBody:
         )
     globals_ = WhatsAppGlobals(schedule_time=format_schedule_time(text.schedule_time)) if text.schedule_time else None
     return WhatsAppSendBody(messages=messages, message_globals=globals_)
+
+
+def build_otp_body(phone: str, originator: str, content: str, expiry: int) -> OtpSendBody:
+    """The body that texts a D7 Verify code to ``phone``; ``ValueError`` for what D7 would refuse. ``content``
+    needs ``{}`` where the code goes; it goes as GSM-7 ``text`` when it can (a code is digits)."""
+    (recipient,) = _check_recipients([phone])
+    if "{}" not in content:
+        raise ValueError("the text of a code needs {} where the code goes")
+    coding = analyze(content.replace("{}", "000000")).encoding.data_coding
+    return OtpSendBody(originator=originator, recipient=recipient, content=content, expiry=expiry, data_coding=coding)

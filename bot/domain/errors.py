@@ -7,7 +7,8 @@ Each message names the bad part in words a Slack user can act on; none ever carr
     │   ├── InvalidPhoneNumber           a number that does not parse or is not a real number
     │   ├── EmptyMessage                 nothing to send
     │   ├── MessageTooLong               more SMS segments than the policy allows
-    │   └── OptedOut                     a phone on the opt-out list (it texted STOP, or an admin put it there)
+    │   ├── OptedOut                     a phone on the opt-out list (it texted STOP, or an admin put it there)
+    │   └── NotVerified                  a profile phone its owner has not verified (``defaults.verified_phones``)
     ├── ServiceUnavailable               Slack (or another service) failed a look-up: tried again later
     ├── ConfigError                      settings or policy file unusable; the bot must not start
     │   ├── SettingsError                environment / .env values (lists every problem)
@@ -80,6 +81,16 @@ class OptedOut(InputError):
     policy shows numbers."""
 
     def __init__(self, phone: str, message: str) -> None:
+        self.phone = phone
+        super().__init__(message)
+
+
+class NotVerified(InputError):
+    """A phone from a Slack profile whose owner has not verified it: it gets no texts until they do. ``user_id``:
+    whose profile gave it; ``phone``: its E.164 number."""
+
+    def __init__(self, user_id: str, phone: str, message: str) -> None:
+        self.user_id = user_id
         self.phone = phone
         super().__init__(message)
 

@@ -126,3 +126,17 @@ def in_force(overrides: Sequence[Override], at: datetime) -> Override | None:
     """The override in force at ``at`` of one schedule's: the latest to start of those covering it."""
     covering = [o for o in overrides if o.covers(at)]
     return max(covering, key=lambda o: o.starts) if covering else None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A person's stint on a schedule (on call until ``ends``) as its noticing goes: the DM sent (``noticed``), the
+    schedule's user group set to them (``group_set``), after ``attempts`` tries that left something undone."""
+
+    id: str
+    schedule: str
+    user_id: str
+    ends: datetime
+    noticed: bool = False
+    group_set: bool = False
+    attempts: int = 0

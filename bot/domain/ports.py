@@ -7,6 +7,8 @@ composition root.
   resolved), ``AlertLedger``, ``BudgetLedger``, ``DeliveryLog``, ``SettingsStore``, ``InboundLog`` (texts phones
   sent back) and ``OptOutList``: what is kept (SQL; in memory in tests). Their methods take and give domain
   values; every change of a send is a named transition of ``SendRecord``.
+- ``OneTimeCodes`` (D7 Verify), ``PhoneVerifications`` (what is kept of it) and ``VerifyNotes`` (Slack): verified
+  phones (``defaults.verified_phones``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from bot.domain.errors import D7Error
 from bot.domain.inbound import InboundRecord, OptOut, Unanswered
 from bot.domain.links import ActionLink
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Surface, Via
-from bot.domain.oncall import Override
+from bot.domain.oncall import Handoff, Override, Shift
 from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
+from bot.domain.verification import Verification
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
 RetryHook = Callable[[D7Error, int, float], Awaitable[None]]
@@ -490,6 +493,20 @@ class OnCallOverrides(Protocol):
         ...
 
 
+class OnCallHandoffs(Protocol):
+    """Each person's stint on a schedule, noticed once (the handoff DM, the user group set) by one replica."""
+
+    async def claim(self, schedule: str, shift: Shift, at: datetime, lease: timedelta) -> Handoff | None:
+        """The stint ``shift`` of ``schedule`` (kept at its first claim) for this worker until ``at + lease``; None
+        when another worker holds it, or nothing of it is left to do."""
+        ...
+
+    async def keep(self, handoff: Handoff, retry_at: datetime | None) -> None:
+        """What is done of it (``noticed``, ``group_set``, ``attempts``); what is left may be claimed again from
+        ``retry_at`` (None: at once)."""
+        ...
+
+
 class InboundLog(Protocol):
     """Texts phones sent back: each kept as it came before it is answered, then handled once by one worker (a
     lease, like the outbox's), and kept with what was done."""
@@ -587,3 +604,59 @@ class ActionLinkStore(Protocol):
         ...
 
     async def find(self, token: str) -> ActionLink | None: ...
+
+
+class PhoneVerifications(Protocol):
+    """Phones people verified with a code (``defaults.verified_phones``) and their verifying in progress (the code
+    texted, wrong tries, a block), shared by every replica; ``bot.domain.verification`` has the rules."""
+
+    async def verified(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """user_id → the E.164 number they verified last, for those of ``user_ids`` who verified one (it is their
+        verified phone only while it equals their profile phone now)."""
+        ...
+
+    async def get(self, user_id: str) -> Verification | None: ...
+
+    async def code_sent(self, user_id: str, phone: str, otp_id: str, at: datetime, expires_at: datetime) -> None:
+        """A code went to ``phone``: the one to verify now (an earlier open one is forgotten)."""
+        ...
+
+    async def confirmed(self, user_id: str, otp_id: str, at: datetime) -> str | None:
+        """D7 approved the code ``otp_id``: the phone it went to is the person's verified one now and the wrong
+        tries are forgotten; that phone (E.164), or None when ``otp_id`` is no longer the open code (then nothing
+        changes)."""
+        ...
+
+    async def wrong_code(self, user_id: str, otp_id: str, at: datetime) -> Verification:
+        """D7 refused a code for ``otp_id`` (the open one): one more wrong try, counted atomically; the
+        ``MAX_WRONG_CODES``-th in a row blocks trying until ``at + BLOCK_FOR`` and drops the code. What is kept now."""
+        ...
+
+    async def drop_code(self, user_id: str, otp_id: str) -> None:
+        """The code ``otp_id`` can no longer be verified (expired, or unknown to D7)."""
+        ...
+
+    async def take_reminder(self, user_id: str, at: datetime, every: timedelta) -> bool:
+        """Whether this person may be told now how to verify (nobody told them in the last ``every``); if so it is
+        marked done, so that of replicas asking at once only one hears yes."""
+        ...
+
+
+class OneTimeCodes(Protocol):
+    """D7 Verify: texts a code D7 makes to a phone, and says whether a code typed is that code."""
+
+    async def send_code(self, phone: str, originator: str, content: str, expiry: int) -> str:
+        """Text a code to ``phone`` (E.164) from ``originator``; ``content`` has ``{}`` where D7 puts the code, which
+        expires after ``expiry`` seconds. D7's ``otp_id``; raises the ``D7Error`` tree."""
+        ...
+
+    async def check_code(self, otp_id: str, code: str) -> bool:
+        """True: D7 approved ``code``; False: D7 refused it (wrong or expired). An ``otp_id`` D7 does not know
+        raises ``D7NotFoundError``; other failures the ``D7Error`` tree."""
+        ...
+
+
+class VerifyNotes(Protocol):
+    """Where a person is told privately that texts skip their unverified phone, and how to verify it."""
+
+    async def how_to_verify(self, user_id: str) -> None: ...

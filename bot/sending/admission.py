@@ -49,6 +49,7 @@ from bot.sending.recipients import OFFLINE, Recipients, look_up_each
 from bot.sending.recipients import Resolution as Resolution
 from bot.sending.templating import filled_in
 from bot.sending.texts import conversation_label as conversation_label
+from bot.sending.verified_phones import VerifiedPhones
 
 log = logging.getLogger("bot.sending")
 
@@ -116,12 +117,17 @@ class Admission:
     """The policy and the directory, asked the same way for every surface."""
 
     def __init__(
-        self, policy: Policy, directory: Directory, optouts: OptOutList | None = None, oncall: OnCall | None = None
+        self,
+        policy: Policy,
+        directory: Directory,
+        optouts: OptOutList | None = None,
+        oncall: OnCall | None = None,
+        verified: VerifiedPhones | None = None,  # with defaults.verified_phones: who verified which profile phone
     ) -> None:
         self.policy = policy
         self.directory = directory
         self.optouts = optouts  # the opt-out list (None: none is kept)
-        self.recipients = Recipients(policy, directory, optouts, oncall)
+        self.recipients = Recipients(policy, directory, optouts, oncall, verified)
 
     async def admit(self, send_id: str, request: SendRequest, at: datetime | None = None) -> PreparedSend:
         """The outbox's check: the send as checked, or ``Refused`` naming every problem ``check`` found. The bot's

@@ -8,24 +8,39 @@ sends by channel and outcome, what needs a person, the policy file, the alert ru
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Usage, budgets_of
 from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
+from bot.domain.errors import InputError
 from bot.domain.inbound import OptOut
+from bot.domain.oncall import Shift
 from bot.domain.phone import PhoneNumber
 from bot.domain.policy import WILDCARD, Policy, Rule, policy_warnings, rule_templates, rules_for
-from bot.domain.ports import BalanceView, BudgetLedger, DeliveryLog, Directory, InboundLog, OptOutList, SendViews
+from bot.domain.ports import (
+    BalanceView,
+    BudgetLedger,
+    DeliveryLog,
+    Directory,
+    InboundLog,
+    OptOutList,
+    PhoneVerifications,
+    SendViews,
+)
 from bot.domain.sends import SendRecord, SendState
 from bot.sending import texts
 from bot.sending.admission import Admission
+from bot.sending.oncall import OnCall, Timeline
+from bot.sending.recipients import look_up_each, phone_of
+from bot.sending.verifying import PHONE_UNREAD, PHONE_WITHIN, PhoneStatus, PhoneVerifying
 
 log = logging.getLogger("bot.sending")
 
@@ -34,6 +49,8 @@ NEED_A_PERSON = 10  # failures listed for admins
 OPTED_OUT = 20  # opted-out phones listed for admins
 REPLIES = 3  # replies shown under one send
 LINKS_KEPT = 5_000  # thread permalinks remembered (they never change)
+COVERAGE = timedelta(days=7)  # admins see each schedule's shifts this far ahead
+ONCALL_WITHIN = 5.0  # seconds the on-call parts may take to read (Slack's look-ups): else a note, the rest shown
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,38 @@ class AdminView:
     warnings: tuple[str, ...]
     alerts: tuple[AlertActivity, ...]
     opted_out: tuple[OptOut, ...] = ()  # the latest phones on the opt-out list
+    coverage: tuple[Coverage, ...] = ()  # each schedule's coming week
+
+
+@dataclass(frozen=True)
+class YourShifts:
+    """A schedule the person is on: their shift now (None: not on call) and their next one (None: not within the
+    shifts looked at ahead)."""
+
+    schedule: str
+    now: Shift | None
+    next: Shift | None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A shift of the coming week that would text nobody: ``why`` in words (nobody on it, no usable phone, a phone
+    not verified)."""
+
+    shift: Shift
+    why: str
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A schedule's coming week for admins: its shifts, the gaps among them, and (``defaults.verified_phones``) the
+    people on its rotation without a verified phone."""
+
+    schedule: str
+    shifts: tuple[Shift, ...]
+    gaps: tuple[Gap, ...]
+    unverified: tuple[str, ...] = ()
+    unread: str | None = None  # its user group, when Slack did not give the members
 
 
 @dataclass(frozen=True)
@@ -75,6 +124,8 @@ class HomePage:
     recent: tuple[RecentSend, ...]
     admin: AdminView | None = None
     problems: tuple[str, ...] = ()  # parts that could not be read just now
+    shifts: tuple[YourShifts, ...] = ()  # the schedules the person is on (or on call for by an override)
+    phone: PhoneStatus | None = None  # their profile phone and whether they verified it (``defaults.verified_phones``)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -92,6 +143,9 @@ class HomeDesk:
     balance: BalanceView | None = None  # the D7 balance as last read (None: not shown)
     inbound: InboundLog | None = None  # what phones texted back (None: not shown)
     optouts: OptOutList | None = None  # the opt-out list (None: not shown)
+    oncall: OnCall | None = None  # the policy's schedules (None: no on-call parts)
+    verifications: PhoneVerifications | None = None  # phones verified (``defaults.verified_phones``)
+    verifying: PhoneVerifying | None = None  # the person's own phone and its "Verify my phone" (None: not shown)
     clock: Clock = utc_now
     _links: dict[tuple[str, str], str] = field(default_factory=dict, init=False)  # permalinks never change
 
@@ -113,14 +167,82 @@ class HomeDesk:
         except Exception as exc:
             log.warning("home tab: recent sends of %s not read (%s)", user_id, type(exc).__name__)
             problems.append(texts.home_recent_unread())
+        timelines: list[Timeline] = []
+        if self.oncall is not None and self.policy.schedules:
+            try:
+                async with asyncio.timeout(ONCALL_WITHIN):
+                    timelines = await self.oncall.ahead(COVERAGE)
+            except Exception as exc:
+                log.warning("home tab: on-call of %s not read (%s)", user_id, type(exc).__name__)
+                problems.append(texts.home_oncall_unread())
         admin = None
         try:
             if await self.admission.is_admin(user_id):
                 admin = await self._admin()
+                if timelines:
+                    admin = replace(admin, coverage=tuple(await self._coverage(timelines)))
         except Exception as exc:
             log.warning("home tab: admin view for %s not built (%s)", user_id, type(exc).__name__)
             problems.append(texts.home_admin_unread())
-        return HomePage(user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin, tuple(problems))
+        yours = tuple(your_shifts(timelines, user_id))
+        phone = await self._phone(user_id, problems)
+        return HomePage(
+            user_id, tuple(views), tuple(self.policy.admins), tuple(recent), admin, tuple(problems), yours, phone
+        )
+
+    async def _phone(self, user_id: str, problems: list[str]) -> PhoneStatus | None:
+        """The person's phone and whether they verified it, where phones must be verified."""
+        if self.verifying is None or not self.policy.defaults.verified_phones:
+            return None
+        try:
+            async with asyncio.timeout(PHONE_WITHIN):
+                return await self.verifying.status(user_id)
+        except Exception as exc:
+            log.warning("home tab: the phone of %s not read (%s)", user_id, type(exc).__name__)
+            problems.append(PHONE_UNREAD)
+            return None
+
+    async def _coverage(self, timelines: list[Timeline]) -> list[Coverage]:
+        """Each schedule's coming week with its gaps: a shift with nobody, or whose person has no phone that
+        could be texted (none in the profile, unusable, or not verified where phones must be)."""
+        users = list(dict.fromkeys(u for t in timelines for s in t.shifts if (u := s.user_id) is not None))
+        checking = self.policy.defaults.verified_phones and self.verifications is not None
+        rotation = list(dict.fromkeys(p for t in timelines for p in t.people))
+        async with asyncio.timeout(ONCALL_WITHIN):
+            everyone = list(dict.fromkeys(users + (rotation if checking else [])))
+            found = await look_up_each(everyone, self.directory.person)
+            verified = await self.verifications.verified(everyone) if checking and self.verifications else {}
+        region = self.policy.defaults.region
+        why: dict[str, str | None] = {}
+        for user_id, person in zip(everyone, found, strict=True):
+            if isinstance(person, Exception):
+                why[user_id] = texts.gap_unknown_person()
+                continue
+            try:
+                phone = phone_of(person, region).e164
+            except InputError:
+                why[user_id] = texts.gap_no_phone()
+                continue
+            why[user_id] = texts.gap_not_verified() if checking and verified.get(user_id) != phone else None
+        out = []
+        for t in timelines:
+            gaps: list[Gap] = []
+            for shift in t.shifts:
+                reason = texts.gap_nobody() if shift.user_id is None else why.get(shift.user_id)
+                if reason is None:
+                    continue
+                last = gaps[-1] if gaps else None
+                if last is not None and (last.shift.user_id, last.why, last.shift.ends) == (
+                    shift.user_id,
+                    reason,
+                    shift.starts,
+                ):  # one gap from its first shift to its last
+                    gaps[-1] = Gap(replace(last.shift, ends=shift.ends), reason)
+                else:
+                    gaps.append(Gap(shift, reason))
+            unverified = tuple(p for p in t.people if checking and why.get(p) == texts.gap_not_verified())
+            out.append(Coverage(t.schedule, t.shifts, tuple(gaps), unverified, t.unread))
+        return out
 
     async def _rule_view(self, rule: Rule, user_id: str) -> RuleView:
         one = rule.slack_channels[0] if len(rule.slack_channels) == 1 and rule.slack_channels[0] != WILDCARD else None
@@ -208,3 +330,17 @@ def _needs_a_person(record: SendRecord) -> str | None:
         error = record.outcome.error if record.outcome is not None else None
         return texts.d7_failed_it(error.kind if error is not None else None)
     return None
+
+
+def your_shifts(timelines: list[Timeline], user_id: str) -> list[YourShifts]:
+    """The schedules ``user_id`` is on (on the rotation, or on call now by an override): their shift now, if any,
+    and their next one among the shifts looked at."""
+    out = []
+    for t in timelines:
+        mine = [s for s in t.shifts if s.user_id == user_id]
+        if user_id not in t.people and not mine:
+            continue
+        now = t.shifts[0] if t.shifts and t.shifts[0].user_id == user_id else None
+        later = [s for s in mine if s is not now and (now is None or s.starts >= now.ends)]
+        out.append(YourShifts(t.schedule, now, later[0] if later else None))
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.domain.clock import Clock, utc_now
@@ -15,6 +15,8 @@ from bot.domain.ports import Directory, OnCallOverrides
 
 # ``/sms oncall <schedule>``: how many shifts it lists.
 SHIFTS_LISTED = 6
+# App Home: the most shifts of one schedule looked at ahead (the coming week of a short rotation is cut there).
+SHIFTS_AHEAD = 50
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,17 @@ class Duty:
     schedule: str
     shift: Shift
     unread: str | None = None  # the user group whose members could not be read (then ``shift`` has nobody)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A schedule's people in turn and its shifts from now on (``unread``: its user group, when Slack did not give
+    its members: then ``people`` is empty)."""
+
+    schedule: str
+    people: tuple[str, ...]
+    shifts: tuple[Shift, ...]
+    unread: str | None = None
 
 
 class OnCall:
@@ -36,6 +49,7 @@ class OnCall:
         self.directory = directory
         self.overrides = overrides  # None: no overrides kept (the rotation alone)
         self.clock = clock
+        self.changed = asyncio.Event()  # set when an override is kept here (the handoff watcher looks at once)
 
     def knows(self, name: str) -> bool:
         return name in self.policy.schedules
@@ -56,8 +70,13 @@ class OnCall:
         return on_call(self.policy.schedules[name].rotation, people, at, overrides.get(name))
 
     async def board(self) -> list[Duty]:
-        """Every schedule with who is on call now and until when: one read of the overrides, and each user group
-        asked once, all at once (``/sms oncall`` answers within Slack's 3 s)."""
+        """Every schedule with who is on call now and until when (``/sms oncall`` answers within Slack's 3 s)."""
+        return [Duty(t.schedule, t.shifts[0], t.unread) for t in await self.ahead(timedelta(0))]
+
+    async def ahead(self, until: timedelta, most: int = SHIFTS_AHEAD) -> list[Timeline]:
+        """Every schedule's people and its shifts from now until ``until`` from now (at most ``most`` of them):
+        one read of the overrides, each user group asked once (one that fails leaves its schedule's people
+        unknown, the others are still given)."""
         at = self.clock()
         names = list(self.policy.schedules)
         groups = list(dict.fromkeys(g for s in self.policy.schedules.values() if (g := s.group) is not None))
@@ -66,19 +85,22 @@ class OnCall:
             self._in_force(names, at),
         )
         of_group = dict(zip(groups, members, strict=True))
-        duties = []
+        out = []
         for name, schedule in self.policy.schedules.items():
-            people: Sequence[str] | BaseException = schedule.people
-            if schedule.group is not None:
-                people = of_group[schedule.group]
-            if isinstance(people, BaseException):  # that group alone is unknown; the others are still shown
-                if not isinstance(people, Exception):
-                    raise people
-                shift = on_call(schedule.rotation, [], at, overrides.get(name))
-                duties.append(Duty(name, shift, unread=schedule.group))
-                continue
-            duties.append(Duty(name, on_call(schedule.rotation, people, at, overrides.get(name))))
-        return duties
+            found: Sequence[str] | BaseException = (
+                schedule.people if schedule.group is None else of_group[schedule.group]
+            )
+            if isinstance(found, BaseException) and not isinstance(found, Exception):
+                raise found
+            people = [] if isinstance(found, Exception) else list(found)
+            rotation, override = schedule.rotation, overrides.get(name)
+            listed = [on_call(rotation, people, at, override)]
+            while len(listed) < most and listed[-1].ends < at + until:
+                when = listed[-1].ends
+                listed.append(replace(on_call(rotation, people, when, override), starts=when))
+            unread = schedule.group if isinstance(found, Exception) else None
+            out.append(Timeline(name, tuple(people), tuple(listed), unread))
+        return out
 
     async def upcoming(self, name: str, count: int = SHIFTS_LISTED) -> list[Shift]:
         """The shift now and the next ones of schedule ``name``."""
@@ -99,4 +121,5 @@ class OnCall:
         ends = at + duration if duration is not None else self.policy.schedules[name].rotation.next_handoff(at)
         override = Override(name, user_id, at, ends, by)
         await self.overrides.replace(override)
+        self.changed.set()
         return override

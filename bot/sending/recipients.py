@@ -1,6 +1,7 @@
 """Recipients: references (numbers, people, user groups, contact groups) turned into phone numbers, every problem
 named and none fatal; Slack asked at once for all that need a look-up, a bounded number at a time. Phones on the
-opt-out list are taken out, each with a problem: one a request named refuses it, a group's member is left out."""
+opt-out list are taken out, each with a problem: one a request named refuses it, a group's member is left out. So
+are profile phones their owner has not verified, with ``defaults.verified_phones`` on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from bot.domain.errors import InputError, InvalidPhoneNumber, OptedOut, inert
+from bot.domain.errors import InputError, InvalidPhoneNumber, NotVerified, OptedOut, inert
 from bot.domain.models import Person, RecipientRef, RefKind
 from bot.domain.oncall import Shift
 from bot.domain.phone import PhoneNumber, parse_phone
@@ -19,7 +20,8 @@ from bot.domain.policy import Policy
 from bot.domain.ports import Directory, OptOutList
 from bot.sending import texts
 from bot.sending.oncall import OnCall
-from bot.sending.problems import Problem
+from bot.sending.problems import Part, Problem
+from bot.sending.verified_phones import VerifiedPhones, left_out_words, refused_words
 
 # Slack look-ups one request makes at a time: 20 mentioned or picked people take one round, not twenty (with 200 ms
 # per call, 0.2 s instead of 4 s: a form's submission has 0.5 s for them), and a request never bursts past what
@@ -62,6 +64,8 @@ class Resolution:
     problems: list[Problem] = field(default_factory=list)  # each ``Part.RECIPIENT``
     on_call: dict[str, str] = field(default_factory=dict)  # schedule → the Slack name of who was on call for it
     through: dict[str, frozenset[str]] = field(default_factory=dict)  # E.164 → the schedules that gave it
+    owners: dict[str, dict[str, str]] = field(default_factory=dict)  # E.164 → whose profile has it: user ID → name
+    typed: set[str] = field(default_factory=set)  # E.164 named as a number or in a contact group
 
     @property
     def refusing(self) -> list[Problem]:
@@ -74,12 +78,17 @@ class Resolution:
         """Why each group member left out of the send is (its thread says so)."""
         return tuple(p.text for p in self.problems if p.left_out)
 
-    def add(self, number: PhoneNumber, ref: RecipientRef, name: str | None = None) -> None:
+    def add(self, number: PhoneNumber, ref: RecipientRef, name: str | None = None, owner: str | None = None) -> None:
+        """``owner``: the user whose Slack profile gave the number (``name`` is theirs)."""
         if number.e164 not in self.sources:
             self.sources[number.e164] = ref
             self.numbers.append(number)
         if name is not None:
             self.names.setdefault(number.e164, name)
+        if owner is not None:
+            self.owners.setdefault(number.e164, {}).setdefault(owner, name or owner)
+        if ref.kind in OFFLINE:
+            self.typed.add(number.e164)
 
 
 def phone_of(person: Person, region: str) -> PhoneNumber:
@@ -134,10 +143,12 @@ class Recipients:
         directory: Directory,
         optouts: OptOutList | None = None,
         oncall: OnCall | None = None,
+        verified: VerifiedPhones | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
         self.optouts = optouts  # None: no opt-out list
+        self.verified = verified if policy.defaults.verified_phones else None  # None: profile phones texted as they are
         self.oncall = oncall or OnCall(policy, directory, None)  # None: the rotations alone, no overrides
 
     async def _on_call(self, refs: Sequence[RecipientRef], at: datetime | None) -> dict[str, Shift | Exception]:
@@ -192,8 +203,36 @@ class Recipients:
                 self._add_on_call(found, ref, duties.get(ref.value), people)
             else:
                 self._add_group(found, ref, members[ref.value], people)
+        await self.take_out_unverified(found)
         await self.take_out_opted_out(found)
         return found
+
+    async def take_out_unverified(self, found: Resolution) -> None:
+        """With ``defaults.verified_phones``: profile phones none of whose owners verified that number, out of
+        ``found.numbers``, each with a problem naming its owner: a person the request named refuses it; a user group's
+        member or a schedule's person is left out and the rest is sent. Their owners are told privately how to verify.
+        Numbers typed or in contact groups are texted as named. The database is read once for all of them."""
+        if self.verified is None:
+            return
+        gated = {n.e164: found.owners[n.e164] for n in found.numbers if n.e164 in found.owners}
+        gated = {e164: owners for e164, owners in gated.items() if e164 not in found.typed}
+        if not gated:
+            return
+        kept = await self.verified.verified(sorted({user for owners in gated.values() for user in owners}))
+        unverified: list[str] = []
+        for number in [n for n in found.numbers if n.e164 in gated]:
+            owners = gated[number.e164]
+            if any(kept.get(user) == number.e164 for user in owners):
+                continue
+            found.numbers.remove(number)
+            ref = found.sources[number.e164]
+            user_id, name = next(iter(owners.items()))
+            named = ref.kind is RefKind.USER
+            words = refused_words(name) if named else left_out_words(name)
+            error = NotVerified(user_id, number.e164, words)
+            found.problems.append(Problem(Part.RECIPIENT, words, ref=ref, error=error, left_out=not named))
+            unverified += owners
+        self.verified.remind(unverified)
 
     async def take_out_opted_out(self, found: Resolution) -> None:
         """Phones on the opt-out list out of ``found.numbers``, each with a problem that names it: one the request
@@ -268,7 +307,7 @@ class Recipients:
             except InputError as exc:
                 found.problems.append(Problem.unusable(ref, exc))
                 continue
-            found.add(number, ref, person.name)
+            found.add(number, ref, person.name, person.user_id)
 
     def named_count(self, refs: Sequence[RecipientRef]) -> int:
         """How many recipients ``refs`` name at least, before any look-up: distinct numbers (a contact group's

@@ -229,3 +229,23 @@ def step_refused(problems: Sequence[str]) -> str:
 
 def step_failed(error: object | None) -> str:
     return step_words(f"D7 did not send it: {error or 'it failed'}")
+
+
+def home_oncall_unread() -> str:
+    return "Your on-call shifts could not be read just now (Slack or the database did not answer)."
+
+
+def gap_nobody() -> str:
+    return "nobody is on it"
+
+
+def gap_no_phone() -> str:
+    return "no usable phone in their Slack profile"
+
+
+def gap_not_verified() -> str:
+    return "phone not verified"
+
+
+def gap_unknown_person() -> str:
+    return "Slack does not know them"

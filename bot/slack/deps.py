@@ -14,6 +14,7 @@ from bot.sending.alerts import AlertDesk
 from bot.sending.deliveries import Deliveries
 from bot.sending.intake import Intake
 from bot.sending.oncall import OnCall
+from bot.sending.verifying import PhoneVerifying
 from bot.slack.home import HomeTabs
 from bot.slack.steps import SlackSteps
 from bot.tasks import BackgroundTasks
@@ -40,3 +41,4 @@ class Deps:
     optouts: OptOutList | None = None  # /sms optout and optin (None: not offered)
     inbound: InboundLog | None = None  # texts phones sent back: their Reply… button (None: not offered)
     oncall: OnCall | None = None  # /sms oncall (None: not offered)
+    verifying: PhoneVerifying | None = None  # App Home's "Verify my phone" (None: not offered)

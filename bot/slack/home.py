@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.policy import Policy
 from bot.domain.ports import SettingsStore
 from bot.sending.home import HomeDesk, HomePage
-from bot.slack import messages
+from bot.slack import messages, verify
 from bot.slack.messages import Block, context, section
 from bot.tasks import BackgroundTasks
 
@@ -33,6 +33,10 @@ def home_view(page: HomePage, policy: Policy) -> dict[str, Any]:
     blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": messages.HOME_TITLE}}]
     if page.problems:
         blocks.append(context(messages.home_problems(page.problems)))
+    if page.shifts:
+        blocks.append(section(messages.home_your_shifts(page.shifts)))
+    if page.phone is not None:
+        blocks += verify.home_blocks(page.phone, show)
     blocks.append(section(messages.HOME_WHAT_YOU_CAN_SEND))
     if not page.rules:
         blocks.append(section(messages.home_nothing_allowed(page.admins)))
@@ -60,6 +64,8 @@ def home_view(page: HomePage, policy: Policy) -> dict[str, Any]:
         blocks.append({"type": "divider"})
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": messages.HOME_ADMINS}})
         blocks += [section(text) for text in messages.home_admin(page.admin, show)]
+        if page.admin.coverage:
+            blocks += [section(text) for text in messages.home_coverage(page.admin.coverage)]
     return {"type": "home", "blocks": blocks[:100]}
 
 

@@ -52,7 +52,7 @@ from bot.domain.ports import Balance
 from bot.domain.sends import NotSent, NotSentReason, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord
 from bot.domain.templates import Template, window_closed
 from bot.sending.answers import answering
-from bot.sending.home import AdminView, RecentSend, RuleView
+from bot.sending.home import AdminView, Coverage, RecentSend, RuleView, YourShifts
 from bot.sending.oncall import Duty
 from bot.slack.markup import escape
 
@@ -1029,6 +1029,64 @@ def home_admin(admin: AdminView, show: NumberDisplay) -> list[str]:
     return [fit(t, 2900) for t in texts]
 
 
+def home_your_shifts(shifts: Sequence[YourShifts]) -> str:
+    """ "Your on-call shifts": for each schedule the person is on, their shift now and their next one."""
+    lines = [":pager: *Your on-call shifts*"]
+    for mine in shifts:
+        parts = []
+        if mine.now is not None:
+            taken = " (override)" if mine.now.override is not None else ""
+            parts.append(f"on call *now*, until {_date(mine.now.ends)}{taken}")
+        if mine.next is not None:
+            parts.append(f"next from {_date(mine.next.starts)} until {_date(mine.next.ends)}")
+        lines.append(f"• *{escape(mine.schedule)}*: " + ("; ".join(parts) or "no shift among the next ones"))
+    return fit("\n".join(lines), HOME_RULE_TEXT)
+
+
+COVERAGE_SECTIONS = 5  # sections of "On call, the coming week" (a view holds 100 blocks)
+GAPS_SHOWN = 3  # gaps listed per schedule (a line stays under 1,000 characters)
+UNVERIFIED_SHOWN = 10  # people without a verified phone listed per schedule
+
+
+def home_coverage(coverage: Sequence[Coverage]) -> list[str]:
+    """Admins: each schedule's coming week — who is on call now, and its gaps flagged (nobody, no usable or no
+    verified phone) — schedules with gaps first, in sections within Slack's limits."""
+    lines = []
+    for c in sorted(coverage, key=lambda c: not (c.gaps or c.unread or c.unverified)):
+        now = c.shifts[0]
+        who = f"{_on_call_person(now.user_id) if now.user_id else 'nobody'} now, next handoff {_date(now.ends)}"
+        if c.unread is not None:
+            status = f":warning: the members of user group {escape(c.unread)} could not be read"
+        elif c.gaps:
+            listed = "; ".join(
+                f"from {_date(g.shift.starts)} {_on_call_person(g.shift.user_id) if g.shift.user_id else 'nobody'}: "
+                f"{escape(g.why)}"
+                for g in c.gaps[:GAPS_SHOWN]
+            )
+            more = f" and {len(c.gaps) - GAPS_SHOWN} more" if len(c.gaps) > GAPS_SHOWN else ""
+            status = f":warning: {len(c.gaps)} gap{'s' if len(c.gaps) != 1 else ''} this week: {listed}{more}"
+        else:
+            status = ":white_check_mark: covered all week"
+        line = f"• *{escape(c.schedule)}*: {who} — {status}"
+        if c.unverified:
+            names = ", ".join(f"<@{u}>" for u in c.unverified[:UNVERIFIED_SHOWN])
+            more = f" and {len(c.unverified) - UNVERIFIED_SHOWN} more" if len(c.unverified) > UNVERIFIED_SHOWN else ""
+            line += f"\n    no verified phone: {names}{more}"
+        lines.append(line)
+    sections: list[str] = []
+    chunk = "*On call, the coming week:*"
+    for i, line in enumerate(lines):
+        if len(chunk) + len(line) + 1 > HOME_RULE_TEXT:
+            if len(sections) + 1 == COVERAGE_SECTIONS:
+                chunk += f"\n…and {len(lines) - i} more schedules: `/sms oncall <schedule>` shows one"
+                break
+            sections.append(chunk)
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+    sections.append(chunk)
+    return sections
+
+
 # ------------------------------------------------------------ the admin channel
 
 
@@ -1309,6 +1367,18 @@ def oncall_changed(override: Override) -> str:
     return (
         f":pager: <@{override.user_id}> {how} the on-call for *{escape(override.schedule)}*: on call from now "
         f"until {_date(override.ends)}."
+    )
+
+
+def handoff_notice(schedule: str, shift: Shift) -> str:
+    """The DM the incoming person gets at a handoff."""
+    given = ""
+    if shift.override is not None and shift.override.by != shift.user_id:
+        given = f" (given to you by <@{shift.override.by}>)"
+    return (
+        f":pager: You are on call for *{escape(schedule)}* from now until {_date(shift.ends)}{given}. Alerts sent to "
+        f"`schedule:{escape(schedule)}` text the phone in your Slack profile. `/sms oncall {escape(schedule)}` shows "
+        "the next shifts; `/sms oncall give` hands it on."
     )
 
 

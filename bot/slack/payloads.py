@@ -252,6 +252,13 @@ class HomeButtonClick(_Payload):
     user: Ref
 
 
+class CodeSubmission(_Payload):
+    """The "Verify your phone" modal submitted (``view_submission``): who submitted it (Slack signs it) and the form."""
+
+    user: Ref
+    view: ModalView
+
+
 class StepExecuted(_Payload):
     """A ``function_executed`` event for the app's workflow step: its inputs stay as Slack sent them, read (and
     refused with a reason the workflow shows) by ``steps.step_request``."""

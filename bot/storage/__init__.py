@@ -3,7 +3,8 @@
 ``Storage`` is the database (``database.py``: engines, transactions, group commit) and the stores on it, one job
 each: ``sends/`` (the send log: its queue, read models and alert log), ``alerts.py`` (dedup and per-phone limits),
 ``budgets.py`` (the policy's budgets), ``deliveries.py`` (reports and statuses), ``inbound.py`` (texts phones sent
-back, and the opt-out list), ``oncall.py`` (on-call overrides), ``settings.py`` (what the bot keeps for itself).
+back, and the opt-out list), ``oncall.py`` (on-call overrides and handoffs), ``settings.py`` (what the bot keeps
+for itself), ``verifications.py`` (verified phones).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bot.storage.deliveries import SqlDeliveryLog
 from bot.storage.engine import create_engine, migrate
 from bot.storage.inbound import SqlInboundLog, SqlOptOuts
 from bot.storage.links import SqlActionLinks
-from bot.storage.oncall import SqlOnCallOverrides
+from bot.storage.oncall import SqlOnCallHandoffs, SqlOnCallOverrides
 from bot.storage.schema import (
     UTCDateTime,
     action_links,
@@ -33,12 +34,14 @@ from bot.storage.schema import (
     budget_windows,
     delivery_reports,
     inbound,
+    oncall_handoffs,
     oncall_overrides,
     recipient_statuses,
     sends,
 )
 from bot.storage.sends import FINAL_STATES, SqlSendStore
 from bot.storage.settings import SqlSettings
+from bot.storage.verifications import SqlPhoneVerifications
 
 __all__ = ["Storage"]
 
@@ -97,6 +100,16 @@ class Storage:
         return SqlOnCallOverrides(self.database)
 
     @property
+    def handoffs(self) -> SqlOnCallHandoffs:
+        """On-call handoffs noticed (stateless)."""
+        return SqlOnCallHandoffs(self.database)
+
+    @property
+    def verifications(self) -> SqlPhoneVerifications:
+        """Phones people verified, and their codes and tries (stateless)."""
+        return SqlPhoneVerifications(self.database)
+
+    @property
     def single_process(self) -> bool:
         """SQLite: one process owns the file, so whatever is in flight at start was left by a dead process."""
         return not self.database.postgres
@@ -111,8 +124,8 @@ class Storage:
 
     async def prune(self, before: datetime) -> int:
         """Delete finished sends older than ``before`` (with their statuses and per-phone alert records), reports
-        received before then, on-call overrides over by then, expired dedup, limit and budget windows, and what the
-        deleted sends counted against budgets; those in flight are kept. How many sends."""
+        received before then, on-call overrides and handoffs over by then, expired dedup, limit and budget windows,
+        and what the deleted sends counted against budgets; those in flight are kept. How many sends."""
         old = sa.select(sends.c.id).where(
             sends.c.created_at < before, sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_not(None)
         )
@@ -129,6 +142,7 @@ class Storage:
             )
             over = sa.literal(before, UTCDateTime())  # on-call overrides over before any send kept began
             await conn.execute(oncall_overrides.delete().where(oncall_overrides.c.ends_at < over))
+            await conn.execute(oncall_handoffs.delete().where(oncall_handoffs.c.ends_at < over))
             at = sa.literal(min(before, now()), UTCDateTime())
             await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
             await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))

@@ -271,3 +271,38 @@ oncall_overrides = sa.Table(
     sa.Column("by", sa.String(32), nullable=False),
     sa.Index("ix_oncall_overrides_schedule_ends", "schedule", "ends_at"),
 )
+
+# Each person's stint on a schedule (until ``ends_at``), noticed once: the handoff DM sent and the schedule's user
+# group set. The row is the claim (one replica does it); ``claimed_until`` lets another take over what is left.
+oncall_handoffs = sa.Table(
+    "oncall_handoffs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("schedule", sa.String(80), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("starts_at", UTCDateTime(), nullable=False),
+    sa.Column("ends_at", UTCDateTime(), nullable=False),
+    sa.Column("noticed_at", UTCDateTime()),
+    sa.Column("group_set_at", UTCDateTime()),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("claimed_until", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("schedule", "user_id", "ends_at", name="uq_oncall_handoffs_stint"),
+    sa.Index("ix_oncall_handoffs_ends", "ends_at"),
+)
+
+# Verified phones (0015): per person, the number they verified with a D7 Verify code, the code open now (D7's
+# otp_id, never the code itself), wrong tries in a row and a block, and when they were last told how to verify.
+phone_verifications = sa.Table(
+    "phone_verifications",
+    metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("verified_at", UTCDateTime()),
+    sa.Column("otp_id", sa.String(64)),
+    sa.Column("otp_phone", sa.String(32)),
+    sa.Column("otp_sent_at", UTCDateTime()),
+    sa.Column("otp_expires_at", UTCDateTime()),
+    sa.Column("failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("blocked_until", UTCDateTime()),
+    sa.Column("reminded_at", UTCDateTime()),
+)

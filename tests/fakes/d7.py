@@ -7,6 +7,13 @@ any status and body, a delay, a hang past the client's timeout, or a connection 
 In-process (tests): ``with FakeD7() as d7: ... d7.url ... d7.requests``. It runs its own event loop in a thread,
 so it works the same from sync and async tests.
 As a process (benchmarks): ``python -m tests.fakes.d7 --delay 0.05`` prints ``PORT <n>`` and serves until killed.
+
+D7 Verify (``/verify/v1/otp/send-otp`` and ``verify-otp``) takes the bodies of D7's official Python SDK
+(github.com/d7networks/direct7-python-sdk, ``src/direct7/verify.py``) and answers as D7's API reference shows: the
+fake makes each code, "texts" it (``otps``; ``otp_for(phone)`` reads the latest), lets it expire after ``expiry``
+seconds on its clock (``advance``), approves it once, and answers a wrong or expired code with
+``INVALID_OTP_CODE``. D7 documents no HTTP status for that answer: the fake uses 400 (the client reads the code,
+whatever the status). An ``otp_id`` it never made is 404 with the not-found shape of D7's OTP status look-up.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import asyncio
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -55,6 +63,16 @@ NO_CREDIT = {
     ]
 }
 BAD_ORIGINATOR = {"detail": [{"code": "INVALID_WHATSAPP_ORIGINATOR", "message": "Invalid Originator configured"}]}
+OTP_SEND = "/verify/v1/otp/send-otp"
+OTP_VERIFY = "/verify/v1/otp/verify-otp"
+INVALID_OTP = {"detail": {"code": "INVALID_OTP_CODE", "message": "Invalid OTP code or OTP code expired"}}
+OTP_NOT_FOUND = {
+    "detail": {
+        "code": "MESSAGE_LOG_NOT_EXISTS",
+        "message": "Given message otp id not exists in the system. Please Try Again!",
+    }
+}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
 def validation_error(loc: list[str | int], msg: str, type_: str = "value_error") -> dict[str, Any]:
@@ -89,6 +107,23 @@ class _Send:
     recipients: list[str]
     statuses: dict[str, str]
     reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Otp:
+    """A code the fake made and "texted" (``text``: the SMS as the phone got it)."""
+
+    otp_id: str
+    recipient: str
+    originator: str
+    content: str
+    code: str
+    expires_at: float  # on the fake's clock
+    status: str = "OPEN"  # APPROVED once verified; a code is verified once
+
+    @property
+    def text(self) -> str:
+        return self.content.replace("{}", self.code)
 
 
 # What D7 reports when Meta refuses a free-form message outside the 24-hour customer-service window.
@@ -132,6 +167,8 @@ class FakeD7(LoopbackServer):
         self.balance_reads: list[Recorded] = []
         self.requests: list[Recorded] = []
         self.sends: dict[str, _Send] = {}
+        self.otps: dict[str, Otp] = {}  # D7 Verify: every code made, by otp_id, in order
+        self.offset = 0.0  # seconds the fake's clock is ahead of real time (``advance``)
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.count = 0
@@ -150,6 +187,20 @@ class FakeD7(LoopbackServer):
     def bodies(self, path: str | None = None) -> list[Any]:
         return [r.body for r in self.requests if path is None or r.path == path]
 
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward (D7 Verify codes expire on it)."""
+        self.offset += seconds
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def otp_for(self, phone: str) -> str:
+        """The code of the latest D7 Verify text to ``phone`` (what its owner reads on the phone)."""
+        texted = [o for o in self.otps.values() if o.recipient == phone]
+        if not texted:
+            raise AssertionError(f"no code was texted to {phone}")
+        return texted[-1].code
+
     # ------------------------------------------------------------ the API
 
     def app(self) -> web.Application:
@@ -159,6 +210,8 @@ class FakeD7(LoopbackServer):
         app.router.add_get("/report/v1/message-log/{request_id}", self._sms_status)
         app.router.add_get("/whatsapp/v2/report/{request_id}", self._whatsapp_status)
         app.router.add_get(BALANCE, self._balance)
+        app.router.add_post(OTP_SEND, self._send_otp)
+        app.router.add_post(OTP_VERIFY, self._verify_otp)
         return app
 
     def _next_reply(self, path: str) -> Reply | None:
@@ -338,6 +391,43 @@ class FakeD7(LoopbackServer):
             }
         )
 
+    async def _send_otp(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intake(request)
+        if early is not None:
+            return early
+        problem = _check_otp_send(body)
+        if problem is not None:
+            return web.json_response(validation_error(*problem), status=422)
+        if not self.credit:
+            return web.json_response(NO_CREDIT, status=402)
+        expiry = int(body.get("expiry") or 600)
+        length = int(body.get("otp_code_length") or 6)
+        otp = Otp(
+            otp_id=str(uuid.uuid4()),
+            recipient=body["recipient"],
+            originator=body["originator"],
+            content=body.get("content") or "Your OTP code is {}",
+            code="".join(str(secrets.randbelow(10)) for _ in range(length)),
+            expires_at=self.now() + expiry,
+        )
+        self.otps[otp.otp_id] = otp
+        return web.json_response({"otp_id": otp.otp_id, "status": "OPEN", "expiry": expiry})
+
+    async def _verify_otp(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._intake(request)
+        if early is not None:
+            return early
+        problem = _check_otp_verify(body)
+        if problem is not None:
+            return web.json_response(validation_error(*problem), status=422)
+        otp = self.otps.get(str(body["otp_id"]).lower())
+        if otp is None:
+            return web.json_response(OTP_NOT_FOUND, status=404)
+        if otp.status != "OPEN" or otp.expires_at <= self.now() or str(body["otp_code"]) != otp.code:
+            return web.json_response(INVALID_OTP, status=400)
+        otp.status = "APPROVED"
+        return web.json_response({"status": "APPROVED"})
+
     async def _balance(self, request: web.Request) -> web.StreamResponse:
         _, early = await self._intake(request)
         if early is not None:
@@ -350,7 +440,7 @@ class FakeD7(LoopbackServer):
         return web.json_response(body)
 
 
-Problem = tuple[list[str | int], str]
+Problem = tuple[list[str | int], str] | tuple[list[str | int], str, str]  # loc, msg (and type)
 
 
 def _unknown_keys(obj: dict[str, Any], allowed: set[str], loc: list[str | int]) -> Problem | None:
@@ -466,6 +556,68 @@ def _check_whatsapp(body: dict[str, Any], templates: dict[str, dict[str, tuple[s
             if r.get("recipient_type") != "individual":
                 return ([*rloc, "recipient_type"], "unexpected value; permitted: 'individual'")
     return _check_globals(body, {"schedule_time"})
+
+
+_OTP_SEND_KEYS = {
+    "originator",
+    "recipient",
+    "content",
+    "expiry",
+    "data_coding",
+    "template_id",
+    "otp_code_length",
+    "otp_type",
+    "retry_delay",
+    "retry_count",
+}
+
+
+def _integer(value: Any) -> bool:
+    """What pydantic (v1, as D7's API uses) takes for an int: an int, or a string of digits (D7's own example
+    sends ``"expiry": "600"``)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
+def _check_otp_send(body: dict[str, Any]) -> Problem | None:
+    if (p := _unknown_keys(body, _OTP_SEND_KEYS, ["body"])) is not None:
+        return p
+    if not isinstance(body.get("originator"), str) or not body["originator"].strip():
+        return (["body", "originator"], "field required")
+    if not isinstance(body.get("recipient"), str) or not _NUMBER.match(body["recipient"]):
+        return (["body", "recipient"], "invalid mobile number")
+    for key in ("expiry", "template_id", "otp_code_length", "retry_delay", "retry_count"):
+        if key in body and not _integer(body[key]):
+            return (["body", key], "value is not a valid integer", "type_error.integer")
+    if "otp_code_length" in body and not 4 <= int(body["otp_code_length"]) <= 8:
+        return (["body", "otp_code_length"], "ensure this value is between 4 and 8")
+    if body.get("template_id") is None:
+        content = body.get("content")
+        if not isinstance(content, str) or not content:
+            return (["body", "content"], "field required", "value_error.missing")
+        if "{}" not in content:
+            return (["body", "content"], "content must have a {} placeholder for the OTP code")
+        if "expiry" not in body:
+            return (["body", "expiry"], "field required", "value_error.missing")
+        if int(body["expiry"]) <= 0:
+            return (["body", "expiry"], "ensure this value is greater than 0")
+    if body.get("data_coding", "text") not in ("text", "unicode", "auto"):
+        return (["body", "data_coding"], "unexpected value; permitted: 'text', 'unicode', 'auto'")
+    return None
+
+
+def _check_otp_verify(body: dict[str, Any]) -> Problem | None:
+    if (p := _unknown_keys(body, {"otp_id", "otp_code"}, ["body"])) is not None:
+        return p
+    if "otp_id" not in body:
+        return (["body", "otp_id"], "field required", "value_error.missing")
+    if not isinstance(body["otp_id"], str) or not _UUID.match(body["otp_id"]):
+        return (["body", "otp_id"], "value is not a valid uuid", "type_error.uuid")
+    code = body.get("otp_code")
+    if code is None:
+        return (["body", "otp_code"], "field required", "value_error.missing")
+    if not isinstance(code, str | int) or isinstance(code, bool) or not str(code).strip():
+        return (["body", "otp_code"], "str type expected", "type_error.str")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,6 +75,7 @@ NEEDED_SCOPES = {
     "conversations.members": "channels:read",
     "users.info": "users:read",
     "usergroups.users.list": "usergroups:read",
+    "usergroups.users.update": "usergroups:write",
 }
 
 RESPONSE_URL_USES = 5
@@ -89,6 +90,7 @@ CHANNEL_BURST = 10
 TIERS = {1: 1, 2: 20, 3: 50, 4: 100}
 METHOD_TIERS = {
     "usergroups.users.list": 2,
+    "usergroups.users.update": 2,
     "conversations.info": 3,
     "conversations.join": 3,
     "chat.update": 3,
@@ -286,6 +288,7 @@ class FakeSlackState:
     failures: dict[str, Failure] = field(default_factory=dict)  # by method, or ANY_METHOD
     strict_rates: StrictRates | None = field(default_factory=_default_rates)
     tiers: TierRates | None = None
+    scopes: set[str] = field(default_factory=lambda: set(BOT_SCOPES))  # granted at install (see ``grant``)
 
 
 class FakeSlack(LoopbackServer):
@@ -386,6 +389,10 @@ class FakeSlack(LoopbackServer):
         """What the app posted to ``user_id`` in its DM (the App Home messages tab), in order."""
         channels = {user_id, dm_channel(user_id)}
         return [c.params for c in self.attempts("chat.postMessage") if c.ok and c.params.get("channel") in channels]
+
+    def grant(self, *scopes: str) -> None:
+        """The app was (re)installed with these scopes besides the manifest's."""
+        self.state.scopes.update(scopes)
 
     def rate_limit(self, method: str, times: int = 1, retry_after: float = 1) -> None:
         self.state.rate_limits.setdefault(method, []).extend([retry_after] * times)
@@ -970,6 +977,24 @@ class FakeSlack(LoopbackServer):
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": user.info()}
+
+    def m_usergroups_users_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Replace a user group's members (``users``: a comma-separated list, or a list as slack_sdk sends JSON);
+        needs ``usergroups:write``, which the manifest asks for only as a comment (see ``grant``)."""
+        if "usergroups:write" not in self.state.scopes:
+            provided = ",".join(sorted(self.state.scopes))
+            return {"ok": False, "error": "missing_scope", "needed": "usergroups:write", "provided": provided}
+        group = p.get("usergroup", "")
+        if group not in self.state.usergroups:
+            return {"ok": False, "error": "no_such_subteam"}
+        raw = p.get("users")
+        users = raw if isinstance(raw, list) else [u for u in str(raw or "").split(",") if u]
+        if not users:
+            return {"ok": False, "error": "invalid_arguments"}
+        if any(u not in self.state.users for u in users):
+            return {"ok": False, "error": "invalid_users"}
+        self.state.usergroups[group] = list(users)
+        return {"ok": True, "usergroup": {"id": group, "users": list(users), "user_count": len(users)}}
 
     def m_usergroups_users_list(self, p: dict[str, Any]) -> dict[str, Any]:
         members = self.state.usergroups.get(p.get("usergroup", ""))

@@ -108,8 +108,21 @@ class _Normaliser:
                 self.problem(f"senders.{name}.templates", "only WhatsApp senders have templates")
         self.inbound()
         self.schedules()
+        self.verify_sender()
         update = {"contacts": self.contacts(), "rules": self.rules(), "alerts": self.alerts()}
         return self.policy.model_copy(update=update)
+
+    def verify_sender(self) -> None:
+        """Codes that verify phones go by SMS: ``defaults.verify_sender`` names an SMS sender, and with
+        ``verified_phones`` on there must be one (else nobody could verify, and no profile phone be texted)."""
+        defaults, senders = self.policy.defaults, self.policy.senders
+        name = defaults.verify_sender
+        if name is not None and name not in senders:
+            self.problem("defaults.verify_sender", f"unknown sender '{name}'")
+        elif name is not None and senders[name].via is not Via.SMS:
+            self.problem("defaults.verify_sender", f"'{name}' is not an SMS sender: codes are texted by SMS")
+        elif defaults.verified_phones and not any(s.via is Via.SMS for s in senders.values()):
+            self.problem("defaults.verified_phones", "needs an SMS sender to text the codes that verify phones")
 
     def inbound(self) -> None:
         """The HELP answer is one text: it must fit in ``defaults.max_segments``."""

@@ -165,6 +165,11 @@ class Defaults(_Model):
     # Where texts may go at all (ISO regions, as libphonenumber assigns numbers: +1 876 is JM, +1 787 is PR);
     # None: the country of ``region`` alone. A prefix like "+1*" spans 25 countries, so rules alone are not enough.
     countries: list[str] | None = None
+    # Phones from Slack profiles (people, user groups' members, whoever is on call) are texted only once their owner
+    # verified them (App Home, D7 Verify): a typo in a profile must not page a stranger.
+    verified_phones: bool = False
+    # The SMS sender whose originator texts the codes (default: the first SMS sender of ``senders``).
+    verify_sender: str | None = None
 
     @field_validator("countries")
     @classmethod
@@ -466,6 +471,8 @@ class Schedule(_Model):
     start: str
     tz: str = "UTC"
     channel: str | None = None  # where changes (takes, gives) are announced
+    notify: bool = False  # DM the incoming person at each handoff ("you are on call for X until …")
+    usergroup: str | None = None  # a user group (S…) kept equal to whoever is on call (scope usergroups:write)
 
     @field_validator("start")
     @classmethod
@@ -487,6 +494,18 @@ class Schedule(_Model):
         if value is not None and not CHANNEL_ID.match(value):
             raise ValueError(f"'{value}' is not a channel ID (C…/G…)")
         return value
+
+    @field_validator("usergroup")
+    @classmethod
+    def _usergroup(cls, value: str | None) -> str | None:
+        if value is not None and not USERGROUP_ID.match(value):
+            raise ValueError(f"'{value}' is not a user group ID (S…)")
+        return value
+
+    @property
+    def watched(self) -> bool:
+        """Whether its handoffs are noticed (a DM, a user group kept equal)."""
+        return self.notify or self.usergroup is not None
 
     @property
     def rotation(self) -> Rotation:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.deps import Deps
-from bot.slack.listeners import commands, compose, events, home, replies, shortcuts, steps
+from bot.slack.listeners import commands, compose, events, home, replies, shortcuts, steps, verify
 from bot.slack.listeners.ids import COMMANDS, EVENTS, FUNCTIONS, SHORTCUTS
 
 __all__ = ["COMMANDS", "EVENTS", "FUNCTIONS", "SHORTCUTS", "register_all"]
@@ -26,3 +26,5 @@ def register_all(app: AsyncApp, deps: Deps) -> None:
         home.register(app, deps, deps.home)
     if deps.steps is not None:
         steps.register(app, deps, deps.steps)
+    if deps.verifying is not None:
+        verify.register(app, deps, deps.verifying)
