@@ -1,8 +1,21 @@
-"""Prometheus metrics (``GET /metrics``), in a registry of the bot's own so several bots can live in one test."""
+"""Prometheus metrics (``GET /metrics``), in a registry of the bot's own so several bots can live in one test.
+
+``docs/grafana/relay.json`` charts them and ``docs/prometheus/relay-alerts.yml`` alerts on them;
+``tests/test_dashboard.py`` checks that both name only what is exported here.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from bot.domain.errors import D7AuthError, D7InsufficientCreditError
+from bot.domain.models import Via
+from bot.domain.sends import SendState
+
+# Series exported at 0 from the start: Prometheus' increase() and rate() see no increase in a series' first sample,
+# so without them the first (perhaps only) failure of a kind would never fire the alerts that read them.
+TOLD_BY_D7 = (SendState.ACCEPTED, SendState.REJECTED, SendState.FAILED, SendState.UNKNOWN)
+NEEDS_A_PERSON = (D7AuthError, D7InsufficientCreditError)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -12,6 +25,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_* (memory, CPU, open files): on Linux, from /proc
         self.sends = Counter(
             "relay_sends_total",
             "Send intents that ended, by via and outcome",
@@ -31,11 +45,45 @@ class Metrics:
             ["via", "reason"],
             registry=self.registry,
         )
+        self.d7_errors = Counter(
+            "relay_d7_errors_total",
+            "Sends that ended on a D7 error, by via and error (a retryable one once its deadline passed)",
+            ["via", "error"],
+            registry=self.registry,
+        )
         self.outbox_depth = Gauge(
             "relay_outbox_depth",
             "Intents not yet sent, or whose outcome is not yet told in Slack",
             registry=self.registry,
         )
+        self.outbox_overdue = Gauge(
+            "relay_outbox_oldest_due_seconds",
+            "How long the longest-waiting due intent has waited for a worker (0 when none waits)",
+            registry=self.registry,
+        )
+        # Refreshed from /healthz's own checks on each scrape (``observe_health``).
+        self.stuck = Gauge(
+            "relay_sends_stuck",
+            "Intents left 'sending' by a worker whose lease ran out, not yet settled as unknown",
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "relay_sends_in_flight",
+            "Intents this process's outbox is working on",
+            registry=self.registry,
+        )
+        self.writes_failing = Gauge(
+            "relay_db_writes_failing",
+            "1 while the database takes no writes (the last write failed, the write lock is held elsewhere, or the "
+            "database does not answer), else 0",
+            registry=self.registry,
+        )
+        self.write_failures = Counter(
+            "relay_db_write_failures_total",
+            "Database write transactions that failed (an intent among them means a request answered 'not recorded')",
+            registry=self.registry,
+        )
+        self._write_failures_seen = 0
         self.slack_errors = Counter(
             "relay_slack_api_errors_total",
             "Slack Web API calls that failed",
@@ -67,6 +115,13 @@ class Metrics:
             "When the D7 balance was last read (Unix time)",
             registry=self.registry,
         )
+        self.d7_balance_low = Gauge(
+            "relay_d7_balance_warning_level",
+            "The policy's defaults.low_balance, by the balance's currency (absent without a level or a balance)",
+            ["currency"],
+            registry=self.registry,
+        )
+        self._balance_currency: str | None = None  # the label of the balance shown, if one is
         # Not by user: every member of the workspace would be a series. Per-user spend is in the audit log and
         # the budgets. Channels outside the policy's own list are counted as "other" (a "*" rule admits any).
         self.billed = Counter(
@@ -82,6 +137,11 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+        for via in Via:
+            for state in TOLD_BY_D7:
+                self.sends.labels(via.value, state.value)
+            for error in NEEDS_A_PERSON:
+                self.d7_errors.labels(via.value, error.__name__)
 
     # ``SendMetrics``: what the sending core counts, in its words.
 
@@ -94,6 +154,9 @@ class Metrics:
     def d7_retried(self, via: str, reason: str) -> None:
         self.d7_retries.labels(via, reason).inc()
 
+    def d7_failed(self, via: str, error: str) -> None:
+        self.d7_errors.labels(via, error).inc()
+
     def count_billed(self, via: str, rule: str, channel: str, messages: int) -> None:
         self.billed.labels(via, rule, channel).inc(messages)
 
@@ -103,12 +166,34 @@ class Metrics:
     def backlog(self, depth: int) -> None:
         self.outbox_depth.set(depth)
 
+    def overdue(self, seconds: float) -> None:
+        self.outbox_overdue.set(seconds)
+
     def balance_read(self, amount: float | None, currency: str | None, at: float) -> None:
         self.d7_balance.clear()  # a single series, also if the currency changes
+        self._balance_currency = None
         if amount is None:
             return
-        self.d7_balance.labels(currency or "unknown").set(amount)
+        self._balance_currency = currency or "unknown"
+        self.d7_balance.labels(self._balance_currency).set(amount)
         self.d7_balance_read.set(at)
+
+    # What ``/healthz`` found, for the scrape that asked it (``bot.health``).
+
+    def observe_health(
+        self, *, stuck: int | None, in_flight: int, writes_ok: bool, write_failures: int, low_balance: float | None
+    ) -> None:
+        """``write_failures``: failed writes since start (the database counts them); the counter takes the rest."""
+        if stuck is not None:  # None: the database did not answer; the last count stands
+            self.stuck.set(stuck)
+        self.in_flight.set(in_flight)
+        self.writes_failing.set(0 if writes_ok else 1)
+        if write_failures > self._write_failures_seen:
+            self.write_failures.inc(write_failures - self._write_failures_seen)
+            self._write_failures_seen = write_failures
+        self.d7_balance_low.clear()
+        if low_balance is not None and self._balance_currency is not None:
+            self.d7_balance_low.labels(self._balance_currency).set(low_balance)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

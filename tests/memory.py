@@ -233,6 +233,17 @@ class MemorySendQueue(_SendRows):
             if r.record.state is SendState.SENDING and r.lease_until is not None and r.lease_until < at
         )
 
+    async def oldest_due(self) -> datetime | None:
+        at = self.clock()
+        due = [
+            r.next_attempt_at
+            for r in self._rows.values()
+            if (r.record.state is SendState.PENDING or (r.record.state.final and r.record.posted_at is None))
+            and r.next_attempt_at <= at
+            and (r.lease_until is None or r.lease_until < at)
+        ]
+        return min(due, default=None)
+
     async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
         wanted = set(request_ids)
         return {

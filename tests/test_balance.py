@@ -250,6 +250,7 @@ async def test_healthz_and_metrics_show_the_balance_and_a_crossing_is_told_once_
     assert balance["read_at"].startswith("20")
     assert balance["last_read_failed"] is None
     assert 'relay_d7_balance{currency="USD"} 7.25' in metrics
+    assert 'relay_d7_balance_warning_level{currency="USD"} 10.0' in metrics  # what the balance alert compares to
     assert "relay_d7_balance_read_timestamp_seconds " in metrics
     assert admin_posts(slack) == [
         low_balance_warning(Balance(7.25, "USD"), 10.0),
@@ -273,6 +274,7 @@ async def test_a_d7_without_the_balance_endpoint_changes_nothing_else(
     assert response.status_code == 200
     assert response.json()["d7_balance"] is None
     assert "relay_d7_balance{" not in metrics
+    assert "relay_d7_balance_warning_level{" not in metrics  # a level without a balance compares to nothing
     assert sent.status_code == 200
     assert len(fake_d7.sends) == 1
     assert admin_posts(slack) == []

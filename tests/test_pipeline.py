@@ -415,6 +415,8 @@ async def test_a_d7_refusal_fails_the_send_at_once_and_it_is_never_retried(world
     assert world.conversations.methods == ["announce", "finish"]
     assert world.conversations.of("finish")[0][2] == Outcome(error=error)
     assert world.request_ids == []
+    failed = {"via": "sms", "error": type(error).__name__}
+    assert world.metrics.registry.get_sample_value("relay_d7_errors_total", failed) == 1.0
 
 
 async def test_an_answer_lost_in_flight_ends_unknown_and_is_never_resent(world: World) -> None:
@@ -694,6 +696,26 @@ async def test_a_replica_recovers_a_send_left_sending_only_once_its_lease_ran_ou
     assert (await world.stored(record.id)).state is SendState.UNKNOWN
     await world.run()
     assert len(world.gateway.calls) == 1
+
+
+async def test_the_outbox_measures_its_backlog_and_how_long_due_work_has_waited_for_a_worker(world: World) -> None:
+    outbox = Outbox(
+        sends=world.sends, pipeline=world.pipeline, wakeup=asyncio.Event(), metrics=world.metrics, single_process=True
+    )
+
+    def gauges() -> tuple[float | None, float | None]:
+        sample = world.metrics.registry.get_sample_value
+        return sample("relay_outbox_depth"), sample("relay_outbox_oldest_due_seconds")
+
+    await world.submit(command(key="trigger:1"))
+    world.clock.advance(timedelta(seconds=90))
+    await world.submit(command(key="trigger:2"))
+    assert await outbox.measure() == 2
+    assert gauges() == (2.0, 90.0)  # no worker took the first for a minute and a half
+
+    await world.run()
+    assert await outbox.measure() == 0
+    assert gauges() == (0.0, 0.0)
 
 
 async def test_a_worker_that_lost_its_lease_sends_nothing_and_the_holder_sends_once(world: World) -> None:

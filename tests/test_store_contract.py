@@ -571,6 +571,23 @@ async def test_backlog_counts_what_is_not_sent_or_not_told_and_stuck_what_a_dead
     assert (await stores.sends.backlog(), await stores.sends.stuck()) == (3, 1)  # the untold one is final
 
 
+async def test_oldest_due_is_when_the_longest_waiting_work_no_worker_holds_became_due(stores: Stores) -> None:
+    assert await stores.sends.oldest_due() is None
+    await add(stores, command("k-later"), not_before=stores.clock() + timedelta(hours=1))  # not due yet
+    assert await stores.sends.oldest_due() is None
+    first = await add(stores, command("k-first"))
+    second = await add(stores, command("k-second"))
+    stores.clock.advance(timedelta(minutes=1))
+    assert await stores.sends.oldest_due() == first.created_at  # nobody claimed it for a minute
+
+    assert [r.id for r in await stores.sends.claim("w1", 1, LEASE)] == [first.id]
+    assert await stores.sends.oldest_due() == second.created_at  # a worker holds the first
+    await stores.sends.claim("w1", 10, LEASE)
+    assert await stores.sends.oldest_due() is None
+    stores.clock.advance(LEASE + timedelta(seconds=1))  # the worker died: its leases ran out
+    assert await stores.sends.oldest_due() == first.created_at
+
+
 # ------------------------------------------------------------ the read models
 
 

@@ -253,6 +253,11 @@ class SendQueue(Protocol):
         """Intents left ``sending`` by a worker whose lease ran out (recovery has not settled them yet)."""
         ...
 
+    async def oldest_due(self) -> datetime | None:
+        """When the longest-waiting intent that is due and leased to no worker became due (None: none waits).
+        The outbox claims due work within a second: one that waits minutes means sends are stuck."""
+        ...
+
     async def deny(self, record: SendRecord, refusal: Refusal) -> SendRecord: ...
 
     async def deduplicate(self, record: SendRecord, first_id: str) -> SendRecord: ...
@@ -559,6 +564,9 @@ class SendMetrics(Protocol):
     def d7_retried(self, via: str, reason: str) -> None:
         """A D7 call that provably did not send is tried again."""
 
+    def d7_failed(self, via: str, error: str) -> None:
+        """A send ended on a D7 error (``error`` its class name; a retryable one once its deadline passed)."""
+
     def count_billed(self, via: str, rule: str, channel: str, messages: int) -> None:
         """D7 accepted ``messages`` billed messages of a send allowed by ``rule`` from ``channel``."""
 
@@ -567,6 +575,9 @@ class SendMetrics(Protocol):
 
     def backlog(self, depth: int) -> None:
         """Intents not yet sent, or whose outcome is not yet told."""
+
+    def overdue(self, seconds: float) -> None:
+        """How long the longest-waiting due intent has waited for a worker (0: none waits)."""
 
     def balance_read(self, amount: float | None, currency: str | None, at: float) -> None:
         """The D7 balance as read at ``at`` (Unix time); ``amount`` None: D7 does not offer it."""

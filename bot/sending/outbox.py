@@ -63,6 +63,14 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._running)
 
+    async def measure(self) -> int:
+        """The backlog (returned) and how long its longest-waiting due intent has waited, for ``/metrics``."""
+        depth = await self.sends.backlog()
+        oldest = await self.sends.oldest_due()
+        self.metrics.backlog(depth)
+        self.metrics.overdue(0.0 if oldest is None else max(0.0, (self.pipeline.clock() - oldest).total_seconds()))
+        return depth
+
     async def __aenter__(self) -> Self:
         unknown = await self.sends.recover(everything=self.single_process)
         if unknown:
@@ -154,6 +162,6 @@ class Outbox:
                     if recovered:
                         log.warning("%d send(s) of a stopped replica marked outcome unknown", recovered)
                         self.wakeup.set()  # their threads are told now, not at the next poll
-                self.metrics.backlog(await self.sends.backlog())
+                await self.measure()
             except Exception as exc:  # the database is down: the next beat tries again (and the claim loop says so)
                 log.warning("outbox heartbeat failed (%s)", kind_of(exc))

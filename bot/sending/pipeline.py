@@ -330,6 +330,7 @@ class Pipeline:
                 http_status=error.http_status,
                 code=error.code,
             )
+        self.metrics.d7_failed(send.via.value, type(error).__name__)
         log.warning(
             "send %s send_id=%s via=%s error=%s http_status=%s code=%s",
             Outcome(error=error).state.value,

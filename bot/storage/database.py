@@ -57,6 +57,7 @@ class WriteHealth:
     last_ok: float | None = None
     last_failure: float | None = None
     failure: str | None = None  # the kind of the last failure (never its message: it may hold values)
+    failures: int = 0  # since start (``relay_db_write_failures_total``)
 
     def succeeded(self) -> None:
         self.last_ok = time.monotonic()
@@ -64,6 +65,7 @@ class WriteHealth:
     def failed(self, exc: BaseException) -> None:
         self.last_failure = time.monotonic()
         self.failure = kind_of(exc)
+        self.failures += 1
 
     @property
     def failing(self) -> bool:

@@ -158,6 +158,17 @@ class SqlSendQueue(SendTransitions):
             sa.select(sa.func.count()).where(c.state == SendState.SENDING.value, c.lease_until < self._clock())
         )
 
+    async def oldest_due(self) -> datetime | None:
+        """The claim's due work, less refreshes of result messages (their next_attempt_at is not when they fell due)."""
+        at = self._clock()
+        c = sends.c
+        waiting = sa.or_(c.state == SendState.PENDING.value, sa.and_(c.state.in_(FINAL_STATES), c.posted_at.is_(None)))
+        unleased = sa.or_(c.lease_until.is_(None), c.lease_until < at)
+        query = sa.select(sa.func.min(c.next_attempt_at)).where(waiting, c.next_attempt_at <= at, unleased)
+        async with self._db.connect() as conn:
+            oldest: datetime | None = (await conn.execute(query)).scalar_one()
+        return oldest
+
     async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
         if not request_ids:
             return {}
