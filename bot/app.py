@@ -51,7 +51,7 @@ from bot.sending.inbound import Inbox
 from bot.sending.intake import Intake
 from bot.sending.links import ActionLinks
 from bot.sending.oncall import OnCall
-from bot.sending.outbox import Outbox
+from bot.sending.outbox import Outbox, new_worker_id
 from bot.sending.phone_texts import PhoneTexts
 from bot.sending.pipeline import SEND_RETRY, Pipeline
 from bot.sending.telling import Teller
@@ -71,6 +71,7 @@ from bot.slack.retry import CappedRateLimitRetryHandler
 from bot.slack.steps import SlackSteps
 from bot.slack.verify import SlackVerifyNotes
 from bot.storage import Storage
+from bot.storage.journal import FileJournal
 from bot.tasks import BackgroundTasks, RightOfWay
 from bot.web import create_web_app
 
@@ -120,6 +121,7 @@ class Resources:
     storage: Storage
     report_secret: str
     report_url: str | None
+    journal: FileJournal | None = None  # D7's answers while the database does not take them
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,12 @@ async def open_resources(
         raise StartupError(f"cannot prepare the database ({type(exc).__name__}): {exc}") from None
     await stack.enter_async_context(storage)
     secret, report_url = await report_address(settings, storage.settings)
-    return Resources(slack, auth, gateway, storage, secret, report_url)
+    try:
+        journal = FileJournal.open(settings.journal)
+    except OSError as exc:
+        raise StartupError(f"cannot open D7_JOURNAL {settings.journal} ({type(exc).__name__}): {exc}") from None
+    stack.push_async_callback(journal.aclose)  # after the outbox stopped: its last answers may go to it
+    return Resources(slack, auth, gateway, storage, secret, report_url, journal)
 
 
 @dataclass(frozen=True)
@@ -276,7 +283,8 @@ def wire_sending(
     conversations = SlackConversations(resources.slack, metrics)
     oncall = OnCall(policy, directory, storage.oncall)
     admission = Admission(policy, directory, storage.optouts, oncall, _verified_phones(policy, resources, tasks))
-    intake = Intake(storage.sends, settings.send_retry_deadline, wakeup.set)
+    worker = new_worker_id()  # the outbox's: the intents this process records are its own until confirmed
+    intake = _intake(settings, storage, wakeup, tasks, worker)
     links = _action_links(settings, policy, resources, directory, conversations, intake)
     alerts = _alert_desk(settings, policy, resources, directory, admission, links.room if links else "")
     teller = Teller(
@@ -312,12 +320,30 @@ def wire_sending(
         retry=replace(SEND_RETRY, base_delay=settings.send_retry_backoff.total_seconds()),
         right_of_way=right_of_way,
         links=links,
+        journal=resources.journal,
     )
-    outbox = Outbox(
-        sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process
-    )
+    outbox = _outbox(storage, pipeline, wakeup, metrics, worker)
     verifying = _verifying(policy, resources)
     return SendingCore(admission, intake, deliveries, outbox, balance, alerts, conversations, links, oncall, verifying)
+
+
+def _intake(
+    settings: Settings, storage: Storage, wakeup: asyncio.Event, tasks: BackgroundTasks | None, worker: str
+) -> Intake:
+    """Where intents are recorded before the ack. With replicas (PostgreSQL) a person's intent is ``worker``'s (this
+    process's outbox) until confirmed, in the background once the ack is sent; SQLite has one process, whose inserts
+    never land after their deadline (``Database.insert_once``)."""
+    spawn = tasks.spawn if tasks is not None else None
+    recorder = None if storage.single_process else worker
+    return Intake(storage.sends, settings.send_retry_deadline, wakeup.set, recorder=recorder, spawn=spawn)
+
+
+def _outbox(storage: Storage, pipeline: Pipeline, wakeup: asyncio.Event, metrics: Metrics, worker: str) -> Outbox:
+    """The outbox worker that runs the pipeline in this process."""
+    return Outbox(
+        sends=storage.sends, pipeline=pipeline, wakeup=wakeup, metrics=metrics, single_process=storage.single_process,
+        worker_id=worker,
+    )  # fmt: skip
 
 
 def _verified_phones(policy: Policy, resources: Resources, tasks: BackgroundTasks | None) -> VerifiedPhones | None:

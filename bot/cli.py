@@ -69,6 +69,7 @@ def describe_settings(settings: Settings) -> list[str]:
         f"Slack API: {settings.slack_api_url}",
         f"D7: {d7}",
         f"database: {_safe_database_url(settings.database_url)}",
+        f"D7 answers journal: {settings.journal} (kept there while the database does not take them)",
         f"delivery reports: {reports}",
     ]
 

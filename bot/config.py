@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from bot.domain.errors import SettingsError
 from bot.domain.policy import parse_duration
@@ -83,6 +84,8 @@ class Settings(PolicySettings, StorageSettings):
     send_retry_backoff: timedelta = Field(timedelta(seconds=5), gt=timedelta(0), validation_alias="SEND_RETRY_BACKOFF")
     # Beyond the contract: sends without a final delivery status this long after D7 accepted them are looked up.
     reconcile_after: timedelta = Field(timedelta(minutes=10), validation_alias="D7_RECONCILE_AFTER")
+    # Beyond the contract: the file where D7's answers are kept while the database does not take them (``journal``).
+    d7_journal: Path | None = Field(None, validation_alias="D7_JOURNAL")
 
     @field_validator("send_retry_deadline", "send_retry_backoff", "reconcile_after", mode="before")
     @classmethod
@@ -90,7 +93,13 @@ class Settings(PolicySettings, StorageSettings):
         return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator(
-        "slack_bot_token", "slack_signing_secret", "slack_app_token", "d7_api_token", "d7_report_secret", mode="before"
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "d7_api_token",
+        "d7_report_secret",
+        "d7_journal",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -139,6 +148,17 @@ class Settings(PolicySettings, StorageSettings):
     @property
     def dry_run(self) -> bool:
         return self.d7_api_token is None
+
+    @property
+    def journal(self) -> Path:
+        """``D7_JOURNAL``; by default next to the SQLite file (``bot.db.d7-journal``), or with PostgreSQL
+        ``d7-journal-<PORT>`` in the working directory: one per replica (the port tells replicas on one host apart)."""
+        if self.d7_journal is not None:
+            return self.d7_journal
+        database = make_url(self.database_url).database if self.database_url.startswith("sqlite") else None
+        if database and database != ":memory:":
+            return Path(f"{database}.d7-journal")
+        return Path(f"d7-journal-{self.port}")
 
 
 def _problems(exc: ValidationError, model: type[BaseSettings]) -> list[str]:

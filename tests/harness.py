@@ -171,6 +171,7 @@ def settings_for(slack: FakeSlack, d7: FakeD7 | None, policy: Path, tmp: Path, *
         "HOST": "127.0.0.1",
         "PORT": 3000,
         "D7_REPORT_SECRET": None,
+        "D7_JOURNAL": str(tmp / "d7-journal"),  # the app's own, also on PostgreSQL (two apps, two directories)
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

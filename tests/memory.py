@@ -38,6 +38,7 @@ from bot.domain.models import (
 )
 from bot.domain.ports import RetryHook
 from bot.domain.sends import (
+    RECORDER_GONE,
     Checked,
     LeaseLost,
     NotSent,
@@ -139,7 +140,11 @@ class MemorySendQueue(_SendRows):
     """``SendQueue`` in memory, with ``SqlSendQueue``'s rules."""
 
     async def record(
-        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+        self,
+        request: SendRequest,
+        deadline: timedelta,
+        not_before: datetime | None = None,
+        recorder: str | None = None,
     ) -> SendRecord | None:
         if request.idempotency_key in self._keys:
             return None
@@ -147,23 +152,35 @@ class MemorySendQueue(_SendRows):
         due = max(at, not_before) if not_before is not None else at
         seq = next(self._seq)
         record = SendRecord(
-            id=f"send-{seq}", request=request, state=SendState.PENDING, created_at=at, deadline_at=due + deadline
+            id=f"send-{seq}",
+            request=request,
+            state=SendState.PENDING,
+            created_at=at,
+            deadline_at=due + deadline,
+            recorded_by=recorder,
         )
         self._keys.add(request.idempotency_key)
         self._rows[record.id] = _Row(record, seq, next_attempt_at=due)
         return record
 
+    async def confirm(self, record: SendRecord) -> None:
+        if (row := self._rows.get(record.id)) is not None:
+            row.record = replace(row.record, recorded_by=None)
+
     # ------------------------------------------------------------ leases
 
-    def _due(self, row: _Row, at: datetime) -> bool:
+    def _due(self, row: _Row, at: datetime, worker_id: str) -> bool:
         r = row.record
         work = (r.state is SendState.PENDING or (r.state.final and r.posted_at is None)) and row.next_attempt_at <= at
         card = r.card_due_at is not None and r.card_due_at <= at and r.posted_at is not None
-        return (work or card) and (row.lease_until is None or row.lease_until < at)
+        mine = r.recorded_by in (None, worker_id) or r.created_at < at - RECORDER_GONE
+        return (work or card) and mine and (row.lease_until is None or row.lease_until < at)
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
         at = self.clock()
-        due = sorted((r for r in self._rows.values() if self._due(r, at)), key=lambda r: (r.next_attempt_at, r.seq))
+        due = sorted(
+            (r for r in self._rows.values() if self._due(r, at, worker_id)), key=lambda r: (r.next_attempt_at, r.seq)
+        )
         for row in due[:limit]:
             row.record = replace(row.record, claimed_by=worker_id)
             row.lease_until = at + lease
@@ -764,7 +781,7 @@ class FakeConversation:
     async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
         await self._say("not_sent", send, placement, why)
 
-    async def announce(self, send: PreparedSend) -> Placement:
+    async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
         await self._say("announce", send)
         return self._book.placement
 
@@ -772,7 +789,12 @@ class FakeConversation:
         await self._say("retrying", send, placement, error)
 
     async def finish(
-        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        outcome: Outcome,
+        statuses: Sequence[RecipientDelivery] = (),
+        careful: bool = False,
     ) -> str | None:
         await self._say("finish", send, placement, outcome, tuple(statuses))
         return f"result-{sum(s.method == 'finish' for s in self._book.said)}"

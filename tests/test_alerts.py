@@ -277,6 +277,7 @@ async def test_template_fields_title_channel_and_link(app: App, slack: FakeSlack
     assert slack.of("chat.getPermalink")[0]["message_ts"] == "1763800300.000100"
 
 
+@pytest.mark.usefixtures("unpaced")
 async def test_storm_is_capped_per_phone_and_every_alert_accounted_for(
     app: App, slack: FakeSlack, fake_d7: FakeD7
 ) -> None:

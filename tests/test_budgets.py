@@ -402,6 +402,7 @@ async def test_an_alert_refused_for_its_budget_gives_back_the_per_phone_counts_i
     assert [b["messages"][0]["content"] for b in fake_d7.bodies(SMS)] == ["CRITICAL: db-1 down"]
 
 
+@pytest.mark.usefixtures("unpaced")
 async def test_fifty_concurrent_commands_against_a_budget_of_twenty_send_exactly_twenty(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ def test_check_prints_summary(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "settings: OK"
     assert "D7: DRY RUN: D7_API_TOKEN is not set, nothing will be sent" in lines
+    assert "D7 answers journal: bot.db.d7-journal (kept there while the database does not take them)" in lines
     assert "  ops-sms: SMS as OpsAlert" in lines
     assert "  support-wa: WhatsApp as +971501234567; templates ticket_update, page" in lines
     assert "rules (2):" in lines

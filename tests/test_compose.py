@@ -290,7 +290,7 @@ async def test_submit_sends_like_the_command_and_twice_sends_once(app: App, slac
     assert record.request.idempotency_key == f"view:{view['id']}"
     parent, result = slack.of("chat.postMessage")
     assert parent["channel"] == "C0OPS"
-    assert result["thread_ts"] == "1763800000.000001"
+    assert result["thread_ts"] == slack.posted_ts(0)
     assert "Accepted by D7" in result["text"]
 
 

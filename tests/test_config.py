@@ -34,11 +34,33 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
-EXTENSIONS = ["SEND_RETRY_DEADLINE", "SEND_RETRY_BACKOFF", "D7_RECONCILE_AFTER"]  # ours, beyond the original contract
+EXTENSIONS = [  # ours, beyond the original contract
+    "SEND_RETRY_DEADLINE",
+    "SEND_RETRY_BACKOFF",
+    "D7_RECONCILE_AFTER",
+    "D7_JOURNAL",
+]
 
 
 def test_contract_names_are_exactly_the_settings_fields() -> None:
     assert sorted(str(f.validation_alias) for f in Settings.model_fields.values()) == sorted(CONTRACT + EXTENSIONS)
+
+
+def test_the_journal_is_next_to_the_sqlite_file_or_one_per_port_with_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    assert load_settings().journal == Path("bot.db.d7-journal")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////var/lib/relay/sends.db")
+    assert load_settings().journal == Path("/var/lib/relay/sends.db.d7-journal")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://relay@db/relay")
+    monkeypatch.setenv("PORT", "3001")
+    assert load_settings().journal == Path("d7-journal-3001")
+    monkeypatch.setenv("D7_JOURNAL", "/data/relay-1/d7-journal")
+    assert load_settings().journal == Path("/data/relay-1/d7-journal")
+    monkeypatch.setenv("D7_JOURNAL", "")  # blank: unset
+    assert load_settings().journal == Path("d7-journal-3001")
 
 
 def test_send_retry_deadline_is_a_duration(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,7 +87,7 @@ async def test_intent_is_recorded_with_everything_the_audit_needs(app: App, slac
     assert (record.encoding, record.segments) == ("GSM-7", 1)
     assert record.request_id == request_id
     assert record.attempts == 1
-    assert record.thread_ts == "1763800000.000001"
+    assert record.thread_ts == slack.posted_ts(0)
     assert record.posted_at is not None
     assert record.finished_at is not None
 

@@ -76,7 +76,7 @@ async def test_sms_allowed_sends_exact_body_and_answers_in_thread(app: App, slac
     assert parent["text"] == "An SMS from <@U0ALICE> to 2 recipient(s): Disk full on db-1"
     assert parent["unfurl_links"] is False
     assert reply["channel"] == "C0OPS"
-    assert reply["thread_ts"] == "1763800000.000001"
+    assert reply["thread_ts"] == slack.posted_ts(0)
     assert reply["text"].startswith(
         f":white_check_mark: *Accepted by D7* · request_id `{request_id}` · created <!date^"
     )
@@ -201,7 +201,7 @@ async def test_d7_failures_are_explained_in_the_thread(
     await app.settle()
 
     _, answer = slack.of("chat.postMessage")
-    assert answer["thread_ts"] == "1763800000.000001"
+    assert answer["thread_ts"] == slack.posted_ts(0)
     assert words in answer["text"]
 
 
@@ -228,7 +228,7 @@ async def test_d7_unavailable_shows_retrying_once_then_the_outcome(
         await app.settle()
 
     _, retrying, answer = slack.of("chat.postMessage")
-    assert retrying["thread_ts"] == answer["thread_ts"] == "1763800000.000001"
+    assert retrying["thread_ts"] == answer["thread_ts"] == slack.posted_ts(0)
     assert (
         retrying["text"] == ":hourglass_flowing_sand: D7 unavailable (HTTP 503) — retrying. Nothing has been sent yet."
     )
@@ -261,7 +261,7 @@ async def test_bot_not_in_public_channel_joins_then_posts(app: App, slack: FakeS
     assert [p["channel"] for p in slack.of("conversations.join")] == ["C0NOTJOINED"]
     failed, parent, answer = slack.of("chat.postMessage")
     assert failed["channel"] == parent["channel"] == "C0NOTJOINED"
-    assert answer["thread_ts"] == "1763800000.000001"
+    assert answer["thread_ts"] == slack.posted_ts(0)
     assert slack.responses == {}
 
 

@@ -153,10 +153,11 @@ class World:
         assert record is not None
         return record
 
-    async def run(self, worker: str = "worker-1", announce_within: float | None = None) -> list[str]:
-        """One outbox round: claim what is due and move each intent on (as ``Outbox._work`` does)."""
+    async def run(self, worker: str = "worker-1", **timing: float) -> list[str]:
+        """One outbox round: claim what is due and move each intent on (as ``Outbox._work`` does); ``timing``:
+        the pipeline's ``announce_within`` / ``announced_within`` for this round."""
         claimed = await self.sends.claim(worker, 100, CLAIM_LEASE)
-        pipeline = self.pipeline if announce_within is None else replace(self.pipeline, announce_within=announce_within)
+        pipeline = replace(self.pipeline, **timing) if timing else self.pipeline
         for record in claimed:
             await pipeline.handle(record)
         return [r.id for r in claimed]
@@ -363,7 +364,7 @@ async def test_an_announcement_slower_than_its_budget_does_not_hold_the_text(wor
     world.conversations.slow("announce", seconds=60)  # Slack answering in a minute
 
     async with asyncio.timeout(5):
-        await world.run(announce_within=0.05)
+        await world.run(announce_within=0.05, announced_within=0.2)
 
     assert world.gateway.calls == [sms(PhoneNumber("+14155550100"), text="disk full on db-1")]
     assert (await world.stored(record.id)).state is SendState.ACCEPTED
@@ -1137,10 +1138,12 @@ class LateRecording:
         self.sends = sends
         self.delay = delay
 
-    async def record(self, request: SendRequest, deadline: timedelta, not_before: Any = None) -> SendRecord | None:
+    async def record(
+        self, request: SendRequest, deadline: timedelta, not_before: Any = None, recorder: str | None = None
+    ) -> SendRecord | None:
         async def late() -> SendRecord | None:
             await asyncio.sleep(self.delay)
-            return await self.sends.record(request, deadline)
+            return await self.sends.record(request, deadline, recorder=recorder)
 
         return await asyncio.shield(asyncio.ensure_future(late()))
 

@@ -145,7 +145,7 @@ def test_sigterm_lets_the_send_in_flight_finish(slack: FakeSlack, tmp_path: Path
     assert len(d7.sends) == 1
     (request_id,) = d7.sends
     _, reply = slack.of("chat.postMessage")
-    assert reply["thread_ts"] == "1763800000.000001"
+    assert reply["thread_ts"] == slack.posted_ts(0)
     assert f"request_id `{request_id}`" in reply["text"]
     assert "waiting up to 25s for 1 send(s) in flight" in output
     assert "stopped" in output

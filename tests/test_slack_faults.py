@@ -178,9 +178,10 @@ async def test_post_message_503_texts_go_at_once_and_every_story_reaches_its_thr
     assert told - recovered < TOLD_WITHIN
     for i, number in enumerate(NUMBERS):
         story(slack, fake_d7, number, f"outage {i}")
-    # Per send while Slack was down: the announcement (given up at once on a 503), then telling's first try (the
-    # announcement again); telling's next try waits TELL_RETRY, which outlasts the outage.
-    assert len(tries_while_down) == 2 * 10, len(tries_while_down)
+    # Per send while Slack was down: the announcement (given up at once on a 503: the channel's burst of 10), then
+    # telling's first try (the announcement again, looked for first), at the channel's pace of a post a second;
+    # telling's next try waits TELL_RETRY, which outlasts the outage. Never more than two per send.
+    assert 10 < len(tries_while_down) <= 2 * 10, len(tries_while_down)
     assert {c.status for c in tries_while_down} == {503}
     assert nothing_private(slack)
     records = await app.relay.storage.sends.audit()
@@ -202,7 +203,7 @@ async def test_result_post_503_after_the_announcement_is_tried_again_in_the_thre
     assert texts(fake_d7) == ["disk full"]
     assert slack.attempts("chat.postMessage")[1].status == 503
     assert (record.state, record.posted_at) == (SendState.ACCEPTED, None)
-    assert record.thread_ts == "1763800000.000001"  # the result still goes there, once Slack answers
+    assert record.thread_ts == posted(slack)[0].answer["ts"]  # type: ignore[index]  # the result goes there, later
     # Telling tries again after TELL_RETRY (4 s doubling; 8 s here, the D7 call counts as an attempt); the test
     # above waits for such a retry to land.
     assert TELL_RETRY.base_delay - 1 < retry_in <= TELL_RETRY.max_delay, retry_in
@@ -442,16 +443,14 @@ async def test_post_message_answering_after_45_s_holds_no_text_and_the_stories_f
         first_ack = await acked_in(app, f"{NUMBERS[0]} slow 0")
         acked = time.monotonic()
         first_sent = await until(lambda: len(fake_d7.bodies(SMS)) == 1, WAIT_SENT, "the first text at D7")
-        # Telling begins with the announcement, and that post hangs too, holding the channel's turn.
-        await until(lambda: len(slack.attempts("chat.postMessage")) == 2, 2, "telling's first post")
+        # The first announcement still waits for Slack (within the client's own timeout): it holds no text.
         second_ack = await acked_in(app, f"{NUMBERS[1]} slow 1")
         acked_again = time.monotonic()
         second_sent = await until(lambda: len(fake_d7.bodies(SMS)) == 2, WAIT_SENT, "the second text at D7")
         health = await app.http.get(f"{app.url}/healthz")
         records = await app.relay.storage.sends.audit()
-        # The second send's telling post follows its result's write (a group commit that may linger under load).
-        await until(lambda: len(slack.attempts("chat.postMessage")) >= 4, 2, "the second send's telling post")
-        tries = len(slack.attempts("chat.postMessage"))
+        # Past the client's timeout, telling looks for the announcement it could not confirm, and posts it again.
+        await until(lambda: len(slack.attempts("chat.postMessage")) >= 3, SLACK_TIMEOUT + 5, "telling's post")
     recovered = time.monotonic()  # Slack answers again, and dropped the calls it had left hanging
     told = await until(lambda: len(posted(slack)) == 4, WAIT_TOLD, "both stories")
     await app.settle()
@@ -462,9 +461,8 @@ async def test_post_message_answering_after_45_s_holds_no_text_and_the_stories_f
     assert texts(fake_d7) == ["slow 0", "slow 1"]  # once each
     assert (health.status_code, health.json()["status"]) == (200, "ok")
     assert [(r.state, r.posted_at) for r in records] == [(SendState.ACCEPTED, None)] * 2  # told when Slack answers
-    # The first announcement (given up after 3 s), telling's, and the second send's own two: a channel takes turns
-    # only after Slack has answered it 429, so a hung post does not hold the others back.
-    assert tries == 4
+    # A post whose answer never came is looked for before it is posted again (here: not found, never carried out).
+    assert slack.attempts("conversations.history")
     assert told - recovered < TOLD_WITHIN
     story(slack, fake_d7, NUMBERS[0], "slow 0")
     story(slack, fake_d7, NUMBERS[1], "slow 1")
@@ -493,3 +491,82 @@ async def test_lookup_slack_never_answers_is_given_up_after_the_client_timeout_a
     waits = [r.getMessage() for r in caplog.records if " waits: " in r.getMessage()]
     assert len(waits) == 1, waits
     assert "waits: Slack's users.info did not answer (TimeoutError); trying again in " in waits[0]
+
+
+# ------------------------------------------------------------ Slack carrying a post out but answering late
+
+SLOW_SENDS = 5
+
+
+def stories_by_key(slack: FakeSlack) -> dict[str, int]:
+    """How many messages Slack holds of each of the bot's posts (its metadata names the send and the part)."""
+    held: dict[str, int] = {}
+    for kept in slack.messages.values():
+        for message in kept:
+            key = ((message.get("metadata") or {}).get("event_payload") or {}).get("post")
+            if key is not None:
+                held[key] = held.get(key, 0) + 1
+    return held
+
+
+async def test_posts_slack_carries_out_but_answers_after_45_s_are_found_not_posted_twice(
+    app_without_group_rules: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """The issue's scenario: chat.postMessage carried out at once, answered after 45 s. The first call is let run
+    to its own timeout; before posting again, the bot looks for its post (message metadata) and finds it."""
+    app = app_without_group_rules
+    slack.state.answer_after["chat.postMessage"] = 45
+    acks = await asyncio.gather(*(acked_in(app, f"{NUMBERS[i]} late {i}") for i in range(SLOW_SENDS)))
+    await until(lambda: len(fake_d7.bodies(SMS)) == SLOW_SENDS, WAIT_SENT, "every text at D7")
+    records: list[SendRecord] = []
+
+    async def all_told() -> bool:
+        nonlocal records
+        records = await app.relay.storage.sends.audit()
+        return len(records) == SLOW_SENDS and all(r.posted_at is not None for r in records)
+
+    deadline = time.monotonic() + 3 * SLACK_TIMEOUT + 3 * TELL_RETRY.base_delay + 10
+    while not await all_told():
+        assert time.monotonic() < deadline, [(r.state, r.posted_at) for r in records]
+        await asyncio.sleep(0.1)
+    slack.state.answer_after.clear()
+    slack.refuse_connections()  # hang up on the answers still waiting
+    slack.accept_connections()
+    await app.settle()
+
+    assert max(acks) < ACK_WITHIN
+    assert texts(fake_d7) == sorted(f"late {i}" for i in range(SLOW_SENDS))  # once each
+    held = stories_by_key(slack)
+    assert sorted(held) == sorted(f"{r.id}:{part}" for r in records for part in ("announcement", "result"))
+    assert set(held.values()) == {1}, held  # each announcement and each result once in the channel
+    for record in records:  # each result in its own announcement's thread
+        (announcement,) = [m for m in slack.messages["C0OPS"] if _key(m) == f"{record.id}:announcement"]
+        (result,) = [m for m in slack.messages["C0OPS"] if _key(m) == f"{record.id}:result"]
+        assert result["thread_ts"] == announcement["ts"] == record.placement.thread_ts
+    looked = slack.attempts("conversations.history") + slack.attempts("conversations.replies")
+    assert looked, "the bot looked for its posts before posting again"
+    assert all(c.params.get("include_all_metadata") in (True, "true", "1") for c in looked)
+    assert nothing_private(slack)
+
+
+def _key(message: dict[str, Any]) -> str | None:
+    return ((message.get("metadata") or {}).get("event_payload") or {}).get("post")
+
+
+async def test_a_burst_in_one_channel_is_told_at_slacks_pace_without_meeting_its_limit(
+    app_without_group_rules: App, slack: FakeSlack, fake_d7: FakeD7
+) -> None:
+    """Slack takes about a post a second per channel after a burst (the fake: 10, then 1/s). The bot paces ahead of
+    it: a burst of sends is told at that pace, without posts answered 429 and waiting out Retry-After.
+    (``bench.channel_burst`` runs the issue's 30 sends: told 48 s after the last text, Slack's pace being 50 s.)"""
+    app = app_without_group_rules
+    n = 9  # 18 posts: 10 at once, then 8 at a second each
+    await asyncio.gather(*(acked_in(app, f"{NUMBERS[i]} pace {i}") for i in range(n)))
+    last_text = await until(lambda: len(fake_d7.bodies(SMS)) == n, WAIT_SENT, "every text at D7")
+    told = await until(lambda: len(posted(slack)) == 2 * n, WAIT_TOLD, "every announcement and result")
+    await app.settle()
+
+    assert told - last_text < (2 * n - 10) / 1.0 + 3  # Slack's pace, give or take its first second
+    assert len(slack.rate_limited("chat.postMessage")) <= 1
+    for i in range(n):
+        story(slack, fake_d7, NUMBERS[i], f"pace {i}")

@@ -80,9 +80,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0015"
+    assert await current_revision(engine) == head_revision() == "0016"
     await migrate(engine)
-    assert await current_revision(engine) == "0015"
+    assert await current_revision(engine) == "0016"
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
     assert {"sends", "kv", "inbound", "opt_outs", "alembic_version"} <= tables
@@ -378,6 +378,7 @@ async def test_two_instances_on_one_postgres_receive_the_same_delivery_and_send_
 
 
 @needs_pg
+@pytest.mark.usefixtures("unpaced")
 async def test_two_instances_share_a_burst_without_sending_any_twice(
     slack: FakeSlack, fake_d7: FakeD7, tmp_path: Path
 ) -> None:

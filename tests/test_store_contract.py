@@ -38,6 +38,7 @@ from bot.domain.models import (
 from bot.domain.phone import PhoneNumber
 from bot.domain.ports import AlertLedger, SendStore
 from bot.domain.sends import (
+    RECORDER_GONE,
     Checked,
     LeaseLost,
     Outcome,
@@ -236,6 +237,46 @@ async def test_an_intent_recorded_for_later_is_due_then_and_its_deadline_counts_
     assert await stores.sends.claim("w1", 10, LEASE) == []
     stores.clock.advance(timedelta(hours=1))
     assert [r.id for r in await stores.sends.claim("w1", 10, LEASE)] == [later.id]
+
+
+async def test_an_intent_recorded_for_a_person_is_its_recorders_alone_until_confirmed(stores: Stores) -> None:
+    stores.clock.advance(timedelta(seconds=1))
+    mine = await stores.sends.record(command("trigger:1"), DEADLINE, recorder="w-recorder")
+    assert mine is not None
+    assert mine.recorded_by == "w-recorder"
+    other = stores.replica()
+
+    assert await other.claim("w-other", 10, LEASE) == []  # it may have told its sender "not recorded"
+    stores.clock.advance(RECORDER_GONE - timedelta(seconds=1))
+    assert await other.claim("w-other", 10, LEASE) == []  # still: the recorder may be confirming it
+    await stores.sends.confirm(mine)
+    (claimed,) = await other.claim("w-other", 10, LEASE)  # told "recorded": anyone's
+    assert (claimed.id, claimed.recorded_by) == (mine.id, None)
+
+
+async def test_the_recorder_claims_its_own_at_once_and_starting_it_confirms_it(stores: Stores) -> None:
+    stores.clock.advance(timedelta(seconds=1))
+    mine = await stores.sends.record(command("trigger:1"), DEADLINE, recorder="w-recorder")
+    assert mine is not None
+
+    (claimed,) = await stores.sends.claim("w-recorder", 10, LEASE)
+    assert claimed.recorded_by == "w-recorder"
+    record = await stores.sends.start(claimed, CHECKED, THREAD, SEND_LEASE)
+    assert record is not None
+    assert record.recorded_by is None
+    assert await stored(stores, record) == seen(record)
+
+
+async def test_an_unconfirmed_intent_goes_to_another_worker_once_its_recorder_is_presumed_stopped(
+    stores: Stores,
+) -> None:
+    stores.clock.advance(timedelta(seconds=1))
+    mine = await stores.sends.record(command("trigger:1"), DEADLINE, recorder="w-recorder")
+    assert mine is not None
+    stores.clock.advance(RECORDER_GONE + timedelta(seconds=1))
+
+    (claimed,) = await stores.replica().claim("w-other", 10, LEASE)
+    assert (claimed.id, claimed.recorded_by) == (mine.id, "w-recorder")  # which says: refuse it, do not send it
 
 
 async def test_claim_leases_the_longest_due_first_and_gives_them_oldest_first(stores: Stores) -> None:

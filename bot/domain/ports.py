@@ -26,7 +26,7 @@ from bot.domain.inbound import InboundRecord, OptOut, Unanswered
 from bot.domain.links import ActionLink
 from bot.domain.models import Origin, OutgoingText, Person, SendRequest, SendResult, StatusReport, Surface, Via
 from bot.domain.oncall import Handoff, Override, Shift
-from bot.domain.sends import Checked, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
+from bot.domain.sends import Checked, KeptAnswer, NotSent, Outcome, Placement, PreparedSend, Refusal, SendRecord
 from bot.domain.verification import Verification
 
 # Called before the client waits to retry: the error, the attempt that failed (1-based) and the delay.
@@ -39,6 +39,15 @@ class Balance:
 
     amount: float
     currency: str | None = None
+
+
+class NotNow(Exception):
+    """Slack asked for patience (a channel's posts queued at its pace): try again after ``after`` seconds, not after
+    the usual backoff."""
+
+    def __init__(self, message: str, after: float) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 class MessageGateway(Protocol):
@@ -129,14 +138,23 @@ class Conversation(Protocol):
 
     async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None: ...
 
-    async def announce(self, send: PreparedSend) -> Placement: ...
+    async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
+        """Post the send's announcement; ``careful``: an earlier try may have posted it (its answer lost, or the
+        process stopped): look for it first, and post only when it is not there."""
+        ...
 
     async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None: ...
 
     async def finish(
-        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        outcome: Outcome,
+        statuses: Sequence[RecipientDelivery] = (),
+        careful: bool = False,
     ) -> str | None:
-        """Tell the outcome; the ts of the result message when it can be updated in place later."""
+        """Tell the outcome; the ts of the result message when it can be updated in place later. ``careful``: as
+        for ``announce``."""
         ...
 
     async def update_card(
@@ -216,15 +234,25 @@ class SendQueue(Protocol):
     (``start``: returns None). ``card_due`` is the one change made without the lease (a delivery report)."""
 
     async def record(
-        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+        self,
+        request: SendRequest,
+        deadline: timedelta,
+        not_before: datetime | None = None,
+        recorder: str | None = None,
     ) -> SendRecord | None:
         """Keep a new pending intent (before Slack is answered); None when its idempotency key was kept before.
-        ``not_before``: due then (an end-of-window summary), its deadline counted from then."""
+        ``not_before``: due then (an end-of-window summary), its deadline counted from then. ``recorder``: the
+        worker of the process answering its sender, the only one that may claim it until it is ``confirm``ed (or
+        ``RECORDER_GONE`` after it was recorded: then to refuse it)."""
+        ...
+
+    async def confirm(self, record: SendRecord) -> None:
+        """Its recorder told its sender "recorded": any worker may claim it now."""
         ...
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
         """Lease up to ``limit`` due intents to this worker, the longest due first; never one intent to two
-        workers. Oldest first."""
+        workers, nor one another recorder has not confirmed (until ``RECORDER_GONE``). Oldest first."""
         ...
 
     async def renew(self, worker_id: str, send_ids: Sequence[str], lease: timedelta) -> None:
@@ -583,10 +611,30 @@ class SendMetrics(Protocol):
         """The D7 balance as read at ``at`` (Unix time); ``amount`` None: D7 does not offer it."""
 
 
-class Abandonments(Protocol):
-    """Intents whose sender was told they were not recorded (their insert missed its deadline): never sent."""
+class AnswerJournal(Protocol):
+    """D7's answers kept on local disk (appended, fsynced) until the database has them: a process stopped while the
+    database did not take an answer loses none; the next start writes them before anything is marked unknown."""
 
-    def abandoned(self, request: SendRequest) -> bool: ...
+    async def keep(self, record: SendRecord, outcome: Outcome) -> None:
+        """Kept across a crash once this returns (``OSError`` when the disk did not take it)."""
+        ...
+
+    def written(self, send_id: str) -> None:
+        """The database has it (or will never take it from this process): no longer kept."""
+        ...
+
+    def kept(self) -> list[KeptAnswer]:
+        """What the journal held when it was opened, oldest first: what the last process could not write."""
+        ...
+
+
+class Abandonments(Protocol):
+    """Intents whose sender was told they were not recorded (their insert missed its deadline), or may have been (their
+    recorder stopped before confirming): never sent."""
+
+    def abandoned(self, record: SendRecord) -> str | None:
+        """Why it must not be sent, in plain words; None when it may be."""
+        ...
 
 
 class RightOfWay(Protocol):

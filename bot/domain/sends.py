@@ -26,6 +26,11 @@ from bot.domain.models import AlertInfo, SendRequest, SendResult, SendStatus, Su
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.templates import TemplateUse
 
+# An intent recorded for a person is only its recorder's (``SendRecord.recorded_by``) until the recorder confirms
+# that it told them "recorded"; a recorder that has not confirmed it this long after recording it is presumed
+# stopped, and any worker may then take the intent, to refuse it (its sender may have been told "not recorded").
+RECORDER_GONE = timedelta(seconds=30)
+
 
 class LeaseLost(Exception):
     """Another worker holds this intent now (this one was presumed dead): it must not move it on or tell it."""
@@ -57,7 +62,7 @@ class SendState(StrEnum):
 class RefusalKind(StrEnum):
     INVALID = "invalid"  # what was typed cannot be sent
     DENIED = "denied"  # the policy says no
-    UNRECORDED = "unrecorded"  # its sender was told it could not be recorded in time
+    UNRECORDED = "unrecorded"  # its sender was (or may have been) told it could not be recorded in time
     UNAVAILABLE = "unavailable"  # what the check needs (Slack's look-ups) stayed unavailable until the deadline
     OVER_BUDGET = "over_budget"  # it would overrun one of the policy's budgets (``limits``)
 
@@ -94,6 +99,15 @@ class Outcome:
     @property
     def request_id(self) -> str | None:
         return self.result.request_id if self.result is not None else None
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """D7's answer to a send as the local journal kept it while the database did not take it."""
+
+    send_id: str
+    worker: str | None  # the worker that held the send when D7 answered (its ``claimed_by``)
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,10 @@ class SendRecord:
     acked_by: str | None = None  # alerts: the person who acknowledged it in Slack (no more pages for it)
     acked_at: datetime | None = None
     resolved_at: datetime | None = None  # alerts: when a resolving post ended it
+    # The process that recorded it for a person, until it confirmed having told them "recorded": meanwhile only
+    # that process may send it (another would not know whether its insert landed after the person was told "not
+    # recorded").
+    recorded_by: str | None = None
 
     # ------------------------------------------------------------ transitions
 
@@ -235,7 +253,14 @@ class SendRecord:
 
     def start(self, checked: Checked, placement: Placement) -> SendRecord:
         """pending → sending: D7 is about to be called; a crash from here on means "outcome unknown"."""
-        return replace(self, state=SendState.SENDING, checked=checked, placement=placement, attempts=self.attempts + 1)
+        return replace(
+            self,
+            state=SendState.SENDING,
+            checked=checked,
+            placement=placement,
+            attempts=self.attempts + 1,
+            recorded_by=None,  # its recorder is sending it: it told its sender "recorded"
+        )
 
     def place(self, placement: Placement) -> SendRecord:
         """Announced after D7 was called (Slack was slow or down then): the story goes in this thread."""

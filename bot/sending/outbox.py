@@ -25,6 +25,7 @@ from bot.domain.errors import kind_of
 from bot.domain.ports import SendMetrics, SendQueue
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import SendRecord
+from bot.sending.keeping import replay
 from bot.sending.pipeline import Pipeline
 
 log = logging.getLogger("bot.outbox")
@@ -35,10 +36,17 @@ IDLE_POLL = 0.5  # seconds between looks at the table when nobody woke the worke
 # After a wake, wait this long so that one claim picks up the intents of a burst instead of one claim each.
 CLAIM_WINDOW = 0.025  # measured: 5 ms let workers compete with the acks of a burst
 DEFAULT_DRAIN = 25.0  # seconds the intents in work get to finish at shutdown
+# Writing D7's answers the journal kept (the database was down when the last process stopped), before any claim.
+REPLAY_WITHIN = 60.0
 # Claiming while the database does not answer: 0.5 s doubling to 5 s (the outbox goes on within 5 s of recovery).
 CLAIM_RETRY = RetryPolicy(base_delay=0.5, max_delay=5.0, max_attempts=None, max_retry_after=None, jitter=True)
 # An intent whose step failed unexpectedly (a bug, or a dependency the pipeline did not expect to fail).
 WORK_RETRY = RetryPolicy(base_delay=2.0, max_delay=60.0, max_attempts=None, max_retry_after=None, jitter=True)
+
+
+def new_worker_id() -> str:
+    """A name for this process's outbox worker, unique among replicas and restarts."""
+    return f"worker-{uuid.uuid4()}"
 
 
 @dataclass(kw_only=True, eq=False)
@@ -54,7 +62,7 @@ class Outbox:
     lease: timedelta = CLAIM_LEASE
     idle_poll: float = IDLE_POLL
     drain: float = DEFAULT_DRAIN
-    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4()}", init=False)
+    worker_id: str = field(default_factory=new_worker_id)  # the process's, which its intake records with
     _stopping: bool = field(default=False, init=False)
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _tasks: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup, init=False)
@@ -72,6 +80,15 @@ class Outbox:
         return depth
 
     async def __aenter__(self) -> Self:
+        try:
+            async with asyncio.timeout(REPLAY_WITHIN):
+                replayed = await self._replay()
+        except Exception as exc:
+            # Not started: recovery would mark those sends unknown. The journal keeps them for the next start.
+            log.error("could not write D7's answers kept in the journal (%s); not starting", kind_of(exc))
+            raise
+        if replayed:
+            log.warning("%d D7 answer(s) kept in the journal written to the database", replayed)
         unknown = await self.sends.recover(everything=self.single_process)
         if unknown:
             log.warning("%d send(s) were in flight when the bot stopped; marked outcome unknown", unknown)
@@ -79,6 +96,10 @@ class Outbox:
         self._claiming = self._tasks.create_task(self._loop(), name="outbox")
         self._heartbeat = self._tasks.create_task(self._beat(), name="outbox-heartbeat")
         return self
+
+    async def _replay(self) -> int:
+        journal = self.pipeline.journal
+        return 0 if journal is None else await replay(journal, self.sends, self.pipeline.settle)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

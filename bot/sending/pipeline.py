@@ -29,6 +29,7 @@ from bot.domain.events import Bus, Events, RequestIdKnown
 from bot.domain.models import OutgoingText, SendResult, Via
 from bot.domain.ports import (
     Abandonments,
+    AnswerJournal,
     BudgetLedger,
     Conversation,
     Conversations,
@@ -42,7 +43,6 @@ from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     LeaseLost,
     Outcome,
-    Placement,
     PreparedSend,
     Refusal,
     RefusalKind,
@@ -54,7 +54,8 @@ from bot.domain.templates import OutgoingTemplate
 from bot.sending import texts
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
-from bot.sending.keeping import Waits, keep
+from bot.sending.announcing import ANNOUNCE_WITHIN, ANNOUNCED_WITHIN, Announcer
+from bot.sending.keeping import Journaled, Waits, keep
 from bot.sending.links import ActionLinks
 from bot.sending.spending import Spending
 from bot.sending.telling import Teller
@@ -69,8 +70,6 @@ SEND_LEASE = timedelta(seconds=30)
 SEND_RETRY = RetryPolicy(base_delay=5.0, max_delay=120.0, max_attempts=None, max_retry_after=None, jitter=False)
 # A step before D7 failed (Slack, the database): 2 s doubling to 30 s, so the send goes within 30 s of recovery.
 CHECK_RETRY = RetryPolicy(base_delay=2.0, max_delay=30.0, max_attempts=None, max_retry_after=None, jitter=True)
-# The announcement's budget before the text goes anyway (Slack slow, down, or rate-limiting the channel).
-ANNOUNCE_WITHIN = 3.0
 CRASHED = "an internal error interrupted the send; it may or may not have gone out"
 
 
@@ -92,26 +91,33 @@ class Pipeline:
     budgets: BudgetLedger | None = None  # the policy's budgets (None: not counted)
     right_of_way: RightOfWay | None = None  # Slack's requests first (None: the outbox never waits for them)
     links: ActionLinks | None = None  # each phone's action link at the end of alert texts (None: no PUBLIC_URL)
+    journal: AnswerJournal | None = None  # D7's answers on disk while the database does not take them (None: memory)
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
     announce_within: float = ANNOUNCE_WITHIN
+    announced_within: float = ANNOUNCED_WITHIN
     clock: Clock = utc_now
     waits: Waits = field(default_factory=Waits)  # sends between two D7 attempts
+    announcer: Announcer = field(default_factory=Announcer)  # announcements slower than the text's budget
 
     async def handle(self, record: SendRecord) -> None:
         """Move one leased intent as far as it can go. Never raises for anything a user could cause."""
         conversation = self.conversations.open(record.request.origin, record.created_at)
         send: PreparedSend | None = None
         try:
+            fresh = False  # the outcome reached here, now: nothing of its story was tried before
             if record.state is SendState.PENDING:
                 await self.give_way()
                 record, send = await self._advance(record, conversation)
                 if not record.state.final:
                     return  # waiting to retry, or lost the lease
+                placement = await self.announcer.announced(record, self.announced_within)
+                record = record if placement is None else await self.sends.place(record, placement)
+                fresh = True
             await self.give_way()
             if record.state.final and record.posted_at is None:
-                await self.teller.tell(record, conversation, send)
+                await self.teller.tell(record, conversation, send, careful=not fresh)
             elif record.state.final and record.card_due_at is not None:
                 await self.teller.show_statuses(record, conversation)
         except LeaseLost:
@@ -140,7 +146,7 @@ class Pipeline:
             if self.links is not None and not send.endings:  # checked before D7 was unavailable: its links again
                 send = await self.links.ending(send)
             await self.give_way()
-            placement = await self._place(record, send, conversation)
+            placement = await self.announcer.place(record, send, conversation, self.announce_within)
             started = await self.sends.start(record, send.checked, placement, self.lease)
         except (LeaseLost, asyncio.CancelledError):
             raise
@@ -173,19 +179,21 @@ class Pipeline:
         kept at once: it is final)."""
         via = record.request.via.value
         try:
-            if self.intake is not None and self.intake.abandoned(record.request):
-                raise Refused(Refusal(RefusalKind.UNRECORDED, (texts.database_did_not_answer(),)))
+            if self.intake is not None and (why := self.intake.abandoned(record)) is not None:
+                raise Refused(Refusal(RefusalKind.UNRECORDED, (why,)))
             if record.request.alert is None:
                 send = await self.admission.admit(record.id, record.request, record.created_at)
             else:
                 verdict = await self.alerts.take(record)
                 if isinstance(verdict, Repeat):
                     record = await self.sends.deduplicate(record, verdict.first_id)
+                    await self.spending.refund(record)  # charged by an earlier try that the database cut short
                     self.metrics.send_ended(via, "deduplicated")
                     log.info("alert deduplicated send_id=%s first=%s", record.id, verdict.first_id, extra=_ids(record))
                     return record
                 if isinstance(verdict, Bundle):
                     record = await self.sends.bundle(record, verdict.checked)
+                    await self.spending.refund(record)
                     self.metrics.send_ended(via, "bundled")
                     log.info(
                         "alert bundled send_id=%s held=%d", record.id, len(verdict.checked.held), extra=_ids(record)
@@ -212,25 +220,6 @@ class Pipeline:
         self.metrics.send_ended(record.request.via.value, "denied")
         log.info("send denied send_id=%s kind=%s", record.id, refusal.kind, extra=_ids(record))
         return record
-
-    async def _place(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> Placement:
-        """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending')."""
-        if record.placement.thread_ts is not None or record.placement.private:
-            return record.placement  # announced before D7 was unavailable
-        if record.request.origin.surface.is_alert:
-            # No announcement: the outcome goes straight into the alert's thread (one reply per alert).
-            if send.in_thread is None or send.in_thread == record.request.origin.thread_ts:
-                return Placement(record.request.origin.thread_ts)
-            await _point(record, send, conversation, self.announce_within)
-            return Placement(send.in_thread)
-        try:
-            # A crash between here and 'sending' means at worst a second announcement, never a second text.
-            async with asyncio.timeout(self.announce_within):
-                return await conversation.announce(send)
-        except Exception as exc:
-            # The text does not wait for Slack: send now; the story is posted (announcement first) when Slack answers.
-            log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(exc).__name__)
-            return record.placement
 
     async def _send(
         self, record: SendRecord, send: PreparedSend, conversation: Conversation, template: OutgoingTemplate | None
@@ -362,10 +351,19 @@ class Pipeline:
             self.spending.bill(send)
         return await self._finish(record, send, outcome)
 
+    async def settle(self, record: SendRecord, outcome: Outcome) -> SendRecord:
+        """D7's answer to a send a stopped process left ``sending`` (the journal kept it): kept and counted as if
+        it had just come (``keeping.replay``)."""
+        send = self.teller.prepared(record)
+        if outcome.result is not None:
+            return await self._on_result(record, send, outcome.result, 0.0)
+        return await self._finish(record, send, outcome)
+
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
         self.waits.end(record.id)
         answered = record
-        record = await keep("D7's answer", record, lambda: self.sends.finish(answered, outcome))
+        journaled = Journaled(self.journal, record, outcome) if self.journal is not None else None
+        record = await keep("D7's answer", record, lambda: self.sends.finish(answered, outcome), journaled)
         if record.state.nothing_went_out:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
             await self.spending.refund(record)
@@ -373,17 +371,6 @@ class Pipeline:
             self.events.publish(RequestIdKnown(outcome.request_id))
         self.metrics.send_ended(send.via.value, record.state.value)
         return record
-
-
-async def _point(record: SendRecord, send: PreparedSend, conversation: Conversation, within: float) -> None:
-    """A resolution posted on its own: its thread says which alert it ends, whose thread tells the outcome. Like
-    an announcement, at most once more after a crash here; unlike one, never in the way of the text."""
-    assert send.in_thread is not None  # noqa: S101 - asked only with another thread
-    try:
-        async with asyncio.timeout(within):
-            await conversation.points_to(send, send.in_thread)
-    except Exception as exc:
-        log.warning("could not say where send_id=%s is told (%s)", record.id, type(exc).__name__)
 
 
 def _ids(record: SendRecord) -> dict[str, str]:

@@ -20,7 +20,7 @@ from bot.domain.events import Bus, Events, SendChanged
 from bot.domain.models import Via
 from bot.domain.phone import NumberDisplay
 from bot.domain.policy import rule_templates
-from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, SendQueue, Steps
+from bot.domain.ports import CannotTell, Conversation, Conversations, DeliveryLog, NotNow, SendQueue, Steps
 from bot.domain.retry import RetryPolicy
 from bot.domain.sends import (
     Checked,
@@ -78,8 +78,12 @@ class Teller:
         window after it was recorded)."""
         return self.clock() - (record.finished_at or record.created_at)
 
-    async def tell(self, record: SendRecord, conversation: Conversation, send: PreparedSend | None = None) -> None:
-        """Tell the final state once; ``send``: as checked just now (else rebuilt from the record)."""
+    async def tell(
+        self, record: SendRecord, conversation: Conversation, send: PreparedSend | None = None, careful: bool = True
+    ) -> None:
+        """Tell the final state once; ``send``: as checked just now (else rebuilt from the record). ``careful``
+        (unless the outcome was reached just now, in this worker): an earlier try may have posted the result (its
+        answer lost, or the process stopped), so it is looked for before it is posted."""
         result_ts: str | None = None
         try:
             if record.request.step is not None and self.steps is not None:
@@ -93,10 +97,11 @@ class Teller:
             else:
                 shown = await self.alerts.with_holds(send or self.prepared(record), record.created_at)
                 if record.unannounced:  # Slack did not take the announcement in time: first it, then the result
-                    record = await self.sends.place(record, await conversation.announce(shown))
+                    # Its earlier try may have been carried out with the answer lost: looked for before posting.
+                    record = await self.sends.place(record, await conversation.announce(shown, careful=True))
                 statuses = await self.deliveries.statuses(record.id) if record.request_id else []
                 outcome = record.outcome or Outcome()
-                result_ts = await conversation.finish(shown, record.placement, outcome, statuses)
+                result_ts = await conversation.finish(shown, record.placement, outcome, statuses, careful=careful)
         except LeaseLost:
             raise
         except CannotTell as exc:
@@ -111,8 +116,9 @@ class Teller:
                 await self.sends.told(record, None)
                 self.events.publish(SendChanged(record.request.user_id))
                 return
-            # By time since the outcome: the attempt counter also counts D7 calls and look-ups.
-            delay = self.retry.since(failing_for.total_seconds())
+            # By time since the outcome: the attempt counter also counts D7 calls and look-ups. A channel's queue
+            # says when its turn comes instead.
+            delay = max(1.0, exc.after) if isinstance(exc, NotNow) else self.retry.since(failing_for.total_seconds())
             why = str(exc) or type(exc).__name__  # a timeout says nothing of itself
             log.warning("could not tell Slack the outcome of send_id=%s (%s); retrying in %.0fs", record.id, why, delay)
             await self.sends.later(record, self.clock() + timedelta(seconds=delay))

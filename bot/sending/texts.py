@@ -45,6 +45,10 @@ def database_did_not_answer() -> str:
     return "the bot's database did not answer in time"
 
 
+def recorder_stopped() -> str:
+    return "the bot stopped before it could confirm that your request was recorded"
+
+
 # ------------------------------------------------------------ recipients
 
 

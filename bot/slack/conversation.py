@@ -31,7 +31,7 @@ from bot.domain.clock import Clock, utc_now
 from bot.domain.delivery import RecipientDelivery
 from bot.domain.errors import D7Error
 from bot.domain.models import Origin, Surface
-from bot.domain.ports import CannotTell
+from bot.domain.ports import CannotTell, NotNow
 from bot.domain.sends import NotSent, Outcome, Placement, PreparedSend, Refusal
 from bot.metrics import Metrics
 from bot.slack import messages
@@ -83,36 +83,67 @@ def passing(exc: BaseException) -> bool:
     return status >= 500 or status == 429 or exc.response.get("error") in _PASSING
 
 
-@dataclass
-class _Channel:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    held_until: float = 0.0  # monotonic: Slack's Retry-After for this channel
-    careful_until: float = 0.0  # monotonic: after a 429, posts go one at a time for a while
-
-
-# After Slack answered 429 in a channel, its posts take turns this long (Slack's limit there is about 1 a second).
+# Slack takes about one post a second per channel, after a short burst (docs.slack.dev, rate limits: "1 per second,
+# short bursts >1 allowed"). Posts are paced ahead of that with a token bucket per channel, so a burst is told at
+# Slack's own pace instead of being answered 429 and waiting out Retry-After again and again.
+POSTS_PER_SECOND = 1.0
+BURST = 10  # posts at once in a channel that has been quiet (what Slack lets through)
+# After Slack answered 429 in a channel anyway (its burst is smaller than ours there), the burst is one post for this
+# long: posts go at POSTS_PER_SECOND, none before the Retry-After.
 CAREFUL_FOR = 60.0
 # The methods the pacer paces, and how many times it tries one call that Slack answers 429 (each after its turn
 # and Retry-After); the client's own 429 retries leave these methods alone.
 PACED_METHODS = ("chat.postMessage", "chat.update")
 PACED_ATTEMPTS = 4
-PACED_WITHIN = 30.0  # seconds one post may wait for its turns in all
+# Seconds one post may wait for its turns in all; one that would wait longer is tried again when the posts ahead of
+# it are gone (ChannelBusy's ``after``), freeing its worker meanwhile.
+PACED_WITHIN = 30.0
 
 
-class ChannelBusy(Exception):
-    """Slack keeps a channel's posts waiting longer than a post may wait: it is tried again later."""
+@dataclass
+class _Channel:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # posts wait for their turn in order
+    queued: int = 0  # posts waiting for the lock
+    held_until: float = 0.0  # monotonic: Slack's Retry-After for this channel
+    careful_until: float = 0.0  # monotonic: after a 429, a burst of one for a while
+    tokens: float = field(default_factory=lambda: float(BURST))
+    filled_at: float = field(default_factory=time.monotonic)
 
-    def __init__(self, channel_id: str) -> None:
-        super().__init__(f"Slack is holding posts to {channel_id} back (rate limited); trying again later")
+    def take(self, now: float) -> float:
+        """Take a post's token: 0 when taken, else the seconds until one is there."""
+        room = 1.0 if now < self.careful_until else float(BURST)
+        self.tokens = min(room, self.tokens + (now - self.filled_at) * POSTS_PER_SECOND)
+        self.filled_at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / POSTS_PER_SECOND
+
+
+# The bot's announcement and result posts carry message metadata ``{"post": "<send_id>:<part>"}``: a post whose
+# answer was lost (Slack slow, the process stopped) is looked for in the channel's history or the thread, and
+# not posted again when it is there.
+POST_EVENT = "d7_relay_post"
+LOOK_BACK = timedelta(minutes=1)  # the channel's history is searched from this long before the request
+LOOK_PAGES = 5  # pages of LOOK_LIMIT messages searched at most (1,000 messages since the request)
+LOOK_LIMIT = 200
+
+
+class ChannelBusy(NotNow):
+    """A channel's posts are queued past what a post may wait: it is tried again when the queue ahead of it has
+    gone (``after`` seconds), not after the usual backoff, so the channel keeps Slack's pace."""
+
+    def __init__(self, channel_id: str, after: float = 1.0) -> None:
+        super().__init__(f"Slack is holding posts to {channel_id} back (rate limited); trying again later", after)
 
 
 _T = TypeVar("_T")
 
 
 class ChannelPacer:
-    """Posts to a channel go out at once while Slack takes them. Once Slack answers 429 there, the channel's posts
-    take turns, none before its ``Retry-After``, for a minute: a burst queues instead of being answered 429 again
-    and again, and other channels are not held up. (Taking turns always would cost every burst its concurrency.)
+    """Posts to a channel take turns at Slack's pace (``POSTS_PER_SECOND`` after a ``BURST``), in the order they
+    came, so a burst is told as fast as Slack takes it, other channels are not held up, and 429s stay rare. When
+    Slack answers 429 anyway, the channel's posts wait out its ``Retry-After`` and go one at a time for a minute.
     ``run`` also waits out a post's own 429 in turn and tries it again; the client's 429 retries leave these posts
     alone (``PACED_METHODS``), as each would come back at the same instant as the others."""
 
@@ -135,29 +166,33 @@ class ChannelPacer:
 
     @asynccontextmanager
     async def turn(self, channel_id: str, until: float | None = None) -> AsyncIterator[None]:
-        """The channel's turn to post; ``until`` (monotonic): give up waiting for it then (``ChannelBusy``)."""
+        """The channel's turn to post; ``until`` (monotonic): give up waiting for it then (``ChannelBusy``). The
+        turn is only the start: the post itself does not hold the next one back (they overlap in flight)."""
         channel = self._channels.get(channel_id)
         if channel is None:
             channel = self._channels[channel_id] = _Channel()
-        if time.monotonic() >= channel.careful_until:
-            async with self._watching(channel):
-                yield
-            return
+        channel.queued += 1
         try:
             async with asyncio.timeout(None if until is None else max(0.0, until - time.monotonic())):
                 await channel.lock.acquire()
         except TimeoutError:
-            raise ChannelBusy(channel_id) from None
+            raise ChannelBusy(channel_id, channel.queued / POSTS_PER_SECOND) from None
+        finally:
+            channel.queued -= 1
         try:
             # A time to wait for, not an event: a 429 meanwhile (an earlier post's retry) only moves it later.
-            while (wait := channel.held_until - time.monotonic()) > 0:
-                if until is not None and channel.held_until > until:
-                    raise ChannelBusy(channel_id)
+            while True:
+                now = time.monotonic()
+                wait = channel.held_until - now
+                if wait <= 0 and (wait := channel.take(now)) <= 0:
+                    break
+                if until is not None and now + wait > until:
+                    raise ChannelBusy(channel_id, wait + channel.queued / POSTS_PER_SECOND)
                 await asyncio.sleep(wait)
-            async with self._watching(channel):
-                yield
         finally:
             channel.lock.release()
+        async with self._watching(channel):
+            yield
 
     @staticmethod
     @asynccontextmanager
@@ -170,6 +205,7 @@ class ChannelPacer:
                     (exc.response.headers or {}).get("Retry-After")
                 )
                 channel.careful_until = time.monotonic() + CAREFUL_FOR
+                channel.tokens = 0.0
             raise
 
 
@@ -209,6 +245,34 @@ class ResponseUrls:
     def used_up(self, url: str) -> None:
         """Slack refused ``url``: no more posts to it."""
         self._uses[url] = (RESPONSE_URL_USES, self._uses.get(url, (0, self._clock()))[1])
+
+
+async def earlier_post(
+    client: AsyncWebClient, channel: str, key: str, thread_ts: str | None, since: datetime
+) -> str | None:
+    """The ts of the bot's earlier post that carries ``key`` (its metadata), in ``thread_ts`` or among the channel's
+    messages since ``since``; None when Slack shows there is none. Raises ``SlackApiError`` when Slack cannot show
+    it (the caller decides: a channel closed to the bot's reading means it is posted; Slack down means later)."""
+    cursor: str | None = None
+    for _ in range(LOOK_PAGES):
+        if thread_ts is not None:
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=LOOK_LIMIT, cursor=cursor
+            )
+        else:
+            response = await client.conversations_history(
+                channel=channel, oldest=f"{since.timestamp():.6f}", include_all_metadata=True, limit=LOOK_LIMIT,
+                cursor=cursor,
+            )  # fmt: skip
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == POST_EVENT and (metadata.get("event_payload") or {}).get("post") == key:
+                log.info("found the earlier post %s in %s: not posted again", key, channel)
+                return str(message["ts"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if cursor is None:
+            return None
+    return None
 
 
 class SlackConversations:
@@ -355,7 +419,13 @@ class SlackConversation:
     async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
         await self._reply(placement, *messages.alert_not_sent(send, why))
 
-    async def _post(self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None) -> str:
+    async def _post(
+        self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None, key: str | None = None
+    ) -> str:
+        """Post in the channel (in ``thread_ts``); ``key``: what the post is (``<send>:announcement``, …), carried
+        as message metadata so that a post whose answer was lost can be found before it is posted again."""
+        metadata = {"event_type": POST_EVENT, "event_payload": {"post": key}} if key is not None else None
+
         async def once(text: str, blocks: list[dict[str, Any]] | None) -> str:
             response = await self._pacer.run(
                 self.origin.channel_id,
@@ -366,6 +436,7 @@ class SlackConversation:
                     thread_ts=thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
+                    metadata=metadata,
                 ),
             )
             return str(response["ts"])
@@ -382,23 +453,39 @@ class SlackConversation:
         log.info("joined %s to post a send's result", self.origin.channel_id)
         return True
 
-    async def announce(self, send: PreparedSend) -> Placement:
+    async def _earlier(self, key: str, thread_ts: str | None) -> str | None:
+        since = (self._received_at or utc_now()) - LOOK_BACK
+        try:
+            return await earlier_post(self._client, self.origin.channel_id, key, thread_ts, since)
+        except SlackApiError as exc:
+            error = self._failed("conversations.history", exc)
+            if passing(exc):
+                raise
+            log.info("cannot look for the earlier post %s in %s (%s): posting it", key, self.origin.channel_id, error)
+        return None
+
+    async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
         text, blocks = messages.announcement(send)
         in_thread = self.origin.thread_ts  # a shortcut or an alert: the story goes in that message's thread
+        key = f"{send.send_id}:announcement"
+        if careful and (found := await self._earlier(key, in_thread)) is not None:
+            return Placement(in_thread or found)
         try:
-            ts = await self._post(text, blocks, in_thread)
+            ts = await self._post(text, blocks, in_thread, key)
             return Placement(in_thread or ts)
         except SlackApiError as exc:
             error = exc.response.get("error")
             if error not in _CANNOT_POST:
                 raise
         if error == "not_in_channel" and await self._join():
-            ts = await self._post(text, blocks, in_thread)
+            ts = await self._post(text, blocks, in_thread, key)
             return Placement(in_thread or ts)
         await self._respond(text, [messages.section(messages.cannot_post_here(self.origin.channel_id)), *blocks])
         return Placement(None, private=True)
 
-    async def _reply(self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None) -> str | None:
+    async def _reply(
+        self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None, key: str | None = None
+    ) -> str | None:
         """Post in the thread (the message's ts), or tell the requester privately (None).
 
         Alerts have nobody to tell privately: their story is always in the alert's thread, and when that thread is
@@ -406,14 +493,14 @@ class SlackConversation:
         """
         if self._alert:
             try:
-                return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts)
+                return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts, key)
             except SlackApiError as exc:
                 if not closed_for_good(exc):
                     raise
                 raise CannotTell(f"cannot reply in {self.origin.channel_id} ({_error(exc)})") from exc
         if not placement.private and placement.thread_ts is not None:
             try:
-                return await self._post(text, blocks, placement.thread_ts)
+                return await self._post(text, blocks, placement.thread_ts, key)
             except SlackApiError as exc:
                 if passing(exc):
                     raise  # Slack is down or busy: the thread gets it when Slack is back, not a private note now
@@ -432,9 +519,19 @@ class SlackConversation:
         return messages.outcome(send, outcome, statuses)
 
     async def finish(
-        self, send: PreparedSend, placement: Placement, outcome: Outcome, statuses: Sequence[RecipientDelivery] = ()
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        outcome: Outcome,
+        statuses: Sequence[RecipientDelivery] = (),
+        careful: bool = False,
     ) -> str | None:
-        return await self._reply(placement, *self._card(send, outcome, statuses))
+        key = f"{send.send_id}:result"
+        thread = placement.thread_ts or (self.origin.thread_ts if self._alert else None)
+        found = await self._earlier(key, thread) if careful and not placement.private and thread else None
+        if found is not None:
+            return found
+        return await self._reply(placement, *self._card(send, outcome, statuses), key)
 
     async def update_card(
         self,

@@ -192,7 +192,7 @@ def _refusal_title(refusal: Refusal, alert: bool) -> str:
     if refusal.kind == RefusalKind.DENIED:
         return ":no_entry: *Not sent:* the policy does not allow this."
     if refusal.kind is RefusalKind.UNRECORDED:
-        return ":x: *Not sent:* the bot could not record your request in time, as it told you. Nothing was sent."
+        return ":x: *Not sent:* the bot could not record your request in time. Nothing was sent."
     return ":warning: *Not sent:* please fix the following and try again."
 
 

@@ -17,6 +17,7 @@ from typing import Self
 import sqlalchemy as sa
 
 from bot.storage.alerts import SqlAlertLedger
+from bot.storage.batches import Batches
 from bot.storage.budgets import SqlBudgetLedger
 from bot.storage.database import Database, now
 from bot.storage.deliveries import SqlDeliveryLog
@@ -125,33 +126,35 @@ class Storage:
     async def prune(self, before: datetime) -> int:
         """Delete finished sends older than ``before`` (with their statuses and per-phone alert records), reports
         received before then, on-call overrides and handoffs over by then, expired dedup, limit and budget windows,
-        and what the deleted sends counted against budgets; those in flight are kept. How many sends."""
+        and what the deleted sends counted against budgets; those in flight are kept. How many sends.
+
+        In small batches, each its own short transaction (``Batches``): on SQLite the write lock is held for a
+        fraction of a second at a time, so the bot's requests keep being recorded while a large prune runs."""
+        batches = Batches()
         old = sa.select(sends.c.id).where(
             sends.c.created_at < before, sends.c.state.in_(FINAL_STATES), sends.c.posted_at.is_not(None)
         )
-        async with self.database.begin() as conn:
-            await conn.execute(recipient_statuses.delete().where(recipient_statuses.c.send_id.in_(old)))
-            await conn.execute(alert_deliveries.delete().where(alert_deliveries.c.send_id.in_(old)))
-            await conn.execute(budget_charges.delete().where(budget_charges.c.send_id.in_(old)))
-            result = await conn.execute(sends.delete().where(sends.c.id.in_(old)))
-            await conn.execute(delivery_reports.delete().where(delivery_reports.c.received_at < before))
-            handled = sa.and_(inbound.c.received_at < before, inbound.c.next_attempt_at.is_(None))
-            await conn.execute(inbound.delete().where(handled))
-            await conn.execute(
-                action_links.delete().where(action_links.c.expires_at < sa.literal(before, UTCDateTime()))
-            )
-            over = sa.literal(before, UTCDateTime())  # on-call overrides over before any send kept began
-            await conn.execute(oncall_overrides.delete().where(oncall_overrides.c.ends_at < over))
-            await conn.execute(oncall_handoffs.delete().where(oncall_handoffs.c.ends_at < over))
-            at = sa.literal(min(before, now()), UTCDateTime())
-            await conn.execute(alert_dedupe.delete().where(alert_dedupe.c.until < at))
-            await conn.execute(alert_windows.delete().where(alert_windows.c.window_end < at))
-            # Ended windows, locked in key order and skipping any a charge holds (PostgreSQL): no deadlock with it.
-            ended = (
-                sa.select(budget_windows.c.key)
-                .where(budget_windows.c.window_end < at)
-                .order_by(budget_windows.c.key)
-                .with_for_update(skip_locked=True)
-            )
-            await conn.execute(budget_windows.delete().where(budget_windows.c.key.in_(ended)))
-        return int(result.rowcount)
+        deleted = 0
+        while True:
+            async with batches.one(self.database) as conn:
+                ids = list((await conn.execute(old.limit(batches.size))).scalars())
+                for chunk in batches.chunks(ids):
+                    for child in (recipient_statuses, alert_deliveries, budget_charges):
+                        await conn.execute(child.delete().where(child.c.send_id.in_(chunk)))
+                    await conn.execute(sends.delete().where(sends.c.id.in_(chunk)))
+            deleted += len(ids)
+            if not await batches.more(len(ids)):
+                break
+        over = sa.literal(before, UTCDateTime())  # on-call overrides over before any send kept began
+        at = sa.literal(min(before, now()), UTCDateTime())
+        await batches.delete(self.database, delivery_reports, delivery_reports.c.received_at < before)
+        handled = sa.and_(inbound.c.received_at < before, inbound.c.next_attempt_at.is_(None))
+        await batches.delete(self.database, inbound, handled)
+        await batches.delete(self.database, action_links, action_links.c.expires_at < over)
+        await batches.delete(self.database, oncall_overrides, oncall_overrides.c.ends_at < over)
+        await batches.delete(self.database, oncall_handoffs, oncall_handoffs.c.ends_at < over)
+        await batches.delete(self.database, alert_dedupe, alert_dedupe.c.until < at)
+        await batches.delete(self.database, alert_windows, alert_windows.c.window_end < at)
+        # Ended windows, locked in key order and skipping any a charge holds (PostgreSQL): no deadlock with it.
+        await batches.delete(self.database, budget_windows, budget_windows.c.window_end < at, skip_locked=True)
+        return deleted

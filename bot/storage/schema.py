@@ -109,6 +109,8 @@ sends = sa.Table(
     sa.Column("resolved_at", UTCDateTime()),  # when a resolving post ended the alert
     # added by 0013
     sa.Column("on_call", sa.JSON()),  # schedule → the Slack name of who was on call for it (the thread names them)
+    # added by 0016: the worker that recorded it for a person, until it confirmed telling them "recorded"
+    sa.Column("recorded_by", sa.String(64)),
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),

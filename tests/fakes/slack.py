@@ -36,6 +36,7 @@ import asyncio
 import http
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -76,6 +77,8 @@ NEEDED_SCOPES = {
     "users.info": "users:read",
     "usergroups.users.list": "usergroups:read",
     "usergroups.users.update": "usergroups:write",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
 }
 
 RESPONSE_URL_USES = 5
@@ -91,6 +94,8 @@ TIERS = {1: 1, 2: 20, 3: 50, 4: 100}
 METHOD_TIERS = {
     "usergroups.users.list": 2,
     "usergroups.users.update": 2,
+    "conversations.history": 3,
+    "conversations.replies": 3,
     "conversations.info": 3,
     "conversations.join": 3,
     "chat.update": 3,
@@ -289,6 +294,8 @@ class FakeSlackState:
     strict_rates: StrictRates | None = field(default_factory=_default_rates)
     tiers: TierRates | None = None
     scopes: set[str] = field(default_factory=lambda: set(BOT_SCOPES))  # granted at install (see ``grant``)
+    # Seconds before answering a call that was carried out at once, by method: Slack did it, the answer is late.
+    answer_after: dict[str, float] = field(default_factory=dict)
 
 
 class FakeSlack(LoopbackServer):
@@ -307,6 +314,8 @@ class FakeSlack(LoopbackServer):
         self.refused: list[Refusal] = []
         self.views: dict[str, dict[str, Any]] = {}
         self.homes: dict[str, dict[str, Any]] = {}  # App Home tab view, by user
+        # Messages the bot posted, by channel, as conversations.history and .replies give them back.
+        self.messages: dict[str, list[dict[str, Any]]] = {}
         # Workflow steps running (function_execution_id → "running" / "completed"), as ``run_step`` started them.
         self.steps: dict[str, str] = {}
         self._response_urls: dict[str, ResponseUrl] = {}  # by path
@@ -441,7 +450,8 @@ class FakeSlack(LoopbackServer):
             self.state.strict_rates = StrictRates(per_channel_per_second, burst, methods=frozenset(methods))
 
     def relax_rates(self) -> None:
-        """No per-channel limit at all (not even the default one)."""
+        """No per-channel limit at all (not even the default one). A test about something else than Slack's pace
+        also relaxes the bot's own pacing (``tests.harness.unpaced``)."""
         with self._switches:
             self.state.strict_rates = None
 
@@ -600,8 +610,8 @@ class FakeSlack(LoopbackServer):
             params.update(json.loads(raw))
         else:
             params.update(dict(parse_qsl(raw, keep_blank_values=True)))
-        for key in ("blocks", "attachments", "view"):
-            if isinstance(params.get(key), str):
+        for key in ("blocks", "attachments", "view", "metadata"):
+            if isinstance(params.get(key), str) and params[key]:
                 params[key] = json.loads(params[key])
         return params
 
@@ -679,6 +689,10 @@ class FakeSlack(LoopbackServer):
         if handler is None:
             return self._answer(call, {"ok": False, "error": "unknown_method"})
         body: dict[str, Any] = handler(params)
+        late = self.state.answer_after.get(method)
+        if late:  # carried out already: only the answer waits (a client that gives up never learns it happened)
+            await self._delay(late)
+            call.abandoned = request.transport is None or request.transport.is_closing()
         return self._answer(call, body)
 
     async def _delay(self, seconds: float) -> None:
@@ -799,9 +813,12 @@ class FakeSlack(LoopbackServer):
         return web.json_response(body, status=status, headers=headers)
 
     def _next_ts(self) -> str:
+        """A message ts as Slack makes them: the wall-clock time it was posted (microseconds), each one later than
+        the one before (conversations.history's ``oldest`` compares with it)."""
         with self._lock:
-            self._ts += 1
-            return f"1763800000.{self._ts:06d}"
+            micros = max(int((time.time() + self._offset) * 1_000_000), self._ts + 1)
+            self._ts = micros
+            return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _postable(self, channel: str) -> str | None:
         # The app's own DM with a person (their user ID, or the D… Slack answers for it); a DM between people the
@@ -831,10 +848,20 @@ class FakeSlack(LoopbackServer):
             return {"ok": False, "error": error}
         if not p.get("text") and not p.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        metadata = p.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or not re.fullmatch(r"[A-Za-z0-9_.]{1,255}", str(metadata.get("event_type", "")))
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
+            return {"ok": False, "error": "invalid_metadata_format"}
         ts = self._next_ts()
         message = {"type": "message", "user": BOT_USER_ID, "text": p.get("text"), "ts": ts}
         if p.get("thread_ts"):
             message["thread_ts"] = p["thread_ts"]
+        stored = dict(message, metadata=metadata) if metadata is not None else dict(message)
+        with self._lock:
+            self.messages.setdefault(dm_channel(channel) if is_user(channel) else channel, []).append(stored)
         # Posting to a user ID posts in the app's DM with them: Slack answers with that DM's channel ID.
         if is_user(channel):
             self.state.app_dms.add(dm_channel(channel))
@@ -977,6 +1004,64 @@ class FakeSlack(LoopbackServer):
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": user.info()}
+
+    def posted_ts(self, index: int = 0) -> str:
+        """The ts Slack gave the ``index``-th message the bot posted (in any channel), as the bot was answered."""
+        with self._lock:
+            kept = sorted((m["ts"] for messages in self.messages.values() for m in messages), key=float)
+        return kept[index]
+
+    def _readable(self, channel: str) -> str | None:
+        """Why the bot may not read a conversation's history (None: it may): its DMs need ``im:history``, which
+        the manifest does not ask for; channels need the bot in them."""
+        if channel.startswith("D") or is_user(channel):
+            return "missing_scope"
+        if channel in self.state.members_of:
+            return None
+        return "not_in_channel" if channel in self.state.public else "channel_not_found"
+
+    def _shown(self, message: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+        shown = {k: v for k, v in message.items() if k != "metadata"}
+        if message.get("metadata") is not None and str(p.get("include_all_metadata", "")).lower() in ("1", "true"):
+            shown["metadata"] = message["metadata"]
+        return shown
+
+    @staticmethod
+    def _page(found: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
+        limit = max(1, min(int(p.get("limit") or 100), 999))
+        start = int(p.get("cursor") or 0)
+        page, more = found[start : start + limit], start + limit < len(found)
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def m_conversations_history(self, p: dict[str, Any]) -> dict[str, Any]:
+        """The channel's top-level messages the bot posted, newest first, after ``oldest`` (exclusive)."""
+        channel = p.get("channel", "")
+        if (error := self._readable(channel)) is not None:
+            return {"ok": False, "error": error} | ({"needed": "im:history"} if error == "missing_scope" else {})
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
+        with self._lock:
+            kept = list(self.messages.get(channel, []))
+        top = [m for m in kept if m.get("thread_ts") in (None, m["ts"]) and oldest < float(m["ts"]) < latest]
+        return self._page([self._shown(m, p) for m in reversed(top)], p)
+
+    def m_conversations_replies(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent (when the bot posted it) and the bot's replies, oldest first."""
+        channel, ts = p.get("channel", ""), p.get("ts", "")
+        if (error := self._readable(channel)) is not None:
+            return {"ok": False, "error": error} | ({"needed": "im:history"} if error == "missing_scope" else {})
+        if not ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            kept = list(self.messages.get(channel, []))
+        thread = [m for m in kept if m["ts"] == ts or m.get("thread_ts") == ts]
+        if not thread:
+            return {"ok": False, "error": "thread_not_found"}
+        return self._page([self._shown(m, p) for m in thread], p)
 
     def m_usergroups_users_update(self, p: dict[str, Any]) -> dict[str, Any]:
         """Replace a user group's members (``users``: a comma-separated list, or a list as slack_sdk sends JSON);

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from bot.domain.errors import D7OutcomeUnknownError
 from bot.domain.models import SendRequest
-from bot.domain.sends import SendRecord, SendState
+from bot.domain.sends import RECORDER_GONE, SendRecord, SendState
 from bot.storage.schema import sends
 from bot.storage.sends.rows import FINAL_STATES, error_columns, intent_row, record_of
 from bot.storage.sends.transitions import SendTransitions
@@ -33,24 +33,35 @@ class SqlSendQueue(SendTransitions):
     """``SendQueue`` on the database."""
 
     async def record(
-        self, request: SendRequest, deadline: timedelta, not_before: datetime | None = None
+        self,
+        request: SendRequest,
+        deadline: timedelta,
+        not_before: datetime | None = None,
+        recorder: str | None = None,
     ) -> SendRecord | None:
         """Insert a pending intent (group-committed with the others arriving now); None for a duplicate key."""
         at = self._clock()
         due = max(at, not_before) if not_before is not None else at
         send_id = str(uuid.uuid4())
-        if not await self._db.insert_once(
-            sends, "idempotency_key", intent_row(request, send_id, at, due, due + deadline)
-        ):
+        row = intent_row(request, send_id, at, due, due + deadline, recorder)
+        if not await self._db.insert_once(sends, "idempotency_key", row):
             return None
         return SendRecord(
-            id=send_id, request=request, state=SendState.PENDING, created_at=at, deadline_at=due + deadline
+            id=send_id,
+            request=request,
+            state=SendState.PENDING,
+            created_at=at,
+            deadline_at=due + deadline,
+            recorded_by=recorder,
         )
+
+    async def confirm(self, record: SendRecord) -> None:
+        await self._db.write_keys(sends, "id", record.id, {"recorded_by": None})  # with the others confirmed now
 
     # ------------------------------------------------------------ leases
 
     @staticmethod
-    def _due(at: datetime) -> sa.ColumnElement[bool]:
+    def _due(at: datetime, worker_id: str) -> sa.ColumnElement[bool]:
         work = sa.or_(
             sa.and_(
                 sa.or_(
@@ -61,7 +72,11 @@ class SqlSendQueue(SendTransitions):
             ),
             sa.and_(sends.c.card_due_at <= at, sends.c.posted_at.is_not(None)),  # new statuses for the result message
         )
-        return sa.and_(work, sa.or_(sends.c.lease_until.is_(None), sends.c.lease_until < at))
+        # Another process's intent that it has not confirmed: only once that process is presumed stopped.
+        mine = sa.or_(
+            sends.c.recorded_by.is_(None), sends.c.recorded_by == worker_id, sends.c.created_at < at - RECORDER_GONE
+        )
+        return sa.and_(work, mine, sa.or_(sends.c.lease_until.is_(None), sends.c.lease_until < at))
 
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[SendRecord]:
         """``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *`` on PostgreSQL: concurrent workers
@@ -69,7 +84,7 @@ class SqlSendQueue(SendTransitions):
         at = self._clock()
         due = (
             sa.select(sends.c.id)
-            .where(self._due(at))
+            .where(self._due(at, worker_id))
             .order_by(sends.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)

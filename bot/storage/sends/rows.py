@@ -35,7 +35,9 @@ FINAL_STATES = [s.value for s in SendState if s.final]
 # ------------------------------------------------------------ records → rows
 
 
-def intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime, deadline: datetime) -> dict[str, Any]:
+def intent_row(
+    request: SendRequest, send_id: str, at: datetime, due: datetime, deadline: datetime, recorder: str | None = None
+) -> dict[str, Any]:
     origin, alert = request.origin, request.alert
     return {
         "id": send_id,
@@ -68,6 +70,7 @@ def intent_row(request: SendRequest, send_id: str, at: datetime, due: datetime, 
         else None,
         "step": request.step,
         "workflow": request.workflow,
+        "recorded_by": recorder,
     }
 
 
@@ -249,4 +252,5 @@ def record_of(row: sa.Row[Any]) -> SendRecord:
         acked_by=m["acked_by"],
         acked_at=m["acked_at"],
         resolved_at=m["resolved_at"],
+        recorded_by=m["recorded_by"],
     )

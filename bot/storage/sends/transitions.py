@@ -73,6 +73,7 @@ class SendTransitions(SendTable):
             lease_until=self._clock() + lease,
             thread_ts=placement.thread_ts,
             private=placement.private,
+            recorded_by=None,
             **checked_columns(new),
         )
         return new if started else None
