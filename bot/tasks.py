@@ -1,9 +1,11 @@
-"""Background work that must not be lost on shutdown (every task is tracked until it ends), and that steps aside
-while Slack waits for an answer (``RightOfWay``)."""
+"""Background work that must not be lost on shutdown (every task is tracked until it ends), that steps aside
+while Slack waits for an answer (``RightOfWay``), and the loops that run while ``async with`` lasts
+(``BackgroundLoop``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -56,6 +58,25 @@ class BackgroundTasks:
         if pending:
             log.error("%d task(s) still running at shutdown; their outcome was not reported", len(pending))
         return len(pending)
+
+
+class BackgroundLoop:
+    """A part that runs one loop in the background: its ``__aenter__`` calls ``start``; leaving ``async with``
+    cancels the loop and waits until it stopped (what it had in flight is let go)."""
+
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, loop: Coroutine[Any, Any, None], name: str) -> None:
+        self._task = asyncio.create_task(loop, name=name)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class RightOfWay:

@@ -10,13 +10,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self
 
 from bot.domain.clock import Clock, utc_now
 from bot.domain.policy import Policy
 from bot.domain.ports import Balance, MessageGateway, SendMetrics, SettingsStore
 from bot.domain.retry import RetryPolicy
+from bot.tasks import BackgroundLoop
 
 log = logging.getLogger("bot.balance")
 
@@ -42,7 +42,7 @@ def named_channels(policy: Policy) -> frozenset[str]:
     return frozenset(named - {"*"})
 
 
-class BalanceWatcher:
+class BalanceWatcher(BackgroundLoop):
     """Reads the balance in the background; ``soon()`` after a send. ``async with`` runs it; leaving stops it."""
 
     def __init__(
@@ -77,7 +77,6 @@ class BalanceWatcher:
         self.settings = settings  # where "warned" is kept for restarts and replicas (None: in memory only)
         self._state: str | None = None  # without settings: the state kept in memory
         self._poked = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ what others call
 
@@ -190,17 +189,8 @@ class BalanceWatcher:
     # ------------------------------------------------------------ the background loop
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="balance")
+        self.start(self._run(), "balance")
         return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         failures = 0

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Protocol, Self
 
 from bot.domain.clock import Clock, utc_now
@@ -27,6 +26,7 @@ from bot.domain.oncall import Handoff, Shift
 from bot.domain.policy import Policy
 from bot.domain.ports import OnCallHandoffs
 from bot.sending.oncall import OnCall
+from bot.tasks import BackgroundLoop
 
 log = logging.getLogger("bot.oncall")
 
@@ -50,7 +50,7 @@ class HandoffNotices(Protocol):
         ...
 
 
-class HandoffWatcher:
+class HandoffWatcher(BackgroundLoop):
     """Notices each schedule's handoffs (only schedules with ``notify`` or ``usergroup``)."""
 
     def __init__(
@@ -69,20 +69,11 @@ class HandoffWatcher:
         self.clock = clock
         self.poll = poll
         self.watched = [name for name, schedule in policy.schedules.items() if schedule.watched]
-        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         if self.watched:
-            self._task = asyncio.create_task(self._loop(), name="oncall-handoffs")
+            self.start(self._loop(), "oncall-handoffs")
         return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _loop(self) -> None:
         while True:

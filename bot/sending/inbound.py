@@ -19,7 +19,6 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Self
 
 from bot.domain.clock import Clock, utc_now
@@ -28,6 +27,7 @@ from bot.domain.inbound import InboundRecord, Outcome
 from bot.domain.ports import CannotTell, InboundLog
 from bot.domain.retry import RetryPolicy
 from bot.sending.phone_texts import PhoneTexts
+from bot.tasks import BackgroundLoop
 
 log = logging.getLogger("bot.inbound")
 
@@ -55,7 +55,7 @@ class Received:
 
 
 @dataclass(kw_only=True, eq=False)
-class Inbox:
+class Inbox(BackgroundLoop):
     """Receives texts phones send back and handles them; ``async with`` runs its loop."""
 
     log: InboundLog
@@ -63,7 +63,6 @@ class Inbox:
     secret: str = field(repr=False)  # the path segment D7 posts to (the delivery reports' secret)
     clock: Clock = utc_now
     _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     # ------------------------------------------------------------ the endpoint
 
@@ -98,16 +97,8 @@ class Inbox:
 
     async def __aenter__(self) -> Self:
         self._kick.set()  # what a stopped process left is handled at once
-        self._task = asyncio.create_task(self._run(), name="inbox")
+        self.start(self._run(), "inbox")
         return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
