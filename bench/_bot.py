@@ -84,7 +84,9 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def bot_env(slack_url: str, d7_url: str, policy: Path, database_url: str) -> dict[str, str]:
-    """The bot's settings for a benchmark against the loopback fakes."""
+    """The bot's settings for a benchmark against the loopback fakes. Their fake Slack has no per-channel limit
+    (``--no-channel-limit``) and the bot does not pace ahead of one: a benchmark's thousand posts in #ops measure
+    the bot, not Slack's post a second per channel (``bench.channel_burst`` measures that)."""
     from tests.fakes.d7 import TOKEN as D7_TOKEN
     from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET
 
@@ -97,6 +99,7 @@ def bot_env(slack_url: str, d7_url: str, policy: Path, database_url: str) -> dic
         "BOT_POLICY": str(policy),
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
+        "SLACK_CHANNEL_PACE": "0",
     }
 
 

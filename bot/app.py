@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -59,7 +59,7 @@ from bot.sending.verified_phones import Reminders, VerifiedPhones
 from bot.sending.verifying import PhoneVerifying
 from bot.slack import messages
 from bot.slack.alerts import SlackMessageReader
-from bot.slack.conversation import PACED_METHODS, SlackConversations
+from bot.slack.conversation import PACED_METHODS, ChannelPacer, SlackConversations
 from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
 from bot.slack.handoffs import SlackHandoffNotices
@@ -122,6 +122,7 @@ class Resources:
     report_secret: str
     report_url: str | None
     journal: FileJournal | None = None  # D7's answers while the database does not take them
+    pacer: ChannelPacer = field(default_factory=ChannelPacer)  # every post of the process, at Slack's pace
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,8 @@ async def open_resources(
     except OSError as exc:
         raise StartupError(f"cannot open D7_JOURNAL {settings.journal} ({type(exc).__name__}): {exc}") from None
     stack.push_async_callback(journal.aclose)  # after the outbox stopped: its last answers may go to it
-    return Resources(slack, auth, gateway, storage, secret, report_url, journal)
+    pacer = ChannelPacer(settings.slack_channel_pace)
+    return Resources(slack, auth, gateway, storage, secret, report_url, journal, pacer)
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def wire_sending(
     outbox that runs it; what it tells the rest of the process goes on ``events``. No I/O."""
     storage, gateway = resources.storage, resources.gateway
     wakeup = asyncio.Event()  # set when an intent is recorded or becomes due: the outbox looks at once
-    conversations = SlackConversations(resources.slack, metrics)
+    conversations = SlackConversations(resources.slack, metrics, resources.pacer)
     oncall = OnCall(policy, directory, storage.oncall)
     admission = Admission(policy, directory, storage.optouts, oncall, _verified_phones(policy, resources, tasks))
     worker = new_worker_id()  # the outbox's: the intents this process records are its own until confirmed
@@ -565,7 +567,7 @@ def _inbox(policy: Policy, resources: Resources, core: SendingCore, home: HomeTa
         sends=storage.sends,
         alert_log=storage.sends,
         intake=core.intake,
-        notes=SlackPhoneNotes(resources.slack),
+        notes=SlackPhoneNotes(resources.slack, resources.pacer),
         conversations=core.conversations,
         settings=storage.settings,
         team_id=resources.auth.get("team_id") or "",

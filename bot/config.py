@@ -86,6 +86,9 @@ class Settings(PolicySettings, StorageSettings):
     reconcile_after: timedelta = Field(timedelta(minutes=10), validation_alias="D7_RECONCILE_AFTER")
     # Beyond the contract: the file where D7's answers are kept while the database does not take them (``journal``).
     d7_journal: Path | None = Field(None, validation_alias="D7_JOURNAL")
+    # Beyond the contract: posts a second the bot makes in one Slack channel after a burst of 10 (Slack's limit is
+    # about 1). 0: not paced ahead, only Slack's 429s are waited out (a Slack-compatible API without that limit).
+    slack_channel_pace: float = Field(1.0, ge=0, validation_alias="SLACK_CHANNEL_PACE")
 
     @field_validator("send_retry_deadline", "send_retry_backoff", "reconcile_after", mode="before")
     @classmethod

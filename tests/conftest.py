@@ -10,7 +10,6 @@ import pytest
 from pydantic import SecretStr
 
 from bot.d7 import D7Client
-from bot.slack import conversation
 from tests.fakes.d7 import TOKEN, FakeD7
 from tests.fakes.slack import FakeSlack
 
@@ -79,5 +78,4 @@ def timeout(read: float) -> httpx.Timeout:
 def unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bot's posts not paced at Slack's per-channel rate (for tests whose fake Slack has ``relax_rates()``:
     they are about something else, and 80 posts in one channel would take 80 s)."""
-    monkeypatch.setattr(conversation, "POSTS_PER_SECOND", 1000.0)
-    monkeypatch.setattr(conversation, "BURST", 1000)
+    monkeypatch.setenv("SLACK_CHANNEL_PACE", "0")

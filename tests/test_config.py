@@ -39,6 +39,7 @@ EXTENSIONS = [  # ours, beyond the original contract
     "SEND_RETRY_BACKOFF",
     "D7_RECONCILE_AFTER",
     "D7_JOURNAL",
+    "SLACK_CHANNEL_PACE",
 ]
 
 

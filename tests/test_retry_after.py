@@ -4,6 +4,7 @@ through slack_sdk's own Web API client on a small loopback server that answers 4
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -267,3 +268,35 @@ async def test_a_post_waits_for_its_channels_turn_at_most_paced_within_then_is_l
             await ChannelPacer().run("C0OPS", lambda: bots.chat_postMessage(channel="C0OPS", text="hi"))
     assert time.monotonic() - started < 3  # told at once: 60 s is past the 30 s a post may wait
     assert len(server.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("pace", "burst", "posts", "at_least", "at_most"), [(4.0, 2, 6, 1.0, 1.6), (0.0, 1, 50, 0.0, 0.5)]
+)
+async def test_a_channels_pace_is_the_pacers_own_and_zero_does_not_pace(
+    pace: float, burst: int, posts: int, at_least: float, at_most: float
+) -> None:
+    """``SLACK_CHANNEL_PACE`` reaches the pacer: 6 posts at 4 a second after a burst of 2 take 1 s (4 posts past
+    the burst); at 0, 50 posts go at once (a Slack-compatible API without the limit). Other channels never wait."""
+    pacer = ChannelPacer(pace, burst)
+    went: list[float] = []
+
+    async def post() -> float:
+        went.append(time.monotonic())
+        return went[-1]
+
+    started = time.monotonic()
+    await asyncio.gather(*(pacer.run("C0OPS", post) for _ in range(posts)))
+    took = time.monotonic() - started
+    assert at_least <= took < at_most
+    assert len(went) == posts
+    other = time.monotonic()
+    await pacer.run("C0OTHER", post)
+    assert went[-1] - other < 0.1
+
+
+def test_a_pace_below_zero_or_a_burst_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="posts_per_second >= 0"):
+        ChannelPacer(-1.0)
+    with pytest.raises(ValueError, match="burst >= 1"):
+        ChannelPacer(1.0, 0)

@@ -89,7 +89,7 @@ def passing(exc: BaseException) -> bool:
 POSTS_PER_SECOND = 1.0
 BURST = 10  # posts at once in a channel that has been quiet (what Slack lets through)
 # After Slack answered 429 in a channel anyway (its burst is smaller than ours there), the burst is one post for this
-# long: posts go at POSTS_PER_SECOND, none before the Retry-After.
+# long: posts go at the channel's pace, none before the Retry-After.
 CAREFUL_FOR = 60.0
 # The methods the pacer paces, and how many times it tries one call that Slack answers 429 (each after its turn
 # and Retry-After); the client's own 429 retries leave these methods alone.
@@ -102,22 +102,33 @@ PACED_WITHIN = 30.0
 
 @dataclass
 class _Channel:
+    rate: float  # posts a second; 0: not paced (only Slack's Retry-After holds the channel)
+    burst: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # posts wait for their turn in order
     queued: int = 0  # posts waiting for the lock
     held_until: float = 0.0  # monotonic: Slack's Retry-After for this channel
     careful_until: float = 0.0  # monotonic: after a 429, a burst of one for a while
-    tokens: float = field(default_factory=lambda: float(BURST))
+    tokens: float = 0.0
     filled_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.burst)
 
     def take(self, now: float) -> float:
         """Take a post's token: 0 when taken, else the seconds until one is there."""
-        room = 1.0 if now < self.careful_until else float(BURST)
-        self.tokens = min(room, self.tokens + (now - self.filled_at) * POSTS_PER_SECOND)
+        if not self.rate:
+            return 0.0
+        room = 1.0 if now < self.careful_until else float(self.burst)
+        self.tokens = min(room, self.tokens + (now - self.filled_at) * self.rate)
         self.filled_at = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return 0.0
-        return (1.0 - self.tokens) / POSTS_PER_SECOND
+        return (1.0 - self.tokens) / self.rate
+
+    def ahead(self, wait: float = 0.0) -> float:
+        """Seconds until the posts queued now have gone, after ``wait``."""
+        return wait + (self.queued / self.rate if self.rate else 1.0)
 
 
 # The bot's announcement and result posts carry message metadata ``{"post": "<send_id>:<part>"}``: a post whose
@@ -141,13 +152,19 @@ _T = TypeVar("_T")
 
 
 class ChannelPacer:
-    """Posts to a channel take turns at Slack's pace (``POSTS_PER_SECOND`` after a ``BURST``), in the order they
+    """Posts to a channel take turns at Slack's pace (``posts_per_second`` after a ``burst``), in the order they
     came, so a burst is told as fast as Slack takes it, other channels are not held up, and 429s stay rare. When
     Slack answers 429 anyway, the channel's posts wait out its ``Retry-After`` and go one at a time for a minute.
     ``run`` also waits out a post's own 429 in turn and tries it again; the client's 429 retries leave these posts
-    alone (``PACED_METHODS``), as each would come back at the same instant as the others."""
+    alone (``PACED_METHODS``), as each would come back at the same instant as the others. ``posts_per_second`` 0:
+    not paced ahead (a Slack-compatible API without the limit, e.g. a load test's fake); 429s are still waited out.
+    One pacer serves every poster of a process: two with their own would each take Slack's whole pace."""
 
-    def __init__(self) -> None:
+    def __init__(self, posts_per_second: float = POSTS_PER_SECOND, burst: int = BURST) -> None:
+        if posts_per_second < 0 or burst < 1:
+            raise ValueError("a channel's pace is posts_per_second >= 0 (0: not paced) after a burst >= 1")
+        self.posts_per_second = posts_per_second
+        self.burst = burst
         self._channels: dict[str, _Channel] = {}
 
     async def run(self, channel_id: str, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -170,13 +187,13 @@ class ChannelPacer:
         turn is only the start: the post itself does not hold the next one back (they overlap in flight)."""
         channel = self._channels.get(channel_id)
         if channel is None:
-            channel = self._channels[channel_id] = _Channel()
+            channel = self._channels[channel_id] = _Channel(self.posts_per_second, self.burst)
         channel.queued += 1
         try:
             async with asyncio.timeout(None if until is None else max(0.0, until - time.monotonic())):
                 await channel.lock.acquire()
         except TimeoutError:
-            raise ChannelBusy(channel_id, channel.queued / POSTS_PER_SECOND) from None
+            raise ChannelBusy(channel_id, channel.ahead()) from None
         finally:
             channel.queued -= 1
         try:
@@ -187,7 +204,7 @@ class ChannelPacer:
                 if wait <= 0 and (wait := channel.take(now)) <= 0:
                     break
                 if until is not None and now + wait > until:
-                    raise ChannelBusy(channel_id, wait + channel.queued / POSTS_PER_SECOND)
+                    raise ChannelBusy(channel_id, channel.ahead(wait))
                 await asyncio.sleep(wait)
         finally:
             channel.lock.release()

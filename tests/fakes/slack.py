@@ -451,7 +451,7 @@ class FakeSlack(LoopbackServer):
 
     def relax_rates(self) -> None:
         """No per-channel limit at all (not even the default one). A test about something else than Slack's pace
-        also relaxes the bot's own pacing (``tests.harness.unpaced``)."""
+        also relaxes the bot's own pacing (the ``unpaced`` fixture: ``SLACK_CHANNEL_PACE=0``)."""
         with self._switches:
             self.state.strict_rates = None
 
