@@ -20,10 +20,13 @@ from bot.domain.policy import parse_policy
 from bot.domain.ports import Directory
 from bot.sending.handoffs import HandoffWatcher
 from bot.sending.oncall import OnCall
+from bot.storage import Storage
+from bot.storage.database import LOCK_WAIT, Database
 from bot.storage.schema import oncall_handoffs
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
 from tests.harness import App, running_app
+from tests.memory import FakeClock
 from tests.test_oncall import PHONES, oncall, start_for
 from tests.test_storage import engine, storage  # noqa: F401 (engine: the SQLite and PostgreSQL fixture)
 
@@ -177,3 +180,52 @@ async def test_two_replicas_notice_a_stint_once(engine: AsyncEngine) -> None:  #
     await asyncio.gather(*(w.round() for w in watchers), *(w.round() for w in watchers))
 
     assert told.told == [("primary", "U0ANA")]
+
+
+class CountedWrites(Database):
+    """The database, counting the write transactions opened (on SQLite each takes the one write lock)."""
+
+    opened = 0
+
+    def begin(self, intake: bool = False, within: float = LOCK_WAIT) -> Any:
+        self.opened += 1
+        return super().begin(intake, within)
+
+
+async def test_a_schedule_that_did_not_change_costs_no_write_and_a_restart_still_notices_a_handoff(
+    engine: AsyncEngine,  # noqa: F811 (the fixture)
+) -> None:
+    rules = parse_policy(
+        {
+            "version": 1,
+            "defaults": {"region": "US"},
+            "schedules": {
+                "primary": {"people": ["U0ANA", "U0BEN"], "every": "1d", "start": "2026-01-05 09:00", "notify": True}
+            },
+        }
+    )
+    clock = FakeClock(datetime(2026, 1, 6, 8, 0, tzinfo=UTC))  # ana's stint, until 09:00
+    told, db = Told(), CountedWrites(engine)
+
+    def watcher() -> HandoffWatcher:  # each call: a process of its own (nothing of the last one remembered)
+        stores = Storage.on(db)
+        return HandoffWatcher(rules, OnCall(rules, cast(Directory, None), stores.oncall), stores.handoffs, told, clock)
+
+    first = watcher()
+    await first.round()
+    noticed = db.opened  # the stint inserted, then kept as noticed
+    assert (told.told, noticed) == ([("primary", "U0ANA")], 2)
+    for _ in range(5):
+        clock.advance(timedelta(minutes=1))
+        await first.round()
+    assert db.opened == noticed
+
+    restarted = watcher()
+    await restarted.round()
+    assert db.opened == noticed  # the database says the stint was noticed: nobody told twice, nothing written
+
+    clock.advance(timedelta(hours=1))  # ben's stint began while the first process was gone
+    await restarted.round()
+    await restarted.round()
+    assert told.told == [("primary", "U0ANA"), ("primary", "U0BEN")]
+    assert db.opened == 2 * noticed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -72,6 +73,13 @@ class SqlOnCallHandoffs:
         new_id = str(uuid.uuid4())
         until = at + lease
         stint = (c.schedule == schedule, c.user_id == shift.user_id, c.ends_at == sa.literal(shift.ends, UTCDateTime()))
+        # The watcher asks about every schedule each round, and most find their stint as they left it (noticed, or
+        # another worker's): a read answers those. Only a stint new here, or one to take over, opens a write (on
+        # SQLite, the one write lock); that write checks again, as another replica may have been quicker.
+        async with self._db.connect() as conn:
+            seen = (await conn.execute(sa.select(oncall_handoffs).where(*stint))).one_or_none()
+        if seen is not None and (_done(seen) or seen.claimed_until > at):
+            return None
         async with self._db.begin() as conn:
             inserted = await conn.execute(
                 self._db.insert(oncall_handoffs)
@@ -89,7 +97,7 @@ class SqlOnCallHandoffs:
             if inserted.rowcount == 1:
                 return Handoff(new_id, schedule, shift.user_id, shift.ends)
             row = (await conn.execute(sa.select(oncall_handoffs).where(*stint))).one_or_none()
-            if row is None or (row.noticed_at is not None and row.group_set_at is not None):
+            if row is None or _done(row):
                 return None
             taken = await conn.execute(
                 oncall_handoffs.update()
@@ -118,3 +126,8 @@ class SqlOnCallHandoffs:
             values["group_set_at"] = sa.func.coalesce(c.group_set_at, sa.literal(done, UTCDateTime()))
         async with self._db.begin() as conn:
             await conn.execute(oncall_handoffs.update().where(c.id == handoff.id).values(**values))
+
+
+def _done(row: sa.Row[Any]) -> bool:
+    """Everything of the stint is done: the DM and the user group (each done or not asked for)."""
+    return row.noticed_at is not None and row.group_set_at is not None
