@@ -782,6 +782,8 @@ class FakeConversation:
         await self._say("not_sent", send, placement, why)
 
     async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
+        if careful:
+            self._book.careful.append("announce")
         await self._say("announce", send)
         return self._book.placement
 
@@ -831,6 +833,7 @@ class FakeConversations:
     said: list[Said] = field(default_factory=list)
     failing: dict[str, int] = field(default_factory=dict)  # method → how many more calls of it fail
     slowness: dict[str, float] = field(default_factory=dict)  # method → seconds its next call takes
+    careful: list[str] = field(default_factory=list)  # the calls asked to look for an earlier post first
 
     def open(self, origin: Origin, received_at: datetime | None = None) -> FakeConversation:
         return FakeConversation(origin, self)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from bot.domain.ports import Conversation
 from bot.domain.sends import Placement, PreparedSend, SendRecord
@@ -18,6 +19,15 @@ ANNOUNCE_WITHIN = 3.0  # seconds the text waits for its announcement (Slack slow
 # channel's turn, then the call's timeout), so in practice until the call ends.
 ANNOUNCED_WITHIN = 60.0
 ANNOUNCEMENTS_KEPT = 600.0  # seconds an announcement done is kept for its send's next try in this process
+# An intent first tried this long after it was recorded may have been tried before by a process that stopped, or
+# lost the database, between its announcement and keeping where it went (no attempt counted): its announcement is
+# looked for before it is posted. Below the outbox's 30-s lease, after which another process takes an intent over.
+FIRST_TRY_WITHIN = timedelta(seconds=20)
+
+
+def tried_before(record: SendRecord, now: datetime) -> bool:
+    """An earlier try may have announced ``record`` (its post answered late or lost, or not kept)."""
+    return record.attempts > 0 or now - record.created_at >= FIRST_TRY_WITHIN
 
 
 @dataclass(eq=False)
@@ -27,9 +37,15 @@ class Announcer:
     announcing: dict[str, asyncio.Task[Placement]] = field(default_factory=dict, init=False, repr=False)
 
     async def place(
-        self, record: SendRecord, send: PreparedSend, conversation: Conversation, within: float = ANNOUNCE_WITHIN
+        self,
+        record: SendRecord,
+        send: PreparedSend,
+        conversation: Conversation,
+        within: float = ANNOUNCE_WITHIN,
+        careful: bool = False,
     ) -> Placement:
-        """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending')."""
+        """Where the story goes: an alert's own thread, else the announcement's (kept with 'sending'). ``careful``:
+        an earlier try may have announced it (``tried_before``)."""
         if record.placement.thread_ts is not None or record.placement.private:
             return record.placement  # announced before D7 was unavailable
         if record.request.origin.surface.is_alert:
@@ -38,14 +54,19 @@ class Announcer:
                 return Placement(record.request.origin.thread_ts)
             await _point(record, send, conversation, within)
             return Placement(send.in_thread)
-        return await self.announce(record, send, conversation, within)
+        return await self.announce(record, send, conversation, within, careful)
 
     async def announce(
-        self, record: SendRecord, send: PreparedSend, conversation: Conversation, within: float = ANNOUNCE_WITHIN
+        self,
+        record: SendRecord,
+        send: PreparedSend,
+        conversation: Conversation,
+        within: float = ANNOUNCE_WITHIN,
+        careful: bool = False,
     ) -> Placement:
-        """The announcement's placement within ``within`` seconds; else the record's (none yet): the text goes."""
-        # Tried before (D7 was unavailable, or a check failed): its announcement may be in the channel already.
-        careful = record.attempts > 0
+        """The announcement's placement within ``within`` seconds; else the record's (none yet): the text goes.
+        An announcement done is kept until its send is placed (``placed``) or for ``ANNOUNCEMENTS_KEPT``: the next
+        try in this process (the database failed before the placement was kept) uses it instead of posting."""
         task = self.announcing.get(record.id)  # an earlier try's, still here (D7 deferred it meanwhile)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             task = asyncio.create_task(conversation.announce(send, careful=careful), name=f"announce-{record.id}")
@@ -57,12 +78,17 @@ class Announcer:
         if not done:
             log.warning("announcing send_id=%s takes over %.0fs; sending anyway", record.id, within)
             return record.placement
-        self.announcing.pop(record.id, None)
         if (error := task.exception()) is not None:
             # Sent now; the story is posted (announcement first, looked for before) when Slack answers.
             log.warning("could not announce send_id=%s (%s); sending anyway", record.id, type(error).__name__)
             return record.placement
         return task.result()
+
+    def placed(self, send_id: str) -> None:
+        """The send's placement is kept with it: its announcement is no longer needed here."""
+        task = self.announcing.get(send_id)
+        if task is not None and task.done():
+            del self.announcing[send_id]
 
     async def announced(self, record: SendRecord, within: float = ANNOUNCED_WITHIN) -> Placement | None:
         """The announcement that was still on its way when the text went, waited for (within Slack's own

@@ -54,7 +54,7 @@ from bot.domain.templates import OutgoingTemplate
 from bot.sending import texts
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
-from bot.sending.announcing import ANNOUNCE_WITHIN, ANNOUNCED_WITHIN, Announcer
+from bot.sending.announcing import ANNOUNCE_WITHIN, ANNOUNCED_WITHIN, Announcer, tried_before
 from bot.sending.keeping import Journaled, Waits, keep
 from bot.sending.links import ActionLinks
 from bot.sending.spending import Spending
@@ -146,8 +146,10 @@ class Pipeline:
             if self.links is not None and not send.endings:  # checked before D7 was unavailable: its links again
                 send = await self.links.ending(send)
             await self.give_way()
-            placement = await self.announcer.place(record, send, conversation, self.announce_within)
+            careful = tried_before(record, self.clock())
+            placement = await self.announcer.place(record, send, conversation, self.announce_within, careful)
             started = await self.sends.start(record, send.checked, placement, self.lease)
+            self.announcer.placed(record.id)
         except (LeaseLost, asyncio.CancelledError):
             raise
         except Refused as refused:  # the policy changed under a waiting send
