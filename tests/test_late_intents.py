@@ -22,11 +22,8 @@ import pytest
 from bot.domain.sends import RECORDER_GONE, Refusal, RefusalKind, SendState
 from bot.metrics import Metrics
 from bot.sending import texts
-from bot.sending.admission import Admission
-from bot.sending.alerts import AlertDesk
 from bot.sending.intake import Intake, NotRecorded
 from bot.sending.pipeline import Pipeline
-from bot.sending.telling import Teller
 from bot.storage import Storage
 from bot.storage.database import Database
 from bot.storage.engine import create_engine, migrate
@@ -39,10 +36,9 @@ from tests.memory import (
     FakeDirectory,
     FakeGateway,
     MemoryAlertLedger,
-    MemoryDeliveryLog,
     MemorySendStore,
 )
-from tests.test_pipeline import DEADLINE, MASKED, POLICY, LateRecording, command
+from tests.test_pipeline import DEADLINE, LateRecording, command, sending_core
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
@@ -73,39 +69,17 @@ class Replica:
 def replica(worker: str, db: Database, clock: FakeClock, late: float | None = None) -> Replica:
     sends = SqlSendStore(db, clock)
     directory, conversations, gateway = FakeDirectory(), FakeConversations(), FakeGateway()
-    admission = Admission(POLICY, directory)
-    ledger = MemoryAlertLedger(clock, MemorySendStore(clock))  # commands only: no alert is counted
-    alerts = AlertDesk(
-        policy=POLICY,
-        admission=admission,
-        ledger=ledger,
-        sends=sends,
-        alert_log=sends,
-        directory=directory,
-        reader=None,
-        deadline=DEADLINE,
-    )
-    teller = Teller(
-        sends=sends,
-        deliveries=MemoryDeliveryLog(clock),
-        alerts=alerts,
-        conversations=conversations,
-        show_numbers=MASKED,
-        clock=clock,
-    )
     recording = LateRecording(sends, late) if late is not None else sends  # type: ignore[arg-type]
     intake = Intake(recording, DEADLINE, lambda: None, within=WITHIN, recorder=worker)  # type: ignore[arg-type]
-    pipeline = Pipeline(
-        sends=sends,
-        admission=admission,
-        alerts=alerts,
-        teller=teller,
+    pipeline = sending_core(
+        sends,
+        clock=clock,
+        ledger=MemoryAlertLedger(clock, MemorySendStore(clock)),  # commands only: no alert is counted
+        directory=directory,
         gateway=gateway,
         conversations=conversations,
         metrics=Metrics(),
-        deadline=DEADLINE,
         intake=intake,
-        clock=clock,
     )
     return Replica(worker, sends, intake, pipeline, conversations, gateway)
 

@@ -27,6 +27,7 @@ from bot.domain.events import Bus, RequestIdKnown
 from bot.domain.models import AlertSummary, FiringAlert, Origin, RecipientRef, RefKind, SendRequest, Surface, Via
 from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy import parse_policy
+from bot.domain.ports import AlertLedger, SendStore
 from bot.domain.sends import (
     Checked,
     NotSent,
@@ -171,19 +172,19 @@ class World:
         return self.metrics.registry.get_sample_value("relay_sends_total", {"via": "sms", "outcome": outcome})
 
 
-@pytest.fixture
-def world() -> World:
-    clock = FakeClock()
-    sends = MemorySendStore(clock)
-    ledger = MemoryAlertLedger(clock, sends)
-    gateway, conversations, directory = FakeGateway(), FakeConversations(), FakeDirectory()
-    directory.add_person("U0ANA", "ana", "+1 415 555 0110")
-    directory.add_person("U0BEN", "ben", "+1 415 555 0111")
-    directory.add_person("U0CARL", "carl")
-    directory.add_person("U0SAM", "sam", "+1 415 555 0120")
-    directory.groups |= {"S0SUPPORT": ["U0SAM"], "S0ONCALL": ["U0ANA"]}
-    directory.channels |= {"C0ALERTS": "alerts", "C0STORM": "storm", "C0DAILY": "backups"}
-    metrics, request_ids = Metrics(), list[str]()
+def sending_core(
+    sends: SendStore,
+    *,
+    clock: FakeClock,
+    ledger: AlertLedger,
+    directory: FakeDirectory,
+    gateway: FakeGateway,
+    conversations: FakeConversations,
+    metrics: Metrics,
+    **pipeline: Any,
+) -> Pipeline:
+    """The real Admission, AlertDesk, Teller and Pipeline of ``POLICY`` on ``sends`` (in memory or SQL) and the
+    fakes given; ``pipeline``: the Pipeline's optional parts (``report_url``, ``events``, ``intake``, …)."""
     admission = Admission(POLICY, directory)
     alerts = AlertDesk(
         policy=POLICY,
@@ -203,9 +204,7 @@ def world() -> World:
         show_numbers=MASKED,
         clock=clock,
     )
-    events = Bus()  # the request_ids D7 answered, as delivery reports would hear them
-    events.subscribe(RequestIdKnown, lambda e: request_ids.append(e.request_id))
-    pipeline = Pipeline(
+    return Pipeline(
         sends=sends,
         admission=admission,
         alerts=alerts,
@@ -214,9 +213,36 @@ def world() -> World:
         conversations=conversations,
         metrics=metrics,
         deadline=DEADLINE,
+        clock=clock,
+        **pipeline,
+    )
+
+
+@pytest.fixture
+def world() -> World:
+    clock = FakeClock()
+    sends = MemorySendStore(clock)
+    ledger = MemoryAlertLedger(clock, sends)
+    gateway, conversations, directory = FakeGateway(), FakeConversations(), FakeDirectory()
+    directory.add_person("U0ANA", "ana", "+1 415 555 0110")
+    directory.add_person("U0BEN", "ben", "+1 415 555 0111")
+    directory.add_person("U0CARL", "carl")
+    directory.add_person("U0SAM", "sam", "+1 415 555 0120")
+    directory.groups |= {"S0SUPPORT": ["U0SAM"], "S0ONCALL": ["U0ANA"]}
+    directory.channels |= {"C0ALERTS": "alerts", "C0STORM": "storm", "C0DAILY": "backups"}
+    metrics, request_ids = Metrics(), list[str]()
+    events = Bus()  # the request_ids D7 answered, as delivery reports would hear them
+    events.subscribe(RequestIdKnown, lambda e: request_ids.append(e.request_id))
+    pipeline = sending_core(
+        sends,
+        clock=clock,
+        ledger=ledger,
+        directory=directory,
+        gateway=gateway,
+        conversations=conversations,
+        metrics=metrics,
         report_url=REPORT_URL,
         events=events,
-        clock=clock,
     )
     return World(clock, sends, ledger, gateway, conversations, directory, metrics, pipeline, request_ids)
 
