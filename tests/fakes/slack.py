@@ -820,12 +820,15 @@ class FakeSlack(LoopbackServer):
             self._ts = micros
             return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
-    def _postable(self, channel: str) -> str | None:
-        # The app's own DM with a person (their user ID, or the D… Slack answers for it); a DM between people the
-        # app is not part of is closed to it, as a private channel it was not invited to.
-        if is_user(channel) or channel in self.state.members_of:
-            return None
-        if channel in self.state.app_dms:
+    def _refused(self, channel: str, *, post: bool) -> str | None:
+        """Why Slack refuses the bot a conversation (None: it may), to ``post`` in it or else to read its history.
+
+        Channels need the bot in them. The app may post in its own DM with a person (their user ID, or the D… Slack
+        answers for it); a DM between people the app is not part of is closed to it, as a private channel it was
+        not invited to. Reading any DM needs ``im:history``, which the manifest does not ask for."""
+        if not post and (channel.startswith("D") or is_user(channel)):
+            return "missing_scope"
+        if channel in self.state.members_of or (post and (is_user(channel) or channel in self.state.app_dms)):
             return None
         return "not_in_channel" if channel in self.state.public else "channel_not_found"
 
@@ -844,7 +847,7 @@ class FakeSlack(LoopbackServer):
 
     def m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         channel = p.get("channel", "")
-        if (error := self._postable(channel)) is not None:
+        if (error := self._refused(channel, post=True)) is not None:
             return {"ok": False, "error": error}
         if not p.get("text") and not p.get("blocks"):
             return {"ok": False, "error": "no_text"}
@@ -873,12 +876,12 @@ class FakeSlack(LoopbackServer):
         }
 
     def m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
-        if (error := self._postable(p.get("channel", ""))) is not None:
+        if (error := self._refused(p.get("channel", ""), post=True)) is not None:
             return {"ok": False, "error": error}
         return {"ok": True, "message_ts": self._next_ts()}
 
     def m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
-        if (error := self._postable(p.get("channel", ""))) is not None:
+        if (error := self._refused(p.get("channel", ""), post=True)) is not None:
             return {"ok": False, "error": error}
         return {"ok": True, "channel": p.get("channel"), "ts": p.get("ts"), "text": p.get("text")}
 
@@ -1011,15 +1014,6 @@ class FakeSlack(LoopbackServer):
             kept = sorted((m["ts"] for messages in self.messages.values() for m in messages), key=float)
         return kept[index]
 
-    def _readable(self, channel: str) -> str | None:
-        """Why the bot may not read a conversation's history (None: it may): its DMs need ``im:history``, which
-        the manifest does not ask for; channels need the bot in them."""
-        if channel.startswith("D") or is_user(channel):
-            return "missing_scope"
-        if channel in self.state.members_of:
-            return None
-        return "not_in_channel" if channel in self.state.public else "channel_not_found"
-
     def _shown(self, message: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         shown = {k: v for k, v in message.items() if k != "metadata"}
         if message.get("metadata") is not None and str(p.get("include_all_metadata", "")).lower() in ("1", "true"):
@@ -1041,7 +1035,7 @@ class FakeSlack(LoopbackServer):
     def m_conversations_history(self, p: dict[str, Any]) -> dict[str, Any]:
         """The channel's top-level messages the bot posted, newest first, after ``oldest`` (exclusive)."""
         channel = p.get("channel", "")
-        if (error := self._readable(channel)) is not None:
+        if (error := self._refused(channel, post=False)) is not None:
             return {"ok": False, "error": error} | ({"needed": "im:history"} if error == "missing_scope" else {})
         oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
         with self._lock:
@@ -1052,7 +1046,7 @@ class FakeSlack(LoopbackServer):
     def m_conversations_replies(self, p: dict[str, Any]) -> dict[str, Any]:
         """A thread: its parent (when the bot posted it) and the bot's replies, oldest first."""
         channel, ts = p.get("channel", ""), p.get("ts", "")
-        if (error := self._readable(channel)) is not None:
+        if (error := self._refused(channel, post=False)) is not None:
             return {"ok": False, "error": error} | ({"needed": "im:history"} if error == "missing_scope" else {})
         if not ts:
             return {"ok": False, "error": "invalid_arguments"}
