@@ -775,10 +775,10 @@ class FakeConversation:
             self._book.failing[method] -= 1
             raise SlackDown(f"{method} failed (test)")
 
-    async def refuse(self, refusal: Refusal) -> None:
+    async def refuse(self, refusal: Refusal, careful: bool = False) -> None:
         await self._say("refuse", refusal)
 
-    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent, careful: bool = False) -> None:
         await self._say("not_sent", send, placement, why)
 
     async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
@@ -807,7 +807,12 @@ class FakeConversation:
         await self._say("update_card", send, result_ts, outcome, tuple(statuses))
 
     async def undelivered(
-        self, send: PreparedSend, placement: Placement, failures: Sequence[RecipientDelivery]
+        self,
+        send: PreparedSend,
+        placement: Placement,
+        failures: Sequence[RecipientDelivery],
+        templates: Sequence[str] = (),
+        careful: bool = False,
     ) -> None:
         await self._say("undelivered", send, placement, tuple(failures))
 
@@ -817,7 +822,7 @@ class FakeConversation:
     async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
         await self._say("points_to", send, thread_ts)
 
-    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
+    async def acknowledged_by_phone(self, phone: str, name: str | None, careful: bool = False) -> None:
         await self._say("acknowledged_by_phone", phone, name)
 
     async def resolved_by_phone(self, phone: str, name: str | None) -> None:

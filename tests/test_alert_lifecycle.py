@@ -5,7 +5,9 @@ Slack formats, end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -240,6 +242,37 @@ async def test_a_reaction_acknowledges_an_alert_and_its_repeats_are_not_texted_u
     await expire_dedupe(app)
     await post(app, payload("grafana", ts="1763801200.000100"))  # resolved, then firing again: texted
     assert [t for t, _ in texts(fake_d7)][1:] == ["RESOLVED: HighCPU (db-1)", texts(fake_d7)[0][0]]
+
+
+async def test_a_reaction_while_the_database_stalls_is_answered_in_time_and_its_note_posted_once(
+    app: App, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write stalls 4 s (PostgreSQL dropping packets): the event is answered an error within Slack's 3 s, so
+    Slack delivers it again; the write goes on and lands, the note follows it, and the redelivery finds the alert
+    acknowledged (one note)."""
+    first = payload("grafana")
+    await post(app, first)
+    log = app.relay.storage.sends
+    acknowledge = log.acknowledge
+
+    async def stalled(record: Any, user_id: str) -> Any:
+        await asyncio.sleep(4)
+        return await acknowledge(record, user_id)
+
+    monkeypatch.setattr(log, "acknowledge", stalled)
+    started = time.monotonic()
+    first_try = await app.event(event_callback(reaction("U0ANA", "white_check_mark", first["ts"]), channel="C0ALERTS"))
+    answered_in = time.monotonic() - started
+    monkeypatch.setattr(log, "acknowledge", acknowledge)
+    await app.settle()  # the write under way lands, and its note is posted
+    await post(app, reaction("U0ANA", "white_check_mark", first["ts"]))  # Slack's redelivery
+
+    assert answered_in < 3
+    assert first_try.status_code >= 500  # Slack delivers it again
+    acks = [t for t in replies(slack, first["ts"]) if "Acknowledged" in t]
+    assert acks == [":white_check_mark: *Acknowledged* by <@U0ANA>: no more texts for this alert until it is resolved."]
+    (record,) = [r for r in await log.audit() if r.request.idempotency_key.endswith(first["ts"])]
+    assert record.acked_by == "U0ANA"
 
 
 async def test_a_persons_reply_in_the_alerts_thread_acknowledges_it_and_a_bots_does_not(

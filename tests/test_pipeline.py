@@ -396,6 +396,47 @@ async def test_an_announcement_slower_than_its_budget_does_not_hold_the_text(wor
     assert (await world.stored(record.id)).state is SendState.ACCEPTED
 
 
+async def test_a_database_cut_after_the_announcement_keeps_it_for_the_next_try_not_posted_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack took the announcement, then the database failed before its place was kept with the send (the chaos
+    soak's seed 12): the next try uses that announcement instead of posting another."""
+    record = await world.submit(command())
+    start = world.sends.start
+    cut = [True]
+
+    async def cut_once(*args: Any) -> SendRecord | None:
+        if cut.pop() if cut else False:
+            raise ConnectionResetError("the database went away")
+        return await start(*args)
+
+    monkeypatch.setattr(world.sends, "start", cut_once)
+    await world.run()
+    assert world.gateway.calls == []  # nothing sent: the send waits for its next try
+    world.clock.advance(timedelta(minutes=1))
+    await world.run()
+
+    assert world.conversations.methods == ["announce", "finish"]
+    assert len(world.gateway.calls) == 1
+    stored = await world.stored(record.id)
+    assert (stored.state, stored.placement) == (SendState.ACCEPTED, ANNOUNCED)
+
+
+@pytest.mark.parametrize(("late", "careful"), [(timedelta(seconds=1), []), (timedelta(seconds=25), ["announce"])])
+async def test_an_intent_first_tried_long_after_it_was_recorded_looks_for_its_announcement_first(
+    world: World, late: timedelta, careful: list[str]
+) -> None:
+    """Another process may have announced it and stopped (or lost the database) before keeping where: with no
+    attempt counted, its age says so (past 20 s; the outbox's lease is 30 s)."""
+    await world.submit(command())
+    world.clock.advance(late)
+
+    await world.run()
+
+    assert world.conversations.methods == ["announce", "finish"]
+    assert world.conversations.careful == careful
+
+
 # ------------------------------------------------------------ D7's verdicts: rejected, failed, unknown
 
 

@@ -134,9 +134,13 @@ class Conversation(Protocol):
     """Where one request's story is told (for Slack: an ephemeral, a parent message and its thread). Each call
     raises ``CannotTell`` when nobody can be told, and any other exception when it may work later."""
 
-    async def refuse(self, refusal: Refusal) -> None: ...
+    async def refuse(self, refusal: Refusal, careful: bool = False) -> None:
+        """Say why nothing was sent; ``careful``: as for ``announce`` (in an alert's thread)."""
+        ...
 
-    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None: ...
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent, careful: bool = False) -> None:
+        """An alert not texted on purpose (a repeat, bundled); ``careful``: as for ``announce``."""
+        ...
 
     async def announce(self, send: PreparedSend, careful: bool = False) -> Placement:
         """Post the send's announcement; ``careful``: an earlier try may have posted it (its answer lost, or the
@@ -167,9 +171,10 @@ class Conversation(Protocol):
         placement: Placement,
         failures: Sequence[RecipientDelivery],
         templates: Sequence[str] = (),
+        careful: bool = False,
     ) -> None:
         """Some phones were not reached. ``templates``: free WhatsApp text failed because the 24-hour window was
-        closed, and these approved templates of its sender may be sent instead."""
+        closed, and these approved templates of its sender may be sent instead. ``careful``: as for ``announce``."""
         ...
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None: ...
@@ -177,9 +182,9 @@ class Conversation(Protocol):
     async def acknowledged(self, user_id: str) -> None:
         """Say in the alert's thread (the conversation's) that this person has it."""
 
-    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
+    async def acknowledged_by_phone(self, phone: str, name: str | None, careful: bool = False) -> None:
         """Say in the alert's thread that the phone (as the policy shows numbers; ``name``: whose Slack profile has
-        it) acknowledged it from its text's link or by a reply."""
+        it) acknowledged it from its text's link or by a reply; ``careful``: as for ``announce``."""
 
     async def resolved_by_phone(self, phone: str, name: str | None) -> None:
         """Say in the alert's thread that the phone resolved it from its text's link."""

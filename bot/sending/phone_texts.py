@@ -193,13 +193,15 @@ class PhoneTexts:
         alert = await leader(self.sends, await self.sends.get(record.send_id or ""))
         if alert is None or record.note_ts is not None:
             return record
-        acked = alert if alert.acked_by == phone else await self.alert_log.acknowledge(alert, phone)
+        again = alert.acked_by == phone  # acknowledged by an earlier try, whose note may have been posted
+        acked = alert if again else await self.alert_log.acknowledge(alert, phone)
         if acked is None:  # someone (or something) acknowledged or resolved it first
             log.info("alert send_id=%s was acknowledged before the text inbound_id=%s", alert.id, record.id)
             return record
         log.info("alert acknowledged by text send_id=%s", acked.id, extra={"send_id": acked.id})
         name = acked.names.get(phone)
-        await self.conversations.open(acked.request.origin).acknowledged_by_phone(self._shown(phone), name)
+        conversation = self.conversations.open(acked.request.origin)
+        await conversation.acknowledged_by_phone(self._shown(phone), name, careful=again)
         return record.noted(ACKED_BY_TEXT)
 
     async def _tell_admin(self, record: InboundRecord) -> None:

@@ -34,6 +34,7 @@ from bot.domain.sends import (
 from bot.domain.templates import window_closed
 from bot.sending import texts
 from bot.sending.alerts import AlertDesk
+from bot.sending.announcing import FIRST_TRY_WITHIN
 from bot.sending.texts import step_words as step_words  # where it was first defined: still importable here
 
 log = logging.getLogger("bot.sending")
@@ -90,10 +91,11 @@ class Teller:
                 # First: the workflow goes on at once. Completing again after a retry is refused by Slack, harmlessly.
                 await self._finish_step(record.request.step, record, send or self.prepared(record))
             if record.state is SendState.DENIED:
-                await conversation.refuse(record.why_refused)
+                await conversation.refuse(record.why_refused, careful=careful)
             elif record.state in (SendState.DEDUPLICATED, SendState.BUNDLED):
                 shown = await self.alerts.with_holds(send or self.prepared(record), record.created_at)
-                await conversation.not_sent(shown, record.placement, await self.alerts.not_sent(record))
+                not_sent = await self.alerts.not_sent(record)
+                await conversation.not_sent(shown, record.placement, not_sent, careful=careful)
             else:
                 shown = await self.alerts.with_holds(send or self.prepared(record), record.created_at)
                 if record.unannounced:  # Slack did not take the announcement in time: first it, then the result
@@ -182,7 +184,10 @@ class Teller:
         failures = [s for s in statuses if s.delivery.failed and not s.notified]
         if failures:
             try:
-                await conversation.undelivered(send, record.placement, failures, self._instead(send, failures))
+                # Its statuses changed a while ago: an earlier try (here or elsewhere) may have said it already.
+                careful = due is None or self.clock() - due >= FIRST_TRY_WITHIN
+                instead = self._instead(send, failures)
+                await conversation.undelivered(send, record.placement, failures, instead, careful=careful)
             except LeaseLost:
                 raise
             except CannotTell as exc:

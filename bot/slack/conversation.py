@@ -15,8 +15,10 @@ A post refused for a reason that will not change raises ``CannotTell``: the tell
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -292,8 +294,45 @@ async def earlier_post(
     return None
 
 
+POSTS_KEPT = 20_000  # keyed posts this process remembers (made, or with an outcome it does not know)
+
+
+class Posts:
+    """The keyed posts this process made (key → ts), and those Slack did not answer (it may have carried them out:
+    a timeout, a dropped connection, a 5xx). A post tried again in this process is not made twice when it was
+    made, and is looked for first when its outcome is unknown. Bounded; other processes look by ``careful``."""
+
+    def __init__(self, size: int = POSTS_KEPT) -> None:
+        self._size = size
+        self._made: OrderedDict[str, str | None] = OrderedDict()  # None: outcome unknown
+
+    def made(self, key: str) -> str | None:
+        return self._made.get(key)
+
+    def unknown(self, key: str) -> bool:
+        return key in self._made and self._made[key] is None
+
+    def remember(self, key: str, ts: str | None) -> None:
+        self._made[key] = ts
+        self._made.move_to_end(key)
+        while len(self._made) > self._size:
+            self._made.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._made.pop(key, None)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Slack may have carried the post out although it failed here: no answer (a timeout, a dropped connection) or
+    a 5xx. A 4xx or a 429 is an answer: nothing was posted."""
+    if isinstance(exc, SlackApiError):
+        return int(getattr(exc.response, "status_code", 200) or 200) >= 500
+    return not isinstance(exc, (ChannelBusy, CannotTell))
+
+
 class SlackConversations:
-    """Opens the Slack conversation of a stored origin; one pacer and one response_url count for every channel."""
+    """Opens the Slack conversation of a stored origin; one pacer, one response_url count and one memory of posts
+    made for every channel."""
 
     def __init__(
         self,
@@ -306,13 +345,14 @@ class SlackConversations:
         self._metrics = metrics
         self._pacer = pacer or ChannelPacer()
         self._urls = response_urls or ResponseUrls()
+        self._posts = Posts()
 
     def open(self, origin: Origin, received_at: datetime | None = None) -> SlackConversation:
-        return SlackConversation(self._client, origin, self._metrics, self._pacer, self._urls, received_at)
+        return SlackConversation(self._client, origin, self._metrics, self._pacer, self._urls, received_at, self._posts)
 
 
-class SlackConversation:
-    """The ``Conversation`` of one request, whichever surface it came from."""
+class _Requester:
+    """One request's origin in Slack, and how its requester is told alone (``_respond``)."""
 
     def __init__(
         self,
@@ -322,6 +362,7 @@ class SlackConversation:
         pacer: ChannelPacer,
         response_urls: ResponseUrls,
         received_at: datetime | None = None,
+        posts: Posts | None = None,
     ) -> None:
         self._client = client
         self.origin = origin
@@ -329,6 +370,7 @@ class SlackConversation:
         self._pacer = pacer
         self._urls = response_urls
         self._received_at = received_at
+        self._posts = posts or Posts()
 
     def _failed(self, method: str, exc: SlackApiError) -> str:
         error = str(exc.response.get("error") or "unknown")
@@ -420,27 +462,62 @@ class SlackConversation:
             )
         return await post(*messages.plain(text))
 
-    # ------------------------------------------------------------ in the channel
+
+class SlackConversation(_Requester):
+    """The ``Conversation`` of one request, whichever surface it came from: in the channel and its threads, or
+    privately to the requester (``_Requester``) when the channel is closed to the bot."""
 
     @property
     def _alert(self) -> bool:
         return self.origin.surface.is_alert
 
-    async def refuse(self, refusal: Refusal) -> None:
+    def _about(self, what: str) -> str:
+        """The key of a note about the conversation's own alert (one of each per alert)."""
+        return f"{self.origin.channel_id}/{self.origin.thread_ts}:{what}"
+
+    async def refuse(self, refusal: Refusal, careful: bool = False) -> None:
         text, blocks = messages.refusal(refusal, alert=self._alert)
         if self._alert:
-            await self._reply(Placement(self.origin.thread_ts), text, blocks)
+            which = hashlib.sha256(text.encode()).hexdigest()[:16]  # the same refusal, in the same thread
+            await self._reply(Placement(self.origin.thread_ts), text, blocks, self._about(f"refused:{which}"), careful)
             return
         await self._respond(text, blocks)
 
-    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent) -> None:
-        await self._reply(placement, *messages.alert_not_sent(send, why))
+    async def not_sent(self, send: PreparedSend, placement: Placement, why: NotSent, careful: bool = False) -> None:
+        await self._reply(placement, *messages.alert_not_sent(send, why), f"{send.send_id}:result", careful)
 
     async def _post(
-        self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None, key: str | None = None
+        self,
+        text: str,
+        blocks: list[dict[str, Any]] | None,
+        thread_ts: str | None,
+        key: str | None = None,
+        careful: bool = False,
     ) -> str:
         """Post in the channel (in ``thread_ts``); ``key``: what the post is (``<send>:announcement``, …), carried
-        as message metadata so that a post whose answer was lost can be found before it is posted again."""
+        as message metadata so that a post whose answer was lost can be found before it is posted again: when this
+        process made it, it is not made again; when its outcome is unknown here, or ``careful`` (another process
+        may have made it), it is looked for first."""
+        if key is None:
+            return await self._posting(text, blocks, thread_ts, None)
+        if (made := self._posts.made(key)) is not None:
+            log.info("the post %s was made before in %s: not posted again", key, self.origin.channel_id)
+            return made
+        if (careful or self._posts.unknown(key)) and (found := await self._earlier(key, thread_ts)) is not None:
+            self._posts.remember(key, found)
+            return found
+        try:
+            ts = await self._posting(text, blocks, thread_ts, key)
+        except Exception as exc:
+            if outcome_unknown(exc):
+                self._posts.remember(key, None)
+            raise
+        self._posts.remember(key, ts)
+        return ts
+
+    async def _posting(
+        self, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None, key: str | None
+    ) -> str:
         metadata = {"event_type": POST_EVENT, "event_payload": {"post": key}} if key is not None else None
 
         async def once(text: str, blocks: list[dict[str, Any]] | None) -> str:
@@ -485,10 +562,8 @@ class SlackConversation:
         text, blocks = messages.announcement(send)
         in_thread = self.origin.thread_ts  # a shortcut or an alert: the story goes in that message's thread
         key = f"{send.send_id}:announcement"
-        if careful and (found := await self._earlier(key, in_thread)) is not None:
-            return Placement(in_thread or found)
         try:
-            ts = await self._post(text, blocks, in_thread, key)
+            ts = await self._post(text, blocks, in_thread, key, careful)
             return Placement(in_thread or ts)
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -501,7 +576,12 @@ class SlackConversation:
         return Placement(None, private=True)
 
     async def _reply(
-        self, placement: Placement, text: str, blocks: list[dict[str, Any]] | None, key: str | None = None
+        self,
+        placement: Placement,
+        text: str,
+        blocks: list[dict[str, Any]] | None,
+        key: str | None = None,
+        careful: bool = False,
     ) -> str | None:
         """Post in the thread (the message's ts), or tell the requester privately (None).
 
@@ -510,14 +590,14 @@ class SlackConversation:
         """
         if self._alert:
             try:
-                return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts, key)
+                return await self._post(text, blocks, placement.thread_ts or self.origin.thread_ts, key, careful)
             except SlackApiError as exc:
                 if not closed_for_good(exc):
                     raise
                 raise CannotTell(f"cannot reply in {self.origin.channel_id} ({_error(exc)})") from exc
         if not placement.private and placement.thread_ts is not None:
             try:
-                return await self._post(text, blocks, placement.thread_ts, key)
+                return await self._post(text, blocks, placement.thread_ts, key, careful)
             except SlackApiError as exc:
                 if passing(exc):
                     raise  # Slack is down or busy: the thread gets it when Slack is back, not a private note now
@@ -526,7 +606,7 @@ class SlackConversation:
         return None
 
     async def retrying(self, send: PreparedSend, placement: Placement, error: D7Error) -> None:
-        await self._reply(placement, messages.retrying(error), None)
+        await self._reply(placement, messages.retrying(error), None, f"{send.send_id}:retrying")
 
     def _card(
         self, send: PreparedSend, outcome: Outcome, statuses: Sequence[RecipientDelivery]
@@ -543,12 +623,7 @@ class SlackConversation:
         statuses: Sequence[RecipientDelivery] = (),
         careful: bool = False,
     ) -> str | None:
-        key = f"{send.send_id}:result"
-        thread = placement.thread_ts or (self.origin.thread_ts if self._alert else None)
-        found = await self._earlier(key, thread) if careful and not placement.private and thread else None
-        if found is not None:
-            return found
-        return await self._reply(placement, *self._card(send, outcome, statuses), key)
+        return await self._reply(placement, *self._card(send, outcome, statuses), f"{send.send_id}:result", careful)
 
     async def update_card(
         self,
@@ -580,23 +655,29 @@ class SlackConversation:
         placement: Placement,
         failures: Sequence[RecipientDelivery],
         templates: Sequence[str] = (),
+        careful: bool = False,
     ) -> None:
         text, blocks = messages.undelivered_blocks(send, failures, templates)
-        await self._reply(placement, text, blocks)
+        which = hashlib.sha256("\n".join(sorted(f.recipient for f in failures)).encode()).hexdigest()[:16]
+        await self._reply(placement, text, blocks, f"{send.send_id}:undelivered:{which}", careful)
 
     async def acknowledged(self, user_id: str) -> None:
-        await self._reply(Placement(self.origin.thread_ts), messages.acknowledged(user_id), None)
+        text = messages.acknowledged(user_id)
+        await self._reply(Placement(self.origin.thread_ts), text, None, self._about("acknowledged"))
 
-    async def acknowledged_by_phone(self, phone: str, name: str | None) -> None:
-        await self._reply(Placement(self.origin.thread_ts), messages.acknowledged_by_phone(phone, name), None)
+    async def acknowledged_by_phone(self, phone: str, name: str | None, careful: bool = False) -> None:
+        text = messages.acknowledged_by_phone(phone, name)
+        await self._reply(Placement(self.origin.thread_ts), text, None, self._about("acknowledged"), careful)
 
     async def resolved_by_phone(self, phone: str, name: str | None) -> None:
-        await self._reply(Placement(self.origin.thread_ts), messages.resolved_by_phone(phone, name), None)
+        text = messages.resolved_by_phone(phone, name)
+        await self._reply(Placement(self.origin.thread_ts), text, None, self._about("resolved"))
 
     async def points_to(self, send: PreparedSend, thread_ts: str) -> None:
         text = messages.resolves_alert(send, self.origin.channel_id, thread_ts)
-        await self._reply(Placement(self.origin.thread_ts), text, [messages.section(text)])
+        await self._reply(Placement(self.origin.thread_ts), text, [messages.section(text)], f"{send.send_id}:points")
 
     async def still_unknown(self, send: PreparedSend, placement: Placement, created_at: datetime) -> None:
+        """Once per send, and looked for first: its reconciliation may have been written or not after the post."""
         text = messages.unknown_note(send, created_at)
-        await self._reply(placement, text, [messages.section(text)])
+        await self._reply(placement, text, [messages.section(text)], f"{send.send_id}:unknown", careful=True)

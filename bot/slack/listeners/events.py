@@ -8,6 +8,7 @@ time, disable the app. If the intent cannot be recorded, the answer is an error 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from typing import Any
@@ -15,11 +16,15 @@ from typing import Any
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 
+from bot.domain.sends import SendRecord
 from bot.slack.alerts import alert_request
 from bot.slack.deps import Deps
 from bot.slack.payloads import MessageEvent, MessageEventCallback, ReactionCallback
 
 log = logging.getLogger("bot.slack.events")
+
+# Seconds an acknowledgement (✅, or a reply) may take to be recorded before the event is answered: Slack gives 3.
+ACK_WITHIN = 2.0
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
@@ -81,9 +86,23 @@ async def _reply_acknowledges(deps: Deps, event: MessageEvent, own_ids: frozense
 
 
 async def _acknowledge(deps: Deps, channel: str, ts: str, user: str, reaction: str | None) -> None:
+    """Recorded within ``ACK_WITHIN`` (the note in the thread follows after the ack); past it, or when the database
+    fails, the event is answered an error and Slack delivers it again, while a write still under way goes on: the
+    next delivery finds it acknowledged, and its note is posted once."""
     assert deps.alerts is not None  # noqa: S101 - asked only with alerts
     # Raises when the database fails, or Slack's users.info does: Slack retries.
-    record = await deps.alerts.acknowledge(channel, ts, user, reaction)
+    writing = asyncio.ensure_future(deps.alerts.acknowledge(channel, ts, user, reaction))
+    deps.tasks.spawn(_note(deps, writing, channel, ts, user), name=f"ack-note-{channel}-{ts}")
+    async with asyncio.timeout(ACK_WITHIN):
+        await asyncio.shield(writing)
+
+
+async def _note(deps: Deps, writing: asyncio.Future[SendRecord | None], channel: str, ts: str, user: str) -> None:
+    """Say in the alert's thread who acknowledged it, once the acknowledgement is written (after the event's ack)."""
+    try:
+        record = await writing
+    except Exception:  # the event was answered an error: Slack delivers it again
+        return
     if record is None:
         return  # not a forwarded alert, or acknowledged before
     log.info("alert acknowledged send_id=%s by=%s", record.id, user, extra={"send_id": record.id})
