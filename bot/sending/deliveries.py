@@ -42,6 +42,7 @@ LOOK_AGAIN = timedelta(hours=1)  # a send still not final after a look-up is loo
 LOOKUPS_PER_SECOND = 2.0  # D7's status endpoint is shared with everything else on the account
 SWEEP_EVERY = 15.0  # seconds between looks for waiting reports and stale sends
 STATUS_FRESH = 30.0  # seconds a status D7 gave for /sms status is answered again without asking D7
+WAITING_KEPT = 10_000  # request ids remembered for a send to learn; past that, the sweep applies their reports
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ class Deliveries:
     lookups_per_second: float = LOOKUPS_PER_SECOND
     _tasks: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup, init=False)
     _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    # Request ids with reports received here before their send was known, and with reports to apply now.
-    _waiting: set[str] = field(default_factory=set, init=False)
+    # Request ids with reports received here before their send was known (oldest first), and with reports to apply
+    # now.
+    _waiting: dict[str, None] = field(default_factory=dict, init=False)
     _ready: set[str] = field(default_factory=set, init=False)
     _statuses: dict[str, tuple[float, StatusReport]] = field(default_factory=dict, init=False)  # /sms status
 
@@ -117,16 +119,20 @@ class Deliveries:
         self._kick.set()
 
     async def apply(self, request_ids: Sequence[str] | None = None) -> int:
-        """Apply waiting reports (of these requests, or all) whose send is known; return how many were applied."""
+        """Apply waiting reports (of these requests, or all) whose send is known; return how many were applied.
+
+        Storage hands back only reports whose send knows their request_id: reports no send matches (yet) never
+        take the place of ones that can be applied, however many pile up."""
+        # Received here, perhaps before D7's answer to their send is stored: applied as soon as this process learns
+        # the request_id (``request_id_known``), else by the sweep. Noted before reading, so a request_id learnt
+        # meanwhile is not missed.
+        self._wait_for(request_ids or ())
         reports = await self.reports.pending_reports(request_ids)
         if not reports:
             return 0
         known = await self.sends.by_request_ids([r.request_id for r in reports])
         applied: list[str] = []
         changed: dict[str, SendRecord] = {}
-        # Reports for sends whose D7 answer is not stored yet: applied as soon as this process learns the
-        # request_id (``request_id_known``), else by the sweep.
-        self._waiting |= {r.request_id for r in reports} - set(known)
         for report in reports:
             send = known.get(report.request_id)
             if send is None:
@@ -144,8 +150,17 @@ class Deliveries:
         # report twice (harmless, statuses never go backwards), never leaves a card without its update.
         await self._changed(list(changed.values()))
         await self.reports.mark_applied(applied)
-        self._waiting -= set(known)
+        for request_id in known:
+            self._waiting.pop(request_id, None)
         return len(applied)
+
+    def _wait_for(self, request_ids: Sequence[str]) -> None:
+        """Remember these request ids until their send is known; the oldest are forgotten past ``WAITING_KEPT``
+        (someone else's requests are never known: their reports are left to the sweep's age limit)."""
+        for request_id in request_ids:
+            self._waiting[request_id] = None
+        while len(self._waiting) > WAITING_KEPT:
+            del self._waiting[next(iter(self._waiting))]
 
     async def _apply(self, send_id: str, recipient: str, status: str, reason: str | None) -> bool:
         """One recipient's status, unless as far or further is known; True if it changed."""

@@ -13,7 +13,8 @@ from bot.domain.delivery import RecipientDelivery, StoredReport, failed_words
 from bot.storage.database import Database, now
 from bot.storage.schema import UTCDateTime, delivery_reports, recipient_statuses, sends
 
-# Reports for request ids the bot does not know (yet) are kept this long.
+# Reports are applied this long after they came; one no send knows by then (a lost D7 answer, someone else's request)
+# stays unapplied until ``prune`` deletes it.
 REPORT_KEEP = timedelta(days=2)
 
 
@@ -37,10 +38,16 @@ class SqlDeliveryLog:
         return await self._db.insert_once(delivery_reports, "report_key", values)
 
     async def pending_reports(self, request_ids: Sequence[str] | None = None, limit: int = 500) -> list[StoredReport]:
-        """Reports not applied yet (their send may not know its request_id yet), oldest first."""
-        r = delivery_reports.c
+        """Reports not applied yet whose send knows their request_id, oldest first.
+
+        The others stay unread until a send learns their request_id (a report may come before D7's answer, or before
+        a restarted replica replays its journal), so however many there are they never fill ``limit`` in place of
+        reports that can be applied. Those older than ``REPORT_KEEP`` are never walked (indexes of 0017); those of
+        the last ``REPORT_KEEP`` cost one look-up in ``ix_sends_request_id`` each per sweep."""
+        r, c = delivery_reports.c, sends.c
+        known = sa.exists().where(c.request_id == r.request_id)
         query = sa.select(r.id, r.request_id, r.recipient, r.status, r.reason).where(
-            r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP
+            r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP, known
         )
         if request_ids is not None:
             query = query.where(r.request_id.in_(list(request_ids)))
