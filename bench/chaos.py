@@ -201,13 +201,16 @@ class Life:
 
 
 class Replica:
-    """``python -m bot`` on a fixed port; started again after a fault as a supervisor would."""
+    """``python -m bot`` on a fixed port; started again after a fault as a supervisor would. Its D7-answer journal
+    is its own, in ``out``, and the same for each of its lives: a replica killed mid-send replays it when started
+    again (on PostgreSQL the bot's default, ``d7-journal-<PORT>`` in its working directory, is in the repository)."""
 
     def __init__(self, index: int, env: dict[str, str], out: Path) -> None:
         self.index = index
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env | {"PORT": str(self.port)}
+        self.journal = out / f"d7-journal-{index}"
+        self.env = env | {"PORT": str(self.port), "D7_JOURNAL": str(self.journal)}
         self.log = out / f"replica-{index}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.lives: list[Life] = []
@@ -1011,6 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.db == "postgresql" and not args.database_url:
         parser.error("PostgreSQL needs --database-url (or CHAOS_DATABASE_URL / TEST_DATABASE_URL)")
     out = args.out or Path(tempfile.mkdtemp(prefix=f"chaos-{args.db}-s{args.seed}-"))
+    out = out.resolve()  # the replicas run in ROOT: the paths they are given must not be relative
     out.mkdir(parents=True, exist_ok=True)
     return asyncio.run(soak(args, out))
 
