@@ -189,7 +189,20 @@ delivery_reports = sa.Table(
     sa.Column("reason", sa.Text()),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("applied_at", UTCDateTime()),
-    sa.Index("ix_delivery_reports_pending", "applied_at", "request_id"),
+    # 0017: only unapplied reports, by age (the sweep) and by request_id (a report or a request_id just known).
+    sa.Index(
+        "ix_delivery_reports_unapplied",
+        "received_at",
+        "request_id",
+        sqlite_where=sa.text("applied_at IS NULL"),
+        postgresql_where=sa.text("applied_at IS NULL"),
+    ),
+    sa.Index(
+        "ix_delivery_reports_unapplied_request",
+        "request_id",
+        sqlite_where=sa.text("applied_at IS NULL"),
+        postgresql_where=sa.text("applied_at IS NULL"),
+    ),
 )
 
 # Budgets (0007): each budget's current window and what it has counted, in billed messages.
