@@ -131,12 +131,23 @@ def test_the_checker_counts_a_text_d7_carried_out_twice() -> None:
     assert violations(db, slack, d7, sent) == {"one_outcome": 1, "no_text_twice": 1}
 
 
-def test_the_checker_tells_a_doubled_post_from_one_doubled_after_slack_answered_late() -> None:
+def test_the_checker_counts_a_doubled_post_also_when_slack_answered_the_first_late() -> None:
     db, slack, d7, sent = story()
     slack["calls"].append(slack["calls"][0] | {"ts": "3.0"})
     assert violations(db, slack, d7, sent) == {"no_post_twice": 1}
     slack["calls"][0]["answered_at"] += 12.0  # the first copy's answer came after the bot's 10-s timeout
-    assert violations(db, slack, d7, sent) == {"post_twice_after_slow_slack": 1}
+    assert violations(db, slack, d7, sent) == {"no_post_twice": 1}  # the bot looks before posting again
+    found = check(db, slack, d7, sent, [], middle=0.0, load_ended=0.0)
+    (doubled,) = [r for r in found if r.name == "no_post_twice"]
+    assert "after a lost answer" in doubled.examples[0]
+
+
+def test_the_checker_counts_a_keyed_note_posted_twice_even_in_an_alerts_thread() -> None:
+    db, slack, d7, sent = story()
+    note = slack["calls"][1] | {"post": "s1:undelivered:ab12", "ts": "4.0"}
+    note["params"] = note["params"] | {"channel": "C0ALERTS1", "text": ":rotating_light: not delivered"}
+    slack["calls"] += [note, note | {"ts": "5.0"}]
+    assert violations(db, slack, d7, sent) == {"no_other_post_twice": 1}
 
 
 def test_the_checker_counts_an_outcome_not_told_in_its_thread() -> None:

@@ -34,7 +34,6 @@ from bot.domain.sends import (
 from bot.domain.templates import window_closed
 from bot.sending import texts
 from bot.sending.alerts import AlertDesk
-from bot.sending.announcing import FIRST_TRY_WITHIN
 from bot.sending.texts import step_words as step_words  # where it was first defined: still importable here
 
 log = logging.getLogger("bot.sending")
@@ -184,10 +183,10 @@ class Teller:
         failures = [s for s in statuses if s.delivery.failed and not s.notified]
         if failures:
             try:
-                # Its statuses changed a while ago: an earlier try (here or elsewhere) may have said it already.
-                careful = due is None or self.clock() - due >= FIRST_TRY_WITHIN
+                # Looked for first: an earlier try, here or in another process, may have posted it and then failed
+                # to write that it did (its statuses are written as told only after the post).
                 instead = self._instead(send, failures)
-                await conversation.undelivered(send, record.placement, failures, instead, careful=careful)
+                await conversation.undelivered(send, record.placement, failures, instead, careful=True)
             except LeaseLost:
                 raise
             except CannotTell as exc:
