@@ -5,6 +5,9 @@ budget. In memory, the directory counting its look-ups."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import yaml
@@ -13,7 +16,7 @@ from bot.domain.models import Origin, Person, RecipientRef, RefKind, SendRequest
 from bot.domain.policy import Dimension, parse_policy
 from bot.domain.sends import Checked, RefusalKind
 from bot.domain.templates import TemplateUse
-from bot.sending.admission import Admission, Naming, Refused
+from bot.sending.admission import OFFLINE_WITHIN, Admission, Naming, Refused
 from bot.sending.problems import Part, Problems
 from tests.memory import FakeDirectory
 
@@ -139,6 +142,38 @@ async def test_a_form_past_its_budget_gets_what_needs_no_look_up() -> None:
     assert isinstance(found, Problems)
     assert found.in_time is False
     assert [(p.part, p.ref) for p in found.found] == [(Part.RECIPIENT, number("+1 555"))]
+
+
+class StalledOptOuts:
+    """The opt-out list on a database that stopped answering (PostgreSQL dropping packets)."""
+
+    async def opted_out(self, phones: Sequence[str]) -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {}
+
+    async def opt_out(self, entry: Any) -> bool:
+        raise AssertionError("not asked")
+
+    async def opt_in(self, phone: str) -> bool:
+        raise AssertionError("not asked")
+
+
+async def test_a_form_past_its_budget_while_the_database_stalls_is_answered_in_time_unchecked() -> None:
+    """The soak (seed 21) answered forms after up to 5.9 s under PostgreSQL stalls: past its look-ups' time, the
+    form's check read the opt-out list without a deadline. Now it gets 0.25 s more, then the request is recorded
+    unchecked (the outbox checks it before sending)."""
+    directory = CountingDirectory(slow=1.0)
+    directory.add_person("U0BOB", "bob", "+1 415 555 0101")
+    policy = parse_policy(yaml.safe_load(POLICY))
+    started = time.monotonic()
+
+    found = await Admission(policy, directory, StalledOptOuts()).check(
+        request(number("+14155550100"), person("U0BOB")), within=0.05, naming=FORM, member=True
+    )
+
+    assert time.monotonic() - started < 0.05 + OFFLINE_WITHIN + 0.2
+    assert isinstance(found, Problems)
+    assert (found.in_time, found.found) == (False, ())
 
 
 async def test_the_recipient_the_policy_refuses_is_named_with_how_it_was_given() -> None:
