@@ -1,11 +1,12 @@
 """Benchmark: acks under a burst, the bot against a bare Bolt app, side by side, same fakes, same run.
 
-    python -m bench.vs_bare_bolt [--requests 200] [--threads 50] [--d7-delay 1.0] [--runs 1]
+    python -m bench.vs_bare_bolt [--requests 200] [--threads 50] [--d7-delay 1.0] [--runs 1] [--chart PATH]
 
 200 signed ``/sms`` requests from 50 client threads (urllib) while D7 takes 1 s to answer, first to the bot
 (``python -m bot``: policy, durable intent recorded before the ack), then to a bare Bolt ``AsyncApp`` that acks and
 sends (``bench._bare_bolt``: no policy, no database), each started the same way against the same loopback fakes.
-Prints ack p50/p99 for both and the ratio. Bounded by --requests; stops by itself.
+Prints ack p50/p99 for both and the ratio; --chart writes both sides' ack distributions (every run's acks
+together) as a PNG (``bench._charts``, the ``bench`` extra). Bounded by --requests; stops by itself.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ def burst(base: str, slack_url: str, requests: int, threads: int, tag: str) -> l
         return list(pool.map(one, bodies))
 
 
-def measure(env: dict[str, str], work: Path, slack_url: str, args: argparse.Namespace, tag: str) -> dict[str, float]:
+def measure(env: dict[str, str], work: Path, slack_url: str, args: argparse.Namespace, tag: str) -> list[float]:
+    """The burst's ack times, in seconds."""
     with bot_process(env, work) as (base, _):
         burst(base, slack_url, 10, 10, f"{tag}-warm")  # warm-up: imports, connections, first SQL
         time.sleep(args.d7_delay + 0.5)
-        acks = burst(base, slack_url, args.requests, args.threads, tag)
+        return burst(base, slack_url, args.requests, args.threads, tag)
+
+
+def summary(acks: list[float]) -> dict[str, float]:
     return {"ack_p50_ms": round(percentile(acks, 50) * 1000, 1), "ack_p99_ms": round(percentile(acks, 99) * 1000, 1)}
 
 
@@ -64,8 +69,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--d7-delay", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=1, help="alternate bot and bare Bolt this many times")
+    parser.add_argument("--chart", type=Path, help="write both sides' ack distributions (CDF) as a PNG")
     args = parser.parse_args()
     runs = []
+    acks: dict[str, list[float]] = {"bot": [], "bare Bolt": []}
     with loopback_fakes(args.d7_delay) as (work, slack_url, d7_url):
         env = bot_env(slack_url, d7_url, work / "policy.yml", f"sqlite:///{work / 'bot.db'}")
         for run in range(args.runs):
@@ -75,14 +82,20 @@ def main() -> None:
                 bare = measure(env, work, slack_url, args, f"bare{run}")
             finally:
                 os.environ.pop("BENCH_BOT_CMD", None)
-            runs.append(
-                {"bot": ours, "bare_bolt": bare, "p99_ratio": round(ours["ack_p99_ms"] / bare["ack_p99_ms"], 2)}
-            )
+            acks["bot"] += ours
+            acks["bare Bolt"] += bare
+            ratio = round(percentile(ours, 99) / percentile(bare, 99), 2)
+            runs.append({"bot": summary(ours), "bare_bolt": summary(bare), "p99_ratio": ratio})
     print(
         json.dumps(
             {"requests": args.requests, "threads": args.threads, "d7_delay_s": args.d7_delay, "runs": runs}, indent=2
         )
     )
+    if args.chart:
+        from bench._charts import ack_cdf
+
+        title = f"{args.requests} signed /sms at once ({args.threads} threads), D7 at {args.d7_delay:g} s"
+        ack_cdf(args.chart, acks, title=f"{title}, {args.runs} run(s) a side")
 
 
 if __name__ == "__main__":
