@@ -66,20 +66,25 @@ def replicas_chart(
 
 
 def backlog_chart(
-    path: Path, series: Mapping[str, Sequence[tuple[float, float]]], *, title: str, last_event_s: float | None = None
+    path: Path,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    title: str,
+    last_event_s: float | None = None,
+    ylabel: str = "alerts waiting (acked, not yet told)",
 ) -> Path:
-    """A storm's backlog over time: (seconds since the first event, intents waiting) per series; the last event is
-    marked, so "drained within a minute of the last" can be read off."""
+    """A storm's backlog over time: (seconds since the first event, how many wait) per series; the last event is
+    marked, and a minute after it, so "drained within a minute of the last" can be read off."""
     figure, axes = plt.subplots(figsize=SIZE)
     for name, points in series.items():
         axes.plot([t for t, _ in points], [v for _, v in points], label=name)
     if last_event_s is not None:
         axes.axvline(last_event_s, color="grey", linestyle=":", label="last event")
         axes.axvline(last_event_s + 60, color="tab:red", linestyle=":", label="last event + 60 s")
-    axes.set(xlabel="seconds since the first event", ylabel="intents waiting", title=title)
+    axes.set(xlabel="seconds since the first event", ylabel=ylabel, title=title)
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right")
+    axes.legend(loc="best")
     return _save(figure, path)
 
 
