@@ -554,6 +554,10 @@ def _top_statements(before: list[dict[str, Any]], after: list[dict[str, Any]], s
     }
 
 
+def _free_cores(run: dict[str, Any], cores: int) -> float:
+    return round(cores * (1 - run["cpu_s"]["elsewhere_fraction"]), 2)
+
+
 def _asyncpg_dsn(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -583,9 +587,12 @@ def main() -> None:
     cores = os.cpu_count() or 1
     runs = [measure(count, args, dsn) for count in counts]
     cost = SendCost(**runs[-1]["cost_per_send"])  # the most replicas: contention included
-    # The cores left to the bench: what else ran on the machine during the last count is not the bench's.
-    free = round(cores * (1 - runs[-1]["cpu_s"]["elsewhere_fraction"]), 2)
-    here = {str(r["replicas"]): ceiling(cost, r["replicas"], shared_cores=free, d7_delay=args.d7_delay) for r in runs}
+    # Each count on the cores it had: what else ran on the machine meanwhile (PostgreSQL's own processes, other
+    # work) is not the bench's.
+    here = {
+        str(r["replicas"]): ceiling(cost, r["replicas"], shared_cores=_free_cores(r, cores), d7_delay=args.d7_delay)
+        for r in runs
+    }
     apart = {
         str(n): ceiling(cost, n, db_cores=args.db_cores, d7_delay=args.d7_delay) for n in range(1, args.predict + 1)
     }
@@ -600,7 +607,7 @@ def main() -> None:
         "model": {
             "cost_from_replicas": runs[-1]["replicas"],
             "cost_per_send": asdict(cost),
-            "free_cores_here": free,
+            "free_cores_here": {str(r["replicas"]): _free_cores(r, cores) for r in runs},
             "predicted_here": here,
             f"predicted_{args.predict}_replicas_a_core_each_db_{args.db_cores:g}_cores": apart[str(args.predict)],
         },
