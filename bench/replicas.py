@@ -22,9 +22,10 @@ commits and claims (``bench.replicas --replica``; a counter per statement, micro
 Those per-send costs feed ``ceiling()``, the model that predicts sends/s for N replicas, on this machine (all on
 its cores) and with a core per replica (--predict, 10 by default). Statistics PostgreSQL has not flushed yet (an
 idle backend holds them up to 10 s) would blur the window, so the counters are read after --settle seconds of quiet,
-before and after the sends; the replicas' idle polling in the quiet after them (counted by the replicas) is taken
-off. Each replica opens up to 17 connections (a pool of 15, two for intents): mind ``max_connections`` when other
-databases on the server are busy. Loopback only; bounded by --sends and a 180 s deadline per count; stops by itself.
+before and after the sends; the replicas' idle polling in the quiet after them (counted by the replicas, so not
+with --plain) is taken off. Each replica opens up to 17 connections (a pool of 15, two for intents): mind
+``max_connections`` when other databases on the server are busy. Loopback only; bounded by --sends and a 180 s
+deadline per count; stops by itself.
 """
 
 from __future__ import annotations
@@ -383,6 +384,7 @@ def measure(count: int, args: argparse.Namespace, dsn: str) -> dict[str, Any]:
     asyncio.run(reset_postgres(dsn))
     observer = Observer(_asyncpg_dsn(dsn), make_url(dsn).port or 5432)
     asyncio.run(observer.prepare())
+    given = os.environ.get("BENCH_BOT_CMD")  # --plain runs it (an experiment's wrapper), or python -m bot
     if not args.plain:
         os.environ["BENCH_BOT_CMD"] = "-m bench.replicas --replica"
     try:
@@ -399,7 +401,10 @@ def measure(count: int, args: argparse.Namespace, dsn: str) -> dict[str, Any]:
             time.sleep(args.settle)  # idle backends flush their statistics within 10 s
             result = asyncio.run(_window(observer, bases, pids, dirs, slack_url, args))
     finally:
-        os.environ.pop("BENCH_BOT_CMD", None)
+        if given is None:
+            os.environ.pop("BENCH_BOT_CMD", None)
+        else:
+            os.environ["BENCH_BOT_CMD"] = given
     return _summarise(count, args, result, observer)
 
 
