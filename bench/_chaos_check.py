@@ -204,7 +204,11 @@ def _no_post_twice(posts: list[dict[str, Any]], rows: list[dict[str, Any]]) -> l
         if len(copies) < 2:
             continue
         keyed = bool(copies[0].get("post"))
-        if not keyed and text.startswith(":grey_question: *Still unknown:*") and len(copies) <= unknown[(channel, thread)]:
+        if (
+            not keyed
+            and text.startswith(":grey_question: *Still unknown:*")
+            and len(copies) <= unknown[(channel, thread)]
+        ):
             continue
         kind = _kind_of_post(copies[0])
         if not keyed and kind == "other" and channel.startswith("C0ALERTS"):
