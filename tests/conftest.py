@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -12,6 +16,30 @@ from pydantic import SecretStr
 from bot.d7 import D7Client
 from tests.fakes.d7 import TOKEN, FakeD7
 from tests.fakes.slack import FakeSlack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``scripts/test`` runs two workers), each worker's PostgreSQL tests get a database of their
+    own (``<TEST_DATABASE_URL's database>_gw0``, …): they drop and create tables, and two sharing one would break
+    each other. Set before any test module reads ``TEST_DATABASE_URL``."""
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("TEST_DATABASE_URL")
+    if worker and url:
+        os.environ["TEST_DATABASE_URL"] = asyncio.run(_database_of_its_own(url, worker))
+
+
+async def _database_of_its_own(url: str, worker: str) -> str:
+    import asyncpg  # the bot's own PostgreSQL driver
+
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_{worker}"
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=10)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # made by a run a moment ago
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 class Sleeps(list[float]):
