@@ -24,7 +24,6 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from starlette.applications import Starlette
@@ -67,7 +66,7 @@ from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import register_all
 from bot.slack.phones import SlackPhoneNotes
-from bot.slack.retry import CappedRateLimitRetryHandler
+from bot.slack.retry import CappedRateLimitRetryHandler, SafeConnectionRetryHandler
 from bot.slack.steps import SlackSteps
 from bot.slack.verify import SlackVerifyNotes
 from bot.storage import Storage
@@ -171,7 +170,8 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         # answers otherwise waits aiohttp's 300 s).
         session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT)),
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(),
+            # A post whose connection broke after it was sent may have been carried out: not retried blindly here.
+            SafeConnectionRetryHandler(unsafe=("chat.postMessage",)),
             # Not slack_sdk's own: it raises on a Retry-After of "inf" or "nan" and sleeps as long as a huge one says.
             # Posts wait out their 429s in turn, per channel (ChannelPacer), not each on its own here.
             CappedRateLimitRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES, paced=PACED_METHODS),

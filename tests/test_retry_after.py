@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from slack_sdk.errors import SlackApiError
@@ -300,3 +301,43 @@ def test_a_pace_below_zero_or_a_burst_below_one_is_refused() -> None:
         ChannelPacer(-1.0)
     with pytest.raises(ValueError, match="burst >= 1"):
         ChannelPacer(1.0, 0)
+
+
+class HangingUp(LoopbackServer):
+    """Takes every call in, then hangs up without answering: the connection broke after the request was sent, so
+    Slack may have carried it out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._hang_up)
+        return app
+
+    async def _hang_up(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append(request.match_info["method"])
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.sleep(0.5)
+        return web.Response()  # never reaches the client
+
+
+async def test_a_post_whose_connection_broke_after_it_was_sent_is_not_posted_again_blindly(
+    slack: FakeSlack, tmp_path: Path, made_clients: list[AsyncWebClient]
+) -> None:
+    """The soak's seed 23: slack_sdk's connection-error handler sent an announcement again whose first copy Slack had
+    taken. The bot's client leaves a broken post to the caller (which looks for it first) and still retries a
+    look-up, which changes nothing."""
+    with HangingUp() as server:
+        bots = bots_client(server, slack, tmp_path, made_clients)  # type: ignore[arg-type]
+        with pytest.raises(aiohttp.ClientError):
+            await bots.chat_postMessage(channel="C0OPS", text="once")
+        assert server.calls == ["chat.postMessage"]
+        with pytest.raises(aiohttp.ClientError):
+            await bots.users_info(user="U0ANA")
+        assert server.calls[0] == "chat.postMessage"
+        assert server.calls[1:] == ["users.info"] * len(server.calls[1:])
+        assert len(server.calls[1:]) > 1  # retried

@@ -11,7 +11,11 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from aiohttp import ClientConnectorError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -82,3 +86,27 @@ class CappedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         state.next_attempt_requested = True
         await self._sleep(slack_retry_after(response) + _RNG.random())
         state.increment_current_attempt()
+
+
+class SafeConnectionRetryHandler(AsyncConnectionErrorRetryHandler):
+    """slack_sdk's retry after a connection error, except where Slack may have carried the call out: a post whose
+    connection broke after it was sent (reset, disconnected) is Slack's "outcome unknown", and retrying it here
+    would post it twice (the chaos soak, seed 23: an announcement answered slowly, its connection cut, posted
+    again). Those ``unsafe`` methods are retried only when the connection was never made; otherwise the error goes
+    to the caller, which looks for the post before posting it again (``bot.slack.conversation.Posts``)."""
+
+    def __init__(self, *, unsafe: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._unsafe = tuple(f"/{method}" for method in unsafe)
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if self._unsafe and request.url.endswith(self._unsafe) and not isinstance(error, ClientConnectorError):
+            return False  # sent, perhaps carried out: not blindly again
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
