@@ -8,11 +8,37 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 log = logging.getLogger("bot")
+
+_T = TypeVar("_T")
+
+
+async def at_most(seconds: float, work: Awaitable[_T]) -> _T:
+    """``work``'s result within ``seconds``, else ``TimeoutError`` at once. Unlike ``asyncio.timeout``, the work is
+    cancelled without waiting for it to stop: its cleanup (a database connection rolled back, or its query cancelled,
+    over a network that drops packets) may take much longer than the deadline it was given."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_quietly)
+        raise TimeoutError(f"not done within {seconds:.2f}s")
+    return task.result()
+
+
+def _quietly(task: asyncio.Future[Any]) -> None:
+    """A task let go: its outcome is nobody's (retrieved so that it is not logged as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
+
 
 DEFAULT_DRAIN_SECONDS = 25.0
 

@@ -50,6 +50,7 @@ from bot.sending.recipients import Resolution as Resolution
 from bot.sending.templating import filled_in
 from bot.sending.texts import conversation_label as conversation_label
 from bot.sending.verified_phones import VerifiedPhones
+from bot.tasks import at_most
 
 log = logging.getLogger("bot.sending")
 # A form's check past its look-ups' time: the recipients that need no Slack look-up get this long more (their
@@ -195,20 +196,21 @@ class Admission:
             early = self._before_recipients(request, facts, given)  # needs no look-up: decided before any
             if isinstance(early, list):
                 return Problems((*problems, *early))
+        # Deadlines that hold even while the database drops packets: the work past them is let go, not waited for.
+        looking_up = asyncio.gather(
+            self.user_groups(request.user_id, request.channel_id, request.via),
+            self._is_member(request, member),
+            self.recipients.resolve(request.recipients),
+        )
         try:
-            async with asyncio.timeout(within):
-                groups, is_in, found = await asyncio.gather(
-                    self.user_groups(request.user_id, request.channel_id, request.via),
-                    self._is_member(request, member),
-                    self.recipients.resolve(request.recipients),
-                )
+            groups, is_in, found = await at_most(within, looking_up)
         except TimeoutError:
+            offline = [r for r in request.recipients if r.kind in OFFLINE]
             try:  # what needs no Slack look-up, if the database answers at once (it may be what is slow)
-                async with asyncio.timeout(OFFLINE_WITHIN):
-                    offline = await self.recipients.resolve([r for r in request.recipients if r.kind in OFFLINE])
+                resolved = await at_most(OFFLINE_WITHIN, self.recipients.resolve(offline))
             except TimeoutError:
                 return Problems(tuple(problems), in_time=False)
-            return Problems((*problems, *offline.refusing), in_time=False)
+            return Problems((*problems, *resolved.refusing), in_time=False)
         if (outside := self._membership(request, is_in)) is not None:
             problems.append(outside)
         problems += found.refusing
