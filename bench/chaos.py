@@ -656,12 +656,12 @@ class Load:
                     if answer.status == 200:
                         return "ok", text
                     return f"http_{answer.status}", text
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                if isinstance(exc, aiohttp.ServerTimeoutError):
-                    return "timeout", ""
-                continue  # not listening: the other replica
-            except TimeoutError:
+            except TimeoutError:  # before OSError, of which it is one: sent, unanswered (not sent elsewhere again)
                 return "timeout", ""
+            except (aiohttp.ClientConnectorError, ConnectionRefusedError):
+                continue  # not listening: the other replica, as a load balancer would
+            except (aiohttp.ClientConnectionError, OSError):
+                return "broken", ""  # sent, then the connection broke: Slack does not deliver it elsewhere
         return outcome, ""
 
     # -- D7's delivery reports
