@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.d7 import D7Client
 from tests.fakes.d7 import TOKEN, FakeD7
@@ -40,6 +42,26 @@ async def _database_of_its_own(url: str, worker: str) -> str:
     finally:
         await conn.close()
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated database: SQLite in ``tmp_path``, or PostgreSQL at ``TEST_DATABASE_URL`` (its tables dropped
+    first; skipped when it is not set)."""
+    from bot.storage.engine import create_engine, migrate
+    from tests.harness import reset_postgres
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'bot.db'}"
+    else:
+        url = os.environ.get("TEST_DATABASE_URL", "")  # read now: a worker's own (``pytest_configure``)
+        if not url:
+            pytest.skip("TEST_DATABASE_URL is not set")
+        await reset_postgres(url)
+    engine = create_engine(url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
 
 
 class Sleeps(list[float]):

@@ -9,7 +9,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -25,29 +24,13 @@ from bot.sending.deliveries import Deliveries
 from bot.sending.telling import Teller
 from bot.storage import Storage
 from bot.storage.database import Database, now
-from bot.storage.engine import create_engine, migrate
 from bot.storage.schema import delivery_reports
-from tests.harness import reset_postgres
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
 
 NUMBER = "+14155550100"
 UNMATCHED = 600  # more than one sweep reads (500)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        assert PG_URL is not None
-        url = PG_URL
-        await reset_postgres(url)
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

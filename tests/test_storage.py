@@ -65,20 +65,6 @@ async def set_columns(engine: AsyncEngine, send_id: str, **values: object) -> No
         await conn.execute(sends.update().where(sends.c.id == send_id).values(**values))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        assert PG_URL is not None
-        url = PG_URL
-        await reset_postgres(url)
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
-
-
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
     assert await current_revision(engine) == head_revision() == "0017"
     await migrate(engine)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from bot.storage.verifications import SqlPhoneVerifications
 from tests.blockkit import assert_valid_view
 from tests.fakes.d7 import OTP_SEND, OTP_VERIFY, TOKEN, FakeD7, Reply
 from tests.fakes.slack import TEAM_ID, FakeSlack
-from tests.harness import App, event_callback, issue_triggers, reset_postgres, running_app, sign
+from tests.harness import App, event_callback, issue_triggers, running_app, sign
 from tests.test_home import shown, wait_for_publish
 from tests.test_oncall import start_for
 
@@ -587,20 +586,6 @@ async def test_the_fake_d7_validates_verify_bodies_as_d7_does(
 
 
 # ------------------------------------------------------------ the store and the table
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        assert PG_URL is not None
-        url = PG_URL
-        await reset_postgres(url)
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def test_two_replicas_tell_a_person_once_an_hour_and_count_every_wrong_code(engine: AsyncEngine) -> None:
