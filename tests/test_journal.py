@@ -1,6 +1,7 @@
 """D7's answers are never lost while the database does not take them: the local journal (``bot/storage/journal.py``)
-keeps each one on disk (fsynced) once its first write failed or took 0.2 s, and the next start writes them before
-recovery would mark their sends unknown.
+writes each one as it comes, before the database is asked (a process killed from then on loses none), fsyncs it once
+its first write failed or took 0.2 s, and the next start writes them before recovery would mark their sends
+unknown.
 
 End to end: the bot runs as a real process; the database stops taking writes (SQLite locked by another process;
 PostgreSQL behind a proxy that drops its packets) while D7 answers; the process is killed with SIGKILL before the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -173,9 +175,34 @@ def journal(tmp_path: Path) -> FileJournal:
     return FileJournal.open(tmp_path / "journal")
 
 
-async def test_an_answer_the_database_takes_at_once_never_touches_the_disk(journal: FileJournal) -> None:
+async def test_an_answer_the_database_takes_at_once_costs_no_fsync_and_leaves_nothing(
+    journal: FileJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", fsyncs.append)
     await keep("D7's answer", sending(), Writes("ok"), Journaled(journal, sending(), ACCEPTED))
     assert journal.path.stat().st_size == 0
+    assert fsyncs == []
+
+
+async def test_an_answer_is_in_the_file_before_the_database_is_asked_so_a_kill_then_loses_none(
+    journal: FileJournal, tmp_path: Path
+) -> None:
+    """No window: before, an answer reached the journal only once its write had failed or taken 0.2 s, and a process
+    killed in between lost it. Now it is written at once (the page cache outlives the process; the fsync follows
+    when the database is slow)."""
+    record = sending()
+    task = asyncio.create_task(
+        keep("D7's answer", record, Writes("hang", hang=30), Journaled(journal, record, ACCEPTED))
+    )
+    await asyncio.sleep(0.01)  # the database asked, not answering; well before HOLD_AFTER
+    left = tmp_path / "left-by-a-kill"
+    shutil.copyfile(journal.path, left)  # the file as a process killed now leaves it
+    (kept,) = FileJournal.open(left).kept()
+    assert (kept.send_id, kept.outcome.result) == (record.id, ACCEPTED.result)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_an_answer_whose_write_fails_is_kept_until_written(
@@ -191,7 +218,7 @@ async def test_an_answer_whose_write_fails_is_kept_until_written(
         return await writes()
 
     await keep("D7's answer", record, watched, Journaled(journal, record, ACCEPTED))
-    assert on_disk == [0, 1, 1]  # on disk from the first failure on
+    assert on_disk == [1, 1, 1]  # on disk before the first try, fsynced from its failure on
     assert journal.path.stat().st_size == 0  # and dropped once written
 
 
@@ -210,7 +237,7 @@ async def test_a_shutdown_before_the_answer_is_written_leaves_it_in_the_journal(
     record = sending()
     writes = Writes("hang", hang=30)
     task = asyncio.create_task(keep("D7's answer", record, writes, Journaled(journal, record, ACCEPTED)))
-    await asyncio.sleep(0.05)  # before HOLD_AFTER: not kept yet
+    await asyncio.sleep(0.05)  # before HOLD_AFTER: written, not fsynced yet
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -620,6 +620,11 @@ class AnswerJournal(Protocol):
     """D7's answers kept on local disk (appended, fsynced) until the database has them: a process stopped while the
     database did not take an answer loses none; the next start writes them before anything is marked unknown."""
 
+    def note(self, record: SendRecord, outcome: Outcome) -> None:
+        """Written at once, before the database is asked, without waiting for the disk: kept across the process
+        being killed (not across the machine stopping: that is ``keep``). Never raises."""
+        ...
+
     async def keep(self, record: SendRecord, outcome: Outcome) -> None:
         """Kept across a crash once this returns (``OSError`` when the disk did not take it)."""
         ...

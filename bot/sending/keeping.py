@@ -21,9 +21,10 @@ log = logging.getLogger("bot.sending")
 
 # Writing D7's answer (or a deferral) while the database does not take it: 0.2 s doubling to 5 s, until written.
 KEEP_RETRY = RetryPolicy(base_delay=0.2, max_delay=5.0, max_attempts=None, max_retry_after=None, jitter=True)
-# D7's answer goes to the journal when its first write failed, or has not ended after this long: a database that
-# takes it at once costs no disk write; one that is down or locked costs an fsync per answer (shared by those
-# arriving together), and a process stopped from then on loses none.
+# D7's answer is written to the journal at once (no fsync: a process killed from then on loses none), and made
+# durable when its first write failed or has not ended after this long: a database that takes it at once costs a
+# small write and the file's truncation; one that is down or locked costs an fsync per answer (shared by those
+# arriving together), and a machine stopped from then on loses none.
 HOLD_AFTER = 0.2
 # A send is "asleep" between two D7 attempts only while this much of its wait is left: near the end the client may
 # already be making the next request, and cancelling then could lose an answer.
@@ -31,7 +32,10 @@ ASLEEP_MARGIN = 1.0
 
 
 class Holder(Protocol):
-    """Somewhere else to keep what is being written, until the database has it."""
+    """Somewhere else to keep what is being written, until the database has it: ``note`` at once (kept across the
+    process being killed), ``hold`` durably (across the machine stopping) once the database is slow."""
+
+    def note(self) -> None: ...
 
     async def hold(self) -> None: ...
 
@@ -45,6 +49,9 @@ class Journaled:
     journal: AnswerJournal
     record: SendRecord
     outcome: Outcome
+
+    def note(self) -> None:
+        self.journal.note(self.record, self.outcome)
 
     async def hold(self) -> None:
         await self.journal.keep(self.record, self.outcome)
@@ -61,6 +68,8 @@ async def keep(
     Another worker taking the intent over (``LeaseLost``) ends it; a shutdown cancels it (logged with what was lost,
     if anything)."""
     holding = _Holding(holder, what, record)
+    if holder is not None:
+        holder.note()
     attempt = 0
     while True:
         try:

@@ -44,6 +44,8 @@ class FileJournal:
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._dirty = bool(lines)  # the file holds lines (emptied once none is outstanding)
+        self._unsynced: set[str] = set()  # noted, not fsynced yet
+        self._noting_failed = False
 
     @classmethod
     def open(cls, path: Path) -> FileJournal:
@@ -73,11 +75,33 @@ class FileJournal:
     def kept(self) -> list[KeptAnswer]:
         return list(self._kept)
 
+    def note(self, record: SendRecord, outcome: Outcome) -> None:
+        """The line written now (a small write to the page cache, no fsync): a process killed from here on loses
+        no answer; ``keep`` makes it durable when the database is slow, ``written`` drops it when it is not."""
+        line = _line(KeptAnswer(record.id, record.claimed_by, outcome))
+        if self._outstanding.get(record.id) == line:
+            return
+        try:
+            _write(self._fd, line)
+        except OSError as exc:  # a full disk: ``keep`` tries again, and says so
+            if not self._noting_failed:
+                self._noting_failed = True
+                log.error("could not write to the D7 answer journal %s (%s)", self.path, type(exc).__name__)
+            return
+        self._noting_failed = False
+        self._outstanding[record.id] = line
+        self._unsynced.add(record.id)
+        self._dirty = True
+
     async def keep(self, record: SendRecord, outcome: Outcome) -> None:
         line = _line(KeptAnswer(record.id, record.claimed_by, outcome))
         if self._outstanding.get(record.id) == line:
-            return  # on disk already (an answer kept by the last process, being written now)
-        self._outstanding[record.id] = line
+            if record.id not in self._unsynced:
+                return  # on disk already (an answer kept by the last process, being written now)
+            line = b""  # written by ``note``: only its fsync is left
+        else:
+            self._outstanding[record.id] = line
+        self._unsynced.discard(record.id)
         done = asyncio.get_running_loop().create_future()
         self._queue.append((line, done))
         if self._flusher is None or self._flusher.done():
@@ -85,6 +109,7 @@ class FileJournal:
         await asyncio.shield(done)
 
     def written(self, send_id: str) -> None:
+        self._unsynced.discard(send_id)
         if self._outstanding.pop(send_id, None) is not None and not self._outstanding and not self._flushing:
             self._empty()
 
@@ -126,10 +151,14 @@ class FileJournal:
 
 
 def _append(fd: int, data: bytes) -> None:
+    _write(fd, data)
+    os.fsync(fd)
+
+
+def _write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-    os.fsync(fd)
 
 
 def _fsync_directory(directory: Path) -> None:
