@@ -28,7 +28,7 @@ from tests.fakes.slack import FakeSlack
 from tests.harness import App, running_app
 from tests.memory import FakeClock
 from tests.test_oncall import PHONES, oncall, start_for
-from tests.test_storage import engine, storage  # noqa: F401 (engine: the SQLite and PostgreSQL fixture)
+from tests.test_storage import storage
 
 NOTICE = ":pager: You are on call for *{schedule}* from now until <!date^"
 
@@ -165,7 +165,7 @@ class Told:
         raise AssertionError("no user group configured")
 
 
-async def test_two_replicas_notice_a_stint_once(engine: AsyncEngine) -> None:  # noqa: F811 (the fixture)
+async def test_two_replicas_notice_a_stint_once(engine: AsyncEngine) -> None:
     rules = parse_policy(
         {
             "version": 1,
@@ -193,7 +193,7 @@ class CountedWrites(Database):
 
 
 async def test_a_schedule_that_did_not_change_costs_no_write_and_a_restart_still_notices_a_handoff(
-    engine: AsyncEngine,  # noqa: F811 (the fixture)
+    engine: AsyncEngine,
 ) -> None:
     rules = parse_policy(
         {
