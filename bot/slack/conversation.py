@@ -318,8 +318,10 @@ class Posts:
         while len(self._made) > self._size:
             self._made.popitem(last=False)
 
-    def forget(self, key: str) -> None:
-        self._made.pop(key, None)
+
+def _digest(text: str) -> str:
+    """A short fingerprint of what a note is about, for its key."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def outcome_unknown(exc: BaseException) -> bool:
@@ -478,7 +480,7 @@ class SlackConversation(_Requester):
     async def refuse(self, refusal: Refusal, careful: bool = False) -> None:
         text, blocks = messages.refusal(refusal, alert=self._alert)
         if self._alert:
-            which = hashlib.sha256(text.encode()).hexdigest()[:16]  # the same refusal, in the same thread
+            which = _digest(text)  # the same refusal, in the same thread
             await self._reply(Placement(self.origin.thread_ts), text, blocks, self._about(f"refused:{which}"), careful)
             return
         await self._respond(text, blocks)
@@ -658,7 +660,7 @@ class SlackConversation(_Requester):
         careful: bool = False,
     ) -> None:
         text, blocks = messages.undelivered_blocks(send, failures, templates)
-        which = hashlib.sha256("\n".join(sorted(f.recipient for f in failures)).encode()).hexdigest()[:16]
+        which = _digest("\n".join(sorted(f.recipient for f in failures)))
         await self._reply(placement, text, blocks, f"{send.send_id}:undelivered:{which}", careful)
 
     async def acknowledged(self, user_id: str) -> None:
