@@ -1,6 +1,6 @@
 """What the pipeline holds on to when a dependency fails: D7's answer until it is written (in memory, and in the local
-journal once the database is slow to take it), and which sends are only waiting between two D7 attempts (so that a
-shutdown can put them back to ``pending`` instead of ``unknown``).
+journal: written there at once, fsynced once the database is slow to take it), and which sends are only waiting
+between two D7 attempts (so that a shutdown can put them back to ``pending`` instead of ``unknown``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class Journaled:
 async def keep(
     what: str, record: SendRecord, write: Callable[[], Awaitable[SendRecord]], holder: Holder | None = None
 ) -> SendRecord:
-    """``write()`` until it works: it carries something that cannot be asked again (D7's answer). ``holder`` keeps
-    it meanwhile once the first write failed or took ``HOLD_AFTER`` seconds, and at a shutdown that comes first.
+    """``write()`` until it works: it carries something that cannot be asked again (D7's answer). ``holder`` notes
+    it at once, and keeps it durably once the first write failed or took ``HOLD_AFTER`` seconds, or at a shutdown
+    that comes first.
     Another worker taking the intent over (``LeaseLost``) ends it; a shutdown cancels it (logged with what was lost,
     if anything)."""
     holding = _Holding(holder, what, record)

@@ -1,9 +1,10 @@
 """The local journal of D7's answers (``AnswerJournal``): one JSON line per answer the database has not taken yet,
-appended and fsynced before the answer counts as kept, and emptied once the database has every one of them.
+written as the answer comes (``note``: a small write to the page cache, which outlives the process), fsynced before
+it counts as kept across a machine stopping (``keep``), and emptied once the database has every one of them.
 
 A line holds what the database needs to settle the send — its id, the worker that held it, D7's verdict (request id
-and status, or the error's kind, HTTP status, code and message) — never a text or a phone number. Answers arriving
-together share one write and one fsync, in a thread (the event loop never waits for the disk). The file is locked
+and status, or the error's kind, HTTP status, code and message) — never a text or a phone number. Answers kept
+together share one fsync, in a thread (the event loop never waits for the disk to sync). The file is locked
 (``flock``) while the process runs: a second process opening it is refused, so each replica needs its own. A last
 line cut off by a crash mid-write, or a line this version cannot read, is skipped with a warning.
 """
