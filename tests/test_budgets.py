@@ -11,13 +11,14 @@ import subprocess
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain.budgets import Charge, Overrun, until
+from bot.domain.budgets import Charge, Overrun, Window, take, until
 from bot.domain.errors import PolicyFileError
 from bot.domain.policy import Budget, parse_policy
 from bot.storage import Storage
@@ -189,6 +190,44 @@ async def test_a_send_counted_before_a_budget_shrank_is_not_refused_when_asked_a
     # The policy was reloaded with a smaller budget before s1 reached D7 (a restart in between): s1 is counted.
     assert await ledger.charge("s1", [charge("k", 5)], 6) is None
     assert (await ledger.usage(["k"]))["k"].used == 6
+
+
+async def test_sends_charged_at_the_same_moment_share_one_transaction_and_stay_exact(engine: AsyncEngine) -> None:
+    transactions = 0
+
+    class Counting(Database):
+        def begin(self, intake: bool = False, within: float = 30.0) -> Any:
+            nonlocal transactions
+            transactions += 1
+            return super().begin(intake, within)
+
+    ledger = Storage.on(Counting(engine)).budgets
+    budgets = [charge("rule:ops:user:U1", 20), charge("channel:C1", 1000), charge("workspace", 1000)]
+    verdicts = await asyncio.gather(*(ledger.charge(f"s{i}", budgets, 1) for i in range(40)))
+
+    assert [v is None for v in verdicts] == [True] * 20 + [False] * 20  # decided in the order they were asked
+    assert {(v.charge.key, v.used, v.left) for v in verdicts if v is not None} == {("rule:ops:user:U1", 20, 0)}
+    assert transactions <= 3  # one group commit for all 40, not 40 transactions of three upserts each
+    usage = await ledger.usage(["rule:ops:user:U1", "channel:C1", "workspace"])
+    assert {k: u.used for k, u in usage.items()} == {"rule:ops:user:U1": 20, "channel:C1": 20, "workspace": 20}
+
+
+def test_a_send_takes_from_every_window_or_none_and_an_ended_window_opens_again() -> None:
+    at = now()
+    windows = {
+        "ended": Window(at - timedelta(hours=2), at - timedelta(hours=1), 20),
+        "full": Window(at - timedelta(minutes=5), at + timedelta(minutes=55), 19),
+    }
+    before = dict(windows)
+    over = take(windows, [charge("ended", 20), charge("full", 20)], 2, at)
+    assert over is not None
+    assert (over.charge.key, over.used, over.needed) == ("full", 19, 2)
+    assert windows == before  # nothing taken anywhere
+
+    assert take(windows, [charge("ended", 20), charge("full", 20), charge("new", 5)], 1, at) is None
+    assert windows["ended"] == Window(at, at + timedelta(hours=1), 1)
+    assert windows["full"].used == 20
+    assert windows["new"] == Window(at, at + timedelta(hours=1), 1)
 
 
 async def test_two_workers_giving_back_the_same_send_give_it_back_once(url: str) -> None:

@@ -12,6 +12,7 @@ whole again ("refills"). A send that D7 provably did not send (refused, rejected
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -127,6 +128,34 @@ def budgets_of(
         (limits.workspace, WORKSPACE, "the workspace's budget", "workspace"),
     ]
     return [Charge(key, budget, name, scope) for budget, key, name, scope in candidates if budget]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A budget's current window as stored: when it opened, when it ends, what it has counted."""
+
+    start: datetime
+    end: datetime
+    used: int
+
+
+def take(windows: dict[str, Window], charges_: Sequence[Charge], messages: int, at: datetime) -> Overrun | None:
+    """Count ``messages`` against every budget in ``charges_`` at ``at``, all or none: ``windows`` (by key) is
+    updated in place when every budget takes it, left as it was when one would overrun (that one is returned,
+    the narrowest first). A window that has ended opens again with this send."""
+    if (whole := too_big(list(charges_), messages)) is not None:
+        return whole
+    taken: dict[str, Window] = {}
+    for charge in charges_:
+        window = taken.get(charge.key) or windows.get(charge.key)
+        if window is None or window.end <= at:
+            taken[charge.key] = Window(at, at + charge.budget.per, messages)
+        elif window.used + messages <= charge.budget.messages:
+            taken[charge.key] = Window(window.start, window.end, window.used + messages)
+        else:
+            return Overrun(charge, window.used, messages, window.end)
+    windows.update(taken)
+    return None
 
 
 def too_big(charges_: list[Charge], needed: int) -> Overrun | None:

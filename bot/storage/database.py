@@ -121,6 +121,7 @@ class Database:
         self._insert_once: dict[tuple[str, str], Any] = {}  # the statement of each (table, key), built once
         self._writes = _Batch()
         self._keyed: dict[tuple[str, str], _Batch] = {}  # ``write_keys``: one batch per table and key
+        self._grouped: dict[str, _Batch] = {}  # ``grouped``: one batch per name
         self.writes = WriteHealth()
 
     async def __aenter__(self) -> Self:
@@ -133,7 +134,7 @@ class Database:
 
     async def aclose(self) -> None:
         """Let queued writes finish, then close every connection."""
-        batches = (*self._inserts.values(), *self._keyed.values(), self._writes)
+        batches = (*self._inserts.values(), *self._keyed.values(), *self._grouped.values(), self._writes)
         flushers = [b.flusher for b in batches if b.flusher is not None]
         await asyncio.gather(*flushers, return_exceptions=True)
         if self._sync is not None:
@@ -278,6 +279,15 @@ class Database:
             return [None] * len(items)
 
         await self._queue(batch, value, flush)
+
+    async def grouped(self, name: str, item: Any, flush: _Flush) -> Any:
+        """``item``'s result from the next group commit named ``name``: ``flush`` gets every item queued meanwhile
+        (callers still waiting or not: it skips those whose future is done) and returns a result for each, in one
+        transaction of its own. While one runs, the items arriving meanwhile wait for the next."""
+        batch = self._grouped.get(name)
+        if batch is None:
+            batch = self._grouped[name] = _Batch()
+        return await self._queue(batch, item, flush)
 
     async def _queue(self, batch: _Batch, item: Any, flush: _Flush) -> Any:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
