@@ -93,17 +93,23 @@ class SqlBudgetLedger:
 
     async def _lock(self, conn: Any, keys: list[str]) -> dict[str, Window]:
         """Every window of ``keys``, locked in key order: a row is made first for a budget never used (an ended
-        window, which ``take`` opens again)."""
+        window, which ``take`` opens again). Pruning may delete an ended window between the two statements
+        (PostgreSQL): its key is made and locked again."""
         windows: dict[str, Window] = {}
         for start in range(0, len(keys), IN_LIST):
-            chunk = keys[start : start + IN_LIST]
-            placeholders = [
-                {"key": key, "window_start": _EPOCH, "window_end": _EPOCH, "used": 0, "last_taken": False}
-                for key in chunk
-            ]
-            await conn.execute(self._placeholders, placeholders)
-            for key, begun, end, used in (await conn.execute(self._windows, {"keys": chunk})).all():
-                windows[key] = Window(begun, end, int(used))
+            missing = keys[start : start + IN_LIST]
+            for _ in range(3):
+                placeholders = [
+                    {"key": key, "window_start": _EPOCH, "window_end": _EPOCH, "used": 0, "last_taken": False}
+                    for key in missing
+                ]
+                await conn.execute(self._placeholders, placeholders)
+                for key, begun, end, used in (await conn.execute(self._windows, {"keys": missing})).all():
+                    windows[key] = Window(begun, end, int(used))
+                if not (missing := [key for key in missing if key not in windows]):
+                    break
+            else:
+                raise RuntimeError("budget windows were deleted while being locked, three times over")
         return windows
 
     async def refund(self, send_id: str) -> None:
