@@ -117,6 +117,7 @@ class Database:
         # docs/performance.md).
         url = engine.url.render_as_string(hide_password=False)
         self._intake = create_engine(url, pool_size=2, pool_overflow=2) if self.postgres else None
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # the same pool
         self._inserts: dict[str, _Batch] = {}
         self._insert_once: dict[tuple[str, str], Any] = {}  # the statement of each (table, key), built once
         self._writes = _Batch()
@@ -212,8 +213,10 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Any]:
+        """A connection for reads. PostgreSQL: in autocommit, each statement its own snapshot, with no BEGIN and
+        ROLLBACK around it (two round trips of the three a read cost)."""
         if self._sync is None:
-            async with self.engine.connect() as conn:
+            async with self._reads.connect() as conn:
                 yield conn
         else:
             with self._sync.connect() as conn:
