@@ -119,10 +119,17 @@ def serve_counted() -> None:
     from sqlalchemy.engine import Engine
     from sqlalchemy.pool import Pool
 
+    from bot.storage.engine import PING_IDLE
+
     counts: Counter[str] = Counter()
+
+    def autocommit(conn: Any) -> bool:
+        return bool(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
     def executed(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         counts["statements"] += 1
+        if autocommit(conn):
+            counts["autocommitted"] += 1  # a read outside BEGIN: a transaction of its own in PostgreSQL's counts
         counts[statement.lstrip().split(None, 1)[0].upper()] += 1
         if statement.startswith(CLAIM[0]) and CLAIM[1] in statement and CLAIM[2] in statement:
             counts["claims"] += 1
@@ -132,11 +139,21 @@ def serve_counted() -> None:
         Path(f"{COUNTS_FILE}.tmp").write_text(json.dumps(counts))
         Path(f"{COUNTS_FILE}.tmp").replace(COUNTS_FILE)
 
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        counts["checkouts"] += 1
+        idle_since = record.info.get("idle_since")  # read before the bot's own listener takes it
+        if idle_since is not None and time.monotonic() - idle_since >= PING_IDLE:
+            counts["pings"] += 1
+
+    def transaction(conn: Any, name: str) -> None:
+        if not autocommit(conn):  # SQLAlchemy begins and ends its own transaction; PostgreSQL sees no BEGIN
+            counts[name] += 1
+
     event.listen(Engine, "after_cursor_execute", executed)
-    # pool_pre_ping: SQLAlchemy's asyncpg ping at every checkout is BEGIN, ";", ROLLBACK (three round trips).
-    event.listen(Pool, "checkout", lambda *_: counts.update(("checkouts",)))
+    # The bot pings a connection idle in the pool over PING_IDLE: BEGIN, ";", ROLLBACK (three round trips).
+    event.listen(Pool, "checkout", checkout, insert=True)
     for name in ("begin", "commit", "rollback"):
-        event.listen(Engine, name, lambda conn, name=name: counts.update((name.upper(),)))
+        event.listen(Engine, name, lambda conn, name=name: transaction(conn, name.upper()))
     signal.signal(signal.SIGUSR1, dump)
     sys.argv = [sys.argv[0]]
     runpy.run_module("bot", run_name="__main__", alter_sys=True)
@@ -527,11 +544,11 @@ def _client(count: int, args: argparse.Namespace, result: dict[str, Any], databa
     window: Counter[str] = sum(result["client"], Counter())
     quiet: Counter[str] = sum(result["client_quiet"], Counter())
     # PostgreSQL counts a transaction for every BEGIN and every ping: the two counts check each other.
-    seen = window["BEGIN"] + window["checkouts"] + quiet["BEGIN"] + quiet["checkouts"]
+    seen = sum(c["BEGIN"] + c["pings"] + c["autocommitted"] for c in (window, quiet))
     pg = database["xact_commit"] + database["xact_rollback"]
-    database["xact_commit"] -= quiet["COMMIT"]
-    database["xact_rollback"] -= quiet["BEGIN"] - quiet["COMMIT"] + quiet["checkouts"]
-    trips = window["statements"] + window["BEGIN"] + window["COMMIT"] + window["ROLLBACK"] + 3 * window["checkouts"]
+    database["xact_commit"] -= quiet["COMMIT"] + quiet["autocommitted"]
+    database["xact_rollback"] -= quiet["BEGIN"] - quiet["COMMIT"] + quiet["pings"]
+    trips = window["statements"] + window["BEGIN"] + window["COMMIT"] + window["ROLLBACK"] + 3 * window["pings"]
     return {
         "per_send": {k: round(v / args.sends, 2) for k, v in sorted(window.items()) if k != "rows_claimed"},
         "round_trips_per_send": round(trips / args.sends, 2),
