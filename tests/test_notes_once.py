@@ -121,3 +121,27 @@ async def test_a_phones_acknowledgement_told_again_is_looked_for_and_found(
     assert [n["text"] for n in notes] == [notes[0]["text"]]
     assert "ana" in notes[0]["text"]
     assert keys(slack, alert) == [f"{CHANNEL}/{alert}:acknowledged"]
+
+
+async def test_a_thread_that_cannot_be_read_is_counted_under_conversations_replies_and_the_note_still_posted(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    thread = await parent(client)
+    send = a_send(thread)
+    metrics = Metrics()
+    slack.fail("conversations.replies", error="ratelimited_but_not_429")
+
+    await (
+        SlackConversations(client, metrics, ChannelPacer(0))
+        .open(send.request.origin)
+        .still_unknown(send, Placement(thread), WHEN)
+    )
+
+    assert keys(slack, thread) == ["s-notes-1:unknown"]
+    counted = {
+        sample.labels["method"]: sample.value
+        for metric in metrics.slack_errors.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"conversations.replies": 1.0}

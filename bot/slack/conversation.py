@@ -554,7 +554,7 @@ class SlackConversation(_Requester):
         try:
             return await earlier_post(self._client, self.origin.channel_id, key, thread_ts, since)
         except SlackApiError as exc:
-            error = self._failed("conversations.history", exc)
+            error = self._failed("conversations.replies" if thread_ts else "conversations.history", exc)
             if passing(exc):
                 raise
             log.info("cannot look for the earlier post %s in %s (%s): posting it", key, self.origin.channel_id, error)
