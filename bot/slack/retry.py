@@ -31,6 +31,16 @@ _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 Sleep = Callable[[float], Awaitable[None]]
 
 
+def _suffixes(methods: Iterable[str]) -> tuple[str, ...]:
+    """What the URLs of calls to ``methods`` end with."""
+    return tuple(f"/{method}" for method in methods)
+
+
+def _calls(request: HttpRequest, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``request`` calls one of the methods ``suffixes`` names (``_suffixes``)."""
+    return bool(suffixes) and request.url.endswith(suffixes)
+
+
 def slack_retry_after(response: HttpResponse) -> float:
     """Seconds Slack asked to wait in a 429 a retry handler sees (see ``retry_after_seconds``)."""
     values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), [])
@@ -58,7 +68,7 @@ class CappedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         self._sleep = sleep
         # Methods whose 429s the caller waits out itself, in turn (the channel pacer): retried here, each waiting
         # call would come back at about the same instant and meet the limit again.
-        self._paced = tuple(f"/{method}" for method in paced)
+        self._paced = _suffixes(paced)
 
     async def _can_retry_async(
         self,
@@ -68,7 +78,7 @@ class CappedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if self._paced and request.url.endswith(self._paced):
+        if _calls(request, self._paced):
             return False
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
@@ -97,7 +107,7 @@ class SafeConnectionRetryHandler(AsyncConnectionErrorRetryHandler):
 
     def __init__(self, *, unsafe: Iterable[str] = ()) -> None:
         super().__init__()
-        self._unsafe = tuple(f"/{method}" for method in unsafe)
+        self._unsafe = _suffixes(unsafe)
 
     async def _can_retry_async(
         self,
@@ -107,6 +117,6 @@ class SafeConnectionRetryHandler(AsyncConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if self._unsafe and request.url.endswith(self._unsafe) and not isinstance(error, ClientConnectorError):
+        if _calls(request, self._unsafe) and not isinstance(error, ClientConnectorError):
             return False  # sent, perhaps carried out: not blindly again
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
