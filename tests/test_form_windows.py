@@ -148,7 +148,9 @@ async def test_text_this_message_mentioning_20_people_opens_at_once_then_shows_t
     # Every name looked up once, LOOKUPS_AT_ONCE at a time, while views.open and the user group look-up were in
     # flight too.
     assert sorted(p["user"] for p in slack.of("users.info")) == mentioned
-    assert in_flight.peak["users.info"] == LOOKUPS_AT_ONCE
+    # Together, never more than the limit; how many overlap at the fake depends on how fast the machine starts them
+    # (17 of 20 on a loaded CI run), while updated_at above already rules out one at a time (20 × Slack's latency).
+    assert 1 < in_flight.peak["users.info"] <= LOOKUPS_AT_ONCE
     assert any({"views.open", "users.info", "usergroups.users.list"} <= seen for seen in in_flight.together)
     assert slack.of("usergroups.users.list") == [{"usergroup": "S0LEADS"}]
 
