@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.domain.alerts import AlertActivity
 from bot.domain.clock import Clock
-from bot.domain.delivery import RecipientDelivery, StoredReport, delivery_of
+from bot.domain.delivery import RecipientDelivery, StatusUpdate, StoredReport, delivery_of
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, InputError
 from bot.domain.inbound import InboundRecord, OptOut
 from bot.domain.inbound import Outcome as InboundOutcome
@@ -341,8 +341,9 @@ class MemorySendQueue(_SendRows):
     async def card_due(self, record: SendRecord, *, final: bool) -> SendRecord:
         at = self.clock()
         if (row := self._rows.get(record.id)) is not None:  # whoever holds it
-            row.record = row.record.card_due(at)
+            row.record = row.record.card_due(at)  # coalesced by the row's own state, as the UPDATE does
             row.delivery_final = final
+            return replace(record, card_due_at=row.record.card_due_at)
         return record.card_due(at)
 
     async def card_shown(self, record: SendRecord, due_at: datetime) -> SendRecord:
@@ -628,6 +629,11 @@ class MemoryDeliveryLog:
             return False
         known.status, known.rank, known.reason = status, rank, reason
         return True
+
+    async def apply_statuses(self, statuses: Sequence[StatusUpdate]) -> set[str]:
+        return {
+            u.send_id for u in statuses if await self.apply_status(u.send_id, u.recipient, u.status, u.rank, u.reason)
+        }
 
     async def statuses(self, send_id: str) -> list[RecipientDelivery]:
         return [

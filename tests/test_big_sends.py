@@ -77,9 +77,9 @@ async def test_a_send_to_200_numbers_is_announced_and_every_failure_told(
 ) -> None:
     await app.command("/sms", "group:everyone Disk full on db-1")
     await app.settle()
-    assert len(fake_d7.sends) == 1
-    ((request_id, sent),) = fake_d7.sends.items()
-    assert len(sent.recipients) == 200
+    # D7 takes them in requests of 100 (``MAX_RECIPIENTS_PER_REQUEST``), in order.
+    assert [len(s.recipients) for s in fake_d7.sends.values()] == [100, 100]
+    request_id = next(iter(fake_d7.sends))
 
     announcement, result = slack.of("chat.postMessage")[:2]
     head = announcement["blocks"][0]["text"]["text"]
@@ -109,7 +109,7 @@ async def test_every_failure_is_told_although_slack_refuses_to_rewrite_the_card(
 ) -> None:
     await app.command("/sms", "group:everyone Disk full on db-1")
     await app.settle()
-    ((request_id, _),) = fake_d7.sends.items()
+    request_id = next(iter(fake_d7.sends))
     slack.fail("chat.update", error="cant_update_message")  # for good
 
     await undelivered(app, request_id, NUMBERS[:3])
@@ -127,7 +127,10 @@ async def test_an_alert_to_200_numbers_gets_its_thread_reply(app: App, slack: Fa
     assert (await app.event(event_callback(alert, channel="C0ALERTS"))).status_code == 200
     await app.settle()
 
-    assert len(next(iter(fake_d7.sends.values())).recipients) == 200
+    assert [len(s.recipients) for s in fake_d7.sends.values()] == [100, 100]
+    for body in fake_d7.bodies("/messages/v1/send"):  # each phone its own message object, with its own link
+        assert [len(m["recipients"]) for m in body["messages"]] == [1] * 100
+        assert len({m["content"] for m in body["messages"]}) == 100
     (reply,) = [p for p in slack.of("chat.postMessage") if p.get("thread_ts") == "1763800100.000100"]
     assert reply["text"].startswith(":white_check_mark: *Alert texted* to +1 415-555-0000, +1 415-555-0001")
     assert slack.refused == []
@@ -138,7 +141,7 @@ async def test_a_card_slack_cannot_take_for_now_is_tried_again_later_and_the_fai
 ) -> None:
     await app.command("/sms", "group:everyone Disk full on db-1")
     await app.settle()
-    ((request_id, _),) = fake_d7.sends.items()
+    request_id = next(iter(fake_d7.sends))
     slack.fail("chat.update", 503)  # Slack's edge is down for chat.update
 
     before = datetime.now(UTC)
@@ -165,8 +168,9 @@ async def test_announcement_card_alert_reply_and_refusal_are_taken_by_slack_for_
     ) as app:
         await app.command("/sms", "group:everyone Disk full on db-1")
         await app.settle()
-        ((request_id, sent),) = fake_d7.sends.items()
-        assert len(sent.recipients) == n
+        assert sum(len(s.recipients) for s in fake_d7.sends.values()) == n
+        assert max(len(s.recipients) for s in fake_d7.sends.values()) <= 100
+        request_id = next(iter(fake_d7.sends))
         await undelivered(app, request_id, numbers[:50])
 
         alert = {"type": "message", "user": "U0ANYONE", "text": "CRITICAL: disk", "ts": "1763800100.000100"}

@@ -66,9 +66,9 @@ async def set_columns(engine: AsyncEngine, send_id: str, **values: object) -> No
 
 
 async def test_schema_is_at_head_and_migrating_again_changes_nothing(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0017"
+    assert await current_revision(engine) == head_revision() == "0018"
     await migrate(engine)
-    assert await current_revision(engine) == "0017"
+    assert await current_revision(engine) == "0018"
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
     assert {"sends", "kv", "inbound", "opt_outs", "alembic_version"} <= tables

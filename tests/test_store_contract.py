@@ -38,6 +38,7 @@ from bot.domain.models import (
 from bot.domain.phone import PhoneNumber
 from bot.domain.ports import AlertLedger, SendStore
 from bot.domain.sends import (
+    CARD_EVERY,
     RECORDER_GONE,
     Checked,
     LeaseLost,
@@ -554,9 +555,31 @@ async def test_a_status_that_came_while_the_card_was_written_keeps_it_due(stores
     kept = await stores.sends.card_shown(claimed, first)
 
     assert kept == claimed
-    assert (await stores.sends.get(done.id)).card_due_at == stores.clock()  # type: ignore[union-attr]
+    # Due again, once CARD_EVERY has passed: the rewrite just made is not followed by another at once.
+    assert (await stores.sends.get(done.id)).card_due_at == stores.clock() + CARD_EVERY  # type: ignore[union-attr]
     await stores.sends.release(claimed)
+    assert await stores.sends.claim("w1", 10, LEASE) == []
+    stores.clock.advance(CARD_EVERY)
     assert [r.id for r in await stores.sends.claim("w1", 10, LEASE)] == [done.id]
+
+
+async def test_reports_coalesce_into_one_rewrite_per_card_every(stores: Stores) -> None:
+    """Due and waiting for a worker: more reports keep it as it is. A Slack failure's wait is brought forward to
+    CARD_EVERY by a new report, never prolonged; one due sooner keeps its time."""
+    done = await told(stores, command("k1"), accepted())
+    first = (await stores.sends.card_due(done, final=False)).card_due_at
+    assert first == stores.clock()
+    stores.clock.advance(timedelta(seconds=2))
+    await stores.sends.card_due(done, final=False)
+    assert (await stores.sends.get(done.id)).card_due_at == first  # type: ignore[union-attr]
+
+    claimed = await claim_one(stores)
+    await stores.sends.card_later(claimed, stores.clock() + timedelta(minutes=10))  # Slack failed
+    await stores.sends.card_due(done, final=False)
+    assert (await stores.sends.get(done.id)).card_due_at == stores.clock() + CARD_EVERY  # type: ignore[union-attr]
+    stores.clock.advance(timedelta(seconds=1))
+    await stores.sends.card_due(done, final=False)  # due within CARD_EVERY: kept
+    assert (await stores.sends.get(done.id)).card_due_at == stores.clock() - timedelta(seconds=1) + CARD_EVERY  # type: ignore[union-attr]
 
 
 async def test_a_card_slack_did_not_take_is_shown_again_later_by_any_worker(stores: Stores) -> None:

@@ -18,6 +18,16 @@ from bot.domain.models import OutgoingText, Via
 
 _E164 = re.compile(r"^\+[1-9]\d{5,14}$")
 
+# Recipients in one send request, counted over all its message objects. D7 documents no limit: its send pages
+# (d7networks.com/docs/Messages/Send_Message/, and shared/seeds/000_05a3107c2e245157.txt) show several message
+# objects with several recipients each and name no maximum, and none of its SDKs (d7networks/direct7-python-sdk
+# src/direct7/sms.py, direct7-nodejs-sdk direct7/sms.js, direct7-go-sdk direct7/sms.go) splits or caps a list.
+# 100 is our own, conservative: a request stays a few kilobytes however long the text (one message object per
+# phone with action links), D7 answers it well inside our 15 s read timeout, one lost answer leaves at most 100
+# phones "unknown", and a status look-up of one request_id lists at most 100 phones. The pipeline sends a larger
+# send in requests of this many; the builders refuse more.
+MAX_RECIPIENTS_PER_REQUEST = 100
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -234,6 +244,8 @@ def format_schedule_time(when: datetime) -> str:
 def _check_recipients(recipients: Sequence[str]) -> list[str]:
     if not recipients:
         raise ValueError("at least one recipient is needed")
+    if len(recipients) > MAX_RECIPIENTS_PER_REQUEST:
+        raise ValueError(f"at most {MAX_RECIPIENTS_PER_REQUEST} recipients go in one request, got {len(recipients)}")
     bad = [r for r in recipients if not _E164.match(r)]
     if bad:
         raise ValueError(f"recipients must be in E.164 form, got {bad[0]!r}")

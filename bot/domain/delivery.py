@@ -98,6 +98,17 @@ class StoredReport:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One recipient's status to keep (unless as far or further is known)."""
+
+    send_id: str
+    recipient: str  # E.164
+    status: str
+    rank: int
+    reason: str | None = None
+
+
 def failed_words() -> frozenset[str]:
     """D7's status words (lower case, with ``_``, ``-`` or a space between words) that mean not reached."""
     words = [k for k, v in _ALIASES.items() if v.failed]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -38,6 +38,19 @@ class OutgoingText:
     template: OutgoingTemplate | None = None  # WhatsApp: an approved template instead of free text (``text``: as shown)
     # What ends each recipient's text (E.164 → its action link): then one message object per recipient.
     suffixes: Mapping[str, str] = field(default_factory=dict)
+
+    def batches(self, size: int | None) -> list[OutgoingText]:
+        """The same text in requests of at most ``size`` recipients each, in order (None: all in one)."""
+        if size is None or len(self.recipients) <= size:
+            return [self]
+        if size < 1:
+            raise ValueError("a request takes at least one recipient")
+        parts = []
+        for start in range(0, len(self.recipients), size):
+            chunk = self.recipients[start : start + size]
+            endings = {r: self.suffixes[r] for r in chunk if r in self.suffixes} if self.suffixes else {}
+            parts.append(replace(self, recipients=chunk, suffixes=endings))
+        return parts
 
 
 class SendStatus(StrEnum):

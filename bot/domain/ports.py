@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from bot.domain.alerts import AlertActivity
 from bot.domain.budgets import Charge, Overrun, Usage
-from bot.domain.delivery import RecipientDelivery, StoredReport
+from bot.domain.delivery import RecipientDelivery, StatusUpdate, StoredReport
 from bot.domain.errors import D7Error
 from bot.domain.inbound import InboundRecord, OptOut, Unanswered
 from bot.domain.links import ActionLink
@@ -481,6 +481,11 @@ class DeliveryLog(Protocol):
 
     async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
         """Keep a recipient's status unless one of the same or a higher rank is known; True if it changed."""
+        ...
+
+    async def apply_statuses(self, statuses: Sequence[StatusUpdate]) -> set[str]:
+        """``apply_status`` for many at once (one transaction: a broadcast's reports are not a commit each); the
+        ids of the sends where one changed."""
         ...
 
     async def statuses(self, send_id: str) -> list[RecipientDelivery]: ...

@@ -30,6 +30,10 @@ from bot.domain.templates import TemplateUse
 # that it told them "recorded"; a recorder that has not confirmed it this long after recording it is presumed
 # stopped, and any worker may then take the intent, to refuse it (its sender may have been told "not recorded").
 RECORDER_GONE = timedelta(seconds=30)
+# A result message ("card") is rewritten at most about this often while delivery reports keep coming (the first
+# report after a quiet spell shows at once): a broadcast's thousand reports cost a handful of chat.update calls,
+# well inside chat.update's Tier 3 (50 a minute per workspace), and the last statuses always show.
+CARD_EVERY = timedelta(seconds=5)
 
 
 class LeaseLost(Exception):
@@ -83,12 +87,43 @@ class Placement:
     private: bool = False  # only the requester can be told (the bot cannot post in the channel)
 
 
+class PartState(StrEnum):
+    """Where one of a send's D7 requests ended (a send to more phones than one request takes goes in several)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # D7 answered 200 "rejected": nothing went to these phones
+    FAILED = "failed"  # D7 said no, or stayed unavailable: nothing went to these phones
+    UNKNOWN = "unknown"  # D7's answer was lost: these phones may or may not have been texted
+    NOT_SENT = "not_sent"  # never asked: an earlier request of the send failed
+
+
+@dataclass(frozen=True)
+class Part:
+    """One D7 request of a send that went in several: its slice of the send's recipients (``first``, ``count``, in
+    the order checking found them) and how it ended."""
+
+    first: int
+    count: int
+    state: PartState
+    request_id: str | None = None  # accepted or rejected: D7's id of this request
+    error: str | None = None  # failed or unknown: what went wrong, in words (shown; the send's error is the first)
+
+    @property
+    def went_out(self) -> bool:
+        """Texts may have left for these phones (reports, look-ups and the card count them)."""
+        return self.state in (PartState.ACCEPTED, PartState.UNKNOWN)
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How the send ended: a D7 verdict (accepted / rejected) or an error."""
+    """How the send ended: a D7 verdict (accepted / rejected) or an error.
+
+    A send to more phones than one D7 request takes went in several (``parts``, in order; empty when it went in
+    one): ``result`` is then the first request's answer, and the send counts as accepted once that one was."""
 
     result: SendResult | None = None
     error: D7Error | None = None
+    parts: tuple[Part, ...] = ()
 
     @property
     def state(self) -> SendState:
@@ -99,6 +134,29 @@ class Outcome:
     @property
     def request_id(self) -> str | None:
         return self.result.request_id if self.result is not None else None
+
+    @property
+    def request_ids(self) -> tuple[str, ...]:
+        """Every request id D7 gave the send: one, or one per request that it answered."""
+        if self.parts:
+            return tuple(p.request_id for p in self.parts if p.request_id is not None)
+        return (self.result.request_id,) if self.result is not None else ()
+
+    @property
+    def accepted_ids(self) -> tuple[str, ...]:
+        """The request ids whose texts went out (what delivery look-ups ask about)."""
+        if self.parts:
+            return tuple(p.request_id for p in self.parts if p.state is PartState.ACCEPTED and p.request_id)
+        return (self.result.request_id,) if self.result is not None and self.result.accepted else ()
+
+    def not_sent(self, recipients: tuple[str, ...]) -> list[tuple[str, Part]]:
+        """The phones of ``recipients`` (the send's, in order) that certainly got nothing, with their request."""
+        return [
+            (number, part)
+            for part in self.parts
+            if not part.went_out
+            for number in recipients[part.first : part.first + part.count]
+        ]
 
 
 @dataclass(frozen=True)
@@ -288,8 +346,8 @@ class SendRecord:
     # to be due (a report may come while any worker holds the send); shown or put off by the worker holding it.
 
     def card_due(self, at: datetime) -> SendRecord:
-        """New delivery statuses since ``at``: the result message must show them."""
-        return replace(self, card_due_at=at)
+        """New delivery statuses since ``at``: the result message must show them (coalesced: ``card_due_at``)."""
+        return replace(self, card_due_at=card_due_at(self.card_due_at, at, held=self.claimed_by is not None))
 
     def card_shown(self) -> SendRecord:
         """The result message shows the statuses (the store keeps it due if they changed again meanwhile)."""
@@ -398,6 +456,19 @@ class SendRecord:
     def text_as_sent(self) -> str:
         """The text as it went (or would go) to phones: an alert's rendered template, else the request's text."""
         return self.checked.text if self.checked is not None else self.request.text
+
+
+def card_due_at(due: datetime | None, at: datetime, *, held: bool) -> datetime:
+    """When a card with new statuses at ``at`` is rewritten, coalescing reports (``CARD_EVERY``): now when it was
+    not due; as it was when due and no worker holds the send yet (that worker reads every status when it runs), or
+    due within ``CARD_EVERY``; else ``CARD_EVERY`` from now: a worker is rewriting it now (the next rewrite waits),
+    or a Slack failure's wait was longer (brought forward, not prolonged). The store keeps the same rule."""
+    soon = at + CARD_EVERY
+    if due is None:
+        return at
+    if (due <= at and not held) or at < due <= soon:
+        return due
+    return soon
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from bot.domain.delivery import Delivery, delivery_of, e164_of
+from bot.domain.delivery import Delivery, StatusUpdate, delivery_of, e164_of
 from bot.domain.errors import D7Error, kind_of
 from bot.domain.models import StatusReport
 from bot.domain.ports import DeliveryLog, MessageGateway, ReportParser, SendQueue
@@ -132,20 +132,27 @@ class Deliveries:
             return 0
         known = await self.sends.by_request_ids([r.request_id for r in reports])
         applied: list[str] = []
-        changed: dict[str, SendRecord] = {}
+        updates: list[StatusUpdate] = []
+        sends: dict[str, SendRecord] = {}
+        numbers: dict[str, frozenset[str]] = {}  # send id → its recipients, looked up once per batch
         for report in reports:
             send = known.get(report.request_id)
             if send is None:
                 continue  # D7's answer to the send is not stored yet, or not our request: keep it for later
             applied.append(report.id)
-            if not _sent_to(send, report.recipient):
+            if send.id not in numbers:
+                numbers[send.id] = _numbers(send)
+            if numbers[send.id] and report.recipient not in numbers[send.id]:
                 # Never shown, never told: a report only speaks for the send's own recipients.
                 log.warning(
                     "ignored a delivery report for send_id=%s: the number is not one of its recipients", send.id
                 )
                 continue
-            if await self._apply(send.id, report.recipient, report.status, report.reason):
-                changed[send.id] = send
+            sends[send.id] = send
+            rank = delivery_of(report.status).rank
+            updates.append(StatusUpdate(send.id, report.recipient, report.status, rank, report.reason))
+        # A batch of reports (a broadcast's thousand) is one transaction, not a commit each.
+        changed = {send_id: sends[send_id] for send_id in await self.reports.apply_statuses(updates)}
         # The result messages are marked due before the reports are marked applied: a crash in between applies a
         # report twice (harmless, statuses never go backwards), never leaves a card without its update.
         await self._changed(list(changed.values()))
@@ -161,10 +168,6 @@ class Deliveries:
             self._waiting[request_id] = None
         while len(self._waiting) > WAITING_KEPT:
             del self._waiting[next(iter(self._waiting))]
-
-    async def _apply(self, send_id: str, recipient: str, status: str, reason: str | None) -> bool:
-        """One recipient's status, unless as far or further is known; True if it changed."""
-        return await self.reports.apply_status(send_id, recipient, status, delivery_of(status).rank, reason)
 
     async def _changed(self, records: Sequence[SendRecord]) -> None:
         """These sends' result messages must show new statuses (the outbox rewrites them)."""
@@ -193,25 +196,32 @@ class Deliveries:
                 if record.state is SendState.UNKNOWN:
                     await self.teller.still_unknown(record)
                     continue
-                report = await self.gateway.get_status(record.request_id or "", record.request.via)
+                # A send in several requests: each one that went out, at the same bounded rate.
+                ids = record.outcome.accepted_ids if record.outcome is not None else ()
+                for n, request_id in enumerate(ids or (record.request_id or "",)):
+                    if n:
+                        await asyncio.sleep(1 / self.lookups_per_second)
+                    report = await self.gateway.get_status(request_id, record.request.via)
+                    await self.absorb(record, report)
             except D7Error as exc:
                 log.warning("status look-up failed send_id=%s: %s", record.id, type(exc).__name__)
                 continue
             except Exception:
                 log.exception("reconciling send_id=%s failed", record.id)
                 continue
-            await self.absorb(record, report)
         if stale:
             log.info("reconciled %d stale send(s)", len(stale))
         return len(stale)
 
     async def absorb(self, record: SendRecord, report: StatusReport) -> None:
         """Statuses from D7's status endpoint, applied like reports (never backwards)."""
-        changed = False
-        for line in report.recipients:
-            if _sent_to(record, e164_of(line.recipient)):
-                changed |= await self._apply(record.id, e164_of(line.recipient), line.status, line.reason)
-        if changed:
+        numbers = _numbers(record)
+        updates = [
+            StatusUpdate(record.id, e164_of(line.recipient), line.status, delivery_of(line.status).rank, line.reason)
+            for line in report.recipients
+            if not numbers or e164_of(line.recipient) in numbers
+        ]
+        if await self.reports.apply_statuses(updates):
             await self._changed([record])
 
     async def find(self, team_id: str, request_id: str) -> SendRecord | None:
@@ -219,10 +229,10 @@ class Deliveries:
         record = (await self.sends.by_request_ids([request_id])).get(request_id)
         return record if record is not None and record.request.origin.team_id == team_id else None
 
-    async def status(self, record: SendRecord) -> StatusReport:
-        """D7's status of the send, asked at most once per ``STATUS_FRESH`` seconds per request_id (asking again
-        and again costs D7 calls and tells nothing new)."""
-        request_id = record.request_id or ""
+    async def status(self, record: SendRecord, request_id: str | None = None) -> StatusReport:
+        """D7's status of the send (of its request ``request_id``, when it went in several), asked at most once per
+        ``STATUS_FRESH`` seconds per request_id (asking again and again costs D7 calls and tells nothing new)."""
+        request_id = request_id or record.request_id or ""
         now = time.monotonic()
         kept = self._statuses.get(request_id)
         if kept is not None and now - kept[0] < STATUS_FRESH:
@@ -237,7 +247,7 @@ class Deliveries:
     async def lookup(self, team_id: str, request_id: str) -> tuple[SendRecord, StatusReport] | None:
         """The send and D7's status of it; None when not found."""
         record = await self.find(team_id, request_id)
-        return None if record is None else (record, await self.status(record))
+        return None if record is None else (record, await self.status(record, request_id))
 
     # ------------------------------------------------------------ the background loop
 
@@ -272,6 +282,6 @@ class Deliveries:
                 log.warning("delivery sweep failed (%s); trying again in %.0fs", kind_of(exc), SWEEP_EVERY)
 
 
-def _sent_to(record: SendRecord, e164: str) -> bool:
-    """``e164`` is one of the numbers the send went to (a send from before checks were kept: anything goes)."""
-    return record.checked is None or any(n.e164 == e164 for n in record.checked.recipients)
+def _numbers(record: SendRecord) -> frozenset[str]:
+    """The numbers the send went to (empty for a send from before checks were kept: any report counts)."""
+    return frozenset(n.e164 for n in record.checked.recipients) if record.checked is not None else frozenset()

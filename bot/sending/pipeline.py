@@ -7,7 +7,9 @@
                          └── D7 provably did not send (503, 429…): pending again, retried until the deadline
 
 ``sending`` is kept before D7 is called, so a crash from then on ends in ``unknown``, never in a second text. The
-D7 call is split in three: ``_attempt`` (the call), ``_on_error`` (defer or fail) and ``_on_result``.
+D7 call is split in three: the call, ``_on_error`` (defer or fail) and ``_on_result``. A send to more phones than
+one D7 request takes (``per_request``) goes in several requests, one after the other (``broadcasts``): only the
+first can be deferred and tried again, since once it is accepted some phones have their text.
 
 Any other failure before D7 is called (a Slack look-up, the database) is not the requester's: the intent waits
 (``CHECK_RETRY``, counted as attempts, logged once) and is refused in plain words at its deadline. After D7 has
@@ -26,7 +28,7 @@ from functools import cached_property
 from bot.domain.clock import Clock, utc_now
 from bot.domain.errors import D7Error, D7OutcomeUnknownError, D7UnavailableError, ServiceUnavailable
 from bot.domain.events import Bus, Events, RequestIdKnown
-from bot.domain.models import OutgoingText, SendResult, Via
+from bot.domain.models import OutgoingText, Via
 from bot.domain.ports import (
     Abandonments,
     AnswerJournal,
@@ -55,6 +57,7 @@ from bot.sending import texts
 from bot.sending.admission import Admission, Refused
 from bot.sending.alerts import AlertDesk, Bundle, Repeat
 from bot.sending.announcing import ANNOUNCE_WITHIN, ANNOUNCED_WITHIN, Announcer, tried_before
+from bot.sending.broadcasts import the_rest
 from bot.sending.keeping import Journaled, Waits, keep
 from bot.sending.links import ActionLinks
 from bot.sending.spending import Spending
@@ -92,6 +95,7 @@ class Pipeline:
     right_of_way: RightOfWay | None = None  # Slack's requests first (None: the outbox never waits for them)
     links: ActionLinks | None = None  # each phone's action link at the end of alert texts (None: no PUBLIC_URL)
     journal: AnswerJournal | None = None  # D7's answers on disk while the database does not take them (None: memory)
+    per_request: int | None = None  # recipients in one D7 request (None: all); a larger send goes in several
     retry: RetryPolicy = SEND_RETRY
     check_retry: RetryPolicy = CHECK_RETRY
     lease: timedelta = SEND_LEASE
@@ -228,8 +232,9 @@ class Pipeline:
     ) -> SendRecord:
         on_retry = self._retry_hook(record, send, conversation)
         began = time.perf_counter()
+        batches = self._texts(send, template)
         try:
-            result = await self._attempt(send, template, on_retry)
+            result = await self.gateway.send(batches[0], on_retry)
         except asyncio.CancelledError:
             wait = self.waits.end(record.id)
             if wait is not None and wait.asleep():  # stopped between two attempts: nothing is at D7
@@ -242,9 +247,10 @@ class Pipeline:
         except Exception:
             log.exception("send crashed send_id=%s", record.id)
             return await self._finish(record, send, Outcome(error=D7OutcomeUnknownError(CRASHED)))
-        elapsed = time.perf_counter() - began
-        self.metrics.d7_answered(send.via.value, elapsed)
-        return await self._on_result(record, send, result, elapsed)
+        self.metrics.d7_answered(send.via.value, time.perf_counter() - began)
+        self.waits.end(record.id)  # answered; a send whose first request was accepted never goes back to pending
+        outcome = await the_rest(self.gateway, self.metrics, self.journal, record, send.via, batches, result)
+        return await self._on_result(record, send, outcome, time.perf_counter() - began)
 
     def _retry_hook(self, record: SendRecord, send: PreparedSend, conversation: Conversation) -> RetryHook:
         """Called before each retry: count it, and say "retrying" in the thread once per send."""
@@ -268,7 +274,7 @@ class Pipeline:
 
         return on_retry
 
-    async def _attempt(self, send: PreparedSend, template: OutgoingTemplate | None, on_retry: RetryHook) -> SendResult:
+    def _texts(self, send: PreparedSend, template: OutgoingTemplate | None) -> list[OutgoingText]:
         text = OutgoingText(
             via=send.via,
             recipients=tuple(n.e164 for n in send.recipients),
@@ -280,7 +286,7 @@ class Pipeline:
             template=template,
             suffixes=send.endings,
         )
-        return await self.gateway.send(text, on_retry)
+        return text.batches(self.per_request)
 
     def _template(self, send: PreparedSend) -> OutgoingTemplate | None:
         """What D7 needs of the approved template the send names (None: free text); ``Refused`` when the policy
@@ -334,22 +340,20 @@ class Pipeline:
         )
         return await self._finish(record, send, Outcome(error=error))
 
-    async def _on_result(
-        self, record: SendRecord, send: PreparedSend, result: SendResult, elapsed: float
-    ) -> SendRecord:
-        outcome = Outcome(result=result)
+    async def _on_result(self, record: SendRecord, send: PreparedSend, outcome: Outcome, elapsed: float) -> SendRecord:
         log.info(
-            "send %s send_id=%s via=%s sender=%s recipients=%d request_id=%s elapsed_ms=%d",
+            "send %s send_id=%s via=%s sender=%s recipients=%d request_id=%s requests=%d elapsed_ms=%d",
             outcome.state.value,
             record.id,
             send.via.value,
             send.sender,
             len(send.recipients),
-            result.request_id,
+            outcome.request_id,
+            max(1, len(outcome.parts)),
             elapsed * 1000,
-            extra={"send_id": record.id, "request_id": result.request_id},
+            extra={"send_id": record.id, "request_id": outcome.request_id},
         )
-        if result.accepted and not result.dry_run:
+        if outcome.result is not None and outcome.result.accepted and not outcome.result.dry_run:
             self.spending.bill(send)
         return await self._finish(record, send, outcome)
 
@@ -358,7 +362,7 @@ class Pipeline:
         it had just come (``keeping.replay``)."""
         send = self.teller.prepared(record)
         if outcome.result is not None:
-            return await self._on_result(record, send, outcome.result, 0.0)
+            return await self._on_result(record, send, outcome, 0.0)
         return await self._finish(record, send, outcome)
 
     async def _finish(self, record: SendRecord, send: PreparedSend, outcome: Outcome) -> SendRecord:
@@ -369,8 +373,8 @@ class Pipeline:
         if record.state.nothing_went_out:
             await self.alerts.release(record)  # the next repeat of this alert may be texted
             await self.spending.refund(record)
-        if outcome.request_id is not None:
-            self.events.publish(RequestIdKnown(outcome.request_id))
+        for request_id in outcome.request_ids:
+            self.events.publish(RequestIdKnown(request_id))
         self.metrics.send_ended(send.via.value, record.state.value)
         return record
 

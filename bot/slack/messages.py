@@ -49,7 +49,16 @@ from bot.domain.policy import (
     channel_templates,
 )
 from bot.domain.ports import Balance
-from bot.domain.sends import NotSent, NotSentReason, Outcome, PreparedSend, Refusal, RefusalKind, SendRecord
+from bot.domain.sends import (
+    NotSent,
+    NotSentReason,
+    Outcome,
+    PartState,
+    PreparedSend,
+    Refusal,
+    RefusalKind,
+    SendRecord,
+)
 from bot.domain.templates import Template, window_closed
 from bot.sending.answers import answering
 from bot.sending.home import AdminView, Coverage, RecentSend, RuleView, YourShifts
@@ -379,13 +388,51 @@ def outcome(send: PreparedSend, result: Outcome, statuses: Sequence[RecipientDel
             f"request_id `{escape(r.request_id)}`"
         )
     elif r.accepted:
-        head = f":white_check_mark: *Accepted by D7* · request_id `{escape(r.request_id)}`{created}"
+        head = f":white_check_mark: *Accepted by D7* · {request_ids(result)}{created}"
     else:
         head = (
             f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`{created}. Nothing was sent; "
             "check the numbers and the sender with your D7 account."
         )
-    return head, [section(head), context(sizing(send)), *delivery_blocks(send, statuses)]
+    return head, [section(head), context(sizing(send)), *parts_blocks(send, result), *delivery_blocks(send, statuses)]
+
+
+REQUEST_IDS_BUDGET = 600  # a send in many requests: its request ids, within the card's first line
+
+
+def request_ids(result: Outcome) -> str:
+    """``request_id `…``` of a send in one request; of one in several, how many and their ids as far as they fit."""
+    ids = result.request_ids
+    if len(result.parts) <= 1 or len(ids) <= 1:
+        return f"request_id `{escape(ids[0] if ids else '')}`"
+    shown = listing([f"`{escape(i)}`" for i in ids], REQUEST_IDS_BUDGET)
+    return f"{len(result.parts)} requests · request_ids {shown}"
+
+
+def parts_blocks(send: PreparedSend, result: Outcome) -> list[Block]:
+    """A send in several requests of which one failed: which, why, and who got nothing (or may have)."""
+    bad = next((i for i, p in enumerate(result.parts) if p.state is not PartState.ACCEPTED), None)
+    if bad is None:
+        return []
+    part, which = result.parts[bad], f"request {bad + 1} of {len(result.parts)}"
+    later = sum(p.count for p in result.parts[bad + 1 :])
+    sent = sum(p.count for p in result.parts if p.state is PartState.ACCEPTED)
+    its = f"its {_count(part.count, 'recipient')}"
+    if part.state is PartState.UNKNOWN:
+        what = (
+            f":warning: *Not all sent:* D7 did not answer {which}, so {its} may or may not have been texted: check "
+            f"with them before sending to them again ({fit(escape(part.error or 'no details'), 300)})."
+        )
+    elif part.state is PartState.REJECTED:
+        what = f":x: *Not all sent:* D7 rejected {which} (`{escape(part.request_id or '')}`): {its} got nothing."
+    else:
+        what = (
+            f":x: *Not all sent:* {which} failed ({fit(escape(part.error or 'no details'), 500)}): {its} got nothing."
+        )
+    if later:
+        what += f" The {_count(later, 'recipient')} after it were not sent."
+    what += f" {_count(sent, 'recipient')} were accepted."
+    return [section(what)]
 
 
 # ------------------------------------------------------------ alerts
@@ -439,14 +486,14 @@ def alert_outcome(
             f"request_id `{escape(r.request_id)}`"
         )
     elif r.accepted:
-        head = f":white_check_mark: *{what} texted* to {to} · request_id `{escape(r.request_id)}`"
+        head = f":white_check_mark: *{what} texted* to {to} · {request_ids(result)}"
     else:
         head = (
             f":x: *Rejected by D7* · request_id `{escape(r.request_id)}`. Nobody was texted; "
             "check the numbers and the sender with your D7 account."
         )
     blocks = [section(head), quote(send.text), context(f"{rule} · {sizing(send)}{_linked(send)}"), *_alert_notes(send)]
-    return head, [*blocks, *delivery_blocks(send, statuses)]
+    return head, [*blocks, *parts_blocks(send, result), *delivery_blocks(send, statuses)]
 
 
 def _linked(send: PreparedSend) -> str:

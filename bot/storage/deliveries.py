@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from bot.domain.delivery import RecipientDelivery, StoredReport, failed_words
+from bot.domain.delivery import RecipientDelivery, StatusUpdate, StoredReport, failed_words
 from bot.storage.database import Database, now
-from bot.storage.schema import UTCDateTime, delivery_reports, recipient_statuses, sends
+from bot.storage.schema import UTCDateTime, delivery_reports, recipient_statuses, send_requests, sends
 
 # Reports are applied this long after they came; one no send knows by then (a lost D7 answer, someone else's request)
 # stays unapplied until ``prune`` deletes it.
 REPORT_KEEP = timedelta(days=2)
+STATUS_ROWS = 500  # recipients' statuses in one upsert (7 parameters each: well inside either database's limit)
 
 
 class SqlDeliveryLog:
@@ -45,7 +46,10 @@ class SqlDeliveryLog:
         reports that can be applied. Those older than ``REPORT_KEEP`` are never walked (indexes of 0017); those of
         the last ``REPORT_KEEP`` cost one look-up in ``ix_sends_request_id`` each per sweep."""
         r, c = delivery_reports.c, sends.c
-        known = sa.exists().where(c.request_id == r.request_id)
+        known = sa.or_(
+            sa.exists().where(c.request_id == r.request_id),
+            sa.exists().where(send_requests.c.request_id == r.request_id),  # a later request of a send (0018)
+        )
         query = sa.select(r.id, r.request_id, r.recipient, r.status, r.reason).where(
             r.applied_at.is_(None), r.received_at > now() - REPORT_KEEP, known
         )
@@ -86,6 +90,49 @@ class SqlDeliveryLog:
         )
         async with self._db.begin() as conn:
             return (await conn.execute(statement)).first() is not None
+
+    async def apply_statuses(self, statuses: Sequence[StatusUpdate]) -> set[str]:
+        """One transaction, a multi-row upsert per ``STATUS_ROWS``: of several for one recipient, the highest rank
+        (the latest of equals) goes, since one statement may not change a row twice."""
+        best: dict[tuple[str, str], StatusUpdate] = {}
+        for update in statuses:
+            known = best.get((update.send_id, update.recipient))
+            if known is None or update.rank >= known.rank:
+                best[(update.send_id, update.recipient)] = update
+        rows = [
+            {
+                "send_id": u.send_id,
+                "recipient": u.recipient,
+                "status": u.status,
+                "rank": u.rank,
+                "reason": u.reason,
+                "notified": False,
+                "updated_at": now(),
+            }
+            for u in best.values()
+        ]
+        changed: set[str] = set()
+        if not rows:
+            return changed
+        async with self._db.begin() as conn:
+            for start in range(0, len(rows), STATUS_ROWS):
+                insert = self._db.insert(recipient_statuses)
+                statement = (
+                    insert.values(rows[start : start + STATUS_ROWS])
+                    .on_conflict_do_update(
+                        index_elements=["send_id", "recipient"],
+                        set_={
+                            "status": insert.excluded.status,
+                            "rank": insert.excluded.rank,
+                            "reason": insert.excluded.reason,
+                            "updated_at": insert.excluded.updated_at,
+                        },
+                        where=recipient_statuses.c.rank < insert.excluded.rank,
+                    )
+                    .returning(recipient_statuses.c.send_id)
+                )
+                changed.update(r.send_id for r in (await conn.execute(statement)).all())
+        return changed
 
     async def statuses(self, send_id: str) -> list[RecipientDelivery]:
         s = recipient_statuses.c

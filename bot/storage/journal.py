@@ -24,6 +24,7 @@ from typing import Any
 from bot.domain.errors import ConfigError, D7OutcomeUnknownError, d7_error
 from bot.domain.models import SendResult, SendStatus
 from bot.domain.sends import KeptAnswer, Outcome, SendRecord
+from bot.storage.sends.rows import part_json, part_of
 
 log = logging.getLogger("bot.storage")
 
@@ -184,6 +185,8 @@ def _line(kept: KeptAnswer) -> bytes:
             "created_at": at,
             "dry_run": result.dry_run,
         }
+        if kept.outcome.parts:  # a send in several requests: each one's answer (0018)
+            entry["parts"] = [part_json(p) for p in kept.outcome.parts]
     else:
         error = error or D7OutcomeUnknownError("no details")
         entry["error"] = {
@@ -201,7 +204,8 @@ def _kept(entry: dict[str, Any]) -> KeptAnswer:
     if (result := entry.get("result")) is not None:
         at = datetime.fromisoformat(result["created_at"]).astimezone(UTC) if result["created_at"] else None
         status = SendStatus(result["status"])
-        outcome = Outcome(result=SendResult(result["request_id"], status, at, dry_run=bool(result["dry_run"])))
+        parts = tuple(part_of(p) for p in entry.get("parts") or ())
+        outcome = Outcome(SendResult(result["request_id"], status, at, dry_run=bool(result["dry_run"])), parts=parts)
     else:
         error = entry["error"]
         outcome = Outcome(

@@ -111,6 +111,8 @@ sends = sa.Table(
     sa.Column("on_call", sa.JSON()),  # schedule → the Slack name of who was on call for it (the thread names them)
     # added by 0016: the worker that recorded it for a person, until it confirmed telling them "recorded"
     sa.Column("recorded_by", sa.String(64)),
+    # added by 0018: a send in several D7 requests, each one's slice of the recipients and answer (null: one request)
+    sa.Column("parts", sa.JSON()),
     sa.Index("ix_sends_due", "state", "next_attempt_at"),
     sa.Index("ix_sends_request_id", "request_id"),
     sa.Index("ix_sends_created_at", "created_at"),
@@ -118,6 +120,16 @@ sends = sa.Table(
     sa.Index("ix_sends_card_due_at", "card_due_at"),
     sa.Index("ix_sends_user_created_at", "user_id", "created_at"),  # 0008: a person's recent sends (App Home)
     sa.Index("ix_sends_identity", "identity"),  # 0009: the alert a resolving post ends
+)
+
+# The request ids of a send in several D7 requests (0018), all but the first (``sends.request_id``): a delivery
+# report or ``/sms status`` names one of them.
+send_requests = sa.Table(
+    "send_requests",
+    metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("send_id", sa.String(36), nullable=False),
+    sa.Index("ix_send_requests_send_id", "send_id"),
 )
 
 kv = sa.Table(

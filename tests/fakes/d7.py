@@ -8,6 +8,11 @@ In-process (tests): ``with FakeD7() as d7: ... d7.url ... d7.requests``. It runs
 so it works the same from sync and async tests.
 As a process (benchmarks): ``python -m tests.fakes.d7 --delay 0.05`` prints ``PORT <n>`` and serves until killed.
 
+Delivery reports: free WhatsApp text to a number outside its 24-hour window is reported failed at once, as D7 does;
+``emit_reports(status)`` (or ``POST /_reports`` to a fake process, not a D7 endpoint) posts an SMS report for every
+recipient of every send so far that asked for them, as D7 posts them. ``max_recipients``: a per-request recipient
+limit to enforce (D7 documents none; off by default).
+
 D7 Verify (``/verify/v1/otp/send-otp`` and ``verify-otp``) takes the bodies of D7's official Python SDK
 (github.com/d7networks/direct7-python-sdk, ``src/direct7/verify.py``) and answers as D7's API reference shows: the
 fake makes each code, "texts" it (``otps``; ``otp_for(phone)`` reads the latest), lets it expire after ``expiry``
@@ -107,6 +112,8 @@ class _Send:
     recipients: list[str]
     statuses: dict[str, str]
     reasons: dict[str, str] = field(default_factory=dict)
+    report_urls: dict[str, str] = field(default_factory=dict)  # recipient → where its reports go (its message's)
+    originator: str | None = None
 
 
 @dataclass
@@ -143,6 +150,7 @@ class FakeD7(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
         record: bool = True,
+        max_recipients: int | None = None,
     ) -> None:
         super().__init__(host=host, port=port)
         self.token = token
@@ -157,6 +165,10 @@ class FakeD7(LoopbackServer):
         self.delay = delay
         self.record = record
         self.credit = True
+        # Recipients one send request may carry, over all its message objects; over it: 422. D7 documents no such
+        # limit (see ``bot.d7.wire.MAX_RECIPIENTS_PER_REQUEST``), so by default there is none; a test sets one to
+        # prove that no request goes over the bot's own.
+        self.max_recipients: int | None = max_recipients
         # GET /messages/v1/balance: {"balance": ...} as in D7's samples; ``balance_offered = False`` answers 404 as
         # an API without the route does; ``balance_currency`` adds a "currency" key (D7 documents none).
         self.balance: float = 100.0
@@ -183,6 +195,50 @@ class FakeD7(LoopbackServer):
 
     def set_status(self, request_id: str, recipient: str, status: str) -> None:
         self.sends[request_id].statuses[recipient] = status
+
+    async def emit_reports(self, status: str = "delivered", *, at_once: int = 20) -> int:
+        """Post a delivery report for every recipient of every SMS send accepted so far that asked for them
+        (``report_url``), as D7 posts them (form data: request_id, msg_id, recipient, originator, status), at most
+        ``at_once`` in flight; sets each status. Returns how many were answered 2xx. Awaited in a test's own loop
+        (the bot may be serving in it), while the fake posts from its own."""
+        assert self._loop is not None, "the fake is not running"
+        emitting = asyncio.run_coroutine_threadsafe(self.aemit_reports(status, at_once=at_once), self._loop)
+        return await asyncio.wrap_future(emitting)
+
+    async def aemit_reports(self, status: str = "delivered", *, at_once: int = 20) -> int:
+        """``emit_reports`` in the fake's own loop (and for the ``POST /_reports`` control endpoint of a fake process)."""
+        todo = [
+            (request_id, n, recipient, send)
+            for request_id, send in list(self.sends.items())
+            if send.via == "sms"
+            for n, recipient in enumerate(send.recipients)
+            if recipient in send.report_urls
+        ]
+        gate = asyncio.Semaphore(at_once)
+        answered = 0
+
+        async def one(session: aiohttp.ClientSession, request_id: str, n: int, recipient: str, send: _Send) -> None:
+            nonlocal answered
+            send.statuses[recipient] = status
+            fields = {"request_id": request_id, "msg_id": f"{request_id}-{n}", "recipient": recipient, "status": status}
+            if send.originator:
+                fields["originator"] = send.originator
+            url = self._report_url(send.report_urls[recipient])
+            async with gate, session.post(url, data=fields) as answer:
+                await answer.read()
+                self.reports_posted.append(fields | {"answered": answer.status})
+                answered += answer.status < 300
+
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(one(session, *item) for item in todo))
+        return answered
+
+    def _report_url(self, url: str) -> str:
+        """Where a report to ``url`` really goes: its path on ``report_to`` when set (the bot's PUBLIC_URL is not
+        this loopback port)."""
+        if self.report_to is None:
+            return url
+        return self.report_to.rstrip("/") + "/" + url.split("://", 1)[-1].split("/", 1)[-1]
 
     def bodies(self, path: str | None = None) -> list[Any]:
         return [r.body for r in self.requests if path is None or r.path == path]
@@ -212,7 +268,24 @@ class FakeD7(LoopbackServer):
         app.router.add_get(BALANCE, self._balance)
         app.router.add_post(OTP_SEND, self._send_otp)
         app.router.add_post(OTP_VERIFY, self._verify_otp)
+        app.router.add_post("/_reports", self._control_reports)  # not D7's: a benchmark asks the fake to report
+        app.router.add_get("/_sends", self._control_sends)  # not D7's: what a fake process accepted
         return app
+
+    async def _control_sends(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_sends``: every send request accepted, in order: its request_id and how many recipients it had."""
+        return web.json_response([{"request_id": i, "recipients": len(s.recipients)} for i, s in self.sends.items()])
+
+    async def _control_reports(self, request: web.Request) -> web.StreamResponse:
+        """``POST /_reports {"to": base_url, "status": "delivered"}``: emit every report now (``emit_reports``)."""
+        body = await request.json()
+        if body.get("to"):
+            self.report_to = str(body["to"])
+        started = time.perf_counter()
+        answered = await self.aemit_reports(
+            str(body.get("status") or "delivered"), at_once=int(body.get("at_once", 20))
+        )
+        return web.json_response({"answered": answered, "seconds": time.perf_counter() - started})
 
     def _next_reply(self, path: str) -> Reply | None:
         with self._lock:
@@ -277,11 +350,23 @@ class FakeD7(LoopbackServer):
             return web.Response(status=reply.status, text=body, headers=reply.headers)
         return web.json_response(body, status=reply.status, headers=reply.headers)
 
-    def _accept(self, via: str, recipients: list[str]) -> web.Response:
+    def _accept(self, via: str, recipients: list[str], body: dict[str, Any] | None = None) -> web.Response:
         if not self.credit:
             return web.json_response(NO_CREDIT, status=402)
+        if self.max_recipients is not None and len(recipients) > self.max_recipients:
+            loc: list[str | int] = ["body", "messages"]
+            msg = f"at most {self.max_recipients} recipients per request, got {len(recipients)}"
+            return web.json_response(validation_error(loc, msg), status=422)
         request_id = str(uuid.uuid4())
-        self.sends[request_id] = _Send(via, recipients, dict.fromkeys(recipients, "sent"))
+        send = self.sends[request_id] = _Send(via, recipients, dict.fromkeys(recipients, "sent"))
+        if via == "sms" and body is not None:  # where each recipient's reports go: its message's, else the global
+            globals_ = body.get("message_globals") or {}
+            send.originator = globals_.get("originator")
+            for m in body["messages"]:
+                url = m.get("report_url") or globals_.get("report_url")
+                send.originator = send.originator or m.get("originator")
+                if url:
+                    send.report_urls |= dict.fromkeys(m["recipients"], url)
         created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return web.json_response({"request_id": request_id, "status": "accepted", "created_at": created})
 
@@ -293,7 +378,7 @@ class FakeD7(LoopbackServer):
         if problem is not None:
             return web.json_response(validation_error(*problem), status=422)
         recipients = [r for m in body["messages"] for r in m["recipients"]]
-        return self._accept("sms", recipients)
+        return self._accept("sms", recipients, body)
 
     async def _send_whatsapp(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._intake(request)
@@ -337,8 +422,7 @@ class FakeD7(LoopbackServer):
 
     async def _report(self, url: str, event: dict[str, Any]) -> None:
         await asyncio.sleep(0.05)  # after the send's answer, as D7's reports come
-        if self.report_to is not None:
-            url = self.report_to.rstrip("/") + "/" + url.split("://", 1)[-1].split("/", 1)[-1]
+        url = self._report_url(url)
         async with aiohttp.ClientSession() as session, session.post(url, json=event) as answer:
             self.reports_posted.append(event | {"answered": answer.status})
 
@@ -625,8 +709,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--max-recipients", type=int, default=None, help="refuse requests with more (422)")
     args = parser.parse_args(argv)
-    run_as_process(FakeD7(token=args.token, delay=args.delay, port=args.port, record=False))
+    fake = FakeD7(token=args.token, delay=args.delay, port=args.port, record=False, max_recipients=args.max_recipients)
+    run_as_process(fake)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from bot.domain.errors import D7OutcomeUnknownError
 from bot.domain.models import SendRequest
 from bot.domain.sends import RECORDER_GONE, SendRecord, SendState
-from bot.storage.schema import sends
+from bot.storage.schema import send_requests, sends
 from bot.storage.sends.rows import FINAL_STATES, error_columns, intent_row, record_of
 from bot.storage.sends.transitions import SendTransitions
 
@@ -185,10 +185,22 @@ class SqlSendQueue(SendTransitions):
         return oldest
 
     async def by_request_ids(self, request_ids: Sequence[str]) -> dict[str, SendRecord]:
+        """The send of each request id: its first request's (``sends.request_id``) or a later one's."""
         if not request_ids:
             return {}
-        records = await self._all(sa.select(sends).where(sends.c.request_id.in_(list(set(request_ids)))))
-        return {r.request_id: r for r in records if r.request_id}
+        wanted = list(set(request_ids))
+        records = await self._all(sa.select(sends).where(sends.c.request_id.in_(wanted)))
+        found = {r.request_id: r for r in records if r.request_id}
+        rest = [i for i in wanted if i not in found]
+        if rest:
+            r = send_requests.c
+            asked = r.request_id.label("asked")
+            query = sa.select(asked, sends).join(sends, sends.c.id == r.send_id).where(r.request_id.in_(rest))
+            async with self._db.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                found[row.asked] = record_of(row)
+        return found
 
 
 def _readable(rows: Sequence[sa.Row[Any]]) -> list[SendRecord]:

@@ -27,7 +27,7 @@ from bot.domain.models import (
     Via,
 )
 from bot.domain.phone import PhoneNumber
-from bot.domain.sends import Checked, Outcome, Placement, Refusal, RefusalKind, SendRecord, SendState
+from bot.domain.sends import Checked, Outcome, Part, PartState, Placement, Refusal, RefusalKind, SendRecord, SendState
 from bot.domain.templates import TemplateUse
 
 FINAL_STATES = [s.value for s in SendState if s.final]
@@ -117,11 +117,43 @@ def checked_columns(record: SendRecord) -> dict[str, Any]:
 
 
 def outcome_columns(outcome: Outcome) -> dict[str, Any]:
-    """D7's answer, or the error; a later answer leaves an earlier attempt's error in place (the audit shows it)."""
+    """D7's answer, or the error; a later answer leaves an earlier attempt's error in place (the audit shows it).
+    A send in several requests keeps the first's id in ``request_id`` and every one's answer in ``parts``."""
     if outcome.result is not None:
         result = outcome.result
-        return {"request_id": result.request_id, "d7_created_at": result.created_at, "dry_run": result.dry_run}
+        return {
+            "request_id": result.request_id,
+            "d7_created_at": result.created_at,
+            "dry_run": result.dry_run,
+            "parts": [part_json(p) for p in outcome.parts] or None,
+        }
     return error_columns(outcome.error or D7OutcomeUnknownError("no details"))
+
+
+def part_json(part: Part) -> dict[str, Any]:
+    """One request of a send in several, as kept (the ``parts`` column, the journal's lines)."""
+    return {
+        "first": part.first,
+        "count": part.count,
+        "state": part.state.value,
+        "request_id": part.request_id,
+        "error": part.error,
+    }
+
+
+def not_sent_reason(part: Part) -> str:
+    """The reason shown beside a phone of a request that certainly texted nobody."""
+    if part.state is PartState.REJECTED:
+        return "not sent: D7 rejected its request"
+    if part.state is PartState.NOT_SENT:
+        return "not sent: an earlier request of this send failed"
+    return f"not sent: {part.error or 'D7 refused its request'}"
+
+
+def part_of(data: dict[str, Any]) -> Part:
+    return Part(
+        int(data["first"]), int(data["count"]), PartState(data["state"]), data.get("request_id"), data.get("error")
+    )
 
 
 def error_columns(error: D7Error) -> dict[str, Any]:
@@ -220,7 +252,8 @@ def _error_of(m: Any, state: SendState) -> D7Error | None:
 def _outcome_of(m: Any, state: SendState, error: D7Error | None) -> Outcome | None:
     if state in (SendState.ACCEPTED, SendState.REJECTED) and m["request_id"] is not None:
         status = SendStatus.ACCEPTED if state is SendState.ACCEPTED else SendStatus.REJECTED
-        return Outcome(result=SendResult(m["request_id"], status, m["d7_created_at"], dry_run=bool(m["dry_run"])))
+        result = SendResult(m["request_id"], status, m["d7_created_at"], dry_run=bool(m["dry_run"]))
+        return Outcome(result=result, parts=tuple(part_of(p) for p in m["parts"] or ()))
     return Outcome(error=error) if state.final and error is not None else None
 
 

@@ -4,15 +4,17 @@ UPDATE writes what changed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from bot.domain.delivery import Delivery
 from bot.domain.errors import D7Error
-from bot.domain.sends import Checked, LeaseLost, Outcome, Placement, Refusal, SendRecord, SendState
-from bot.storage.schema import sends
-from bot.storage.sends.rows import checked_columns, error_columns, outcome_columns
+from bot.domain.sends import CARD_EVERY, Checked, LeaseLost, Outcome, Placement, Refusal, SendRecord, SendState
+from bot.storage.schema import UTCDateTime, recipient_statuses, send_requests, sends
+from bot.storage.sends.rows import checked_columns, error_columns, not_sent_reason, outcome_columns
 from bot.storage.sends.table import SendTable
 
 
@@ -100,8 +102,41 @@ class SendTransitions(SendTable):
 
     async def finish(self, record: SendRecord, outcome: Outcome) -> SendRecord:
         new = record.finish(outcome, self._clock())
-        await self._change(record, state=new.state.value, finished_at=new.finished_at, **outcome_columns(outcome))
-        return new
+        if not outcome.parts:
+            await self._change(record, state=new.state.value, finished_at=new.finished_at, **outcome_columns(outcome))
+            return new
+        # In several requests: in the same transaction, the later request ids (reports name them) and a "failed"
+        # status for each phone that certainly got nothing, with the card due so that the thread says so.
+        at = self._clock()
+        numbers = tuple(n.e164 for n in new.checked.recipients) if new.checked is not None else ()
+        not_sent = outcome.not_sent(numbers)
+        columns = outcome_columns(outcome) | {"card_due_at": at if not_sent else None}
+        statement = (
+            sends.update()
+            .where(sends.c.id == record.id, sends.c.claimed_by == record.claimed_by)
+            .values(updated_at=at, state=new.state.value, finished_at=new.finished_at, **columns)
+        )
+        later = [{"request_id": p.request_id, "send_id": record.id} for p in outcome.parts[1:] if p.request_id]
+        async with self._db.begin() as conn:
+            if (await conn.execute(statement)).rowcount != 1:
+                raise LeaseLost(record.id)
+            if later:
+                await conn.execute(self._db.insert(send_requests).values(later).on_conflict_do_nothing())
+            if not_sent:
+                rows = [
+                    {
+                        "send_id": record.id,
+                        "recipient": number,
+                        "status": Delivery.FAILED.value,
+                        "rank": Delivery.FAILED.rank,
+                        "reason": not_sent_reason(part),
+                        "notified": False,
+                        "updated_at": at,
+                    }
+                    for number, part in not_sent
+                ]
+                await conn.execute(self._db.insert(recipient_statuses).values(rows).on_conflict_do_nothing())
+        return replace(new, card_due_at=columns["card_due_at"])
 
     async def told(self, record: SendRecord, result_ts: str | None) -> SendRecord:
         new = record.told(self._clock(), result_ts)
@@ -121,11 +156,19 @@ class SendTransitions(SendTable):
     # ------------------------------------------------------------ the result message
 
     async def card_due(self, record: SendRecord, *, final: bool) -> SendRecord:
-        """Whoever holds the row: a report marks it, it does not move it on."""
-        new = record.card_due(self._clock())
+        """Whoever holds the row: a report marks it, it does not move it on.
+
+        Coalesced as ``bot.domain.sends.card_due_at`` says, in one UPDATE: a card is rewritten about once per
+        ``CARD_EVERY`` however fast reports come, and the last statuses always show (a report during a rewrite
+        leaves the card due: ``card_shown`` clears only the due time it read)."""
+        at = self._clock()
+        again = at + CARD_EVERY
+        due, now_, soon = sends.c.card_due_at, sa.literal(at, UTCDateTime()), sa.literal(again, UTCDateTime())
+        waiting = sa.and_(due <= now_, sends.c.claimed_by.is_(None))  # no worker has it yet: it reads them all then
+        when = sa.case((due.is_(None), now_), (waiting, due), (sa.and_(due > now_, due <= soon), due), else_=soon)
         statement = sends.update().where(sends.c.id == record.id)
-        await self._db.write(statement.values(card_due_at=new.card_due_at, delivery_final=final or None))
-        return new
+        await self._db.write(statement.values(card_due_at=when, delivery_final=final or None))
+        return record.card_due(at)  # as this worker saw the row; the row has the rule applied to its own state
 
     async def card_shown(self, record: SendRecord, due_at: datetime) -> SendRecord:
         shown = await self._try(record, sends.c.card_due_at == due_at, card_due_at=None)  # a newer status: still due
