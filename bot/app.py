@@ -31,7 +31,6 @@ from starlette.applications import Starlette
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
-from bot.d7.wire import MAX_RECIPIENTS_PER_REQUEST
 from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
 from bot.domain.events import Billed, Bus, RequestIdKnown, SendChanged
@@ -66,6 +65,7 @@ from bot.slack.handoffs import SlackHandoffNotices
 from bot.slack.home import HomeTabs
 from bot.slack.installation import ThisInstallationOnly
 from bot.slack.listeners import register_all
+from bot.slack.listeners.commands import QuickSends
 from bot.slack.phones import SlackPhoneNotes
 from bot.slack.retry import CappedRateLimitRetryHandler, SafeConnectionRetryHandler
 from bot.slack.steps import SlackSteps
@@ -295,9 +295,15 @@ def wire_sending(
         show_numbers=policy.defaults.show_numbers, events=events, steps=steps,
     )  # fmt: skip
     deliveries = Deliveries(
-        sends=storage.sends, reports=storage.deliveries, gateway=gateway, teller=teller, wake=wakeup.set,
-        secret=resources.report_secret, parse=parse_report, reconcile_after=settings.reconcile_after,
-    )  # fmt: skip
+        sends=storage.sends,
+        reports=storage.deliveries,
+        gateway=gateway,
+        teller=teller,
+        secret=resources.report_secret,
+        wake=wakeup.set,
+        parse=parse_report,
+        reconcile_after=settings.reconcile_after,
+    )
     balance = _balance_watcher(policy, resources, metrics)
     events.subscribe(RequestIdKnown, lambda e: deliveries.request_id_known(e.request_id))
     events.subscribe(Billed, lambda _: balance.soon())
@@ -318,7 +324,6 @@ def wire_sending(
         right_of_way=right_of_way,
         links=links,
         journal=resources.journal,
-        per_request=MAX_RECIPIENTS_PER_REQUEST,
     )
     outbox = _outbox(storage, pipeline, wakeup, metrics, worker)
     verifying = _verifying(policy, resources)
@@ -465,12 +470,14 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
     inbox = _inbox(policy, resources, core, home)
     oncall = core.admission.recipients.oncall
     ours = replace(ours, verifying=core.verifying)
-    register_all(bolt, replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log, oncall=oncall))
+    listening = replace(ours, alerts=core.alerts, optouts=inbox.texts.optouts, inbound=inbox.log, oncall=oncall)
+    register_all(bolt, listening)
     storage = resources.storage
     health = HealthCheck(
         settings, storage.database, storage.sends, resources.gateway, core.outbox, metrics, core.balance
     )
     bolt_over_http = None if settings.socket_mode else bolt
+    quick = None if settings.socket_mode else _quick_sends(settings, auth, listening)
     web = create_web_app(
         bolt_over_http,
         health,
@@ -479,6 +486,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         right_of_way=None if settings.socket_mode else right_of_way,
         inbound=inbox,
         pages=action_routes(core.links) if core.links is not None else (),
+        quick=quick,
     )
     return Relay(
         settings=settings,
@@ -524,6 +532,17 @@ def make_bolt(settings: Settings, slack: AsyncWebClient, auth: AsyncSlackRespons
         ThisInstallationOnly(auth.get("team_id"), auth.get("enterprise_id"), bool(auth.get("is_enterprise_install")))
     )
     return app
+
+
+def _quick_sends(settings: Settings, auth: AsyncSlackResponse, deps: Deps) -> QuickSends | None:
+    """Commands that send, acked without Bolt's dispatch over HTTP (the same checks, the same answer)."""
+    secret = settings.slack_signing_secret
+    if secret is None:
+        return None
+    installation = ThisInstallationOnly(
+        auth.get("team_id"), auth.get("enterprise_id"), bool(auth.get("is_enterprise_install"))
+    )
+    return QuickSends(deps, secret.get_secret_value(), installation)
 
 
 @asynccontextmanager

@@ -56,6 +56,16 @@ class InboundEndpoint(Protocol):
     async def receive(self, body: bytes) -> Answer: ...
 
 
+class QuickAnswers(Protocol):
+    """Answers some signed Slack requests without Bolt (``bot.slack.listeners.commands.QuickSends``): None for the
+    rest, which Bolt answers."""
+
+    async def answer(self, body: bytes, timestamp: str | None, signature: str | None) -> BoltResponse | None: ...
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
 class Answer(Protocol):
     """An HTTP status and a short body."""
 
@@ -190,10 +200,12 @@ def create_web_app(
     right_of_way: RightOfWay | None = None,
     pages: Sequence[Route] = (),
     inbound: InboundEndpoint | None = None,
+    quick: QuickAnswers | None = None,
 ) -> Starlette:
     """``bolt`` is None in Socket Mode: events then arrive over the socket, not over HTTP. Delivery reports are
     served in both modes (D7 posts them to ``PUBLIC_URL``). While a Slack request waits for its answer, background
-    work gives ``right_of_way`` to it."""
+    work gives ``right_of_way`` to it. ``quick`` answers the commands that send without Bolt's dispatch
+    (``bot.slack.listeners.commands.QuickSends``); what it declines goes to Bolt."""
     routes = []
     if reports is not None:
         endpoint = reports
@@ -222,7 +234,12 @@ def create_web_app(
                 log.info("refused a Slack request without a valid X-Slack-Request-Timestamp")
                 # The very answer Bolt gives a bad signature.
                 return to_starlette_response(BoltResponse(status=401, body={"error": "invalid request"}))
-            return await handler.handle(request)
+            if quick is not None and request.headers.get("content-type", "").startswith(FORM):
+                # A command that sends, its intent kept, answered without Bolt's dispatch; None: anything else
+                answer = await quick.answer(await request.body(), timestamp, request.headers.get("X-Slack-Signature"))
+                if answer is not None:
+                    return to_starlette_response(answer)
+            return await handler.handle(request)  # the body read above is kept by the request: Bolt reads it again
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
 
