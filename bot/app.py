@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from bot.config import Settings
 from bot.d7 import D7Client, DryRunGateway
 from bot.d7.reports import parse_report
+from bot.d7.wire import MAX_RECIPIENTS_PER_REQUEST
 from bot.domain.clock import utc_now
 from bot.domain.errors import ConfigError
 from bot.domain.events import Billed, Bus, RequestIdKnown, SendChanged
@@ -295,15 +296,9 @@ def wire_sending(
         show_numbers=policy.defaults.show_numbers, events=events, steps=steps,
     )  # fmt: skip
     deliveries = Deliveries(
-        sends=storage.sends,
-        reports=storage.deliveries,
-        gateway=gateway,
-        teller=teller,
-        secret=resources.report_secret,
-        wake=wakeup.set,
-        parse=parse_report,
-        reconcile_after=settings.reconcile_after,
-    )
+        sends=storage.sends, reports=storage.deliveries, gateway=gateway, teller=teller, wake=wakeup.set,
+        secret=resources.report_secret, parse=parse_report, reconcile_after=settings.reconcile_after,
+    )  # fmt: skip
     balance = _balance_watcher(policy, resources, metrics)
     events.subscribe(RequestIdKnown, lambda e: deliveries.request_id_known(e.request_id))
     events.subscribe(Billed, lambda _: balance.soon())
@@ -324,6 +319,7 @@ def wire_sending(
         right_of_way=right_of_way,
         links=links,
         journal=resources.journal,
+        per_request=MAX_RECIPIENTS_PER_REQUEST,
     )
     outbox = _outbox(storage, pipeline, wakeup, metrics, worker)
     verifying = _verifying(policy, resources)

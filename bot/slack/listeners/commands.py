@@ -195,7 +195,7 @@ async def tell_status(deps: Deps, respond: AsyncRespond, team_id: str, user_id: 
         if record is None or not await may_see(deps, record, user_id):
             await respond(text=messages.status_not_found(request_id), response_type="ephemeral")
             return
-        report = await deps.deliveries.status(record)
+        report = await deps.deliveries.status(record, request_id)  # a send in several requests: the one asked
     except ServiceUnavailable as exc:
         await respond(text=messages.status_not_checked(request_id, exc), response_type="ephemeral")
         return
