@@ -33,6 +33,30 @@ def ack_cdf(path: Path, acks: Mapping[str, Sequence[float]], *, title: str) -> P
     return _save(figure, path)
 
 
+def ack_cdfs(path: Path, panels: Mapping[str, Mapping[str, Sequence[float]]], *, title: str) -> Path:
+    """``ack_cdf`` side by side, one panel per way of reaching the app (HTTP, Socket Mode): each panel's curves are
+    its contenders' ack times (seconds), with p50 and p99 marked; the panels share the time axis."""
+    figure, grid = plt.subplots(1, len(panels), figsize=(SIZE[0] * 0.75 * len(panels), SIZE[1]), squeeze=False)
+    longest = max((max(v) for acks in panels.values() for v in acks.values() if v), default=0.0) * 1000
+    for axes, (panel, acks) in zip(grid[0], panels.items(), strict=True):
+        for name, values in acks.items():
+            ordered = sorted(v * 1000 for v in values)
+            if not ordered:
+                continue
+            share = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            (line,) = axes.step(ordered, share, where="post", label=f"{name} (n={len(ordered)})")
+            for p in (0.5, 0.99):
+                x = ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+                axes.plot([x], [p], "o", color=line.get_color())
+                axes.annotate(f"p{p * 100:g} {x:.0f}", (x, p), textcoords="offset points", xytext=(6, -12), fontsize=8)
+        axes.set(xlabel="ack time (ms)", ylim=(0, 1.02), xlim=(0, longest * 1.08 or 1), title=panel)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right", fontsize=8)
+    grid[0][0].set_ylabel("share of requests acked")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
 def replicas_chart(
     path: Path,
     *,

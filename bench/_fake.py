@@ -27,13 +27,16 @@ def fake_slack_process(*args: str) -> Iterator[str]:
 
 
 @contextmanager
-def loopback_fakes(d7_delay: float) -> Iterator[tuple[Path, str, str]]:
-    """A work folder holding the test policy, the fake Slack (bot in #ops) and the fake D7, as processes."""
+def loopback_fakes(d7_delay: float, *slack_args: str) -> Iterator[tuple[Path, str, str]]:
+    """A work folder holding the test policy, the fake Slack (bot in #ops; ``slack_args``: more of
+    ``tests.fakes.slack``'s options) and the fake D7, as processes."""
     from tests.harness import POLICY
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        fake_slack_process("--channel", "C0OPS", "--usergroup", "S0SUPPORT=", "--no-channel-limit") as slack_url,
+        fake_slack_process(
+            "--channel", "C0OPS", "--usergroup", "S0SUPPORT=", "--no-channel-limit", *slack_args
+        ) as slack_url,
         fake_d7_process(d7_delay) as d7_url,
     ):
         work = Path(tmp)

@@ -51,6 +51,7 @@ from tests import blockkit
 from tests.fakes.server import LoopbackServer, run_as_process
 
 BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-1-A0APP-test-app-token"  # Socket Mode: apps.connections.open (``tests.fakes.socket_mode``)
 SIGNING_SECRET = "test-signing-secret-8f7d6c5b"
 TEAM_ID = "T0TEAM"
 BOT_USER_ID = "U0BOT"
@@ -313,6 +314,7 @@ class FakeSlack(LoopbackServer):
         self.responses: dict[str, list[dict[str, Any]]] = {}  # accepted response_url posts, by name
         self.refused: list[Refusal] = []
         self.views: dict[str, dict[str, Any]] = {}
+        self.socket_mode_url: str | None = None  # what apps.connections.open answers (``tests.fakes.socket_mode``)
         self.homes: dict[str, dict[str, Any]] = {}  # App Home tab view, by user
         # Messages the bot posted, by channel, as conversations.history and .replies give them back.
         self.messages: dict[str, list[dict[str, Any]]] = {}
@@ -660,6 +662,8 @@ class FakeSlack(LoopbackServer):
         # Decided on arrival, as Slack decides when a call comes in; recorded before `of()` can see the call.
         now = self.now()
         authorized = request.headers.get("Authorization") == f"Bearer {self.token}"
+        if method == "apps.connections.open":  # the app-level token's only method
+            authorized = request.headers.get("Authorization") == f"Bearer {APP_TOKEN}"
         turned_away = self._turn_away(method, params, now)
         refused = None if turned_away is not None or not authorized else self._refusal(method, params, now)
         if turned_away is not None:
@@ -833,6 +837,12 @@ class FakeSlack(LoopbackServer):
         return "not_in_channel" if channel in self.state.public else "channel_not_found"
 
     # ------------------------------------------------------------ methods
+
+    def m_apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Socket Mode: where to connect (``socket_mode_url``: a ``tests.fakes.socket_mode`` server)."""
+        if self.socket_mode_url is None:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        return {"ok": True, "url": self.socket_mode_url}
 
     def m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1107,8 +1117,10 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="take any number of posts per channel (benchmarks measuring the bot, not Slack's ~1 post/s)",
     )
+    parser.add_argument("--socket-mode-url", help="what apps.connections.open answers (a Socket Mode server's ws://)")
     args = parser.parse_args(argv)
     fake = FakeSlack(port=args.port, issue_on_first_use=True)
+    fake.socket_mode_url = args.socket_mode_url
     if args.no_channel_limit:
         fake.relax_rates()
     for channel in args.channel:
