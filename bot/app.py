@@ -148,6 +148,7 @@ class Relay:
     right_of_way: RightOfWay
     inbox: Inbox | None = None  # texts phones send back (``POST /d7/inbound/<secret>``)
     handoffs: HandoffWatcher | None = None  # on-call handoffs noticed (DMs, user groups)
+    quick: QuickSends | None = None  # commands that send, acked without Bolt's dispatch (HTTP and Socket Mode)
 
     def background(self) -> list[AbstractAsyncContextManager[Any]]:
         """The parts that run on their own, in the order they start; they stop in the reverse order: the outbox
@@ -473,7 +474,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         settings, storage.database, storage.sends, resources.gateway, core.outbox, metrics, core.balance
     )
     bolt_over_http = None if settings.socket_mode else bolt
-    quick = None if settings.socket_mode else _quick_sends(settings, auth, listening)
+    quick = _quick_sends(settings, auth, listening)
     web = create_web_app(
         bolt_over_http,
         health,
@@ -482,7 +483,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         right_of_way=None if settings.socket_mode else right_of_way,
         inbound=inbox,
         pages=action_routes(core.links) if core.links is not None else (),
-        quick=quick,
+        quick=None if settings.socket_mode else quick,
     )
     return Relay(
         settings=settings,
@@ -503,6 +504,7 @@ def wire(settings: Settings, policy: Policy, resources: Resources) -> Relay:
         right_of_way=right_of_way,
         inbox=inbox,
         handoffs=_handoffs(policy, resources, core),
+        quick=quick,
     )
 
 
@@ -530,15 +532,13 @@ def make_bolt(settings: Settings, slack: AsyncWebClient, auth: AsyncSlackRespons
     return app
 
 
-def _quick_sends(settings: Settings, auth: AsyncSlackResponse, deps: Deps) -> QuickSends | None:
-    """Commands that send, acked without Bolt's dispatch over HTTP (the same checks, the same answer)."""
+def _quick_sends(settings: Settings, auth: AsyncSlackResponse, deps: Deps) -> QuickSends:
+    """Commands that send, acked without Bolt's dispatch (the same checks, the same answer)."""
     secret = settings.slack_signing_secret
-    if secret is None:
-        return None
     installation = ThisInstallationOnly(
         auth.get("team_id"), auth.get("enterprise_id"), bool(auth.get("is_enterprise_install"))
     )
-    return QuickSends(deps, secret.get_secret_value(), installation)
+    return QuickSends(deps, secret.get_secret_value() if secret else None, installation)
 
 
 @asynccontextmanager

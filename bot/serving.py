@@ -9,10 +9,12 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import Generator
 
 import uvicorn
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import send_async_response
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -21,6 +23,7 @@ from bot import logs
 from bot.app import Relay, open_relay
 from bot.config import Settings
 from bot.domain.errors import ConfigError
+from bot.slack.listeners.commands import QuickSends
 from bot.tasks import RightOfWay
 
 log = logging.getLogger("bot")
@@ -40,19 +43,29 @@ def make_socket_handler(relay: Relay) -> AsyncSocketModeHandler | None:
     token = relay.settings.slack_app_token
     if token is None:
         return None
-    return _SlackFirstSocket(relay.bolt, token.get_secret_value(), right_of_way=relay.right_of_way)
+    return _SlackFirstSocket(relay.bolt, token.get_secret_value(), right_of_way=relay.right_of_way, quick=relay.quick)
 
 
 class _SlackFirstSocket(AsyncSocketModeHandler):
-    """Socket Mode's envelopes, like HTTP requests (``web.SlackFirst``), go before background work until acked."""
+    """Socket Mode's envelopes, like HTTP requests (``web.SlackFirst``), go before background work until acked;
+    commands that send are acked without Bolt's dispatch (``QuickSends``), as over HTTP."""
 
-    def __init__(self, app: AsyncApp, app_token: str, *, right_of_way: RightOfWay) -> None:
+    def __init__(
+        self, app: AsyncApp, app_token: str, *, right_of_way: RightOfWay, quick: QuickSends | None = None
+    ) -> None:
         self.right_of_way = right_of_way
+        self.quick = quick
         super().__init__(app, app_token)
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         answered = self.right_of_way.arrived()
         try:
+            if self.quick is not None and req.type == "slash_commands" and isinstance(req.payload, dict):
+                started = time.time()
+                answer = await self.quick.answer_command(req.payload)
+                if answer is not None:
+                    await send_async_response(client, req, answer, started)  # the ack Bolt would send
+                    return
             await super().handle(client, req)
         finally:
             answered()

@@ -3,17 +3,22 @@ everything else still goes through Bolt."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
+from bot.app import open_relay
+from bot.serving import make_socket_handler
 from bot.slack import messages
 from bot.slack.listeners.commands import QuickSends
 from tests.fakes.d7 import FakeD7
-from tests.fakes.slack import FakeSlack
-from tests.harness import App, database_down, running_app, sign, slash_command
+from tests.fakes.slack import APP_TOKEN, FakeSlack
+from tests.fakes.socket_mode import FakeSocketMode, envelope
+from tests.harness import POLICY, App, database_down, running_app, settings_for, sign, slash_command
 
 
 @pytest.fixture
@@ -106,3 +111,37 @@ async def test_a_send_the_database_cannot_keep_is_answered_in_the_ack(app: App) 
     assert response.status_code == 200
     assert response.json()["text"] == messages.cannot_record()
     assert response.json()["response_type"] == "ephemeral"
+
+
+async def test_over_socket_mode_a_send_is_acked_without_bolt_and_the_rest_through_it(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    settings = settings_for(slack, None, policy, tmp_path, SLACK_APP_TOKEN=APP_TOKEN, SLACK_SIGNING_SECRET=None)
+    with FakeSocketMode() as socket:
+        slack.socket_mode_url = socket.ws_url
+        async with open_relay(settings) as relay:
+            handler = make_socket_handler(relay)
+            assert handler is not None
+            seen: list[Any] = []
+            dispatch = relay.bolt.async_dispatch
+
+            async def counted(req: Any) -> Any:
+                seen.append(req)
+                return await dispatch(req)
+
+            relay.bolt.async_dispatch = counted  # type: ignore[method-assign]
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            try:
+                await asyncio.to_thread(socket.wait_connected, 10)
+                send = envelope("slash_commands", dict(parse_qsl(slash_command("/sms", "+14155550100 hi").decode())))
+                usage = envelope("slash_commands", dict(parse_qsl(slash_command("/sms", "help").decode())))
+                acks = await asyncio.to_thread(socket.send, [send, usage], 10)
+            finally:
+                await handler.close_async()  # type: ignore[no-untyped-call]
+
+    assert len(acks) == 2
+    assert socket.acks[send["envelope_id"]] == {"envelope_id": send["envelope_id"]}  # Bolt's ack of an empty ack()
+    assert "/sms" in socket.acks[usage["envelope_id"]]["payload"]["text"]  # the usage, answered by Bolt
+    assert len(seen) == 1

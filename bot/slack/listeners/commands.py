@@ -118,26 +118,34 @@ class QuickSends:
     acks' CPU was Bolt's generic work (a request object, a context and a Web API client built per request, every
     middleware and listener matcher, the listener's arguments found by inspection; cProfile, docs/performance.md).
 
-    It takes a request only when it would reach ``record_send`` through Bolt, and answers it as Bolt would: signed
-    with our signing secret and fresh (``SignatureVerifier``, as Bolt's verification), this installation's
-    (``ThisInstallationOnly``), an ``/sms`` or ``/whatsapp`` form whose text is a send. Everything else (help, the
-    compose form, status, opt-outs, on call, a bad signature, another workspace, a malformed payload, an SSL check)
-    answers None and goes through Bolt, which answers it as before, refusals and their logs included.
+    It takes a command only when it would reach ``record_send`` through Bolt, and answers it as Bolt would: over
+    HTTP signed with our signing secret and fresh (``SignatureVerifier``, as Bolt's verification; Socket Mode's
+    envelopes come over the app's own connection, as in Bolt); this installation's (``ThisInstallationOnly``); an
+    ``/sms`` or ``/whatsapp`` command whose text is a send. Everything else (help, the compose form, status,
+    opt-outs, on call, a bad signature, another workspace, a malformed payload, an SSL check) answers None and goes
+    through Bolt, which answers it as before, refusals and their logs included.
     """
 
-    def __init__(self, deps: Deps, signing_secret: str, installation: ThisInstallationOnly) -> None:
+    def __init__(self, deps: Deps, signing_secret: str | None, installation: ThisInstallationOnly) -> None:
         self.deps = deps
-        self.verifier = SignatureVerifier(signing_secret)
+        self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self.installation = installation
 
     async def answer(self, body: bytes, timestamp: str | None, signature: str | None) -> BoltResponse | None:
+        """An HTTP request's answer (its body as Slack posted it), or None: Bolt answers it."""
         started = time.perf_counter()
-        if timestamp is None or signature is None or not self.verifier.is_valid(body, timestamp, signature):
+        if self.verifier is None or timestamp is None or signature is None:
+            return None
+        if not self.verifier.is_valid(body, timestamp, signature):
             return None
         text = body.decode("utf-8")
         if text.startswith("{") or "payload" in text:  # JSON or an interaction: what Bolt parses otherwise
             return None
-        form = dict(parse_qsl(text, keep_blank_values=True))  # as Bolt parses a form
+        return await self.answer_command(dict(parse_qsl(text, keep_blank_values=True)), started)  # as Bolt parses
+
+    async def answer_command(self, form: dict[str, Any], started: float | None = None) -> BoltResponse | None:
+        """A slash command's answer (its fields: a form's, or a Socket Mode envelope's payload), or None."""
+        started = time.perf_counter() if started is None else started
         via = VIA.get(form.get("command", ""))
         if via is None or "ssl_check" in form:
             return None
