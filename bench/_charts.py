@@ -114,6 +114,43 @@ def backlog_chart(
     return _save(figure, path)
 
 
+def storm_chart(
+    path: Path,
+    backlog: Mapping[str, Sequence[tuple[float, float]]],
+    acks: Sequence[tuple[float, float, float]],
+    *,
+    title: str,
+    last_event_s: float,
+    budget_ms: float = 3000.0,
+) -> Path:
+    """A storm over time, two panels on one time axis: above, how many alerts wait (one curve per series of
+    (seconds since the first alert, count)), with the last alert and a minute after it marked; below, the ack p99
+    and max of each window of arrivals ((window middle, p99 ms, max ms)), on a log scale under Slack's budget."""
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(SIZE[0], SIZE[1] * 1.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    for name, points in backlog.items():
+        top.plot([t for t, _ in points], [v for _, v in points], label=name)
+    for axes in (top, bottom):
+        axes.axvline(last_event_s, color="grey", linestyle=":", label="last alert" if axes is top else None)
+        axes.axvline(
+            last_event_s + 60, color="tab:red", linestyle=":", label="last alert + 60 s" if axes is top else None
+        )
+        axes.grid(alpha=0.3)
+    top.set(ylabel="alerts waiting", title=title)
+    top.set_ylim(bottom=0)
+    top.legend(loc="upper left", fontsize=8)
+    if acks:
+        bottom.plot([t for t, _, _ in acks], [p for _, p, _ in acks], "o-", markersize=3, label="ack p99 (10-s window)")
+        bottom.plot([t for t, _, _ in acks], [m for _, _, m in acks], ".", color="tab:orange", label="ack max")
+    bottom.axhline(budget_ms, color="tab:red", linewidth=1, label=f"Slack's budget ({budget_ms / 1000:g} s)")
+    bottom.set_yscale("log")
+    bottom.set_ylim(top=budget_ms * 20)  # room above the budget line for the legend, clear of the points
+    bottom.set(xlabel="seconds since the first alert", ylabel="ack time (ms)")
+    bottom.legend(loc="upper center", fontsize=8, ncol=3)
+    return _save(figure, path)
+
+
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()

@@ -100,6 +100,15 @@ PACED_ATTEMPTS = 4
 # Seconds one post may wait for its turns in all; one that would wait longer is tried again when the posts ahead of
 # it are gone (ChannelBusy's ``after``), freeing its worker meanwhile.
 PACED_WITHIN = 30.0
+# chat.update is not limited per channel but per workspace, like any Web API method of its tier (Tier 3: about 50 a
+# minute, whatever the channel). Rewrites take turns in a lane of their own at that pace: a storm's result cards
+# (delivery statuses) neither hold back the channels' posts nor meet the tier's 429s again and again.
+UPDATES_PER_SECOND = 50 / 60
+UPDATE_BURST = 20
+# A rewrite does not wait for its lane: it goes now or is shown later (the teller's card retry), so a storm's
+# rewrites never hold the outbox's workers that the next alerts need.
+UPDATE_WITHIN = 0.0
+WORKSPACE_LANES = {"chat.update": (UPDATES_PER_SECOND, UPDATE_BURST)}
 
 
 @dataclass
@@ -144,10 +153,12 @@ LOOK_LIMIT = 200
 
 class ChannelBusy(NotNow):
     """A channel's posts are queued past what a post may wait: it is tried again when the queue ahead of it has
-    gone (``after`` seconds), not after the usual backoff, so the channel keeps Slack's pace."""
+    gone (``after`` seconds), not after the usual backoff, so the channel keeps Slack's pace. ``method``: a method
+    limited per workspace whose lane is busy (``WORKSPACE_LANES``), not the channel's posts."""
 
-    def __init__(self, channel_id: str, after: float = 1.0) -> None:
-        super().__init__(f"Slack is holding posts to {channel_id} back (rate limited); trying again later", after)
+    def __init__(self, channel_id: str, after: float = 1.0, method: str | None = None) -> None:
+        what = f"{method} calls" if method else "posts"
+        super().__init__(f"Slack is holding {what} to {channel_id} back (rate limited); trying again later", after)
 
 
 _T = TypeVar("_T")
@@ -160,7 +171,10 @@ class ChannelPacer:
     ``run`` also waits out a post's own 429 in turn and tries it again; the client's 429 retries leave these posts
     alone (``PACED_METHODS``), as each would come back at the same instant as the others. ``posts_per_second`` 0:
     not paced ahead (a Slack-compatible API without the limit, e.g. a load test's fake); 429s are still waited out.
-    One pacer serves every poster of a process: two with their own would each take Slack's whole pace."""
+    One pacer serves every poster of a process: two with their own would each take Slack's whole pace.
+
+    A method Slack limits per workspace rather than per channel (``WORKSPACE_LANES``: chat.update) takes turns in
+    one lane of its own, at its tier's pace: its 429s hold that lane, never a channel's posts."""
 
     def __init__(self, posts_per_second: float = POSTS_PER_SECOND, burst: int = BURST) -> None:
         if posts_per_second < 0 or burst < 1:
@@ -168,34 +182,56 @@ class ChannelPacer:
         self.posts_per_second = posts_per_second
         self.burst = burst
         self._channels: dict[str, _Channel] = {}
+        self._methods: dict[str, _Channel] = {}
 
-    async def run(self, channel_id: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """``call()`` in the channel's turn; a 429 is waited out in turn (its Retry-After) and tried again. Waiting
-        for turns has ``PACED_WITHIN`` seconds in all: past it, ``ChannelBusy`` (the post is tried again later, and
-        the worker is free for other channels' sends meanwhile)."""
-        until = time.monotonic() + PACED_WITHIN
+    async def run(
+        self,
+        channel_id: str,
+        call: Callable[[], Awaitable[_T]],
+        *,
+        method: str = "chat.postMessage",
+        within: float = PACED_WITHIN,
+    ) -> _T:
+        """``call()`` (a ``method`` call in ``channel_id``) in its turn; a 429 is waited out in turn (its
+        Retry-After) and tried again. Waiting for turns has ``within`` seconds in all: past it, ``ChannelBusy``
+        (the call is tried again later, and the worker is free for other channels' sends meanwhile)."""
+        until = time.monotonic() + within
         for attempt in range(1, PACED_ATTEMPTS + 1):
             try:
-                async with self.turn(channel_id, until):
+                async with self.turn(channel_id, until, method=method):
                     return await call()
             except SlackApiError as exc:
                 if exc.response.status_code != 429 or attempt == PACED_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @asynccontextmanager
-    async def turn(self, channel_id: str, until: float | None = None) -> AsyncIterator[None]:
-        """The channel's turn to post; ``until`` (monotonic): give up waiting for it then (``ChannelBusy``). The
-        turn is only the start: the post itself does not hold the next one back (they overlap in flight)."""
+    def _lane(self, channel_id: str, method: str) -> _Channel:
+        """The channel's lane, or the workspace's lane of a method limited per workspace."""
+        if method in WORKSPACE_LANES:
+            lane = self._methods.get(method)
+            if lane is None:
+                rate, burst = WORKSPACE_LANES[method]
+                lane = self._methods[method] = _Channel(rate if self.posts_per_second else 0.0, burst)
+            return lane
         channel = self._channels.get(channel_id)
         if channel is None:
             channel = self._channels[channel_id] = _Channel(self.posts_per_second, self.burst)
+        return channel
+
+    @asynccontextmanager
+    async def turn(
+        self, channel_id: str, until: float | None = None, *, method: str = "chat.postMessage"
+    ) -> AsyncIterator[None]:
+        """The channel's turn to post; ``until`` (monotonic): give up waiting for it then (``ChannelBusy``). The
+        turn is only the start: the post itself does not hold the next one back (they overlap in flight)."""
+        channel = self._lane(channel_id, method)
+        lane = method if method in WORKSPACE_LANES else None
         channel.queued += 1
         try:
             async with asyncio.timeout(None if until is None else max(0.0, until - time.monotonic())):
                 await channel.lock.acquire()
         except TimeoutError:
-            raise ChannelBusy(channel_id, channel.ahead()) from None
+            raise ChannelBusy(channel_id, channel.ahead(), lane) from None
         finally:
             channel.queued -= 1
         try:
@@ -206,7 +242,7 @@ class ChannelPacer:
                 if wait <= 0 and (wait := channel.take(now)) <= 0:
                     break
                 if until is not None and now + wait > until:
-                    raise ChannelBusy(channel_id, channel.ahead(wait))
+                    raise ChannelBusy(channel_id, channel.ahead(wait), lane)
                 await asyncio.sleep(wait)
         finally:
             channel.lock.release()
@@ -642,6 +678,8 @@ class SlackConversation(_Requester):
                 lambda: self._client.chat_update(
                     channel=self.origin.channel_id, ts=result_ts, text=text, blocks=blocks
                 ),
+                method="chat.update",
+                within=UPDATE_WITHIN,
             )
 
         try:
