@@ -192,6 +192,27 @@ def _inbound_route(inbox: InboundEndpoint) -> Callable[[Request], Awaitable[Resp
     return d7_inbound
 
 
+def _slack_route(bolt: AsyncApp, quick: QuickAnswers | None) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /slack/events``: a malformed timestamp refused first; a command that sends answered by ``quick``;
+    anything else by Bolt."""
+    handler = AsyncSlackRequestHandler(bolt)
+
+    async def slack_events(request: Request) -> Response:
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        if timestamp is None or not _SLACK_TIMESTAMP.fullmatch(timestamp):
+            log.info("refused a Slack request without a valid X-Slack-Request-Timestamp")
+            # The very answer Bolt gives a bad signature.
+            return to_starlette_response(BoltResponse(status=401, body={"error": "invalid request"}))
+        if quick is not None and request.headers.get("content-type", "").startswith(FORM):
+            # A command that sends, its intent kept, answered without Bolt's dispatch; None: anything else
+            answer = await quick.answer(await request.body(), timestamp, request.headers.get("X-Slack-Signature"))
+            if answer is not None:
+                return to_starlette_response(answer)
+        return await handler.handle(request)  # the body read above is kept by the request: Bolt reads it again
+
+    return slack_events
+
+
 def create_web_app(
     bolt: AsyncApp | None,
     health: Health,
@@ -226,22 +247,7 @@ def create_web_app(
     if inbound is not None:
         routes.append(Route("/d7/inbound/{secret}", _inbound_route(inbound), methods=["POST"]))
     if bolt is not None:
-        handler = AsyncSlackRequestHandler(bolt)
-
-        async def slack_events(request: Request) -> Response:
-            timestamp = request.headers.get("X-Slack-Request-Timestamp")
-            if timestamp is None or not _SLACK_TIMESTAMP.fullmatch(timestamp):
-                log.info("refused a Slack request without a valid X-Slack-Request-Timestamp")
-                # The very answer Bolt gives a bad signature.
-                return to_starlette_response(BoltResponse(status=401, body={"error": "invalid request"}))
-            if quick is not None and request.headers.get("content-type", "").startswith(FORM):
-                # A command that sends, its intent kept, answered without Bolt's dispatch; None: anything else
-                answer = await quick.answer(await request.body(), timestamp, request.headers.get("X-Slack-Signature"))
-                if answer is not None:
-                    return to_starlette_response(answer)
-            return await handler.handle(request)  # the body read above is kept by the request: Bolt reads it again
-
-        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+        routes.append(Route("/slack/events", _slack_route(bolt, quick), methods=["POST"]))
 
     async def healthz(request: Request) -> Response:
         ok, body = await health()
