@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
@@ -103,12 +104,12 @@ class PhoneNumber:
     @property
     def number_type(self) -> NumberType:
         """``premium_rate`` for +1 900 …, ``fixed_line_or_mobile`` for most of NANP, ``unknown`` when unplaced."""
-        return _TYPES.get(phonenumbers.number_type(_parsed(self.e164)), NumberType.UNKNOWN)
+        return _number_type(self.e164)
 
     @property
     def region(self) -> str | None:
         """The ISO region the number belongs to (``US``, ``JM`` for +1 876), None when no single one."""
-        return phonenumbers.region_code_for_number(_parsed(self.e164))
+        return _region(self.e164)
 
 
 def regions_of_country_code(digits: str) -> list[str]:
@@ -149,15 +150,35 @@ def parse_phone(raw: str, default_region: str | None = None) -> PhoneNumber:
     return PhoneNumber(phonenumbers.format_number(number, PhoneNumberFormat.E164))
 
 
+# What is derived from a number is kept for the numbers seen last: a broadcast's policy check reads each of its
+# 1,000 numbers' type, region and masked form, which parsed each number four times (56 ms on the event loop).
+SEEN = 4096
+
+
+@lru_cache(maxsize=SEEN)
 def _parsed(e164: str) -> phonenumbers.PhoneNumber:
+    """The parsed number; shared, so never changed by its callers (phonenumbers' functions only read it)."""
     return phonenumbers.parse(e164, None)
 
 
+@lru_cache(maxsize=SEEN)
+def _number_type(e164: str) -> NumberType:
+    return _TYPES.get(phonenumbers.number_type(_parsed(e164)), NumberType.UNKNOWN)
+
+
+@lru_cache(maxsize=SEEN)
+def _region(e164: str) -> str | None:
+    region: str | None = phonenumbers.region_code_for_number(_parsed(e164))
+    return region
+
+
+@lru_cache(maxsize=SEEN)
 def format_full(e164: str) -> str:
     """International format: ``+1 415-555-0100``, ``+44 20 7946 0000``."""
     return phonenumbers.format_number(_parsed(e164), PhoneNumberFormat.INTERNATIONAL)
 
 
+@lru_cache(maxsize=SEEN)
 def mask(e164: str) -> str:
     """Masked form that still lets people recognise a number: ``+1 415 ••• 0100``.
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.domain.models import Via
-from bot.domain.phone import PhoneNumber
+from bot.domain.phone import NumberDisplay, PhoneNumber
 from bot.domain.policy.model import GROUP_PREFIX, REGION_PREFIX, SCHEDULE_PREFIX, WILDCARD, Policy, PolicySurface, Rule
 from bot.domain.slack_ids import USERGROUP_ID
 
@@ -101,14 +101,15 @@ def _recipient_allowed(
     return False
 
 
-def type_refusal(rule: Rule, number: PhoneNumber, shown: str) -> str | None:
-    """Why ``rule`` refuses ``number`` for its type, or None when it may text it."""
+def type_refusal(rule: Rule, number: PhoneNumber, show: NumberDisplay) -> str | None:
+    """Why ``rule`` refuses ``number`` for its type (the number shown as ``show`` says), or None when it may text
+    it."""
     number_type = number.number_type
     if rule.allows_type(number_type):
         return None
     return (
-        f"{shown} is {_a(number_type.label)} number; rule '{rule.name}' does not allow {number_type.label} numbers "
-        f"(allow_number_types: [{number_type.value}])"
+        f"{number.display(show)} is {_a(number_type.label)} number; rule '{rule.name}' does not allow "
+        f"{number_type.label} numbers (allow_number_types: [{number_type.value}])"
     )
 
 
@@ -167,15 +168,14 @@ def _try_rule(policy: Policy, rule: Rule, facts: SendRequestFacts, through: Dime
 
 def _try_recipients(policy: Policy, rule: Rule, facts: SendRequestFacts, sender: str) -> _Attempt:
     """The rest of ``_try_rule``, once the rule admits the rest of the send: each recipient, then how many."""
-    for number in facts.recipients:
-        shown = number.display(policy.defaults.show_numbers)
+    for number in facts.recipients:  # a number is shown (formatted, masked) only in a refusal: 1,000 allowed cost none
         if not _recipient_allowed(policy, rule.recipients, number, facts.on_call.get(number.e164, frozenset())):
             return _Attempt(
                 rule,
                 Dimension.RECIPIENT,
-                f"{shown} is outside the numbers rule '{rule.name}' allows",
+                f"{number.display(policy.defaults.show_numbers)} is outside the numbers rule '{rule.name}' allows",
             )
-        if (refusal := type_refusal(rule, number, shown)) is not None:
+        if (refusal := type_refusal(rule, number, policy.defaults.show_numbers)) is not None:
             return _Attempt(rule, Dimension.RECIPIENT, refusal)
     if (too_many := count_refusal(policy, rule, len(facts.recipients))) is not None:
         return _Attempt(rule, Dimension.COUNT, too_many)

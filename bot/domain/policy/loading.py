@@ -424,7 +424,7 @@ def _recipient_warnings(policy: Policy) -> list[PolicyProblem]:
                     )
                 )
             for number in _listed_numbers(policy, pattern):
-                if (refusal := type_refusal(rule, number, number.display(policy.defaults.show_numbers))) is not None:
+                if (refusal := type_refusal(rule, number, policy.defaults.show_numbers)) is not None:
                     warnings.append(PolicyProblem(where, f"{refusal}, so texts to it are refused"))
     return warnings
 
