@@ -23,6 +23,7 @@ from bot import logs
 from bot.app import Relay, open_relay
 from bot.config import Settings
 from bot.domain.errors import ConfigError
+from bot.domain.policy import policy_warnings
 from bot.slack.listeners.commands import QuickSends
 from bot.tasks import RightOfWay
 
@@ -109,6 +110,10 @@ async def _serve(relay: Relay, settings: Settings) -> None:
             "DRY RUN (nothing will be sent)" if relay.gateway.dry_run else "live",
             f"at {settings.public_url}d7/reports/…" if settings.public_url else "off (PUBLIC_URL is not set)",
         )
+        # What ``check`` warns about, in the log too; reading every contact's type and region also fills the numbers'
+        # cache, so the first send to a big group is not the one that pays for it (25 ms for 1,000 on the loop).
+        for warning in policy_warnings(relay.policy):
+            log.warning("policy: %s", warning)
         _settle_heap()
         await server.serve()  # returns after SIGTERM / SIGINT, once in-flight HTTP requests are answered
     finally:

@@ -151,6 +151,42 @@ def test_sigterm_lets_the_send_in_flight_finish(slack: FakeSlack, tmp_path: Path
     assert "stopped" in output
 
 
+def test_what_check_warns_about_the_policy_is_logged_at_start(slack: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(slack, tmp_path)
+    policy = Path(env["BOT_POLICY"])
+    policy.write_text(POLICY.replace("contacts:\n", 'contacts:\n  team: ["+14155550100", "+33142685300"]\n', 1))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(f"http://127.0.0.1:{env['PORT']}/healthz"):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the bot did not come up"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    (line,) = [line for line in output.splitlines() if "policy: contacts.team[1]" in line]
+    assert "is a number in FR" in line
+    assert "so texts to it are refused" in line
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def socket_mode_settings(slack: FakeSlack, tmp_path: Path) -> Settings:
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
