@@ -106,25 +106,8 @@ def test_sigterm_lets_the_send_in_flight_finish(slack: FakeSlack, tmp_path: Path
     with FakeD7(delay=1.5) as d7:
         env = bot_env(slack, tmp_path, D7_API_TOKEN=D7_TOKEN, D7_API_URL=d7.url)
         base = f"http://127.0.0.1:{env['PORT']}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = serving_bot(env, tmp_path)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the bot did not come up"
-                time.sleep(0.1)
             body = slash_command("/sms", "+14155550100 deploy finished", response_url=slack.response_url("cmd"))
             ack = httpx.post(
                 f"{base}/slack/events",
@@ -155,20 +138,8 @@ def test_what_check_warns_about_the_policy_is_logged_at_start(slack: FakeSlack, 
     env = bot_env(slack, tmp_path)
     policy = Path(env["BOT_POLICY"])
     policy.write_text(POLICY.replace("contacts:\n", 'contacts:\n  team: ["+14155550100", "+33142685300"]\n', 1))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = serving_bot(env, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while not _answers(f"http://127.0.0.1:{env['PORT']}/healthz"):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the bot did not come up"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
@@ -178,6 +149,21 @@ def test_what_check_warns_about_the_policy_is_logged_at_start(slack: FakeSlack, 
     (line,) = [line for line in output.splitlines() if "policy: contacts.team[1]" in line]
     assert "is a number in FR" in line
     assert "so texts to it are refused" in line
+
+
+def serving_bot(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """``python -m bot`` started and answering /healthz (its output in ``stdout``, stderr with it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot"], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 30
+    while not _answers(f"http://127.0.0.1:{env['PORT']}/healthz"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            output = proc.communicate(timeout=10)[0]
+            raise AssertionError(f"the bot did not come up:\n{output}")
+        time.sleep(0.1)
+    return proc
 
 
 def _answers(url: str) -> bool:
