@@ -65,31 +65,7 @@ class SqlDeliveryLog:
             await self._db.write(statement.values(applied_at=now()))
 
     async def apply_status(self, send_id: str, recipient: str, status: str, rank: int, reason: str | None) -> bool:
-        insert = self._db.insert(recipient_statuses)
-        statement = (
-            insert.values(
-                send_id=send_id,
-                recipient=recipient,
-                status=status,
-                rank=rank,
-                reason=reason,
-                notified=False,
-                updated_at=now(),
-            )
-            .on_conflict_do_update(
-                index_elements=["send_id", "recipient"],
-                set_={
-                    "status": insert.excluded.status,
-                    "rank": insert.excluded.rank,
-                    "reason": insert.excluded.reason,
-                    "updated_at": insert.excluded.updated_at,
-                },
-                where=recipient_statuses.c.rank < insert.excluded.rank,
-            )
-            .returning(recipient_statuses.c.send_id)
-        )
-        async with self._db.begin() as conn:
-            return (await conn.execute(statement)).first() is not None
+        return bool(await self.apply_statuses([StatusUpdate(send_id, recipient, status, rank, reason)]))
 
     async def apply_statuses(self, statuses: Sequence[StatusUpdate]) -> set[str]:
         """One transaction, a multi-row upsert per ``STATUS_ROWS``: of several for one recipient, the highest rank
