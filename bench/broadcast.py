@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._bot import bot_env, bot_process, database_url, peak_rss_mb, post_command
 from bench._fake import _process, fake_slack_process
-from tests.harness import slash_command
+from tests.harness import everyone_policy, slash_command
 
 DEADLINE = 120.0
 SECRET = "bench-broadcast-secret-0123456789"  # noqa: S105 - a loopback benchmark's own
@@ -48,21 +48,7 @@ TEXT = "Water main break: the office is closed today. Work from home; updates in
 
 
 def policy(numbers: list[str]) -> str:
-    return f"""
-version: 1
-defaults: {{region: US, max_segments: 3, show_numbers: masked, limits: {{per_user: none}}}}
-senders:
-  ops-sms: {{via: sms, originator: OpsAlert}}
-contacts:
-  everyone: [{", ".join(f'"{n}"' for n in numbers)}]
-rules:
-  - name: ops may text everyone
-    slack_channels: [C0OPS]
-    users: ["*"]
-    senders: [ops-sms]
-    recipients: ["group:everyone"]
-    max_recipients: {len(numbers)}
-"""
+    return everyone_policy(numbers, show_numbers="masked", max_recipients=len(numbers))
 
 
 def rss_mb(pid: int) -> float | None:

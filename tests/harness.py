@@ -59,6 +59,28 @@ _triggers = itertools.count(1)
 _events = itertools.count(1)
 
 
+def everyone_policy(
+    numbers: list[str], *, show_numbers: str = "full", max_recipients: int = 1000, alerts: str = ""
+) -> str:
+    """A policy whose one rule lets anyone in #ops (C0OPS) text the contact group ``everyone`` (``numbers``), with no
+    per-person budget (big sends are the subject, not budgets); ``alerts``: an ``alerts:`` section to add."""
+    return f"""
+version: 1
+defaults: {{region: US, max_segments: 3, show_numbers: {show_numbers}, limits: {{per_user: none}}}}
+senders:
+  ops-sms: {{via: sms, originator: OpsAlert}}
+contacts:
+  everyone: [{", ".join(f'"{n}"' for n in numbers)}]
+rules:
+  - name: ops may text everyone
+    slack_channels: [C0OPS]
+    users: ["*"]
+    senders: [ops-sms]
+    recipients: ["group:everyone"]
+    max_recipients: {max_recipients}
+{alerts}"""
+
+
 def event_callback(event: dict[str, Any], *, channel: str = "C0ALERTS", event_id: str | None = None) -> bytes:
     """The JSON body Slack posts to the Events API for one event (``event_callback``)."""
     return json.dumps(

@@ -13,29 +13,14 @@ import pytest
 
 from tests.fakes.d7 import FakeD7
 from tests.fakes.slack import FakeSlack
-from tests.harness import App, event_callback, running_app
+from tests.harness import App, event_callback, everyone_policy, running_app
 
 SECRET = "report-path-secret-0123456789abcdef"
 REPORTS = f"/d7/reports/{SECRET}"
 NUMBERS = [f"+1415555{i:04d}" for i in range(200)]
 
 
-def policy_for(numbers: list[str]) -> str:
-    return f"""
-version: 1
-defaults: {{region: US, max_segments: 3, show_numbers: full, limits: {{per_user: none}}}}  # big sends, not budgets
-senders:
-  ops-sms: {{via: sms, originator: OpsAlert}}
-contacts:
-  everyone: [{", ".join(f'"{n}"' for n in numbers)}]
-rules:
-  - name: ops may text everyone
-    slack_channels: [C0OPS]
-    users: ["*"]
-    senders: [ops-sms]
-    recipients: ["group:everyone"]
-    max_recipients: 1000
-alerts:
+STORM = """alerts:
   - name: storm to everyone
     slack_channels: [C0ALERTS]
     match: "(?i)critical"
@@ -43,6 +28,10 @@ alerts:
     sender: ops-sms
     to: ["group:everyone"]
 """
+
+
+def policy_for(numbers: list[str]) -> str:
+    return everyone_policy(numbers, alerts=STORM)
 
 
 BIG_POLICY = policy_for(NUMBERS)

@@ -30,27 +30,13 @@ from bot.storage.schema import recipient_statuses, send_requests, sends
 from tests import blockkit
 from tests.fakes.d7 import FakeD7, Reply
 from tests.fakes.slack import FakeSlack
-from tests.harness import App, reset_postgres, running_app
+from tests.harness import App, everyone_policy, reset_postgres, running_app
 from tests.test_journal import sending
 
 SECRET = "broadcast-report-secret-0123456789"
 SEND = "/messages/v1/send"
 NUMBERS = [f"+1415555{i:04d}" for i in range(1000)]
-POLICY = f"""
-version: 1
-defaults: {{region: US, max_segments: 3, show_numbers: full, limits: {{per_user: none}}}}
-senders:
-  ops-sms: {{via: sms, originator: OpsAlert}}
-contacts:
-  everyone: [{", ".join(f'"{n}"' for n in NUMBERS)}]
-rules:
-  - name: ops may text everyone
-    slack_channels: [C0OPS]
-    users: ["*"]
-    senders: [ops-sms]
-    recipients: ["group:everyone"]
-    max_recipients: 1000
-"""
+POLICY = everyone_policy(NUMBERS)
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
 
