@@ -225,7 +225,9 @@ budget_windows = sa.Table(
     sa.Column("window_start", UTCDateTime(), nullable=False),
     sa.Column("window_end", UTCDateTime(), nullable=False),
     sa.Column("used", sa.Integer(), nullable=False),
-    sa.Column("last_taken", sa.Boolean(), nullable=False),  # whether the latest charge fitted (read back at once)
+    # Whether the latest charge fitted: read back by the upsert of replicas before the group-committed ledger;
+    # written (true once charged, false for a placeholder) but no longer read, kept for a rolling upgrade.
+    sa.Column("last_taken", sa.Boolean(), nullable=False),
 )
 
 # What each send counted against each budget, so a send is counted once and can be given back.
